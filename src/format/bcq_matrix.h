@@ -1,0 +1,83 @@
+// The canonical, ISA-neutral BCQ weight matrix: what the quantizers produce, what goes to disk,
+// and what every kernel backend repacks from. Layout and bit order: docs/format.md.
+//
+//   W[n,k] ≈ Σ_{i<q} α_i · B_i[n,k] (+ z),   B_i ∈ {−1,+1}
+//
+// Per-OC orientation: groups of g consecutive weights along k inside one output row share the
+// q scales α_i[n, k/g] (and the offset z[n, k/g]). Per-IC orientation (AdaDim): groups of g
+// consecutive rows inside one input column share α_i[n/g, k] (and z[n/g, k]).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace lutq::format {
+
+enum class Orientation : uint8_t { kPerOC = 0, kPerIC = 1 };
+
+constexpr int kMaxBits = 8;
+
+const char* orientation_name(Orientation o);
+
+struct BcqConfig {
+  int q = 3;  // bit-planes, 1..8
+  int64_t g = 128;  // group size along k (per-OC) or n (per-IC): 32, 64, 128, 256 or the full extent
+  Orientation orientation = Orientation::kPerOC;
+  bool has_offset = false;
+};
+
+struct BcqMatrix {
+  int64_t n = 0;  // output features (rows)
+  int64_t k = 0;  // input features (columns, the reduction)
+  BcqConfig cfg;
+  // Bit-planes, plane-major then row-major, each row packed along k, least significant bit first:
+  // bits[(i*n + r)*row_bytes() + c/8] bit (c%8) is 1 where B_i[r,c] = +1, 0 where it is −1.
+  // Padding bits past k are 0.
+  std::vector<uint8_t> bits;
+  // fp16 scales. Per-OC: alpha[((r*groups_k()) + c/g)*q + i]. Per-IC: alpha[((r/g)*k + c)*q + i].
+  std::vector<uint16_t> alpha;
+  // fp16 offsets (empty unless cfg.has_offset). Per-OC: offset[r*groups_k() + c/g].
+  // Per-IC: offset[(r/g)*k + c].
+  std::vector<uint16_t> offset;
+
+  int64_t row_bytes() const { return (k + 7) / 8; }
+  // Number of groups along k (per-OC) or along n (per-IC).
+  int64_t num_groups() const;
+  // Scale sets: the number of (group, other-dimension) cells, each holding q alphas.
+  int64_t num_scale_sets() const;
+
+  bool bit(int plane, int64_t r, int64_t c) const {
+    return (bits[static_cast<size_t>((plane * n + r) * row_bytes() + c / 8)] >> (c % 8)) & 1u;
+  }
+  // Index of the scale set of element (r, c): alpha[scale_set(r,c)*q + i], offset[scale_set(r,c)].
+  int64_t scale_set(int64_t r, int64_t c) const {
+    return cfg.orientation == Orientation::kPerOC ? r * (k / cfg.g) + c / cfg.g : (r / cfg.g) * k + c;
+  }
+
+  // Bits per weight of the stored form (planes + fp16 scales and offsets).
+  double bits_per_weight() const;
+  // Bytes of bits + scales + offsets.
+  int64_t storage_bytes() const;
+};
+
+// Checks a configuration against a shape: q in 1..8, g in {32,64,128,256} or the full extent,
+// and the grouped dimension divisible by g. The message names the offending value.
+Status validate_config(const BcqConfig& cfg, int64_t n, int64_t k);
+
+// Checks that a matrix is internally consistent (config, buffer sizes, zero padding bits).
+Status validate(const BcqMatrix& w);
+
+// Allocates a matrix of the given shape with all planes −1, scales 0 and offsets 0.
+Result<BcqMatrix> make_empty(int64_t n, int64_t k, const BcqConfig& cfg);
+
+// Reconstructs W[n,k] in fp32 from the stored form (fp16 scales widened exactly):
+// w = Σ_i α_i·(±1) summed in double then rounded once, plus the offset.
+std::vector<float> dequantize(const BcqMatrix& w);
+
+// Human-readable summary, e.g. "576x1536 q=3 g=128 per-OC offset (3.25 bpw)".
+std::string describe(const BcqMatrix& w);
+
+}  // namespace lutq::format

@@ -1,0 +1,70 @@
+#include <cstdlib>
+#include <string>
+
+#include "kernels/kernel.h"
+#include "kernels/linear.h"
+
+namespace lutq::kernels {
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kRef: return "ref";
+    case Isa::kScalar: return "scalar";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512: return "avx512";
+  }
+  return "?";
+}
+
+Result<Isa> parse_isa(std::string_view name) {
+  for (int i = 0; i < kNumIsas; ++i) {
+    if (name == isa_name(static_cast<Isa>(i))) return static_cast<Isa>(i);
+  }
+  return Status::invalid("unknown ISA '" + std::string(name) + "': expected ref, scalar, avx2 or avx512");
+}
+
+const char* precision_name(Precision p) { return p == Precision::kExact ? "exact" : "fast"; }
+
+Result<Precision> parse_precision(std::string_view name) {
+  if (name == "exact") return Precision::kExact;
+  if (name == "fast") return Precision::kFast;
+  return Status::invalid("unknown table precision '" + std::string(name) + "': expected exact or fast");
+}
+
+const Backend& backend(Isa isa) {
+  switch (isa) {
+    case Isa::kRef: return ref_backend();
+    case Isa::kScalar: return scalar_backend();
+    case Isa::kAvx2: return avx2_backend();
+    case Isa::kAvx512: return avx512_backend();
+  }
+  return ref_backend();
+}
+
+std::vector<Isa> available_isas(const CpuFeatures& cpu) {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kScalar, Isa::kRef}) {
+    if (backend(isa).available(cpu)) out.push_back(isa);
+  }
+  return out;
+}
+
+Result<Isa> select_isa(const CpuFeatures& cpu, std::optional<Isa> requested) {
+  if (!requested) {
+    if (const char* env = std::getenv("LUTQ_ISA"); env != nullptr && *env != '\0') {
+      Result<Isa> parsed = parse_isa(env);
+      if (!parsed) return Status::invalid("LUTQ_ISA: " + parsed.status().message());
+      requested = *parsed;
+    }
+  }
+  if (requested) {
+    if (!backend(*requested).available(cpu)) {
+      return Status::unsupported(std::string("ISA ") + isa_name(*requested) + " is not available on this CPU (" +
+                                 cpu.summary() + ")");
+    }
+    return *requested;
+  }
+  return available_isas(cpu).front();
+}
+
+}  // namespace lutq::kernels

@@ -1,0 +1,71 @@
+// The kernel-backend interface: one table of function pointers per ISA, chosen once at start-up
+// (dispatch.h). Every backend computes y[m,n] = x[m,k] · W[n,k]^T for a BCQ matrix W, with fp32
+// activations and outputs, 1 <= m <= kMaxM per call. Algorithm and error bounds: docs/kernels.md.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "core/aligned_buffer.h"
+#include "core/cpu.h"
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "format/bcq_matrix.h"
+
+namespace lutq::kernels {
+
+// `ref` dequantizes and accumulates in double (the accuracy spec); `scalar` is the scalar LUT
+// reference that performs exactly the algorithm of the SIMD backends (their spec).
+enum class Isa : uint8_t { kRef = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3 };
+constexpr int kNumIsas = 4;
+
+// Table precision of the LUT backends. kExact: fp32 tables. kFast: int8 tables with one fp32
+// scale per block of activations (T-MAC style), integer partial sums. `ref` ignores it.
+enum class Precision : uint8_t { kExact = 0, kFast = 1 };
+
+const char* isa_name(Isa isa);
+Result<Isa> parse_isa(std::string_view name);  // "ref", "scalar", "avx2", "avx512"
+const char* precision_name(Precision p);
+Result<Precision> parse_precision(std::string_view name);  // "exact", "fast"
+
+constexpr int kMu = 4;  // activations per lookup table
+constexpr int kTableSize = 1 << kMu;  // 16 entries
+constexpr int64_t kMaxM = 32;  // rows of x per backend call; larger m is tiled by BcqLinear
+
+// A matrix in one backend's layout, produced by Backend::repack.
+struct PackedMatrix {
+  Isa isa = Isa::kRef;
+  Precision precision = Precision::kExact;
+  // Shape and configuration always; bits/alpha/offset only for backends that compute on the
+  // canonical layout (ref, scalar). SIMD backends leave those vectors empty.
+  format::BcqMatrix source;
+  AlignedBuffer data;  // the backend layout (empty for ref, scalar)
+  int64_t row_tile = 1;  // rows are padded to a multiple of this in `data`
+};
+
+struct Backend {
+  Isa isa;
+  // Whether this CPU can run the backend.
+  bool (*available)(const CpuFeatures& cpu);
+  // Whether the backend takes this matrix and precision; a clear error otherwise.
+  Status (*check)(const format::BcqMatrix& w, Precision p);
+  // Canonical -> backend layout. Precondition: check() passed.
+  PackedMatrix (*repack)(const format::BcqMatrix& w, Precision p);
+  // Backend layout -> canonical (round trip: unpack(repack(w)) == w).
+  format::BcqMatrix (*unpack)(const PackedMatrix& w);
+  // y[m,n] = x[m,k] · W^T; x rows have stride k, y rows stride n; 1 <= m <= kMaxM.
+  void (*gemm)(const PackedMatrix& w, const float* x, int64_t m, float* y, ThreadPool& pool);
+  // The fast path's integer partial sums for one activation row (test hook):
+  // out[(r*q + i)*num_blocks + b] = Σ over the chunks of block b of the int8 table entries that
+  // row r, plane i looks up. Block size: lut_block(w). nullptr where the backend has no int8 path.
+  void (*int8_partials)(const PackedMatrix& w, const float* x, int32_t* out);
+};
+
+// The backends, each defined in its own folder (ref/, avx2/, avx512/).
+const Backend& ref_backend();
+const Backend& scalar_backend();
+const Backend& avx2_backend();
+const Backend& avx512_backend();
+const Backend& backend(Isa isa);
+
+}  // namespace lutq::kernels

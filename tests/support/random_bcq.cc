@@ -1,0 +1,42 @@
+#include "support/random_bcq.h"
+
+#include <cstdlib>
+#include <string>
+
+#include "core/fp16.h"
+
+namespace lutq::testing {
+
+uint64_t test_seed() {
+  if (const char* s = std::getenv("LUTQ_TEST_SEED"); s != nullptr && *s != '\0') return std::stoull(s);
+  std::random_device rd;
+  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
+}
+
+format::BcqMatrix random_bcq(int64_t n, int64_t k, const format::BcqConfig& cfg, std::mt19937_64& rng) {
+  format::BcqMatrix w = format::make_empty(n, k, cfg).value();
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (auto& b : w.bits) b = static_cast<uint8_t>(byte(rng));
+  if (k % 8 != 0) {  // clear padding bits past k
+    const auto keep = static_cast<uint8_t>((1u << (k % 8)) - 1u);
+    for (int64_t row = 0; row < cfg.q * n; ++row) w.bits[static_cast<size_t>((row + 1) * w.row_bytes() - 1)] &= keep;
+  }
+  std::normal_distribution<float> alpha(0.0f, 1.0f);
+  std::normal_distribution<float> offset(0.0f, 0.5f);
+  for (auto& a : w.alpha) a = fp32_to_fp16(alpha(rng));
+  for (auto& z : w.offset) z = fp32_to_fp16(offset(rng));
+  return w;
+}
+
+std::vector<float> random_activations(int64_t m, int64_t k, std::mt19937_64& rng) {
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::uniform_int_distribution<int64_t> pick(0, k - 1);
+  std::vector<float> x(static_cast<size_t>(m * k));
+  for (auto& v : x) v = d(rng);
+  for (int64_t r = 0; r < m; ++r) {
+    for (int o = 0; o < 2; ++o) x[static_cast<size_t>(r * k + pick(rng))] *= 20.0f;  // outlier features
+  }
+  return x;
+}
+
+}  // namespace lutq::testing

@@ -1,0 +1,23 @@
+// Random inputs for kernel tests: BCQ matrices with random planes, fp16 scales and offsets, and
+// activation rows; a per-run seed that failures print (LUTQ_TEST_SEED=... reproduces a run).
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "format/bcq_matrix.h"
+
+namespace lutq::testing {
+
+// The run's seed: LUTQ_TEST_SEED if set, else fresh from std::random_device.
+uint64_t test_seed();
+
+// A valid matrix with uniformly random planes, α ~ N(0, 1) and offsets ~ N(0, 0.5), all rounded
+// to fp16. Padding bits stay zero.
+format::BcqMatrix random_bcq(int64_t n, int64_t k, const format::BcqConfig& cfg, std::mt19937_64& rng);
+
+// m*k activations ~ N(0, 1), with a few large outliers (as real activations have).
+std::vector<float> random_activations(int64_t m, int64_t k, std::mt19937_64& rng);
+
+}  // namespace lutq::testing
