@@ -1,0 +1,82 @@
+// Internal to src/quant: the per-group fitting machinery behind quantize() and fit_group().
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "quant/quantize.h"
+
+namespace lutq::quant::detail {
+
+// Index of a nearest value in a sorted grid of `size` (a power of two) values, given the size−1
+// midpoints between neighbours: a branchless binary search; ties go to the upper value.
+inline int nearest_index(const double* mids, int size, double x) {
+  int pos = 0;
+  for (int step = size / 2; step > 0; step >>= 1) pos += mids[pos + step - 1] <= x ? step : 0;
+  return pos;
+}
+
+// The sorted grid of the 2^q values offset + Σ_i ±α_i and the code of each (bit i of a code set
+// means +α_i). Built by merging plane by plane, O(2^q); α may be negative or zero.
+class ValueGrid {
+ public:
+  void build(const double* alpha, int q, double offset);
+  int size() const { return size_; }
+  const double* values() const { return values_.data(); }
+  const uint8_t* codes() const { return codes_.data(); }
+  const double* mids() const { return mids_.data(); }
+
+ private:
+  int size_ = 0;
+  std::vector<double> values_, mids_, tmp_values_;
+  std::vector<uint8_t> codes_, tmp_codes_;
+};
+
+// Fits groups one after another, reusing its scratch buffers. Not thread-safe: one per thread.
+class GroupFitter {
+ public:
+  // Fits v[len] with q planes. Writes alpha[q] and *offset (fp16-representable; offset 0 when
+  // !with_offset) and codes[len] (bit i = plane i, 1 = +1). Returns the squared error of the
+  // stored form, Σ (v − grid value)², in double.
+  double fit(const float* v, int64_t len, int q, Method method, bool with_offset, int iterations,
+             float* alpha, float* offset, uint8_t* codes);
+
+ private:
+  double fit_rtn(const float* v, int64_t len, int q, bool with_offset, float* alpha, float* offset,
+                 uint8_t* codes);
+  void fit_greedy_raw(const float* v, int64_t len, int q, bool with_offset, double* alpha, double* offset);
+  // Rounds alpha/offset to fp16 (saturating), writes them out and gives every element the code
+  // of its nearest grid value. Returns the squared error.
+  double finalize(const float* v, int64_t len, int q, const double* alpha, double offset, float* alpha_out,
+                  float* offset_out, uint8_t* codes);
+  // An unrounded fit during the alternation and its squared error.
+  struct State {
+    std::array<double, format::kMaxBits> alpha{};
+    double offset = 0.0;
+    double err = std::numeric_limits<double>::infinity();
+  };
+  // Alternating rounds from `start`, whose assignment code_count_/code_sum_ describe (after
+  // sort_group() for the group); replaces *best by the final state where that has a smaller error.
+  void alternate(int64_t len, int q, bool with_offset, int iterations, const State& start, State* best);
+  // Sorted copy of the group with prefix sums of x and x², so one assignment round costs
+  // O(2^q · log len) instead of O(len · q).
+  void sort_group(const float* v, int64_t len);
+  // Counts and sums the elements of each code into code_count_/code_sum_.
+  void cells_from_codes(const float* v, int64_t len, int q, const uint8_t* codes);
+  // Assigns every element its nearest grid value, leaving the count and sum of each code in
+  // code_count_/code_sum_; returns the squared error.
+  double assign_cells(int64_t len, int q, const double* alpha, double offset);
+  // Least squares for alpha (and offset) from code_count_/code_sum_ (which it transforms in
+  // place); false if the system is singular.
+  bool solve_scales(int64_t len, int q, bool with_offset, double* alpha, double* offset);
+
+  ValueGrid grid_;
+  std::vector<double> residual_, sorted_, prefix1_, prefix2_, code_count_, code_sum_;
+  std::vector<uint8_t> trial_codes_;
+  std::vector<size_t> ends_;
+};
+
+}  // namespace lutq::quant::detail
