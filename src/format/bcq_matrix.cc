@@ -98,19 +98,25 @@ Result<BcqMatrix> make_empty(int64_t n, int64_t k, const BcqConfig& cfg) {
   return w;
 }
 
+void dequantize_row(const BcqMatrix& w, int64_t r, double* out) {
+  const int q = w.cfg.q;
+  for (int64_t c = 0; c < w.k; ++c) {
+    const int64_t set = w.scale_set(r, c);
+    double v = w.cfg.has_offset ? fp16_to_fp32(w.offset[static_cast<size_t>(set)]) : 0.0;
+    for (int i = 0; i < q; ++i) {
+      const double a = fp16_to_fp32(w.alpha[static_cast<size_t>(set * q + i)]);
+      v += w.bit(i, r, c) ? a : -a;
+    }
+    out[c] = v;
+  }
+}
+
 std::vector<float> dequantize(const BcqMatrix& w) {
   std::vector<float> out(static_cast<size_t>(w.n * w.k));
-  const int q = w.cfg.q;
+  std::vector<double> row(static_cast<size_t>(w.k));
   for (int64_t r = 0; r < w.n; ++r) {
-    for (int64_t c = 0; c < w.k; ++c) {
-      const int64_t set = w.scale_set(r, c);
-      double v = w.cfg.has_offset ? fp16_to_fp32(w.offset[static_cast<size_t>(set)]) : 0.0;
-      for (int i = 0; i < q; ++i) {
-        const double a = fp16_to_fp32(w.alpha[static_cast<size_t>(set * q + i)]);
-        v += w.bit(i, r, c) ? a : -a;
-      }
-      out[static_cast<size_t>(r * w.k + c)] = static_cast<float>(v);
-    }
+    dequantize_row(w, r, row.data());
+    for (int64_t c = 0; c < w.k; ++c) out[static_cast<size_t>(r * w.k + c)] = static_cast<float>(row[static_cast<size_t>(c)]);
   }
   return out;
 }

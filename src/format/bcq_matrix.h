@@ -73,6 +73,9 @@ Status validate(const BcqMatrix& w);
 // Allocates a matrix of the given shape with all planes −1, scales 0 and offsets 0.
 Result<BcqMatrix> make_empty(int64_t n, int64_t k, const BcqConfig& cfg);
 
+// Reconstructs row r of W in double: out[c] = z + Σ_i (B_i ? +α_i : −α_i), fp16 widened exactly.
+void dequantize_row(const BcqMatrix& w, int64_t r, double* out);
+
 // Reconstructs W[n,k] in fp32 from the stored form (fp16 scales widened exactly):
 // w = Σ_i α_i·(±1) summed in double then rounded once, plus the offset.
 std::vector<float> dequantize(const BcqMatrix& w);

@@ -31,6 +31,16 @@ Result<Precision> parse_precision(std::string_view name) {
   return Status::invalid("unknown table precision '" + std::string(name) + "': expected exact or fast");
 }
 
+PackedMatrix canonical_packed(const format::BcqMatrix& w, Isa isa, Precision p) {
+  PackedMatrix out;
+  out.isa = isa;
+  out.precision = p;
+  out.source = w;
+  return out;
+}
+
+format::BcqMatrix canonical_unpack(const PackedMatrix& w) { return w.source; }
+
 const Backend& backend(Isa isa) {
   switch (isa) {
     case Isa::kRef: return ref_backend();

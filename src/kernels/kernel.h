@@ -61,6 +61,10 @@ struct Backend {
   void (*int8_partials)(const PackedMatrix& w, const float* x, int32_t* out);
 };
 
+// For backends that compute on the canonical layout (ref, scalar): the packed form is a copy.
+PackedMatrix canonical_packed(const format::BcqMatrix& w, Isa isa, Precision p);
+format::BcqMatrix canonical_unpack(const PackedMatrix& w);
+
 // The backends, each defined in its own folder (ref/, avx2/, avx512/).
 const Backend& ref_backend();
 const Backend& scalar_backend();

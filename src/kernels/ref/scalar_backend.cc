@@ -15,14 +15,8 @@ namespace {
 bool scalar_available(const CpuFeatures&) { return true; }
 
 PackedMatrix scalar_repack(const format::BcqMatrix& w, Precision p) {
-  PackedMatrix out;
-  out.isa = Isa::kScalar;
-  out.precision = p;
-  out.source = w;
-  return out;
+  return canonical_packed(w, Isa::kScalar, p);
 }
-
-format::BcqMatrix scalar_unpack(const PackedMatrix& w) { return w.source; }
 
 // The 4-bit table index of row r, plane i, chunk c (activations 4c..4c+3).
 int nibble(const format::BcqMatrix& w, int i, int64_t r, int64_t c) {
@@ -190,7 +184,7 @@ Status lut_check(const format::BcqMatrix& w, Precision) {
 
 const Backend& scalar_backend() {
   static const Backend kBackend{Isa::kScalar, scalar_available, lut_check, scalar_repack,
-                                scalar_unpack, scalar_gemm,     scalar_partials};
+                                canonical_unpack, scalar_gemm,     scalar_partials};
   return kBackend;
 }
 

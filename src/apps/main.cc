@@ -1,0 +1,69 @@
+// The `lutq` command-line program: a CLI11 app whose subcommands each live in their own file
+// (commands.h lists the registration hooks).
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <exception>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "apps/commands.h"
+
+namespace lutq::apps {
+
+int report_error(const Status& status, int exit_code) {
+  std::fprintf(stderr, "lutq: error: %s\n", status.message().c_str());
+  return exit_code;
+}
+
+namespace {
+
+int run_main(int argc, char** argv) {
+  CLI::App app("lutq: LLM inference with BCQ-quantized weights and lookup-table GEMM kernels", "lutq");
+  app.set_version_flag("--version", std::string("lutq ") + kVersion);
+  app.require_subcommand(1);
+  app.footer("Run 'lutq <command> --help' for the options of a command.");
+
+  std::vector<Subcommand> commands;
+  commands.push_back(register_bench_kernels(app));
+  commands.push_back(register_run(app));
+  commands.push_back(register_chat(app));
+  commands.push_back(register_perplexity(app));
+
+  if (argc <= 1) {
+    std::fputs(app.help().c_str(), stdout);
+    return kExitUsage;
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "lutq: error: %s\nRun 'lutq --help' for usage.\n", e.what());
+    return kExitUsage;
+  }
+  for (const Subcommand& c : commands) {
+    if (c.cli->parsed()) return c.run();
+  }
+  std::fprintf(stderr, "lutq: error: no command given\nRun 'lutq --help' for usage.\n");
+  return kExitUsage;
+}
+
+}  // namespace
+}  // namespace lutq::apps
+
+int main(int argc, char** argv) {
+  try {
+    return lutq::apps::run_main(argc, argv);
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "lutq: error: out of memory\n");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lutq: error: %s\n", e.what());
+  }
+  return lutq::apps::kExitFailure;
+}

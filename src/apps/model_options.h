@@ -1,0 +1,61 @@
+// Model options shared by `lutq run`, `lutq chat` and `lutq perplexity`: the GGUF path, how the
+// linear layers are stored (dense fp32, or BCQ-quantized at load), the kernel backend, threads
+// and context; and loading all of it (GGUF, model, tokenizer, thread pool).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "gen/tokenizer.h"
+#include "io/gguf_file.h"
+#include "model/llama.h"
+
+namespace CLI {
+class App;
+}
+
+namespace lutq::apps {
+
+struct ModelArgs {
+  std::string path;
+  int quant_bits = 0;  // 0: dense fp32
+  int64_t quant_group = 128;
+  std::string quant_method = "rtn";
+  std::string isa;  // "" = best for this CPU (or LUTQ_ISA)
+  std::string precision = "fast";
+  int threads = 2;
+  int64_t ctx = 0;  // 0: command default
+};
+
+// Adds MODEL and the options above to `sub`; ctx_default describes --ctx's default in the help.
+void add_model_options(CLI::App* sub, ModelArgs& args, const std::string& ctx_default);
+
+struct LoadedModel {
+  std::unique_ptr<ThreadPool> pool;
+  std::optional<io::GgufFile> gguf;
+  std::optional<model::LlamaModel> model;
+  std::optional<gen::Tokenizer> tokenizer;
+};
+
+// Sampling options of `lutq run` and `lutq chat`.
+struct SampleArgs {
+  float temperature = 0.8f;
+  int32_t top_k = 40;
+  float top_p = 0.95f;
+  std::optional<uint64_t> seed;  // none: from std::random_device
+};
+void add_sampling_options(CLI::App* sub, SampleArgs& args);
+Status validate_sampling_args(const SampleArgs& args);
+
+// Checks the option values (usage errors).
+Status validate_model_args(const ModelArgs& args);
+
+// Opens the GGUF file, loads (and quantizes) the model and its tokenizer, printing a one-line
+// summary and the load time to stderr.
+Result<std::unique_ptr<LoadedModel>> load_model(const ModelArgs& args);
+
+}  // namespace lutq::apps

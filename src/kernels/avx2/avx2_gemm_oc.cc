@@ -1,0 +1,281 @@
+// The per-OC gemm of the AVX2 backend: tables of every activation row are built once (first
+// pool.run), then threads take 32-row tiles from a queue and stream them unit (group) by unit.
+//
+// Float order: both paths repeat the scalar reference's operations in its order (per plane:
+// s = Σ chunks (exact) or Σ blocks scale·isum (fast), left to right; acc_g = Σ_i α_i·s_i
+// (+ z·Σx); y = Σ_groups acc_g), so they agree with it bit for bit.
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include <immintrin.h>
+
+#include "core/thread_pool.h"
+#include "kernels/avx2/avx2_internal.h"
+#include "kernels/avx2/avx2_kernels.h"
+#include "kernels/avx2/avx2_scratch.h"
+#include "kernels/lut_tables.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,bmi2")
+
+namespace lutq::kernels::avx2 {
+namespace {
+
+struct OcTables {
+  const int8_t* tq = nullptr;     // fast: [block][m][kb/4][16]
+  const float* scales = nullptr;  // fast: [block][m]
+  const float* tf = nullptr;      // exact: [group][m][g/4][8] (entries 0..7)
+  const float* xsum = nullptr;    // [group][m] when has_offset
+  int64_t m = 0;
+  int64_t blocks_per_unit = 0;    // g / kb
+};
+
+// accg (+)= α_i·s for one plane (rows 8x..8x+7 in s[4*mm + x]). The reference starts from
+// acc_g = 0; taking the first product as is can differ from 0 + p only in the sign of a zero,
+// which the final acc + accg (acc starts at +0) removes again.
+template <int MB>
+inline void add_plane(const uint8_t* alpha, bool first, const __m256* s, __m256* accg) {
+  __m256 al[4];
+  load_f16x32(alpha, al);
+#pragma GCC unroll 16
+  for (int e = 0; e < MB * 4; ++e) {
+    const __m256 p = _mm256_mul_ps(al[e % 4], s[e]);
+    accg[e] = first ? p : _mm256_add_ps(accg[e], p);
+  }
+}
+
+// accg += z·xsum (with offsets); acc += accg: the end of a unit, in the reference's order.
+template <int MB>
+inline void finish_unit_oc(const Layout& L, const OcTables& t, const uint8_t* up, int64_t u, int64_t m0,
+                           __m256* accg, float* acc) {
+  if (L.has_offset) {
+    __m256 z[4];
+    load_f16x32(up + L.offset_in_unit(), z);
+#pragma GCC unroll 4
+    for (int mm = 0; mm < MB; ++mm) {
+      const __m256 xs = _mm256_set1_ps(t.xsum[u * t.m + m0 + mm]);
+#pragma GCC unroll 4
+      for (int x = 0; x < 4; ++x) accg[4 * mm + x] = _mm256_add_ps(accg[4 * mm + x], _mm256_mul_ps(z[x], xs));
+    }
+  }
+#pragma GCC unroll 16
+  for (int e = 0; e < MB * 4; ++e) {
+    float* p = acc + (m0 + e / 4) * kTileRows + 8 * (e % 4);
+    _mm256_store_ps(p, _mm256_add_ps(_mm256_load_ps(p), accg[e]));
+  }
+}
+
+// Fast path, planes i0 .. i0+QB of unit (group) u, activation rows m0 .. m0+MB:
+// per plane s = Σ_blocks scale_b·float(isum_b) (the first term as is: it is never −0), then
+// accg (+)= α_i·s in plane order; kFirst: these planes start at plane 0, so accg starts here.
+template <int MB, int QB, int NJ, bool kFirst>
+inline void planes_oc_fast(const Layout& L, const OcTables& t, const uint8_t* up, int64_t u, int64_t m0, int i0,
+                           __m256* accg) {
+  constexpr int64_t kStride = 32 * NJ;  // bytes of one block's row vectors, and of its int8 tables
+  const int64_t bpu = t.blocks_per_unit;
+  __m256 s[QB][MB * 4];
+  int64_t bb = 0;
+  do {  // a unit holds at least one block
+    const int64_t blk = u * bpu + bb;
+    __m256i lo[QB * MB], hi[QB * MB];
+    lookup_block<MB, QB, NJ>(up + i0 * L.plane_bytes + bb * kStride, L.plane_bytes,
+                             t.tq + (blk * t.m + m0) * kStride, kStride, lo, hi);
+#pragma GCC unroll 4
+    for (int mm = 0; mm < MB; ++mm) {
+      const __m256 sc = _mm256_set1_ps(t.scales[blk * t.m + m0 + mm]);
+#pragma GCC unroll 4
+      for (int qi = 0; qi < QB; ++qi) {
+        __m256i d[4];
+        widen_i32(lo[qi * MB + mm], hi[qi * MB + mm], d);
+#pragma GCC unroll 4
+        for (int x = 0; x < 4; ++x) {
+          const __m256 p = _mm256_mul_ps(sc, _mm256_cvtepi32_ps(d[x]));
+          s[qi][4 * mm + x] = bb == 0 ? p : _mm256_add_ps(s[qi][4 * mm + x], p);
+        }
+      }
+    }
+  } while (++bb < bpu);
+#pragma GCC unroll 4
+  for (int qi = 0; qi < QB; ++qi) add_plane<MB>(up + L.alpha_in_unit(i0 + qi), kFirst && qi == 0, s[qi], accg);
+}
+
+// Fast path: unit (group) u of one tile, activation rows m0 .. m0+MB, into acc[(m0+mm)*32 + row].
+// Planes go QB at a time (QB = 4 / MB), so one table load serves several planes.
+template <int MB, int NJ>
+void unit_oc_fast(const Layout& L, const OcTables& t, const uint8_t* up, int64_t u, int64_t m0, float* acc) {
+  constexpr int kQb = MB >= 3 ? 1 : 4 / MB;
+  if (m0 == 0) prefetch_ahead(up, L.unit_bytes);
+  __m256 accg[MB * 4];
+  // The first chunk of planes (q >= 1) starts accg, the others add to it, in plane order.
+  const int first = std::min(kQb, L.q);
+  switch (first) {
+    case 4: planes_oc_fast<MB, 4, NJ, true>(L, t, up, u, m0, 0, accg); break;
+    case 3: planes_oc_fast<MB, 3, NJ, true>(L, t, up, u, m0, 0, accg); break;
+    case 2: planes_oc_fast<MB, 2, NJ, true>(L, t, up, u, m0, 0, accg); break;
+    default: planes_oc_fast<MB, 1, NJ, true>(L, t, up, u, m0, 0, accg); break;
+  }
+  int i0 = first;
+  for (; i0 + kQb <= L.q; i0 += kQb) planes_oc_fast<MB, kQb, NJ, false>(L, t, up, u, m0, i0, accg);
+  switch (L.q - i0) {
+    case 3: planes_oc_fast<MB, 3, NJ, false>(L, t, up, u, m0, i0, accg); break;
+    case 2: planes_oc_fast<MB, 2, NJ, false>(L, t, up, u, m0, i0, accg); break;
+    case 1: planes_oc_fast<MB, 1, NJ, false>(L, t, up, u, m0, i0, accg); break;
+    default: break;
+  }
+  finish_unit_oc<MB>(L, t, up, u, m0, accg, acc);
+}
+
+// Exact path: per plane, s = Σ chunks of the fp32 entries (from 0, in chunk order).
+template <int MB>
+void unit_oc_exact(const Layout& L, const OcTables& t, const uint8_t* up, int64_t u, int64_t m0, float* acc) {
+  const int64_t tstride = L.unit / kMu * kHalfTable;
+  if (m0 == 0) prefetch_ahead(up, L.unit_bytes);
+  __m256 accg[MB * 4];
+  int i = 0;
+  do {  // q >= 1: plane 0 starts accg
+    __m256 s[MB * 4];
+    for (auto& v : s) v = _mm256_setzero_ps();
+    lookup_f32<MB>(up + i * L.plane_bytes, L.unit / 8, t.tf + (u * t.m + m0) * tstride, tstride, s);
+    add_plane<MB>(up + L.alpha_in_unit(i), i == 0, s, accg);
+  } while (++i < L.q);
+  finish_unit_oc<MB>(L, t, up, u, m0, accg, acc);
+}
+
+// One tile, all units, all activation rows (MB at a time).
+template <int NJ>
+void tile_oc_fast(const Layout& L, const OcTables& t, const uint8_t* tp, float* acc) {
+  for (int64_t u = 0; u < L.units; ++u) {
+    const uint8_t* up = tp + u * L.unit_bytes;
+    int64_t m0 = 0;
+    for (; m0 + kFastRows <= t.m; m0 += kFastRows) unit_oc_fast<kFastRows, NJ>(L, t, up, u, m0, acc);
+    switch (t.m - m0) {
+      case 3: unit_oc_fast<3, NJ>(L, t, up, u, m0, acc); break;
+      case 2: unit_oc_fast<2, NJ>(L, t, up, u, m0, acc); break;
+      case 1: unit_oc_fast<1, NJ>(L, t, up, u, m0, acc); break;
+      default: break;
+    }
+  }
+}
+
+void tile_oc_exact(const Layout& L, const OcTables& t, const uint8_t* tp, float* acc) {
+  for (int64_t u = 0; u < L.units; ++u) {
+    const uint8_t* up = tp + u * L.unit_bytes;
+    int64_t m0 = 0;
+    for (; m0 + kExactRows <= t.m; m0 += kExactRows) unit_oc_exact<kExactRows>(L, t, up, u, m0, acc);
+    if (m0 < t.m) unit_oc_exact<1>(L, t, up, u, m0, acc);
+  }
+}
+
+// Tables of [e0, e1) of the (table unit, row) items e = unit*m + row, and the group sums of
+// items [s0, s1).
+void build_oc(const Layout& L, bool fast, const float* x, int64_t m, int64_t e0, int64_t e1, int64_t s0,
+              int64_t s1, int8_t* tq, float* scales, float* tf, float* xsum) {
+  alignas(64) float scratch[256 * 4];
+  const int64_t tu = fast ? L.kb : L.unit;
+  for (int64_t e = e0; e < e1; ++e) {
+    const float* xp = x + (e % m) * L.k + (e / m) * tu;
+    if (fast) {
+      scales[e] = tables_i8(xp, tu, tq + e * (tu / kMu * kTableSize), scratch);
+    } else {
+      tables_f32_half(xp, tu / kMu, tf + e * (tu / kMu * kHalfTable));
+    }
+  }
+  const float* ptrs[8];
+  for (int64_t e = s0; e < s1; e += 8) {
+    const int cnt = static_cast<int>(std::min<int64_t>(8, s1 - e));
+    for (int l = 0; l < cnt; ++l) ptrs[l] = x + ((e + l) % m) * L.k + ((e + l) / m) * L.unit;
+    sums_in_order(ptrs, cnt, L.unit, xsum + e);
+  }
+}
+
+struct OcScratch {
+  Scratch buf;
+  OcTables t;
+  int8_t* tq = nullptr;
+  float* scales = nullptr;
+  float* tf = nullptr;
+  float* xsum = nullptr;
+
+  OcScratch(const Layout& L, bool fast, int64_t m) : buf(carve(L, fast, m, nullptr)) {
+    carve(L, fast, m, this);
+    t = OcTables{tq, scales, tf, xsum, m, L.unit / L.kb};
+  }
+  static size_t carve(const Layout& L, bool fast, int64_t m, OcScratch* s) {
+    Carver c(s == nullptr ? nullptr : s->buf.data());
+    const int64_t chunks = L.k / kMu * m;
+    int8_t* tq = fast ? c.take<int8_t>(static_cast<size_t>(chunks * kTableSize)) : nullptr;
+    float* scales = fast ? c.take<float>(static_cast<size_t>(L.k / L.kb * m)) : nullptr;
+    float* tf = fast ? nullptr : c.take<float>(static_cast<size_t>(chunks * kHalfTable));
+    float* xsum = L.has_offset ? c.take<float>(static_cast<size_t>(L.units * m)) : nullptr;
+    if (s != nullptr) {
+      s->tq = tq;
+      s->scales = scales;
+      s->tf = tf;
+      s->xsum = xsum;
+    }
+    return c.used();
+  }
+};
+
+}  // namespace
+
+void gemm_oc(const Layout& L, bool fast, const uint8_t* data, const float* x, int64_t m, float* y,
+             ThreadPool& pool) {
+  OcScratch sc(L, fast, m);
+  const int64_t items = L.k / (fast ? L.kb : L.unit) * m;
+  const int64_t sums = L.has_offset ? L.units * m : 0;
+  pool.run([&](int th, int nth) {
+    const auto [e0, e1] = split_range(items, 1, th, nth);
+    const auto [s0, s1] = split_range(sums, 1, th, nth);
+    build_oc(L, fast, x, m, e0, e1, s0, s1, sc.tq, sc.scales, sc.tf, sc.xsum);
+  });
+  WorkQueue queue(0, L.tiles, pool.size());
+  pool.run([&](int, int) {
+    alignas(64) float acc[kMaxM * kTileRows];
+    auto each_tile = [&](auto&& tile_fn) {
+      for (int64_t t0, t1; queue.take(t0, t1);) {
+        for (int64_t tile = t0; tile < t1; ++tile) {
+          std::fill(acc, acc + m * kTileRows, 0.0f);
+          tile_fn(data + tile * L.tile_bytes);
+          store_tile(acc, m, L.n, tile * kTileRows, y);
+        }
+      }
+    };
+    if (fast) {
+      with_block_vecs(L.kb / 8, [&](auto nj) {
+        each_tile([&](const uint8_t* tp) { tile_oc_fast<decltype(nj)::value>(L, sc.t, tp, acc); });
+      });
+    } else {
+      each_tile([&](const uint8_t* tp) { tile_oc_exact(L, sc.t, tp, acc); });
+    }
+  });
+}
+
+// int8 partial sums (test hook): the same table build and lookup_block as the fast gemm, m = 1.
+void partials_oc(const Layout& L, const uint8_t* data, const float* x, int32_t* out) {
+  OcScratch sc(L, true, 1);
+  const int64_t nb = L.k / L.kb;
+  build_oc(L, true, x, 1, 0, nb, 0, 0, sc.tq, sc.scales, nullptr, nullptr);
+  const int64_t bpu = L.unit / L.kb;
+  with_block_vecs(L.kb / 8, [&](auto nj) {
+    constexpr int kNj = decltype(nj)::value;
+    for (int64_t tile = 0; tile < L.tiles; ++tile) {
+      for (int64_t u = 0; u < L.units; ++u) {
+        const uint8_t* up = data + tile * L.tile_bytes + u * L.unit_bytes;
+        for (int i = 0; i < L.q; ++i) {
+          for (int64_t bb = 0; bb < bpu; ++bb) {
+            const int64_t blk = u * bpu + bb;
+            __m256i lo, hi;
+            lookup_block<1, 1, kNj>(up + i * L.plane_bytes + bb * 32 * kNj, 0, sc.tq + blk * 32 * kNj, 0, &lo, &hi);
+            store_partials(L, lo, hi, tile * kTileRows, i, blk, out);
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace lutq::kernels::avx2
+
+#pragma GCC pop_options

@@ -1,0 +1,77 @@
+// Internal interface of the AVX2 backend, shared by the files of src/kernels/avx2/ only.
+// The packed layout is pictured in avx2_repack.cc; the inner loops are in avx2_kernels.h, the
+// drivers in avx2_gemm_oc.cc / avx2_gemm_ic.cc, the table builds in avx2_tables.cc. No SIMD types cross these declarations, so baseline and AVX2 code may
+// call each other freely (the AVX2 ones only once available() said yes).
+#pragma once
+
+#include <cstdint>
+
+#include "core/thread_pool.h"
+#include "format/bcq_matrix.h"
+#include "kernels/kernel.h"
+
+namespace lutq::kernels::avx2 {
+
+constexpr int64_t kTileRows = 32;  // rows per tile: one 32-byte vector holds one byte of each
+
+// The byte slot of tile row r (0..31) in every 32-byte row vector. The fast kernel's
+// unpacklo/hi_epi8 + maddubs leave int16 sums of slots {0..7, 16..23} (lo) and {8..15, 24..31}
+// (hi), and vpmaddwd with (1,0) / (0,1) widens their even / odd int16 lanes: with this order the
+// four int32 vectors are rows 0..7, 8..15, 16..23, 24..31. Slot bits (4..0) = row bits (2, 4, 1, 0, 3).
+constexpr int tile_slot(int r) {
+  return ((r >> 3) & 1) | ((r & 3) << 1) | (((r >> 4) & 1) << 3) | (((r >> 2) & 1) << 4);
+}
+
+// Where everything sits in PackedMatrix::data (see the picture in avx2_repack.cc).
+struct Layout {
+  int64_t n = 0, k = 0, g = 0;
+  int q = 0;
+  bool per_oc = true;
+  bool has_offset = false;
+  int64_t tiles = 0;        // ceil(n / 32)
+  int64_t kb = 0;           // int8 table block (lut_block)
+  int64_t unit = 0;         // activations per streaming unit: per-OC the group g, per-IC kb
+  int64_t units = 0;        // k / unit
+  int64_t plane_bytes = 0;  // bits of one plane in one unit: (unit / 8) * 32
+  int64_t unit_bytes = 0;   // per-OC: q planes + q*32 fp16 alpha + (32 fp16 offsets); per-IC: q planes
+  int64_t tile_bytes = 0;   // units * unit_bytes
+  int64_t blocks = 0;       // per-IC row blocks n / g (0 for per-OC)
+  int64_t alpha_at = 0;     // per-IC: fp16 alpha [block][q][k] at this byte offset
+  int64_t offset_at = 0;    // per-IC: fp16 offsets [block][k] at this byte offset
+  int64_t total_bytes = 0;
+
+  // Per-OC: byte offset, inside a unit, of the alpha of plane i (32 fp16) and of the offsets.
+  int64_t alpha_in_unit(int i) const { return q * plane_bytes + 64 * i; }
+  int64_t offset_in_unit() const { return q * plane_bytes + 64 * q; }
+};
+
+Layout make_layout(int64_t n, int64_t k, const format::BcqConfig& cfg);
+
+PackedMatrix repack(const format::BcqMatrix& w, Precision p);
+format::BcqMatrix unpack(const PackedMatrix& w);
+
+// --- Table builds (bit-identical to build_tables_f32 / quantize_tables_i8). ---
+
+// out[c*8 + p] = T_c[p] for p < 8, chunks [0, chunks) of x (T_c[15 - p] = −T_c[p] exactly).
+void tables_f32_half(const float* x, int64_t chunks, float* out);
+// int8 tables of one block of kb activations (kb a multiple of 32, at most 256): tq[c*16 + p];
+// returns the block's scale. scratch holds kb*4 floats.
+float tables_i8(const float* x, int64_t kb, int8_t* tq, float* scratch);
+// out[c] = fp32(alpha[c]) * x[c] for c < len (len a multiple of 8): one rounding, as the scalar
+// reference folds per-IC scales into the activations.
+void scale_by_f16(const uint16_t* alpha, const float* x, int64_t len, float* out);
+// sums[l] = x_l[0] + x_l[1] + ... + x_l[len-1] left to right, for `count` vectors x_l = xs[l].
+void sums_in_order(const float* const* xs, int count, int64_t len, float* sums);
+// Σ fp32(z[c]) * x[c] for c < len (len a multiple of 8), in any order (reassociated).
+float dot_f16(const uint16_t* z, const float* x, int64_t len);
+
+// --- The drivers (avx2_gemm_oc.cc, avx2_gemm_ic.cc); data is PackedMatrix::data. ---
+void gemm_oc(const Layout& L, bool fast, const uint8_t* data, const float* x, int64_t m, float* y,
+             ThreadPool& pool);
+void gemm_ic(const Layout& L, bool fast, const uint8_t* data, const float* x, int64_t m, float* y,
+             ThreadPool& pool);
+// out[(r*q + i)*nb + b]: the fast path's int32 block sums for one activation row.
+void partials_oc(const Layout& L, const uint8_t* data, const float* x, int32_t* out);
+void partials_ic(const Layout& L, const uint8_t* data, const float* x, int32_t* out);
+
+}  // namespace lutq::kernels::avx2

@@ -1,0 +1,171 @@
+// Canonical BCQ <-> the AVX2 layout. Both precisions share one layout.
+//
+// Rows are cut into tiles of 32 (the last one padded with zero bits, scales and offsets). A
+// "row vector" is 32 bytes: byte j (8 activations, two 4-activation chunks: low nibble chunk 2j,
+// high nibble chunk 2j+1, exactly the canonical byte) of each of the tile's 32 rows, row r in
+// slot tile_slot(r) (bits 3 and 4 of r swapped, see avx2_internal.h). A tile is a run of
+// "units" along k, everything the inner loop needs for one unit contiguous and in the order it
+// is consumed, so one thread streams its tiles front to back:
+//
+//   per-OC (unit = one group of g activations, ug = g/8 row vectors per plane):
+//
+//   tile t | unit 0                                             | unit 1 | ... | unit k/g-1 |
+//          | plane 0: ug x 32 B | ... | plane q-1: ug x 32 B    |
+//          | alpha plane 0: 32 x fp16 (rows 0..31 in order) | ... | alpha plane q-1         |
+//          | offsets: 32 x fp16 (only with has_offset)                                      |
+//
+//   per-IC (unit = one int8-table block of kb activations, ub = kb/8 row vectors per plane):
+//
+//   tile t | unit 0: plane 0: ub x 32 B | ... | plane q-1 | unit 1 | ... | unit k/kb-1 |
+//   after all tiles: alpha [n/g blocks][q][k] fp16 (plane-major, for 8-wide loads), then
+//                    offsets [n/g blocks][k] fp16 (only with has_offset)
+//
+// Every piece is a multiple of 32 bytes, so all row vectors are 32-byte aligned.
+// kExact stores each nibble p as p ^ (p & 8 ? 7 : 0): the exact kernel reads bits 0..2 as an
+// index into table entries 0..7 and bit 3 as the sign (T[p] = −T[15 − p]). kFast stores p.
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/avx2/avx2_internal.h"
+#include "kernels/lut_tables.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,bmi2")
+
+namespace lutq::kernels::avx2 {
+namespace {
+
+// The exact path's code of both nibbles of a canonical byte (an involution: it also decodes).
+constexpr uint8_t exact_code(uint8_t b) {
+  return static_cast<uint8_t>(b ^ (((b >> 3) & 1) * 0x07) ^ (((b >> 7) & 1) * 0x70));
+}
+
+}  // namespace
+
+Layout make_layout(int64_t n, int64_t k, const format::BcqConfig& cfg) {
+  Layout L;
+  L.n = n;
+  L.k = k;
+  L.g = cfg.g;
+  L.q = cfg.q;
+  L.per_oc = cfg.orientation == format::Orientation::kPerOC;
+  L.has_offset = cfg.has_offset;
+  L.tiles = (n + kTileRows - 1) / kTileRows;
+  L.kb = lut_block_for(k, cfg);
+  L.unit = L.per_oc ? cfg.g : L.kb;
+  L.units = k / L.unit;
+  L.plane_bytes = L.unit / 8 * kTileRows;
+  L.unit_bytes = L.q * L.plane_bytes;
+  if (L.per_oc) L.unit_bytes += 2 * kTileRows * (L.q + (L.has_offset ? 1 : 0));
+  L.tile_bytes = L.units * L.unit_bytes;
+  L.total_bytes = L.tiles * L.tile_bytes;
+  if (!L.per_oc) {
+    L.blocks = n / cfg.g;
+    L.alpha_at = L.total_bytes;
+    L.offset_at = L.alpha_at + 2 * L.blocks * L.q * k;
+    L.total_bytes = L.offset_at + (L.has_offset ? 2 * L.blocks * k : 0);
+  }
+  return L;
+}
+
+PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
+  const Layout L = make_layout(w.n, w.k, w.cfg);
+  PackedMatrix out;
+  out.isa = Isa::kAvx2;
+  out.precision = p;
+  out.source.n = w.n;
+  out.source.k = w.k;
+  out.source.cfg = w.cfg;
+  out.row_tile = kTileRows;
+  out.data = AlignedBuffer(static_cast<size_t>(L.total_bytes));
+  uint8_t* d = out.data.data();
+  const bool exact = p == Precision::kExact;
+  const int q = L.q;
+  const int64_t rb = w.row_bytes();
+  const int64_t vecs = L.unit / 8;  // row vectors per plane in a unit
+  for (int64_t r = 0; r < w.n; ++r) {
+    const int64_t tile = r / kTileRows;
+    const int rt = static_cast<int>(r % kTileRows);
+    const int slot = tile_slot(rt);
+    for (int64_t u = 0; u < L.units; ++u) {
+      uint8_t* up = d + tile * L.tile_bytes + u * L.unit_bytes;
+      for (int i = 0; i < q; ++i) {
+        const uint8_t* src = w.bits.data() + (i * w.n + r) * rb + u * vecs;
+        uint8_t* dst = up + i * L.plane_bytes + slot;
+        for (int64_t j = 0; j < vecs; ++j) dst[j * kTileRows] = exact ? exact_code(src[j]) : src[j];
+      }
+      if (L.per_oc) {
+        auto* a = reinterpret_cast<uint16_t*>(up + L.alpha_in_unit(0));
+        const int64_t set = r * L.units + u;
+        for (int i = 0; i < q; ++i) a[i * kTileRows + rt] = w.alpha[static_cast<size_t>(set * q + i)];
+        if (L.has_offset) {
+          reinterpret_cast<uint16_t*>(up + L.offset_in_unit())[rt] = w.offset[static_cast<size_t>(set)];
+        }
+      }
+    }
+  }
+  if (!L.per_oc) {
+    auto* a = reinterpret_cast<uint16_t*>(d + L.alpha_at);
+    for (int64_t b = 0; b < L.blocks; ++b) {
+      for (int i = 0; i < q; ++i) {
+        for (int64_t c = 0; c < w.k; ++c) {
+          a[(b * q + i) * w.k + c] = w.alpha[static_cast<size_t>((b * w.k + c) * q + i)];
+        }
+      }
+    }
+    if (L.has_offset) {
+      std::memcpy(d + L.offset_at, w.offset.data(), w.offset.size() * sizeof(uint16_t));
+    }
+  }
+  return out;
+}
+
+format::BcqMatrix unpack(const PackedMatrix& pw) {
+  const format::BcqMatrix& s = pw.source;
+  const Layout L = make_layout(s.n, s.k, s.cfg);
+  format::BcqMatrix w = format::make_empty(s.n, s.k, s.cfg).value();
+  const uint8_t* d = pw.data.data();
+  const bool exact = pw.precision == Precision::kExact;
+  const int q = L.q;
+  const int64_t rb = w.row_bytes();
+  const int64_t vecs = L.unit / 8;
+  for (int64_t r = 0; r < w.n; ++r) {
+    const int64_t tile = r / kTileRows;
+    const int rt = static_cast<int>(r % kTileRows);
+    const int slot = tile_slot(rt);
+    for (int64_t u = 0; u < L.units; ++u) {
+      const uint8_t* up = d + tile * L.tile_bytes + u * L.unit_bytes;
+      for (int i = 0; i < q; ++i) {
+        uint8_t* dst = w.bits.data() + (i * w.n + r) * rb + u * vecs;
+        const uint8_t* src = up + i * L.plane_bytes + slot;
+        for (int64_t j = 0; j < vecs; ++j) dst[j] = exact ? exact_code(src[j * kTileRows]) : src[j * kTileRows];
+      }
+      if (L.per_oc) {
+        const auto* a = reinterpret_cast<const uint16_t*>(up + L.alpha_in_unit(0));
+        const int64_t set = r * L.units + u;
+        for (int i = 0; i < q; ++i) w.alpha[static_cast<size_t>(set * q + i)] = a[i * kTileRows + rt];
+        if (L.has_offset) {
+          w.offset[static_cast<size_t>(set)] = reinterpret_cast<const uint16_t*>(up + L.offset_in_unit())[rt];
+        }
+      }
+    }
+  }
+  if (!L.per_oc) {
+    const auto* a = reinterpret_cast<const uint16_t*>(d + L.alpha_at);
+    for (int64_t b = 0; b < L.blocks; ++b) {
+      for (int i = 0; i < q; ++i) {
+        for (int64_t c = 0; c < w.k; ++c) {
+          w.alpha[static_cast<size_t>((b * w.k + c) * q + i)] = a[(b * q + i) * w.k + c];
+        }
+      }
+    }
+    if (L.has_offset) {
+      std::memcpy(w.offset.data(), d + L.offset_at, w.offset.size() * sizeof(uint16_t));
+    }
+  }
+  return w;
+}
+
+}  // namespace lutq::kernels::avx2
+
+#pragma GCC pop_options

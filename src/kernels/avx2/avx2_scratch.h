@@ -1,0 +1,70 @@
+// Plain C++ helpers of the AVX2 gemm drivers: uninitialised scratch, carving it up, and a work
+// queue for the pool threads.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+
+namespace lutq::kernels::avx2 {
+
+constexpr size_t round64(size_t b) { return (b + 63) / 64 * 64; }
+
+// Uninitialised 64-byte aligned scratch: tables are rewritten every call, no need to zero them.
+class Scratch {
+ public:
+  explicit Scratch(size_t bytes) {
+    if (bytes == 0) return;
+    p_ = static_cast<uint8_t*>(std::aligned_alloc(64, round64(bytes)));
+    if (p_ == nullptr) throw std::bad_alloc();
+  }
+  ~Scratch() { std::free(p_); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  uint8_t* data() const { return p_; }
+
+ private:
+  uint8_t* p_ = nullptr;
+};
+
+// Carves consecutive 64-byte aligned pieces out of one allocation.
+class Carver {
+ public:
+  explicit Carver(uint8_t* base) : p_(base) {}
+  template <typename T>
+  T* take(size_t count) {
+    T* out = reinterpret_cast<T*>(p_ == nullptr ? nullptr : p_ + used_);
+    used_ += round64(count * sizeof(T));
+    return out;
+  }
+  size_t used() const { return used_; }
+
+ private:
+  uint8_t* p_;
+  size_t used_ = 0;
+};
+
+// Hands out [begin, end) in chunks to whichever thread asks first: on a shared machine a thread
+// the OS preempts then delays a call by at most one chunk, not by its whole static share.
+class WorkQueue {
+ public:
+  WorkQueue(int64_t begin, int64_t end, int threads)
+      : next_(begin), end_(end), chunk_(std::max<int64_t>(1, (end - begin) / (8 * int64_t{threads}))) {}
+  bool take(int64_t& b, int64_t& e) {
+    b = next_.fetch_add(chunk_, std::memory_order_relaxed);
+    if (b >= end_) return false;
+    e = std::min(end_, b + chunk_);
+    return true;
+  }
+
+ private:
+  std::atomic<int64_t> next_;
+  int64_t end_;
+  int64_t chunk_;
+};
+
+
+}  // namespace lutq::kernels::avx2

@@ -1,0 +1,318 @@
+// The AVX2 backend's own suite: layout round trip, int8 partial sums equal to the scalar
+// reference's, and gemm against the scalar LUT reference for both precisions and orientations.
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/cpu.h"
+#include "core/fp16.h"
+#include "core/thread_pool.h"
+#include "format/bcq_matrix.h"
+#include "kernels/kernel.h"
+#include "kernels/lut_tables.h"
+
+namespace lutq::kernels {
+namespace {
+
+using format::BcqConfig;
+using format::BcqMatrix;
+using format::Orientation;
+
+bool have_avx2() { return detect_cpu().avx2; }
+
+// One pool per size for the whole suite. The pause after constructing the two-thread pool works
+// around a start-up race in ThreadPool (a worker that first reads generation_ after the first
+// run() has bumped it sleeps through that job, and run() spins forever); it bites on a loaded
+// machine.
+ThreadPool& shared_pool(int threads) {
+  if (threads == 1) {
+    static ThreadPool one(1);
+    return one;
+  }
+  static ThreadPool two(2);
+  static const bool settled = [] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    return true;
+  }();
+  (void)settled;
+  return two;
+}
+
+BcqConfig config(int q, int64_t g, Orientation o, bool offset) {
+  BcqConfig c;
+  c.q = q;
+  c.g = g;
+  c.orientation = o;
+  c.has_offset = offset;
+  return c;
+}
+
+// Random bits, fp16 scales of either sign around N(0, 1), offsets around N(0, 0.5).
+BcqMatrix random_matrix(int64_t n, int64_t k, const BcqConfig& cfg, uint32_t seed) {
+  Result<BcqMatrix> r = format::make_empty(n, k, cfg);
+  EXPECT_TRUE(r.is_ok()) << r.status().message();
+  BcqMatrix w = std::move(r).value();
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (auto& b : w.bits) b = static_cast<uint8_t>(byte(rng));
+  for (auto& a : w.alpha) a = fp32_to_fp16(normal(rng));
+  for (auto& z : w.offset) z = fp32_to_fp16(0.5f * normal(rng));
+  return w;
+}
+
+// N(0, 1) activations with a few outliers (the per-block int8 scales must cope).
+std::vector<float> random_x(int64_t count, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> pick(0, 99);
+  std::vector<float> x(static_cast<size_t>(count));
+  for (auto& v : x) v = normal(rng) * (pick(rng) == 0 ? 20.0f : 1.0f);
+  return x;
+}
+
+std::string describe_case(const BcqMatrix& w, Precision p, int64_t m, int threads) {
+  return format::describe(w) + " " + precision_name(p) + " m=" + std::to_string(m) +
+         " threads=" + std::to_string(threads);
+}
+
+TEST(Avx2Layout, RoundTripIsExact) {
+  if (!have_avx2()) GTEST_SKIP() << "CPU has no AVX2";
+  const Backend& be = avx2_backend();
+  uint32_t seed = 1;
+  for (Orientation o : {Orientation::kPerOC, Orientation::kPerIC}) {
+    for (int64_t n : {1, 17, 32, 33, 100, 128}) {
+      for (int64_t k : {32, 96, 256, 576}) {
+        for (int q : {1, 2, 3, 4, 8}) {
+          for (bool off : {false, true}) {
+            const int64_t extent = o == Orientation::kPerOC ? k : n;
+            for (int64_t g : {int64_t{32}, int64_t{64}, int64_t{128}, extent}) {
+              if (extent % g != 0) continue;
+              const BcqMatrix w = random_matrix(n, k, config(q, g, o, off), seed++);
+              for (Precision p : {Precision::kExact, Precision::kFast}) {
+                ASSERT_TRUE(be.check(w, p).is_ok());
+                const PackedMatrix pw = be.repack(w, p);
+                EXPECT_EQ(pw.isa, Isa::kAvx2);
+                EXPECT_EQ(pw.row_tile, 32);
+                EXPECT_TRUE(pw.source.bits.empty() && pw.source.alpha.empty() && pw.source.offset.empty());
+                const BcqMatrix u = be.unpack(pw);
+                ASSERT_EQ(u.n, w.n);
+                ASSERT_EQ(u.k, w.k);
+                ASSERT_EQ(u.cfg.q, w.cfg.q);
+                ASSERT_EQ(u.cfg.g, w.cfg.g);
+                ASSERT_EQ(u.cfg.orientation, w.cfg.orientation);
+                ASSERT_EQ(u.cfg.has_offset, w.cfg.has_offset);
+                ASSERT_EQ(u.bits, w.bits) << format::describe(w);
+                ASSERT_EQ(u.alpha, w.alpha) << format::describe(w);
+                ASSERT_EQ(u.offset, w.offset) << format::describe(w);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Avx2Layout, CheckTakesWhatLutCheckTakes) {
+  if (!have_avx2()) GTEST_SKIP() << "CPU has no AVX2";
+  const BcqMatrix ok = random_matrix(17, 64, config(3, 17, Orientation::kPerIC, true), 5);
+  EXPECT_TRUE(avx2_backend().check(ok, Precision::kFast).is_ok());
+  const BcqMatrix bad = random_matrix(4, 40, config(2, 40, Orientation::kPerOC, false), 6);
+  EXPECT_FALSE(avx2_backend().check(bad, Precision::kFast).is_ok());
+}
+
+void expect_partials_equal(const BcqMatrix& w, const std::vector<float>& x) {
+  const Backend& be = avx2_backend();
+  const Backend& sc = scalar_backend();
+  const int64_t nb = w.k / lut_block(w);
+  const size_t count = static_cast<size_t>(w.n * w.cfg.q * nb);
+  std::vector<int32_t> got(count, -12345), want(count, 54321);
+  be.int8_partials(be.repack(w, Precision::kFast), x.data(), got.data());
+  sc.int8_partials(sc.repack(w, Precision::kFast), x.data(), want.data());
+  for (size_t e = 0; e < count; ++e) {
+    if (got[e] != want[e]) {
+      const size_t b = e % static_cast<size_t>(nb);
+      const size_t ri = e / static_cast<size_t>(nb);
+      FAIL() << format::describe(w) << ": partial of row " << ri / static_cast<size_t>(w.cfg.q) << " plane "
+             << ri % static_cast<size_t>(w.cfg.q) << " block " << b << " is " << got[e] << ", scalar "
+             << want[e];
+    }
+  }
+}
+
+TEST(Avx2Partials, EqualScalarExactly) {
+  if (!have_avx2()) GTEST_SKIP() << "CPU has no AVX2";
+  uint32_t seed = 100;
+  for (Orientation o : {Orientation::kPerOC, Orientation::kPerIC}) {
+    for (int64_t n : {1, 17, 33, 64, 100}) {
+      for (int64_t k : {32, 96, 576, 1024}) {
+        for (int q : {1, 2, 3, 4, 8}) {
+          const int64_t extent = o == Orientation::kPerOC ? k : n;
+          for (int64_t g : {int64_t{32}, int64_t{64}, int64_t{128}, extent}) {
+            if (extent % g != 0) continue;
+            const BcqMatrix w = random_matrix(n, k, config(q, g, o, (seed & 1) != 0), seed);
+            expect_partials_equal(w, random_x(k, seed + 7));
+            ++seed;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Avx2Partials, EdgeActivations) {
+  if (!have_avx2()) GTEST_SKIP() << "CPU has no AVX2";
+  for (Orientation o : {Orientation::kPerOC, Orientation::kPerIC}) {
+    const int64_t k = 512;
+    const BcqMatrix w = random_matrix(64, k, config(3, o == Orientation::kPerOC ? 128 : 32, o, false), 9);
+    std::vector<float> x = random_x(k, 10);
+    for (int64_t c = 0; c < 128; ++c) x[static_cast<size_t>(c)] = 0.0f;  // a zero block: scale 0
+    for (int64_t c = 128; c < 256; ++c) x[static_cast<size_t>(c)] *= 1e-39f;  // subnormal: inv overflows
+    for (int64_t c = 256; c < 384; c += 2) x[static_cast<size_t>(c)] = 0.5f;  // ties to even
+    expect_partials_equal(w, x);
+  }
+}
+
+// Compares y[m, n] from the AVX2 backend with the scalar reference. Per-OC must be bit-identical
+// (same operations, same order); per-IC within a reassociation bound of the offset dot product
+// (and bit-identical without offsets).
+void check_gemm(const BcqMatrix& w, Precision p, const std::vector<int64_t>& ms, ThreadPool& pool,
+                ThreadPool& pool1) {
+  const Backend& be = avx2_backend();
+  const Backend& sc = scalar_backend();
+  const PackedMatrix pa = be.repack(w, p);
+  const PackedMatrix ps = sc.repack(w, p);
+  const int64_t mmax = kMaxM;
+  const std::vector<float> x = random_x(mmax * w.k, static_cast<uint32_t>(w.n * 31 + w.k + w.cfg.q));
+  std::vector<float> want(static_cast<size_t>(mmax * w.n));
+  sc.gemm(ps, x.data(), mmax, want.data(), pool1);
+  const bool exact_match = w.cfg.orientation == Orientation::kPerOC || !w.cfg.has_offset;
+  for (int64_t m : ms) {
+    std::vector<float> y(static_cast<size_t>(m * w.n) + 7, std::numeric_limits<float>::quiet_NaN());
+    be.gemm(pa, x.data(), m, y.data(), pool);
+    for (size_t e = static_cast<size_t>(m * w.n); e < y.size(); ++e) {
+      ASSERT_TRUE(std::isnan(y[e])) << "wrote past y: " << describe_case(w, p, m, pool.size());
+    }
+    double worst = 0.0;
+    int64_t worst_at = -1;
+    double worst_bound = 0.0;
+    for (int64_t mm = 0; mm < m; ++mm) {
+      for (int64_t r = 0; r < w.n; ++r) {
+        const size_t e = static_cast<size_t>(mm * w.n + r);
+        const float got = y[e];
+        const float ref = want[e];
+        ASSERT_TRUE(std::isfinite(got)) << describe_case(w, p, m, pool.size()) << ": y[" << mm << "," << r
+                                        << "] = " << got << " (not written?)";
+        if (exact_match) {
+          if (std::bit_cast<uint32_t>(got) != std::bit_cast<uint32_t>(ref)) {
+            FAIL() << describe_case(w, p, m, pool.size()) << ": y[" << mm << "," << r << "] = " << got
+                   << ", scalar " << ref << " (must be bit-identical)";
+          }
+          continue;
+        }
+        // Σ_c (Σ_i |α_i| + |z|)·|x_c|: the scale of the bound.
+        double mag = 0.0;
+        for (int64_t c = 0; c < w.k; ++c) {
+          const int64_t set = w.scale_set(r, c);
+          double a = w.cfg.has_offset ? std::fabs(fp16_to_fp32(w.offset[static_cast<size_t>(set)])) : 0.0;
+          for (int i = 0; i < w.cfg.q; ++i) a += std::fabs(fp16_to_fp32(w.alpha[static_cast<size_t>(set * w.cfg.q + i)]));
+          mag += a * std::fabs(x[static_cast<size_t>(mm * w.k + c)]);
+        }
+        const double bound = static_cast<double>(w.k / 4 + w.cfg.q + 10) * std::ldexp(1.0, -24) * mag;
+        const double err = std::fabs(static_cast<double>(got) - ref);
+        if (err / (bound + 1e-300) > worst / (worst_bound + 1e-300) || worst_at < 0) {
+          worst = err;
+          worst_at = static_cast<int64_t>(e);
+          worst_bound = bound;
+        }
+      }
+    }
+    if (!exact_match && worst > worst_bound) {
+      FAIL() << describe_case(w, p, m, pool.size()) << ": worst y[" << worst_at / w.n << "," << worst_at % w.n
+             << "] = " << y[static_cast<size_t>(worst_at)] << ", scalar " << want[static_cast<size_t>(worst_at)]
+             << ", |diff| " << worst << " > bound " << worst_bound;
+    }
+  }
+}
+
+class Avx2Gemm : public ::testing::TestWithParam<Precision> {};
+
+TEST_P(Avx2Gemm, PerOcMatchesScalar) {
+  if (!have_avx2()) GTEST_SKIP() << "CPU has no AVX2";
+  ThreadPool& pool1 = shared_pool(1);
+  ThreadPool& pool2 = shared_pool(2);
+  const std::vector<int64_t> ms = {1, 2, 3, 8, 17, 32};
+  uint32_t seed = 1000;
+  for (int q : {1, 2, 3, 4, 6}) {
+    for (int64_t g : {32, 64, 128, 0}) {
+      for (bool off : {false, true}) {
+        const int64_t n = (seed % 3 == 0) ? 100 : (seed % 3 == 1 ? 33 : 64);
+        const int64_t k = g == 0 ? 576 : 512;
+        const BcqMatrix w = random_matrix(n, k, config(q, g == 0 ? k : g, Orientation::kPerOC, off), seed);
+        check_gemm(w, GetParam(), ms, (seed & 1) ? pool2 : pool1, pool1);
+        if (HasFatalFailure() || HasFailure()) return;
+        ++seed;
+      }
+    }
+  }
+}
+
+TEST_P(Avx2Gemm, PerIcMatchesScalar) {
+  if (!have_avx2()) GTEST_SKIP() << "CPU has no AVX2";
+  ThreadPool& pool1 = shared_pool(1);
+  ThreadPool& pool2 = shared_pool(2);
+  const std::vector<int64_t> ms = {1, 2, 3, 8, 17, 32};
+  uint32_t seed = 2000;
+  for (int q : {1, 2, 3, 4, 6}) {
+    for (int64_t g : {32, 64, 128, 0}) {
+      for (bool off : {false, true}) {
+        const int64_t n = g == 0 ? (seed % 2 ? 17 : 100) : 256;
+        const int64_t k = (seed % 2) ? 96 : 512;
+        const BcqMatrix w = random_matrix(n, k, config(q, g == 0 ? n : g, Orientation::kPerIC, off), seed);
+        for (ThreadPool* pool : {&pool1, &pool2}) {
+          check_gemm(w, GetParam(), ms, *pool, pool1);
+          if (HasFatalFailure() || HasFailure()) return;
+        }
+        ++seed;
+      }
+    }
+  }
+}
+
+TEST_P(Avx2Gemm, OddShapes) {
+  if (!have_avx2()) GTEST_SKIP() << "CPU has no AVX2";
+  ThreadPool& pool1 = shared_pool(1);
+  ThreadPool& pool2 = shared_pool(2);
+  const std::vector<int64_t> ms = {1, 3, 32};
+  uint32_t seed = 3000;
+  for (int64_t n : {1, 17, 33}) {
+    for (int64_t k : {32, 96, 2048}) {
+      for (Orientation o : {Orientation::kPerOC, Orientation::kPerIC}) {
+        const int64_t g = o == Orientation::kPerOC ? k : n;
+        const BcqMatrix w = random_matrix(n, k, config(1 + static_cast<int>(seed % 4), g, o, seed % 2 == 0), seed);
+        check_gemm(w, GetParam(), ms, pool2, pool1);
+        check_gemm(w, GetParam(), ms, pool1, pool1);
+        if (HasFatalFailure() || HasFailure()) return;
+        ++seed;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Avx2, Avx2Gemm, ::testing::Values(Precision::kExact, Precision::kFast),
+                         [](const ::testing::TestParamInfo<Precision>& info) {
+                           return std::string(precision_name(info.param));
+                         });
+
+}  // namespace
+}  // namespace lutq::kernels

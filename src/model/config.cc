@@ -1,0 +1,291 @@
+#include "model/config.h"
+
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <string_view>
+
+#include "io/gguf_file.h"
+
+namespace lutq::model {
+namespace {
+
+// Architectures whose GGUF tensors and forward pass are exactly llama.h's. Add a name only when
+// llama.cpp builds the identical graph for it (same norms, RoPE mode, no extra scales/biases).
+constexpr std::array<std::string_view, 1> kLlamaArchitectures = {"llama"};
+
+Status err(const io::GgufFile& gguf, const std::string& msg) {
+  return Status::invalid(gguf.path() + ": " + msg);
+}
+
+std::string dims_string(const std::vector<int64_t>& dims) {
+  std::string s = "{";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + "}";
+}
+
+// ggml dims without trailing 1s (a norm weight may be stored as {n} or {n, 1}).
+std::vector<int64_t> trimmed(std::vector<int64_t> dims) {
+  while (dims.size() > 1 && dims.back() == 1) dims.pop_back();
+  return dims;
+}
+
+// A required positive integer {arch}.<suffix>.
+Result<int64_t> positive_int(const io::GgufFile& gguf, const std::string& key) {
+  Result<int64_t> v = gguf.get_int(key);
+  if (!v) return v.status();
+  if (*v <= 0) return err(gguf, "metadata " + key + " = " + std::to_string(*v) + " must be positive");
+  return *v;
+}
+
+// An optional positive integer; `fallback` when absent.
+Result<int64_t> optional_positive_int(const io::GgufFile& gguf, const std::string& key, int64_t fallback) {
+  if (!gguf.has(key)) return fallback;
+  return positive_int(gguf, key);
+}
+
+Status check_tensor(const io::GgufFile& gguf, const std::string& name, const std::vector<int64_t>& want,
+                    bool required = true) {
+  const io::TensorInfo* t = gguf.find_tensor(name);
+  if (t == nullptr) {
+    if (!required) return Status::ok();
+    return err(gguf, "missing tensor '" + name + "' (expected shape " + dims_string(want) + ")");
+  }
+  if (trimmed(t->dims) != trimmed(want)) {
+    return err(gguf, "tensor '" + name + "' has shape " + dims_string(t->dims) + ", expected " +
+                         dims_string(want) + " for this config");
+  }
+  return Status::ok();
+}
+
+Status read_rope(const io::GgufFile& gguf, const std::string& a, ModelConfig& c) {
+  if (gguf.has(a + ".rope.freq_base")) {
+    Result<double> base = gguf.get_float(a + ".rope.freq_base");
+    if (!base) return base.status();
+    if (!(*base > 1.0) || !std::isfinite(*base)) {
+      return err(gguf, a + ".rope.freq_base = " + std::to_string(*base) + " must be a finite value > 1");
+    }
+    c.rope.freq_base = *base;
+  }
+  Result<int64_t> dim = optional_positive_int(gguf, a + ".rope.dimension_count", c.head_dim);
+  if (!dim) return dim.status();
+  if (*dim % 2 != 0 || *dim > c.head_dim) {
+    return err(gguf, a + ".rope.dimension_count = " + std::to_string(*dim) + " must be even and at most the head size " +
+                         std::to_string(c.head_dim));
+  }
+  c.rope.dim = *dim;
+
+  std::string type = "none";
+  if (gguf.has(a + ".rope.scaling.type")) {
+    Result<std::string> t = gguf.get_string(a + ".rope.scaling.type");
+    if (!t) return t.status();
+    type = *t;
+  }
+  double factor = 0.0;
+  if (gguf.has(a + ".rope.scaling.factor")) {
+    Result<double> f = gguf.get_float(a + ".rope.scaling.factor");
+    if (!f) return f.status();
+    factor = *f;
+  } else if (gguf.has(a + ".rope.scale_linear")) {  // older converters
+    Result<double> f = gguf.get_float(a + ".rope.scale_linear");
+    if (!f) return f.status();
+    factor = *f;
+    if (type == "none") type = "linear";
+  }
+  if (type == "linear") {
+    if (!(factor > 0.0) || !std::isfinite(factor)) {
+      return err(gguf, "linear RoPE scaling needs a positive " + a + ".rope.scaling.factor (got " +
+                           std::to_string(factor) + ")");
+    }
+    if (factor != 1.0) {
+      c.rope.scaling = RopeScalingType::kLinear;
+      c.rope.linear_factor = factor;
+    }
+  } else if (type != "none") {
+    return Status::unsupported(gguf.path() + ": unsupported RoPE scaling type '" + type + "' (" + a +
+                               ".rope.scaling.type; supported: none, linear, and llama3 frequency factors via "
+                               "rope_freqs.weight)");
+  }
+
+  // Llama 3.1-style scaling: llama.cpp's converter bakes it into per-pair frequency divisors.
+  if (const io::TensorInfo* t = gguf.find_tensor("rope_freqs.weight"); t != nullptr) {
+    if (Status s = check_tensor(gguf, "rope_freqs.weight", {c.rope.dim / 2}); !s) return s;
+    if (c.rope.scaling != RopeScalingType::kNone) {
+      return Status::unsupported(gguf.path() + ": rope_freqs.weight together with linear RoPE scaling");
+    }
+    Result<std::vector<float>> f = gguf.dequantize(*t);
+    if (!f) return f.status();
+    for (float v : *f) {
+      if (!(v > 0.0f) || !std::isfinite(v)) return err(gguf, "tensor 'rope_freqs.weight' holds a non-positive value");
+    }
+    c.rope.scaling = RopeScalingType::kFreqFactors;
+    c.rope.freq_factors = std::move(*f);
+  }
+  return Status::ok();
+}
+
+Status check_tensors(const io::GgufFile& gguf, const ModelConfig& c) {
+  const int64_t e = c.n_embd;
+  if (Status s = check_tensor(gguf, "token_embd.weight", {e, c.n_vocab}); !s) return s;
+  if (Status s = check_tensor(gguf, "output_norm.weight", {e}); !s) return s;
+  if (Status s = check_tensor(gguf, "output.weight", {e, c.n_vocab}, /*required=*/false); !s) return s;
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    const std::array<std::pair<const char*, std::vector<int64_t>>, 9> shapes = {{
+        {"attn_norm", {e}},
+        {"attn_q", {e, c.q_dim()}},
+        {"attn_k", {e, c.kv_dim()}},
+        {"attn_v", {e, c.kv_dim()}},
+        {"attn_output", {c.q_dim(), e}},
+        {"ffn_norm", {e}},
+        {"ffn_gate", {e, c.n_ff}},
+        {"ffn_up", {e, c.n_ff}},
+        {"ffn_down", {c.n_ff, e}},
+    }};
+    for (const auto& [name, dims] : shapes) {
+      if (Status s = check_tensor(gguf, p + name + ".weight", dims); !s) return s;
+      if (gguf.find_tensor(p + name + ".bias") != nullptr) {
+        return Status::unsupported(gguf.path() + ": tensor '" + p + name +
+                                   ".bias': biases are not part of the supported llama forward pass");
+      }
+    }
+    if (gguf.find_tensor(p + "ffn_gate_inp.weight") != nullptr) {
+      return Status::unsupported(gguf.path() + ": tensor '" + p + "ffn_gate_inp.weight': mixture-of-experts "
+                                 "layers are not supported");
+    }
+  }
+  if (gguf.find_tensor("blk." + std::to_string(c.n_layer) + ".attn_norm.weight") != nullptr) {
+    return err(gguf, "tensor 'blk." + std::to_string(c.n_layer) + ".attn_norm.weight' exists but block_count is " +
+                         std::to_string(c.n_layer));
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+const char* rope_scaling_name(RopeScalingType type) {
+  switch (type) {
+    case RopeScalingType::kNone: return "none";
+    case RopeScalingType::kLinear: return "linear";
+    case RopeScalingType::kFreqFactors: return "freq-factors";
+  }
+  return "unknown";
+}
+
+std::string supported_architectures() {
+  std::string s;
+  for (std::string_view a : kLlamaArchitectures) s += (s.empty() ? "" : ", ") + std::string(a);
+  return s;
+}
+
+Result<ModelConfig> ModelConfig::from_gguf(const io::GgufFile& gguf) {
+  ModelConfig c;
+  if (!gguf.has("general.architecture")) {
+    return err(gguf, "metadata general.architecture not found (supported: " + supported_architectures() + ")");
+  }
+  Result<std::string> arch = gguf.get_string("general.architecture");
+  if (!arch) return arch.status();
+  bool known = false;
+  for (std::string_view a : kLlamaArchitectures) known = known || (*arch == a);
+  if (!known) {
+    return Status::unsupported(gguf.path() + ": unsupported architecture '" + *arch +
+                               "' (supported: " + supported_architectures() + ")");
+  }
+  c.arch = *arch;
+  const std::string& a = c.arch;
+  if (gguf.has("general.name")) {
+    if (Result<std::string> n = gguf.get_string("general.name")) c.name = *n;
+  }
+  if (gguf.has(a + ".expert_count")) {
+    Result<int64_t> experts = gguf.get_int(a + ".expert_count");
+    if (!experts) return experts.status();
+    if (*experts > 0) {
+      return Status::unsupported(gguf.path() + ": " + a + ".expert_count = " + std::to_string(*experts) +
+                                 ": mixture-of-experts models are not supported");
+    }
+  }
+
+  Result<int64_t> v = positive_int(gguf, a + ".context_length");
+  if (!v) return v.status();
+  c.context_length = *v;
+  if (!(v = positive_int(gguf, a + ".embedding_length"))) return v.status();
+  c.n_embd = *v;
+  if (!(v = positive_int(gguf, a + ".block_count"))) return v.status();
+  c.n_layer = *v;
+  if (!(v = positive_int(gguf, a + ".feed_forward_length"))) return v.status();
+  c.n_ff = *v;
+  if (!(v = positive_int(gguf, a + ".attention.head_count"))) return v.status();
+  c.n_head = *v;
+  if (!(v = optional_positive_int(gguf, a + ".attention.head_count_kv", c.n_head))) return v.status();
+  c.n_head_kv = *v;
+  if (c.n_head % c.n_head_kv != 0) {
+    return err(gguf, a + ".attention.head_count = " + std::to_string(c.n_head) + " is not a multiple of " + a +
+                         ".attention.head_count_kv = " + std::to_string(c.n_head_kv));
+  }
+
+  // Head size: key_length when given (llama.cpp lets n_head*head_dim differ from n_embd; the
+  // projections' shapes then say so), else n_embd / n_head, which must divide evenly.
+  if (gguf.has(a + ".attention.key_length")) {
+    if (!(v = positive_int(gguf, a + ".attention.key_length"))) return v.status();
+    c.head_dim = *v;
+    Result<int64_t> vl = optional_positive_int(gguf, a + ".attention.value_length", c.head_dim);
+    if (!vl) return vl.status();
+    if (*vl != c.head_dim) {
+      return Status::unsupported(gguf.path() + ": " + a + ".attention.value_length = " + std::to_string(*vl) +
+                                 " differs from key_length = " + std::to_string(c.head_dim));
+    }
+  } else {
+    if (c.n_embd % c.n_head != 0) {
+      return err(gguf, a + ".embedding_length = " + std::to_string(c.n_embd) + " is not a multiple of " + a +
+                           ".attention.head_count = " + std::to_string(c.n_head) +
+                           " (head_dim * head_count must equal the hidden size)");
+    }
+    c.head_dim = c.n_embd / c.n_head;
+  }
+
+  Result<double> eps = gguf.get_float(a + ".attention.layer_norm_rms_epsilon");
+  if (!eps) return eps.status();
+  if (!(*eps > 0.0) || !(*eps < 1.0)) {
+    return err(gguf, a + ".attention.layer_norm_rms_epsilon = " + std::to_string(*eps) + " must be in (0, 1)");
+  }
+  c.rms_eps = static_cast<float>(*eps);
+
+  if (Status s = read_rope(gguf, a, c); !s) return s;
+
+  // Vocabulary: the tokenizer's token list when present, else the embedding's row count.
+  const io::TensorInfo* embd = gguf.find_tensor("token_embd.weight");
+  if (embd == nullptr) return err(gguf, "missing tensor 'token_embd.weight'");
+  if (gguf.has("tokenizer.ggml.tokens")) {
+    const io::GgufValue* tokens = gguf.find("tokenizer.ggml.tokens");
+    if (!tokens->is_array()) return err(gguf, "metadata tokenizer.ggml.tokens is not an array");
+    c.n_vocab = static_cast<int64_t>(tokens->count);
+  } else {
+    c.n_vocab = embd->dims.size() >= 2 ? embd->dims[1] : 0;
+  }
+  if (c.n_vocab <= 0) return err(gguf, "empty vocabulary");
+  if (c.n_vocab > INT32_MAX) return err(gguf, "vocabulary of " + std::to_string(c.n_vocab) + " tokens is too large");
+  c.tied_output = gguf.find_tensor("output.weight") == nullptr;
+  if (embd->dims.size() >= 2 && embd->dims[1] != c.n_vocab) {
+    return err(gguf, "tensor 'token_embd.weight' has " + std::to_string(embd->dims[1]) +
+                         " rows but tokenizer.ggml.tokens lists " + std::to_string(c.n_vocab) + " tokens");
+  }
+
+  if (Status s = check_tensors(gguf, c); !s) return s;
+  return c;
+}
+
+std::string ModelConfig::summary() const {
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "%s%s%s%s: %lld layers, hidden %lld, ffn %lld, heads %lld/%lld kv, head_dim %lld, vocab %lld, "
+                "ctx %lld, rope base %g dim %lld scaling %s, rms_eps %g%s",
+                arch.c_str(), name.empty() ? "" : " '", name.c_str(), name.empty() ? "" : "'",
+                static_cast<long long>(n_layer), static_cast<long long>(n_embd), static_cast<long long>(n_ff),
+                static_cast<long long>(n_head), static_cast<long long>(n_head_kv), static_cast<long long>(head_dim),
+                static_cast<long long>(n_vocab), static_cast<long long>(context_length), rope.freq_base,
+                static_cast<long long>(rope.dim), rope_scaling_name(rope.scaling), static_cast<double>(rms_eps),
+                tied_output ? ", tied output" : "");
+  return buf;
+}
+
+}  // namespace lutq::model

@@ -1,0 +1,68 @@
+// ModelConfig: the hyper-parameters of a Llama-family checkpoint, read from GGUF metadata
+// ({arch}.* keys, llama.cpp names) and validated against the tensor directory.
+//
+// Supported: general.architecture "llama" (dense; the MoE variant with {arch}.expert_count > 0
+// is rejected). RoPE: llama.cpp's "normal" mode 0 (adjacent pairs), optional linear scaling
+// ({arch}.rope.scaling.type = "linear" / {arch}.rope.scale_linear) and Llama-3.1-style
+// per-frequency factors (the rope_freqs.weight tensor, which is how llama.cpp stores llama3
+// scaling). YaRN / LongRoPE and other scaling types are rejected by name.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace lutq::io {
+class GgufFile;
+}
+
+namespace lutq::model {
+
+enum class RopeScalingType { kNone, kLinear, kFreqFactors };
+
+// "none", "linear", "freq-factors".
+const char* rope_scaling_name(RopeScalingType type);
+
+struct RopeConfig {
+  double freq_base = 10000.0;  // θ base
+  int64_t dim = 0;             // rotated dimensions per head (n_rot), even, <= head_dim
+  RopeScalingType scaling = RopeScalingType::kNone;
+  double linear_factor = 1.0;  // kLinear: positions are divided by this
+  // kFreqFactors: dim/2 divisors of the per-pair frequencies (rope_freqs.weight), else empty.
+  std::vector<float> freq_factors;
+};
+
+struct ModelConfig {
+  std::string arch;             // general.architecture
+  std::string name;             // general.name when present
+  int64_t context_length = 0;   // trained context (n_ctx_train)
+  int64_t n_embd = 0;           // hidden size
+  int64_t n_layer = 0;
+  int64_t n_ff = 0;             // feed-forward (intermediate) size
+  int64_t n_head = 0;           // query heads
+  int64_t n_head_kv = 0;        // key/value heads (grouped-query attention)
+  int64_t head_dim = 0;         // key_length (= value_length)
+  int64_t n_vocab = 0;
+  float rms_eps = 1e-5f;
+  RopeConfig rope;
+  bool tied_output = false;     // no output.weight: the head reuses token_embd.weight
+
+  int64_t q_dim() const { return n_head * head_dim; }
+  int64_t kv_dim() const { return n_head_kv * head_dim; }
+  int64_t n_rep() const { return n_head / n_head_kv; }  // query heads per kv head
+
+  // Reads and validates the metadata and the shapes of every tensor the forward pass binds.
+  // Errors name the file and the key or tensor, e.g.
+  //   "m.gguf: unsupported architecture 'gpt2' (supported: llama)".
+  static Result<ModelConfig> from_gguf(const io::GgufFile& gguf);
+
+  // One line for logs: "llama 'SmolLM2 135M' 30 layers, hidden 576, ...".
+  std::string summary() const;
+};
+
+// The architectures whose forward pass is llama.h's, comma separated (for messages).
+std::string supported_architectures();
+
+}  // namespace lutq::model

