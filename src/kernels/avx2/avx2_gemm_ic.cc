@@ -114,7 +114,6 @@ void tile_ic(const Layout& L, const IcTables& t, int64_t tile, const uint8_t* da
   std::fill(s, s + L.q * t.mc * kTileRows, 0.0f);
   for (int64_t kk = 0; kk < L.units; ++kk) {
     const uint8_t* up = tp + kk * L.unit_bytes;
-    prefetch_ahead(up, L.unit_bytes);
     for (int i = 0; i < L.q; ++i) {
       const uint8_t* wp = up + i * L.plane_bytes;
       int64_t mm = 0;

@@ -70,7 +70,7 @@ inline void finish_unit_oc(const Layout& L, const OcTables& t, const uint8_t* up
 // per plane s = Σ_blocks scale_b·float(isum_b) (the first term as is: it is never −0), then
 // accg (+)= α_i·s in plane order; kFirst: these planes start at plane 0, so accg starts here.
 template <int MB, int QB, int NJ, bool kFirst>
-inline void planes_oc_fast(const Layout& L, const OcTables& t, const uint8_t* up, int64_t u, int64_t m0, int i0,
+[[gnu::noinline]] void planes_oc_fast(const Layout& L, const OcTables& t, const uint8_t* up, int64_t u, int64_t m0, int i0,
                            __m256* accg) {
   constexpr int64_t kStride = 32 * NJ;  // bytes of one block's row vectors, and of its int8 tables
   const int64_t bpu = t.blocks_per_unit;
@@ -105,7 +105,6 @@ inline void planes_oc_fast(const Layout& L, const OcTables& t, const uint8_t* up
 template <int MB, int NJ>
 void unit_oc_fast(const Layout& L, const OcTables& t, const uint8_t* up, int64_t u, int64_t m0, float* acc) {
   constexpr int kQb = MB >= 3 ? 1 : 4 / MB;
-  if (m0 == 0) prefetch_ahead(up, L.unit_bytes);
   __m256 accg[MB * 4];
   // The first chunk of planes (q >= 1) starts accg, the others add to it, in plane order.
   const int first = std::min(kQb, L.q);
@@ -130,7 +129,6 @@ void unit_oc_fast(const Layout& L, const OcTables& t, const uint8_t* up, int64_t
 template <int MB>
 void unit_oc_exact(const Layout& L, const OcTables& t, const uint8_t* up, int64_t u, int64_t m0, float* acc) {
   const int64_t tstride = L.unit / kMu * kHalfTable;
-  if (m0 == 0) prefetch_ahead(up, L.unit_bytes);
   __m256 accg[MB * 4];
   int i = 0;
   do {  // q >= 1: plane 0 starts accg

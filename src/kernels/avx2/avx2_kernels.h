@@ -49,6 +49,14 @@ void with_block_vecs(int64_t nj, F&& f) {
 // ---------------------------------------------------------------------------------------------
 // Inner loops.
 
+// Asks for the cache line kPrefetchAhead bytes past p in the weight stream (into L2); the inner
+// loops call it once per 64 bytes of weights they load. The hardware prefetcher alone falls
+// behind while the core computes (and stops at 4 KiB pages): with this, one thread streams from
+// DRAM at ~90% of its read bandwidth instead of ~50-65%, for ~3% in the cache-resident case.
+inline void prefetch_ahead(const uint8_t* p) {
+  _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetchAhead, _MM_HINT_T1);
+}
+
 // int16 sums over the NJ row vectors of one table block, for QB planes (row vectors wstride
 // bytes apart) times MB activation rows (tables tstride bytes apart): lo[qi*MB + mm] holds slots
 // {0..7, 16..23}, hi slots {8..15, 24..31} (see widen_i32 for rows). Each table load serves QB
@@ -68,7 +76,9 @@ inline void lookup_block(const uint8_t* w, int64_t wstride, const int8_t* tab, i
     __m256i il[QB], ih[QB];
 #pragma GCC unroll 4
     for (int qi = 0; qi < QB; ++qi) {
-      const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + qi * wstride + 32 * j));
+      const uint8_t* wj = w + qi * wstride + 32 * j;
+      if (j % 2 == 0) prefetch_ahead(wj);
+      const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(wj));
       il[qi] = _mm256_and_si256(wv, nib);
       ih[qi] = _mm256_and_si256(_mm256_srli_epi16(wv, 4), nib);
     }
@@ -116,6 +126,7 @@ inline void lookup_f32(const uint8_t* w, int64_t nj, const float* tab, int64_t t
   const __m256i zero = _mm256_setzero_si256();
   const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
   for (int64_t j = 0; j < nj; ++j) {
+    if (j % 2 == 0) prefetch_ahead(w + 32 * j);
     const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + 32 * j));
     // One dword per row, its low byte the row's byte (higher bits are ignored below): rows
     // 0..7 = even slots of the low 8 bytes of each lane, 8..15 the odd ones, 16..31 likewise
@@ -139,15 +150,6 @@ inline void lookup_f32(const uint8_t* w, int64_t nj, const float* tab, int64_t t
         s[4 * mm + x] = _mm256_add_ps(_mm256_add_ps(s[4 * mm + x], v0), v1);
       }
     }
-  }
-}
-
-// Asks for the `bytes` of weight stream that lie kPrefetchAhead past p into L2. The hardware
-// prefetcher alone falls behind while the core computes (it also stops at 4 KiB pages): with this
-// one thread streams from DRAM at ~95% of its read bandwidth instead of ~50-65%.
-inline void prefetch_ahead(const uint8_t* p, int64_t bytes) {
-  for (int64_t off = 0; off < bytes; off += 64) {
-    _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetchAhead + off, _MM_HINT_T1);
   }
 }
 
