@@ -100,27 +100,30 @@ template <int MB, int QB, int NJ, bool kFirst>
   for (int qi = 0; qi < QB; ++qi) add_plane<MB>(up + L.alpha_in_unit(i0 + qi), kFirst && qi == 0, s[qi], accg);
 }
 
+// planes_oc_fast for `count` (1 .. kMax) planes from i0.
+template <int MB, int NJ, bool kFirst, int kMax>
+void planes_oc_fast_n(int count, const Layout& L, const OcTables& t, const uint8_t* up, int64_t u, int64_t m0,
+                      int i0, __m256* accg) {
+  if constexpr (kMax >= 3) {
+    if (count == 3) return planes_oc_fast<MB, 3, NJ, kFirst>(L, t, up, u, m0, i0, accg);
+  }
+  if constexpr (kMax >= 2) {
+    if (count == 2) return planes_oc_fast<MB, 2, NJ, kFirst>(L, t, up, u, m0, i0, accg);
+  }
+  planes_oc_fast<MB, 1, NJ, kFirst>(L, t, up, u, m0, i0, accg);
+}
+
 // Fast path: unit (group) u of one tile, activation rows m0 .. m0+MB, into acc[(m0+mm)*32 + row].
-// Planes go QB at a time (QB = 4 / MB), so one table load serves several planes.
+// Planes go up to 3 at a time (m = 1), so one table load serves several planes.
 template <int MB, int NJ>
 void unit_oc_fast(const Layout& L, const OcTables& t, const uint8_t* up, int64_t u, int64_t m0, float* acc) {
-  constexpr int kQb = MB >= 3 ? 1 : 4 / MB;
+  constexpr int kQb = MB == 1 ? 3 : (MB == 2 ? 2 : 1);  // measured; 4 planes at MB = 1 spill
   __m256 accg[MB * 4];
   // The first chunk of planes (q >= 1) starts accg, the others add to it, in plane order.
   const int first = std::min(kQb, L.q);
-  switch (first) {
-    case 4: planes_oc_fast<MB, 4, NJ, true>(L, t, up, u, m0, 0, accg); break;
-    case 3: planes_oc_fast<MB, 3, NJ, true>(L, t, up, u, m0, 0, accg); break;
-    case 2: planes_oc_fast<MB, 2, NJ, true>(L, t, up, u, m0, 0, accg); break;
-    default: planes_oc_fast<MB, 1, NJ, true>(L, t, up, u, m0, 0, accg); break;
-  }
-  int i0 = first;
-  for (; i0 + kQb <= L.q; i0 += kQb) planes_oc_fast<MB, kQb, NJ, false>(L, t, up, u, m0, i0, accg);
-  switch (L.q - i0) {
-    case 3: planes_oc_fast<MB, 3, NJ, false>(L, t, up, u, m0, i0, accg); break;
-    case 2: planes_oc_fast<MB, 2, NJ, false>(L, t, up, u, m0, i0, accg); break;
-    case 1: planes_oc_fast<MB, 1, NJ, false>(L, t, up, u, m0, i0, accg); break;
-    default: break;
+  planes_oc_fast_n<MB, NJ, true, kQb>(first, L, t, up, u, m0, 0, accg);
+  for (int i0 = first; i0 < L.q; i0 += kQb) {
+    planes_oc_fast_n<MB, NJ, false, kQb>(std::min(kQb, L.q - i0), L, t, up, u, m0, i0, accg);
   }
   finish_unit_oc<MB>(L, t, up, u, m0, accg, acc);
 }
