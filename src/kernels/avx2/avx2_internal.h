@@ -1,7 +1,8 @@
 // Internal interface of the AVX2 backend, shared by the files of src/kernels/avx2/ only.
 // The packed layout is pictured in avx2_repack.cc; the inner loops are in avx2_kernels.h, the
-// drivers in avx2_gemm_oc.cc / avx2_gemm_ic.cc, the table builds in avx2_tables.cc. No SIMD types cross these declarations, so baseline and AVX2 code may
-// call each other freely (the AVX2 ones only once available() said yes).
+// drivers in avx2_gemm_oc.cc / avx2_gemm_ic.cc, the table builds in avx2_tables.cc. No SIMD types
+// cross these declarations, so baseline and AVX2 code may call each other freely (the AVX2 ones
+// only once available() said yes).
 #pragma once
 
 #include <cstdint>
@@ -17,7 +18,8 @@ constexpr int64_t kTileRows = 32;  // rows per tile: one 32-byte vector holds on
 // The byte slot of tile row r (0..31) in every 32-byte row vector. The fast kernel's
 // unpacklo/hi_epi8 + maddubs leave int16 sums of slots {0..7, 16..23} (lo) and {8..15, 24..31}
 // (hi), and vpmaddwd with (1,0) / (0,1) widens their even / odd int16 lanes: with this order the
-// four int32 vectors are rows 0..7, 8..15, 16..23, 24..31. Slot bits (4..0) = row bits (2, 4, 1, 0, 3).
+// four int32 vectors are rows 0..7, 8..15, 16..23, 24..31.
+// Slot bits (4 3 2 1 0) = row bits (2 4 1 0 3); e.g. rows 0..7 sit in slots 0 2 4 6 16 18 20 22.
 constexpr int tile_slot(int r) {
   return ((r >> 3) & 1) | ((r & 3) << 1) | (((r >> 4) & 1) << 3) | (((r >> 2) & 1) << 4);
 }

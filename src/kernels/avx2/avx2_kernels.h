@@ -9,7 +9,7 @@
 //   int16 overflow: an accumulator lane sums one row's entries over one block only, at most
 //   kb/4 <= 64 entries of |value| <= 127, so |sum| <= 8128 < 32767. At each block end the sums
 //   are widened to int32 (vpmaddwd with 1/0) and fp32 and scaled.
-//   One table load serves up to 4 planes (m = 1) and one weight load up to 4 activation rows.
+//   One table load serves up to 3 planes (m = 1), one weight load up to 4 activation rows.
 // Exact path (fp32 tables): a byte of each row is widened to a dword; vpermps on entries 0..7 of
 //   the chunk's table (index bits 0..2) and a sign flip from bit 3 (T[p] = −T[15 − p]) give 8 fp32
 //   lookups.
@@ -158,7 +158,6 @@ inline void load_f16x32(const uint8_t* p, __m256* a) {
 #pragma GCC unroll 4
   for (int x = 0; x < 4; ++x) a[x] = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(p + 16 * x)));
 }
-
 
 // Writes the tile's rows below n: y[mm*n + r0 + r] = acc[mm*32 + r].
 inline void store_tile(const float* acc, int64_t m, int64_t n, int64_t r0, float* y) {

@@ -1,26 +1,28 @@
-// Canonical BCQ <-> the AVX2 layout. Both precisions share one layout.
+// Canonical BCQ <-> the AVX2 layout (the same for both precisions, up to the nibble code below).
 //
 // Rows are cut into tiles of 32 (the last one padded with zero bits, scales and offsets). A
-// "row vector" is 32 bytes: byte j (8 activations, two 4-activation chunks: low nibble chunk 2j,
-// high nibble chunk 2j+1, exactly the canonical byte) of each of the tile's 32 rows, row r in
-// slot tile_slot(r) (bits 3 and 4 of r swapped, see avx2_internal.h). A tile is a run of
-// "units" along k, everything the inner loop needs for one unit contiguous and in the order it
-// is consumed, so one thread streams its tiles front to back:
+// "row vector" is 32 bytes: byte j (8 activations = two 4-activation chunks: low nibble chunk 2j,
+// high nibble chunk 2j+1, as in the canonical byte) of each of the tile's 32 rows, row r in byte
+// slot tile_slot(r) (a fixed permutation, see avx2_internal.h, that makes the kernels' int16 ->
+// int32 widening come out in row order). A tile is a run of "units" along k, everything the
+// inner loop needs for one unit contiguous and in the order it is consumed, so a thread streams
+// its tiles front to back:
 //
 //   per-OC (unit = one group of g activations, ug = g/8 row vectors per plane):
 //
-//   tile t | unit 0                                             | unit 1 | ... | unit k/g-1 |
-//          | plane 0: ug x 32 B | ... | plane q-1: ug x 32 B    |
-//          | alpha plane 0: 32 x fp16 (rows 0..31 in order) | ... | alpha plane q-1         |
-//          | offsets: 32 x fp16 (only with has_offset)                                      |
+//   tile t | unit 0                                               | unit 1 | ... | unit k/g-1 |
+//          | plane 0: ug x 32 B | plane 1: ug x 32 B | ... | plane q-1: ug x 32 B              |
+//          | alpha plane 0: 32 x fp16 (rows 0..31 in order) | ... | alpha plane q-1: 32 x fp16 |
+//          | offsets: 32 x fp16 (only with has_offset)                                          |
 //
 //   per-IC (unit = one int8-table block of kb activations, ub = kb/8 row vectors per plane):
 //
-//   tile t | unit 0: plane 0: ub x 32 B | ... | plane q-1 | unit 1 | ... | unit k/kb-1 |
+//   tile t | unit 0: plane 0: ub x 32 B | ... | plane q-1: ub x 32 B | unit 1 | ... | unit k/kb-1 |
 //   after all tiles: alpha [n/g blocks][q][k] fp16 (plane-major, for 8-wide loads), then
 //                    offsets [n/g blocks][k] fp16 (only with has_offset)
 //
-// Every piece is a multiple of 32 bytes, so all row vectors are 32-byte aligned.
+// Every piece is a multiple of 32 bytes, so all row vectors are 32-byte aligned. Example: 4096 x
+// 4096, q = 4, g = 128: a unit is 4 x 512 B of bits + 256 B of alpha, a tile 32 units (72 KiB).
 // kExact stores each nibble p as p ^ (p & 8 ? 7 : 0): the exact kernel reads bits 0..2 as an
 // index into table entries 0..7 and bit 3 as the sign (T[p] = −T[15 − p]). kFast stores p.
 #include <algorithm>
