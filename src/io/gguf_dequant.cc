@@ -17,6 +17,7 @@
 #include <bit>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "core/fp16.h"
 
@@ -162,21 +163,23 @@ void scale_min_k4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
   }
 }
 
+// The scale and min of sub-block j of a Q4_K / Q5_K block, applied to the block's d and dmin.
+std::pair<float, float> k4_scale_min(int j, const uint8_t* scales, float d, float min) {
+  uint8_t sc = 0;
+  uint8_t mn = 0;
+  scale_min_k4(j, scales, &sc, &mn);
+  return {d * static_cast<float>(sc), min * static_cast<float>(mn)};
+}
+
 void block_q4_K(const uint8_t* b, float* y) {
   const float d = half(b);
   const float min = half(b + 2);
   const uint8_t* scales = b + 4;
   const uint8_t* q = b + 16;
   int is = 0;
-  uint8_t sc = 0;
-  uint8_t mn = 0;
   for (int j = 0; j < 256; j += 64) {
-    scale_min_k4(is + 0, scales, &sc, &mn);
-    const float d1 = d * static_cast<float>(sc);
-    const float m1 = min * static_cast<float>(mn);
-    scale_min_k4(is + 1, scales, &sc, &mn);
-    const float d2 = d * static_cast<float>(sc);
-    const float m2 = min * static_cast<float>(mn);
+    const auto [d1, m1] = k4_scale_min(is + 0, scales, d, min);
+    const auto [d2, m2] = k4_scale_min(is + 1, scales, d, min);
     for (int l = 0; l < 32; ++l) *y++ = d1 * static_cast<float>(q[l] & 0xF) - m1;
     for (int l = 0; l < 32; ++l) *y++ = d2 * static_cast<float>(q[l] >> 4) - m2;
     q += 32;
@@ -191,17 +194,11 @@ void block_q5_K(const uint8_t* b, float* y) {
   const uint8_t* qh = b + 16;
   const uint8_t* ql = b + 48;
   int is = 0;
-  uint8_t sc = 0;
-  uint8_t mn = 0;
   unsigned u1 = 1;
   unsigned u2 = 2;
   for (int j = 0; j < 256; j += 64) {
-    scale_min_k4(is + 0, scales, &sc, &mn);
-    const float d1 = d * static_cast<float>(sc);
-    const float m1 = min * static_cast<float>(mn);
-    scale_min_k4(is + 1, scales, &sc, &mn);
-    const float d2 = d * static_cast<float>(sc);
-    const float m2 = min * static_cast<float>(mn);
+    const auto [d1, m1] = k4_scale_min(is + 0, scales, d, min);
+    const auto [d2, m2] = k4_scale_min(is + 1, scales, d, min);
     for (int l = 0; l < 32; ++l) *y++ = d1 * static_cast<float>((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
     for (int l = 0; l < 32; ++l) *y++ = d2 * static_cast<float>((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
     ql += 32;

@@ -45,15 +45,6 @@ std::vector<float> gaussian(int64_t n, int64_t k, std::mt19937& rng, float sigma
   return w;
 }
 
-BcqConfig config(int q, int64_t g, Orientation o, bool offset) {
-  BcqConfig cfg;
-  cfg.q = q;
-  cfg.g = g;
-  cfg.orientation = o;
-  cfg.has_offset = offset;
-  return cfg;
-}
-
 BcqMatrix quantize_ok(const std::vector<float>& w, int64_t n, int64_t k, Method method, const BcqConfig& cfg,
                       ThreadPool* pool = nullptr) {
   QuantOptions opt;
@@ -133,7 +124,7 @@ TEST(QuantError, FallsStrictlyWithBits) {
         const int64_t g = o == Orientation::kPerOC ? 128 : 64;  // per-IC groups run along n = 64
         double prev = std::numeric_limits<double>::infinity();
         for (int q = 1; q <= 4; ++q) {
-          const BcqMatrix m = quantize_ok(w, n, k, method, config(q, g, o, offset));
+          const BcqMatrix m = quantize_ok(w, n, k, method, BcqConfig{q, g, o, offset});
           const double e = rel_error(w, format::dequantize(m));
           SCOPED_TRACE(std::string(method_name(method)) + " " + format::describe(m));
           EXPECT_LT(e, prev);
@@ -162,7 +153,7 @@ TEST(QuantAlternating, NeverWorseThanGreedy) {
   for (Orientation o : {Orientation::kPerOC, Orientation::kPerIC}) {
     for (bool offset : {false, true}) {
       for (int q = 1; q <= 6; ++q) {
-        const BcqConfig cfg = config(q, o == Orientation::kPerOC ? 128 : 32, o, offset);
+        const BcqConfig cfg = BcqConfig{q, o == Orientation::kPerOC ? 128 : 32, o, offset};
         const BcqMatrix greedy = quantize_ok(w, n, k, Method::kGreedy, cfg);
         const BcqMatrix alt = quantize_ok(w, n, k, Method::kAlternating, cfg);
         SCOPED_TRACE(format::describe(alt));
@@ -195,7 +186,7 @@ TEST(QuantRtn, UniformGridAndNearestPoint) {
   for (int64_t c = 0; c < 64; ++c) w[static_cast<size_t>(k + c)] = 0.1f;  // a constant group
   for (Orientation o : {Orientation::kPerOC, Orientation::kPerIC}) {
     for (int q = 1; q <= 8; ++q) {
-      const BcqMatrix m = quantize_ok(w, n, k, Method::kRtn, config(q, 64, o, false));
+      const BcqMatrix m = quantize_ok(w, n, k, Method::kRtn, BcqConfig{q, 64, o, false});
       SCOPED_TRACE(format::describe(m));
       ASSERT_TRUE(m.cfg.has_offset);
       const std::vector<float> d = format::dequantize(m);
@@ -233,7 +224,7 @@ TEST(QuantRtn, UniformGridAndNearestPoint) {
     }
   }
   // The constant group is reproduced almost exactly.
-  const BcqMatrix m = quantize_ok(w, n, k, Method::kRtn, config(3, 64, Orientation::kPerOC, true));
+  const BcqMatrix m = quantize_ok(w, n, k, Method::kRtn, BcqConfig{3, 64, Orientation::kPerOC, true});
   const std::vector<float> d = format::dequantize(m);
   for (int64_t c = 0; c < 64; ++c) EXPECT_NEAR(d[static_cast<size_t>(k + c)], 0.1f, 1e-6f);
 }
@@ -249,7 +240,7 @@ TEST(QuantConsistency, StoredFormIsNearestGridValue) {
     for (Method method : kAllMethods) {
       for (bool offset : {false, true}) {
         for (int q = 1; q <= 4; ++q) {
-          const BcqMatrix m = quantize_ok(w, n, k, method, config(q, 32, o, offset));
+          const BcqMatrix m = quantize_ok(w, n, k, method, BcqConfig{q, 32, o, offset});
           SCOPED_TRACE(std::string(method_name(method)) + " " + format::describe(m));
           const std::vector<float> d = format::dequantize(m);
           int failures = 0;
@@ -283,17 +274,17 @@ TEST(QuantErrors, RejectBadInputWithClearMessage) {
     EXPECT_NE(r.status().message().find(needle), std::string::npos) << r.status().message();
   };
   QuantOptions opt;
-  opt.cfg = config(0, 128, Orientation::kPerOC, false);
+  opt.cfg = BcqConfig{0, 128, Orientation::kPerOC, false};
   expect_error(64, 256, opt, "q=0");
   opt.cfg.q = 9;
   expect_error(64, 256, opt, "q=9");
-  opt.cfg = config(3, 48, Orientation::kPerOC, false);
+  opt.cfg = BcqConfig{3, 48, Orientation::kPerOC, false};
   expect_error(64, 240, opt, "g=48");
-  opt.cfg = config(3, 128, Orientation::kPerOC, false);
+  opt.cfg = BcqConfig{3, 128, Orientation::kPerOC, false};
   expect_error(64, 192, opt, "g=128");  // k=192 is not a multiple of 128
-  opt.cfg = config(3, 32, Orientation::kPerIC, false);
+  opt.cfg = BcqConfig{3, 32, Orientation::kPerIC, false};
   expect_error(48, 256, opt, "n=48");  // n=48 is not a multiple of 32
-  opt.cfg = config(3, 128, Orientation::kPerOC, false);
+  opt.cfg = BcqConfig{3, 128, Orientation::kPerOC, false};
   opt.iterations = -1;
   expect_error(64, 256, opt, "iterations=-1");
   opt.iterations = 10;
@@ -321,7 +312,7 @@ TEST(QuantShapes, FullExtentGroupsAndHighBits) {
       const int64_t g = o == Orientation::kPerOC ? k : n;
       double prev = std::numeric_limits<double>::infinity();
       for (int q = 1; q <= 8; ++q) {
-        const BcqMatrix m = quantize_ok(w, n, k, method, config(q, g, o, true));
+        const BcqMatrix m = quantize_ok(w, n, k, method, BcqConfig{q, g, o, true});
         SCOPED_TRACE(std::string(method_name(method)) + " " + format::describe(m));
         ASSERT_EQ(m.num_groups(), 1);
         const double e = rel_error(w, format::dequantize(m));
@@ -344,8 +335,8 @@ TEST(QuantThreads, PoolGivesIdenticalResults) {
   const int64_t k = 100;  // per-IC: the last 8-column block is partial
   const std::vector<float> w = gaussian(n, k, rng);
   for (Method method : kAllMethods) {
-    for (const BcqConfig& cfg : {config(3, k, Orientation::kPerOC, false), config(4, 64, Orientation::kPerIC, true),
-                                 config(2, 32, Orientation::kPerIC, false)}) {
+    for (const BcqConfig& cfg : {BcqConfig{3, k, Orientation::kPerOC, false}, BcqConfig{4, 64, Orientation::kPerIC, true},
+                                 BcqConfig{2, 32, Orientation::kPerIC, false}}) {
       const BcqMatrix a = quantize_ok(w, n, k, method, cfg);
       const BcqMatrix b = quantize_ok(w, n, k, method, cfg, &pool);
       SCOPED_TRACE(std::string(method_name(method)) + " " + format::describe(a));
@@ -389,7 +380,7 @@ struct PlantedResult {
 };
 
 PlantedResult fit_planted(const std::vector<float>& w, int64_t n, int64_t k, int64_t g, int q, bool offset) {
-  const BcqConfig cfg = config(q, g, Orientation::kPerOC, offset);
+  const BcqConfig cfg = BcqConfig{q, g, Orientation::kPerOC, offset};
   const BcqMatrix greedy = quantize_ok(w, n, k, Method::kGreedy, cfg);
   const BcqMatrix alt = quantize_ok(w, n, k, Method::kAlternating, cfg);
   PlantedResult res;
@@ -448,7 +439,7 @@ TEST(QuantAlternating, BeatsRtnOnGaussian) {
   const int64_t k = 512;
   const std::vector<float> w = gaussian(n, k, rng);
   for (int q = 2; q <= 6; ++q) {
-    const BcqConfig cfg = config(q, 128, Orientation::kPerOC, true);
+    const BcqConfig cfg = BcqConfig{q, 128, Orientation::kPerOC, true};
     const double rtn = rel_error(w, format::dequantize(quantize_ok(w, n, k, Method::kRtn, cfg)));
     const double alt = rel_error(w, format::dequantize(quantize_ok(w, n, k, Method::kAlternating, cfg)));
     SCOPED_TRACE("q=" + std::to_string(q));
@@ -464,7 +455,7 @@ TEST(QuantFitGroup, MatchesQuantizeAndExposesSigns) {
   const std::vector<float> w = gaussian(1, k, rng);
   for (Method method : kAllMethods) {
     for (int q : {1, 3, 8}) {
-      const BcqMatrix m = quantize_ok(w, 1, k, method, config(q, k, Orientation::kPerOC, true));
+      const BcqMatrix m = quantize_ok(w, 1, k, method, BcqConfig{q, k, Orientation::kPerOC, true});
       float alpha[format::kMaxBits];
       float offset = -1.0f;
       std::vector<uint8_t> signs(static_cast<size_t>(q * k), 7);

@@ -19,6 +19,7 @@
 #include "format/bcq_matrix.h"
 #include "kernels/kernel.h"
 #include "kernels/lut_tables.h"
+#include "support/random_bcq.h"
 
 namespace lutq::kernels {
 namespace {
@@ -29,45 +30,17 @@ using format::Orientation;
 
 bool have_avx2() { return detect_cpu().avx2; }
 
-// One pool per size for the whole suite. The pause after constructing the two-thread pool works
-// around a start-up race in ThreadPool (a worker that first reads generation_ after the first
-// run() has bumped it sleeps through that job, and run() spins forever); it bites on a loaded
-// machine.
+// One pool per size for the whole suite.
 ThreadPool& shared_pool(int threads) {
-  if (threads == 1) {
-    static ThreadPool one(1);
-    return one;
-  }
+  static ThreadPool one(1);
   static ThreadPool two(2);
-  static const bool settled = [] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    return true;
-  }();
-  (void)settled;
-  return two;
+  return threads == 1 ? one : two;
 }
 
-BcqConfig config(int q, int64_t g, Orientation o, bool offset) {
-  BcqConfig c;
-  c.q = q;
-  c.g = g;
-  c.orientation = o;
-  c.has_offset = offset;
-  return c;
-}
-
-// Random bits, fp16 scales of either sign around N(0, 1), offsets around N(0, 0.5).
+// A random matrix (tests/support/random_bcq.h) from a per-case seed, so each case is reproducible.
 BcqMatrix random_matrix(int64_t n, int64_t k, const BcqConfig& cfg, uint32_t seed) {
-  Result<BcqMatrix> r = format::make_empty(n, k, cfg);
-  EXPECT_TRUE(r.is_ok()) << r.status().message();
-  BcqMatrix w = std::move(r).value();
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> byte(0, 255);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (auto& b : w.bits) b = static_cast<uint8_t>(byte(rng));
-  for (auto& a : w.alpha) a = fp32_to_fp16(normal(rng));
-  for (auto& z : w.offset) z = fp32_to_fp16(0.5f * normal(rng));
-  return w;
+  std::mt19937_64 rng(seed);
+  return testing::random_bcq(n, k, cfg, rng);
 }
 
 // N(0, 1) activations with a few outliers (the per-block int8 scales must cope).
@@ -97,7 +70,7 @@ TEST(Avx2Layout, RoundTripIsExact) {
             const int64_t extent = o == Orientation::kPerOC ? k : n;
             for (int64_t g : {int64_t{32}, int64_t{64}, int64_t{128}, extent}) {
               if (extent % g != 0) continue;
-              const BcqMatrix w = random_matrix(n, k, config(q, g, o, off), seed++);
+              const BcqMatrix w = random_matrix(n, k, BcqConfig{q, g, o, off}, seed++);
               for (Precision p : {Precision::kExact, Precision::kFast}) {
                 ASSERT_TRUE(be.check(w, p).is_ok());
                 const PackedMatrix pw = be.repack(w, p);
@@ -125,9 +98,9 @@ TEST(Avx2Layout, RoundTripIsExact) {
 
 TEST(Avx2Layout, CheckTakesWhatLutCheckTakes) {
   if (!have_avx2()) GTEST_SKIP() << "CPU has no AVX2";
-  const BcqMatrix ok = random_matrix(17, 64, config(3, 17, Orientation::kPerIC, true), 5);
+  const BcqMatrix ok = random_matrix(17, 64, BcqConfig{3, 17, Orientation::kPerIC, true}, 5);
   EXPECT_TRUE(avx2_backend().check(ok, Precision::kFast).is_ok());
-  const BcqMatrix bad = random_matrix(4, 40, config(2, 40, Orientation::kPerOC, false), 6);
+  const BcqMatrix bad = random_matrix(4, 40, BcqConfig{2, 40, Orientation::kPerOC, false}, 6);
   EXPECT_FALSE(avx2_backend().check(bad, Precision::kFast).is_ok());
 }
 
@@ -160,7 +133,7 @@ TEST(Avx2Partials, EqualScalarExactly) {
           const int64_t extent = o == Orientation::kPerOC ? k : n;
           for (int64_t g : {int64_t{32}, int64_t{64}, int64_t{128}, extent}) {
             if (extent % g != 0) continue;
-            const BcqMatrix w = random_matrix(n, k, config(q, g, o, (seed & 1) != 0), seed);
+            const BcqMatrix w = random_matrix(n, k, BcqConfig{q, g, o, (seed & 1) != 0}, seed);
             expect_partials_equal(w, random_x(k, seed + 7));
             ++seed;
           }
@@ -174,7 +147,7 @@ TEST(Avx2Partials, EdgeActivations) {
   if (!have_avx2()) GTEST_SKIP() << "CPU has no AVX2";
   for (Orientation o : {Orientation::kPerOC, Orientation::kPerIC}) {
     const int64_t k = 512;
-    const BcqMatrix w = random_matrix(64, k, config(3, o == Orientation::kPerOC ? 128 : 32, o, false), 9);
+    const BcqMatrix w = random_matrix(64, k, BcqConfig{3, o == Orientation::kPerOC ? 128 : 32, o, false}, 9);
     std::vector<float> x = random_x(k, 10);
     for (int64_t c = 0; c < 128; ++c) x[static_cast<size_t>(c)] = 0.0f;  // a zero block: scale 0
     for (int64_t c = 128; c < 256; ++c) x[static_cast<size_t>(c)] *= 1e-39f;  // subnormal: inv overflows
@@ -263,7 +236,7 @@ TEST_P(Avx2Gemm, PerOcMatchesScalar) {
       for (bool off : {false, true}) {
         const int64_t n = (seed % 3 == 0) ? 100 : (seed % 3 == 1 ? 33 : 64);
         const int64_t k = g == 0 ? 576 : 512;
-        const BcqMatrix w = random_matrix(n, k, config(q, g == 0 ? k : g, Orientation::kPerOC, off), seed);
+        const BcqMatrix w = random_matrix(n, k, BcqConfig{q, g == 0 ? k : g, Orientation::kPerOC, off}, seed);
         for (ThreadPool* pool : {&pool1, &pool2}) {
           check_gemm(w, GetParam(), ms, *pool, pool1);
           if (HasFatalFailure() || HasFailure()) return;
@@ -285,7 +258,7 @@ TEST_P(Avx2Gemm, PerIcMatchesScalar) {
       for (bool off : {false, true}) {
         const int64_t n = g == 0 ? (seed % 2 ? 17 : 100) : 256;
         const int64_t k = (seed % 2) ? 96 : 512;
-        const BcqMatrix w = random_matrix(n, k, config(q, g == 0 ? n : g, Orientation::kPerIC, off), seed);
+        const BcqMatrix w = random_matrix(n, k, BcqConfig{q, g == 0 ? n : g, Orientation::kPerIC, off}, seed);
         for (ThreadPool* pool : {&pool1, &pool2}) {
           check_gemm(w, GetParam(), ms, *pool, pool1);
           if (HasFatalFailure() || HasFailure()) return;
@@ -307,7 +280,7 @@ TEST_P(Avx2Gemm, OddShapes) {
       for (Orientation o : {Orientation::kPerOC, Orientation::kPerIC}) {
         const int64_t g = o == Orientation::kPerOC ? k : n;
         const int q = 1 + static_cast<int>(seed % 8);  // all of 1..8 (plane chunks of 3 + remainders)
-        const BcqMatrix w = random_matrix(n, k, config(q, g, o, seed % 2 == 0), seed);
+        const BcqMatrix w = random_matrix(n, k, BcqConfig{q, g, o, seed % 2 == 0}, seed);
         check_gemm(w, GetParam(), ms, pool2, pool1);
         check_gemm(w, GetParam(), ms, pool1, pool1);
         if (HasFatalFailure() || HasFailure()) return;
