@@ -35,9 +35,6 @@ struct RawArgs {
   std::string json_path;
 };
 
-const std::vector<std::string> kDefaultShapes = {"4096x4096", "11008x4096", "4096x11008",
-                                                 "576x576",   "1536x576",   "576x1536"};
-
 Result<int64_t> parse_int(std::string_view text, std::string_view what, int64_t lo, int64_t hi) {
   int64_t v = 0;
   const char* end = text.data() + text.size();
@@ -169,7 +166,7 @@ const char* regime_name(Regime regime) { return regime == Regime::kDram ? "dram"
 
 Subcommand register_bench_kernels(CLI::App& app) {
   auto raw = std::make_shared<RawArgs>();
-  raw->shapes = kDefaultShapes;
+  raw->shapes = {"4096x4096", "11008x4096", "4096x11008", "576x576", "1536x576", "576x1536"};
   raw->bits = {"2", "3", "4"};
   raw->ms = {"1", "8", "32"};
   raw->threads = {"1", "2"};
