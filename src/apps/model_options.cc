@@ -63,9 +63,9 @@ Result<std::unique_ptr<LoadedModel>> load_model(const ModelArgs& args) {
   const auto t0 = std::chrono::steady_clock::now();
   auto out = std::make_unique<LoadedModel>();
   out->pool = std::make_unique<ThreadPool>(args.threads);
-  Result<io::GgufFile> gguf = io::GgufFile::open(args.path);
-  if (!gguf) return gguf.status();
-  out->gguf.emplace(std::move(*gguf));
+  Result<std::unique_ptr<io::Checkpoint>> ckpt = io::open_checkpoint(args.path);
+  if (!ckpt) return ckpt.status();
+  out->checkpoint = std::move(*ckpt);
 
   model::LoadOptions lo;
   if (args.quant_bits > 0) {
@@ -80,10 +80,10 @@ Result<std::unique_ptr<LoadedModel>> load_model(const ModelArgs& args) {
     lo.linear = model::LinearSpec::quantized(q, *isa, *kernels::parse_precision(args.precision));
     lo.show_progress = true;
   }
-  Result<model::LlamaModel> m = model::LlamaModel::load(*out->gguf, lo, *out->pool);
+  Result<model::LlamaModel> m = model::LlamaModel::load(*out->checkpoint, lo, *out->pool);
   if (!m) return Status(m.status().code(), args.path + ": " + m.status().message());
   out->model.emplace(std::move(*m));
-  Result<gen::Tokenizer> tok = gen::Tokenizer::from_gguf(*out->gguf);
+  Result<gen::Tokenizer> tok = gen::Tokenizer::from_checkpoint(*out->checkpoint);
   if (!tok) return Status(tok.status().code(), args.path + ": " + tok.status().message());
   out->tokenizer.emplace(std::move(*tok));
 

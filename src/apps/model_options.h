@@ -11,7 +11,7 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "gen/tokenizer.h"
-#include "io/gguf_file.h"
+#include "io/checkpoint.h"
 #include "model/llama.h"
 
 namespace CLI {
@@ -36,7 +36,7 @@ void add_model_options(CLI::App* sub, ModelArgs& args, const std::string& ctx_de
 
 struct LoadedModel {
   std::unique_ptr<ThreadPool> pool;
-  std::optional<io::GgufFile> gguf;
+  std::unique_ptr<io::Checkpoint> checkpoint;
   std::optional<model::LlamaModel> model;
   std::optional<gen::Tokenizer> tokenizer;
 };

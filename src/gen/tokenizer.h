@@ -21,7 +21,7 @@
 #include "gen/vocab.h"
 
 namespace lutq::io {
-class GgufFile;
+class Checkpoint;
 }
 
 namespace lutq::gen {
@@ -36,7 +36,7 @@ class Tokenizer {
   explicit Tokenizer(Vocab vocab);
   static Result<Tokenizer> from_vocab(Vocab vocab);
   // Reads the tokenizer.ggml.* (and tokenizer.chat_template) metadata of a GGUF file.
-  static Result<Tokenizer> from_gguf(const io::GgufFile& gguf);
+  static Result<Tokenizer> from_checkpoint(const io::Checkpoint& gguf);
 
   // add_special: prepend BOS / append EOS where the vocabulary asks for them (add_bos/add_eos).
   // parse_special: text that spells a control token (e.g. "<|im_start|>") becomes that token;

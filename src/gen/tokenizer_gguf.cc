@@ -1,11 +1,11 @@
-// Tokenizer::from_gguf: the llama.cpp conventions for tokenizer.ggml.* metadata.
+// Tokenizer::from_checkpoint: the llama.cpp conventions for tokenizer.ggml.* metadata.
 #include <algorithm>
 #include <array>
 #include <cstdint>
 #include <utility>
 
 #include "gen/tokenizer.h"
-#include "io/gguf_file.h"
+#include "io/checkpoint.h"
 
 namespace lutq::gen {
 namespace {
@@ -43,7 +43,7 @@ constexpr std::array<PreTokenizerName, 20> kPreTokenizers = {{
 }};
 
 // Reads an optional key: leaves `out` alone when absent, fails when present with a wrong type.
-Status read_optional_id(const io::GgufFile& f, std::string_view key, int32_t& out) {
+Status read_optional_id(const io::Checkpoint& f, std::string_view key, int32_t& out) {
   if (!f.has(key)) return Status::ok();
   Result<int64_t> v = f.get_int(key);
   if (!v) return v.status();
@@ -54,7 +54,7 @@ Status read_optional_id(const io::GgufFile& f, std::string_view key, int32_t& ou
   return Status::ok();
 }
 
-Status read_optional_bool(const io::GgufFile& f, std::string_view key, bool& out) {
+Status read_optional_bool(const io::Checkpoint& f, std::string_view key, bool& out) {
   if (!f.has(key)) return Status::ok();
   Result<bool> v = f.get_bool(key);
   if (!v) return v.status();
@@ -64,7 +64,7 @@ Status read_optional_bool(const io::GgufFile& f, std::string_view key, bool& out
 
 }  // namespace
 
-Result<Tokenizer> Tokenizer::from_gguf(const io::GgufFile& f) {
+Result<Tokenizer> Tokenizer::from_checkpoint(const io::Checkpoint& f) {
   Vocab v;
   Result<std::string> model = f.get_string("tokenizer.ggml.model");
   if (!model) return model.status();

@@ -115,7 +115,7 @@ std::optional<Tokenizer> load_vocab(const std::string& name, std::string& skip_r
     ADD_FAILURE() << file.status().message();
     return std::nullopt;
   }
-  Result<Tokenizer> tok = Tokenizer::from_gguf(*file);
+  Result<Tokenizer> tok = Tokenizer::from_checkpoint(*file);
   if (!tok) {
     ADD_FAILURE() << tok.status().message();
     return std::nullopt;

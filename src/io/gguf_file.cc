@@ -1,34 +1,8 @@
-// GgufFile accessors: typed metadata getters, tensor lookup and dequantization. Parsing and
-// validation live in gguf_parse.cc.
+// GgufFile accessors: metadata and tensor lookup, tensor bytes. Parsing and validation live in
+// gguf_parse.cc; typed getters and dequantization in checkpoint.cc.
 #include "io/gguf_file.h"
 
-#include <limits>
-
-#include "io/gguf_dequant.h"
-
 namespace lutq::io {
-namespace {
-
-constexpr uint64_t kInt64Max = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
-
-}  // namespace
-
-int64_t TensorInfo::num_elements() const {
-  if (dims.empty()) return 0;
-  int64_t n = 1;
-  for (int64_t d : dims) {
-    if (d <= 0 || n > std::numeric_limits<int64_t>::max() / d) return 0;  // not from a validated file
-    n *= d;
-  }
-  return n;
-}
-
-int64_t TensorInfo::num_rows() const {
-  const int64_t row = row_length();
-  return row > 0 ? num_elements() / row : 0;
-}
-
-bool GgufFile::has(std::string_view key) const { return find(key) != nullptr; }
 
 const GgufValue* GgufFile::find(std::string_view key) const {
   const auto it = kv_index_.find(key);
@@ -39,77 +13,6 @@ std::vector<std::string> GgufFile::keys() const {
   std::vector<std::string> out;
   out.reserve(kv_.size());
   for (const auto& kv : kv_) out.push_back(kv.first);
-  return out;
-}
-
-Status GgufFile::key_error(std::string_view key, const GgufValue* v, const char* expected) const {
-  const std::string prefix = path_ + ": metadata key '" + std::string(key) + "'";
-  if (v == nullptr) return {StatusCode::kInvalidArgument, prefix + " not found"};
-  return {StatusCode::kInvalidArgument, prefix + " is " + v->type_description() + ", expected " + expected};
-}
-
-Result<std::string> GgufFile::get_string(std::string_view key) const {
-  const GgufValue* v = find(key);
-  if (v == nullptr || v->type != GgufValueType::STRING) return key_error(key, v, "string");
-  return v->str;
-}
-
-Result<int64_t> GgufFile::get_int(std::string_view key) const {
-  const GgufValue* v = find(key);
-  if (v == nullptr || !gguf_is_integer(v->type)) return key_error(key, v, "integer");
-  if (gguf_is_signed(v->type)) return v->i64;
-  if (v->u64 > kInt64Max) {
-    return Status::invalid(path_ + ": metadata key '" + std::string(key) + "' value " + std::to_string(v->u64) +
-                           " does not fit int64");
-  }
-  return static_cast<int64_t>(v->u64);
-}
-
-Result<double> GgufFile::get_float(std::string_view key) const {
-  const GgufValue* v = find(key);
-  if (v == nullptr || !(gguf_is_float(v->type) || gguf_is_integer(v->type))) return key_error(key, v, "float");
-  if (gguf_is_float(v->type)) return v->f64;
-  if (gguf_is_signed(v->type)) return static_cast<double>(v->i64);
-  return static_cast<double>(v->u64);
-}
-
-Result<bool> GgufFile::get_bool(std::string_view key) const {
-  const GgufValue* v = find(key);
-  if (v == nullptr || v->type != GgufValueType::BOOL) return key_error(key, v, "bool");
-  return v->u64 != 0;
-}
-
-Result<std::vector<std::string>> GgufFile::get_string_array(std::string_view key) const {
-  const GgufValue* v = find(key);
-  if (v == nullptr || !v->is_array() || v->elem_type != GgufValueType::STRING) {
-    return key_error(key, v, "array of string");
-  }
-  return v->strings;
-}
-
-Result<std::vector<int64_t>> GgufFile::get_int_array(std::string_view key) const {
-  const GgufValue* v = find(key);
-  if (v == nullptr || !v->is_array() || !gguf_is_integer(v->elem_type)) return key_error(key, v, "array of integer");
-  std::vector<int64_t> out;
-  out.reserve(v->count);  // count was bounded by the file when parsed
-  for (uint64_t i = 0; i < v->count; ++i) {
-    if (v->elem_type == GgufValueType::UINT64 && v->element_u64(i) > kInt64Max) {
-      return Status::invalid(path_ + ": metadata key '" + std::string(key) + "' element " + std::to_string(i) +
-                             " value " + std::to_string(v->element_u64(i)) + " does not fit int64");
-    }
-    out.push_back(v->element_i64(i));
-  }
-  return out;
-}
-
-Result<std::vector<float>> GgufFile::get_float_array(std::string_view key) const {
-  const GgufValue* v = find(key);
-  if (v == nullptr || !v->is_array() || !(gguf_is_float(v->elem_type) || gguf_is_integer(v->elem_type))) {
-    return key_error(key, v, "array of float");
-  }
-  std::vector<float> out;
-  out.reserve(v->count);
-  for (uint64_t i = 0; i < v->count; ++i) out.push_back(static_cast<float>(v->element_f64(i)));
   return out;
 }
 
@@ -128,25 +31,7 @@ std::span<const uint8_t> GgufFile::tensor_bytes(const TensorInfo& info) const {
 }
 
 Result<std::vector<float>> GgufFile::dequantize(const TensorInfo& info) const {
-  const std::string what = path_ + ": tensor '" + info.name + "'";
-  Result<uint64_t> expected = ggml_tensor_bytes(info.type, info.dims);
-  if (!expected) return Status(expected.status().code(), what + " " + expected.status().message());
-  if (*expected != info.size_bytes) {
-    return Status::invalid(what + " size " + std::to_string(info.size_bytes) + " does not match its dims and type (" +
-                           std::to_string(*expected) + " bytes)");
-  }
-  const std::span<const uint8_t> src = tensor_bytes(info);
-  if (src.size() != info.size_bytes) {
-    return Status::invalid(what + " (offset " + std::to_string(info.offset) + ", size " +
-                           std::to_string(info.size_bytes) + ") is not inside the data section of this file");
-  }
-  if (!dequantize_supported(info.type)) {
-    return Status::unsupported(what + ": dequantization of " + ggml_type_name(info.type) + " is not supported");
-  }
-  std::vector<float> out(static_cast<size_t>(info.num_elements()));
-  Status s = dequantize_row(info.type, src.data(), src.size(), out.data(), info.num_elements());
-  if (!s) return Status(s.code(), what + ": " + s.message());
-  return out;
+  return dequantize_bytes(info, tensor_bytes(info));
 }
 
 }  // namespace lutq::io

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "io/checkpoint.h"
 #include "io/gguf_types.h"
 #include "io/mapped_file.h"
 
@@ -29,19 +30,7 @@ constexpr int kGgufMaxDims = 4;
 // Deepest nesting of arrays inside arrays accepted in metadata (1 = plain array).
 constexpr int kGgufMaxArrayDepth = 8;
 
-struct TensorInfo {
-  std::string name;
-  std::vector<int64_t> dims;  // ggml order: dims[0] is the contiguous (row) length; 1..4 dims, all > 0
-  GgmlType type = GgmlType::F32;
-  uint64_t offset = 0;  // relative to the data section, a multiple of the alignment
-  uint64_t size_bytes = 0;
-
-  int64_t num_elements() const;
-  int64_t row_length() const { return dims.empty() ? 0 : dims[0]; }
-  int64_t num_rows() const;  // num_elements() / row_length()
-};
-
-class GgufFile {
+class GgufFile final : public Checkpoint {
  public:
   // Maps `path` read-only and validates everything.
   static Result<GgufFile> open(const std::string& path);
@@ -54,41 +43,25 @@ class GgufFile {
   GgufFile& operator=(const GgufFile&) = delete;
 
   uint32_t version() const { return version_; }
-  const std::string& path() const { return path_; }
   uint32_t alignment() const { return alignment_; }
   uint64_t file_size() const { return bytes().size(); }
   uint64_t data_offset() const { return data_offset_; }  // start of the data section in the file
 
-  // Metadata. keys() lists the keys in file order.
-  bool has(std::string_view key) const;
-  const GgufValue* find(std::string_view key) const;
-  std::vector<std::string> keys() const;
+  const std::string& path() const override { return path_; }
+  const char* format_name() const override { return "gguf"; }
+  const GgufValue* find(std::string_view key) const override;
+  std::vector<std::string> keys() const override;
   size_t num_keys() const { return kv_.size(); }
-
-  // Typed getters; errors: "<path>: metadata key 'k' not found", "... is uint32, expected string".
-  Result<std::string> get_string(std::string_view key) const;
-  Result<int64_t> get_int(std::string_view key) const;   // any integer type (uint64 > INT64_MAX is an error)
-  Result<double> get_float(std::string_view key) const;  // float32/float64 and integers
-  Result<bool> get_bool(std::string_view key) const;
-  Result<std::vector<std::string>> get_string_array(std::string_view key) const;
-  Result<std::vector<int64_t>> get_int_array(std::string_view key) const;  // integer or bool elements
-  Result<std::vector<float>> get_float_array(std::string_view key) const;  // float32/64 or integer elements
-
-  // Tensors, in file order.
-  const std::vector<TensorInfo>& tensors() const { return tensors_; }
-  const TensorInfo* find_tensor(std::string_view name) const;
-  // The tensor's stored bytes (inside the mapping; valid while this object lives). Empty when
-  // `info` does not describe a range inside this file's data section.
-  std::span<const uint8_t> tensor_bytes(const TensorInfo& info) const;
-  // Dequantizes to fp32 in stored order (num_elements() values, dims[0] fastest). Errors for
-  // types without a dequantizer and for an `info` that does not fit this file.
-  Result<std::vector<float>> dequantize(const TensorInfo& info) const;
+  const std::vector<TensorInfo>& tensors() const override { return tensors_; }
+  const TensorInfo* find_tensor(std::string_view name) const override;
+  // Empty when `info` does not describe a range inside this file's data section.
+  std::span<const uint8_t> tensor_bytes(const TensorInfo& info) const override;
+  Result<std::vector<float>> dequantize(const TensorInfo& info) const override;
 
  private:
   GgufFile() = default;
   static Result<GgufFile> parse(GgufFile file);
   std::span<const uint8_t> bytes() const { return mapped_.data() != nullptr ? mapped_.bytes() : buffer_; }
-  Status key_error(std::string_view key, const GgufValue* v, const char* expected) const;
 
   std::string path_;
   MappedFile mapped_;

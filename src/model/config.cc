@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <string_view>
 
-#include "io/gguf_file.h"
+#include "io/checkpoint.h"
 
 namespace lutq::model {
 namespace {
@@ -14,7 +14,7 @@ namespace {
 // llama.cpp builds the identical graph for it (same norms, RoPE mode, no extra scales/biases).
 constexpr std::array<std::string_view, 1> kLlamaArchitectures = {"llama"};
 
-Status err(const io::GgufFile& gguf, const std::string& msg) {
+Status err(const io::Checkpoint& gguf, const std::string& msg) {
   return Status::invalid(gguf.path() + ": " + msg);
 }
 
@@ -31,7 +31,7 @@ std::vector<int64_t> trimmed(std::vector<int64_t> dims) {
 }
 
 // A required positive integer {arch}.<suffix>.
-Result<int64_t> positive_int(const io::GgufFile& gguf, const std::string& key) {
+Result<int64_t> positive_int(const io::Checkpoint& gguf, const std::string& key) {
   Result<int64_t> v = gguf.get_int(key);
   if (!v) return v.status();
   if (*v <= 0) return err(gguf, "metadata " + key + " = " + std::to_string(*v) + " must be positive");
@@ -39,12 +39,12 @@ Result<int64_t> positive_int(const io::GgufFile& gguf, const std::string& key) {
 }
 
 // An optional positive integer; `fallback` when absent.
-Result<int64_t> optional_positive_int(const io::GgufFile& gguf, const std::string& key, int64_t fallback) {
+Result<int64_t> optional_positive_int(const io::Checkpoint& gguf, const std::string& key, int64_t fallback) {
   if (!gguf.has(key)) return fallback;
   return positive_int(gguf, key);
 }
 
-Status check_tensor(const io::GgufFile& gguf, const std::string& name, const std::vector<int64_t>& want,
+Status check_tensor(const io::Checkpoint& gguf, const std::string& name, const std::vector<int64_t>& want,
                     bool required = true) {
   const io::TensorInfo* t = gguf.find_tensor(name);
   if (t == nullptr) {
@@ -58,7 +58,7 @@ Status check_tensor(const io::GgufFile& gguf, const std::string& name, const std
   return Status::ok();
 }
 
-Status read_rope(const io::GgufFile& gguf, const std::string& a, ModelConfig& c) {
+Status read_rope(const io::Checkpoint& gguf, const std::string& a, ModelConfig& c) {
   if (gguf.has(a + ".rope.freq_base")) {
     Result<double> base = gguf.get_float(a + ".rope.freq_base");
     if (!base) return base.status();
@@ -124,7 +124,7 @@ Status read_rope(const io::GgufFile& gguf, const std::string& a, ModelConfig& c)
   return Status::ok();
 }
 
-Status check_tensors(const io::GgufFile& gguf, const ModelConfig& c) {
+Status check_tensors(const io::Checkpoint& gguf, const ModelConfig& c) {
   const int64_t e = c.n_embd;
   if (Status s = check_tensor(gguf, "token_embd.weight", {e, c.n_vocab}); !s) return s;
   if (Status s = check_tensor(gguf, "output_norm.weight", {e}); !s) return s;
@@ -178,7 +178,7 @@ std::string supported_architectures() {
   return s;
 }
 
-Result<ModelConfig> ModelConfig::from_gguf(const io::GgufFile& gguf) {
+Result<ModelConfig> ModelConfig::from_checkpoint(const io::Checkpoint& gguf) {
   ModelConfig c;
   if (!gguf.has("general.architecture")) {
     return err(gguf, "metadata general.architecture not found (supported: " + supported_architectures() + ")");

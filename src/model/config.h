@@ -15,7 +15,7 @@
 #include "core/status.h"
 
 namespace lutq::io {
-class GgufFile;
+class Checkpoint;
 }
 
 namespace lutq::model {
@@ -56,7 +56,7 @@ struct ModelConfig {
   // Reads and validates the metadata and the shapes of every tensor the forward pass binds.
   // Errors name the file and the key or tensor, e.g.
   //   "m.gguf: unsupported architecture 'gpt2' (supported: llama)".
-  static Result<ModelConfig> from_gguf(const io::GgufFile& gguf);
+  static Result<ModelConfig> from_checkpoint(const io::Checkpoint& gguf);
 
   // One line for logs: "llama 'SmolLM2 135M' 30 layers, hidden 576, ...".
   std::string summary() const;

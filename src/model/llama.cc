@@ -7,13 +7,13 @@
 #include <utility>
 
 #include "core/cpu.h"
-#include "io/gguf_file.h"
+#include "io/checkpoint.h"
 #include "model/ops.h"
 
 namespace lutq::model {
 namespace {
 
-Result<std::vector<float>> read_tensor(const io::GgufFile& gguf, const std::string& name) {
+Result<std::vector<float>> read_tensor(const io::Checkpoint& gguf, const std::string& name) {
   const io::TensorInfo* t = gguf.find_tensor(name);
   if (t == nullptr) return Status::invalid(gguf.path() + ": missing tensor '" + name + "'");
   Result<std::vector<float>> w = gguf.dequantize(*t);
@@ -38,8 +38,8 @@ KvCache::KvCache(const ModelConfig& config, int64_t capacity)
 
 int64_t KvCache::bytes() const { return 2 * n_layer_ * capacity_ * kv_dim_ * static_cast<int64_t>(sizeof(float)); }
 
-Result<LlamaModel> LlamaModel::load(const io::GgufFile& gguf, const LoadOptions& options, ThreadPool& pool) {
-  Result<ModelConfig> config = ModelConfig::from_gguf(gguf);
+Result<LlamaModel> LlamaModel::load(const io::Checkpoint& gguf, const LoadOptions& options, ThreadPool& pool) {
+  Result<ModelConfig> config = ModelConfig::from_checkpoint(gguf);
   if (!config) return config.status();
   const ModelConfig& c = *config;
   const bool use_avx2 = options.allow_avx2 && detect_cpu().avx2;

@@ -24,7 +24,7 @@
 #include "model/linear_layer.h"
 
 namespace lutq::io {
-class GgufFile;
+class Checkpoint;
 }
 
 namespace lutq::model {
@@ -74,10 +74,10 @@ struct LlamaLayer {
 
 class LlamaModel {
  public:
-  // Reads the config (ModelConfig::from_gguf validates metadata and shapes), dequantizes every
+  // Reads the config (ModelConfig::from_checkpoint validates metadata and shapes), dequantizes every
   // tensor to fp32 and builds each block's linear layers per options.linear (quantizing with
   // quant::quantize on `pool` where asked). The embedding table and the output head stay fp32.
-  static Result<LlamaModel> load(const io::GgufFile& gguf, const LoadOptions& options, ThreadPool& pool);
+  static Result<LlamaModel> load(const io::Checkpoint& gguf, const LoadOptions& options, ThreadPool& pool);
 
   const ModelConfig& config() const { return config_; }
 

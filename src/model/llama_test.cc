@@ -311,7 +311,7 @@ TEST(LlamaConfig, ReadsMetadataAndShapes) {
   spec.tied = true;
   const Tiny t = make_tiny(spec);
   const io::GgufFile f = open_tiny(t);
-  Result<ModelConfig> c = ModelConfig::from_gguf(f);
+  Result<ModelConfig> c = ModelConfig::from_checkpoint(f);
   ASSERT_TRUE(c.is_ok()) << c.status().message();
   EXPECT_EQ(c->arch, "llama");
   EXPECT_EQ(c->n_layer, 2);

@@ -105,7 +105,7 @@ Result<std::vector<int32_t>> read_ids(const Args& a, const lutq::io::GgufFile& g
     while (in >> id) ids.push_back(static_cast<int32_t>(id));
   } else {
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    Result<lutq::gen::Tokenizer> tok = lutq::gen::Tokenizer::from_gguf(gguf);
+    Result<lutq::gen::Tokenizer> tok = lutq::gen::Tokenizer::from_checkpoint(gguf);
     if (!tok) return tok.status();
     ids = tok->encode(text, /*add_special=*/false, /*parse_special=*/false);
   }
