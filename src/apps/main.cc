@@ -26,6 +26,8 @@ int run_main(int argc, char** argv) {
   app.footer("Run 'lutq <command> --help' for the options of a command.");
 
   std::vector<Subcommand> commands;
+  commands.push_back(register_quantize(app));
+  commands.push_back(register_inspect(app));
   commands.push_back(register_bench_kernels(app));
   commands.push_back(register_run(app));
   commands.push_back(register_chat(app));

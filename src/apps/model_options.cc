@@ -5,23 +5,43 @@
 #include <chrono>
 #include <cstdio>
 
+#include "apps/progress.h"
 #include "core/cpu.h"
 #include "kernels/linear.h"
 #include "quant/quantize.h"
 
 namespace lutq::apps {
 
-void add_model_options(CLI::App* sub, ModelArgs& args, const std::string& ctx_default) {
-  sub->add_option("MODEL", args.path, "Model file (GGUF, llama architecture)")->required();
-  sub->add_option("--quant-bits", args.quant_bits, "Quantize every block linear layer to Q bit-planes at load (0 = dense fp32)")
-      ->type_name("Q")
-      ->default_str("0");
-  sub->add_option("--quant-group", args.quant_group, "BCQ group size along k (adapted where it does not divide k)")
+void add_quant_options(CLI::App* sub, ModelArgs& args, bool bits_required) {
+  CLI::Option* bits = sub->add_option("-q,--quant-bits", args.quant_bits,
+                                      bits_required ? "Bit-planes per weight of the block linear layers (1..8)"
+                                                    : "Quantize every block linear layer to Q bit-planes at load (0 = dense fp32)")
+                          ->type_name("Q");
+  if (bits_required) {
+    bits->default_str("3");
+  } else {
+    bits->default_str("0");
+  }
+  sub->add_option("-g,--quant-group", args.quant_group, "BCQ group size (adapted where it does not divide the grouped dimension)")
       ->type_name("G")
       ->default_str("128");
-  sub->add_option("--quant-method", args.quant_method, "Quantizer: rtn, greedy or alternating (slow: ~20 s on 135M)")
+  sub->add_option("--quant-method", args.quant_method, "Quantizer: rtn (uniform, stored as BCQ), greedy or alternating (BCQ)")
       ->type_name("METHOD")
-      ->default_str("rtn");
+      ->default_str(args.quant_method);
+  sub->add_option("--orientation", args.orientation, "Groups along k inside a row (oc) or along n inside a column (ic)")
+      ->type_name("oc|ic")
+      ->default_str("oc");
+  sub->add_flag("--offset", args.offset, "Give greedy/alternating BCQ a per-group offset (rtn always has one)");
+  sub->add_option("--override", args.overrides,
+                  "Per-layer setting, repeatable, later wins: PATTERN=ITEM[,ITEM...]; PATTERN a layer type\n"
+                  "(attn_q..ffn_down, output) or a glob over tensor names (blk.0.*); ITEM dense, q=N, g=N,\n"
+                  "method=M, orientation=oc|ic, offset=0|1. E.g. --override ffn_down=q=4 --override output=q=8")
+      ->type_name("SPEC");
+}
+
+void add_model_options(CLI::App* sub, ModelArgs& args, const std::string& ctx_default) {
+  sub->add_option("MODEL", args.path, "Model: a lutq file (from lutq quantize) or a GGUF checkpoint")->required();
+  add_quant_options(sub, args, /*bits_required=*/false);
   sub->add_option("--isa", args.isa, "LUT-GEMM backend: ref, scalar, avx2, avx512")->type_name("ISA")->default_str("best for this CPU");
   sub->add_option("--precision", args.precision, "LUT precision: exact or fast")->type_name("P")->default_str("fast");
   sub->add_option("-t,--threads", args.threads, "Threads")->type_name("N")->default_str("2");
@@ -54,9 +74,33 @@ Status validate_model_args(const ModelArgs& args) {
     if (!isa) return Status::invalid("--isa: " + isa.status().message());
     if (auto ok = kernels::select_isa(detect_cpu(), *isa); !ok) return Status::invalid("--isa: " + ok.status().message());
   }
+  if (args.orientation != "oc" && args.orientation != "ic") return Status::invalid("--orientation: must be oc or ic");
+  for (const std::string& o : args.overrides) {
+    if (auto p = model::parse_override(o); !p) return Status::invalid("--override: " + p.status().message());
+  }
   if (args.threads < 1 || args.threads > 256) return Status::invalid("--threads: must be 1..256");
   if (args.ctx < 0) return Status::invalid("--ctx: must be positive");
   return Status::ok();
+}
+
+Result<model::LinearSpec> linear_spec(const ModelArgs& args) {
+  std::optional<kernels::Isa> requested;
+  if (!args.isa.empty()) requested = *kernels::parse_isa(args.isa);
+  Result<kernels::Isa> isa = kernels::select_isa(detect_cpu(), requested);
+  if (!isa) return Status::invalid("--isa: " + isa.status().message());
+  quant::QuantOptions q;
+  q.method = *quant::parse_method(args.quant_method);
+  q.cfg.q = args.quant_bits > 0 ? args.quant_bits : 3;
+  q.cfg.g = args.quant_group;
+  q.cfg.orientation = args.orientation == "ic" ? format::Orientation::kPerIC : format::Orientation::kPerOC;
+  q.cfg.has_offset = args.offset;
+  const kernels::Precision precision = *kernels::parse_precision(args.precision);
+  model::LinearSpec spec = model::LinearSpec::quantized(q, *isa, precision);
+  if (args.quant_bits == 0) {
+    for (model::LinearChoice& c : spec.roles) c.quantize = false;  // dense, but overrides start from q
+  }
+  for (const std::string& o : args.overrides) spec.overrides.push_back(*model::parse_override(o));
+  return spec;
 }
 
 Result<std::unique_ptr<LoadedModel>> load_model(const ModelArgs& args) {
@@ -67,19 +111,14 @@ Result<std::unique_ptr<LoadedModel>> load_model(const ModelArgs& args) {
   if (!ckpt) return ckpt.status();
   out->checkpoint = std::move(*ckpt);
 
+  Result<model::LinearSpec> spec = linear_spec(args);
+  if (!spec) return spec.status();
   model::LoadOptions lo;
-  if (args.quant_bits > 0) {
-    quant::QuantOptions q;
-    q.method = *quant::parse_method(args.quant_method);
-    q.cfg.q = args.quant_bits;
-    q.cfg.g = args.quant_group;
-    std::optional<kernels::Isa> requested;
-    if (!args.isa.empty()) requested = *kernels::parse_isa(args.isa);
-    Result<kernels::Isa> isa = kernels::select_isa(detect_cpu(), requested);
-    if (!isa) return Status::invalid("--isa: " + isa.status().message());
-    lo.linear = model::LinearSpec::quantized(q, *isa, *kernels::parse_precision(args.precision));
-    lo.show_progress = true;
-  }
+  lo.linear = std::move(*spec);
+  lo.isa = lo.linear.output.isa;
+  lo.precision = lo.linear.output.precision;
+  ProgressLine progress(lo.linear.any_quantized() ? "lutq: loading and quantizing" : "lutq: loading");
+  lo.progress = [&progress](int64_t done, int64_t total) { progress.update(done, total, "blocks"); };
   Result<model::LlamaModel> m = model::LlamaModel::load(*out->checkpoint, lo, *out->pool);
   if (!m) return Status(m.status().code(), args.path + ": " + m.status().message());
   out->model.emplace(std::move(*m));
@@ -89,12 +128,22 @@ Result<std::unique_ptr<LoadedModel>> load_model(const ModelArgs& args) {
 
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const model::ModelConfig& c = out->model->config();
-  std::string form = args.quant_bits > 0 ? "bcq q=" + std::to_string(args.quant_bits) + " g=" + std::to_string(args.quant_group) +
-                                               " " + args.quant_method + " (" + args.precision + ")"
-                                         : std::string("dense fp32");
+  int64_t block_weights = 0;
+  int64_t quantized = 0;
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    for (const model::LinearLayer& lin : out->model->layer(l).linear) {
+      block_weights += lin.n() * lin.k();
+      quantized += lin.is_quantized() ? 1 : 0;
+    }
+  }
+  char form[160];
+  std::snprintf(form, sizeof form, "%lld/%lld block linears BCQ, %.2f bpw, head %s", static_cast<long long>(quantized),
+                static_cast<long long>(c.n_layer * model::kNumLinearRoles),
+                8.0 * static_cast<double>(out->model->block_weight_bytes()) / static_cast<double>(block_weights),
+                out->model->output().is_quantized() ? "BCQ" : "dense fp32");
   std::fprintf(stderr, "lutq: loaded %s: %lld layers, n_embd %lld, vocab %lld, %s, %.1f MB weights, %d threads, %.2f s\n",
                args.path.c_str(), static_cast<long long>(c.n_layer), static_cast<long long>(c.n_embd),
-               static_cast<long long>(c.n_vocab), form.c_str(), static_cast<double>(out->model->weight_bytes()) / 1e6,
+               static_cast<long long>(c.n_vocab), form, static_cast<double>(out->model->weight_bytes()) / 1e6,
                args.threads, secs);
   return out;
 }

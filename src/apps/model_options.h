@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 #include "core/thread_pool.h"
@@ -25,6 +26,9 @@ struct ModelArgs {
   int quant_bits = 0;  // 0: dense fp32
   int64_t quant_group = 128;
   std::string quant_method = "rtn";
+  std::string orientation = "oc";
+  bool offset = false;                 // BCQ methods: a per-group offset (rtn always has one)
+  std::vector<std::string> overrides;  // --override PATTERN=SETTINGS (model/linear_spec.h)
   std::string isa;  // "" = best for this CPU (or LUTQ_ISA)
   std::string precision = "fast";
   int threads = 2;
@@ -51,8 +55,16 @@ struct SampleArgs {
 void add_sampling_options(CLI::App* sub, SampleArgs& args);
 Status validate_sampling_args(const SampleArgs& args);
 
+// Adds --quant-bits/--quant-group/--quant-method/--orientation/--offset/--override to `sub`.
+// `bits_required`: `lutq quantize` (no dense default) vs load-time quantization (default 0).
+void add_quant_options(CLI::App* sub, ModelArgs& args, bool bits_required);
+
 // Checks the option values (usage errors).
 Status validate_model_args(const ModelArgs& args);
+
+// The per-layer storage the options ask for: quantized block layers (bits > 0) or dense, with
+// the overrides applied in order, and the kernel backend for this CPU.
+Result<model::LinearSpec> linear_spec(const ModelArgs& args);
 
 // Opens the GGUF file, loads (and quantizes) the model and its tokenizer, printing a one-line
 // summary and the load time to stderr.

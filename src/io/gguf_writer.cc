@@ -131,13 +131,23 @@ std::vector<uint8_t> GgufWriter::to_bytes() const {
 }
 
 Status GgufWriter::write_file(const std::string& path) const {
+  // Written beside the target and renamed over it only when complete, so a failed write never
+  // leaves a truncated file under `path` nor destroys what was there.
   const std::vector<uint8_t> bytes = to_bytes();
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  if (f == nullptr) return {StatusCode::kIoError, path + ": cannot open for writing: " + std::strerror(errno)};
+  const std::string tmp = path + ".partial";
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (f == nullptr) return {StatusCode::kIoError, tmp + ": cannot open for writing: " + std::strerror(errno)};
   const size_t written = std::fwrite(bytes.data(), 1, bytes.size(), f);
   const int write_err = written == bytes.size() ? 0 : errno;
   if (std::fclose(f) != 0 || write_err != 0) {
-    return {StatusCode::kIoError, path + ": write failed: " + std::strerror(write_err != 0 ? write_err : errno)};
+    const int err = write_err != 0 ? write_err : errno;
+    std::remove(tmp.c_str());
+    return {StatusCode::kIoError, path + ": write failed: " + std::strerror(err)};
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    std::remove(tmp.c_str());
+    return {StatusCode::kIoError, path + ": cannot rename " + tmp + " into place: " + std::strerror(err)};
   }
   return Status::ok();
 }

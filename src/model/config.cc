@@ -3,9 +3,11 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <string_view>
 
 #include "io/checkpoint.h"
+#include "lutqfile/lutq_file.h"
 
 namespace lutq::model {
 namespace {
@@ -46,13 +48,14 @@ Result<int64_t> optional_positive_int(const io::Checkpoint& gguf, const std::str
 
 Status check_tensor(const io::Checkpoint& gguf, const std::string& name, const std::vector<int64_t>& want,
                     bool required = true) {
-  const io::TensorInfo* t = gguf.find_tensor(name);
-  if (t == nullptr) {
+  // A weight may be a tensor or, in a lutq file, a BCQ matrix recorded under its name.
+  const std::optional<std::vector<int64_t>> dims = lutqfile::weight_dims(gguf, name);
+  if (!dims) {
     if (!required) return Status::ok();
     return err(gguf, "missing tensor '" + name + "' (expected shape " + dims_string(want) + ")");
   }
-  if (trimmed(t->dims) != trimmed(want)) {
-    return err(gguf, "tensor '" + name + "' has shape " + dims_string(t->dims) + ", expected " +
+  if (trimmed(*dims) != trimmed(want)) {
+    return err(gguf, "tensor '" + name + "' has shape " + dims_string(*dims) + ", expected " +
                          dims_string(want) + " for this config");
   }
   return Status::ok();
@@ -264,7 +267,7 @@ Result<ModelConfig> ModelConfig::from_checkpoint(const io::Checkpoint& gguf) {
   }
   if (c.n_vocab <= 0) return err(gguf, "empty vocabulary");
   if (c.n_vocab > INT32_MAX) return err(gguf, "vocabulary of " + std::to_string(c.n_vocab) + " tokens is too large");
-  c.tied_output = gguf.find_tensor("output.weight") == nullptr;
+  c.tied_output = !lutqfile::has_weight(gguf, "output.weight");
   if (embd->dims.size() >= 2 && embd->dims[1] != c.n_vocab) {
     return err(gguf, "tensor 'token_embd.weight' has " + std::to_string(embd->dims[1]) +
                          " rows but tokenizer.ggml.tokens lists " + std::to_string(c.n_vocab) + " tokens");

@@ -8,40 +8,9 @@
 namespace lutq::model {
 namespace {
 
-constexpr std::array<const char*, kNumLinearRoles> kRoleNames = {
-    "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
-
 std::string shape_string(int64_t n, int64_t k) { return std::to_string(n) + "x" + std::to_string(k); }
 
 }  // namespace
-
-const char* role_name(LinearRole role) { return kRoleNames[static_cast<size_t>(role)]; }
-
-Result<LinearRole> parse_role(std::string_view name) {
-  for (int i = 0; i < kNumLinearRoles; ++i) {
-    if (name == kRoleNames[static_cast<size_t>(i)]) return static_cast<LinearRole>(i);
-  }
-  return Status::invalid("unknown linear layer type '" + std::string(name) +
-                         "' (expected attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up or ffn_down)");
-}
-
-bool LinearSpec::any_quantized() const {
-  for (const LinearChoice& c : roles) {
-    if (c.quantize) return true;
-  }
-  return false;
-}
-
-LinearSpec LinearSpec::quantized(const quant::QuantOptions& opt, kernels::Isa isa, kernels::Precision precision) {
-  LinearSpec spec;
-  for (LinearChoice& c : spec.roles) {
-    c.quantize = true;
-    c.quant = opt;
-    c.isa = isa;
-    c.precision = precision;
-  }
-  return spec;
-}
 
 std::optional<int64_t> adapted_group(int64_t requested, int64_t extent) {
   if (requested == extent || (requested > 0 && extent % requested == 0)) return requested;
@@ -65,8 +34,8 @@ Result<LinearLayer> LinearLayer::dense(std::shared_ptr<const std::vector<float>>
   return layer;
 }
 
-Result<LinearLayer> LinearLayer::quantized(const std::string& name, const float* w, int64_t n, int64_t k,
-                                           const LinearChoice& choice, ThreadPool* pool) {
+Result<format::BcqMatrix> quantize_weight(const std::string& name, const float* w, int64_t n, int64_t k,
+                                          const LinearChoice& choice, ThreadPool* pool) {
   if (!choice.quantize) return Status::invalid(name + ": layer choice is not quantized");
   quant::QuantOptions opt = choice.quant;
   const int64_t extent = opt.cfg.orientation == format::Orientation::kPerOC ? k : n;
@@ -75,6 +44,13 @@ Result<LinearLayer> LinearLayer::quantized(const std::string& name, const float*
   }
   Result<format::BcqMatrix> q = quant::quantize(w, n, k, opt, pool);
   if (!q) return Status(q.status().code(), name + ": " + q.status().message());
+  return q;
+}
+
+Result<LinearLayer> LinearLayer::quantized(const std::string& name, const float* w, int64_t n, int64_t k,
+                                           const LinearChoice& choice, ThreadPool* pool) {
+  Result<format::BcqMatrix> q = quantize_weight(name, w, n, k, choice, pool);
+  if (!q) return q.status();
   Result<LinearLayer> layer = from_bcq(*q, choice.isa, choice.precision);
   if (!layer) return Status(layer.status().code(), name + ": " + layer.status().message());
   return layer;

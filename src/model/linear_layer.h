@@ -1,7 +1,7 @@
 // LinearLayer: one linear map y[m,n] = x[m,k] · W[n,k]^T of a model, either dense fp32 (the
 // weights kept as given, multiplied by kernels::dense_gemm) or BCQ (quantized with
 // quant::quantize, multiplied by a kernels::BcqLinear LUT-GEMM backend). LinearSpec chooses the
-// form per layer type (Hugging Face / GGUF role names: attn_q, attn_k, ..., ffn_down).
+// form per layer (model/linear_spec.h).
 #pragma once
 
 #include <array>
@@ -16,41 +16,10 @@
 #include "core/thread_pool.h"
 #include "format/bcq_matrix.h"
 #include "kernels/linear.h"
+#include "model/linear_spec.h"
 #include "quant/quantize.h"
 
 namespace lutq::model {
-
-// The linear layers of a transformer block, named by their GGUF tensor suffix.
-enum class LinearRole : uint8_t { kAttnQ, kAttnK, kAttnV, kAttnOutput, kFfnGate, kFfnUp, kFfnDown };
-constexpr int kNumLinearRoles = 7;
-
-// "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down".
-const char* role_name(LinearRole role);
-Result<LinearRole> parse_role(std::string_view name);
-
-// How one layer type is stored and multiplied.
-struct LinearChoice {
-  bool quantize = false;  // false: dense fp32
-  quant::QuantOptions quant;  // quant.cfg: q, g, orientation, offset
-  kernels::Isa isa = kernels::Isa::kAvx2;
-  kernels::Precision precision = kernels::Precision::kFast;
-  // When quant.cfg.g does not divide the grouped dimension (e.g. g=128 and k=576), use the
-  // largest standard group size below it that does (the layer's describe() shows it); false
-  // makes that an error.
-  bool adapt_group = true;
-};
-
-struct LinearSpec {
-  std::array<LinearChoice, kNumLinearRoles> roles{};  // all dense by default
-
-  const LinearChoice& operator[](LinearRole r) const { return roles[static_cast<size_t>(r)]; }
-  LinearChoice& operator[](LinearRole r) { return roles[static_cast<size_t>(r)]; }
-  bool any_quantized() const;
-
-  static LinearSpec dense() { return {}; }
-  // Every role quantized the same way.
-  static LinearSpec quantized(const quant::QuantOptions& opt, kernels::Isa isa, kernels::Precision precision);
-};
 
 class LinearLayer {
  public:
@@ -89,6 +58,11 @@ class LinearLayer {
   std::optional<kernels::BcqLinear> bcq_;
   std::string bcq_desc_;
 };
+
+// Quantizes W[n,k] per `choice` (choice.quantize must be true), adapting the group size as
+// choice.adapt_group says. `name` prefixes errors.
+Result<format::BcqMatrix> quantize_weight(const std::string& name, const float* w, int64_t n, int64_t k,
+                                          const LinearChoice& choice, ThreadPool* pool);
 
 // The group size LinearChoice::adapt_group settles on for a grouped extent, or nullopt when
 // no standard size (32..256, at most the requested one) nor the full extent divides it.

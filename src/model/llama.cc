@@ -1,13 +1,14 @@
 #include "model/llama.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <map>
 #include <utility>
 
 #include "core/cpu.h"
 #include "io/checkpoint.h"
+#include "kernels/linear.h"
+#include "lutqfile/lutq_file.h"
 #include "model/ops.h"
 
 namespace lutq::model {
@@ -38,23 +39,57 @@ KvCache::KvCache(const ModelConfig& config, int64_t capacity)
 
 int64_t KvCache::bytes() const { return 2 * n_layer_ * capacity_ * kv_dim_ * static_cast<int64_t>(sizeof(float)); }
 
+namespace {
+
+// Builds the linear layer for weight `name`: the BCQ matrix a lutq file stores under that name,
+// else the dense tensor `dense_name` (the embedding table for a tied head), quantized or kept
+// dense as the spec says. `shared` reuses an already loaded fp32 copy when dense.
+Result<LinearLayer> build_linear(const io::Checkpoint& ckpt, const std::string& name, const std::string& dense_name,
+                                 std::optional<LinearRole> role, const LoadOptions& options, kernels::Isa isa,
+                                 bool use_avx2, std::shared_ptr<const std::vector<float>> shared, ThreadPool& pool) {
+  const auto prefixed = [&](const Status& s) { return Status(s.code(), ckpt.path() + ": " + s.message()); };
+  Result<std::optional<lutqfile::BcqEntry>> entry = lutqfile::find_bcq(ckpt, name);
+  if (!entry) return entry.status();
+  if (entry->has_value()) {
+    Result<format::BcqMatrix> w = lutqfile::read_bcq(ckpt, name);
+    if (!w) return w.status();
+    Result<LinearLayer> lin = LinearLayer::from_bcq(*w, isa, options.precision);
+    if (!lin) return prefixed(Status(lin.status().code(), name + ": " + lin.status().message()));
+    return lin;
+  }
+  const LinearChoice choice = options.linear.resolve(name, role);
+  if (shared == nullptr) {
+    Result<std::vector<float>> w = read_tensor(ckpt, dense_name);
+    if (!w) return w.status();
+    shared = std::make_shared<const std::vector<float>>(std::move(*w));
+  }
+  const io::TensorInfo* info = ckpt.find_tensor(dense_name);
+  const int64_t k = info->dims[0];
+  const int64_t n = info->num_elements() / k;
+  Result<LinearLayer> lin = choice.quantize ? LinearLayer::quantized(name, shared->data(), n, k, choice, &pool)
+                                            : LinearLayer::dense(std::move(shared), n, k, use_avx2);
+  if (!lin) return prefixed(lin.status());
+  return lin;
+}
+
+}  // namespace
+
 Result<LlamaModel> LlamaModel::load(const io::Checkpoint& gguf, const LoadOptions& options, ThreadPool& pool) {
+  Result<bool> lutq_file = lutqfile::is_lutq_file(gguf);
+  if (!lutq_file) return lutq_file.status();
   Result<ModelConfig> config = ModelConfig::from_checkpoint(gguf);
   if (!config) return config.status();
   const ModelConfig& c = *config;
   const bool use_avx2 = options.allow_avx2 && detect_cpu().avx2;
-  const auto t0 = std::chrono::steady_clock::now();
+  Result<kernels::Isa> isa = kernels::select_isa(detect_cpu(), options.isa);
+  if (!isa) return isa.status();
 
   Result<std::vector<float>> embd = read_tensor(gguf, "token_embd.weight");
   if (!embd) return embd.status();
   auto token_embd = std::make_shared<const std::vector<float>>(std::move(*embd));
-  std::shared_ptr<const std::vector<float>> head = token_embd;
-  if (!c.tied_output) {
-    Result<std::vector<float>> out = read_tensor(gguf, "output.weight");
-    if (!out) return out.status();
-    head = std::make_shared<const std::vector<float>>(std::move(*out));
-  }
-  Result<LinearLayer> output = LinearLayer::dense(head, c.n_vocab, c.n_embd, use_avx2);
+  Result<LinearLayer> output =
+      build_linear(gguf, "output.weight", c.tied_output ? "token_embd.weight" : "output.weight", std::nullopt, options,
+                   *isa, use_avx2, c.tied_output ? token_embd : nullptr, pool);
   if (!output) return output.status();
 
   LlamaModel model(c, std::move(token_embd), std::move(*output));
@@ -65,11 +100,6 @@ Result<LlamaModel> LlamaModel::load(const io::Checkpoint& gguf, const LoadOption
 
   model.layers_.reserve(static_cast<size_t>(c.n_layer));
   for (int64_t l = 0; l < c.n_layer; ++l) {
-    if (options.show_progress) {
-      std::fprintf(stderr, "\rlutq: %s block %lld/%lld", options.linear.any_quantized() ? "quantizing" : "loading",
-                   static_cast<long long>(l + 1), static_cast<long long>(c.n_layer));
-      std::fflush(stderr);
-    }
     const std::string prefix = "blk." + std::to_string(l) + ".";
     LlamaLayer layer;
     Result<std::vector<float>> norm = read_tensor(gguf, prefix + "attn_norm.weight");
@@ -80,25 +110,12 @@ Result<LlamaModel> LlamaModel::load(const io::Checkpoint& gguf, const LoadOption
     for (int r = 0; r < kNumLinearRoles; ++r) {
       const auto role = static_cast<LinearRole>(r);
       const std::string name = prefix + role_name(role) + ".weight";
-      Result<std::vector<float>> w = read_tensor(gguf, name);
-      if (!w) return w.status();
-      const io::TensorInfo* info = gguf.find_tensor(name);
-      const int64_t k = info->dims[0];
-      const int64_t n = info->num_elements() / k;
-      const LinearChoice& choice = options.linear[role];
-      Result<LinearLayer> lin = choice.quantize
-                                    ? LinearLayer::quantized(name, w->data(), n, k, choice, &pool)
-                                    : LinearLayer::dense(std::make_shared<const std::vector<float>>(std::move(*w)), n,
-                                                         k, use_avx2);
-      if (!lin) return Status(lin.status().code(), gguf.path() + ": " + lin.status().message());
+      Result<LinearLayer> lin = build_linear(gguf, name, name, role, options, *isa, use_avx2, nullptr, pool);
+      if (!lin) return lin.status();
       layer.linear.push_back(std::move(*lin));
     }
     model.layers_.push_back(std::move(layer));
-  }
-  if (options.show_progress) {
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::fprintf(stderr, "\rlutq: loaded %lld blocks in %.1f s, %s of weights per token\n",
-                 static_cast<long long>(c.n_layer), secs, mib(model.weight_bytes()).c_str());
+    if (options.progress) options.progress(l + 1, c.n_layer);
   }
   return model;
 }

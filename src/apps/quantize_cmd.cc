@@ -1,0 +1,107 @@
+// `lutq quantize IN OUT`: quantizes a checkpoint's linear layers to BCQ and writes a lutq model
+// file (lutqfile/lutq_file.h) with a progress line and a per-layer summary.
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "apps/commands.h"
+#include "apps/model_options.h"
+#include "apps/progress.h"
+#include "io/checkpoint.h"
+#include "model/quantize_model.h"
+
+namespace lutq::apps {
+namespace {
+
+struct QuantizeArgs {
+  ModelArgs model;
+  std::string out;
+  bool per_layer = false;
+};
+
+std::string mib(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+  return buf;
+}
+
+// Per layer type (attn_q, ..., output): count, mean and max relative error, bpw.
+void print_summary(const model::QuantizeReport& r, bool per_layer) {
+  struct Agg {
+    int count = 0;
+    double err_sum = 0.0;
+    double err_max = 0.0;
+    int64_t weights = 0;
+    int64_t bytes = 0;
+    std::string form;
+  };
+  std::map<std::string, Agg> by_type;
+  for (const model::QuantizedLayer& l : r.layers) {
+    std::string type = l.name;
+    if (type.starts_with("blk.")) type = type.substr(type.find('.', 4) + 1);
+    if (type.ends_with(".weight")) type.resize(type.size() - 7);
+    Agg& a = by_type[type];
+    ++a.count;
+    a.err_sum += l.rel_error;
+    a.err_max = std::max(a.err_max, l.rel_error);
+    a.weights += l.n * l.k;
+    a.bytes += l.bytes;
+    a.form = l.quantized ? l.form.substr(l.form.find(' ') + 1) : l.form;
+    if (per_layer) {
+      std::printf("  %-28s %-44s rel.err %.4f  %.2f bpw  %.2fs\n", l.name.c_str(), l.form.c_str(), l.rel_error,
+                  l.bits_per_weight, l.seconds);
+    }
+  }
+  std::printf("%-12s %5s  %-40s %10s %10s %8s\n", "layer type", "count", "form", "mean err", "max err", "bpw");
+  for (const auto& [type, a] : by_type) {
+    std::printf("%-12s %5d  %-40s %10.4f %10.4f %8.3f\n", type.c_str(), a.count, a.form.c_str(), a.err_sum / a.count,
+                a.err_max, 8.0 * static_cast<double>(a.bytes) / static_cast<double>(a.weights));
+  }
+  std::printf("linear layers: %.3f bits per weight, %s; file %s; %.1f s\n", r.linear_bpw(), mib(r.linear_bytes).c_str(),
+              mib(r.file_bytes).c_str(), r.seconds);
+}
+
+int run(const QuantizeArgs& a) {
+  if (a.model.quant_bits < 1) return report_error(Status::invalid("--quant-bits: must be 1..8"), kExitUsage);
+  if (Status st = validate_model_args(a.model); !st) return report_error(st, kExitUsage);
+  if (a.out == a.model.path) return report_error(Status::invalid("OUT must differ from IN"), kExitUsage);
+  Result<model::LinearSpec> spec = linear_spec(a.model);
+  if (!spec) return report_error(spec.status(), kExitUsage);
+  Result<std::unique_ptr<io::Checkpoint>> in = io::open_checkpoint(a.model.path);
+  if (!in) return report_error(in.status(), kExitFailure);
+  ThreadPool pool(a.model.threads);
+  ProgressLine progress("lutq: quantizing");
+  Result<model::QuantizeReport> report = model::quantize_to_file(
+      **in, *spec, a.out, pool, [&](int64_t done, int64_t total, const model::QuantizedLayer& l) {
+        progress.update(done, total, l.name);
+      });
+  if (!report) return report_error(report.status(), kExitFailure);
+  std::printf("wrote %s\n", a.out.c_str());
+  print_summary(*report, a.per_layer);
+  return 0;
+}
+
+}  // namespace
+
+Subcommand register_quantize(CLI::App& app) {
+  auto args = std::make_shared<QuantizeArgs>();
+  args->model.quant_bits = 3;
+  args->model.quant_method = "alternating";
+  CLI::App* sub = app.add_subcommand(
+      "quantize",
+      "Quantize a checkpoint's linear layers to BCQ and write a lutq model file (GGUF-based, carrying\n"
+      "config, tokenizer and chat template: `lutq run OUT` needs nothing else). The output head stays\n"
+      "dense unless an override quantizes it (e.g. --override output=q=8).");
+  sub->add_option("IN", args->model.path, "Input checkpoint (GGUF)")->required();
+  sub->add_option("OUT", args->out, "Output lutq file")->required();
+  add_quant_options(sub, args->model, /*bits_required=*/true);
+  sub->add_option("-t,--threads", args->model.threads, "Threads")->type_name("N")->default_str("2");
+  sub->add_flag("--per-layer", args->per_layer, "Print every layer's form and error, not just per layer type");
+  return Subcommand{sub, [args] { return run(*args); }};
+}
+
+}  // namespace lutq::apps

@@ -1,0 +1,152 @@
+#include "lutqfile/lutq_file.h"
+
+#include <cstring>
+#include <vector>
+
+namespace lutq::lutqfile {
+namespace {
+
+constexpr const char* kBitsSuffix = ".bcq_bits";
+constexpr const char* kAlphaSuffix = ".bcq_alpha";
+constexpr const char* kOffsetSuffix = ".bcq_offset";
+
+std::string key_of(std::string_view name) { return std::string(kBcqKeyPrefix) + std::string(name); }
+
+// ggml dims of the alpha / offset tensors.
+std::vector<int64_t> alpha_dims(const format::BcqMatrix& w) {
+  if (w.cfg.orientation == format::Orientation::kPerOC) return {w.cfg.q, w.k / w.cfg.g, w.n};
+  return {w.cfg.q, w.k, w.n / w.cfg.g};
+}
+std::vector<int64_t> offset_dims(const format::BcqMatrix& w) {
+  if (w.cfg.orientation == format::Orientation::kPerOC) return {w.k / w.cfg.g, w.n};
+  return {w.k, w.n / w.cfg.g};
+}
+
+template <typename T>
+std::span<const uint8_t> as_bytes(const std::vector<T>& v) {
+  return {reinterpret_cast<const uint8_t*>(v.data()), v.size() * sizeof(T)};
+}
+
+// Copies tensor `tname` into `out` after checking its type and dims.
+template <typename T>
+Status read_part(const io::Checkpoint& ckpt, const std::string& tname, io::GgmlType type,
+                 const std::vector<int64_t>& dims, std::vector<T>& out) {
+  const io::TensorInfo* t = ckpt.find_tensor(tname);
+  if (t == nullptr) return Status::invalid(ckpt.path() + ": missing tensor '" + tname + "'");
+  if (t->type != type || t->dims != dims) {
+    return Status::invalid(ckpt.path() + ": tensor '" + tname + "' has type " + io::ggml_type_name(t->type) +
+                           " and " + std::to_string(t->dims.size()) + " dims, not those its lutq.bcq entry implies");
+  }
+  const std::span<const uint8_t> bytes = ckpt.tensor_bytes(*t);
+  if (bytes.size() != out.size() * sizeof(T)) {
+    return Status::invalid(ckpt.path() + ": tensor '" + tname + "' holds " + std::to_string(bytes.size()) +
+                           " bytes, expected " + std::to_string(out.size() * sizeof(T)));
+  }
+  std::memcpy(out.data(), bytes.data(), bytes.size());
+  return Status::ok();
+}
+
+}  // namespace
+
+Result<bool> is_lutq_file(const io::Checkpoint& ckpt) {
+  if (!ckpt.has(kVersionKey)) return false;
+  Result<int64_t> v = ckpt.get_int(kVersionKey);
+  if (!v) return v.status();
+  if (*v < 1 || *v > kFormatVersion) {
+    return Status::unsupported(ckpt.path() + ": lutq file format version " + std::to_string(*v) +
+                               " (this build reads versions 1.." + std::to_string(kFormatVersion) + ")");
+  }
+  return true;
+}
+
+Result<std::optional<BcqEntry>> find_bcq(const io::Checkpoint& ckpt, std::string_view name) {
+  const std::string key = key_of(name);
+  if (!ckpt.has(key)) return std::optional<BcqEntry>();
+  Result<std::vector<int64_t>> a = ckpt.get_int_array(key);
+  if (!a) return a.status();
+  const std::vector<int64_t>& v = *a;
+  const auto bad = [&](const std::string& why) {
+    return Status(StatusCode::kCorrupt, ckpt.path() + ": metadata " + key + ": " + why);
+  };
+  if (v.size() != 6) return bad("expected 6 values [n, k, q, g, orientation, has_offset], found " + std::to_string(v.size()));
+  if (v[0] < 1 || v[1] < 1 || v[0] > (int64_t{1} << 31) || v[1] > (int64_t{1} << 31)) {
+    return bad("bad shape " + std::to_string(v[0]) + "x" + std::to_string(v[1]));
+  }
+  if (v[2] < 1 || v[2] > format::kMaxBits) return bad("bit count " + std::to_string(v[2]) + " outside 1..8");
+  if (v[4] != 0 && v[4] != 1) return bad("orientation " + std::to_string(v[4]) + " (0 per-OC, 1 per-IC)");
+  if (v[5] != 0 && v[5] != 1) return bad("has_offset " + std::to_string(v[5]) + " (0 or 1)");
+  BcqEntry e;
+  e.n = v[0];
+  e.k = v[1];
+  e.cfg.q = static_cast<int>(v[2]);
+  e.cfg.g = v[3];
+  e.cfg.orientation = v[4] == 0 ? format::Orientation::kPerOC : format::Orientation::kPerIC;
+  e.cfg.has_offset = v[5] == 1;
+  if (Status s = format::validate_config(e.cfg, e.n, e.k); !s) return bad(s.message());
+  if (ckpt.has(key + ".method")) {
+    Result<std::string> m = ckpt.get_string(key + ".method");
+    if (!m) return m.status();
+    e.method = *m;
+  }
+  if (ckpt.has(key + ".rel_error")) {
+    Result<double> r = ckpt.get_float(key + ".rel_error");
+    if (!r) return r.status();
+    e.rel_error = *r;
+  }
+  return std::optional<BcqEntry>(std::move(e));
+}
+
+Result<format::BcqMatrix> read_bcq(const io::Checkpoint& ckpt, std::string_view name) {
+  Result<std::optional<BcqEntry>> e = find_bcq(ckpt, name);
+  if (!e) return e.status();
+  if (!e->has_value()) return Status::invalid(ckpt.path() + ": no BCQ matrix '" + std::string(name) + "'");
+  const BcqEntry& entry = **e;
+  Result<format::BcqMatrix> w = format::make_empty(entry.n, entry.k, entry.cfg);
+  if (!w) return Status(w.status().code(), ckpt.path() + ": '" + std::string(name) + "': " + w.status().message());
+  const std::string base(name);
+  if (Status s = read_part(ckpt, base + kBitsSuffix, io::GgmlType::I8, {w->row_bytes(), w->n, w->cfg.q}, w->bits); !s) {
+    return s;
+  }
+  if (Status s = read_part(ckpt, base + kAlphaSuffix, io::GgmlType::F16, alpha_dims(*w), w->alpha); !s) return s;
+  if (w->cfg.has_offset) {
+    if (Status s = read_part(ckpt, base + kOffsetSuffix, io::GgmlType::F16, offset_dims(*w), w->offset); !s) return s;
+  }
+  if (Status s = format::validate(*w); !s) {
+    return Status(StatusCode::kCorrupt, ckpt.path() + ": BCQ matrix '" + base + "': " + s.message());
+  }
+  return w;
+}
+
+Status add_bcq(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w, std::string_view method,
+               double rel_error) {
+  if (Status s = format::validate(w); !s) return Status(s.code(), name + ": " + s.message());
+  const std::vector<int64_t> desc = {w.n, w.k, w.cfg.q, w.cfg.g, static_cast<int64_t>(w.cfg.orientation),
+                                     w.cfg.has_offset ? 1 : 0};
+  const std::string key = key_of(name);
+  if (Status s = out.add(key, io::GgufValue::make_int_array(io::GgufValueType::INT64, desc)); !s) return s;
+  if (!method.empty()) {
+    if (Status s = out.add_string(key + ".method", std::string(method)); !s) return s;
+  }
+  if (rel_error >= 0.0) {
+    if (Status s = out.add_float32(key + ".rel_error", static_cast<float>(rel_error)); !s) return s;
+  }
+  if (Status s = out.add_tensor(name + kBitsSuffix, {w.row_bytes(), w.n, w.cfg.q}, io::GgmlType::I8, w.bits); !s) return s;
+  if (Status s = out.add_tensor(name + kAlphaSuffix, alpha_dims(w), io::GgmlType::F16, as_bytes(w.alpha)); !s) return s;
+  if (w.cfg.has_offset) {
+    if (Status s = out.add_tensor(name + kOffsetSuffix, offset_dims(w), io::GgmlType::F16, as_bytes(w.offset)); !s) return s;
+  }
+  return Status::ok();
+}
+
+bool has_weight(const io::Checkpoint& ckpt, std::string_view name) {
+  return ckpt.find_tensor(name) != nullptr || ckpt.has(key_of(name));
+}
+
+std::optional<std::vector<int64_t>> weight_dims(const io::Checkpoint& ckpt, std::string_view name) {
+  if (const io::TensorInfo* t = ckpt.find_tensor(name)) return t->dims;
+  Result<std::optional<BcqEntry>> e = find_bcq(ckpt, name);
+  if (!e || !e->has_value()) return std::nullopt;
+  return std::vector<int64_t>{(*e)->k, (*e)->n};
+}
+
+}  // namespace lutq::lutqfile

@@ -1,0 +1,120 @@
+// The lutq file's BCQ entries: round trips through a GGUF image and clear errors for every kind of
+// damage a file can carry (bad entry metadata, missing or mis-shaped tensors, newer versions).
+#include "lutqfile/lutq_file.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "io/gguf_file.h"
+#include "support/random_bcq.h"
+
+namespace lutq::lutqfile {
+namespace {
+
+io::GgufFile open_image(const io::GgufWriter& w) {
+  Result<io::GgufFile> f = io::GgufFile::from_memory(w.to_bytes(), "test.lutq");
+  EXPECT_TRUE(f.is_ok()) << f.status().message();
+  return std::move(*f);
+}
+
+TEST(LutqFile, BcqMatricesRoundTrip) {
+  std::mt19937_64 rng(testing::test_seed());
+  const std::vector<format::BcqConfig> cfgs = {
+      {3, 32, format::Orientation::kPerOC, false},
+      {4, 32, format::Orientation::kPerOC, true},
+      {2, 32, format::Orientation::kPerIC, true},
+      {1, 96, format::Orientation::kPerOC, false},  // g = k
+  };
+  io::GgufWriter w;
+  ASSERT_TRUE(w.add_uint32(std::string(kVersionKey), kFormatVersion).is_ok());
+  std::vector<format::BcqMatrix> mats;
+  for (size_t i = 0; i < cfgs.size(); ++i) {
+    mats.push_back(testing::random_bcq(64, 96, cfgs[i], rng));
+    ASSERT_TRUE(add_bcq(w, "blk." + std::to_string(i) + ".attn_q.weight", mats.back(), "rtn", 0.125 * i).is_ok());
+  }
+  const io::GgufFile f = open_image(w);
+  ASSERT_TRUE(*is_lutq_file(f));
+  for (size_t i = 0; i < cfgs.size(); ++i) {
+    const std::string name = "blk." + std::to_string(i) + ".attn_q.weight";
+    Result<format::BcqMatrix> r = read_bcq(f, name);
+    ASSERT_TRUE(r.is_ok()) << r.status().message();
+    EXPECT_EQ(r->bits, mats[i].bits);
+    EXPECT_EQ(r->alpha, mats[i].alpha);
+    EXPECT_EQ(r->offset, mats[i].offset);
+    Result<std::optional<BcqEntry>> e = find_bcq(f, name);
+    ASSERT_TRUE(e.is_ok() && e->has_value());
+    EXPECT_EQ((*e)->method, "rtn");
+    EXPECT_FLOAT_EQ(static_cast<float>((*e)->rel_error), static_cast<float>(0.125 * i));
+    EXPECT_TRUE(has_weight(f, name));
+    EXPECT_EQ(*weight_dims(f, name), (std::vector<int64_t>{96, 64}));
+  }
+  EXPECT_FALSE(has_weight(f, "output.weight"));
+  EXPECT_FALSE(find_bcq(f, "output.weight")->has_value());
+}
+
+TEST(LutqFile, PlainGgufIsNotALutqFile) {
+  io::GgufWriter w;
+  ASSERT_TRUE(w.add_string("general.architecture", "llama").is_ok());
+  EXPECT_FALSE(*is_lutq_file(open_image(w)));
+}
+
+TEST(LutqFile, NewerVersionIsRejected) {
+  io::GgufWriter w;
+  ASSERT_TRUE(w.add_uint32(std::string(kVersionKey), kFormatVersion + 1).is_ok());
+  Result<bool> r = is_lutq_file(open_image(w));
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("version"), std::string::npos) << r.status().message();
+}
+
+// A file whose entry for "w" says `desc` while its tensors hold a valid 64x64 q=2 g=32 matrix.
+Status read_with_entry(const std::vector<int64_t>& desc, bool drop_alpha = false) {
+  std::mt19937_64 rng(1);
+  const format::BcqMatrix m = testing::random_bcq(64, 64, {2, 32, format::Orientation::kPerOC, false}, rng);
+  io::GgufWriter good;
+  EXPECT_TRUE(add_bcq(good, "w", m, "", -1.0).is_ok());
+  const io::GgufFile src = open_image(good);
+  io::GgufWriter w;
+  EXPECT_TRUE(w.add("lutq.bcq.w", io::GgufValue::make_int_array(io::GgufValueType::INT64, desc)).is_ok());
+  for (const io::TensorInfo& t : src.tensors()) {
+    if (drop_alpha && t.name == "w.bcq_alpha") continue;
+    EXPECT_TRUE(w.add_tensor(t.name, t.dims, t.type, src.tensor_bytes(t)).is_ok());
+  }
+  Result<format::BcqMatrix> r = read_bcq(open_image(w), "w");
+  return r.is_ok() ? Status::ok() : r.status();
+}
+
+TEST(LutqFile, DamagedEntriesGiveClearErrors) {
+  EXPECT_TRUE(read_with_entry({64, 64, 2, 32, 0, 0}).is_ok());
+  const std::vector<std::pair<std::vector<int64_t>, std::string>> cases = {
+      {{64, 64, 2, 32, 0}, "expected 6 values"},
+      {{0, 64, 2, 32, 0, 0}, "bad shape"},
+      {{64, 64, 9, 32, 0, 0}, "outside 1..8"},
+      {{64, 64, 2, 32, 2, 0}, "orientation"},
+      {{64, 64, 2, 32, 0, 5}, "has_offset"},
+      {{64, 64, 2, 48, 0, 0}, "g"},                  // not a valid group size
+      {{64, 64, 3, 32, 0, 0}, "w.bcq_bits"},         // planes disagree with the tensor
+      {{64, 64, 2, 64, 0, 0}, "w.bcq_alpha"},        // groups disagree with the tensor
+      {{64, 64, 2, 32, 0, 1}, "missing tensor 'w.bcq_offset'"},
+  };
+  for (const auto& [desc, expect] : cases) {
+    const Status s = read_with_entry(desc);
+    ASSERT_FALSE(s.is_ok()) << "entry accepted: " << desc[2];
+    EXPECT_NE(s.message().find(expect), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find("test.lutq"), std::string::npos) << s.message();
+  }
+  const Status s = read_with_entry({64, 64, 2, 32, 0, 0}, /*drop_alpha=*/true);
+  EXPECT_NE(s.message().find("missing tensor 'w.bcq_alpha'"), std::string::npos) << s.message();
+}
+
+TEST(LutqFile, InvalidMatrixIsNotWritten) {
+  format::BcqMatrix m;
+  m.n = 64;
+  m.k = 64;
+  io::GgufWriter w;
+  EXPECT_FALSE(add_bcq(w, "w", m, "", -1.0).is_ok());
+  EXPECT_EQ(w.num_tensors(), 0u);
+}
+
+}  // namespace
+}  // namespace lutq::lutqfile

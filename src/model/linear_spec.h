@@ -1,0 +1,83 @@
+// LinearSpec: how each linear layer of a model is stored and multiplied — dense fp32 or BCQ (bits,
+// group, quantizer, orientation, offset) on a kernel backend — by layer type, refined by ordered
+// per-tensor overrides:
+//
+//   --override ffn_down=q=4,g=64          every block's ffn_down at 4 bits, group 64
+//   --override 'blk.0.*=dense'            block 0 stays dense
+//   --override 'blk.*.attn_v=method=rtn'  only the quantizer changes
+//   --override output=q=8,g=64            quantize the output head (dense by default)
+//
+// A pattern is a layer type (attn_q ... ffn_down, or `output` for the head) or a glob (`*`, `?`)
+// over the GGUF tensor name, with or without its ".weight" suffix. Later overrides win.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+#include "kernels/kernel.h"
+#include "quant/quantize.h"
+
+namespace lutq::model {
+
+// The linear layers of a transformer block, named by their GGUF tensor suffix.
+enum class LinearRole : uint8_t { kAttnQ, kAttnK, kAttnV, kAttnOutput, kFfnGate, kFfnUp, kFfnDown };
+constexpr int kNumLinearRoles = 7;
+
+// "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down".
+const char* role_name(LinearRole role);
+Result<LinearRole> parse_role(std::string_view name);
+
+// How one layer is stored and multiplied.
+struct LinearChoice {
+  bool quantize = false;  // false: dense fp32
+  quant::QuantOptions quant;  // quant.cfg: q, g, orientation, offset
+  kernels::Isa isa = kernels::Isa::kAvx2;
+  kernels::Precision precision = kernels::Precision::kFast;
+  // When quant.cfg.g does not divide the grouped dimension (e.g. g=128 and k=576), use the
+  // largest standard group size below it that does (the layer's describe() shows it); false
+  // makes that an error.
+  bool adapt_group = true;
+};
+
+// One --override: a pattern and the fields it sets (unset fields keep the base choice).
+struct LinearOverride {
+  std::string pattern;
+  bool dense = false;  // "dense": store the layer in fp32, ignoring the fields below
+  std::optional<int> q;
+  std::optional<int64_t> g;
+  std::optional<quant::Method> method;
+  std::optional<format::Orientation> orientation;
+  std::optional<bool> offset;
+};
+
+// Parses "PATTERN=ITEM[,ITEM...]" with ITEM one of: dense, q=N (or bits=N), g=N (or group=N),
+// method=rtn|greedy|alternating, orientation=oc|ic, offset=0|1. Errors quote the bad item.
+Result<LinearOverride> parse_override(std::string_view text);
+
+struct LinearSpec {
+  std::array<LinearChoice, kNumLinearRoles> roles{};  // all dense by default
+  LinearChoice output;  // the output head: dense by default
+  std::vector<LinearOverride> overrides;
+
+  const LinearChoice& operator[](LinearRole r) const { return roles[static_cast<size_t>(r)]; }
+  LinearChoice& operator[](LinearRole r) { return roles[static_cast<size_t>(r)]; }
+  // Whether any block layer or the head may be quantized (base choices or overrides).
+  bool any_quantized() const;
+
+  // The choice for tensor `tensor_name` of type `role` (nullopt: the output head).
+  LinearChoice resolve(std::string_view tensor_name, std::optional<LinearRole> role) const;
+
+  static LinearSpec dense() { return {}; }
+  // Every block role quantized the same way (the head stays dense).
+  static LinearSpec quantized(const quant::QuantOptions& opt, kernels::Isa isa, kernels::Precision precision);
+};
+
+// Glob match with `*` (any run, also empty) and `?` (one character).
+bool glob_match(std::string_view pattern, std::string_view text);
+
+}  // namespace lutq::model

@@ -1,0 +1,186 @@
+#include "model/quantize_model.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <set>
+
+#include "core/fp16.h"
+#include "format/bcq_matrix.h"
+#include "io/gguf_writer.h"
+#include "lutqfile/lutq_file.h"
+#include "model/config.h"
+#include "model/linear_layer.h"
+
+namespace lutq::model {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double relative_error(const float* w, const std::vector<float>& wq) {
+  double num = 0.0;
+  double den = 0.0;
+  for (size_t i = 0; i < wq.size(); ++i) {
+    const double d = static_cast<double>(w[i]) - wq[i];
+    num += d * d;
+    den += static_cast<double>(w[i]) * w[i];
+  }
+  return den > 0.0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+// Metadata that describes the source file's storage, not the model: not carried over.
+bool dropped_key(const std::string& key) {
+  return key == "general.file_type" || key == "general.quantization_version" || key.starts_with("lutq.");
+}
+
+// A tensor as stored, or re-encoded from its fp32 values when the reader transforms it on the
+// way out (tensor_bytes() empty; e.g. permuted safetensors q/k): F16/BF16 stay 16-bit (lossless,
+// the values came from that type), anything else becomes F32.
+Status copy_tensor(const io::Checkpoint& in, const io::TensorInfo& t, io::GgufWriter& out, int64_t& bytes) {
+  const std::span<const uint8_t> raw = in.tensor_bytes(t);
+  if (!raw.empty()) {
+    bytes = static_cast<int64_t>(raw.size());
+    return out.add_tensor(t.name, t.dims, t.type, raw);
+  }
+  Result<std::vector<float>> v = in.dequantize(t);
+  if (!v) return v.status();
+  if (t.type == io::GgmlType::F16 || t.type == io::GgmlType::BF16) {
+    std::vector<uint16_t> h(v->size());
+    for (size_t i = 0; i < h.size(); ++i) {
+      if (t.type == io::GgmlType::F16) {
+        h[i] = fp32_to_fp16((*v)[i]);
+      } else {
+        uint32_t u = 0;
+        std::memcpy(&u, &(*v)[i], 4);
+        h[i] = static_cast<uint16_t>(u >> 16);
+      }
+    }
+    bytes = static_cast<int64_t>(h.size() * 2);
+    return out.add_tensor(t.name, t.dims, t.type, {reinterpret_cast<const uint8_t*>(h.data()), h.size() * 2});
+  }
+  bytes = static_cast<int64_t>(v->size() * 4);
+  return out.add_tensor(t.name, t.dims, io::GgmlType::F32,
+                        {reinterpret_cast<const uint8_t*>(v->data()), v->size() * 4});
+}
+
+struct LinearTarget {
+  std::string name;   // the weight's name in the output
+  std::string source; // the tensor it is read from (token_embd.weight for a tied head)
+  std::optional<LinearRole> role;
+};
+
+}  // namespace
+
+Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSpec& spec, const std::string& out_path,
+                                        ThreadPool& pool, const QuantizeProgress& progress) {
+  const auto t_start = std::chrono::steady_clock::now();
+  Result<bool> is_lutq = lutqfile::is_lutq_file(in);
+  if (!is_lutq) return is_lutq.status();
+  if (*is_lutq) {
+    return Status::invalid(in.path() + ": already a lutq file; quantize the original checkpoint instead");
+  }
+  Result<ModelConfig> config = ModelConfig::from_checkpoint(in);
+  if (!config) return config.status();
+  const ModelConfig& c = *config;
+
+  std::vector<LinearTarget> targets;
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    for (int r = 0; r < kNumLinearRoles; ++r) {
+      const auto role = static_cast<LinearRole>(r);
+      const std::string name = "blk." + std::to_string(l) + "." + role_name(role) + ".weight";
+      targets.push_back({name, name, role});
+    }
+  }
+  targets.push_back({"output.weight", c.tied_output ? "token_embd.weight" : "output.weight", std::nullopt});
+
+  io::GgufWriter out;
+  for (const std::string& key : in.keys()) {
+    if (dropped_key(key)) continue;
+    if (Status s = out.add(key, *in.find(key)); !s) return Status(s.code(), out_path + ": " + s.message());
+  }
+  if (Status s = out.add_uint32(std::string(lutqfile::kVersionKey), lutqfile::kFormatVersion); !s) return s;
+  if (Status s = out.add_string("lutq.source", std::filesystem::path(in.path()).filename().string()); !s) return s;
+
+  // Which tensors become BCQ matrices (by their output name).
+  std::set<std::string, std::less<>> quantized_names;
+  for (const LinearTarget& t : targets) {
+    if (spec.resolve(t.name, t.role).quantize) quantized_names.insert(t.name);
+  }
+
+  QuantizeReport report;
+  // A tied head that stays dense is not a layer of its own here.
+  const bool head_separate = !c.tied_output || quantized_names.contains("output.weight");
+  const auto total = static_cast<int64_t>(targets.size()) - (head_separate ? 0 : 1);
+  int64_t done = 0;
+  const auto quantize_target = [&](const LinearTarget& target) -> Status {
+    const auto t0 = std::chrono::steady_clock::now();
+    const io::TensorInfo* info = in.find_tensor(target.source);
+    if (info == nullptr) return Status::invalid(in.path() + ": missing tensor '" + target.source + "'");
+    Result<std::vector<float>> w = in.dequantize(*info);
+    if (!w) return w.status();
+    const int64_t k = info->dims[0];
+    const int64_t n = info->num_elements() / k;
+    const LinearChoice choice = spec.resolve(target.name, target.role);
+    Result<format::BcqMatrix> q = quantize_weight(target.name, w->data(), n, k, choice, &pool);
+    if (!q) return Status(q.status().code(), in.path() + ": " + q.status().message());
+    QuantizedLayer layer;
+    layer.name = target.name;
+    layer.quantized = true;
+    layer.n = n;
+    layer.k = k;
+    layer.form = format::describe(*q);
+    layer.rel_error = relative_error(w->data(), format::dequantize(*q));
+    layer.bits_per_weight = q->bits_per_weight();
+    layer.bytes = q->storage_bytes();
+    if (Status s = lutqfile::add_bcq(out, target.name, *q, quant::method_name(choice.quant.method), layer.rel_error);
+        !s) {
+      return Status(s.code(), out_path + ": " + s.message());
+    }
+    layer.seconds = seconds_since(t0);
+    report.layers.push_back(layer);
+    if (progress) progress(++done, total, layer);
+    return Status::ok();
+  };
+
+  for (const io::TensorInfo& t : in.tensors()) {
+    if (quantized_names.contains(t.name)) {
+      const auto it = std::find_if(targets.begin(), targets.end(), [&](const LinearTarget& x) { return x.name == t.name; });
+      if (Status s = quantize_target(*it); !s) return s;
+      continue;
+    }
+    int64_t bytes = 0;
+    if (Status s = copy_tensor(in, t, out, bytes); !s) return Status(s.code(), out_path + ": " + s.message());
+    const auto it = std::find_if(targets.begin(), targets.end(), [&](const LinearTarget& x) { return x.name == t.name; });
+    if (it != targets.end()) {
+      QuantizedLayer layer;
+      layer.name = t.name;
+      layer.form = std::string("dense ") + io::ggml_type_name(t.type);
+      layer.k = t.dims[0];
+      layer.n = t.num_elements() / layer.k;
+      layer.bytes = bytes;
+      layer.bits_per_weight = 8.0 * static_cast<double>(bytes) / static_cast<double>(t.num_elements());
+      report.layers.push_back(layer);
+      if (progress) progress(++done, total, layer);
+    }
+  }
+  // A tied head that is quantized has no tensor of its own in the source.
+  if (c.tied_output && head_separate) {
+    if (Status s = quantize_target(targets.back()); !s) return s;
+  }
+
+  for (const QuantizedLayer& l : report.layers) {
+    report.linear_weights += l.n * l.k;
+    report.linear_bytes += l.bytes;
+  }
+  if (Status s = out.write_file(out_path); !s) return s;
+  std::error_code ec;
+  report.file_bytes = static_cast<int64_t>(std::filesystem::file_size(out_path, ec));
+  report.seconds = seconds_since(t_start);
+  return report;
+}
+
+}  // namespace lutq::model

@@ -1,0 +1,51 @@
+// Quantizing a checkpoint into a lutq model file (lutqfile/lutq_file.h): every block linear layer
+// (and the output head where the spec asks) becomes a BCQ matrix; every other tensor and all
+// metadata (configuration, tokenizer, chat template) are carried over unchanged, so `lutq run`
+// needs nothing but the output file.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "io/checkpoint.h"
+#include "model/linear_spec.h"
+
+namespace lutq::model {
+
+struct QuantizedLayer {
+  std::string name;
+  std::string form;       // format::describe() of the stored matrix, or the dense type
+  bool quantized = false;
+  int64_t n = 0;
+  int64_t k = 0;
+  double rel_error = 0.0;  // ‖W − Ŵ‖_F / ‖W‖_F (0 for dense layers)
+  double bits_per_weight = 0.0;
+  int64_t bytes = 0;       // stored bytes of this weight
+  double seconds = 0.0;
+};
+
+struct QuantizeReport {
+  std::vector<QuantizedLayer> layers;  // the linear layers, in file order
+  int64_t file_bytes = 0;
+  int64_t linear_weights = 0;  // weights in the linear layers counted above
+  int64_t linear_bytes = 0;
+  double seconds = 0.0;
+  double linear_bpw() const {
+    return linear_weights > 0 ? 8.0 * static_cast<double>(linear_bytes) / static_cast<double>(linear_weights) : 0.0;
+  }
+};
+
+// Called after each linear layer: (layers done, layers total, the layer just done).
+using QuantizeProgress = std::function<void(int64_t, int64_t, const QuantizedLayer&)>;
+
+// Quantizes `in` (a dense checkpoint of a supported architecture; a lutq file is rejected) per
+// `spec` and writes the lutq file `out_path` (atomically: nothing is left under that name when it
+// fails).
+Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSpec& spec, const std::string& out_path,
+                                        ThreadPool& pool, const QuantizeProgress& progress = {});
+
+}  // namespace lutq::model
