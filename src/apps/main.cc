@@ -28,6 +28,7 @@ int run_main(int argc, char** argv) {
   std::vector<Subcommand> commands;
   commands.push_back(register_quantize(app));
   commands.push_back(register_inspect(app));
+  commands.push_back(register_bench(app));
   commands.push_back(register_bench_kernels(app));
   commands.push_back(register_run(app));
   commands.push_back(register_chat(app));

