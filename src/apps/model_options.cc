@@ -98,6 +98,7 @@ Result<model::LinearSpec> linear_spec(const ModelArgs& args) {
   model::LinearSpec spec = model::LinearSpec::quantized(q, *isa, precision);
   if (args.quant_bits == 0) {
     for (model::LinearChoice& c : spec.roles) c.quantize = false;  // dense, but overrides start from q
+    spec.output.quantize = false;
   }
   for (const std::string& o : args.overrides) spec.overrides.push_back(*model::parse_override(o));
   return spec;

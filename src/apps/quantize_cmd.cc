@@ -61,7 +61,7 @@ void print_summary(const model::QuantizeReport& r, bool per_layer) {
     std::printf("%-12s %5d  %-40s %10.4f %10.4f %8.3f\n", type.c_str(), a.count, a.form.c_str(), a.err_sum / a.count,
                 a.err_max, 8.0 * static_cast<double>(a.bytes) / static_cast<double>(a.weights));
   }
-  std::printf("linear layers: %.3f bits per weight, %s; file %s; %.1f s\n", r.linear_bpw(), mib(r.linear_bytes).c_str(),
+  std::printf("block linear layers: %.3f bits per weight, %s; file %s; %.1f s\n", r.linear_bpw(), mib(r.linear_bytes).c_str(),
               mib(r.file_bytes).c_str(), r.seconds);
 }
 

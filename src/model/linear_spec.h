@@ -5,7 +5,7 @@
 //   --override ffn_down=q=4,g=64          every block's ffn_down at 4 bits, group 64
 //   --override 'blk.0.*=dense'            block 0 stays dense
 //   --override 'blk.*.attn_v=method=rtn'  only the quantizer changes
-//   --override output=q=8,g=64            quantize the output head (dense by default)
+//   --override output=dense               keep the output head in fp32 (8-bit when quantizing)
 //
 // A pattern is a layer type (attn_q ... ffn_down, or `output` for the head) or a glob (`*`, `?`)
 // over the GGUF tensor name, with or without its ".weight" suffix. Later overrides win.
@@ -73,7 +73,7 @@ struct LinearSpec {
   LinearChoice resolve(std::string_view tensor_name, std::optional<LinearRole> role) const;
 
   static LinearSpec dense() { return {}; }
-  // Every block role quantized the same way (the head stays dense).
+  // Every block role quantized the same way; the head to 8-bit uniform (RTN, offset, same g).
   static LinearSpec quantized(const quant::QuantOptions& opt, kernels::Isa isa, kernels::Precision precision);
 };
 

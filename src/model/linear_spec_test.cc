@@ -60,6 +60,11 @@ TEST(LinearSpec, OverridesApplyInOrder) {
   EXPECT_TRUE(down0.quantize);
   EXPECT_EQ(down0.quant.cfg.g, 64);
 
+  const LinearChoice default_head = LinearSpec::quantized(q, kernels::Isa::kScalar, kernels::Precision::kExact).output;
+  EXPECT_TRUE(default_head.quantize);
+  EXPECT_EQ(default_head.quant.cfg.q, 8);
+  EXPECT_EQ(default_head.quant.method, quant::Method::kRtn);
+  EXPECT_TRUE(default_head.quant.cfg.has_offset);
   const LinearChoice head = spec.resolve("output.weight", std::nullopt);
   EXPECT_TRUE(head.quantize);
   EXPECT_EQ(head.quant.cfg.q, 8);

@@ -173,6 +173,7 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
   }
 
   for (const QuantizedLayer& l : report.layers) {
+    if (!l.name.starts_with("blk.")) continue;
     report.linear_weights += l.n * l.k;
     report.linear_bytes += l.bytes;
   }

@@ -31,7 +31,7 @@ struct QuantizedLayer {
 struct QuantizeReport {
   std::vector<QuantizedLayer> layers;  // the linear layers, in file order
   int64_t file_bytes = 0;
-  int64_t linear_weights = 0;  // weights in the linear layers counted above
+  int64_t linear_weights = 0;  // weights in the block linear layers (the head not counted)
   int64_t linear_bytes = 0;
   double seconds = 0.0;
   double linear_bpw() const {
