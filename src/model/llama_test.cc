@@ -668,6 +668,31 @@ TEST(LlamaSmolLm2, MatchesTransformersGoldens) {
   }
   // fp32 on both sides, differences from summation order only: ~1e-4 observed over 256 tokens.
   for (const Logit& l : logits) EXPECT_NEAR(got[l.pos * V + static_cast<size_t>(l.token)], l.value, 1e-3f);
+
+  // The main job's path on the real model: a 4-bit lutq file (RTN, g=64, 8-bit head) written and
+  // loaded back predicts the reference's next token at most positions.
+  const std::string lutq_path = temp_path("smollm2-q4.lutq");
+  quant::QuantOptions qo;
+  qo.method = quant::Method::kRtn;
+  qo.cfg.q = 4;
+  qo.cfg.g = 64;
+  Result<kernels::Isa> isa = kernels::select_isa(detect_cpu());
+  ASSERT_TRUE(isa.is_ok());
+  ASSERT_TRUE(quantize_to_file(*f, LinearSpec::quantized(qo, *isa, kernels::Precision::kFast), lutq_path, pool).is_ok());
+  Result<io::GgufFile> qf = io::GgufFile::open(lutq_path);
+  ASSERT_TRUE(qf.is_ok()) << qf.status().message();
+  const LlamaModel qmodel = load_tiny(*qf, pool);
+  EXPECT_TRUE(qmodel.output().is_quantized());
+  const std::vector<float> qgot = prefill_all(qmodel, ids, pool);
+  int agree = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const auto top = std::max_element(qgot.begin() + static_cast<std::ptrdiff_t>(i * V),
+                                      qgot.begin() + static_cast<std::ptrdiff_t>((i + 1) * V)) - qgot.begin();
+    agree += static_cast<size_t>(top) - i * V == static_cast<size_t>(argmax[i]);
+  }
+  std::printf("[ SmolLM2 4-bit lutq file ] top-1 agreement with fp32 %d/%zu\n", agree, ids.size());
+  EXPECT_GE(agree, 20);
+  std::filesystem::remove(lutq_path);
 }
 
 }  // namespace
