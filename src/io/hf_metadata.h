@@ -15,7 +15,8 @@
 
 namespace lutq::io {
 
-using HfJson = nlohmann::ordered_json;
+// std::map-backed: ordered_json looks keys up linearly, quadratic on a 150k-token vocabulary.
+using HfJson = nlohmann::json;
 using MetadataList = std::vector<std::pair<std::string, GgufValue>>;
 
 // What the tensor mapping needs from config.json beyond the metadata.

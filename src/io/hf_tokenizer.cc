@@ -29,6 +29,15 @@ const HfJson* field(const HfJson& obj, const char* key) {
   return it == obj.end() || it->is_null() ? nullptr : &*it;
 }
 
+// A token id: a non-negative JSON integer (parsed JSON holds them as unsigned, built JSON may
+// hold them as signed).
+std::optional<uint64_t> as_id(const HfJson* v) {
+  if (v == nullptr) return std::nullopt;
+  if (v->is_number_unsigned()) return v->get<uint64_t>();
+  if (v->is_number_integer() && v->get<int64_t>() >= 0) return static_cast<uint64_t>(v->get<int64_t>());
+  return std::nullopt;
+}
+
 std::string type_of(const HfJson* step) {
   const HfJson* t = step == nullptr ? nullptr : field(*step, "type");
   return t != nullptr && t->is_string() ? t->get<std::string>() : "";
@@ -137,26 +146,24 @@ Status hf_tokenizer_to_gguf(const HfJson& tokenizer, const HfJson& tokenizer_con
   std::map<uint64_t, std::pair<std::string, int64_t>> by_id;  // id -> (text, type)
   std::map<std::string, uint64_t> id_of;
   for (const auto& [text, id] : vocab->items()) {
-    if (!id.is_number_unsigned() || id.get<uint64_t>() > kMaxTokenId) {
-      return bad("model.vocab['" + text + "'] = " + id.dump() + " is not a token id");
-    }
-    if (!by_id.emplace(id.get<uint64_t>(), std::pair{text, kNormal}).second) {
+    const std::optional<uint64_t> i = as_id(&id);
+    if (!i || *i > kMaxTokenId) return bad("model.vocab['" + text + "'] = " + id.dump() + " is not a token id");
+    if (!by_id.emplace(*i, std::pair{text, kNormal}).second) {
       return bad("model.vocab gives id " + id.dump() + " to two tokens");
     }
-    id_of[text] = id.get<uint64_t>();
+    id_of[text] = *i;
   }
   if (const HfJson* added = field(tokenizer, "added_tokens")) {
     if (!added->is_array()) return bad("added_tokens is not an array");
     for (const HfJson& t : *added) {
-      const HfJson* id = field(t, "id");
+      const std::optional<uint64_t> id = as_id(field(t, "id"));
       const HfJson* content = field(t, "content");
-      if (id == nullptr || !id->is_number_unsigned() || id->get<uint64_t>() > kMaxTokenId || content == nullptr ||
-          !content->is_string()) {
+      if (!id || *id > kMaxTokenId || content == nullptr || !content->is_string()) {
         return bad("added_tokens entry " + t.dump() + " needs an integer 'id' and a string 'content'");
       }
       const int64_t type = bool_field(t, "special", false) ? kControl : kUserDefined;
-      by_id[id->get<uint64_t>()] = {content->get<std::string>(), type};
-      id_of[content->get<std::string>()] = id->get<uint64_t>();
+      by_id[*id] = {content->get<std::string>(), type};
+      id_of[content->get<std::string>()] = *id;
     }
   }
   if (by_id.empty()) return bad("the vocabulary is empty");
@@ -223,7 +230,7 @@ Status hf_tokenizer_to_gguf(const HfJson& tokenizer, const HfJson& tokenizer_con
     if (!id) {
       const HfJson* v = field(config, (hf + "_token_id").c_str());
       if (v != nullptr && v->is_array() && !v->empty()) v = &(*v)[0];  // e.g. several eos ids: the first
-      if (v != nullptr && v->is_number_unsigned() && v->get<uint64_t>() < n) id = v->get<uint64_t>();
+      if (const std::optional<uint64_t> i = as_id(v); i && *i < n) id = i;
     }
     if (!id) continue;
     if (hf == "bos") bos_text = text_of(*id);

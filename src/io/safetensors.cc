@@ -16,7 +16,9 @@
 namespace lutq::io {
 namespace {
 
-using Json = nlohmann::ordered_json;
+// std::map-backed objects: ordered_json finds keys by linear search, quadratic on hostile headers.
+// Tensors are put in data order afterwards instead.
+using Json = nlohmann::json;
 
 struct DtypeInfo {
   SafetensorsDtype dtype;
@@ -243,9 +245,11 @@ Result<SafetensorsFile> SafetensorsFile::parse(SafetensorsFile f) {
                                     : std::to_string(elements * esize)) +
                                " bytes");
     }
-    f.index_.emplace(t.name, f.tensors_.size());
     f.tensors_.push_back(std::move(t));
   }
+  std::stable_sort(f.tensors_.begin(), f.tensors_.end(),
+                   [](const SafetensorsTensor& a, const SafetensorsTensor& b) { return a.begin < b.begin; });
+  for (size_t i = 0; i < f.tensors_.size(); ++i) f.index_.emplace(f.tensors_[i].name, i);
 
   // No two tensors may share bytes (empty tensors take none).
   std::vector<const SafetensorsTensor*> by_begin;

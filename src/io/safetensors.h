@@ -72,7 +72,7 @@ class SafetensorsFile {
   uint64_t file_size() const { return bytes().size(); }
   uint64_t data_offset() const { return data_offset_; }  // 8 + header length
 
-  // Tensors in header order; lookup by name.
+  // Tensors in data order (by begin offset, then name); lookup by name.
   const std::vector<SafetensorsTensor>& tensors() const { return tensors_; }
   const SafetensorsTensor* find(std::string_view name) const;
   // "__metadata__" string pairs (empty when absent).

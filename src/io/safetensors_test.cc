@@ -45,7 +45,7 @@ TEST(Safetensors, ParsesTensorsMetadataAndDtypes) {
   Result<SafetensorsFile> f = SafetensorsFile::from_memory(valid_image(), "mem.safetensors");
   ASSERT_TRUE(f.is_ok()) << f.status().message();
   ASSERT_EQ(f->tensors().size(), 4u);
-  EXPECT_EQ(f->tensors()[0].name, "a");  // header order is kept
+  EXPECT_EQ(f->tensors()[0].name, "a");  // data order
   EXPECT_EQ(f->tensors()[3].name, "ids");
   EXPECT_EQ(f->metadata().at("format"), "pt");
   const SafetensorsTensor* a = f->find("a");
