@@ -12,7 +12,7 @@
 namespace lutq::apps {
 
 void add_model_options(CLI::App* sub, ModelArgs& args, const std::string& ctx_default) {
-  sub->add_option("MODEL", args.path, "Model file (GGUF, llama architecture)")->required();
+  sub->add_option("MODEL", args.path, "Model: a GGUF file or a Hugging Face checkpoint folder (llama architecture)")->required();
   sub->add_option("--quant-bits", args.quant_bits, "Quantize every block linear layer to Q bit-planes at load (0 = dense fp32)")
       ->type_name("Q")
       ->default_str("0");

@@ -80,7 +80,7 @@ void put_f32(MetadataList& out, std::string key, double v) {
   out.emplace_back(std::move(key), GgufValue::make_float32(static_cast<float>(v)));
 }
 
-Status check_architecture(const Fields& f, const HfJson& config) {
+Status check_architecture(const Fields& f) {
   bool named = false;
   if (const HfJson* archs = f.get("architectures")) {
     if (!archs->is_array()) return f.error("field 'architectures' must be an array of strings");
@@ -109,7 +109,6 @@ Status check_architecture(const Fields& f, const HfJson& config) {
     return f.error("names neither 'architectures' nor 'model_type' (supported: " + joined(kArchitectures) +
                    "; model_type " + joined(kModelTypes) + ")");
   }
-  (void)config;
   return Status::ok();
 }
 
@@ -150,7 +149,7 @@ Result<HfModelInfo> hf_config_to_gguf(const HfJson& config, const std::string& w
                                       MetadataList& out) {
   if (!config.is_object()) return Status::invalid(where + ": not a JSON object");
   const Fields f(config, where);
-  if (Status s = check_architecture(f, config); !s) return s;
+  if (Status s = check_architecture(f); !s) return s;
 
   Result<std::string> act = f.text("hidden_act", "silu");
   if (!act) return act.status();

@@ -43,16 +43,19 @@ std::string type_of(const HfJson* step) {
   return t != nullptr && t->is_string() ? t->get<std::string>() : "";
 }
 
-// The pre-tokenizer steps: a Sequence's list, or the single step.
-std::vector<const HfJson*> steps_of(const HfJson* pre) {
+// The steps of a pre-tokenizer or post-processor: a Sequence's list ("pretokenizers" resp.
+// "processors"), or the single step.
+std::vector<const HfJson*> steps_of(const HfJson* step) {
   std::vector<const HfJson*> steps;
-  if (pre == nullptr) return steps;
-  if (type_of(pre) == "Sequence") {
-    if (const HfJson* list = field(*pre, "pretokenizers"); list != nullptr && list->is_array()) {
-      for (const HfJson& s : *list) steps.push_back(&s);
+  if (step == nullptr) return steps;
+  if (type_of(step) == "Sequence") {
+    for (const char* key : {"pretokenizers", "processors"}) {
+      if (const HfJson* list = field(*step, key); list != nullptr && list->is_array()) {
+        for (const HfJson& s : *list) steps.push_back(&s);
+      }
     }
   } else {
-    steps.push_back(pre);
+    steps.push_back(step);
   }
   return steps;
 }

@@ -226,6 +226,25 @@ TEST(HfTokenizer, SmallTokenizerThroughAnHfFolder) {
   fs::remove_all(dir);
 }
 
+// Llama 3 states add_bos only in its post-processor: Sequence [ByteLevel, TemplateProcessing].
+TEST(HfTokenizer, AddBosFromThePostProcessorTemplate) {
+  HfJson t = small_tokenizer();
+  const HfJson bos = {{"SpecialToken", {{"id", "<|im_start|>"}, {"type_id", 0}}}};
+  const HfJson seq = {{"Sequence", {{"id", "A"}, {"type_id", 0}}}};
+  t["post_processor"] = {{"type", "Sequence"},
+                         {"processors", {byte_level(false), {{"type", "TemplateProcessing"}, {"single", {bos, seq}}}}}};
+  for (const bool in_config : {false, true}) {
+    HfJson config = {{"bos_token", "<|im_start|>"}};
+    if (in_config) config["add_bos_token"] = false;  // tokenizer_config.json wins
+    MetadataList kv;
+    ASSERT_TRUE(hf_tokenizer_to_gguf(t, config, HfJson(), 0, "", "dir", kv).is_ok());
+    const MetadataCheckpoint c(std::move(kv));
+    EXPECT_EQ(c.get_bool("tokenizer.ggml.add_bos_token").value(), !in_config);
+    EXPECT_FALSE(c.get_bool("tokenizer.ggml.add_eos_token").value());
+    EXPECT_EQ(c.get_int("tokenizer.ggml.bos_token_id").value(), 1);
+  }
+}
+
 TEST(HfTokenizer, UnsupportedTokenizersAreClearErrors) {
   const auto error = [](HfJson tok) {
     MetadataList kv;
