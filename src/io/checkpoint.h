@@ -46,7 +46,8 @@ class Checkpoint {
   virtual const std::vector<TensorInfo>& tensors() const = 0;
   virtual const TensorInfo* find_tensor(std::string_view name) const = 0;
   // The tensor's stored bytes (valid while this object lives); empty when `info` is not one of
-  // this checkpoint's tensors.
+  // this checkpoint's tensors, and for tensors whose GGUF layout is computed when dequantized
+  // (HfCheckpoint's attn_q/attn_k: permuted rows). Use dequantize() for values.
   virtual std::span<const uint8_t> tensor_bytes(const TensorInfo& info) const = 0;
   // Dequantizes to fp32 in ggml order (num_elements() values, dims[0] fastest). Errors for
   // types without a dequantizer and for an `info` that does not fit this checkpoint.
@@ -80,8 +81,9 @@ class Checkpoint {
 
 namespace lutq::io {
 
-// Opens a model file by content: a GGUF file (lutq's own files are GGUF too). Errors name the
-// path and, for an unknown format, what was expected.
+// Opens a model file by content: a GGUF file (lutq's own files are GGUF too), or a Hugging Face
+// checkpoint (a folder, a .safetensors file or a .safetensors.index.json; HfCheckpoint). Errors
+// name the path and, for an unknown format, what was expected.
 Result<std::unique_ptr<Checkpoint>> open_checkpoint(const std::string& path);
 
 }  // namespace lutq::io

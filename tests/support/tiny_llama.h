@@ -1,0 +1,69 @@
+// Tiny random Llama models for tests: the same weights written as a GGUF image (Q/K rows
+// permuted the way llama.cpp's converter does) or as a Hugging Face folder (config.json +
+// safetensors, optionally sharded, in F32/F16/BF16), so that both readers can be checked
+// against each other and against a reference forward pass.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace lutq::testing {
+
+struct TinySpec {
+  std::string arch = "llama";
+  int64_t n_embd = 64;
+  int64_t n_head = 4;
+  int64_t n_head_kv = 2;
+  int64_t n_ff = 128;
+  int64_t n_vocab = 50;
+  int64_t n_layer = 2;
+  int64_t ctx = 64;
+  double rope_base = 10000.0;
+  std::string rope_scaling;  // "" (no key), "linear", "yarn", ...
+  float rope_factor = 1.0f;
+  bool freq_factors = false;  // write rope_freqs.weight (Llama-3.1 style)
+  bool tied = false;
+  bool tokens_metadata = true;
+  std::string drop_tensor;     // leave this tensor out
+  std::string misshape_tensor; // write this tensor with dims[0] + 1
+  uint32_t seed = 7;
+};
+
+// Weights in Hugging Face layout (W[n,k] row-major, Q/K not permuted), as the floats written.
+struct TinyWeights {
+  std::vector<float> embd, out, out_norm, freq_factors;
+  struct Layer {
+    std::vector<float> attn_norm, ffn_norm, wq, wk, wv, wo, wg, wu, wd;
+  };
+  std::vector<Layer> layers;
+};
+
+struct Tiny {
+  TinySpec spec;
+  TinyWeights w;
+  std::vector<uint8_t> bytes;  // the GGUF image
+};
+
+std::vector<float> random_vec(std::mt19937& rng, size_t n, float scale, float mean = 0.0f);
+
+// llama.cpp convert_hf_to_gguf permute(): within each head, GGUF row 2i+half = HF row
+// half*(hd/2)+i, so HF's rotate_half pairs (i, i+hd/2) become adjacent pairs (2i, 2i+1).
+std::vector<float> permute_qk(const std::vector<float>& w, int64_t n_heads, int64_t k);
+
+// Random weights for `s` and their GGUF image.
+Tiny make_tiny(const TinySpec& s);
+
+struct HfFolderOptions {
+  int shards = 1;             // > 1: model-0000i-of-0000n.safetensors + model.safetensors.index.json
+  std::string dtype = "F32";  // F32, F16 or BF16
+  bool lm_head_when_tied = false;  // write lm_head.weight even with tie_word_embeddings
+};
+
+// Writes `t`'s weights as a Hugging Face checkpoint folder (config.json + safetensors; no
+// tokenizer files). Linear RoPE scaling is written as rope_scaling; freq_factors cannot be.
+void write_hf_folder(const Tiny& t, const std::filesystem::path& dir, const HfFolderOptions& opt = {});
+
+}  // namespace lutq::testing
