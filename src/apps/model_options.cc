@@ -22,7 +22,7 @@ void add_model_options(CLI::App* sub, ModelArgs& args, const std::string& ctx_de
   sub->add_option("--quant-method", args.quant_method, "Quantizer: rtn, greedy or alternating (slow: ~20 s on 135M)")
       ->type_name("METHOD")
       ->default_str("rtn");
-  sub->add_option("--isa", args.isa, "LUT-GEMM backend: ref, scalar, avx2, avx512")->type_name("ISA")->default_str("best for this CPU");
+  sub->add_option("--isa", args.isa, "LUT-GEMM backend: ref, scalar, avx2, avx512, cuda")->type_name("ISA")->default_str("best for this CPU");
   sub->add_option("--precision", args.precision, "LUT precision: exact or fast")->type_name("P")->default_str("fast");
   sub->add_option("-t,--threads", args.threads, "Threads")->type_name("N")->default_str("2");
   sub->add_option("--ctx", args.ctx, "Context length in tokens")->type_name("N")->default_str(ctx_default);
