@@ -3,6 +3,8 @@
 // LUT-or-MMA policy, and the host-pointer GEMM that copies fp32 activations in (as fp16) and
 // fp32 outputs out so BcqLinear and the kernel grid run unchanged. Never run on a GPU yet.
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 

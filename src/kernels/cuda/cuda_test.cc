@@ -208,6 +208,27 @@ INSTANTIATE_TEST_SUITE_P(CudaWide, CudaGrid,
                                             ::testing::Values(true)),
                          grid_name);
 
+// m beyond one call (kMaxM) is tiled by BcqLinear::forward through the host entry point.
+TEST(CudaLinear, LargeMIsTiled) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device: " << cuda_unavailable_reason();
+  const uint64_t seed = testing::test_seed();
+  std::mt19937_64 rng(seed);
+  SCOPED_TRACE("seed=" + std::to_string(seed));
+  ThreadPool pool(1);
+  const BcqMatrix w = testing::random_bcq(40, 512, BcqConfig{3, 64, Orientation::kPerOC, true}, rng);
+  auto lin = BcqLinear::create(w, Isa::kCuda, Precision::kExact);
+  ASSERT_TRUE(lin.is_ok()) << lin.status().message();
+  auto ref = BcqLinear::create(w, Isa::kRef, Precision::kExact);
+  for (int64_t m : {33, 70}) {
+    const std::vector<float> x = testing::random_activations(m, w.k, rng);
+    std::vector<float> y(static_cast<size_t>(m * w.n), std::numeric_limits<float>::quiet_NaN());
+    std::vector<float> want(y.size(), std::numeric_limits<float>::quiet_NaN());
+    ASSERT_TRUE(lin->forward(x.data(), m, y.data(), pool).is_ok());
+    ASSERT_TRUE(ref->forward(x.data(), m, want.data(), pool).is_ok());
+    expect_within(w, x, m, y, want, Activation::kF16, true);
+  }
+}
+
 // Runs without a GPU: the layout is computed on the host and is exactly invertible.
 TEST(CudaLayout, RoundTripIsIdentity) {
   const uint64_t seed = testing::test_seed();
