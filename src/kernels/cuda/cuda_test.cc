@@ -74,28 +74,33 @@ std::vector<double> cuda_bounds(const BcqMatrix& w, const float* x, Activation a
   return bound;
 }
 
-// Checks y against want element by element; the failure names the worst element.
-void expect_within(const BcqMatrix& w, const std::vector<float>& x, int64_t m, const std::vector<float>& y,
-                   const std::vector<float>& want, Activation act, bool mma) {
-  double worst_ratio = 0.0;
-  int64_t worst = -1;
-  double worst_bound = 0.0;
+// cuda_bounds for every activation row: bound[mm * n + r].
+std::vector<double> all_bounds(const BcqMatrix& w, const std::vector<float>& x, int64_t m, Activation act, bool mma) {
+  std::vector<double> out;
+  out.reserve(static_cast<size_t>(m * w.n));
   for (int64_t mm = 0; mm < m; ++mm) {
-    const std::vector<double> bound = cuda_bounds(w, x.data() + mm * w.k, act, mma);
-    for (int64_t r = 0; r < w.n; ++r) {
-      const size_t idx = static_cast<size_t>(mm * w.n + r);
-      const double err = std::fabs(static_cast<double>(y[idx]) - want[idx]);
-      const double ratio = std::isfinite(y[idx]) ? err / std::max(bound[static_cast<size_t>(r)], 1e-30) : INFINITY;
-      if (!(ratio <= worst_ratio)) {
-        worst_ratio = ratio;
-        worst = static_cast<int64_t>(idx);
-        worst_bound = bound[static_cast<size_t>(r)];
-      }
+    const std::vector<double> b = cuda_bounds(w, x.data() + mm * w.k, act, mma);
+    out.insert(out.end(), b.begin(), b.end());
+  }
+  return out;
+}
+
+// Checks y against want element by element; the failure names the worst element.
+void expect_within(const BcqMatrix& w, const std::vector<float>& y, const std::vector<float>& want,
+                   const std::vector<double>& bound) {
+  double worst_ratio = 0.0;
+  size_t worst = 0;
+  for (size_t idx = 0; idx < y.size(); ++idx) {
+    const double err = std::fabs(static_cast<double>(y[idx]) - want[idx]);
+    const double ratio = std::isfinite(y[idx]) ? err / std::max(bound[idx], 1e-30) : INFINITY;
+    if (!(ratio <= worst_ratio)) {
+      worst_ratio = ratio;
+      worst = idx;
     }
   }
-  ASSERT_LE(worst_ratio, 1.0) << "worst element y[" << worst / w.n << "," << worst % w.n << "] = "
-                              << y[static_cast<size_t>(worst)] << ", ref " << want[static_cast<size_t>(worst)] << " > bound "
-                              << worst_bound;
+  ASSERT_LE(worst_ratio, 1.0) << "worst element y[" << worst / static_cast<size_t>(w.n) << ","
+                              << worst % static_cast<size_t>(w.n) << "] = " << y[worst] << ", ref " << want[worst]
+                              << " > bound " << bound[worst];
 }
 
 // Device buffers that free themselves (test-only convenience).
@@ -109,7 +114,8 @@ struct DeviceBuffer {
 
 // Runs gemm_device with one path / mu / activation type on poisoned outputs and checks it.
 void check_device_path(const BcqLinear& lin, const BcqMatrix& w, const std::vector<float>& x, int64_t m,
-                       const std::vector<float>& want, Activation act, const GemmOptions& opt) {
+                       const std::vector<float>& want, Activation act, const GemmOptions& opt,
+                       const std::vector<double>& bound) {
   std::ostringstream trace;
   trace << "path=" << path_name(opt.path) << " mu=" << opt.mu << " act=" << activation_name(act) << " ksplit=" << opt.ksplit;
   SCOPED_TRACE(trace.str());
@@ -130,7 +136,7 @@ void check_device_path(const BcqLinear& lin, const BcqMatrix& w, const std::vect
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << cudaGetErrorString(cudaGetLastError());
   std::vector<float> y(static_cast<size_t>(m * w.n));
   ASSERT_EQ(cudaMemcpy(y.data(), dy.ptr, y.size() * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
-  expect_within(w, x, m, y, want, act, opt.path == Path::kMma);
+  expect_within(w, y, want, bound);
 }
 
 // (q, g (0 = the full extent), orientation, offset)
@@ -171,16 +177,20 @@ TEST_P(CudaGrid, MatchesRefWithinDerivedBound) {
       std::vector<float> y(want.size(), std::numeric_limits<float>::quiet_NaN());
       const Status s = lin->forward(x.data(), m, y.data(), pool);
       ASSERT_TRUE(s.is_ok()) << s.message();
-      expect_within(w, x, m, y, want, Activation::kF16, true);
+      // Bounds per activation type, MMA (16-bit weights) and LUT (fp32 tables).
+      const std::vector<double> mma_f16 = all_bounds(w, x, m, Activation::kF16, true);
+      expect_within(w, y, want, mma_f16);
       if (::testing::Test::HasFatalFailure()) return;
       for (Activation act : {Activation::kF16, Activation::kBF16}) {
+        const std::vector<double> mma_bound = act == Activation::kF16 ? mma_f16 : all_bounds(w, x, m, act, true);
+        const std::vector<double> lut_bound = all_bounds(w, x, m, act, false);
         for (int ksplit : {1, 0}) {
-          check_device_path(*lin, w, x, m, want, act, GemmOptions{Path::kMma, 4, ksplit});
+          check_device_path(*lin, w, x, m, want, act, GemmOptions{Path::kMma, 4, ksplit}, mma_bound);
           if (::testing::Test::HasFatalFailure()) return;
           if (q <= kLutMaxQ && m <= kLutMaxM) {
             for (int mu : {4, 8}) {
               const GemmOptions opt{Path::kLut, mu, ksplit};
-              check_device_path(*lin, w, x, m, want, act, opt);
+              check_device_path(*lin, w, x, m, want, act, opt, lut_bound);
               if (::testing::Test::HasFatalFailure()) return;
             }
           }
@@ -225,7 +235,7 @@ TEST(CudaLinear, LargeMIsTiled) {
     std::vector<float> want(y.size(), std::numeric_limits<float>::quiet_NaN());
     ASSERT_TRUE(lin->forward(x.data(), m, y.data(), pool).is_ok());
     ASSERT_TRUE(ref->forward(x.data(), m, want.data(), pool).is_ok());
-    expect_within(w, x, m, y, want, Activation::kF16, true);
+    expect_within(w, y, want, all_bounds(w, x, m, Activation::kF16, true));
   }
 }
 
