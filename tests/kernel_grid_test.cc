@@ -273,6 +273,9 @@ TEST(KernelLinear, LargeMIsTiled) {
   ThreadPool pool(2);
   const BcqMatrix w = testing::random_bcq(40, 128, BcqConfig{3, 64, Orientation::kPerOC, true}, rng);
   for (Isa isa : available_isas(cpu)) {
+    // cuda rounds activations to 16 bits, outside the fp32 bound used here: cuda_test.cc checks
+    // its tiling against its own bound.
+    if (isa == Isa::kCuda) continue;
     for (int64_t m : {33, 70}) expect_matches_ref(w, isa, Precision::kExact, m, pool, rng, seed);
   }
 }

@@ -42,7 +42,7 @@ void add_quant_options(CLI::App* sub, ModelArgs& args, bool bits_required) {
 void add_model_options(CLI::App* sub, ModelArgs& args, const std::string& ctx_default) {
   sub->add_option("MODEL", args.path, "Model: a lutq file (from lutq quantize), a GGUF file or a Hugging Face checkpoint folder")->required();
   add_quant_options(sub, args, /*bits_required=*/false);
-  sub->add_option("--isa", args.isa, "LUT-GEMM backend: ref, scalar, avx2, avx512")->type_name("ISA")->default_str("best for this CPU");
+  sub->add_option("--isa", args.isa, "LUT-GEMM backend: ref, scalar, avx2, avx512, cuda")->type_name("ISA")->default_str("best for this CPU");
   sub->add_option("--precision", args.precision, "LUT precision: exact or fast")->type_name("P")->default_str("fast");
   sub->add_option("-t,--threads", args.threads, "Threads")->type_name("N")->default_str("2");
   sub->add_option("--ctx", args.ctx, "Context length in tokens")->type_name("N")->default_str(ctx_default);

@@ -12,6 +12,7 @@ const char* isa_name(Isa isa) {
     case Isa::kScalar: return "scalar";
     case Isa::kAvx2: return "avx2";
     case Isa::kAvx512: return "avx512";
+    case Isa::kCuda: return "cuda";
   }
   return "?";
 }
@@ -20,7 +21,7 @@ Result<Isa> parse_isa(std::string_view name) {
   for (int i = 0; i < kNumIsas; ++i) {
     if (name == isa_name(static_cast<Isa>(i))) return static_cast<Isa>(i);
   }
-  return Status::invalid("unknown ISA '" + std::string(name) + "': expected ref, scalar, avx2 or avx512");
+  return Status::invalid("unknown ISA '" + std::string(name) + "': expected ref, scalar, avx2, avx512 or cuda");
 }
 
 const char* precision_name(Precision p) { return p == Precision::kExact ? "exact" : "fast"; }
@@ -47,13 +48,16 @@ const Backend& backend(Isa isa) {
     case Isa::kScalar: return scalar_backend();
     case Isa::kAvx2: return avx2_backend();
     case Isa::kAvx512: return avx512_backend();
+    case Isa::kCuda: return cuda_backend();
   }
   return ref_backend();
 }
 
 std::vector<Isa> available_isas(const CpuFeatures& cpu) {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kScalar, Isa::kRef}) {
+  // cuda comes after ref, which is always available, so it is never the default: its host entry
+  // point copies activations over PCIe on every call; it is used when asked for.
+  for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kScalar, Isa::kRef, Isa::kCuda}) {
     if (backend(isa).available(cpu)) out.push_back(isa);
   }
   return out;
@@ -68,6 +72,9 @@ Result<Isa> select_isa(const CpuFeatures& cpu, std::optional<Isa> requested) {
     }
   }
   if (requested) {
+    if (*requested == Isa::kCuda && !backend(Isa::kCuda).available(cpu)) {
+      return Status::unsupported("ISA cuda is not available: " + cuda_unavailable_reason());
+    }
     if (!backend(*requested).available(cpu)) {
       return Status::unsupported(std::string("ISA ") + isa_name(*requested) + " is not available on this CPU (" +
                                  cpu.summary() + ")");

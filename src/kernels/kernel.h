@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <string_view>
 
 #include "core/aligned_buffer.h"
@@ -15,16 +17,19 @@
 namespace lutq::kernels {
 
 // `ref` dequantizes and accumulates in double (the accuracy spec); `scalar` is the scalar LUT
-// reference that performs exactly the algorithm of the SIMD backends (their spec).
-enum class Isa : uint8_t { kRef = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3 };
-constexpr int kNumIsas = 4;
+// reference that performs exactly the algorithm of the SIMD backends (their spec). `cuda` is an
+// NVIDIA GPU (kernels/cuda/, docs/kernels.md "CUDA"): a row of the same table rather than a
+// separate device enum, so BcqLinear, --isa / LUTQ_ISA and the kernel grid take it unchanged; it
+// is used only on request, never picked by default.
+enum class Isa : uint8_t { kRef = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3, kCuda = 4 };
+constexpr int kNumIsas = 5;
 
 // Table precision of the LUT backends. kExact: fp32 tables. kFast: int8 tables with one fp32
 // scale per block of activations (T-MAC style), integer partial sums. `ref` ignores it.
 enum class Precision : uint8_t { kExact = 0, kFast = 1 };
 
 const char* isa_name(Isa isa);
-Result<Isa> parse_isa(std::string_view name);  // "ref", "scalar", "avx2", "avx512"
+Result<Isa> parse_isa(std::string_view name);  // "ref", "scalar", "avx2", "avx512", "cuda"
 const char* precision_name(Precision p);
 Result<Precision> parse_precision(std::string_view name);  // "exact", "fast"
 
@@ -41,6 +46,9 @@ struct PackedMatrix {
   format::BcqMatrix source;
   AlignedBuffer data;  // the backend layout (empty for ref, scalar)
   int64_t row_tile = 1;  // rows are padded to a multiple of this in `data`
+  // Backend-owned state outside host memory (cuda: the weights uploaded by Backend::place);
+  // null for the CPU backends. Type-erased so this header needs no CUDA headers.
+  std::shared_ptr<void> device;
 };
 
 struct Backend {
@@ -59,17 +67,26 @@ struct Backend {
   // out[(r*q + i)*num_blocks + b] = Σ over the chunks of block b of the int8 table entries that
   // row r, plane i looks up. Block size: lut_block(w). nullptr where the backend has no int8 path.
   void (*int8_partials)(const PackedMatrix& w, const float* x, int32_t* out);
+  // Optional (nullptr on the CPU backends, which cannot fail once check() passed). A backend
+  // whose work can fail at run time (device memory, driver errors: cuda) provides both, and
+  // BcqLinear calls them so such a failure comes back as a Status: `place` runs once after
+  // repack (cuda: uploads the layout to the device), `gemm_status` replaces gemm.
+  Status (*place)(PackedMatrix& w) = nullptr;
+  Status (*gemm_status)(const PackedMatrix& w, const float* x, int64_t m, float* y) = nullptr;
 };
 
 // For backends that compute on the canonical layout (ref, scalar): the packed form is a copy.
 PackedMatrix canonical_packed(const format::BcqMatrix& w, Isa isa, Precision p);
 format::BcqMatrix canonical_unpack(const PackedMatrix& w);
 
-// The backends, each defined in its own folder (ref/, avx2/, avx512/).
+// The backends, each defined in its own folder (ref/, avx2/, avx512/, cuda/).
 const Backend& ref_backend();
 const Backend& scalar_backend();
 const Backend& avx2_backend();
 const Backend& avx512_backend();
+const Backend& cuda_backend();  // kernels/cuda/ (or cuda_disabled.cc when built without CUDA)
 const Backend& backend(Isa isa);
+// Why the cuda backend is not available: built without CUDA, or no device / driver error.
+std::string cuda_unavailable_reason();
 
 }  // namespace lutq::kernels

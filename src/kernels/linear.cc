@@ -9,7 +9,11 @@ Result<BcqLinear> BcqLinear::create(const format::BcqMatrix& w, Isa isa, Precisi
   if (Status s = be.check(w, precision); !s) {
     return Status(s.code(), std::string(isa_name(isa)) + " backend: " + s.message());
   }
-  return BcqLinear(be.repack(w, precision));
+  PackedMatrix packed = be.repack(w, precision);
+  if (be.place != nullptr) {
+    if (Status s = be.place(packed); !s) return Status(s.code(), std::string(isa_name(isa)) + " backend: " + s.message());
+  }
+  return BcqLinear(std::move(packed));
 }
 
 Status BcqLinear::forward(const float* x, int64_t m, float* y, ThreadPool& pool) const {
@@ -18,7 +22,11 @@ Status BcqLinear::forward(const float* x, int64_t m, float* y, ThreadPool& pool)
   const Backend& be = backend(packed_.isa);
   for (int64_t m0 = 0; m0 < m; m0 += kMaxM) {
     const int64_t mt = std::min(kMaxM, m - m0);
-    be.gemm(packed_, x + m0 * k(), mt, y + m0 * n(), pool);
+    if (be.gemm_status != nullptr) {
+      if (Status s = be.gemm_status(packed_, x + m0 * k(), mt, y + m0 * n()); !s) return s;
+    } else {
+      be.gemm(packed_, x + m0 * k(), mt, y + m0 * n(), pool);
+    }
   }
   return Status::ok();
 }
