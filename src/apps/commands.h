@@ -33,5 +33,6 @@ Subcommand register_bench_kernels(CLI::App& app);
 Subcommand register_run(CLI::App& app);
 Subcommand register_chat(CLI::App& app);
 Subcommand register_perplexity(CLI::App& app);
+Subcommand register_serve(CLI::App& app);
 
 }  // namespace lutq::apps
