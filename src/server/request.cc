@@ -256,7 +256,7 @@ ParsedRequest parse_request(Endpoint endpoint, std::string_view body_text, const
   json body;
   try {
     body = json::parse(body_text.begin(), body_text.end());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers like 1e999
     out.error = ApiError::invalid(std::string("the request body is not valid JSON (UTF-8): ") + e.what());
     return out;
   }

@@ -75,6 +75,8 @@ TEST(ParseRequest, RejectsBadInputWithOpenAiErrors) {
       {Endpoint::kChat, "{", "", "not valid JSON"},
       {Endpoint::kChat, "{\"messages\":[]}}", "", "not valid JSON"},
       {Endpoint::kChat, "[1,2]", "", "must be a JSON object"},
+      {Endpoint::kChat, "1e999", "", "not valid JSON"},  // found by fuzz/request_fuzz.cc: out_of_range
+      {Endpoint::kChat, "{\"messages\":[],\"max_tokens\":-1e400}", "", "not valid JSON"},
       {Endpoint::kChat, "\"text\"", "", "must be a JSON object"},
       {Endpoint::kChat, "null", "", "must be a JSON object"},
       {Endpoint::kChat, "{\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}", "", "not valid JSON"},

@@ -223,25 +223,30 @@ void Scheduler::loop() {
 }
 
 void Scheduler::prefill_step() {
+  // A budget of prefill_chunk prompt tokens per iteration, spent oldest first: several short
+  // prompts that arrive together all start in one iteration, while a long prompt is cut into
+  // chunks so the decoding sequences get their step in between.
+  int64_t budget = options_.prefill_chunk;
   for (auto& seq_ptr : active_) {
+    if (budget <= 0) return;
     Sequence& seq = *seq_ptr;
     const auto total = static_cast<int64_t>(seq.request.prompt.size());
     if (seq.decoding || seq.done || seq.prefilled >= total) continue;
-    const int64_t n = std::min(options_.prefill_chunk, total - seq.prefilled);
+    const int64_t n = std::min(budget, total - seq.prefilled);
+    budget -= n;
     const std::span<const int32_t> part(seq.request.prompt.data() + seq.prefilled, static_cast<size_t>(n));
     logits_.resize(static_cast<size_t>(model_.config().n_vocab));
     const Status st = model_.forward(part, seq.prefilled, caches_[static_cast<size_t>(seq.slot)], logits_.data(), pool_,
                                      model::LogitsMode::kLast);
     if (!st) {
       finish(seq, FinishReason::kError, st.message());
-      return;
+      continue;
     }
     seq.prefilled += n;
     if (seq.prefilled == total) {
       metrics_.add_prompt_tokens(total);
       take_token(seq, logits_.data());
     }
-    return;  // one chunk per iteration: the decoding sequences get their step in between
   }
 }
 

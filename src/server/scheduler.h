@@ -2,8 +2,9 @@
 // slots (one KV cache each, allocated up front: --parallel × --ctx is the memory budget) and one
 // scheduler thread. Each iteration of its loop
 //   1. admits queued jobs into free slots and drops cancelled sequences (freeing their slots),
-//   2. runs one prefill chunk of the oldest sequence still reading its prompt (so a long prompt
-//      delays the others' next token by one chunk, not by the whole prompt),
+//   2. prefills at most prefill_chunk prompt tokens, oldest sequence first (several short prompts
+//      start together; a long prompt delays the others' next token by one chunk, not by the
+//      whole prompt),
 //   3. runs one decode step of every sequence that has a token to feed, all together through
 //      LlamaModel::forward_batch (the linear layers see m = number of such sequences),
 // then samples per sequence, applies stop strings / end of generation / max_tokens, and hands the
@@ -81,7 +82,7 @@ struct SchedulerOptions {
   int parallel = 4;            // sequence slots
   int64_t ctx = 2048;          // positions per slot
   int64_t queue_limit = 16;    // jobs waiting for a slot before submit() refuses
-  int64_t prefill_chunk = 64;  // prompt tokens per prefill forward
+  int64_t prefill_chunk = 64;  // prompt tokens prefilled per scheduler iteration
 };
 
 enum class SubmitError { kNone, kQueueFull, kInvalid, kStopped };
