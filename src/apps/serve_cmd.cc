@@ -1,9 +1,8 @@
 // `lutq serve MODEL`: the OpenAI-compatible HTTP server (src/server) over one loaded model.
-// SIGINT / SIGTERM are taken by a dedicated thread through sigwait (blocked in every other
-// thread), which stops the HTTP server; queued and running generations are then cancelled.
+// SIGINT / SIGTERM keep their default action and end the process: the server holds no state
+// worth saving. (Catching them with sigwait would need them blocked in every thread, and
+// OpenBLAS starts its threads before main.)
 #include <CLI/CLI.hpp>
-
-#include <pthread.h>
 
 #include <algorithm>
 #include <csignal>
@@ -11,7 +10,6 @@
 #include <filesystem>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "apps/commands.h"
 #include "apps/model_options.h"
@@ -44,13 +42,7 @@ int serve(const ServeArgs& a) {
   if (a.prefill_chunk < 1) return report_error(Status::invalid("--prefill-chunk: must be >= 1"), kExitUsage);
   if (a.timeout_s < 1) return report_error(Status::invalid("--timeout: must be >= 1"), kExitUsage);
 
-  // Block the stop signals before any thread starts, so every thread inherits the mask and only
-  // sigwait below receives them; SIGPIPE (a client gone mid-write) must not kill the server.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // A client that goes away mid-write must not kill the server (httplib also sends MSG_NOSIGNAL).
   std::signal(SIGPIPE, SIG_IGN);
 
   auto loaded = load_model(a.model);
@@ -80,19 +72,9 @@ int serve(const ServeArgs& a) {
                a.host.c_str(), *port, so.parallel, static_cast<long long>(so.ctx), static_cast<long long>(so.queue_limit));
   std::fflush(stderr);
 
-  std::thread signals([&] {
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
-    if (sig != 0) std::fprintf(stderr, "lutq: signal %d, stopping\n", sig);
-    http.stop();
-  });
   const Status st = http.serve();
   (*scheduler)->stop();
-  // Wake the signal thread if serve() ended on its own.
-  pthread_kill(signals.native_handle(), SIGTERM);
-  signals.join();
   if (!st) return report_error(st, kExitFailure);
-  std::fprintf(stderr, "lutq: stopped\n");
   return 0;
 }
 

@@ -111,7 +111,7 @@ void HttpServer::Impl::setup() {
     switch (res.status) {
       case 404: message = "no route for " + req.method + " " + req.path; break;
       case 413: message = "the request body is larger than " + std::to_string(options.max_body_bytes) + " bytes"; break;
-      case 400: message = "malformed HTTP request"; break;
+      case 400: message = "malformed or incomplete HTTP request (or the body arrived slower than the read timeout)"; break;
       case 414: message = "the request URI is too long"; break;
       default: message = "HTTP status " + std::to_string(res.status);
     }
