@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -134,7 +135,7 @@ def main():
     raw_prompt = "The capital of France is"
     want_raw = lutq_run(args.lutq, args.model, raw_prompt, n, raw=True)
 
-    server = Server(args.lutq, args.model, ["--parallel", "2", "--queue", "1"])
+    server = Server(args.lutq, args.model, ["--parallel", "2", "--queue", "1", "--timeout", "3"])
     try:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key="none", max_retries=0,
                                timeout=120)
@@ -224,6 +225,18 @@ def main():
                      "prompt longer than the context")
         expect_error(server, 413, "POST", p, b"{" + b" " * (2 << 20) + b"}", j, "2 MiB body")
         expect_error(server, 404, "GET", "/v1/nothing", None, None, "unknown route")
+        # A client that announces 100 bytes and sends 10 gets a 400 after the 3 s read timeout.
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"prompt\":")
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            part = sock.recv(4096)
+            if not part:
+                break
+            reply += part
+        sock.close()
+        check(reply.startswith(b"HTTP/1.1 400") and b'"error"' in reply, "slow request body: 400 after the timeout")
         status, page = server.request("GET", "/")
         check(status == 200 and b"<html" in page, "GET / serves the chat page")
         status, body = server.request("GET", "/health")

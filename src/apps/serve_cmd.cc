@@ -42,7 +42,7 @@ int serve(const ServeArgs& a) {
   if (a.prefill_chunk < 1) return report_error(Status::invalid("--prefill-chunk: must be >= 1"), kExitUsage);
   if (a.timeout_s < 1) return report_error(Status::invalid("--timeout: must be >= 1"), kExitUsage);
 
-  // A client that goes away mid-write must not kill the server (httplib also sends MSG_NOSIGNAL).
+  // A client that goes away mid-write must not kill the server.
   std::signal(SIGPIPE, SIG_IGN);
 
   auto loaded = load_model(a.model);
