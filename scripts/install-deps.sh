@@ -2,7 +2,8 @@
 # Installs the Debian packages lutq builds with, skipping those already present.
 set -euo pipefail
 
-packages=(cmake ninja-build g++ libgtest-dev libbenchmark-dev libopenblas-dev libcli11-dev nlohmann-json3-dev clang-14 libclang-rt-14-dev)
+packages=(cmake ninja-build g++ libgtest-dev libbenchmark-dev libopenblas-dev libcli11-dev nlohmann-json3-dev
+  libcpp-httplib-dev pkg-config clang-14 libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -36,5 +36,6 @@ Subcommand register_perplexity(CLI::App& app);
 Subcommand register_quantize(CLI::App& app);
 Subcommand register_inspect(CLI::App& app);
 Subcommand register_bench(CLI::App& app);
+Subcommand register_serve(CLI::App& app);
 
 }  // namespace lutq::apps

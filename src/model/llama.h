@@ -44,6 +44,15 @@ struct LoadOptions {
 
 enum class LogitsMode { kLast, kAll };
 
+class KvCache;
+
+// One sequence's next token for LlamaModel::forward_batch: `token` at position `pos` of `cache`.
+struct BatchItem {
+  int32_t token = 0;
+  int64_t pos = 0;
+  KvCache* cache = nullptr;
+};
+
 // Keys and values of one sequence, fp32, [layer][position][n_head_kv·head_dim].
 class KvCache {
  public:
@@ -99,6 +108,12 @@ class LlamaModel {
   // in the cache, the cache too small ("KV cache full"), a cache of another model.
   Status forward(std::span<const int32_t> tokens, int64_t start_pos, KvCache& cache, float* logits,
                  ThreadPool& pool, LogitsMode mode = LogitsMode::kLast) const;
+
+  // Decode step of several independent sequences (continuous batching; llama_batch.cc): every
+  // item is one token at its own position in its own cache. The linear layers run once with
+  // m = items.size(); attention runs per item against its own cache. logits: [items][vocab].
+  // Errors as forward(), plus a null or repeated cache.
+  Status forward_batch(std::span<const BatchItem> items, float* logits, ThreadPool& pool) const;
 
   const LlamaLayer& layer(int64_t l) const { return layers_[static_cast<size_t>(l)]; }
   const LinearLayer& output() const { return output_; }

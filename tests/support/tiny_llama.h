@@ -10,6 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "gen/vocab.h"
+#include "io/gguf_file.h"
+
 namespace lutq::testing {
 
 struct TinySpec {
@@ -65,5 +68,25 @@ struct HfFolderOptions {
 // Writes `t`'s weights as a Hugging Face checkpoint folder (config.json + safetensors; no
 // tokenizer files). Linear RoPE scaling is written as rope_scaling; freq_factors cannot be.
 void write_hf_folder(const Tiny& t, const std::filesystem::path& dir, const HfFolderOptions& opt = {});
+
+// The batched forward pass and the server's scheduler need a model and a tokenizer, not
+// particular weights: a small TinySpec opened as a GgufFile, and a vocabulary of plain-text
+// tokens for it.
+struct TinyLlamaSpec {
+  int64_t n_embd = 32;
+  int64_t n_head = 2;
+  int64_t n_head_kv = 1;
+  int64_t n_ff = 64;
+  int64_t n_vocab = 40;
+  int64_t n_layer = 2;
+  int64_t ctx = 128;
+  uint32_t seed = 11;
+};
+
+// make_tiny's model for `spec`, opened (fails the calling test if the reader refuses it).
+io::GgufFile tiny_llama_gguf(const TinyLlamaSpec& spec = {});
+
+// Token i is the text "t<i> " (all normal tokens; no BOS/EOS).
+gen::Vocab tiny_llama_vocab(const TinyLlamaSpec& spec = {});
 
 }  // namespace lutq::testing

@@ -1,0 +1,105 @@
+// `lutq serve MODEL`: the OpenAI-compatible HTTP server (src/server) over one loaded model.
+// SIGINT / SIGTERM keep their default action and end the process: the server holds no state
+// worth saving. (Catching them with sigwait would need them blocked in every thread, and
+// OpenBLAS starts its threads before main.)
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "apps/commands.h"
+#include "apps/model_options.h"
+#include "server/http_server.h"
+#include "server/metrics.h"
+#include "server/scheduler.h"
+
+namespace lutq::apps {
+namespace {
+
+constexpr int64_t kDefaultCtx = 2048;
+
+struct ServeArgs {
+  ModelArgs model;
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  int parallel = 4;
+  int64_t queue = 16;
+  int64_t prefill_chunk = 64;
+  std::string model_name;  // "" = the file name
+  size_t max_body = 1 << 20;
+  int timeout_s = 10;
+};
+
+int serve(const ServeArgs& a) {
+  if (Status st = validate_model_args(a.model); !st) return report_error(st, kExitUsage);
+  if (a.parallel < 1 || a.parallel > 256) return report_error(Status::invalid("--parallel: must be in 1..256"), kExitUsage);
+  if (a.queue < 0 || a.queue > 4096) return report_error(Status::invalid("--queue: must be in 0..4096"), kExitUsage);
+  if (a.port < 0 || a.port > 65535) return report_error(Status::invalid("--port: must be in 0..65535"), kExitUsage);
+  if (a.prefill_chunk < 1) return report_error(Status::invalid("--prefill-chunk: must be >= 1"), kExitUsage);
+  if (a.timeout_s < 1) return report_error(Status::invalid("--timeout: must be >= 1"), kExitUsage);
+
+  // A client that goes away mid-write must not kill the server.
+  std::signal(SIGPIPE, SIG_IGN);
+
+  auto loaded = load_model(a.model);
+  if (!loaded) return report_error(loaded.status(), kExitFailure);
+  LoadedModel& lm = **loaded;
+
+  server::SchedulerOptions so;
+  so.parallel = a.parallel;
+  so.ctx = a.model.ctx > 0 ? a.model.ctx : std::min(kDefaultCtx, lm.model->config().context_length);
+  so.queue_limit = a.queue;
+  so.prefill_chunk = a.prefill_chunk;
+  server::Metrics metrics;
+  auto scheduler = server::Scheduler::create(*lm.model, *lm.tokenizer, *lm.pool, so, metrics);
+  if (!scheduler) return report_error(scheduler.status(), kExitFailure);
+
+  server::HttpOptions ho;
+  ho.host = a.host;
+  ho.port = a.port;
+  ho.model_name = a.model_name.empty() ? std::filesystem::path(a.model.path).filename().string() : a.model_name;
+  ho.max_body_bytes = a.max_body;
+  ho.read_timeout_s = a.timeout_s;
+  ho.write_timeout_s = a.timeout_s;
+  server::HttpServer http(**scheduler, *lm.tokenizer, metrics, ho);
+  Result<int> port = http.bind();
+  if (!port) return report_error(port.status(), kExitFailure);
+  std::fprintf(stderr, "lutq: serving %s on http://%s:%d (%d slots x %lld tokens, queue %lld)\n", ho.model_name.c_str(),
+               a.host.c_str(), *port, so.parallel, static_cast<long long>(so.ctx), static_cast<long long>(so.queue_limit));
+  std::fflush(stderr);
+
+  const Status st = http.serve();
+  (*scheduler)->stop();
+  if (!st) return report_error(st, kExitFailure);
+  return 0;
+}
+
+}  // namespace
+
+Subcommand register_serve(CLI::App& app) {
+  auto args = std::make_shared<ServeArgs>();
+  CLI::App* sub = app.add_subcommand(
+      "serve",
+      "OpenAI-compatible HTTP server: POST /v1/chat/completions and /v1/completions (streaming or\n"
+      "not), GET /v1/models, /health, /metrics (Prometheus) and a chat page at /. Sequences are\n"
+      "decoded together (continuous batching) in --parallel slots of --ctx tokens each.");
+  add_model_options(sub, args->model, "2048 per slot (at most the trained context)");
+  sub->add_option("--host", args->host, "Address to listen on")->default_str("127.0.0.1");
+  sub->add_option("--port", args->port, "Port (0 = any free port)")->default_str("8080");
+  sub->add_option("--parallel", args->parallel, "Sequence slots decoded together (each holds a KV cache of --ctx)")
+      ->type_name("N")->default_str("4");
+  sub->add_option("--queue", args->queue, "Requests that may wait for a slot; beyond that: HTTP 429")
+      ->type_name("N")->default_str("16");
+  sub->add_option("--prefill-chunk", args->prefill_chunk, "Prompt tokens per prefill step between decode steps")
+      ->type_name("N")->default_str("64");
+  sub->add_option("--model-name", args->model_name, "Model id reported by /v1/models")->default_str("the file name");
+  sub->add_option("--max-body", args->max_body, "Largest request body in bytes (HTTP 413 beyond)")->default_str("1048576");
+  sub->add_option("--timeout", args->timeout_s, "Read/write timeout per connection in seconds")->default_str("10");
+  return Subcommand{sub, [args] { return serve(*args); }};
+}
+
+}  // namespace lutq::apps

@@ -1,0 +1,75 @@
+// JSON bodies of responses.h, following the OpenAI API reference field by field.
+#include "server/responses.h"
+
+#include <nlohmann/json.hpp>
+
+namespace lutq::server {
+namespace {
+
+using nlohmann::json;
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+json usage_json(const Usage& u) {
+  return {{"prompt_tokens", u.prompt_tokens},
+          {"completion_tokens", u.completion_tokens},
+          {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+}
+
+json base(const ResponseMeta& meta, const char* chat_object, const char* completion_object) {
+  return {{"id", meta.id},
+          {"object", meta.endpoint == Endpoint::kChat ? chat_object : completion_object},
+          {"created", meta.created},
+          {"model", meta.model},
+          {"system_fingerprint", nullptr}};
+}
+
+}  // namespace
+
+std::string full_response(const ResponseMeta& meta, const std::string& text, const std::string& finish_reason,
+                          const Usage& usage) {
+  json r = base(meta, "chat.completion", "text_completion");
+  const std::string reason = finish_reason == "length" ? "length" : "stop";
+  if (meta.endpoint == Endpoint::kChat) {
+    r["choices"] = json::array({{{"index", 0},
+                                 {"message", {{"role", "assistant"}, {"content", text}}},
+                                 {"logprobs", nullptr},
+                                 {"finish_reason", reason}}});
+  } else {
+    r["choices"] = json::array({{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", reason}}});
+  }
+  r["usage"] = usage_json(usage);
+  return dump(r);
+}
+
+std::string stream_chunk(const ResponseMeta& meta, const std::string& text, bool first,
+                         const std::optional<std::string>& finish_reason) {
+  json r = base(meta, "chat.completion.chunk", "text_completion");
+  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
+  if (finish_reason) choice["finish_reason"] = *finish_reason == "length" ? "length" : "stop";
+  if (meta.endpoint == Endpoint::kChat) {
+    json delta = json::object();
+    if (first) delta["role"] = "assistant";
+    if (!text.empty() || (first && !finish_reason)) delta["content"] = text;
+    choice["delta"] = delta;
+  } else {
+    choice["text"] = text;
+  }
+  r["choices"] = json::array({choice});
+  return "data: " + dump(r) + "\n\n";
+}
+
+std::string stream_usage_chunk(const ResponseMeta& meta, const Usage& usage) {
+  json r = base(meta, "chat.completion.chunk", "text_completion");
+  r["choices"] = json::array();
+  r["usage"] = usage_json(usage);
+  return "data: " + dump(r) + "\n\n";
+}
+
+std::string models_response(const std::string& model_name, int64_t created) {
+  return dump({{"object", "list"},
+               {"data", json::array({{{"id", model_name}, {"object", "model"}, {"created", created},
+                                      {"owned_by", "lutq"}}})}});
+}
+
+}  // namespace lutq::server

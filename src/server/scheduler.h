@@ -1,0 +1,155 @@
+// Continuous batching without HTTP: a bounded queue of generation jobs, a fixed set of sequence
+// slots (one KV cache each, allocated up front: --parallel × --ctx is the memory budget) and one
+// scheduler thread. Each iteration of its loop
+//   1. admits queued jobs into free slots and drops cancelled sequences (freeing their slots),
+//   2. prefills at most prefill_chunk prompt tokens, oldest sequence first (several short prompts
+//      start together; a long prompt delays the others' next token by one chunk, not by the
+//      whole prompt),
+//   3. runs one decode step of every sequence that has a token to feed, all together through
+//      LlamaModel::forward_batch (the linear layers see m = number of such sequences),
+// then samples per sequence, applies stop strings / end of generation / max_tokens, and hands the
+// text to the job. The HTTP side reads jobs through Job::wait and cancels them with Job::cancel.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "gen/sampler.h"
+#include "gen/tokenizer.h"
+#include "model/llama.h"
+#include "server/metrics.h"
+
+namespace lutq::server {
+
+struct GenRequest {
+  std::vector<int32_t> prompt;  // token ids, BOS included where the model wants it
+  int64_t max_tokens = 16;      // >= 1
+  gen::SamplerOptions sampling;
+  std::vector<std::string> stop;
+};
+
+enum class FinishReason { kStop, kLength, kCancelled, kError };
+const char* finish_reason_name(FinishReason reason);  // "stop", "length", "cancelled", "error"
+
+struct JobUpdate {
+  std::string text;  // text produced since the previous wait()
+  bool finished = false;
+  FinishReason reason = FinishReason::kStop;
+  std::string error;  // kError only
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+};
+
+// One request's channel between the scheduler (producer) and an HTTP handler (consumer).
+class Job {
+ public:
+  explicit Job(int64_t prompt_tokens) : prompt_tokens_(prompt_tokens) {}
+
+  // Waits until there is new text or the job finished, at most `timeout`; returns the new text
+  // (possibly empty) and, once all text has been taken, the finish.
+  JobUpdate wait(std::chrono::milliseconds timeout);
+  // Asks the scheduler to stop this job and free its slot (the client went away).
+  void cancel();
+  bool cancelled() const;
+
+  // Scheduler side.
+  void append(const std::string& text);
+  void finish(FinishReason reason, int64_t completion_tokens, std::string error = "");
+  bool finished() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::string text_;
+  bool cancelled_ = false;
+  bool finished_ = false;
+  FinishReason reason_ = FinishReason::kStop;
+  std::string error_;
+  int64_t prompt_tokens_ = 0;
+  int64_t completion_tokens_ = 0;
+};
+
+struct SchedulerOptions {
+  int parallel = 4;            // sequence slots
+  int64_t ctx = 2048;          // positions per slot
+  int64_t queue_limit = 16;    // jobs waiting for a slot before submit() refuses
+  int64_t prefill_chunk = 64;  // prompt tokens prefilled per scheduler iteration
+};
+
+enum class SubmitError { kNone, kQueueFull, kInvalid, kStopped };
+
+struct Submitted {
+  std::shared_ptr<Job> job;  // null on error
+  SubmitError error = SubmitError::kNone;
+  std::string message;
+};
+
+class Scheduler {
+ public:
+  // Allocates the slots' caches (errors when they do not fit) and starts the scheduler thread.
+  // The model, tokenizer, pool and metrics must outlive the scheduler.
+  static Result<std::unique_ptr<Scheduler>> create(const model::LlamaModel& model, const gen::Tokenizer& tokenizer,
+                                                   ThreadPool& pool, const SchedulerOptions& options,
+                                                   Metrics& metrics);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Queues a generation. Errors: kInvalid (empty prompt, prompt not shorter than the context,
+  // max_tokens < 1, token outside the vocabulary), kQueueFull, kStopped.
+  Submitted submit(GenRequest request);
+
+  // Finishes every job (kCancelled) and joins the thread; idempotent.
+  void stop();
+
+  LiveGauges gauges() const;
+  const SchedulerOptions& options() const { return options_; }
+
+ private:
+  struct Sequence;
+  struct Pending {
+    GenRequest request;
+    std::shared_ptr<Job> job;
+    std::chrono::steady_clock::time_point submitted;
+  };
+
+  Scheduler(const model::LlamaModel& model, const gen::Tokenizer& tokenizer, ThreadPool& pool,
+            const SchedulerOptions& options, Metrics& metrics, std::vector<model::KvCache> caches);
+  void loop();
+  void prefill_step();
+  void decode_step();
+  // Samples from `logits` and applies the stop rules; false when the sequence finished.
+  bool take_token(Sequence& seq, const float* logits);
+  void finish(Sequence& seq, FinishReason reason, const std::string& error = "");
+  void remove_finished();
+
+  const model::LlamaModel& model_;
+  const gen::Tokenizer& tokenizer_;
+  ThreadPool& pool_;
+  SchedulerOptions options_;
+  Metrics& metrics_;
+  std::vector<model::KvCache> caches_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Pending> queue_;
+  std::vector<int> free_slots_;
+  int64_t active_count_ = 0;
+  bool stopping_ = false;
+
+  // Scheduler thread only.
+  std::vector<std::unique_ptr<Sequence>> active_;
+  std::vector<float> logits_;
+  std::thread thread_;
+};
+
+}  // namespace lutq::server
