@@ -37,6 +37,15 @@ struct LoadOptions {
 
 enum class LogitsMode { kLast, kAll };
 
+// Sees the input of every block linear layer during forward() (calibration, model/calibration.h):
+// observe(layer, role, x[m][k]) is called before each linear, so q/k/v (and gate/up) each see
+// the same x. A non-ok Status aborts the forward pass with that error.
+class LinearObserver {
+ public:
+  virtual ~LinearObserver() = default;
+  virtual Status observe(int64_t layer, LinearRole role, const float* x, int64_t m, int64_t k) = 0;
+};
+
 // Keys and values of one sequence, fp32, [layer][position][n_head_kv·head_dim].
 class KvCache {
  public:
@@ -89,7 +98,7 @@ class LlamaModel {
   // [tokens.size()][vocab] (kAll). Errors: empty input, a token outside the vocabulary, a gap
   // in the cache, the cache too small ("KV cache full"), a cache of another model.
   Status forward(std::span<const int32_t> tokens, int64_t start_pos, KvCache& cache, float* logits,
-                 ThreadPool& pool, LogitsMode mode = LogitsMode::kLast) const;
+                 ThreadPool& pool, LogitsMode mode = LogitsMode::kLast, LinearObserver* observer = nullptr) const;
 
   const LlamaLayer& layer(int64_t l) const { return layers_[static_cast<size_t>(l)]; }
   const LinearLayer& output() const { return output_; }
