@@ -15,6 +15,7 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "format/bcq_matrix.h"
+#include "kernels/int8/int8_gemm.h"
 #include "kernels/linear.h"
 #include "quant/quantize.h"
 
@@ -38,6 +39,11 @@ struct LinearChoice {
   // largest standard group size below it that does (the layer's describe() shows it); false
   // makes that an error.
   bool adapt_group = true;
+  // With quantize: LLM.int8() instead of BCQ (kernels/int8/int8_gemm.h): int8 weights with
+  // per-row scales; input features at or above int8_threshold run in fp32 against the
+  // dequantized weights (+inf: plain int8). quant/isa/precision are then unused.
+  bool int8 = false;
+  float int8_threshold = 6.0f;
 };
 
 struct LinearSpec {
@@ -69,7 +75,7 @@ class LinearLayer {
 
   int64_t n() const { return n_; }
   int64_t k() const { return k_; }
-  bool is_quantized() const { return bcq_.has_value(); }
+  bool is_quantized() const { return bcq_.has_value() || int8_.has_value(); }
   // Bytes a forward pass streams for the weights.
   int64_t weight_bytes() const;
   // "dense fp32 576x1536" or "bcq avx2/fast 576x1536 q=3 g=64 per-OC (3.25 bpw)".
@@ -88,6 +94,8 @@ class LinearLayer {
   std::shared_ptr<const std::vector<float>> dense_;
   std::optional<kernels::BcqLinear> bcq_;
   std::string bcq_desc_;
+  std::optional<kernels::Int8Weights> int8_;
+  float int8_threshold_ = 6.0f;
 };
 
 // The group size LinearChoice::adapt_group settles on for a grouped extent, or nullopt when

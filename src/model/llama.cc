@@ -200,6 +200,18 @@ Status LlamaModel::forward(std::span<const int32_t> tokens, int64_t start_pos, K
   return Status::ok();
 }
 
+Status LlamaModel::replace_linear(int64_t l, LinearRole role, LinearLayer layer) {
+  if (l < 0 || l >= config_.n_layer) return Status::invalid("replace_linear: no block " + std::to_string(l));
+  LinearLayer& old = layers_[static_cast<size_t>(l)].linear[static_cast<size_t>(role)];
+  if (old.n() != layer.n() || old.k() != layer.k()) {
+    return Status::invalid("replace_linear: block " + std::to_string(l) + " " + role_name(role) + " is " +
+                           std::to_string(old.n()) + "x" + std::to_string(old.k()) + ", the new layer " +
+                           std::to_string(layer.n()) + "x" + std::to_string(layer.k()));
+  }
+  old = std::move(layer);
+  return Status::ok();
+}
+
 int64_t LlamaModel::block_weight_bytes() const {
   int64_t total = 0;
   for (const LlamaLayer& layer : layers_) {

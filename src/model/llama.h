@@ -101,6 +101,9 @@ class LlamaModel {
                  ThreadPool& pool, LogitsMode mode = LogitsMode::kLast, LinearObserver* observer = nullptr) const;
 
   const LlamaLayer& layer(int64_t l) const { return layers_[static_cast<size_t>(l)]; }
+  // Swaps in another form of block l's `role` layer (e.g. a GPTQ-quantized one after
+  // calibration); its shape must match. Not thread-safe with a running forward().
+  Status replace_linear(int64_t l, LinearRole role, LinearLayer layer);
   const LinearLayer& output() const { return output_; }
   const float* token_embedding() const { return token_embd_->data(); }
 

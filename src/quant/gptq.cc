@@ -312,7 +312,8 @@ Result<GptqFactor> prepare_gptq(const double* h, int64_t k, const GptqOptions& o
       }
       a[static_cast<size_t>(p * k + p)] = diag[static_cast<size_t>(ip)] + damp;
     }
-    if (reversed_cholesky(a, k, pool) && upper_inverse(a, k, f.u, pool)) {
+    // The Cholesky runs on one thread: its k steps are too short to pay a pool dispatch each.
+    if (reversed_cholesky(a, k, nullptr) && upper_inverse(a, k, f.u, pool)) {
       f.damp = damp;
       f.damp_retries = attempt;
       return f;
