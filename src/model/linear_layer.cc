@@ -3,6 +3,9 @@
 #include <array>
 #include <utility>
 
+#include <cmath>
+
+#include "core/cpu.h"
 #include "kernels/dense/dense_gemm.h"
 
 namespace lutq::model {
@@ -37,6 +40,7 @@ Result<LinearLayer> LinearLayer::dense(std::shared_ptr<const std::vector<float>>
 Result<format::BcqMatrix> quantize_weight(const std::string& name, const float* w, int64_t n, int64_t k,
                                           const LinearChoice& choice, ThreadPool* pool) {
   if (!choice.quantize) return Status::invalid(name + ": layer choice is not quantized");
+  if (choice.int8) return Status::invalid(name + ": an LLM.int8() layer has no BCQ form");
   quant::QuantOptions opt = choice.quant;
   const int64_t extent = opt.cfg.orientation == format::Orientation::kPerOC ? k : n;
   if (choice.adapt_group) {
@@ -49,6 +53,19 @@ Result<format::BcqMatrix> quantize_weight(const std::string& name, const float* 
 
 Result<LinearLayer> LinearLayer::quantized(const std::string& name, const float* w, int64_t n, int64_t k,
                                            const LinearChoice& choice, ThreadPool* pool) {
+  if (!choice.quantize) return Status::invalid(name + ": layer choice is not quantized");
+  if (choice.int8) {
+    if (!(choice.int8_threshold > 0.0f)) return Status::invalid(name + ": int8 outlier threshold must be > 0");
+    Result<kernels::Int8Weights> q = kernels::quantize_int8(w, n, k, nullptr);
+    if (!q) return Status(q.status().code(), name + ": " + q.status().message());
+    LinearLayer layer;
+    layer.n_ = n;
+    layer.k_ = k;
+    layer.use_avx2_ = choice.isa == kernels::Isa::kAvx2 && detect_cpu().avx2;
+    layer.int8_.emplace(std::move(*q));
+    layer.int8_threshold_ = choice.int8_threshold;
+    return layer;
+  }
   Result<format::BcqMatrix> q = quantize_weight(name, w, n, k, choice, pool);
   if (!q) return q.status();
   Result<LinearLayer> layer = from_bcq(*q, choice.isa, choice.precision);
@@ -70,6 +87,7 @@ Result<LinearLayer> LinearLayer::from_bcq(const format::BcqMatrix& w, kernels::I
 
 Status LinearLayer::forward(const float* x, int64_t m, float* y, ThreadPool& pool) const {
   if (bcq_) return bcq_->forward(x, m, y, pool);
+  if (int8_) return kernels::int8_gemm(*int8_, x, m, y, kernels::Int8Options{int8_threshold_}, pool, use_avx2_);
   if (m < 1) return Status::invalid("forward: m must be at least 1 (got " + std::to_string(m) + ")");
   if (x == nullptr || y == nullptr) return Status::invalid("forward: null activation or output pointer");
   kernels::dense_gemm(kernels::DenseWeights{dense_->data(), n_, k_}, x, m, y, pool, use_avx2_);
@@ -78,11 +96,16 @@ Status LinearLayer::forward(const float* x, int64_t m, float* y, ThreadPool& poo
 
 int64_t LinearLayer::weight_bytes() const {
   if (bcq_) return bcq_->weight_bytes();
+  if (int8_) return n_ * k_ + n_ * static_cast<int64_t>(sizeof(float));
   return n_ * k_ * static_cast<int64_t>(sizeof(float));
 }
 
 std::string LinearLayer::describe() const {
   if (bcq_) return bcq_desc_;
+  if (int8_) {
+    return (std::isinf(int8_threshold_) ? std::string("int8 ") : "llm-int8 (outliers >= " + std::to_string(int8_threshold_) + ") ") +
+           shape_string(n_, k_) + (use_avx2_ ? " (avx2)" : " (scalar)");
+  }
   return std::string("dense fp32 ") + shape_string(n_, k_) + (use_avx2_ ? " (avx2)" : " (scalar)");
 }
 

@@ -15,6 +15,7 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "format/bcq_matrix.h"
+#include "kernels/int8/int8_gemm.h"
 #include "kernels/linear.h"
 #include "model/linear_spec.h"
 #include "quant/quantize.h"
@@ -38,7 +39,7 @@ class LinearLayer {
 
   int64_t n() const { return n_; }
   int64_t k() const { return k_; }
-  bool is_quantized() const { return bcq_.has_value(); }
+  bool is_quantized() const { return bcq_.has_value() || int8_.has_value(); }
   // Bytes a forward pass streams for the weights.
   int64_t weight_bytes() const;
   // "dense fp32 576x1536" or "bcq avx2/fast 576x1536 q=3 g=64 per-OC (3.25 bpw)".
@@ -57,6 +58,8 @@ class LinearLayer {
   std::shared_ptr<const std::vector<float>> dense_;
   std::optional<kernels::BcqLinear> bcq_;
   std::string bcq_desc_;
+  std::optional<kernels::Int8Weights> int8_;
+  float int8_threshold_ = 6.0f;
 };
 
 // Quantizes W[n,k] per `choice` (choice.quantize must be true), adapting the group size as

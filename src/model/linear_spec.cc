@@ -1,6 +1,7 @@
 #include "model/linear_spec.h"
 
 #include <charconv>
+#include <limits>
 
 namespace lutq::model {
 namespace {
@@ -8,6 +9,7 @@ namespace {
 constexpr std::array<const char*, kNumLinearRoles> kRoleNames = {
     "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
 constexpr std::string_view kOutputPattern = "output";
+constexpr float kDefaultInt8Threshold = 6.0f;
 
 template <typename T>
 std::optional<T> parse_number(std::string_view s) {
@@ -77,6 +79,10 @@ Result<LinearOverride> parse_override(std::string_view text) {
       o.dense = true;
       continue;
     }
+    if (item == "int8") {
+      o.int8_threshold = kDefaultInt8Threshold;
+      continue;
+    }
     const size_t ieq = item.find('=');
     if (ieq == std::string_view::npos) {
       return bad("expected dense, q=N, g=N, method=M, orientation=oc|ic or offset=0|1");
@@ -102,6 +108,14 @@ Result<LinearOverride> parse_override(std::string_view text) {
         o.orientation = format::Orientation::kPerIC;
       } else {
         return bad("orientation must be oc or ic");
+      }
+    } else if (key == "int8") {
+      if (val == "plain") {
+        o.int8_threshold = std::numeric_limits<float>::infinity();
+      } else {
+        const std::optional<float> t = parse_number<float>(val);
+        if (!t || !(*t > 0.0f)) return bad("int8 threshold must be a positive number or 'plain'");
+        o.int8_threshold = *t;
       }
     } else if (key == "offset") {
       if (val != "0" && val != "1") return bad("offset must be 0 or 1");
@@ -146,6 +160,12 @@ LinearChoice LinearSpec::resolve(std::string_view tensor_name, std::optional<Lin
     if (o.method) c.quant.method = *o.method;
     if (o.orientation) c.quant.cfg.orientation = *o.orientation;
     if (o.offset) c.quant.cfg.has_offset = *o.offset;
+    if (o.int8_threshold) {
+      c.int8 = true;
+      c.int8_threshold = *o.int8_threshold;
+    } else if (o.q || o.g || o.method || o.orientation || o.offset) {
+      c.int8 = false;  // a BCQ setting after an int8 one
+    }
   }
   return c;
 }

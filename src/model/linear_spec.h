@@ -42,6 +42,11 @@ struct LinearChoice {
   // largest standard group size below it that does (the layer's describe() shows it); false
   // makes that an error.
   bool adapt_group = true;
+  // With quantize: LLM.int8() instead of BCQ (kernels/int8/int8_gemm.h): int8 weights with
+  // per-row scales; input features at or above int8_threshold run in fp32 against the
+  // dequantized weights (+inf: plain int8). quant/isa/precision are then unused.
+  bool int8 = false;
+  float int8_threshold = 6.0f;
 };
 
 // One --override: a pattern and the fields it sets (unset fields keep the base choice).
@@ -53,10 +58,12 @@ struct LinearOverride {
   std::optional<quant::Method> method;
   std::optional<format::Orientation> orientation;
   std::optional<bool> offset;
+  std::optional<float> int8_threshold;  // "int8" (6.0), "int8=plain" (+inf) or "int8=T"
 };
 
 // Parses "PATTERN=ITEM[,ITEM...]" with ITEM one of: dense, q=N (or bits=N), g=N (or group=N),
-// method=rtn|greedy|alternating, orientation=oc|ic, offset=0|1. Errors quote the bad item.
+// method=rtn|greedy|alternating, orientation=oc|ic, offset=0|1, int8 (LLM.int8(), outlier
+// threshold 6), int8=T (threshold T) or int8=plain (no outlier split). Errors quote the bad item.
 Result<LinearOverride> parse_override(std::string_view text);
 
 struct LinearSpec {

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 namespace lutq::model {
 namespace {
 
@@ -27,11 +29,14 @@ TEST(LinearSpec, ParsesOverrides) {
   EXPECT_TRUE(*o->offset);
   EXPECT_TRUE(parse_override("blk.0.*=dense")->dense);
   EXPECT_EQ(*parse_override("output=bits=8,group=128")->q, 8);
+  EXPECT_EQ(*parse_override("ffn_down=int8")->int8_threshold, 6.0f);
+  EXPECT_EQ(*parse_override("ffn_down=int8=4.5")->int8_threshold, 4.5f);
+  EXPECT_TRUE(std::isinf(*parse_override("ffn_down=int8=plain")->int8_threshold));
 }
 
 TEST(LinearSpec, RejectsBadOverrides) {
   for (const char* bad : {"ffn_down", "=q=3", "ffn_down=", "ffn_down=q=9", "ffn_down=q=x", "x=g=-1",
-                          "x=method=gptq2", "x=orientation=row", "x=offset=yes", "x=colour=red", "x=fast"}) {
+                          "x=method=gptq2", "x=orientation=row", "x=offset=yes", "x=colour=red", "x=fast", "x=int8=-1", "x=int8=abc"}) {
     Result<LinearOverride> o = parse_override(bad);
     ASSERT_FALSE(o.is_ok()) << bad;
     EXPECT_NE(o.status().message().find("override"), std::string::npos) << o.status().message();
@@ -70,6 +75,11 @@ TEST(LinearSpec, OverridesApplyInOrder) {
   EXPECT_EQ(head.quant.cfg.q, 8);
   EXPECT_EQ(head.precision, kernels::Precision::kExact);
   EXPECT_FALSE(spec.resolve("blk.1.attn_q.weight", LinearRole::kAttnQ).quant.cfg.q == 8);
+
+  spec.overrides.push_back(*parse_override("attn_k=int8"));
+  const LinearChoice k = spec.resolve("blk.2.attn_k.weight", LinearRole::kAttnK);
+  EXPECT_TRUE(k.quantize && k.int8);
+  EXPECT_EQ(k.int8_threshold, 6.0f);
 
   LinearSpec dense = LinearSpec::dense();
   EXPECT_FALSE(dense.any_quantized());

@@ -132,7 +132,7 @@ Result<KvCache> LlamaModel::make_cache(int64_t capacity) const {
 }
 
 Status LlamaModel::forward(std::span<const int32_t> tokens, int64_t start_pos, KvCache& cache, float* logits,
-                           ThreadPool& pool, LogitsMode mode) const {
+                           ThreadPool& pool, LogitsMode mode, LinearObserver* observer) const {
   const ModelConfig& c = config_;
   const auto m = static_cast<int64_t>(tokens.size());
   if (m == 0) return Status::invalid("forward: no tokens");
@@ -173,6 +173,13 @@ Status LlamaModel::forward(std::span<const int32_t> tokens, int64_t start_pos, K
     std::copy(row, row + e, x.data() + t * e);
   }
   const RopeTable rope = make_rope_table(c.rope, start_pos, m);
+  // Block l's layer[role].forward(x), preceded by the observer's look at x (nothing without one).
+  const auto linear = [&](int64_t l, const LlamaLayer& layer, LinearRole role, const float* in, float* out) -> Status {
+    if (observer != nullptr) {
+      if (Status s = observer->observe(l, role, in, m, layer[role].k()); !s) return s;
+    }
+    return layer[role].forward(in, m, out, pool);
+  };
   const AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim};
 
   for (int64_t l = 0; l < c.n_layer; ++l) {
@@ -180,9 +187,9 @@ Status LlamaModel::forward(std::span<const int32_t> tokens, int64_t start_pos, K
     float* k_rows = cache.k(l) + start_pos * kvd;  // the new positions' rows, written in place
     float* v_rows = cache.v(l) + start_pos * kvd;
     for (int64_t t = 0; t < m; ++t) rms_norm(x.data() + t * e, layer.attn_norm.data(), e, c.rms_eps, h.data() + t * e);
-    if (Status s = layer[LinearRole::kAttnQ].forward(h.data(), m, q.data(), pool); !s) return s;
-    if (Status s = layer[LinearRole::kAttnK].forward(h.data(), m, k_rows, pool); !s) return s;
-    if (Status s = layer[LinearRole::kAttnV].forward(h.data(), m, v_rows, pool); !s) return s;
+    if (Status s = linear(l, layer, LinearRole::kAttnQ, h.data(), q.data()); !s) return s;
+    if (Status s = linear(l, layer, LinearRole::kAttnK, h.data(), k_rows); !s) return s;
+    if (Status s = linear(l, layer, LinearRole::kAttnV, h.data(), v_rows); !s) return s;
     for (int64_t t = 0; t < m; ++t) {
       const float* cs = rope.cos.data() + t * rope.half_dim;
       const float* sn = rope.sin.data() + t * rope.half_dim;
@@ -190,14 +197,14 @@ Status LlamaModel::forward(std::span<const int32_t> tokens, int64_t start_pos, K
       apply_rope(k_rows + t * kvd, c.n_head_kv, c.head_dim, cs, sn, rope.half_dim);
     }
     attention(q.data(), cache.k(l), cache.v(l), m, start_pos, shape, att.data(), pool, use_avx2_);
-    if (Status s = layer[LinearRole::kAttnOutput].forward(att.data(), m, h.data(), pool); !s) return s;
+    if (Status s = linear(l, layer, LinearRole::kAttnOutput, att.data(), h.data()); !s) return s;
     add_inplace(x.data(), h.data(), m * e);
 
     for (int64_t t = 0; t < m; ++t) rms_norm(x.data() + t * e, layer.ffn_norm.data(), e, c.rms_eps, h.data() + t * e);
-    if (Status s = layer[LinearRole::kFfnGate].forward(h.data(), m, gate.data(), pool); !s) return s;
-    if (Status s = layer[LinearRole::kFfnUp].forward(h.data(), m, up.data(), pool); !s) return s;
+    if (Status s = linear(l, layer, LinearRole::kFfnGate, h.data(), gate.data()); !s) return s;
+    if (Status s = linear(l, layer, LinearRole::kFfnUp, h.data(), up.data()); !s) return s;
     swiglu(gate.data(), up.data(), m * c.n_ff);
-    if (Status s = layer[LinearRole::kFfnDown].forward(gate.data(), m, h.data(), pool); !s) return s;
+    if (Status s = linear(l, layer, LinearRole::kFfnDown, gate.data(), h.data()); !s) return s;
     add_inplace(x.data(), h.data(), m * e);
   }
 
@@ -207,6 +214,18 @@ Status LlamaModel::forward(std::span<const int32_t> tokens, int64_t start_pos, K
   }
   if (Status s = output_.forward(h.data(), m - first, logits, pool); !s) return s;
   cache.size_ = start_pos + m;
+  return Status::ok();
+}
+
+Status LlamaModel::replace_linear(int64_t l, LinearRole role, LinearLayer layer) {
+  if (l < 0 || l >= config_.n_layer) return Status::invalid("replace_linear: no block " + std::to_string(l));
+  LinearLayer& old = layers_[static_cast<size_t>(l)].linear[static_cast<size_t>(role)];
+  if (old.n() != layer.n() || old.k() != layer.k()) {
+    return Status::invalid("replace_linear: block " + std::to_string(l) + " " + role_name(role) + " is " +
+                           std::to_string(old.n()) + "x" + std::to_string(old.k()) + ", the new layer " +
+                           std::to_string(layer.n()) + "x" + std::to_string(layer.k()));
+  }
+  old = std::move(layer);
   return Status::ok();
 }
 

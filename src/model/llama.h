@@ -44,6 +44,15 @@ struct LoadOptions {
 
 enum class LogitsMode { kLast, kAll };
 
+// Sees the input of every block linear layer during forward() (calibration, model/calibration.h):
+// observe(layer, role, x[m][k]) is called before each linear, so q/k/v (and gate/up) each see
+// the same x. A non-ok Status aborts the forward pass with that error.
+class LinearObserver {
+ public:
+  virtual ~LinearObserver() = default;
+  virtual Status observe(int64_t layer, LinearRole role, const float* x, int64_t m, int64_t k) = 0;
+};
+
 class KvCache;
 
 // One sequence's next token for LlamaModel::forward_batch: `token` at position `pos` of `cache`.
@@ -107,7 +116,7 @@ class LlamaModel {
   // [tokens.size()][vocab] (kAll). Errors: empty input, a token outside the vocabulary, a gap
   // in the cache, the cache too small ("KV cache full"), a cache of another model.
   Status forward(std::span<const int32_t> tokens, int64_t start_pos, KvCache& cache, float* logits,
-                 ThreadPool& pool, LogitsMode mode = LogitsMode::kLast) const;
+                 ThreadPool& pool, LogitsMode mode = LogitsMode::kLast, LinearObserver* observer = nullptr) const;
 
   // Decode step of several independent sequences (continuous batching; llama_batch.cc): every
   // item is one token at its own position in its own cache. The linear layers run once with
@@ -116,6 +125,9 @@ class LlamaModel {
   Status forward_batch(std::span<const BatchItem> items, float* logits, ThreadPool& pool) const;
 
   const LlamaLayer& layer(int64_t l) const { return layers_[static_cast<size_t>(l)]; }
+  // Swaps in another form of block l's `role` layer (e.g. a GPTQ-quantized one after
+  // calibration); its shape must match. Not thread-safe with a running forward().
+  Status replace_linear(int64_t l, LinearRole role, LinearLayer layer);
   const LinearLayer& output() const { return output_; }
   const float* token_embedding() const { return token_embd_->data(); }
 

@@ -108,7 +108,12 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
   // Which tensors become BCQ matrices (by their output name).
   std::set<std::string, std::less<>> quantized_names;
   for (const LinearTarget& t : targets) {
-    if (spec.resolve(t.name, t.role).quantize) quantized_names.insert(t.name);
+    const LinearChoice choice = spec.resolve(t.name, t.role);
+    if (choice.quantize && choice.int8) {
+      return Status::unsupported(t.name + ": LLM.int8() layers are not stored in lutq files (format version " +
+                                 std::to_string(lutqfile::kFormatVersion) + "); choose int8 at load with --override");
+    }
+    if (choice.quantize) quantized_names.insert(t.name);
   }
 
   QuantizeReport report;

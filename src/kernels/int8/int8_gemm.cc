@@ -1,0 +1,117 @@
+// LLM.int8() GEMM: weight quantization, per-call outlier detection and per-token activation
+// quantization, and the row loop over the pool (see int8_gemm.h).
+#include "kernels/int8/int8_gemm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+namespace lutq::kernels {
+namespace int8_detail {
+
+int32_t dot_ref(const int16_t* a, const int8_t* b, int64_t k) {
+  int32_t total = 0;
+  for (int64_t c = 0; c < k; ++c) total += static_cast<int32_t>(a[c]) * b[c];
+  return total;
+}
+
+}  // namespace int8_detail
+
+namespace {
+constexpr int64_t kMaxK = std::numeric_limits<int32_t>::max() / (127 * 127);
+}  // namespace
+
+Result<Int8Weights> quantize_int8(const float* w, int64_t n, int64_t k,
+                                  std::shared_ptr<const std::vector<float>> keep_fp32) {
+  if (n < 1 || k < 1 || k > kMaxK) {
+    return Status::invalid("int8: bad shape " + std::to_string(n) + "x" + std::to_string(k));
+  }
+  if (w == nullptr) return Status::invalid("int8: null weights");
+  if (keep_fp32 != nullptr && static_cast<int64_t>(keep_fp32->size()) < n * k) {
+    return Status::invalid("int8: the kept fp32 weights are too small");
+  }
+  Int8Weights out;
+  out.n = n;
+  out.k = k;
+  out.q.resize(static_cast<size_t>(n * k));
+  out.scale.resize(static_cast<size_t>(n));
+  out.fp32 = std::move(keep_fp32);
+  for (int64_t r = 0; r < n; ++r) {
+    float amax = 0.0f;
+    for (int64_t c = 0; c < k; ++c) {
+      const float v = w[r * k + c];
+      if (!std::isfinite(v)) {
+        return Status::invalid("int8: weight at row " + std::to_string(r) + ", column " + std::to_string(c) +
+                               " is not finite");
+      }
+      amax = std::max(amax, std::fabs(v));
+    }
+    const float s = amax / 127.0f;
+    out.scale[static_cast<size_t>(r)] = s;
+    for (int64_t c = 0; c < k; ++c) {
+      const float v = s > 0.0f ? std::nearbyint(w[r * k + c] / s) : 0.0f;
+      out.q[static_cast<size_t>(r * k + c)] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));
+    }
+  }
+  return out;
+}
+
+Status int8_gemm(const Int8Weights& w, const float* x, int64_t m, float* y, const Int8Options& opt, ThreadPool& pool,
+                 bool use_avx2) {
+  const int64_t k = w.k;
+  if (m < 1) return Status::invalid("int8 forward: m must be at least 1 (got " + std::to_string(m) + ")");
+  if (x == nullptr || y == nullptr) return Status::invalid("int8 forward: null activation or output pointer");
+  if (!(opt.threshold > 0.0f)) return Status::invalid("int8 forward: outlier threshold must be > 0");
+  // Outlier columns: any row at or above the threshold.
+  std::vector<uint8_t> outlier(static_cast<size_t>(k), 0);
+  for (int64_t t = 0; t < m; ++t) {
+    for (int64_t c = 0; c < k; ++c) {
+      const float v = x[t * k + c];
+      if (!std::isfinite(v)) {
+        return Status::invalid("int8 forward: activation at row " + std::to_string(t) + ", column " +
+                               std::to_string(c) + " is not finite");
+      }
+      if (std::fabs(v) >= opt.threshold) outlier[static_cast<size_t>(c)] = 1;
+    }
+  }
+  std::vector<int64_t> out_cols;
+  for (int64_t c = 0; c < k; ++c) {
+    if (outlier[static_cast<size_t>(c)]) out_cols.push_back(c);
+  }
+  // Per-token quantization of the regular columns (outlier columns become 0).
+  std::vector<int16_t> xq(static_cast<size_t>(m * k));
+  std::vector<float> xs(static_cast<size_t>(m));
+  for (int64_t t = 0; t < m; ++t) {
+    float amax = 0.0f;
+    for (int64_t c = 0; c < k; ++c) {
+      if (!outlier[static_cast<size_t>(c)]) amax = std::max(amax, std::fabs(x[t * k + c]));
+    }
+    const float s = amax / 127.0f;
+    xs[static_cast<size_t>(t)] = s;
+    for (int64_t c = 0; c < k; ++c) {
+      const float v = outlier[static_cast<size_t>(c)] || s == 0.0f ? 0.0f : std::nearbyint(x[t * k + c] / s);
+      xq[static_cast<size_t>(t * k + c)] = static_cast<int16_t>(std::clamp(v, -127.0f, 127.0f));
+    }
+  }
+  const auto dot = use_avx2 ? int8_detail::dot_avx2 : int8_detail::dot_ref;
+  pool.parallel_for(w.n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int8_t* wr = w.q.data() + r * k;
+      const float sw = w.scale[static_cast<size_t>(r)];
+      const float* wf = w.fp32 ? w.fp32->data() + r * k : nullptr;
+      for (int64_t t = 0; t < m; ++t) {
+        const int32_t acc = dot(xq.data() + t * k, wr, k);
+        float v = static_cast<float>(acc) * (xs[static_cast<size_t>(t)] * sw);
+        float extra = 0.0f;
+        for (int64_t c : out_cols) {
+          const float wv = wf ? wf[c] : static_cast<float>(wr[c]) * sw;
+          extra += x[t * k + c] * wv;
+        }
+        y[t * w.n + r] = v + extra;
+      }
+    }
+  });
+  return Status::ok();
+}
+
+}  // namespace lutq::kernels

@@ -1,0 +1,104 @@
+// collect_hessians: a LinearObserver that feeds one accumulator per distinct block input.
+#include "model/calibration.h"
+
+#include <algorithm>
+#include <string>
+
+namespace lutq::model {
+namespace {
+
+class HessianObserver final : public LinearObserver {
+ public:
+  HessianObserver(std::vector<quant::HessianAccumulator>& acc, ThreadPool& pool) : acc_(acc), pool_(pool) {}
+
+  Status observe(int64_t layer, LinearRole role, const float* x, int64_t m, int64_t k) override {
+    // q/k/v and gate/up see the same x: count it once, at the first of each.
+    if (role == LinearRole::kAttnK || role == LinearRole::kAttnV || role == LinearRole::kFfnUp) return Status::ok();
+    quant::HessianAccumulator& a = acc_[static_cast<size_t>(layer * kNumLinearInputs + static_cast<int>(input_of(role)))];
+    if (a.k() != k) {
+      return Status::invalid("calibration: block " + std::to_string(layer) + " " + role_name(role) + " input has " +
+                             std::to_string(k) + " features, expected " + std::to_string(a.k()));
+    }
+    return a.add(x, m, &pool_);
+  }
+
+ private:
+  std::vector<quant::HessianAccumulator>& acc_;
+  ThreadPool& pool_;
+};
+
+}  // namespace
+
+LinearInput input_of(LinearRole role) {
+  switch (role) {
+    case LinearRole::kAttnQ:
+    case LinearRole::kAttnK:
+    case LinearRole::kAttnV:
+      return LinearInput::kAttn;
+    case LinearRole::kAttnOutput:
+      return LinearInput::kAttnOutput;
+    case LinearRole::kFfnGate:
+    case LinearRole::kFfnUp:
+      return LinearInput::kFfn;
+    case LinearRole::kFfnDown:
+      return LinearInput::kFfnDown;
+  }
+  return LinearInput::kAttn;
+}
+
+Result<CalibrationStats> collect_hessians(const LlamaModel& model, std::span<const std::vector<int32_t>> chunks,
+                                          const CalibrationOptions& options, ThreadPool& pool) {
+  const ModelConfig& c = model.config();
+  if (chunks.empty()) return Status::invalid("calibration: no token chunks");
+  int64_t longest = 0;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (chunks[i].empty()) return Status::invalid("calibration: chunk " + std::to_string(i) + " is empty");
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(chunks[i].size()));
+  }
+  if (longest > c.context_length) {
+    return Status::invalid("calibration: a chunk of " + std::to_string(longest) +
+                           " tokens exceeds the context length " + std::to_string(c.context_length));
+  }
+  CalibrationStats stats;
+  stats.n_layer_ = c.n_layer;
+  stats.acc_.reserve(static_cast<size_t>(c.n_layer * kNumLinearInputs));
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const LlamaLayer& layer = model.layer(l);
+    for (LinearRole role : {LinearRole::kAttnQ, LinearRole::kAttnOutput, LinearRole::kFfnGate, LinearRole::kFfnDown}) {
+      Result<quant::HessianAccumulator> a = quant::HessianAccumulator::create(layer[role].k());
+      if (!a) return a.status();
+      stats.acc_.push_back(std::move(*a));
+    }
+  }
+  Result<KvCache> cache = model.make_cache(longest);
+  if (!cache) return cache.status();
+  std::vector<float> logits(static_cast<size_t>(c.n_vocab));
+  HessianObserver observer(stats.acc_, pool);
+  const auto total = static_cast<int64_t>(chunks.size());
+  for (int64_t i = 0; i < total; ++i) {
+    const std::vector<int32_t>& chunk = chunks[static_cast<size_t>(i)];
+    cache->clear();
+    if (Status s = model.forward(chunk, 0, *cache, logits.data(), pool, LogitsMode::kLast, &observer); !s) {
+      return Status(s.code(), "calibration chunk " + std::to_string(i) + ": " + s.message());
+    }
+    stats.tokens_ += static_cast<int64_t>(chunk.size());
+    if (options.progress) options.progress(i + 1, total);
+  }
+  return stats;
+}
+
+std::vector<std::vector<int32_t>> calibration_chunks(std::span<const int32_t> tokens, int64_t ctx, int64_t max_tokens,
+                                                     int32_t bos) {
+  std::vector<std::vector<int32_t>> out;
+  if (ctx < 1) return out;
+  const auto n = static_cast<int64_t>(tokens.size());
+  for (int64_t start = 0; start + ctx <= n; start += ctx) {
+    if (max_tokens > 0 && start + ctx > max_tokens) break;
+    std::vector<int32_t> chunk(tokens.begin() + start, tokens.begin() + start + ctx);
+    if (bos >= 0) chunk[0] = bos;
+    out.push_back(std::move(chunk));
+  }
+  return out;
+}
+
+}  // namespace lutq::model

@@ -1,0 +1,62 @@
+// Calibration statistics of a model: runs a (dense) LlamaModel over token chunks and
+// accumulates, for every block, H = Σ x xᵀ of each distinct linear-layer input (quant/hessian.h):
+// q/k/v read one input (the attention norm's output), gate/up another (the FFN norm's), and
+// attn_output and ffn_down one each, so a block keeps four accumulators.
+//
+// The statistics are those of the model being run: run the dense model for GPTQ as the paper's
+// "sequential" variant is not done here (every layer is calibrated on the unquantized inputs).
+// Memory: per block 3·n_embd² + n_ff² doubles (SmolLM2-135M: 27 MB per block, 0.8 GB in all).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "model/llama.h"
+#include "quant/hessian.h"
+
+namespace lutq::model {
+
+// The distinct inputs of a block's linear layers.
+enum class LinearInput : uint8_t { kAttn, kAttnOutput, kFfn, kFfnDown };
+constexpr int kNumLinearInputs = 4;
+LinearInput input_of(LinearRole role);
+
+struct CalibrationOptions {
+  // Called after each chunk with (chunks done, total); may be empty.
+  std::function<void(int64_t, int64_t)> progress;
+};
+
+class CalibrationStats {
+ public:
+  int64_t n_layer() const { return n_layer_; }
+  int64_t tokens() const { return tokens_; }
+  // The accumulator of the input of `role` in block `layer` (shared by q/k/v and by gate/up).
+  const quant::HessianAccumulator& hessian(int64_t layer, LinearRole role) const {
+    return acc_[static_cast<size_t>(layer * kNumLinearInputs + static_cast<int>(input_of(role)))];
+  }
+
+ private:
+  friend Result<CalibrationStats> collect_hessians(const LlamaModel&, std::span<const std::vector<int32_t>>,
+                                                   const CalibrationOptions&, ThreadPool&);
+  int64_t n_layer_ = 0;
+  int64_t tokens_ = 0;
+  std::vector<quant::HessianAccumulator> acc_;  // [layer][input]
+};
+
+// Runs every chunk from an empty cache (only the last logits are computed) and accumulates the
+// statistics. Errors: no chunks, an empty chunk, a forward() error (e.g. a token outside the
+// vocabulary), a chunk longer than the context length.
+Result<CalibrationStats> collect_hessians(const LlamaModel& model, std::span<const std::vector<int32_t>> chunks,
+                                          const CalibrationOptions& options, ThreadPool& pool);
+
+// Cuts tokens into consecutive chunks of ctx tokens (the last partial one dropped), at most
+// max_tokens in all (<= 0: no limit); bos >= 0 replaces each chunk's first token, as the
+// perplexity protocol does.
+std::vector<std::vector<int32_t>> calibration_chunks(std::span<const int32_t> tokens, int64_t ctx, int64_t max_tokens,
+                                                     int32_t bos);
+
+}  // namespace lutq::model
