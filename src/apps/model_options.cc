@@ -25,17 +25,18 @@ void add_quant_options(CLI::App* sub, ModelArgs& args, bool bits_required) {
   sub->add_option("-g,--quant-group", args.quant_group, "BCQ group size (adapted where it does not divide the grouped dimension)")
       ->type_name("G")
       ->default_str("128");
-  sub->add_option("--quant-method", args.quant_method, "Quantizer: rtn (uniform, stored as BCQ), greedy or alternating (BCQ)")
+  sub->add_option("--quant-method", args.quant_method, "Quantizer: rtn (uniform, stored as BCQ), greedy, alternating (BCQ), gptq (uniform grids)\nor gptq-bcq (alternating BCQ grids); gptq needs calibration (lutq quantize --calib)")
       ->type_name("METHOD")
       ->default_str(args.quant_method);
-  sub->add_option("--orientation", args.orientation, "Groups along k inside a row (oc) or along n inside a column (ic)")
-      ->type_name("oc|ic")
+  sub->add_option("--orientation", args.orientation, "Groups along k inside a row (oc), along n inside a column (ic), or\nper layer the one with the lower calibrated error (auto: AdaDim, needs calibration)")
+      ->type_name("oc|ic|auto")
       ->default_str("oc");
+  sub->add_flag("--act-order", args.act_order, "GPTQ: sweep columns by decreasing activation energy");
   sub->add_flag("--offset", args.offset, "Give greedy/alternating BCQ a per-group offset (rtn always has one)");
   sub->add_option("--override", args.overrides,
                   "Per-layer setting, repeatable, later wins: PATTERN=ITEM[,ITEM...]; PATTERN a layer type\n"
                   "(attn_q..ffn_down, output) or a glob over tensor names (blk.0.*); ITEM dense, q=N, g=N,\n"
-                  "method=M, orientation=oc|ic, offset=0|1. E.g. --override ffn_down=q=4 --override output=q=8")
+                  "method=M, orientation=oc|ic|auto, offset=0|1, int8[=T|plain]. E.g. --override ffn_down=q=4 --override output=q=8")
       ->type_name("SPEC");
 }
 
@@ -67,14 +68,18 @@ Status validate_model_args(const ModelArgs& args) {
     return Status::invalid("--quant-bits: must be 0..8 (got " + std::to_string(args.quant_bits) + ")");
   }
   if (args.quant_group < 1) return Status::invalid("--quant-group: must be positive");
-  if (auto m = quant::parse_method(args.quant_method); !m) return Status::invalid("--quant-method: " + m.status().message());
+  if (model::LinearChoice probe; !model::apply_quantizer(args.quant_method, probe)) {
+    return Status::invalid("--quant-method: " + model::apply_quantizer(args.quant_method, probe).message());
+  }
   if (auto p = kernels::parse_precision(args.precision); !p) return Status::invalid("--precision: " + p.status().message());
   if (!args.isa.empty()) {
     auto isa = kernels::parse_isa(args.isa);
     if (!isa) return Status::invalid("--isa: " + isa.status().message());
     if (auto ok = kernels::select_isa(detect_cpu(), *isa); !ok) return Status::invalid("--isa: " + ok.status().message());
   }
-  if (args.orientation != "oc" && args.orientation != "ic") return Status::invalid("--orientation: must be oc or ic");
+  if (args.orientation != "oc" && args.orientation != "ic" && args.orientation != "auto") {
+    return Status::invalid("--orientation: must be oc, ic or auto");
+  }
   for (const std::string& o : args.overrides) {
     if (auto p = model::parse_override(o); !p) return Status::invalid("--override: " + p.status().message());
   }
@@ -89,13 +94,17 @@ Result<model::LinearSpec> linear_spec(const ModelArgs& args) {
   Result<kernels::Isa> isa = kernels::select_isa(detect_cpu(), requested);
   if (!isa) return Status::invalid("--isa: " + isa.status().message());
   quant::QuantOptions q;
-  q.method = *quant::parse_method(args.quant_method);
   q.cfg.q = args.quant_bits > 0 ? args.quant_bits : 3;
   q.cfg.g = args.quant_group;
   q.cfg.orientation = args.orientation == "ic" ? format::Orientation::kPerIC : format::Orientation::kPerOC;
   q.cfg.has_offset = args.offset;
   const kernels::Precision precision = *kernels::parse_precision(args.precision);
   model::LinearSpec spec = model::LinearSpec::quantized(q, *isa, precision);
+  for (model::LinearChoice& c : spec.roles) {
+    (void)model::apply_quantizer(args.quant_method, c);  // validated by validate_model_args
+    c.adadim = args.orientation == "auto";
+    c.act_order = args.act_order;
+  }
   if (args.quant_bits == 0) {
     for (model::LinearChoice& c : spec.roles) c.quantize = false;  // dense, but overrides start from q
     spec.output.quantize = false;

@@ -26,7 +26,8 @@ struct ModelArgs {
   int quant_bits = 0;  // 0: dense fp32
   int64_t quant_group = 128;
   std::string quant_method = "rtn";
-  std::string orientation = "oc";
+  std::string orientation = "oc";     // oc, ic, or auto (AdaDim; needs calibration)
+  bool act_order = false;             // GPTQ in activation order
   bool offset = false;                 // BCQ methods: a per-group offset (rtn always has one)
   std::vector<std::string> overrides;  // --override PATTERN=SETTINGS (model/linear_spec.h)
   std::string isa;  // "" = best for this CPU (or LUTQ_ISA)

@@ -6,12 +6,18 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <fstream>
+#include <optional>
+#include <sstream>
 #include <string>
 
 #include "apps/commands.h"
 #include "apps/model_options.h"
 #include "apps/progress.h"
 #include "io/checkpoint.h"
+#include "gen/tokenizer.h"
+#include "model/calibration.h"
+#include "model/llama.h"
 #include "model/quantize_model.h"
 
 namespace lutq::apps {
@@ -21,7 +27,44 @@ struct QuantizeArgs {
   ModelArgs model;
   std::string out;
   bool per_layer = false;
+  std::string calib = "../shared/data/text/sotu-calib.txt";
+  int64_t calib_tokens = 8192;
+  int64_t calib_ctx = 512;
 };
+
+Result<std::string> read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status(StatusCode::kIoError, path + ": cannot open the calibration text (--calib)");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Runs the dense model over the calibration text and collects every block layer's input
+// statistics (model/calibration.h), with a progress line.
+Result<model::CalibrationStats> calibrate(const io::Checkpoint& in, const QuantizeArgs& a, ThreadPool& pool) {
+  Result<std::string> text = read_text(a.calib);
+  if (!text) return text.status();
+  Result<gen::Tokenizer> tok = gen::Tokenizer::from_checkpoint(in);
+  if (!tok) return tok.status();
+  model::LoadOptions lo;
+  ProgressLine loading("lutq: loading the dense model for calibration");
+  lo.progress = [&](int64_t done, int64_t total) { loading.update(done, total, "blocks"); };
+  Result<model::LlamaModel> dense = model::LlamaModel::load(in, lo, pool);
+  if (!dense) return dense.status();
+  const std::vector<int32_t> ids = tok->encode(*text, /*add_special=*/true, /*parse_special=*/false);
+  const int32_t bos = tok->vocab().add_bos ? tok->bos() : -1;
+  const std::vector<std::vector<int32_t>> chunks = model::calibration_chunks(ids, a.calib_ctx, a.calib_tokens, bos);
+  if (chunks.empty()) {
+    return Status::invalid(a.calib + ": " + std::to_string(ids.size()) + " tokens, fewer than one chunk of " +
+                           std::to_string(a.calib_ctx));
+  }
+  ProgressLine progress("lutq: calibrating (" + std::to_string(chunks.size()) + " x " + std::to_string(a.calib_ctx) +
+                        " tokens)");
+  model::CalibrationOptions co;
+  co.progress = [&](int64_t done, int64_t total) { progress.update(done, total, "chunks"); };
+  return model::collect_hessians(*dense, chunks, co, pool);
+}
 
 std::string mib(int64_t bytes) {
   char buf[32];
@@ -74,11 +117,22 @@ int run(const QuantizeArgs& a) {
   Result<std::unique_ptr<io::Checkpoint>> in = io::open_checkpoint(a.model.path);
   if (!in) return report_error(in.status(), kExitFailure);
   ThreadPool pool(a.model.threads);
+  Result<model::ModelConfig> config = model::ModelConfig::from_checkpoint(**in);
+  if (!config) return report_error(config.status(), kExitFailure);
+  std::optional<model::CalibrationStats> stats;
+  if (model::needs_calibration(*spec, *config)) {
+    if (a.calib_tokens < a.calib_ctx) {
+      return report_error(Status::invalid("--calib-tokens: at least --calib-ctx tokens"), kExitUsage);
+    }
+    Result<model::CalibrationStats> st = calibrate(**in, a, pool);
+    if (!st) return report_error(st.status(), kExitFailure);
+    stats.emplace(std::move(*st));
+  }
   ProgressLine progress("lutq: quantizing");
   Result<model::QuantizeReport> report = model::quantize_to_file(
-      **in, *spec, a.out, pool, [&](int64_t done, int64_t total, const model::QuantizedLayer& l) {
-        progress.update(done, total, l.name);
-      });
+      **in, *spec, a.out, pool,
+      [&](int64_t done, int64_t total, const model::QuantizedLayer& l) { progress.update(done, total, l.name); },
+      stats ? &*stats : nullptr);
   if (!report) return report_error(report.status(), kExitFailure);
   std::printf("wrote %s\n", a.out.c_str());
   print_summary(*report, a.per_layer);
@@ -100,6 +154,12 @@ Subcommand register_quantize(CLI::App& app) {
   sub->add_option("OUT", args->out, "Output lutq file")->required();
   add_quant_options(sub, args->model, /*bits_required=*/true);
   sub->add_option("-t,--threads", args->model.threads, "Threads")->type_name("N")->default_str("2");
+  sub->add_option("--calib", args->calib,
+                  "Calibration text for gptq / gptq-bcq / --orientation auto (never the evaluation text)")
+      ->type_name("TEXT")
+      ->default_str(args->calib);
+  sub->add_option("--calib-tokens", args->calib_tokens, "Calibration tokens (chunks of --calib-ctx)")->default_str("8192");
+  sub->add_option("--calib-ctx", args->calib_ctx, "Calibration chunk length")->default_str("512");
   sub->add_flag("--per-layer", args->per_layer, "Print every layer's form and error, not just per layer type");
   return Subcommand{sub, [args] { return run(*args); }};
 }

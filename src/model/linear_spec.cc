@@ -39,6 +39,19 @@ Result<LinearRole> parse_role(std::string_view name) {
                          "' (expected attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up or ffn_down)");
 }
 
+Status apply_quantizer(std::string_view name, LinearChoice& choice) {
+  if (name == "gptq" || name == "gptq-bcq") {
+    choice.gptq = true;
+    choice.quant.method = name == "gptq" ? quant::Method::kRtn : quant::Method::kAlternating;
+    return Status::ok();
+  }
+  Result<quant::Method> m = quant::parse_method(name);
+  if (!m) return Status::invalid(m.status().message() + " (or gptq, gptq-bcq)");
+  choice.gptq = false;
+  choice.quant.method = *m;
+  return Status::ok();
+}
+
 bool glob_match(std::string_view p, std::string_view t) {
   // Iterative matcher with one backtrack point (the last '*'): linear in practice, no recursion.
   size_t pi = 0, ti = 0, star = std::string_view::npos, mark = 0;
@@ -98,16 +111,20 @@ Result<LinearOverride> parse_override(std::string_view text) {
       if (!g || *g < 1) return bad("group must be a positive integer");
       o.g = *g;
     } else if (key == "method") {
-      Result<quant::Method> m = quant::parse_method(val);
-      if (!m) return bad(m.status().message());
-      o.method = *m;
+      LinearChoice probe;
+      if (Status st = apply_quantizer(val, probe); !st) return bad(st.message());
+      o.quantizer = std::string(val);
     } else if (key == "orientation") {
       if (val == "oc") {
         o.orientation = format::Orientation::kPerOC;
+        o.adadim = false;
       } else if (val == "ic") {
         o.orientation = format::Orientation::kPerIC;
+        o.adadim = false;
+      } else if (val == "auto") {
+        o.adadim = true;
       } else {
-        return bad("orientation must be oc or ic");
+        return bad("orientation must be oc, ic or auto");
       }
     } else if (key == "int8") {
       if (val == "plain") {
@@ -157,13 +174,14 @@ LinearChoice LinearSpec::resolve(std::string_view tensor_name, std::optional<Lin
     c.quantize = true;
     if (o.q) c.quant.cfg.q = *o.q;
     if (o.g) c.quant.cfg.g = *o.g;
-    if (o.method) c.quant.method = *o.method;
+    if (o.quantizer) (void)apply_quantizer(*o.quantizer, c);  // validated when parsed
     if (o.orientation) c.quant.cfg.orientation = *o.orientation;
+    if (o.adadim) c.adadim = *o.adadim;
     if (o.offset) c.quant.cfg.has_offset = *o.offset;
     if (o.int8_threshold) {
       c.int8 = true;
       c.int8_threshold = *o.int8_threshold;
-    } else if (o.q || o.g || o.method || o.orientation || o.offset) {
+    } else if (o.q || o.g || o.quantizer || o.orientation || o.adadim || o.offset) {
       c.int8 = false;  // a BCQ setting after an int8 one
     }
   }

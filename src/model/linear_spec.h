@@ -47,7 +47,17 @@ struct LinearChoice {
   // dequantized weights (+inf: plain int8). quant/isa/precision are then unused.
   bool int8 = false;
   float int8_threshold = 6.0f;
+  // GPTQ (quant/gptq.h) with quant.method fitting each group's grid (rtn: uniform, alternating:
+  // BCQ), optionally in activation order; AdaDim: quantize per-OC and per-IC and keep the lower
+  // calibrated error. Both need calibration statistics (quantize_to_file's `calib`).
+  bool gptq = false;
+  bool act_order = false;
+  bool adadim = false;
 };
+
+// A quantizer name: rtn, greedy, alternating (plain) or gptq (uniform grids), gptq-bcq
+// (alternating BCQ grids). Sets choice.quant.method and choice.gptq.
+Status apply_quantizer(std::string_view name, LinearChoice& choice);
 
 // One --override: a pattern and the fields it sets (unset fields keep the base choice).
 struct LinearOverride {
@@ -55,14 +65,15 @@ struct LinearOverride {
   bool dense = false;  // "dense": store the layer in fp32, ignoring the fields below
   std::optional<int> q;
   std::optional<int64_t> g;
-  std::optional<quant::Method> method;
+  std::optional<std::string> quantizer;  // apply_quantizer name
   std::optional<format::Orientation> orientation;
+  std::optional<bool> adadim;  // orientation=auto
   std::optional<bool> offset;
   std::optional<float> int8_threshold;  // "int8" (6.0), "int8=plain" (+inf) or "int8=T"
 };
 
 // Parses "PATTERN=ITEM[,ITEM...]" with ITEM one of: dense, q=N (or bits=N), g=N (or group=N),
-// method=rtn|greedy|alternating, orientation=oc|ic, offset=0|1, int8 (LLM.int8(), outlier
+// method=rtn|greedy|alternating|gptq|gptq-bcq, orientation=oc|ic|auto, offset=0|1, int8 (LLM.int8(), outlier
 // threshold 6), int8=T (threshold T) or int8=plain (no outlier split). Errors quote the bad item.
 Result<LinearOverride> parse_override(std::string_view text);
 

@@ -24,7 +24,7 @@ TEST(LinearSpec, ParsesOverrides) {
   EXPECT_EQ(o->pattern, "ffn_down");
   EXPECT_EQ(*o->q, 4);
   EXPECT_EQ(*o->g, 64);
-  EXPECT_EQ(*o->method, quant::Method::kRtn);
+  EXPECT_EQ(*o->quantizer, "rtn");
   EXPECT_EQ(*o->orientation, format::Orientation::kPerIC);
   EXPECT_TRUE(*o->offset);
   EXPECT_TRUE(parse_override("blk.0.*=dense")->dense);
@@ -36,7 +36,7 @@ TEST(LinearSpec, ParsesOverrides) {
 
 TEST(LinearSpec, RejectsBadOverrides) {
   for (const char* bad : {"ffn_down", "=q=3", "ffn_down=", "ffn_down=q=9", "ffn_down=q=x", "x=g=-1",
-                          "x=method=gptq2", "x=orientation=row", "x=offset=yes", "x=colour=red", "x=fast", "x=int8=-1", "x=int8=abc"}) {
+                          "x=method=gptq2", "x=method=gptq-x", "x=orientation=row", "x=offset=yes", "x=colour=red", "x=fast", "x=int8=-1", "x=int8=abc"}) {
     Result<LinearOverride> o = parse_override(bad);
     ASSERT_FALSE(o.is_ok()) << bad;
     EXPECT_NE(o.status().message().find("override"), std::string::npos) << o.status().message();
@@ -76,6 +76,10 @@ TEST(LinearSpec, OverridesApplyInOrder) {
   EXPECT_EQ(head.precision, kernels::Precision::kExact);
   EXPECT_FALSE(spec.resolve("blk.1.attn_q.weight", LinearRole::kAttnQ).quant.cfg.q == 8);
 
+  spec.overrides.push_back(*parse_override("attn_q=method=gptq-bcq,orientation=auto"));
+  const LinearChoice q3 = spec.resolve("blk.3.attn_q.weight", LinearRole::kAttnQ);
+  EXPECT_TRUE(q3.gptq && q3.adadim);
+  EXPECT_EQ(q3.quant.method, quant::Method::kAlternating);
   spec.overrides.push_back(*parse_override("attn_k=int8"));
   const LinearChoice k = spec.resolve("blk.2.attn_k.weight", LinearRole::kAttnK);
   EXPECT_TRUE(k.quantize && k.int8);

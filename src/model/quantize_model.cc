@@ -13,6 +13,7 @@
 #include "lutqfile/lutq_file.h"
 #include "model/config.h"
 #include "model/linear_layer.h"
+#include "quant/gptq.h"
 
 namespace lutq::model {
 namespace {
@@ -71,12 +72,62 @@ struct LinearTarget {
   std::string name;   // the weight's name in the output
   std::string source; // the tensor it is read from (token_embd.weight for a tied head)
   std::optional<LinearRole> role;
+  int64_t layer = -1;  // block index, -1 for the head
 };
+
+// The label recorded with a matrix: the quantizer, GPTQ's and AdaDim's part in it.
+std::string method_label(const LinearChoice& choice, const format::BcqMatrix& q) {
+  std::string m = quant::method_name(choice.quant.method);
+  if (choice.gptq) m = "gptq-" + m + (choice.act_order ? "-act" : "");
+  if (choice.adadim) m += std::string("+adadim(") + format::orientation_name(q.cfg.orientation) + ")";
+  return m;
+}
+
+// GPTQ and/or AdaDim for one block layer, with the input statistics of its layer.
+Result<format::BcqMatrix> calibrated_quantize(const std::string& name, const float* w, int64_t n, int64_t k,
+                                              const LinearChoice& choice, const double* h, ThreadPool& pool) {
+  quant::GptqOptions go;
+  go.cfg = choice.quant.cfg;
+  go.method = choice.quant.method;
+  go.iterations = choice.quant.iterations;
+  go.act_order = choice.act_order;
+  const auto adapt = [&](int64_t extent) -> int64_t {
+    if (!choice.adapt_group) return choice.quant.cfg.g;
+    return adapted_group(choice.quant.cfg.g, extent).value_or(choice.quant.cfg.g);
+  };
+  const auto named = [&](const Status& st) { return Status(st.code(), name + ": " + st.message()); };
+  if (choice.adadim) {
+    quant::OrientationOptions oo;
+    oo.use_gptq = choice.gptq;
+    oo.gptq = go;
+    oo.gptq.cfg.g = adapt(k);
+    oo.g_per_ic = adapt(n);
+    Result<quant::OrientationChoice> r = quant::choose_orientation(w, n, k, h, oo, &pool);
+    if (!r) return named(r.status());
+    return std::move(r->matrix);
+  }
+  go.cfg.g = adapt(go.cfg.orientation == format::Orientation::kPerOC ? k : n);
+  Result<format::BcqMatrix> q = quant::gptq(w, n, k, h, go, &pool);
+  if (!q) return named(q.status());
+  return q;
+}
 
 }  // namespace
 
+bool needs_calibration(const LinearSpec& spec, const ModelConfig& config) {
+  for (int64_t l = 0; l < config.n_layer; ++l) {
+    for (int r = 0; r < kNumLinearRoles; ++r) {
+      const auto role = static_cast<LinearRole>(r);
+      const LinearChoice c = spec.resolve("blk." + std::to_string(l) + "." + role_name(role) + ".weight", role);
+      if (c.quantize && (c.gptq || c.adadim)) return true;
+    }
+  }
+  return false;
+}
+
 Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSpec& spec, const std::string& out_path,
-                                        ThreadPool& pool, const QuantizeProgress& progress) {
+                                        ThreadPool& pool, const QuantizeProgress& progress,
+                                        const CalibrationStats* calib) {
   const auto t_start = std::chrono::steady_clock::now();
   Result<bool> is_lutq = lutqfile::is_lutq_file(in);
   if (!is_lutq) return is_lutq.status();
@@ -92,10 +143,13 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
     for (int r = 0; r < kNumLinearRoles; ++r) {
       const auto role = static_cast<LinearRole>(r);
       const std::string name = "blk." + std::to_string(l) + "." + role_name(role) + ".weight";
-      targets.push_back({name, name, role});
+      targets.push_back({name, name, role, l});
     }
   }
-  targets.push_back({"output.weight", c.tied_output ? "token_embd.weight" : "output.weight", std::nullopt});
+  targets.push_back({"output.weight", c.tied_output ? "token_embd.weight" : "output.weight", std::nullopt, -1});
+  if (needs_calibration(spec, c) && (calib == nullptr || calib->n_layer() != c.n_layer)) {
+    return Status::invalid("GPTQ / AdaDim need calibration statistics of this model (lutq quantize --calib TEXT)");
+  }
 
   io::GgufWriter out;
   for (const std::string& key : in.keys()) {
@@ -130,7 +184,11 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
     const int64_t k = info->dims[0];
     const int64_t n = info->num_elements() / k;
     const LinearChoice choice = spec.resolve(target.name, target.role);
-    Result<format::BcqMatrix> q = quantize_weight(target.name, w->data(), n, k, choice, &pool);
+    const bool calibrated = target.role && (choice.gptq || choice.adadim);
+    Result<format::BcqMatrix> q =
+        calibrated ? calibrated_quantize(target.name, w->data(), n, k, choice,
+                                         calib->hessian(target.layer, *target.role).h().data(), pool)
+                   : quantize_weight(target.name, w->data(), n, k, choice, &pool);
     if (!q) return Status(q.status().code(), in.path() + ": " + q.status().message());
     QuantizedLayer layer;
     layer.name = target.name;
@@ -141,7 +199,7 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
     layer.rel_error = relative_error(w->data(), format::dequantize(*q));
     layer.bits_per_weight = q->bits_per_weight();
     layer.bytes = q->storage_bytes();
-    if (Status s = lutqfile::add_bcq(out, target.name, *q, quant::method_name(choice.quant.method), layer.rel_error);
+    if (Status s = lutqfile::add_bcq(out, target.name, *q, method_label(choice, *q), layer.rel_error);
         !s) {
       return Status(s.code(), out_path + ": " + s.message());
     }

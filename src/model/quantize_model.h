@@ -12,6 +12,8 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "io/checkpoint.h"
+#include "model/config.h"
+#include "model/calibration.h"
 #include "model/linear_spec.h"
 
 namespace lutq::model {
@@ -44,8 +46,13 @@ using QuantizeProgress = std::function<void(int64_t, int64_t, const QuantizedLay
 
 // Quantizes `in` (a dense checkpoint of a supported architecture; a lutq file is rejected) per
 // `spec` and writes the lutq file `out_path` (atomically: nothing is left under that name when it
-// fails).
+// fails). Block layers whose choice asks for GPTQ or AdaDim use `calib` (collected on the same
+// model; an error when absent).
 Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSpec& spec, const std::string& out_path,
-                                        ThreadPool& pool, const QuantizeProgress& progress = {});
+                                        ThreadPool& pool, const QuantizeProgress& progress = {},
+                                        const CalibrationStats* calib = nullptr);
+
+// Whether any layer of `spec` needs calibration statistics (GPTQ or AdaDim).
+bool needs_calibration(const LinearSpec& spec, const ModelConfig& config);
 
 }  // namespace lutq::model

@@ -2,17 +2,16 @@
 // of a linear layer's input rows x_t, with the number of rows seen.
 //
 // Precision. H is kept in double. Rows arrive in tiles of at most kTileRows; within a tile the
-// products are summed in fp32 (8-lane accumulators, vectorised), and each tile's k×k block is
-// then added into the double accumulator. The fp32 part has error at most γ_T·Σ_t |x_ti·x_tj|
+// products are summed in fp32 (OpenBLAS SYRK), and each tile's k×k block is then added into
+// the double accumulator. The fp32 part has error at most γ_T·Σ_t |x_ti·x_tj|
 // with T = kTileRows (γ_T = T·u/(1 − T·u), u = 2^-24: about 1.5e-5 relative to Σ|products|),
 // independent of how many rows are streamed; the double sum over tiles adds only
 // ~(N/T)·2^-53. Plain fp32 accumulation would instead grow as N·u (8k tokens: 5e-4), and Kahan
 // in fp32 would cost a second k×k buffer and an extra add per product in the hot loop, where
 // the double accumulator is touched once per tile.
 //
-// Memory: k² doubles for H plus a k×kTileRows fp32 transposed tile; nothing grows with the
-// number of rows. Work: k²·T/2·2 flops per tile (the lower triangle), split over the pool by
-// interleaved 4-row blocks (balanced over the triangle).
+// Memory: k² doubles for H plus a k×k fp32 tile result; nothing grows with the number of rows.
+// Work: k²·T flops per tile (the lower triangle), threaded by OpenBLAS.
 #pragma once
 
 #include <cstdint>
@@ -51,7 +50,7 @@ class HessianAccumulator {
   int64_t k_ = 0;
   int64_t rows_ = 0;
   std::vector<double> h_;  // full k×k; the lower triangle is accumulated, the upper mirrored
-  std::vector<float> xt_;  // the tile transposed: [k][tile stride]
+  std::vector<float> xt_;  // one tile's XᵀX (lower triangle), fp32 [k][k]
 };
 
 }  // namespace lutq::quant
