@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerates docs/quality.md (and docs/quality.png): perplexity, KL divergence to the fp32
+"""Regenerates the table in docs/quality.md (between its markers) and docs/quality.png: perplexity, KL divergence to the fp32
 reference, top-1 agreement, bits per weight, file size and decode tokens/s of the default model
 quantized by each method, on ../shared/data/text/sotu-eval.txt.
 
@@ -25,11 +25,19 @@ SHARED = ROOT.parent / "shared" / "data" / "text"
 # (name, method label, bits, quantize arguments); g=128 requested everywhere (SmolLM2's 576-wide
 # inputs adapt it to 64, see the note in the output).
 def configs():
-    rows = [("fp32", "fp32 (reference)", 32, None)]
+    """(name, method label, bits, quantize arguments or None, load-time arguments)."""
+    rows = [("fp32", "fp32 (reference)", 32, None, [])]
     for q in (4, 3, 2):
-        rows.append((f"rtn-q{q}", "RTN uniform", q, ["--quant-method", "rtn", "-q", str(q), "-g", "128"]))
-        rows.append((f"greedy-q{q}", "BCQ greedy", q, ["--quant-method", "greedy", "-q", str(q), "-g", "128"]))
-        rows.append((f"alt-q{q}", "BCQ alternating", q, ["--quant-method", "alternating", "-q", str(q), "-g", "128"]))
+        g = ["-q", str(q), "-g", "128"]
+        rows.append((f"rtn-q{q}", "RTN uniform", q, ["--quant-method", "rtn"] + g, []))
+        rows.append((f"greedy-q{q}", "BCQ greedy", q, ["--quant-method", "greedy"] + g, []))
+        rows.append((f"alt-q{q}", "BCQ alternating", q, ["--quant-method", "alternating"] + g, []))
+        rows.append((f"gptq-q{q}", "GPTQ uniform", q, ["--quant-method", "gptq"] + g, []))
+        rows.append((f"gptqbcq-q{q}", "GPTQ BCQ", q, ["--quant-method", "gptq-bcq"] + g, []))
+        rows.append((f"gptqbcq-ada-q{q}", "GPTQ BCQ AdaDim", q, ["--quant-method", "gptq-bcq", "--orientation", "auto"] + g, []))
+    # LLM.int8() and plain int8 exist at load time only (not in lutq files).
+    rows.append(("int8", "int8 (per-row absmax)", 8, None, ["--override", "blk.*=int8=plain"]))
+    rows.append(("llm-int8", "LLM.int8() (threshold 6)", 8, None, ["--override", "blk.*=int8"]))
     return rows
 
 
@@ -46,6 +54,7 @@ def main():
     ap.add_argument("--chunks", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="", help="comma-separated row names to (re)measure")
+    ap.add_argument("--rows", default="", help="comma-separated row names to measure (default: all)")
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--no-speed", action="store_true", help="skip the decode timing")
     ap.add_argument("--out", default=str(ROOT / "docs" / "quality.md"))
@@ -65,24 +74,27 @@ def main():
     only = set(filter(None, a.only.split(",")))
     base_logits = work / "fp32.logprobs"
 
-    for name, label, bits, qargs in configs():
+    for name, label, bits, qargs, load_args in configs():
         if name in results and name not in only and (name != "fp32" or base_logits.exists()):
+            continue
+        if a.rows and name not in a.rows.split(",") and name != "fp32":
             continue
         row = {"name": name, "method": label, "bits": bits}
         target = model
         if qargs is not None:
             target = str(work / f"{name}.lutq")
             t0 = time.time()
-            out = run([lutq, "quantize", model, target, "-t", str(a.threads)] + qargs).stdout
+            calib = ["--calib", str(SHARED / "sotu-calib.txt")] if any(x.startswith("gptq") or x == "auto" for x in qargs) else []
+            out = run([lutq, "quantize", model, target, "-t", str(a.threads)] + qargs + calib).stdout
             row["quantize_s"] = round(time.time() - t0, 1)
             m = re.search(r"block linear layers: ([0-9.]+) bits per weight", out)
             row["bpw"] = float(m.group(1))
             row["file_mib"] = round(os.path.getsize(target) / 2**20, 1)
         else:
-            row["bpw"] = 32.0
+            row["bpw"] = 32.0 if name == "fp32" else 8.0 + 32.0 / 576  # int8 codes + one fp32 scale per row
             row["file_mib"] = round(os.path.getsize(model) / 2**20, 1)
-        ppl_cmd = [lutq, "perplexity", target, "-f", a.text, "--chunks", str(a.chunks), "-t", str(a.threads)]
-        ppl_cmd += ["--save-logits", str(base_logits)] if qargs is None else ["--kl-base", str(base_logits)]
+        ppl_cmd = [lutq, "perplexity", target, "-f", a.text, "--chunks", str(a.chunks), "-t", str(a.threads)] + load_args
+        ppl_cmd += ["--save-logits", str(base_logits)] if name == "fp32" else ["--kl-base", str(base_logits)]
         out = run(ppl_cmd).stdout
         m = re.search(r"^PPL = ([0-9.]+) ± ([0-9.]+)", out, re.M)
         row["ppl"], row["ppl_err"] = float(m.group(1)), float(m.group(2))
@@ -90,7 +102,7 @@ def main():
         row["kl"], row["top1"] = (float(m.group(1)), float(m.group(2))) if m else (0.0, 100.0)
         if not a.no_speed:
             out = run([lutq, "bench", target, "--pp", "1", "--tg", "64", "--bench-threads", str(a.threads),
-                       "--reps", "3", "--probe-mib", "256"]).stdout
+                       "--reps", "3", "--probe-mib", "256"] + load_args).stdout
             m = re.search(r"^\s*\d+\s+tg64\s+([0-9.]+)", out, re.M)
             row["decode_tps"] = float(m.group(1))
         results[name] = row
@@ -103,7 +115,7 @@ def main():
 def write_markdown(results, a, out):
     ref = results.get("fp32", {}).get("ppl")
     lines = [
-        "# Quality of the quantizers on SmolLM2-135M-Instruct",
+        "## Measured: SmolLM2-135M-Instruct",
         "",
         f"Regenerated by `scripts/quality_table.py` on {time.strftime('%Y-%m-%d')}: perplexity on the first "
         f"{a.chunks} chunks of 512 tokens of `shared/data/text/sotu-eval.txt` (llama.cpp's protocol, the second half of "
@@ -116,6 +128,9 @@ def write_markdown(results, a, out):
         "k is 576 (attn_q/k/v, ffn_gate/up) use g = 64 and only attn_output and ffn_down use g = 128 — the bpw column "
         "shows the resulting storage.",
         "",
+        "GPTQ rows calibrate on 8192 tokens of `shared/data/text/sotu-calib.txt` (never the evaluation text). "
+        "int8 rows quantize at load (`--override 'blk.*=int8'`); their file column is the source GGUF.",
+        "",
         "| method | bits | bpw | file MiB | PPL | ΔPPL | KL | top-1 | decode tok/s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -127,10 +142,18 @@ def write_markdown(results, a, out):
         delta = f"{100 * (r['ppl'] / ref - 1):+.1f} %" if ref and name != "fp32" else ""
         speed = f"{r['decode_tps']:.1f}" if "decode_tps" in r else ""
         bits = "32" if name == "fp32" else str(r["bits"])
-        lines.append(f"| {r['method']} | {bits} | {r['bpw']:.2f} | {r['file_mib']} | {r['ppl']:.2f} ± {r['ppl_err']:.2f} | "
+        file_mib = "(source)" if name in ("fp32", "int8", "llm-int8") else r["file_mib"]
+        lines.append(f"| {r['method']} | {bits} | {r['bpw']:.2f} | {file_mib} | {r['ppl']:.2f} ± {r['ppl_err']:.2f} | "
                      f"{delta} | {r['kl']:.4f} | {r['top1']:.1f} % | {speed} |")
     lines += ["", "![perplexity against bits per weight](quality.png)", ""]
-    out.write_text("\n".join(lines))
+    # Only the part between the markers is ours; the method descriptions around it stay.
+    start, end = "<!-- quality-table:start -->", "<!-- quality-table:end -->"
+    doc = out.read_text() if out.exists() else f"# Quality\n\n{start}\n{end}\n"
+    if start not in doc or end not in doc:
+        doc += f"\n{start}\n{end}\n"
+    head, rest = doc.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    out.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + tail)
     print(f"wrote {out}", file=sys.stderr)
 
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "apps/commands.h"
+#include "core/text_file.h"
 #include "apps/model_options.h"
 #include "gen/perplexity.h"
 
@@ -26,19 +27,11 @@ struct PerplexityArgs {
   std::string kl_base;
 };
 
-Result<std::string> read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status(StatusCode::kIoError, path + ": cannot open");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 int run(PerplexityArgs a) {
   if (a.model.ctx == 0) a.model.ctx = 512;
   if (Status st = validate_model_args(a.model); !st) return report_error(st, kExitUsage);
   if (a.chunks < 0) return report_error(Status::invalid("--chunks: must be >= 0"), kExitUsage);
-  Result<std::string> text = read_text(a.text_path);
+  Result<std::string> text = read_text_file(a.text_path);
   if (!text) return report_error(text.status(), kExitFailure);
   auto loaded = load_model(a.model);
   if (!loaded) return report_error(loaded.status(), kExitFailure);

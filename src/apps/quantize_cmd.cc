@@ -12,6 +12,7 @@
 #include <string>
 
 #include "apps/commands.h"
+#include "core/text_file.h"
 #include "apps/model_options.h"
 #include "apps/progress.h"
 #include "io/checkpoint.h"
@@ -32,18 +33,10 @@ struct QuantizeArgs {
   int64_t calib_ctx = 512;
 };
 
-Result<std::string> read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status(StatusCode::kIoError, path + ": cannot open the calibration text (--calib)");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // Runs the dense model over the calibration text and collects every block layer's input
 // statistics (model/calibration.h), with a progress line.
 Result<model::CalibrationStats> calibrate(const io::Checkpoint& in, const QuantizeArgs& a, ThreadPool& pool) {
-  Result<std::string> text = read_text(a.calib);
+  Result<std::string> text = read_text_file(a.calib);
   if (!text) return text.status();
   Result<gen::Tokenizer> tok = gen::Tokenizer::from_checkpoint(in);
   if (!tok) return tok.status();

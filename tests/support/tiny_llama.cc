@@ -195,22 +195,25 @@ void write_hf_folder(const Tiny& t, const std::filesystem::path& dir, const HfFo
   write_text(dir / "model.safetensors.index.json", index.dump(2));
 }
 
-io::GgufFile tiny_llama_gguf(const TinyLlamaSpec& spec) {
+TinySpec small_tiny_spec() {
   TinySpec s;
-  s.n_embd = spec.n_embd;
-  s.n_head = spec.n_head;
-  s.n_head_kv = spec.n_head_kv;
-  s.n_ff = spec.n_ff;
-  s.n_vocab = spec.n_vocab;
-  s.n_layer = spec.n_layer;
-  s.ctx = spec.ctx;
-  s.seed = spec.seed;
-  Result<io::GgufFile> f = io::GgufFile::from_memory(make_tiny(s).bytes, "tiny.gguf");
+  s.n_embd = 32;
+  s.n_head = 2;
+  s.n_head_kv = 1;
+  s.n_ff = 64;
+  s.n_vocab = 40;
+  s.ctx = 128;
+  s.seed = 11;
+  return s;
+}
+
+io::GgufFile tiny_llama_gguf(const TinySpec& spec) {
+  Result<io::GgufFile> f = io::GgufFile::from_memory(make_tiny(spec).bytes, "tiny.gguf");
   EXPECT_TRUE(f.is_ok()) << f.status().message();
   return std::move(*f);
 }
 
-gen::Vocab tiny_llama_vocab(const TinyLlamaSpec& spec) {
+gen::Vocab tiny_llama_vocab(const TinySpec& spec) {
   gen::Vocab v;
   for (int64_t i = 0; i < spec.n_vocab; ++i) v.tokens.push_back("t" + std::to_string(i) + " ");
   return v;

@@ -70,23 +70,12 @@ struct HfFolderOptions {
 void write_hf_folder(const Tiny& t, const std::filesystem::path& dir, const HfFolderOptions& opt = {});
 
 // The batched forward pass and the server's scheduler need a model and a tokenizer, not
-// particular weights: a small TinySpec opened as a GgufFile, and a vocabulary of plain-text
-// tokens for it.
-struct TinyLlamaSpec {
-  int64_t n_embd = 32;
-  int64_t n_head = 2;
-  int64_t n_head_kv = 1;
-  int64_t n_ff = 64;
-  int64_t n_vocab = 40;
-  int64_t n_layer = 2;
-  int64_t ctx = 128;
-  uint32_t seed = 11;
-};
-
-// make_tiny's model for `spec`, opened (fails the calling test if the reader refuses it).
-io::GgufFile tiny_llama_gguf(const TinyLlamaSpec& spec = {});
+// particular weights: a smaller TinySpec, opened as a GgufFile (fails the calling test if the
+// reader refuses it), and a vocabulary of plain-text tokens for it.
+TinySpec small_tiny_spec();
+io::GgufFile tiny_llama_gguf(const TinySpec& spec = small_tiny_spec());
 
 // Token i is the text "t<i> " (all normal tokens; no BOS/EOS).
-gen::Vocab tiny_llama_vocab(const TinyLlamaSpec& spec = {});
+gen::Vocab tiny_llama_vocab(const TinySpec& spec = small_tiny_spec());
 
 }  // namespace lutq::testing

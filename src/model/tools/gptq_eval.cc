@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/cpu.h"
+#include "core/text_file.h"
 #include "gen/perplexity.h"
 #include "gen/tokenizer.h"
 #include "io/checkpoint.h"
@@ -29,14 +30,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-Result<std::string> read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status(StatusCode::kIoError, path + ": cannot open");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 Result<double> perplexity(const model::LlamaModel& m, const std::vector<int32_t>& tokens, int64_t ctx, int64_t chunks,
                           int32_t bos, ThreadPool& pool) {
@@ -82,8 +75,8 @@ int run(int argc, char** argv) {
   Result<gen::Tokenizer> tok = gen::Tokenizer::from_checkpoint(**ck);
   if (!tok) return fail(tok.status());
   const int32_t bos = tok->vocab().add_bos ? tok->bos() : -1;
-  Result<std::string> calib_text = read_text(argv[2]);
-  Result<std::string> eval_text = read_text(argv[3]);
+  Result<std::string> calib_text = read_text_file(argv[2]);
+  Result<std::string> eval_text = read_text_file(argv[3]);
   if (!calib_text) return fail(calib_text.status());
   if (!eval_text) return fail(eval_text.status());
   const std::vector<int32_t> calib = tok->encode(*calib_text, true, false);
