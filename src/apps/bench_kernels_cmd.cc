@@ -114,7 +114,8 @@ Result<BenchOptions> resolve(RawArgs raw, const CLI::App& cli) {
   const CpuFeatures cpu = detect_cpu();
   if (raw.isas.empty()) {
     for (kernels::Isa isa : kernels::available_isas(cpu)) {
-      if (isa != kernels::Isa::kRef && isa != kernels::Isa::kScalar) o.isas.push_back(isa);
+      // CPU backends only by default: the CUDA backend has its own benchmark (lutq_bench_cuda).
+      if (isa != kernels::Isa::kRef && isa != kernels::Isa::kScalar && isa != kernels::Isa::kCuda) o.isas.push_back(isa);
     }
   } else {
     auto isas = parse_list<kernels::Isa>(raw.isas, [](const std::string& s) { return kernels::parse_isa(s); });
