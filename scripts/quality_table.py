@@ -35,6 +35,11 @@ def configs():
         rows.append((f"gptq-q{q}", "GPTQ uniform", q, ["--quant-method", "gptq"] + g, []))
         rows.append((f"gptqbcq-q{q}", "GPTQ BCQ", q, ["--quant-method", "gptq-bcq"] + g, []))
         rows.append((f"gptqbcq-ada-q{q}", "GPTQ BCQ AdaDim", q, ["--quant-method", "gptq-bcq", "--orientation", "auto"] + g, []))
+    # Automatic mixed precision (2/3/4 bits per layer) at the uniform 3-bit alternating size.
+    rows.append(("mixed-alt-3.66", "BCQ alternating, mixed 2-4 bits", 3,
+                 ["--quant-method", "alternating", "-q", "3", "-g", "128", "--target-bpw", "3.66"], []))
+    rows.append(("mixed-gptqbcq-3.66", "GPTQ BCQ, mixed 2-4 bits", 3,
+                 ["--quant-method", "gptq-bcq", "-q", "3", "-g", "128", "--target-bpw", "3.66"], []))
     # LLM.int8() and plain int8 exist at load time only (not in lutq files).
     rows.append(("int8", "int8 (per-row absmax)", 8, None, ["--override", "blk.*=int8=plain"]))
     rows.append(("llm-int8", "LLM.int8() (threshold 6)", 8, None, ["--override", "blk.*=int8"]))
@@ -84,7 +89,8 @@ def main():
         if qargs is not None:
             target = str(work / f"{name}.lutq")
             t0 = time.time()
-            calib = ["--calib", str(SHARED / "sotu-calib.txt")] if any(x.startswith("gptq") or x == "auto" for x in qargs) else []
+            calib = (["--calib", str(SHARED / "sotu-calib.txt")]
+                     if any(x.startswith("gptq") or x in ("auto", "--target-bpw") for x in qargs) else [])
             out = run([lutq, "quantize", model, target, "-t", str(a.threads)] + qargs + calib).stdout
             row["quantize_s"] = round(time.time() - t0, 1)
             m = re.search(r"block linear layers: ([0-9.]+) bits per weight", out)

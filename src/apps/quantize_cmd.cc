@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <vector>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -17,6 +18,7 @@
 #include "apps/progress.h"
 #include "io/checkpoint.h"
 #include "gen/tokenizer.h"
+#include "model/bit_allocation.h"
 #include "model/calibration.h"
 #include "model/llama.h"
 #include "model/quantize_model.h"
@@ -31,6 +33,8 @@ struct QuantizeArgs {
   std::string calib = "../shared/data/text/sotu-calib.txt";
   int64_t calib_tokens = 8192;
   int64_t calib_ctx = 512;
+  double target_bpw = 0.0;         // > 0: automatic mixed precision
+  std::vector<int> candidates;     // bit counts it may choose; empty: q-1, q, q+1
 };
 
 // Runs the dense model over the calibration text and collects every block layer's input
@@ -104,6 +108,12 @@ void print_summary(const model::QuantizeReport& r, bool per_layer) {
 int run(const QuantizeArgs& a) {
   if (a.model.quant_bits < 1) return report_error(Status::invalid("--quant-bits: must be 1..8"), kExitUsage);
   if (Status st = validate_model_args(a.model); !st) return report_error(st, kExitUsage);
+  if (a.target_bpw < 0.0 || a.target_bpw > 16.0) {
+    return report_error(Status::invalid("--target-bpw: must be in (0, 16]"), kExitUsage);
+  }
+  for (int b : a.candidates) {
+    if (b < 1 || b > 8) return report_error(Status::invalid("--bits-candidates: bit counts are 1..8"), kExitUsage);
+  }
   if (a.out == a.model.path) return report_error(Status::invalid("OUT must differ from IN"), kExitUsage);
   Result<model::LinearSpec> spec = linear_spec(a.model);
   if (!spec) return report_error(spec.status(), kExitUsage);
@@ -113,13 +123,32 @@ int run(const QuantizeArgs& a) {
   Result<model::ModelConfig> config = model::ModelConfig::from_checkpoint(**in);
   if (!config) return report_error(config.status(), kExitFailure);
   std::optional<model::CalibrationStats> stats;
-  if (model::needs_calibration(*spec, *config)) {
+  if (model::needs_calibration(*spec, *config) || a.target_bpw > 0.0) {
     if (a.calib_tokens < a.calib_ctx) {
       return report_error(Status::invalid("--calib-tokens: at least --calib-ctx tokens"), kExitUsage);
     }
     Result<model::CalibrationStats> st = calibrate(**in, a, pool);
     if (!st) return report_error(st.status(), kExitFailure);
     stats.emplace(std::move(*st));
+  }
+  if (a.target_bpw > 0.0) {
+    std::vector<int> cand = a.candidates;
+    if (cand.empty()) {
+      for (int b = std::max(1, a.model.quant_bits - 1); b <= std::min(8, a.model.quant_bits + 1); ++b) cand.push_back(b);
+    }
+    std::sort(cand.begin(), cand.end());
+    cand.erase(std::unique(cand.begin(), cand.end()), cand.end());
+    ProgressLine measuring("lutq: measuring sensitivity at " + std::to_string(cand.size()) + " bit counts");
+    Result<model::BitAllocation> alloc = model::allocate_bits(
+        **in, *spec, a.target_bpw, cand, stats ? &*stats : nullptr, pool,
+        [&](int64_t done, int64_t total) { measuring.update(done, total, "layers"); });
+    if (!alloc) return report_error(alloc.status(), kExitFailure);
+    std::map<int, int> per_bits;
+    for (const model::BitAllocation::Layer& l : alloc->layers) ++per_bits[l.bits];
+    std::printf("mixed precision for %.3f bpw: %.3f bpw;", a.target_bpw, alloc->average_bpw);
+    for (const auto& [bits, count] : per_bits) std::printf(" %d layers at %d bits", count, bits);
+    std::printf("\n");
+    for (model::LinearOverride& o : alloc->overrides()) spec->overrides.push_back(std::move(o));
   }
   ProgressLine progress("lutq: quantizing");
   Result<model::QuantizeReport> report = model::quantize_to_file(
@@ -153,6 +182,13 @@ Subcommand register_quantize(CLI::App& app) {
       ->default_str(args->calib);
   sub->add_option("--calib-tokens", args->calib_tokens, "Calibration tokens (chunks of --calib-ctx)")->default_str("8192");
   sub->add_option("--calib-ctx", args->calib_ctx, "Calibration chunk length")->default_str("512");
+  sub->add_option("--target-bpw", args->target_bpw,
+                  "Automatic mixed precision: choose each block layer's bits among --bits-candidates to\n"
+                  "average at most B bits per weight at the least calibration-weighted error")
+      ->type_name("B");
+  sub->add_option("--bits-candidates", args->candidates, "Bit counts --target-bpw chooses from")
+      ->delimiter(',')
+      ->default_str("q-1,q,q+1");
   sub->add_flag("--per-layer", args->per_layer, "Print every layer's form and error, not just per layer type");
   return Subcommand{sub, [args] { return run(*args); }};
 }

@@ -114,6 +114,15 @@ Result<format::BcqMatrix> calibrated_quantize(const std::string& name, const flo
 
 }  // namespace
 
+Result<format::BcqMatrix> quantize_layer(const std::string& name, const float* w, int64_t n, int64_t k,
+                                         const LinearChoice& choice, const double* h, ThreadPool& pool) {
+  if (choice.quantize && (choice.gptq || choice.adadim)) {
+    if (h == nullptr) return Status::invalid(name + ": GPTQ / AdaDim need calibration statistics (--calib)");
+    return calibrated_quantize(name, w, n, k, choice, h, pool);
+  }
+  return quantize_weight(name, w, n, k, choice, &pool);
+}
+
 bool needs_calibration(const LinearSpec& spec, const ModelConfig& config) {
   for (int64_t l = 0; l < config.n_layer; ++l) {
     for (int r = 0; r < kNumLinearRoles; ++r) {
@@ -184,11 +193,9 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
     const int64_t k = info->dims[0];
     const int64_t n = info->num_elements() / k;
     const LinearChoice choice = spec.resolve(target.name, target.role);
-    const bool calibrated = target.role && (choice.gptq || choice.adadim);
-    Result<format::BcqMatrix> q =
-        calibrated ? calibrated_quantize(target.name, w->data(), n, k, choice,
-                                         calib->hessian(target.layer, *target.role).h().data(), pool)
-                   : quantize_weight(target.name, w->data(), n, k, choice, &pool);
+    const double* h =
+        target.role && calib != nullptr ? calib->hessian(target.layer, *target.role).h().data() : nullptr;
+    Result<format::BcqMatrix> q = quantize_layer(target.name, w->data(), n, k, choice, h, pool);
     if (!q) return Status(q.status().code(), in.path() + ": " + q.status().message());
     QuantizedLayer layer;
     layer.name = target.name;

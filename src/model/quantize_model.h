@@ -11,6 +11,7 @@
 
 #include "core/status.h"
 #include "core/thread_pool.h"
+#include "format/bcq_matrix.h"
 #include "io/checkpoint.h"
 #include "model/config.h"
 #include "model/calibration.h"
@@ -51,6 +52,11 @@ using QuantizeProgress = std::function<void(int64_t, int64_t, const QuantizedLay
 Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSpec& spec, const std::string& out_path,
                                         ThreadPool& pool, const QuantizeProgress& progress = {},
                                         const CalibrationStats* calib = nullptr);
+
+// Quantizes one layer per `choice`: GPTQ / AdaDim with the input statistics h[k*k] (an error
+// when h is null), else the plain quantizer; the group size adapts as choice.adapt_group says.
+Result<format::BcqMatrix> quantize_layer(const std::string& name, const float* w, int64_t n, int64_t k,
+                                         const LinearChoice& choice, const double* h, ThreadPool& pool);
 
 // Whether any layer of `spec` needs calibration statistics (GPTQ or AdaDim).
 bool needs_calibration(const LinearSpec& spec, const ModelConfig& config);

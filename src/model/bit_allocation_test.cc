@@ -1,0 +1,79 @@
+// Automatic mixed precision on a tiny random model: the budget is met, more budget never costs
+// error, and infeasible or unsupported requests are clear errors.
+#include "model/bit_allocation.h"
+
+#include <gtest/gtest.h>
+
+#include "io/gguf_file.h"
+#include "support/tiny_llama.h"
+
+namespace lutq::model {
+namespace {
+
+LinearSpec spec_at(int q) {
+  quant::QuantOptions qo;
+  qo.method = quant::Method::kAlternating;
+  qo.cfg.q = q;
+  qo.cfg.g = 32;
+  return LinearSpec::quantized(qo, kernels::Isa::kScalar, kernels::Precision::kExact);
+}
+
+// Σ over layers of the allocation's bits, as a check of average_bpw.
+double weighted_bpw(const BitAllocation& a) {
+  double bits = 0.0;
+  double weights = 0.0;
+  for (const BitAllocation::Layer& l : a.layers) {
+    bits += l.bits_per_weight * static_cast<double>(l.weights);
+    weights += static_cast<double>(l.weights);
+  }
+  return bits / weights;
+}
+
+TEST(BitAllocation, MeetsTheBudgetAndUsesIt) {
+  const testing::Tiny t = testing::make_tiny({});
+  Result<io::GgufFile> f = io::GgufFile::from_memory(t.bytes, "tiny.gguf");
+  ASSERT_TRUE(f.is_ok());
+  ThreadPool pool(2);
+  // q=2/3/4 with g=32 and no offset store 3 / 4.5 / 6 bits per weight (fp16 scales: 16·q/32).
+  int64_t calls = 0;
+  Result<BitAllocation> low = allocate_bits(*f, spec_at(3), 3.0, {2, 3, 4}, nullptr, pool,
+                                            [&](int64_t done, int64_t total) {
+                                              EXPECT_EQ(done, ++calls);
+                                              EXPECT_EQ(total, 2 * kNumLinearRoles);
+                                            });
+  ASSERT_TRUE(low.is_ok()) << low.status().message();
+  for (const auto& l : low->layers) EXPECT_EQ(l.bits, 2) << l.name;
+  EXPECT_NEAR(low->average_bpw, 3.0, 1e-9);
+
+  Result<BitAllocation> mid = allocate_bits(*f, spec_at(3), 4.6, {2, 3, 4}, nullptr, pool);
+  ASSERT_TRUE(mid.is_ok()) << mid.status().message();
+  EXPECT_LE(mid->average_bpw, 4.6 + 1e-9);
+  EXPECT_GT(mid->average_bpw, 4.0);  // the budget is mostly used
+  EXPECT_NEAR(mid->average_bpw, weighted_bpw(*mid), 1e-9);
+  ASSERT_EQ(mid->overrides().size(), mid->layers.size());
+  EXPECT_EQ(mid->overrides()[0].pattern, mid->layers[0].name);
+
+  Result<BitAllocation> high = allocate_bits(*f, spec_at(3), 8.0, {2, 3, 4}, nullptr, pool);
+  ASSERT_TRUE(high.is_ok());
+  for (const auto& l : high->layers) EXPECT_EQ(l.bits, 4) << l.name;
+}
+
+TEST(BitAllocation, RejectsInfeasibleAndUnsupportedRequests) {
+  const testing::Tiny t = testing::make_tiny({});
+  Result<io::GgufFile> f = io::GgufFile::from_memory(t.bytes, "tiny.gguf");
+  ASSERT_TRUE(f.is_ok());
+  ThreadPool pool(1);
+  Result<BitAllocation> r = allocate_bits(*f, spec_at(3), 2.0, {2, 3}, nullptr, pool);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("below"), std::string::npos) << r.status().message();
+  EXPECT_FALSE(allocate_bits(*f, spec_at(3), 3.0, {3, 2}, nullptr, pool).is_ok());
+  EXPECT_FALSE(allocate_bits(*f, spec_at(3), 3.0, {}, nullptr, pool).is_ok());
+  LinearSpec dense_q = spec_at(3);
+  dense_q.overrides.push_back(*parse_override("attn_q=dense"));
+  Result<BitAllocation> d = allocate_bits(*f, dense_q, 3.0, {2, 3}, nullptr, pool);
+  ASSERT_FALSE(d.is_ok());
+  EXPECT_NE(d.status().message().find("not a BCQ layer"), std::string::npos) << d.status().message();
+}
+
+}  // namespace
+}  // namespace lutq::model
