@@ -9,6 +9,7 @@
 #include "io/checkpoint.h"
 #include "kernels/linear.h"
 #include "lutqfile/lutq_file.h"
+#include "model/llama_block.h"
 #include "model/ops.h"
 
 namespace lutq::model {
@@ -161,58 +162,42 @@ Status LlamaModel::forward(std::span<const int32_t> tokens, int64_t start_pos, K
   const int64_t e = c.n_embd;
   const int64_t qd = c.q_dim();
   const int64_t kvd = c.kv_dim();
-  const auto sz = [](int64_t a, int64_t b) { return static_cast<size_t>(a * b); };
-  std::vector<float> x(sz(m, e));
-  std::vector<float> h(sz(m, e));
-  std::vector<float> q(sz(m, qd));
-  std::vector<float> att(sz(m, qd));
-  std::vector<float> gate(sz(m, c.n_ff));
-  std::vector<float> up(sz(m, c.n_ff));
+  BlockBuffers b(c, m);
   for (int64_t t = 0; t < m; ++t) {
     const float* row = token_embd_->data() + static_cast<int64_t>(tokens[static_cast<size_t>(t)]) * e;
-    std::copy(row, row + e, x.data() + t * e);
+    std::copy(row, row + e, b.x.data() + t * e);
   }
   const RopeTable rope = make_rope_table(c.rope, start_pos, m);
-  // Block l's layer[role].forward(x), preceded by the observer's look at x (nothing without one).
-  const auto linear = [&](int64_t l, const LlamaLayer& layer, LinearRole role, const float* in, float* out) -> Status {
-    if (observer != nullptr) {
-      if (Status s = observer->observe(l, role, in, m, layer[role].k()); !s) return s;
-    }
-    return layer[role].forward(in, m, out, pool);
-  };
   const AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim};
 
   for (int64_t l = 0; l < c.n_layer; ++l) {
     const LlamaLayer& layer = layers_[static_cast<size_t>(l)];
+    // layer[role].forward(in), preceded by the observer's look at the input (nothing without one).
+    const auto linear = [&](LinearRole role, const float* in, float* out) -> Status {
+      if (observer != nullptr) {
+        if (Status s = observer->observe(l, role, in, m, layer[role].k()); !s) return s;
+      }
+      return layer[role].forward(in, m, out, pool);
+    };
     float* k_rows = cache.k(l) + start_pos * kvd;  // the new positions' rows, written in place
     float* v_rows = cache.v(l) + start_pos * kvd;
-    for (int64_t t = 0; t < m; ++t) rms_norm(x.data() + t * e, layer.attn_norm.data(), e, c.rms_eps, h.data() + t * e);
-    if (Status s = linear(l, layer, LinearRole::kAttnQ, h.data(), q.data()); !s) return s;
-    if (Status s = linear(l, layer, LinearRole::kAttnK, h.data(), k_rows); !s) return s;
-    if (Status s = linear(l, layer, LinearRole::kAttnV, h.data(), v_rows); !s) return s;
+    rms_norm_rows(b.x.data(), layer.attn_norm.data(), m, e, c.rms_eps, b.h.data());
+    if (Status s = linear(LinearRole::kAttnQ, b.h.data(), b.q.data()); !s) return s;
+    if (Status s = linear(LinearRole::kAttnK, b.h.data(), k_rows); !s) return s;
+    if (Status s = linear(LinearRole::kAttnV, b.h.data(), v_rows); !s) return s;
     for (int64_t t = 0; t < m; ++t) {
       const float* cs = rope.cos.data() + t * rope.half_dim;
       const float* sn = rope.sin.data() + t * rope.half_dim;
-      apply_rope(q.data() + t * qd, c.n_head, c.head_dim, cs, sn, rope.half_dim);
+      apply_rope(b.q.data() + t * qd, c.n_head, c.head_dim, cs, sn, rope.half_dim);
       apply_rope(k_rows + t * kvd, c.n_head_kv, c.head_dim, cs, sn, rope.half_dim);
     }
-    attention(q.data(), cache.k(l), cache.v(l), m, start_pos, shape, att.data(), pool, use_avx2_);
-    if (Status s = linear(l, layer, LinearRole::kAttnOutput, att.data(), h.data()); !s) return s;
-    add_inplace(x.data(), h.data(), m * e);
-
-    for (int64_t t = 0; t < m; ++t) rms_norm(x.data() + t * e, layer.ffn_norm.data(), e, c.rms_eps, h.data() + t * e);
-    if (Status s = linear(l, layer, LinearRole::kFfnGate, h.data(), gate.data()); !s) return s;
-    if (Status s = linear(l, layer, LinearRole::kFfnUp, h.data(), up.data()); !s) return s;
-    swiglu(gate.data(), up.data(), m * c.n_ff);
-    if (Status s = linear(l, layer, LinearRole::kFfnDown, gate.data(), h.data()); !s) return s;
-    add_inplace(x.data(), h.data(), m * e);
+    attention(b.q.data(), cache.k(l), cache.v(l), m, start_pos, shape, b.att.data(), pool, use_avx2_);
+    if (Status s = attention_and_ffn_residuals(c, layer, m, b, linear); !s) return s;
   }
 
   const int64_t first = mode == LogitsMode::kAll ? 0 : m - 1;
-  for (int64_t t = first; t < m; ++t) {
-    rms_norm(x.data() + t * e, output_norm_.data(), e, c.rms_eps, h.data() + (t - first) * e);
-  }
-  if (Status s = output_.forward(h.data(), m - first, logits, pool); !s) return s;
+  rms_norm_rows(b.x.data() + first * e, output_norm_.data(), m - first, e, c.rms_eps, b.h.data());
+  if (Status s = output_.forward(b.h.data(), m - first, logits, pool); !s) return s;
   cache.size_ = start_pos + m;
   return Status::ok();
 }

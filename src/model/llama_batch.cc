@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "model/llama.h"
+#include "model/llama_block.h"
 #include "model/ops.h"
 
 namespace lutq::model {
@@ -43,55 +44,44 @@ Status LlamaModel::forward_batch(std::span<const BatchItem> items, float* logits
   const int64_t e = c.n_embd;
   const int64_t qd = c.q_dim();
   const int64_t kvd = c.kv_dim();
-  const auto sz = [](int64_t a, int64_t b) { return static_cast<size_t>(a * b); };
-  std::vector<float> x(sz(m, e));
-  std::vector<float> h(sz(m, e));
-  std::vector<float> q(sz(m, qd));
-  std::vector<float> k_new(sz(m, kvd));
-  std::vector<float> v_new(sz(m, kvd));
-  std::vector<float> att(sz(m, qd));
-  std::vector<float> gate(sz(m, c.n_ff));
-  std::vector<float> up(sz(m, c.n_ff));
+  BlockBuffers b(c, m);
+  std::vector<float> k_new(BlockBuffers::rows(m, kvd));
+  std::vector<float> v_new(BlockBuffers::rows(m, kvd));
   std::vector<RopeTable> rope;
   rope.reserve(items.size());
   for (int64_t t = 0; t < m; ++t) {
     const BatchItem& it = items[static_cast<size_t>(t)];
     const float* row = token_embd_->data() + static_cast<int64_t>(it.token) * e;
-    std::copy(row, row + e, x.data() + t * e);
+    std::copy(row, row + e, b.x.data() + t * e);
     rope.push_back(make_rope_table(c.rope, it.pos, 1));
   }
   const AttentionShape shape{c.n_head, c.n_head_kv, c.head_dim};
 
   for (int64_t l = 0; l < c.n_layer; ++l) {
     const LlamaLayer& layer = layers_[static_cast<size_t>(l)];
-    for (int64_t t = 0; t < m; ++t) rms_norm(x.data() + t * e, layer.attn_norm.data(), e, c.rms_eps, h.data() + t * e);
-    if (Status s = layer[LinearRole::kAttnQ].forward(h.data(), m, q.data(), pool); !s) return s;
-    if (Status s = layer[LinearRole::kAttnK].forward(h.data(), m, k_new.data(), pool); !s) return s;
-    if (Status s = layer[LinearRole::kAttnV].forward(h.data(), m, v_new.data(), pool); !s) return s;
+    const auto linear = [&](LinearRole role, const float* in, float* out) {
+      return layer[role].forward(in, m, out, pool);
+    };
+    rms_norm_rows(b.x.data(), layer.attn_norm.data(), m, e, c.rms_eps, b.h.data());
+    if (Status s = linear(LinearRole::kAttnQ, b.h.data(), b.q.data()); !s) return s;
+    if (Status s = linear(LinearRole::kAttnK, b.h.data(), k_new.data()); !s) return s;
+    if (Status s = linear(LinearRole::kAttnV, b.h.data(), v_new.data()); !s) return s;
     for (int64_t t = 0; t < m; ++t) {
       const BatchItem& it = items[static_cast<size_t>(t)];
       const RopeTable& r = rope[static_cast<size_t>(t)];
-      apply_rope(q.data() + t * qd, c.n_head, c.head_dim, r.cos.data(), r.sin.data(), r.half_dim);
+      apply_rope(b.q.data() + t * qd, c.n_head, c.head_dim, r.cos.data(), r.sin.data(), r.half_dim);
       apply_rope(k_new.data() + t * kvd, c.n_head_kv, c.head_dim, r.cos.data(), r.sin.data(), r.half_dim);
       std::copy_n(k_new.data() + t * kvd, kvd, it.cache->k(l) + it.pos * kvd);
       std::copy_n(v_new.data() + t * kvd, kvd, it.cache->v(l) + it.pos * kvd);
       // The same call forward() makes for one token, so a batch of one is bit-identical to it.
-      attention(q.data() + t * qd, it.cache->k(l), it.cache->v(l), 1, it.pos, shape, att.data() + t * qd, pool,
+      attention(b.q.data() + t * qd, it.cache->k(l), it.cache->v(l), 1, it.pos, shape, b.att.data() + t * qd, pool,
                 use_avx2_);
     }
-    if (Status s = layer[LinearRole::kAttnOutput].forward(att.data(), m, h.data(), pool); !s) return s;
-    add_inplace(x.data(), h.data(), m * e);
-
-    for (int64_t t = 0; t < m; ++t) rms_norm(x.data() + t * e, layer.ffn_norm.data(), e, c.rms_eps, h.data() + t * e);
-    if (Status s = layer[LinearRole::kFfnGate].forward(h.data(), m, gate.data(), pool); !s) return s;
-    if (Status s = layer[LinearRole::kFfnUp].forward(h.data(), m, up.data(), pool); !s) return s;
-    swiglu(gate.data(), up.data(), m * c.n_ff);
-    if (Status s = layer[LinearRole::kFfnDown].forward(gate.data(), m, h.data(), pool); !s) return s;
-    add_inplace(x.data(), h.data(), m * e);
+    if (Status s = attention_and_ffn_residuals(c, layer, m, b, linear); !s) return s;
   }
 
-  for (int64_t t = 0; t < m; ++t) rms_norm(x.data() + t * e, output_norm_.data(), e, c.rms_eps, h.data() + t * e);
-  if (Status s = output_.forward(h.data(), m, logits, pool); !s) return s;
+  rms_norm_rows(b.x.data(), output_norm_.data(), m, e, c.rms_eps, b.h.data());
+  if (Status s = output_.forward(b.h.data(), m, logits, pool); !s) return s;
   for (const BatchItem& it : items) it.cache->size_ = it.pos + 1;
   return Status::ok();
 }
