@@ -250,15 +250,7 @@ TEST(KernelRepack, RoundTripIsIdentity) {
           const BcqMatrix w = testing::random_bcq(n, 96, cfg, rng);
           const BcqMatrix back = backend(isa).unpack(backend(isa).repack(w, p));
           SCOPED_TRACE(std::string(isa_name(isa)) + " " + precision_name(p) + " " + format::describe(w));
-          EXPECT_EQ(back.n, w.n);
-          EXPECT_EQ(back.k, w.k);
-          EXPECT_EQ(back.cfg.q, w.cfg.q);
-          EXPECT_EQ(back.cfg.g, w.cfg.g);
-          EXPECT_EQ(back.cfg.orientation, w.cfg.orientation);
-          EXPECT_EQ(back.cfg.has_offset, w.cfg.has_offset);
-          EXPECT_EQ(back.bits, w.bits);
-          EXPECT_EQ(back.alpha, w.alpha);
-          EXPECT_EQ(back.offset, w.offset);
+          testing::expect_same_bcq(back, w);
         }
       }
     }

@@ -89,6 +89,11 @@ struct LogProbHeader {
   uint32_t n_chunks = 0;
 };
 
+// Closes the log-prob file of a writer or reader.
+struct FileCloser {
+  void operator()(std::FILE* f) const { std::fclose(f); }
+};
+
 class LogProbWriter {
  public:
   static Result<LogProbWriter> open(const std::string& path, const LogProbHeader& header);
@@ -98,10 +103,7 @@ class LogProbWriter {
   Status finish(uint32_t n_chunks);
 
  private:
-  struct Closer {
-    void operator()(std::FILE* f) const { std::fclose(f); }
-  };
-  std::unique_ptr<std::FILE, Closer> file_;
+  std::unique_ptr<std::FILE, FileCloser> file_;
   std::string path_;
   LogProbHeader header_;
   std::vector<uint16_t> half_;
@@ -116,10 +118,7 @@ class LogProbReader {
   Status read(int32_t* next_token, std::span<float> log_probs);
 
  private:
-  struct Closer {
-    void operator()(std::FILE* f) const { std::fclose(f); }
-  };
-  std::unique_ptr<std::FILE, Closer> file_;
+  std::unique_ptr<std::FILE, FileCloser> file_;
   std::string path_;
   LogProbHeader header_;
   std::vector<uint16_t> half_;

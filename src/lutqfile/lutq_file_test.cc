@@ -39,9 +39,7 @@ TEST(LutqFile, BcqMatricesRoundTrip) {
     const std::string name = "blk." + std::to_string(i) + ".attn_q.weight";
     Result<format::BcqMatrix> r = read_bcq(f, name);
     ASSERT_TRUE(r.is_ok()) << r.status().message();
-    EXPECT_EQ(r->bits, mats[i].bits);
-    EXPECT_EQ(r->alpha, mats[i].alpha);
-    EXPECT_EQ(r->offset, mats[i].offset);
+    testing::expect_same_bcq(*r, mats[i]);
     Result<std::optional<BcqEntry>> e = find_bcq(f, name);
     ASSERT_TRUE(e.is_ok() && e->has_value());
     EXPECT_EQ((*e)->method, "rtn");

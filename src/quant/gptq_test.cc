@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "support/random_bcq.h"
+
 #include <cmath>
 #include <limits>
 #include <random>
@@ -147,9 +149,7 @@ TEST(Gptq, IdentityHessianReducesToPlainQuantizer) {
         opt.act_order = act_order;
         const BcqMatrix a = ok(gptq(w.data(), n, k, h.data(), opt));
         const BcqMatrix b = ok(quantize(w.data(), n, k, QuantOptions{method, opt.cfg, 10}));
-        EXPECT_EQ(a.alpha, b.alpha);
-        EXPECT_EQ(a.offset, b.offset);
-        EXPECT_EQ(a.bits, b.bits);
+        testing::expect_same_bcq(a, b);
       }
     }
   }

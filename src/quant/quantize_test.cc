@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "support/random_bcq.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -340,9 +342,7 @@ TEST(QuantThreads, PoolGivesIdenticalResults) {
       const BcqMatrix a = quantize_ok(w, n, k, method, cfg);
       const BcqMatrix b = quantize_ok(w, n, k, method, cfg, &pool);
       SCOPED_TRACE(std::string(method_name(method)) + " " + format::describe(a));
-      EXPECT_EQ(a.bits, b.bits);
-      EXPECT_EQ(a.alpha, b.alpha);
-      EXPECT_EQ(a.offset, b.offset);
+      testing::expect_same_bcq(a, b);
     }
   }
 }

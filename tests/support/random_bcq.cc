@@ -1,5 +1,7 @@
 #include "support/random_bcq.h"
 
+#include <gtest/gtest.h>
+
 #include <cstdlib>
 #include <string>
 
@@ -37,6 +39,18 @@ std::vector<float> random_activations(int64_t m, int64_t k, std::mt19937_64& rng
     for (int o = 0; o < 2; ++o) x[static_cast<size_t>(r * k + pick(rng))] *= 20.0f;  // outlier features
   }
   return x;
+}
+
+void expect_same_bcq(const format::BcqMatrix& got, const format::BcqMatrix& want) {
+  EXPECT_EQ(got.n, want.n);
+  EXPECT_EQ(got.k, want.k);
+  EXPECT_EQ(got.cfg.q, want.cfg.q);
+  EXPECT_EQ(got.cfg.g, want.cfg.g);
+  EXPECT_EQ(got.cfg.orientation, want.cfg.orientation);
+  EXPECT_EQ(got.cfg.has_offset, want.cfg.has_offset);
+  EXPECT_EQ(got.bits, want.bits);
+  EXPECT_EQ(got.alpha, want.alpha);
+  EXPECT_EQ(got.offset, want.offset);
 }
 
 }  // namespace lutq::testing

@@ -1,5 +1,6 @@
 // Random inputs for kernel tests: BCQ matrices with random planes, fp16 scales and offsets, and
-// activation rows; a per-run seed that failures print (LUTQ_TEST_SEED=... reproduces a run).
+// activation rows; a per-run seed that failures print (LUTQ_TEST_SEED=... reproduces a run); and
+// the check that two matrices are the same.
 #pragma once
 
 #include <cstdint>
@@ -19,5 +20,8 @@ format::BcqMatrix random_bcq(int64_t n, int64_t k, const format::BcqConfig& cfg,
 
 // m*k activations ~ N(0, 1), with a few large outliers (as real activations have).
 std::vector<float> random_activations(int64_t m, int64_t k, std::mt19937_64& rng);
+
+// Expects `got` to equal `want` field by field: shape, configuration, planes, scales, offsets.
+void expect_same_bcq(const format::BcqMatrix& got, const format::BcqMatrix& want);
 
 }  // namespace lutq::testing

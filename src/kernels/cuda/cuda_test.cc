@@ -257,15 +257,7 @@ TEST(CudaLayout, RoundTripIsIdentity) {
           const PackedMatrix packed = cuda_backend().repack(w, Precision::kExact);
           EXPECT_EQ(packed.data.size(), layout_of(w).bytes);
           const BcqMatrix back = cuda_backend().unpack(packed);
-          EXPECT_EQ(back.n, w.n);
-          EXPECT_EQ(back.k, w.k);
-          EXPECT_EQ(back.cfg.q, w.cfg.q);
-          EXPECT_EQ(back.cfg.g, w.cfg.g);
-          EXPECT_EQ(back.cfg.orientation, w.cfg.orientation);
-          EXPECT_EQ(back.cfg.has_offset, w.cfg.has_offset);
-          EXPECT_EQ(back.bits, w.bits);
-          EXPECT_EQ(back.alpha, w.alpha);
-          EXPECT_EQ(back.offset, w.offset);
+          testing::expect_same_bcq(back, w);
         }
       }
     }
