@@ -5,7 +5,7 @@
 #include <cstring>
 #include <filesystem>
 #include <optional>
-#include <set>
+#include <map>
 
 #include "core/fp16.h"
 #include "format/bcq_matrix.h"
@@ -168,23 +168,23 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
   if (Status s = out.add_uint32(std::string(lutqfile::kVersionKey), lutqfile::kFormatVersion); !s) return s;
   if (Status s = out.add_string("lutq.source", std::filesystem::path(in.path()).filename().string()); !s) return s;
 
-  // Which tensors become BCQ matrices (by their output name).
-  std::set<std::string, std::less<>> quantized_names;
+  // Each linear layer's choice, by its output name (the tensor's name, except a tied head).
+  std::map<std::string, std::pair<const LinearTarget*, LinearChoice>, std::less<>> linear;
   for (const LinearTarget& t : targets) {
     const LinearChoice choice = spec.resolve(t.name, t.role);
     if (choice.quantize && choice.int8) {
       return Status::unsupported(t.name + ": LLM.int8() layers are not stored in lutq files (format version " +
                                  std::to_string(lutqfile::kFormatVersion) + "); choose int8 at load with --override");
     }
-    if (choice.quantize) quantized_names.insert(t.name);
+    linear.emplace(t.name, std::make_pair(&t, choice));
   }
 
   QuantizeReport report;
   // A tied head that stays dense is not a layer of its own here.
-  const bool head_separate = !c.tied_output || quantized_names.contains("output.weight");
+  const bool head_separate = !c.tied_output || linear.at("output.weight").second.quantize;
   const auto total = static_cast<int64_t>(targets.size()) - (head_separate ? 0 : 1);
   int64_t done = 0;
-  const auto quantize_target = [&](const LinearTarget& target) -> Status {
+  const auto quantize_target = [&](const LinearTarget& target, const LinearChoice& choice) -> Status {
     const auto t0 = std::chrono::steady_clock::now();
     const io::TensorInfo* info = in.find_tensor(target.source);
     if (info == nullptr) return Status::invalid(in.path() + ": missing tensor '" + target.source + "'");
@@ -192,7 +192,6 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
     if (!w) return w.status();
     const int64_t k = info->dims[0];
     const int64_t n = info->num_elements() / k;
-    const LinearChoice choice = spec.resolve(target.name, target.role);
     const double* h =
         target.role && calib != nullptr ? calib->hessian(target.layer, *target.role).h().data() : nullptr;
     Result<format::BcqMatrix> q = quantize_layer(target.name, w->data(), n, k, choice, h, pool);
@@ -217,15 +216,14 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
   };
 
   for (const io::TensorInfo& t : in.tensors()) {
-    if (quantized_names.contains(t.name)) {
-      const auto it = std::find_if(targets.begin(), targets.end(), [&](const LinearTarget& x) { return x.name == t.name; });
-      if (Status s = quantize_target(*it); !s) return s;
+    const auto it = linear.find(t.name);
+    if (it != linear.end() && it->second.second.quantize) {
+      if (Status s = quantize_target(*it->second.first, it->second.second); !s) return s;
       continue;
     }
     int64_t bytes = 0;
     if (Status s = copy_tensor(in, t, out, bytes); !s) return Status(s.code(), out_path + ": " + s.message());
-    const auto it = std::find_if(targets.begin(), targets.end(), [&](const LinearTarget& x) { return x.name == t.name; });
-    if (it != targets.end()) {
+    if (it != linear.end()) {
       QuantizedLayer layer;
       layer.name = t.name;
       layer.form = std::string("dense ") + io::ggml_type_name(t.type);
@@ -239,7 +237,7 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
   }
   // A tied head that is quantized has no tensor of its own in the source.
   if (c.tied_output && head_separate) {
-    if (Status s = quantize_target(targets.back()); !s) return s;
+    if (Status s = quantize_target(targets.back(), linear.at("output.weight").second); !s) return s;
   }
 
   for (const QuantizedLayer& l : report.layers) {
