@@ -4,6 +4,7 @@
 #include <bit>
 #include <cmath>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "core/cpu.h"
@@ -94,6 +95,41 @@ TEST(ThreadPool, WakesAfterWorkersSleep) {
     pool.run([&](int, int) { total.fetch_add(1); });
   }
   EXPECT_EQ(total.load(), 6);
+}
+
+// Two threads sharing one pool (a server's scheduler beside a reference session) take turns;
+// before run() serialized its callers this lost a job and spun forever.
+TEST(ThreadPool, CallersFromSeveralThreadsTakeTurns) {
+  ThreadPool pool(2);
+  constexpr int kReps = 3000;
+  std::vector<int64_t> sums(3, 0);
+  std::vector<std::thread> callers;
+  for (size_t c = 0; c < sums.size(); ++c) {
+    callers.emplace_back([&, c] {
+      for (int rep = 0; rep < kReps; ++rep) {
+        std::vector<int64_t> part(2, 0);
+        pool.parallel_for(100, 1, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) part[b == 0 ? 0 : 1] += i;
+        });
+        sums[c] += part[0] + part[1];
+      }
+    });
+  }
+  for (auto& t : callers) t.join();
+  for (int64_t s : sums) EXPECT_EQ(s, int64_t{kReps} * 4950);
+}
+
+TEST(ThreadPool, NestedRunExecutesInline) {
+  ThreadPool pool(2);
+  std::atomic<int> inner{0};
+  pool.run([&](int, int) {
+    pool.run([&](int index, int count) {
+      EXPECT_EQ(index, 0);
+      EXPECT_EQ(count, 1);
+      inner.fetch_add(1);
+    });
+  });
+  EXPECT_EQ(inner.load(), 2);  // once from each of the outer job's two threads
 }
 
 TEST(Cpu, DetectsConsistentFeatures) {

@@ -44,12 +44,23 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
+bool ThreadPool::inside_job() const {
+  const std::thread::id self = std::this_thread::get_id();
+  if (runner_.load(std::memory_order_acquire) == self) return true;
+  for (const std::thread& t : workers_) {
+    if (t.get_id() == self) return true;
+  }
+  return false;
+}
+
 void ThreadPool::run(FunctionRef<void(int, int)> fn) {
   const int n = size();
-  if (n == 1) {
+  if (n == 1 || inside_job()) {
     fn(0, 1);
     return;
   }
+  std::lock_guard<std::mutex> turn(run_mutex_);
+  runner_.store(std::this_thread::get_id(), std::memory_order_release);
   job_ = &fn;
   pending_.store(n - 1, std::memory_order_relaxed);
   {
@@ -60,6 +71,7 @@ void ThreadPool::run(FunctionRef<void(int, int)> fn) {
   fn(0, n);
   while (pending_.load(std::memory_order_acquire) != 0) cpu_relax();
   job_ = nullptr;
+  runner_.store(std::thread::id{}, std::memory_order_release);
 }
 
 void ThreadPool::parallel_for(int64_t count, int64_t align, FunctionRef<void(int64_t, int64_t)> fn) {

@@ -1,6 +1,10 @@
 // A persistent pool of worker threads. The calling thread takes part as thread 0, so a pool of
 // size 1 starts no thread at all. Workers spin briefly for new work and then sleep, so a run of
 // back-to-back kernel calls pays no thread creation and little wake-up latency.
+//
+// Several threads may share one pool (a server's scheduler and a test's reference session): their
+// run() calls take turns, one job at a time. A run() issued from inside a job of the same pool
+// (by the caller or a worker) does not wait for the pool; it runs inline as a pool of one.
 #pragma once
 
 #include <atomic>
@@ -53,6 +57,8 @@ class ThreadPool {
 
  private:
   void worker_loop(int index);
+  // True when the calling thread is inside a job of this pool.
+  bool inside_job() const;
 
   std::vector<std::thread> workers_;
   std::atomic<uint64_t> generation_{0};
@@ -62,6 +68,8 @@ class ThreadPool {
   FunctionRef<void(int, int)>* job_ = nullptr;
   std::mutex mutex_;
   std::condition_variable wake_;
+  std::mutex run_mutex_;                      // one run() at a time
+  std::atomic<std::thread::id> runner_{};     // the thread inside run(), if any
 };
 
 // Range [begin, end) of thread `index` among `count` threads when `total` items are split in
