@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <filesystem>
 #include <vector>
 #include <cstdio>
 #include <map>
@@ -31,6 +32,7 @@ struct QuantizeArgs {
   std::string out;
   bool per_layer = false;
   std::string calib = "../shared/data/text/sotu-calib.txt";
+  std::string calib_cache;  // statistics read from / written to this file
   int64_t calib_tokens = 8192;
   int64_t calib_ctx = 512;
   double target_bpw = 0.0;         // > 0: automatic mixed precision
@@ -38,17 +40,14 @@ struct QuantizeArgs {
 };
 
 // Runs the dense model over the calibration text and collects every block layer's input
-// statistics (model/calibration.h), with a progress line.
-Result<model::CalibrationStats> calibrate(const io::Checkpoint& in, const QuantizeArgs& a, ThreadPool& pool) {
+// statistics (model/calibration.h), with a progress line; with --calib-cache, reads them from the
+// cache when it was made from the same model and tokens, and writes it otherwise.
+Result<model::CalibrationStats> calibrate(const io::Checkpoint& in, const model::ModelConfig& config,
+                                          const QuantizeArgs& a, ThreadPool& pool) {
   Result<std::string> text = read_text_file(a.calib);
   if (!text) return text.status();
   Result<gen::Tokenizer> tok = gen::Tokenizer::from_checkpoint(in);
   if (!tok) return tok.status();
-  model::LoadOptions lo;
-  ProgressLine loading("lutq: loading the dense model for calibration");
-  lo.progress = [&](int64_t done, int64_t total) { loading.update(done, total, "blocks"); };
-  Result<model::LlamaModel> dense = model::LlamaModel::load(in, lo, pool);
-  if (!dense) return dense.status();
   const std::vector<int32_t> ids = tok->encode(*text, /*add_special=*/true, /*parse_special=*/false);
   const int32_t bos = tok->vocab().add_bos ? tok->bos() : -1;
   const std::vector<std::vector<int32_t>> chunks = model::calibration_chunks(ids, a.calib_ctx, a.calib_tokens, bos);
@@ -56,11 +55,39 @@ Result<model::CalibrationStats> calibrate(const io::Checkpoint& in, const Quanti
     return Status::invalid(a.calib + ": " + std::to_string(ids.size()) + " tokens, fewer than one chunk of " +
                            std::to_string(a.calib_ctx));
   }
+  uint64_t fingerprint = 0;
+  if (!a.calib_cache.empty()) {
+    fingerprint = model::calibration_fingerprint(in, chunks);
+    if (std::filesystem::exists(a.calib_cache)) {
+      Result<model::CalibrationStats> cached = model::load_calibration(a.calib_cache, fingerprint, config);
+      if (cached) {
+        std::fprintf(stderr, "lutq: calibration statistics from %s (%lld tokens)\n", a.calib_cache.c_str(),
+                     static_cast<long long>(cached->tokens()));
+        return cached;
+      }
+      std::fprintf(stderr, "lutq: not using the calibration cache: %s; collecting anew\n",
+                   cached.status().message().c_str());
+    }
+  }
+  model::LoadOptions lo;
+  ProgressLine loading("lutq: loading the dense model for calibration");
+  lo.progress = [&](int64_t done, int64_t total) { loading.update(done, total, "blocks"); };
+  Result<model::LlamaModel> dense = model::LlamaModel::load(in, lo, pool);
+  if (!dense) return dense.status();
   ProgressLine progress("lutq: calibrating (" + std::to_string(chunks.size()) + " x " + std::to_string(a.calib_ctx) +
                         " tokens)");
   model::CalibrationOptions co;
   co.progress = [&](int64_t done, int64_t total) { progress.update(done, total, "chunks"); };
-  return model::collect_hessians(*dense, chunks, co, pool);
+  Result<model::CalibrationStats> stats = model::collect_hessians(*dense, chunks, co, pool);
+  if (stats && !a.calib_cache.empty()) {
+    // The cache only saves time: failing to write it is reported, not fatal.
+    if (Status st = model::save_calibration(*stats, fingerprint, a.calib_cache); !st) {
+      std::fprintf(stderr, "lutq: warning: calibration cache not written: %s\n", st.message().c_str());
+    } else {
+      std::fprintf(stderr, "lutq: calibration statistics saved to %s\n", a.calib_cache.c_str());
+    }
+  }
+  return stats;
 }
 
 std::string mib(int64_t bytes) {
@@ -127,7 +154,7 @@ int run(const QuantizeArgs& a) {
     if (a.calib_tokens < a.calib_ctx) {
       return report_error(Status::invalid("--calib-tokens: at least --calib-ctx tokens"), kExitUsage);
     }
-    Result<model::CalibrationStats> st = calibrate(**in, a, pool);
+    Result<model::CalibrationStats> st = calibrate(**in, *config, a, pool);
     if (!st) return report_error(st.status(), kExitFailure);
     stats.emplace(std::move(*st));
   }
@@ -180,6 +207,9 @@ Subcommand register_quantize(CLI::App& app) {
                   "Calibration text for gptq / gptq-bcq / --orientation auto (never the evaluation text)")
       ->type_name("TEXT")
       ->default_str(args->calib);
+  sub->add_option("--calib-cache", args->calib_cache,
+                  "Keep calibration statistics in FILE: read when made from the same model and tokens, "
+                  "else collected and written (SmolLM2-135M: 0.8 GB)");
   sub->add_option("--calib-tokens", args->calib_tokens, "Calibration tokens (chunks of --calib-ctx)")->default_str("8192");
   sub->add_option("--calib-ctx", args->calib_ctx, "Calibration chunk length")->default_str("512");
   sub->add_option("--target-bpw", args->target_bpw,

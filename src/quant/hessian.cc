@@ -11,10 +11,6 @@
 #include "core/thread_pool.h"
 
 namespace lutq::quant {
-namespace {
-
-}  // namespace
-
 Result<HessianAccumulator> HessianAccumulator::create(int64_t k) {
   if (k < 1) return Status::invalid("hessian: k must be at least 1 (got " + std::to_string(k) + ")");
   if (k > (int64_t{1} << 16)) return Status::invalid("hessian: k=" + std::to_string(k) + " is too large (k² doubles)");
@@ -22,6 +18,29 @@ Result<HessianAccumulator> HessianAccumulator::create(int64_t k) {
   acc.k_ = k;
   acc.h_.assign(static_cast<size_t>(k * k), 0.0);
   acc.xt_.assign(static_cast<size_t>(k * k), 0.0f);
+  return acc;
+}
+
+Result<HessianAccumulator> HessianAccumulator::restore(int64_t k, int64_t rows, std::vector<double> h) {
+  Result<HessianAccumulator> acc = create(k);
+  if (!acc) return acc.status();
+  if (rows < 0) return Status::invalid("hessian: negative row count " + std::to_string(rows));
+  if (static_cast<int64_t>(h.size()) != k * k) {
+    return Status::invalid("hessian: " + std::to_string(h.size()) + " sums for k=" + std::to_string(k) + " (expected k²)");
+  }
+  for (int64_t i = 0; i < k; ++i) {
+    const double d = h[static_cast<size_t>(i * k + i)];
+    if (!std::isfinite(d) || d < 0.0) return Status::invalid("hessian: diagonal " + std::to_string(i) + " is negative or not finite");
+    for (int64_t j = 0; j < i; ++j) {
+      const double a = h[static_cast<size_t>(i * k + j)];
+      if (!std::isfinite(a) || a != h[static_cast<size_t>(j * k + i)]) {
+        return Status::invalid("hessian: entry (" + std::to_string(i) + ", " + std::to_string(j) +
+                               ") is not finite or not symmetric");
+      }
+    }
+  }
+  acc->rows_ = rows;
+  acc->h_ = std::move(h);
   return acc;
 }
 

@@ -31,6 +31,9 @@ class HessianAccumulator {
 
   // k >= 1 input features.
   static Result<HessianAccumulator> create(int64_t k);
+  // An accumulator that continues from stored sums (a calibration cache): h is k×k, symmetric
+  // and finite, its diagonal non-negative, rows >= 0; anything else is an error.
+  static Result<HessianAccumulator> restore(int64_t k, int64_t rows, std::vector<double> h);
 
   // Adds rows x[m][k] (row stride k). Rejects null x, m < 0 and non-finite values (the message
   // names the row and column); on error H is unchanged.
