@@ -22,27 +22,44 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data" / "text"
 
-# (name, method label, bits, quantize arguments); g=128 requested everywhere (SmolLM2's 576-wide
-# inputs adapt it to 64, see the note in the output).
+# The grid of the issue: {RTN uniform, BCQ alternating, GPTQ uniform, GPTQ BCQ} x {per-OC, per-IC,
+# AdaDim} x {4, 3, 2} bits x g in {128, 64}, plus BCQ greedy per-OC, automatic mixed precision and
+# the int8 rows. Row names of the g = 128 per-OC rows predate the grid (kept so cached results
+# stay valid).
+METHODS = [("rtn", "RTN uniform", "rtn"), ("alt", "BCQ alternating", "alternating"),
+           ("gptq", "GPTQ uniform", "gptq"), ("gptqbcq", "GPTQ BCQ", "gptq-bcq")]
+ORIENTATIONS = [("oc", "per-OC"), ("ic", "per-IC"), ("ada", "AdaDim")]
+ORIENT_ARG = {"oc": "oc", "ic": "ic", "ada": "auto"}
+
+
+def row_name(key, orient, q, g):
+    name = f"{key}-q{q}" if orient == "oc" else f"{key}-{orient}-q{q}"
+    return name if g == 128 else f"{name}-g{g}"
+
+
 def configs():
-    """(name, method label, bits, quantize arguments or None, load-time arguments)."""
-    rows = [("fp32", "fp32 (reference)", 32, None, [])]
+    """Dicts: name, method label, orientation label, g, bits, quantize args (None: none), load args."""
+    rows = [dict(name="fp32", method="fp32 (reference)", orient="", g="", bits=32, qargs=None, load=[])]
     for q in (4, 3, 2):
-        g = ["-q", str(q), "-g", "128"]
-        rows.append((f"rtn-q{q}", "RTN uniform", q, ["--quant-method", "rtn"] + g, []))
-        rows.append((f"greedy-q{q}", "BCQ greedy", q, ["--quant-method", "greedy"] + g, []))
-        rows.append((f"alt-q{q}", "BCQ alternating", q, ["--quant-method", "alternating"] + g, []))
-        rows.append((f"gptq-q{q}", "GPTQ uniform", q, ["--quant-method", "gptq"] + g, []))
-        rows.append((f"gptqbcq-q{q}", "GPTQ BCQ", q, ["--quant-method", "gptq-bcq"] + g, []))
-        rows.append((f"gptqbcq-ada-q{q}", "GPTQ BCQ AdaDim", q, ["--quant-method", "gptq-bcq", "--orientation", "auto"] + g, []))
+        for g in (128, 64):
+            for key, label, method in METHODS:
+                for orient, olabel in ORIENTATIONS:
+                    qargs = ["--quant-method", method, "-q", str(q), "-g", str(g), "--orientation", ORIENT_ARG[orient]]
+                    rows.append(dict(name=row_name(key, orient, q, g), method=label, orient=olabel, g=g, bits=q,
+                                     qargs=qargs, load=[]))
+            if g == 128:
+                rows.append(dict(name=f"greedy-q{q}", method="BCQ greedy", orient="per-OC", g=g, bits=q,
+                                 qargs=["--quant-method", "greedy", "-q", str(q), "-g", "128"], load=[]))
     # Automatic mixed precision (2/3/4 bits per layer) at the uniform 3-bit alternating size.
-    rows.append(("mixed-alt-3.66", "BCQ alternating, mixed 2-4 bits", 3,
-                 ["--quant-method", "alternating", "-q", "3", "-g", "128", "--target-bpw", "3.66"], []))
-    rows.append(("mixed-gptqbcq-3.66", "GPTQ BCQ, mixed 2-4 bits", 3,
-                 ["--quant-method", "gptq-bcq", "-q", "3", "-g", "128", "--target-bpw", "3.66"], []))
+    for name, label, method in (("mixed-alt-3.66", "BCQ alternating, mixed 2-4 bits", "alternating"),
+                                ("mixed-gptqbcq-3.66", "GPTQ BCQ, mixed 2-4 bits", "gptq-bcq")):
+        rows.append(dict(name=name, method=label, orient="per-OC", g=128, bits=3, load=[],
+                         qargs=["--quant-method", method, "-q", "3", "-g", "128", "--target-bpw", "3.66"]))
     # LLM.int8() and plain int8 exist at load time only (not in lutq files).
-    rows.append(("int8", "int8 (per-row absmax)", 8, None, ["--override", "blk.*=int8=plain"]))
-    rows.append(("llm-int8", "LLM.int8() (threshold 6)", 8, None, ["--override", "blk.*=int8"]))
+    rows.append(dict(name="int8", method="int8 (per-row absmax)", orient="per-OC", g="row", bits=8, qargs=None,
+                     load=["--override", "blk.*=int8=plain"]))
+    rows.append(dict(name="llm-int8", method="LLM.int8() (threshold 6)", orient="per-OC", g="row", bits=8, qargs=None,
+                     load=["--override", "blk.*=int8"]))
     return rows
 
 
@@ -79,17 +96,18 @@ def main():
     only = set(filter(None, a.only.split(",")))
     base_logits = work / "fp32.logprobs"
 
-    for name, label, bits, qargs, load_args in configs():
+    for c in configs():
+        name, label, bits, qargs, load_args = c["name"], c["method"], c["bits"], c["qargs"], c["load"]
         if name in results and name not in only and (name != "fp32" or base_logits.exists()):
             continue
         if a.rows and name not in a.rows.split(",") and name != "fp32":
             continue
-        row = {"name": name, "method": label, "bits": bits}
+        row = {"name": name, "method": label, "bits": bits, "orient": c["orient"], "g": c["g"]}
         target = model
         if qargs is not None:
             target = str(work / f"{name}.lutq")
             t0 = time.time()
-            calib = (["--calib", str(SHARED / "sotu-calib.txt")]
+            calib = (["--calib", str(SHARED / "sotu-calib.txt"), "--calib-cache", str(work / "sotu-calib.stats")]
                      if any(x.startswith("gptq") or x in ("auto", "--target-bpw") for x in qargs) else [])
             out = run([lutq, "quantize", model, target, "-t", str(a.threads)] + qargs + calib).stdout
             row["quantize_s"] = round(time.time() - t0, 1)
@@ -113,6 +131,8 @@ def main():
             row["decode_tps"] = float(m.group(1))
         results[name] = row
         cache_path.write_text(json.dumps(results, indent=2))
+        if qargs is not None:
+            os.remove(target)  # 100+ MB each; the row keeps its size
 
     write_markdown(results, a, Path(a.out))
     write_plot(results, Path(a.out).with_suffix(".png"))
@@ -130,27 +150,30 @@ def write_markdown(results, a, out):
         f"quantized row and not counted), file size, and decode tokens/s on {a.threads} threads (`lutq bench`, tg64, "
         "median of 3; this 2-core machine is shared, so speeds are indicative).",
         "",
-        "g = 128 is requested everywhere; SmolLM2's 576-wide inputs are not a multiple of 128, so the layers whose "
-        "k is 576 (attn_q/k/v, ffn_gate/up) use g = 64 and only attn_output and ffn_down use g = 128 — the bpw column "
-        "shows the resulting storage.",
+        "g is the group size requested: with g = 128, a 576-wide extent (k of attn_q/k/v and ffn_gate/up per-OC; "
+        "n of attn_q/attn_output/ffn_down per-IC) is not a multiple of 128 and those layers use g = 64, so the bpw "
+        "column shows the storage actually used. Orientation: per-OC groups run along a row's inputs, per-IC groups "
+        "along a column's outputs, AdaDim picks per layer by calibrated error.",
         "",
-        "GPTQ rows calibrate on 8192 tokens of `shared/data/text/sotu-calib.txt` (never the evaluation text). "
+        "GPTQ and AdaDim rows calibrate on 8192 tokens of `shared/data/text/sotu-calib.txt` (never the evaluation text). "
         "int8 rows quantize at load (`--override 'blk.*=int8'`); their file column is the source GGUF.",
         "",
-        "| method | bits | bpw | file MiB | PPL | ΔPPL | KL | top-1 | decode tok/s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | orientation | g | bits | bpw | file MiB | PPL | ΔPPL | KL | top-1 | decode tok/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    order = [c[0] for c in configs()] + sorted(set(results) - {c[0] for c in configs()})
+    known = {c["name"]: c for c in configs()}
+    order = list(known) + sorted(set(results) - set(known))
     for name in order:
         r = results.get(name)
         if r is None:
             continue
+        c = known.get(name, {})
         delta = f"{100 * (r['ppl'] / ref - 1):+.1f} %" if ref and name != "fp32" else ""
         speed = f"{r['decode_tps']:.1f}" if "decode_tps" in r else ""
         bits = "32" if name == "fp32" else str(r["bits"])
         file_mib = "(source)" if name in ("fp32", "int8", "llm-int8") else r["file_mib"]
-        lines.append(f"| {r['method']} | {bits} | {r['bpw']:.2f} | {file_mib} | {r['ppl']:.2f} ± {r['ppl_err']:.2f} | "
-                     f"{delta} | {r['kl']:.4f} | {r['top1']:.1f} % | {speed} |")
+        lines.append(f"| {r['method']} | {c.get('orient', '')} | {c.get('g', '')} | {bits} | {r['bpw']:.2f} | {file_mib} | "
+                     f"{r['ppl']:.2f} ± {r['ppl_err']:.2f} | {delta} | {r['kl']:.4f} | {r['top1']:.1f} % | {speed} |")
     lines += ["", "![perplexity against bits per weight](quality.png)", ""]
     # Only the part between the markers is ours; the method descriptions around it stay.
     start, end = "<!-- quality-table:start -->", "<!-- quality-table:end -->"
@@ -171,22 +194,34 @@ def write_plot(results, png):
     except ImportError:
         print("matplotlib not installed (apt-get install python3-matplotlib): no plot", file=sys.stderr)
         return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    methods = {}
-    for r in results.values():
-        if r["name"] != "fp32":
-            methods.setdefault(r["method"], []).append((r["bpw"], r["ppl"]))
-    for label, pts in sorted(methods.items()):
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
-    if "fp32" in results:
-        ax.axhline(results["fp32"]["ppl"], color="black", linestyle="--", label="fp32 reference")
-    ax.set_xlabel("bits per weight (block linear layers)")
-    ax.set_ylabel("perplexity (sotu-eval)")
-    ax.set_yscale("log")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    ax.set_title("SmolLM2-135M-Instruct: perplexity against bits per weight")
+    known = {c["name"]: c for c in configs()}
+    colors = {label: f"C{i}" for i, (_, label, _) in enumerate(METHODS)}
+    styles = {"per-OC": "-", "per-IC": "--", "AdaDim": ":"}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    for ax, g in zip(axes, (128, 64)):
+        lines = {}
+        for name, r in results.items():
+            c = known.get(name)
+            if c is None or c["g"] != g or c["method"] not in colors:
+                continue
+            lines.setdefault((c["method"], c["orient"]), []).append((r["bpw"], r["ppl"]))
+        for (method, orient), pts in sorted(lines.items()):
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=colors[method],
+                    linestyle=styles[orient], label=f"{method}, {orient}")
+        for name, marker in (("int8", "s"), ("llm-int8", "D")):
+            if name in results and g == 128:
+                ax.plot([results[name]["bpw"]], [results[name]["ppl"]], marker=marker, color="gray", linestyle="",
+                        label=results[name]["method"])
+        if "fp32" in results:
+            ax.axhline(results["fp32"]["ppl"], color="black", linestyle="--", linewidth=0.8, label="fp32 reference")
+        ax.set_xlabel("bits per weight (block linear layers)")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_title(f"g = {g} requested")
+    axes[0].set_ylabel("perplexity (sotu-eval)")
+    axes[1].legend(fontsize=7, loc="upper right")
+    fig.suptitle("SmolLM2-135M-Instruct: perplexity against bits per weight")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     print(f"wrote {png}", file=sys.stderr)

@@ -34,7 +34,7 @@ TEST(LinearInt8, ForwardCloseToDense) {
     Result<LinearLayer> lin = LinearLayer::quantized("t", w->data(), n, k, choice, &pool);
     ASSERT_TRUE(lin.is_ok()) << lin.status().message();
     EXPECT_TRUE(lin->is_quantized());
-    EXPECT_EQ(lin->weight_bytes(), n * k + 4 * n);
+    EXPECT_EQ(lin->weight_bytes(), n * k + 8 * n);  // codes, scales, row sums
     EXPECT_NE(lin->describe().find(std::isinf(threshold) ? "int8" : "llm-int8"), std::string::npos);
     std::vector<float> y(static_cast<size_t>(m * n));
     ASSERT_TRUE(lin->forward(x.data(), m, y.data(), pool).is_ok());

@@ -59,14 +59,17 @@ Result<LinearLayer> LinearLayer::quantized(const std::string& name, const float*
   if (!choice.quantize) return Status::invalid(name + ": layer choice is not quantized");
   if (choice.int8) {
     if (!(choice.int8_threshold > 0.0f)) return Status::invalid(name + ": int8 outlier threshold must be > 0");
-    Result<kernels::Int8Weights> q = kernels::quantize_int8(w, n, k, nullptr);
+    // LLM.int8() proper (a finite threshold): an fp16 copy for the outlier columns and zero-point
+    // activations, the paper's best variant; plain int8: absmax, int8 codes only.
+    const bool decompose = std::isfinite(choice.int8_threshold);
+    Result<kernels::Int8Weights> q = kernels::quantize_int8(w, n, k, /*keep_fp16=*/decompose);
     if (!q) return Status(q.status().code(), name + ": " + q.status().message());
     LinearLayer layer;
     layer.n_ = n;
     layer.k_ = k;
     layer.use_avx2_ = choice.isa == kernels::Isa::kAvx2 && detect_cpu().avx2;
     layer.int8_.emplace(std::move(*q));
-    layer.int8_threshold_ = choice.int8_threshold;
+    layer.int8_options_ = kernels::Int8Options{choice.int8_threshold, /*zeropoint=*/decompose};
     return layer;
   }
   Result<format::BcqMatrix> q = quantize_weight(name, w, n, k, choice, pool);
@@ -90,7 +93,7 @@ Result<LinearLayer> LinearLayer::from_bcq(const format::BcqMatrix& w, kernels::I
 
 Status LinearLayer::forward(const float* x, int64_t m, float* y, ThreadPool& pool) const {
   if (bcq_) return bcq_->forward(x, m, y, pool);
-  if (int8_) return kernels::int8_gemm(*int8_, x, m, y, kernels::Int8Options{int8_threshold_}, pool, use_avx2_);
+  if (int8_) return kernels::int8_gemm(*int8_, x, m, y, int8_options_, pool, use_avx2_);
   if (m < 1) return Status::invalid("forward: m must be at least 1 (got " + std::to_string(m) + ")");
   if (x == nullptr || y == nullptr) return Status::invalid("forward: null activation or output pointer");
   kernels::dense_gemm(kernels::DenseWeights{dense_->data(), n_, k_}, x, m, y, pool, use_avx2_);
@@ -99,14 +102,16 @@ Status LinearLayer::forward(const float* x, int64_t m, float* y, ThreadPool& poo
 
 int64_t LinearLayer::weight_bytes() const {
   if (bcq_) return bcq_->weight_bytes();
-  if (int8_) return n_ * k_ + n_ * static_cast<int64_t>(sizeof(float));
+  // int8 codes, scales and row sums; the fp16 copy is read only at the outlier columns.
+  if (int8_) return n_ * k_ + n_ * static_cast<int64_t>(sizeof(float) + sizeof(int32_t));
   return n_ * k_ * static_cast<int64_t>(sizeof(float));
 }
 
 std::string LinearLayer::describe() const {
   if (bcq_) return bcq_desc_;
   if (int8_) {
-    return (std::isinf(int8_threshold_) ? std::string("int8 ") : "llm-int8 (outliers >= " + std::to_string(int8_threshold_) + ") ") +
+    const float t = int8_options_.threshold;
+    return (std::isinf(t) ? std::string("int8 ") : "llm-int8 (outliers >= " + std::to_string(t) + ", fp16 copy) ") +
            shape_string(n_, k_) + (use_avx2_ ? " (avx2)" : " (scalar)");
   }
   return std::string("dense fp32 ") + shape_string(n_, k_) + (use_avx2_ ? " (avx2)" : " (scalar)");

@@ -59,7 +59,7 @@ class LinearLayer {
   std::optional<kernels::BcqLinear> bcq_;
   std::string bcq_desc_;
   std::optional<kernels::Int8Weights> int8_;
-  float int8_threshold_ = 6.0f;
+  kernels::Int8Options int8_options_;
 };
 
 // Quantizes W[n,k] per `choice` (choice.quantize must be true), adapting the group size as

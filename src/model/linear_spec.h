@@ -43,8 +43,9 @@ struct LinearChoice {
   // makes that an error.
   bool adapt_group = true;
   // With quantize: LLM.int8() instead of BCQ (kernels/int8/int8_gemm.h): int8 weights with
-  // per-row scales; input features at or above int8_threshold run in fp32 against the
-  // dequantized weights (+inf: plain int8). quant/isa/precision are then unused.
+  // per-row scales; input features at or above int8_threshold run in fp32 against an fp16 copy
+  // of the weights, the rest with zero-point int8 activations (+inf: plain int8, absmax
+  // activations, no copy). quant/isa/precision are then unused.
   bool int8 = false;
   float int8_threshold = 6.0f;
   // GPTQ (quant/gptq.h) with quant.method fitting each group's grid (rtn: uniform, alternating:

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <string>
 
+#include "core/fp16.h"
+
 namespace lutq::kernels {
 namespace int8_detail {
 
@@ -18,24 +20,21 @@ int32_t dot_ref(const int16_t* a, const int8_t* b, int64_t k) {
 }  // namespace int8_detail
 
 namespace {
-constexpr int64_t kMaxK = std::numeric_limits<int32_t>::max() / (127 * 127);
+constexpr int64_t kMaxK = std::numeric_limits<int32_t>::max() / (128 * 127);  // |xq| <= 128
 }  // namespace
 
-Result<Int8Weights> quantize_int8(const float* w, int64_t n, int64_t k,
-                                  std::shared_ptr<const std::vector<float>> keep_fp32) {
+Result<Int8Weights> quantize_int8(const float* w, int64_t n, int64_t k, bool keep_fp16) {
   if (n < 1 || k < 1 || k > kMaxK) {
     return Status::invalid("int8: bad shape " + std::to_string(n) + "x" + std::to_string(k));
   }
   if (w == nullptr) return Status::invalid("int8: null weights");
-  if (keep_fp32 != nullptr && static_cast<int64_t>(keep_fp32->size()) < n * k) {
-    return Status::invalid("int8: the kept fp32 weights are too small");
-  }
   Int8Weights out;
   out.n = n;
   out.k = k;
   out.q.resize(static_cast<size_t>(n * k));
   out.scale.resize(static_cast<size_t>(n));
-  out.fp32 = std::move(keep_fp32);
+  out.row_sum.assign(static_cast<size_t>(n), 0);
+  if (keep_fp16) out.fp16.resize(static_cast<size_t>(n * k));
   for (int64_t r = 0; r < n; ++r) {
     float amax = 0.0f;
     for (int64_t c = 0; c < k; ++c) {
@@ -51,6 +50,8 @@ Result<Int8Weights> quantize_int8(const float* w, int64_t n, int64_t k,
     for (int64_t c = 0; c < k; ++c) {
       const float v = s > 0.0f ? std::nearbyint(w[r * k + c] / s) : 0.0f;
       out.q[static_cast<size_t>(r * k + c)] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));
+      out.row_sum[static_cast<size_t>(r)] += out.q[static_cast<size_t>(r * k + c)];
+      if (keep_fp16) out.fp16[static_cast<size_t>(r * k + c)] = fp32_to_fp16(w[r * k + c]);
     }
   }
   return out;
@@ -78,19 +79,28 @@ Status int8_gemm(const Int8Weights& w, const float* x, int64_t m, float* y, cons
   for (int64_t c = 0; c < k; ++c) {
     if (outlier[static_cast<size_t>(c)]) out_cols.push_back(c);
   }
-  // Per-token quantization of the regular columns (outlier columns become 0).
+  // Per-token quantization of the regular columns. Absmax: xq = round(x / s), s = amax / 127, and
+  // outlier columns get 0. Zero point: x ≈ s·(xq − z) with s = (max − min) / 255 and
+  // z = −128 − round(min / s); outlier columns get xq = z, so they add nothing to Σ(xq − z)·q.
   std::vector<int16_t> xq(static_cast<size_t>(m * k));
   std::vector<float> xs(static_cast<size_t>(m));
+  std::vector<int32_t> xz(static_cast<size_t>(m), 0);
   for (int64_t t = 0; t < m; ++t) {
-    float amax = 0.0f;
+    float lo = 0.0f;
+    float hi = 0.0f;
     for (int64_t c = 0; c < k; ++c) {
-      if (!outlier[static_cast<size_t>(c)]) amax = std::max(amax, std::fabs(x[t * k + c]));
+      if (outlier[static_cast<size_t>(c)]) continue;
+      lo = std::min(lo, x[t * k + c]);
+      hi = std::max(hi, x[t * k + c]);
     }
-    const float s = amax / 127.0f;
+    const float s = opt.zeropoint ? (hi - lo) / 255.0f : std::max(hi, -lo) / 127.0f;
+    const float z = opt.zeropoint && s > 0.0f ? -128.0f - std::nearbyint(lo / s) : 0.0f;
+    const float qmin = opt.zeropoint ? -128.0f : -127.0f;
     xs[static_cast<size_t>(t)] = s;
+    xz[static_cast<size_t>(t)] = static_cast<int32_t>(z);
     for (int64_t c = 0; c < k; ++c) {
-      const float v = outlier[static_cast<size_t>(c)] || s == 0.0f ? 0.0f : std::nearbyint(x[t * k + c] / s);
-      xq[static_cast<size_t>(t * k + c)] = static_cast<int16_t>(std::clamp(v, -127.0f, 127.0f));
+      const float v = outlier[static_cast<size_t>(c)] || s == 0.0f ? z : std::nearbyint(x[t * k + c] / s) + z;
+      xq[static_cast<size_t>(t * k + c)] = static_cast<int16_t>(std::clamp(v, qmin, 127.0f));
     }
   }
   const auto dot = use_avx2 ? int8_detail::dot_avx2 : int8_detail::dot_ref;
@@ -98,13 +108,15 @@ Status int8_gemm(const Int8Weights& w, const float* x, int64_t m, float* y, cons
     for (int64_t r = begin; r < end; ++r) {
       const int8_t* wr = w.q.data() + r * k;
       const float sw = w.scale[static_cast<size_t>(r)];
-      const float* wf = w.fp32 ? w.fp32->data() + r * k : nullptr;
+      const uint16_t* wh = w.fp16.empty() ? nullptr : w.fp16.data() + r * k;
       for (int64_t t = 0; t < m; ++t) {
-        const int32_t acc = dot(xq.data() + t * k, wr, k);
+        // |Σ xq·q| <= k·128·127 and |z·row_sum| <= 255·k·127: int64 for the correction.
+        const int64_t acc = static_cast<int64_t>(dot(xq.data() + t * k, wr, k)) -
+                            static_cast<int64_t>(xz[static_cast<size_t>(t)]) * w.row_sum[static_cast<size_t>(r)];
         float v = static_cast<float>(acc) * (xs[static_cast<size_t>(t)] * sw);
         float extra = 0.0f;
         for (int64_t c : out_cols) {
-          const float wv = wf ? wf[c] : static_cast<float>(wr[c]) * sw;
+          const float wv = wh != nullptr ? fp16_to_fp32(wh[c]) : static_cast<float>(wr[c]) * sw;
           extra += x[t * k + c] * wv;
         }
         y[t * w.n + r] = v + extra;

@@ -3,15 +3,26 @@
 //   Weights: int8 per output row, absmax scale s_r = max_c |W[r,c]| / 127, q = round(W / s_r).
 //   Activations, per call: the outlier input features are the columns c where some row has
 //     |x[t,c]| >= threshold (default 6.0; +inf disables the decomposition: plain int8). Every
-//     other column is quantized per token: s_t = max_c |x[t,c]| / 127 over the non-outlier
-//     columns, xq = round(x / s_t).
-//   y[t,r] = s_t·s_r·Σ_{c regular} xq[t,c]·q[r,c]   (exact int32 accumulation)
-//          + Σ_{c outlier} x[t,c]·W[r,c]            (fp32, against the kept fp32 weights, or the
-//                                                    dequantized q·s_r when none were kept)
+//     other column is quantized per token, either
+//       absmax:     s_t = max |x[t,c]| / 127, xq = round(x / s_t) in [-127, 127], or
+//       zero point: s_t = (hi − lo) / 255 with lo = min(0, min x), hi = max(0, max x) over the
+//                   regular columns, z_t = −128 − round(lo / s_t), xq = round(x / s_t) + z_t in
+//                   [-128, 127] (x ≈ s_t·(xq − z_t); the paper's better variant: 255 steps over
+//                   the row's actual range instead of 254 over a symmetric one).
+//   y[t,r] = s_t·s_r·(Σ_c xq[t,c]·q[r,c] − z_t·Σ_c q[r,c])   (exact integer arithmetic; outlier
+//                                                            columns hold xq = z_t: no share)
+//          + Σ_{c outlier} x[t,c]·W[r,c]   (fp32, against the kept fp16 copy of W, or the
+//                                           dequantized q·s_r when none was kept)
 // Error against the exact product, per output (u = 2^-24):
-//   |y − x·Wᵀ| <= Σ_{c regular} (|x_c|·s_r/2 + |q_rc·s_r|·s_t/2) + γ_k·Σ_c |x_c|·|W_rc| + 4u·|y|
-// (each rounded weight/activation is within half a step; the fp32 outlier sum and the rescale
-// round). The int32 sum cannot overflow for k < 2^31 / 127² ≈ 133k (checked).
+//   |y − x·Wᵀ| <= Σ_{c regular} (|x_c|·s_r/2 + |q_rc·s_r|·s_t/2) + Σ_{c outlier} |x_c|·|W_rc|·2^-11
+//                 + γ_k·Σ_c |x_c|·|W_rc| + 4u·|y|
+// (each rounded weight/activation is within half a step, also at the zero-point clamp; the fp16
+// copy is within 2^-11 relative; the fp32 outlier sum and the rescale round). The int32 sum
+// cannot overflow for k < 2^31 / (128·127) ≈ 132k (checked).
+//
+// Measured on SmolLM2-135M (docs/quality.md): the fp16 copy for the outlier columns and the zero
+// point each halve the KL to the fp32 model; the copy costs 2 bytes per weight beside the int8
+// codes (keep_fp16 = false: 1 byte, the outlier columns then use the dequantized int8 weights).
 //
 // The AVX2 path sign-extends int8 to int16 and uses vpmaddwd (madd_epi16): pairs of products
 // ≤ 2·127² fit int32 with no saturation. vpmaddubsw (maddubs) would take twice the bytes per
@@ -21,7 +32,6 @@
 
 #include <cstdint>
 #include <limits>
-#include <memory>
 #include <vector>
 
 #include "core/status.h"
@@ -34,15 +44,18 @@ struct Int8Weights {
   int64_t k = 0;
   std::vector<int8_t> q;  // [n][k]
   std::vector<float> scale;  // [n]: absmax / 127 (0 for an all-zero row)
-  std::shared_ptr<const std::vector<float>> fp32;  // [n][k] for the outlier columns, or null
+  std::vector<int32_t> row_sum;  // [n]: Σ_c q[r,c] (the zero-point correction)
+  std::vector<uint16_t> fp16;  // [n][k] fp16 copy of W for the outlier columns, or empty
 };
 
-// Quantizes W[n,k] (finite). keep_fp32 (may be null) is kept for the outlier columns.
-Result<Int8Weights> quantize_int8(const float* w, int64_t n, int64_t k,
-                                  std::shared_ptr<const std::vector<float>> keep_fp32);
+// Quantizes W[n,k] (finite); keep_fp16 also keeps an fp16 copy for the outlier columns.
+Result<Int8Weights> quantize_int8(const float* w, int64_t n, int64_t k, bool keep_fp16);
 
 struct Int8Options {
   float threshold = 6.0f;  // outlier feature threshold; +inf: plain int8
+  // Activations per token with a zero point (asymmetric, 255 steps over [min, max] of the row's
+  // regular values) instead of absmax (254 steps over [-amax, amax]).
+  bool zeropoint = false;
 };
 
 // y[m,n] = x[m,k]·Wᵀ as above. use_avx2: the caller checked detect_cpu().avx2. Errors: m < 1,

@@ -33,7 +33,9 @@ Data make(int64_t m, int64_t n, int64_t k, uint32_t seed, int outliers) {
 }
 
 // Returns the worst |y − exact| / bound; bound from int8_gemm.h.
-double worst_ratio(const Data& s, const Int8Weights& q, const std::vector<float>& y, float threshold, double* max_err) {
+double worst_ratio(const Data& s, const Int8Weights& q, const std::vector<float>& y, const Int8Options& opt,
+                   double* max_err) {
+  const float threshold = opt.threshold;
   const double u = std::ldexp(1.0, -24);
   const double gk = s.k * u / (1.0 - s.k * u);
   double worst = 0.0;
@@ -45,11 +47,13 @@ double worst_ratio(const Data& s, const Int8Weights& q, const std::vector<float>
         if (std::fabs(s.x[static_cast<size_t>(tt * s.k + c)]) >= threshold) out[static_cast<size_t>(c)] = true;
       }
     }
-    double amax = 0.0;
+    double lo = 0.0, hi = 0.0;
     for (int64_t c = 0; c < s.k; ++c) {
-      if (!out[static_cast<size_t>(c)]) amax = std::max(amax, std::fabs(static_cast<double>(s.x[static_cast<size_t>(t * s.k + c)])));
+      if (out[static_cast<size_t>(c)]) continue;
+      lo = std::min(lo, static_cast<double>(s.x[static_cast<size_t>(t * s.k + c)]));
+      hi = std::max(hi, static_cast<double>(s.x[static_cast<size_t>(t * s.k + c)]));
     }
-    const double st = amax / 127.0;
+    const double st = opt.zeropoint ? (hi - lo) / 255.0 : std::max(hi, -lo) / 127.0;
     for (int64_t r = 0; r < s.n; ++r) {
       const double sw = q.scale[static_cast<size_t>(r)];
       double exact = 0.0, bound = 0.0, mag = 0.0;
@@ -58,7 +62,13 @@ double worst_ratio(const Data& s, const Int8Weights& q, const std::vector<float>
         const double wv = s.w[static_cast<size_t>(r * s.k + c)];
         exact += xv * wv;
         mag += std::fabs(xv * wv);
-        if (!out[static_cast<size_t>(c)]) bound += std::fabs(xv) * sw / 2 + std::fabs(q.q[static_cast<size_t>(r * s.k + c)] * sw) * st / 2;
+        if (!out[static_cast<size_t>(c)]) {
+          bound += std::fabs(xv) * sw / 2 + std::fabs(q.q[static_cast<size_t>(r * s.k + c)] * sw) * st / 2;
+        } else if (!q.fp16.empty()) {
+          bound += std::fabs(xv * wv) * std::ldexp(1.0, -11);
+        } else {
+          bound += std::fabs(xv) * sw / 2;  // the dequantized int8 weight
+        }
       }
       const double got = y[static_cast<size_t>(t * s.n + r)];
       bound += gk * mag + 4 * u * std::fabs(got) + 1e-30;
@@ -75,51 +85,75 @@ TEST(Int8Gemm, MatchesReferenceWithinBound) {
   for (int64_t k : {7, 64, 200}) {
     for (int64_t m : {1, 3}) {
       for (float threshold : {6.0f, std::numeric_limits<float>::infinity()}) {
-        SCOPED_TRACE("k=" + std::to_string(k) + " m=" + std::to_string(m) + " threshold=" + std::to_string(threshold));
-        Data s = make(m, 24, k, static_cast<uint32_t>(k + m), 3);
-        auto keep = std::make_shared<const std::vector<float>>(s.w);
-        Result<Int8Weights> q = quantize_int8(s.w.data(), s.n, s.k, keep);
-        ASSERT_TRUE(q.is_ok());
-        std::vector<float> y_ref(static_cast<size_t>(m * s.n)), y_avx(y_ref.size());
-        ASSERT_TRUE(int8_gemm(*q, s.x.data(), m, y_ref.data(), {threshold}, pool, false).is_ok());
-        double max_err = 0.0;
-        EXPECT_LE(worst_ratio(s, *q, y_ref, threshold, &max_err), 1.0);
-        if (avx2) {
-          ASSERT_TRUE(int8_gemm(*q, s.x.data(), m, y_avx.data(), {threshold}, pool, true).is_ok());
-          EXPECT_EQ(y_ref, y_avx);  // exact int32 sums, the rest shared scalar code
+        for (bool zeropoint : {false, true}) {
+          for (bool keep_fp16 : {false, true}) {
+            SCOPED_TRACE("k=" + std::to_string(k) + " m=" + std::to_string(m) + " threshold=" + std::to_string(threshold) +
+                         " zeropoint=" + std::to_string(zeropoint) + " fp16=" + std::to_string(keep_fp16));
+            Data s = make(m, 24, k, static_cast<uint32_t>(k + m), 3);
+            if (zeropoint) {
+              for (float& v : s.x) v = std::fabs(v) - 0.2f;  // skewed, as after SwiGLU
+            }
+            Result<Int8Weights> q = quantize_int8(s.w.data(), s.n, s.k, keep_fp16);
+            ASSERT_TRUE(q.is_ok());
+            const Int8Options opt{threshold, zeropoint};
+            std::vector<float> y_ref(static_cast<size_t>(m * s.n)), y_avx(y_ref.size());
+            ASSERT_TRUE(int8_gemm(*q, s.x.data(), m, y_ref.data(), opt, pool, false).is_ok());
+            double max_err = 0.0;
+            EXPECT_LE(worst_ratio(s, *q, y_ref, opt, &max_err), 1.0);
+            if (avx2) {
+              ASSERT_TRUE(int8_gemm(*q, s.x.data(), m, y_avx.data(), opt, pool, true).is_ok());
+              EXPECT_EQ(y_ref, y_avx);  // exact integer sums, the rest shared scalar code
+            }
+          }
         }
       }
     }
   }
 }
 
-TEST(Int8Gemm, OutlierDecompositionHelps) {
+TEST(Int8Gemm, OutlierDecompositionAndZeroPointHelp) {
   ThreadPool pool(1);
   Data s = make(4, 32, 256, 9, 4);
-  Result<Int8Weights> q = quantize_int8(s.w.data(), s.n, s.k, std::make_shared<const std::vector<float>>(s.w));
+  Result<Int8Weights> q = quantize_int8(s.w.data(), s.n, s.k, /*keep_fp16=*/true);
   ASSERT_TRUE(q.is_ok());
+  const float inf = std::numeric_limits<float>::infinity();
   std::vector<float> y6(static_cast<size_t>(4 * s.n)), yinf(y6.size());
   ASSERT_TRUE(int8_gemm(*q, s.x.data(), 4, y6.data(), {6.0f}, pool, false).is_ok());
-  ASSERT_TRUE(int8_gemm(*q, s.x.data(), 4, yinf.data(), {std::numeric_limits<float>::infinity()}, pool, false).is_ok());
+  ASSERT_TRUE(int8_gemm(*q, s.x.data(), 4, yinf.data(), {inf}, pool, false).is_ok());
   double e6 = 0.0, einf = 0.0;
-  worst_ratio(s, *q, y6, 6.0f, &e6);
-  worst_ratio(s, *q, yinf, std::numeric_limits<float>::infinity(), &einf);
+  worst_ratio(s, *q, y6, {6.0f}, &e6);
+  worst_ratio(s, *q, yinf, {inf}, &einf);
   EXPECT_LT(e6, 0.5 * einf) << "with decomposition " << e6 << ", plain int8 " << einf;
-  // Without kept fp32 weights the outlier columns use the dequantized int8 weights: still bounded.
-  Result<Int8Weights> q2 = quantize_int8(s.w.data(), s.n, s.k, nullptr);
-  ASSERT_TRUE(q2.is_ok());
-  ASSERT_TRUE(int8_gemm(*q2, s.x.data(), 4, y6.data(), {6.0f}, pool, false).is_ok());
-  for (float v : y6) ASSERT_TRUE(std::isfinite(v));
+  // Skewed activations (all but a few >= 0): the zero point spends its 255 steps on [0, max]
+  // and has about half absmax's error.
+  Data p = make(4, 32, 256, 10, 0);
+  for (float& v : p.x) v = std::fabs(v);
+  p.x[3] = -0.01f;
+  std::vector<float> ya(static_cast<size_t>(4 * p.n)), yz(ya.size());
+  Result<Int8Weights> qp = quantize_int8(p.w.data(), p.n, p.k, false);
+  ASSERT_TRUE(qp.is_ok());
+  ASSERT_TRUE(int8_gemm(*qp, p.x.data(), 4, ya.data(), {inf, false}, pool, false).is_ok());
+  ASSERT_TRUE(int8_gemm(*qp, p.x.data(), 4, yz.data(), {inf, true}, pool, false).is_ok());
+  double ea = 0.0, ez = 0.0;
+  for (int64_t t = 0; t < 4; ++t) {
+    for (int64_t r = 0; r < p.n; ++r) {
+      double exact = 0.0;
+      for (int64_t c = 0; c < p.k; ++c) exact += double{p.x[static_cast<size_t>(t * p.k + c)]} * p.w[static_cast<size_t>(r * p.k + c)];
+      ea += std::pow(ya[static_cast<size_t>(t * p.n + r)] - exact, 2);
+      ez += std::pow(yz[static_cast<size_t>(t * p.n + r)] - exact, 2);
+    }
+  }
+  EXPECT_LT(ez, ea) << "zero point " << ez << ", absmax " << ea;
 }
 
 TEST(Int8Gemm, RejectsBadInput) {
   ThreadPool pool(1);
   std::vector<float> w(8, 1.0f), x(4, 1.0f), y(2);
-  EXPECT_FALSE(quantize_int8(w.data(), 0, 4, nullptr).is_ok());
+  EXPECT_FALSE(quantize_int8(w.data(), 0, 4, false).is_ok());
   w[3] = std::numeric_limits<float>::quiet_NaN();
-  EXPECT_FALSE(quantize_int8(w.data(), 2, 4, nullptr).is_ok());
+  EXPECT_FALSE(quantize_int8(w.data(), 2, 4, false).is_ok());
   w[3] = 0.0f;
-  Result<Int8Weights> q = quantize_int8(w.data(), 2, 4, nullptr);
+  Result<Int8Weights> q = quantize_int8(w.data(), 2, 4, false);
   ASSERT_TRUE(q.is_ok());
   EXPECT_FALSE(int8_gemm(*q, x.data(), 0, y.data(), {}, pool, false).is_ok());
   EXPECT_FALSE(int8_gemm(*q, nullptr, 1, y.data(), {}, pool, false).is_ok());
