@@ -60,6 +60,8 @@ def configs():
                      load=["--override", "blk.*=int8=plain"]))
     rows.append(dict(name="llm-int8", method="LLM.int8() (threshold 6)", orient="per-OC", g="row", bits=8, qargs=None,
                      load=["--override", "blk.*=int8"]))
+    rows.append(dict(name="llm-int8-t4", method="LLM.int8() (threshold 4)", orient="per-OC", g="row", bits=8,
+                     qargs=None, load=["--override", "blk.*=int8=4"]))
     return rows
 
 
@@ -109,13 +111,16 @@ def main():
             t0 = time.time()
             calib = (["--calib", str(SHARED / "sotu-calib.txt"), "--calib-cache", str(work / "sotu-calib.stats")]
                      if any(x.startswith("gptq") or x in ("auto", "--target-bpw") for x in qargs) else [])
-            out = run([lutq, "quantize", model, target, "-t", str(a.threads)] + qargs + calib).stdout
+            done = run([lutq, "quantize", model, target, "-t", str(a.threads)] + qargs + calib)
+            out = done.stdout
             row["quantize_s"] = round(time.time() - t0, 1)
+            row["calib_cached"] = "calibration statistics from" in done.stderr
             m = re.search(r"block linear layers: ([0-9.]+) bits per weight", out)
             row["bpw"] = float(m.group(1))
             row["file_mib"] = round(os.path.getsize(target) / 2**20, 1)
         else:
-            row["bpw"] = 32.0 if name == "fp32" else 8.0 + 32.0 / 576  # int8 codes + one fp32 scale per row
+            # int8 codes + one fp32 scale per row; LLM.int8() also keeps an fp16 copy of the weights
+            row["bpw"] = 32.0 if name == "fp32" else 8.0 + 32.0 / 576 + (16.0 if name.startswith("llm-int8") else 0.0)
             row["file_mib"] = round(os.path.getsize(model) / 2**20, 1)
         ppl_cmd = [lutq, "perplexity", target, "-f", a.text, "--chunks", str(a.chunks), "-t", str(a.threads)] + load_args
         ppl_cmd += ["--save-logits", str(base_logits)] if name == "fp32" else ["--kl-base", str(base_logits)]
@@ -155,11 +160,15 @@ def write_markdown(results, a, out):
         "column shows the storage actually used. Orientation: per-OC groups run along a row's inputs, per-IC groups "
         "along a column's outputs, AdaDim picks per layer by calibrated error.",
         "",
-        "GPTQ and AdaDim rows calibrate on 8192 tokens of `shared/data/text/sotu-calib.txt` (never the evaluation text). "
-        "int8 rows quantize at load (`--override 'blk.*=int8'`); their file column is the source GGUF.",
+        "Quantize s: wall time of `lutq quantize` on the shared 2-core machine; * marks a run that read its "
+        "calibration statistics from `--calib-cache` (collecting them costs about 45 s more).",
         "",
-        "| method | orientation | g | bits | bpw | file MiB | PPL | ΔPPL | KL | top-1 | decode tok/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "GPTQ and AdaDim rows calibrate on 8192 tokens of `shared/data/text/sotu-calib.txt` (never the evaluation text). "
+        "int8 rows quantize at load (`--override 'blk.*=int8'`); their file column is the source GGUF; LLM.int8()'s bpw "
+        "counts its fp16 copy of the weights (docs/quality.md, LLM.int8()).",
+        "",
+        "| method | orientation | g | bits | bpw | file MiB | PPL | ΔPPL | KL | top-1 | decode tok/s | quantize s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     known = {c["name"]: c for c in configs()}
     order = list(known) + sorted(set(results) - set(known))
@@ -171,9 +180,10 @@ def write_markdown(results, a, out):
         delta = f"{100 * (r['ppl'] / ref - 1):+.1f} %" if ref and name != "fp32" else ""
         speed = f"{r['decode_tps']:.1f}" if "decode_tps" in r else ""
         bits = "32" if name == "fp32" else str(r["bits"])
-        file_mib = "(source)" if name in ("fp32", "int8", "llm-int8") else r["file_mib"]
+        file_mib = "(source)" if name in ("fp32", "int8") or name.startswith("llm-int8") else r["file_mib"]
         lines.append(f"| {r['method']} | {c.get('orient', '')} | {c.get('g', '')} | {bits} | {r['bpw']:.2f} | {file_mib} | "
-                     f"{r['ppl']:.2f} ± {r['ppl_err']:.2f} | {delta} | {r['kl']:.4f} | {r['top1']:.1f} % | {speed} |")
+                     f"{r['ppl']:.2f} ± {r['ppl_err']:.2f} | {delta} | {r['kl']:.4f} | {r['top1']:.1f} % | {speed} | "
+                     f"{quantize_time(r)} |")
     lines += ["", "![perplexity against bits per weight](quality.png)", ""]
     # Only the part between the markers is ours; the method descriptions around it stay.
     start, end = "<!-- quality-table:start -->", "<!-- quality-table:end -->"
@@ -184,6 +194,12 @@ def write_markdown(results, a, out):
     tail = rest.split(end, 1)[1]
     out.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + tail)
     print(f"wrote {out}", file=sys.stderr)
+
+
+def quantize_time(r):
+    if "quantize_s" not in r:
+        return ""
+    return f"{r['quantize_s']:.0f}" + ("*" if r.get("calib_cached") else "")
 
 
 def write_plot(results, png):
@@ -209,7 +225,7 @@ def write_plot(results, png):
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=colors[method],
                     linestyle=styles[orient], label=f"{method}, {orient}")
-        for name, marker in (("int8", "s"), ("llm-int8", "D")):
+        for name, marker in (("int8", "s"), ("llm-int8", "D"), ("llm-int8-t4", "^")):
             if name in results and g == 128:
                 ax.plot([results[name]["bpw"]], [results[name]["ppl"]], marker=marker, color="gray", linestyle="",
                         label=results[name]["method"])

@@ -7,6 +7,7 @@
 #include "format/bcq_matrix.h"
 #include "model/config.h"
 #include "model/quantize_model.h"
+#include "quant/gptq.h"
 
 namespace lutq::model {
 
@@ -60,12 +61,17 @@ Result<BitAllocation> allocate_bits(const io::Checkpoint& in, const LinearSpec& 
         choice.quant.cfg.q = bits;
         Result<format::BcqMatrix> q = quantize_layer(name, w->data(), n, k, choice, h, pool);
         if (!q) return q.status();
-        const std::vector<float> wq = format::dequantize(*q);
+        // With calibration: the layer's output error on the calibration inputs,
+        // tr((W − Ŵ) H (W − Ŵ)ᵀ) with the full H (what GPTQ minimises; its diagonal alone
+        // ignores the correlations GPTQ exploits). Without: the plain squared weight error.
         double e = 0.0;
-        for (int64_t row = 0; row < n; ++row) {
-          for (int64_t col = 0; col < k; ++col) {
-            const double d = static_cast<double>((*w)[static_cast<size_t>(row * k + col)]) - wq[static_cast<size_t>(row * k + col)];
-            e += d * d * (h != nullptr ? h[col * k + col] : 1.0);
+        if (h != nullptr) {
+          e = quant::calibrated_error(w->data(), *q, h, &pool);
+        } else {
+          const std::vector<float> wq = format::dequantize(*q);
+          for (size_t i = 0; i < wq.size(); ++i) {
+            const double d = static_cast<double>((*w)[i]) - wq[i];
+            e += d * d;
           }
         }
         c.error.push_back(e);
