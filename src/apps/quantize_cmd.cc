@@ -36,23 +36,32 @@ struct QuantizeArgs {
   int64_t calib_tokens = 8192;
   int64_t calib_ctx = 512;
   double target_bpw = 0.0;         // > 0: automatic mixed precision
+  std::string sensitivity = "kl";  // kl | output
+  int64_t sensitivity_tokens = 256;
   std::vector<int> candidates;     // bit counts it may choose; empty: q-1, q, q+1
 };
 
 // Runs the dense model over the calibration text and collects every block layer's input
 // statistics (model/calibration.h), with a progress line; with --calib-cache, reads them from the
 // cache when it was made from the same model and tokens, and writes it otherwise.
-Result<model::CalibrationStats> calibrate(const io::Checkpoint& in, const model::ModelConfig& config,
-                                          const QuantizeArgs& a, ThreadPool& pool) {
+// The calibration text as token ids (BOS first where the model wants one).
+Result<std::vector<int32_t>> calibration_ids(const io::Checkpoint& in, const QuantizeArgs& a, int32_t* bos) {
   Result<std::string> text = read_text_file(a.calib);
   if (!text) return text.status();
   Result<gen::Tokenizer> tok = gen::Tokenizer::from_checkpoint(in);
   if (!tok) return tok.status();
-  const std::vector<int32_t> ids = tok->encode(*text, /*add_special=*/true, /*parse_special=*/false);
-  const int32_t bos = tok->vocab().add_bos ? tok->bos() : -1;
-  const std::vector<std::vector<int32_t>> chunks = model::calibration_chunks(ids, a.calib_ctx, a.calib_tokens, bos);
+  *bos = tok->vocab().add_bos ? tok->bos() : -1;
+  return tok->encode(*text, /*add_special=*/true, /*parse_special=*/false);
+}
+
+Result<model::CalibrationStats> calibrate(const io::Checkpoint& in, const model::ModelConfig& config,
+                                          const QuantizeArgs& a, ThreadPool& pool) {
+  int32_t bos = -1;
+  Result<std::vector<int32_t>> ids = calibration_ids(in, a, &bos);
+  if (!ids) return ids.status();
+  const std::vector<std::vector<int32_t>> chunks = model::calibration_chunks(*ids, a.calib_ctx, a.calib_tokens, bos);
   if (chunks.empty()) {
-    return Status::invalid(a.calib + ": " + std::to_string(ids.size()) + " tokens, fewer than one chunk of " +
+    return Status::invalid(a.calib + ": " + std::to_string(ids->size()) + " tokens, fewer than one chunk of " +
                            std::to_string(a.calib_ctx));
   }
   uint64_t fingerprint = 0;
@@ -165,10 +174,27 @@ int run(const QuantizeArgs& a) {
     }
     std::sort(cand.begin(), cand.end());
     cand.erase(std::unique(cand.begin(), cand.end()), cand.end());
-    ProgressLine measuring("lutq: measuring sensitivity at " + std::to_string(cand.size()) + " bit counts");
-    Result<model::BitAllocation> alloc = model::allocate_bits(
-        **in, *spec, a.target_bpw, cand, stats ? &*stats : nullptr, pool,
-        [&](int64_t done, int64_t total) { measuring.update(done, total, "layers"); });
+    model::AllocationOptions ao;
+    if (a.sensitivity == "kl") {
+      // Chunks of 128 tokens from the start of the calibration text, each scored at every position.
+      int32_t bos = -1;
+      Result<std::vector<int32_t>> ids = calibration_ids(**in, a, &bos);
+      if (!ids) return report_error(ids.status(), kExitFailure);
+      ao.kl_chunks = model::calibration_chunks(*ids, 128, a.sensitivity_tokens, bos);
+      if (ao.kl_chunks.empty()) {
+        return report_error(Status::invalid("--sensitivity kl: the calibration text has fewer than 128 tokens"),
+                            kExitFailure);
+      }
+    }
+    ProgressLine quantizing("lutq: quantizing every layer at " + std::to_string(cand.size()) + " bit counts");
+    ao.progress = [&](int64_t done, int64_t total) { quantizing.update(done, total, "layers"); };
+    std::optional<ProgressLine> measuring;
+    ao.kl_progress = [&](int64_t done, int64_t total) {
+      if (!measuring) measuring.emplace("lutq: measuring each layer's KL at the other bit counts");
+      measuring->update(done, total, "models");
+    };
+    Result<model::BitAllocation> alloc =
+        model::allocate_bits(**in, *spec, a.target_bpw, cand, stats ? &*stats : nullptr, pool, ao);
     if (!alloc) return report_error(alloc.status(), kExitFailure);
     std::map<int, int> per_bits;
     for (const model::BitAllocation::Layer& l : alloc->layers) ++per_bits[l.bits];
@@ -210,6 +236,14 @@ Subcommand register_quantize(CLI::App& app) {
   sub->add_option("--calib-cache", args->calib_cache,
                   "Keep calibration statistics in FILE: read when made from the same model and tokens, "
                   "else collected and written (SmolLM2-135M: 0.8 GB)");
+  sub->add_option("--sensitivity", args->sensitivity,
+                  "--target-bpw sensitivity: kl (each layer's effect on the model's next-token distributions, "
+                  "measured) or output (its calibrated output error; faster, a heuristic)")
+      ->check(CLI::IsMember({"kl", "output"}))
+      ->default_str("kl");
+  sub->add_option("--sensitivity-tokens", args->sensitivity_tokens,
+                  "Calibration tokens the KL sensitivity is measured on (chunks of 128)")
+      ->default_str("256");
   sub->add_option("--calib-tokens", args->calib_tokens, "Calibration tokens (chunks of --calib-ctx)")->default_str("8192");
   sub->add_option("--calib-ctx", args->calib_ctx, "Calibration chunk length")->default_str("512");
   sub->add_option("--target-bpw", args->target_bpw,

@@ -1,15 +1,115 @@
 #include "model/bit_allocation.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <limits>
 
 #include "format/bcq_matrix.h"
 #include "model/config.h"
+#include "core/cpu.h"
+#include "model/llama.h"
 #include "model/quantize_model.h"
 #include "quant/gptq.h"
 
 namespace lutq::model {
+namespace {
+
+// One block layer's candidates for measure_kl: its matrices, the base candidate, and where its
+// measured KL per candidate goes.
+struct KlLayer {
+  int64_t layer;
+  LinearRole role;
+  size_t base;
+  const std::vector<format::BcqMatrix>* matrices;
+  std::vector<double>* kl;
+};
+
+// log-softmax of each of `rows` rows of `vocab` logits, in place.
+void log_softmax_rows(float* x, int64_t rows, int64_t vocab) {
+  for (int64_t t = 0; t < rows; ++t) {
+    float* r = x + t * vocab;
+    const float mx = *std::max_element(r, r + vocab);
+    double sum = 0.0;
+    for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(r[i] - mx));
+    const auto lse = static_cast<float>(mx + std::log(sum));
+    for (int64_t i = 0; i < vocab; ++i) r[i] -= lse;
+  }
+}
+
+// The model with every block layer at its base candidate, then each other candidate of each
+// layer swapped in alone: mean KL(dense || model) over every position of `chunks`.
+Status measure_kl(const io::Checkpoint& in, const std::vector<KlLayer>& layers,
+                  const std::vector<std::vector<int32_t>>& chunks, ThreadPool& pool,
+                  const std::function<void(int64_t, int64_t)>& progress) {
+  Result<LlamaModel> model = LlamaModel::load(in, LoadOptions{}, pool);
+  if (!model) return model.status();
+  const int64_t vocab = model->config().n_vocab;
+  int64_t longest = 0;
+  int64_t positions = 0;
+  for (const auto& c : chunks) {
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(c.size()));
+    positions += static_cast<int64_t>(c.size());
+  }
+  Result<KvCache> cache = model->make_cache(longest);
+  if (!cache) return cache.status();
+  std::vector<float> logits(static_cast<size_t>(longest * vocab));
+  // The dense model's log-probabilities at every position of every chunk.
+  std::vector<std::vector<float>> reference;
+  const auto log_probs = [&](const std::vector<int32_t>& chunk) -> Status {
+    cache->clear();
+    const auto m = static_cast<int64_t>(chunk.size());
+    if (Status s = model->forward(chunk, 0, *cache, logits.data(), pool, LogitsMode::kAll); !s) return s;
+    log_softmax_rows(logits.data(), m, vocab);
+    return Status::ok();
+  };
+  for (const auto& chunk : chunks) {
+    if (Status s = log_probs(chunk); !s) return s;
+    reference.emplace_back(logits.begin(), logits.begin() + static_cast<int64_t>(chunk.size()) * vocab);
+  }
+  const auto kl_of = [&](double* kl) -> Status {
+    double total = 0.0;
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      if (Status s = log_probs(chunks[c]); !s) return s;
+      const std::vector<float>& ref = reference[c];
+      for (size_t i = 0; i < ref.size(); ++i) {
+        total += std::exp(static_cast<double>(ref[i])) * (static_cast<double>(ref[i]) - logits[i]);
+      }
+    }
+    *kl = total / static_cast<double>(positions);
+    return Status::ok();
+  };
+  Result<kernels::Isa> isa = kernels::select_isa(detect_cpu(), std::nullopt);
+  if (!isa) return isa.status();
+  const auto use = [&](const KlLayer& l, size_t candidate) -> Status {
+    Result<LinearLayer> lin = LinearLayer::from_bcq((*l.matrices)[candidate], *isa, kernels::Precision::kFast);
+    if (!lin) return lin.status();
+    return model->replace_linear(l.layer, l.role, std::move(*lin));
+  };
+  for (const KlLayer& l : layers) {
+    if (Status s = use(l, l.base); !s) return s;
+  }
+  double base_kl = 0.0;
+  if (Status s = kl_of(&base_kl); !s) return s;
+  int64_t total = 0;
+  for (const KlLayer& l : layers) total += static_cast<int64_t>(l.matrices->size()) - 1;
+  int64_t done = 0;
+  for (const KlLayer& l : layers) {
+    for (size_t c = 0; c < l.matrices->size(); ++c) {
+      if (c == l.base) {
+        (*l.kl)[c] = base_kl;
+        continue;
+      }
+      if (Status s = use(l, c); !s) return s;
+      if (Status s = kl_of(&(*l.kl)[c]); !s) return s;
+      if (progress) progress(++done, total);
+    }
+    if (Status s = use(l, l.base); !s) return s;
+  }
+  return Status::ok();
+}
+
+}  // namespace
 
 std::vector<LinearOverride> BitAllocation::overrides() const {
   std::vector<LinearOverride> out;
@@ -24,7 +124,9 @@ std::vector<LinearOverride> BitAllocation::overrides() const {
 
 Result<BitAllocation> allocate_bits(const io::Checkpoint& in, const LinearSpec& spec, double target_bpw,
                                     const std::vector<int>& candidates, const CalibrationStats* calib,
-                                    ThreadPool& pool, const std::function<void(int64_t, int64_t)>& progress) {
+                                    ThreadPool& pool, const AllocationOptions& options) {
+  const auto& progress = options.progress;
+  const bool by_kl = !options.kl_chunks.empty();
   if (candidates.empty() || !std::is_sorted(candidates.begin(), candidates.end()) ||
       candidates.front() < 1 || candidates.back() > format::kMaxBits) {
     return Status::invalid("bit allocation: candidates must be ascending bit counts in 1..8");
@@ -38,6 +140,10 @@ Result<BitAllocation> allocate_bits(const io::Checkpoint& in, const LinearSpec& 
     int64_t weights = 0;
     std::vector<double> error;  // per candidate
     std::vector<double> bpw;    // per candidate
+    std::vector<format::BcqMatrix> matrices;  // per candidate, kept for the KL measurement
+    int64_t layer = 0;
+    LinearRole role = LinearRole::kAttnQ;
+    size_t base = 0;  // the candidate at the spec's bits (the model the KL is measured around)
   };
   std::vector<Curve> curves;
   const int64_t total = config->n_layer * kNumLinearRoles;
@@ -56,7 +162,10 @@ Result<BitAllocation> allocate_bits(const io::Checkpoint& in, const LinearSpec& 
       const int64_t k = info->dims[0];
       const int64_t n = info->num_elements() / k;
       const double* h = calib != nullptr ? calib->hessian(l, role).h().data() : nullptr;
-      Curve c{name, n * k, {}, {}};
+      Curve c{name, n * k, {}, {}, {}, l, role, 0};
+      for (size_t ci = 0; ci < nc; ++ci) {
+        if (candidates[ci] <= choice.quant.cfg.q) c.base = ci;
+      }
       for (int bits : candidates) {
         choice.quant.cfg.q = bits;
         Result<format::BcqMatrix> q = quantize_layer(name, w->data(), n, k, choice, h, pool);
@@ -76,12 +185,18 @@ Result<BitAllocation> allocate_bits(const io::Checkpoint& in, const LinearSpec& 
         }
         c.error.push_back(e);
         c.bpw.push_back(q->bits_per_weight());
+        if (by_kl) c.matrices.push_back(std::move(*q));
       }
       curves.push_back(std::move(c));
       if (progress) progress(static_cast<int64_t>(curves.size()), total);
     }
   }
 
+  if (by_kl) {
+    std::vector<KlLayer> kl_layers;
+    for (Curve& c : curves) kl_layers.push_back({c.layer, c.role, c.base, &c.matrices, &c.error});
+    if (Status s = measure_kl(in, kl_layers, options.kl_chunks, pool, options.kl_progress); !s) return s;
+  }
   double weights = 0.0;
   double budget = 0.0;  // storage bits still available
   for (const Curve& c : curves) weights += static_cast<double>(c.weights);

@@ -1,13 +1,19 @@
 // Automatic mixed precision: bits per block linear layer chosen to meet a target average bits per
-// weight at the least total sensitivity-weighted error.
+// weight at the least total sensitivity.
 //
 // Every block layer is quantized (with its own choice: method, group, orientation, GPTQ) at each
-// candidate bit count, and its error measured as E = Σ_{r,c} (W − Ŵ)²_rc · H_cc — the output
-// error the layer would cause if its inputs were uncorrelated, H = Σ x xᵀ from calibration (all
-// ones without calibration: plain squared error). Allocation starts every layer at the lowest
-// candidate and repeatedly takes the upgrade with the largest error reduction per added storage
-// bit that still fits the budget (a greedy solution of the knapsack; exact when the error curves
-// are convex in bits).
+// candidate bit count. Its sensitivity at each candidate is then, by AllocationOptions:
+//   - loss-aware (kl_chunks given): the model is built with every block layer at the base
+//     candidate (the spec's bits), and for each layer and each other candidate, that one layer is
+//     swapped in and the mean KL divergence of the model's next-token distributions to the dense
+//     model's is measured on kl_chunks; the layer's curve is the KL at each candidate (KL at the
+//     base for the base), so layers are compared in the units of the loss;
+//   - else the layer's calibrated output error tr((W − Ŵ) H (W − Ŵ)ᵀ) (H = Σ x xᵀ from
+//     calibration; without calibration the plain squared weight error). Output errors of
+//     different layers are not in the same units, so this mode is a heuristic.
+// Allocation starts every layer at the lowest candidate and repeatedly takes the upgrade with the
+// largest sensitivity reduction per added storage bit that still fits the budget (a greedy
+// solution of the knapsack, exact when the curves are convex and the effects add up).
 #pragma once
 
 #include <cstdint>
@@ -36,10 +42,19 @@ struct BitAllocation {
   std::vector<LinearOverride> overrides() const;
 };
 
+struct AllocationOptions {
+  // Token chunks for the loss-aware sensitivity (each scored at every position); empty: the
+  // calibrated output error.
+  std::vector<std::vector<int32_t>> kl_chunks;
+  // (layers quantized, total) and (measurements done, total); either may be empty.
+  std::function<void(int64_t, int64_t)> progress;
+  std::function<void(int64_t, int64_t)> kl_progress;
+};
+
 // Candidate bit counts `candidates` (ascending, each 1..8). Errors: a target below what the
 // lowest candidates store, or layers whose choice is dense / int8 (only BCQ layers take part).
 Result<BitAllocation> allocate_bits(const io::Checkpoint& in, const LinearSpec& spec, double target_bpw,
                                     const std::vector<int>& candidates, const CalibrationStats* calib,
-                                    ThreadPool& pool, const std::function<void(int64_t, int64_t)>& progress = {});
+                                    ThreadPool& pool, const AllocationOptions& options = {});
 
 }  // namespace lutq::model

@@ -36,11 +36,12 @@ TEST(BitAllocation, MeetsTheBudgetAndUsesIt) {
   ThreadPool pool(2);
   // q=2/3/4 with g=32 and no offset store 3 / 4.5 / 6 bits per weight (fp16 scales: 16·q/32).
   int64_t calls = 0;
-  Result<BitAllocation> low = allocate_bits(*f, spec_at(3), 3.0, {2, 3, 4}, nullptr, pool,
-                                            [&](int64_t done, int64_t total) {
-                                              EXPECT_EQ(done, ++calls);
-                                              EXPECT_EQ(total, 2 * kNumLinearRoles);
-                                            });
+  AllocationOptions counting;
+  counting.progress = [&](int64_t done, int64_t total) {
+    EXPECT_EQ(done, ++calls);
+    EXPECT_EQ(total, 2 * kNumLinearRoles);
+  };
+  Result<BitAllocation> low = allocate_bits(*f, spec_at(3), 3.0, {2, 3, 4}, nullptr, pool, counting);
   ASSERT_TRUE(low.is_ok()) << low.status().message();
   for (const auto& l : low->layers) EXPECT_EQ(l.bits, 2) << l.name;
   EXPECT_NEAR(low->average_bpw, 3.0, 1e-9);
@@ -56,6 +57,38 @@ TEST(BitAllocation, MeetsTheBudgetAndUsesIt) {
   Result<BitAllocation> high = allocate_bits(*f, spec_at(3), 8.0, {2, 3, 4}, nullptr, pool);
   ASSERT_TRUE(high.is_ok());
   for (const auto& l : high->layers) EXPECT_EQ(l.bits, 4) << l.name;
+}
+
+// Loss-aware sensitivity: every layer's curve is measured as the model's KL to the dense model
+// (one measurement per non-base candidate), the budget is met, and at the base bits for every
+// layer the KL is the same number for all of them.
+TEST(BitAllocation, KlSensitivityMeasuresEveryCandidateAndMeetsTheBudget) {
+  const testing::Tiny t = testing::make_tiny({});
+  Result<io::GgufFile> f = io::GgufFile::from_memory(t.bytes, "tiny.gguf");
+  ASSERT_TRUE(f.is_ok());
+  ThreadPool pool(2);
+  AllocationOptions ao;
+  ao.kl_chunks = {{1, 5, 9, 13, 2, 7, 30, 31}, {1, 3, 3, 40, 8, 11}};
+  int64_t measured = 0;
+  ao.kl_progress = [&](int64_t done, int64_t total) {
+    EXPECT_EQ(done, ++measured);
+    EXPECT_EQ(total, 2 * 2 * kNumLinearRoles);  // 2 blocks x 7 layers x (3 candidates - base)
+  };
+  Result<BitAllocation> a = allocate_bits(*f, spec_at(3), 4.6, {2, 3, 4}, nullptr, pool, ao);
+  ASSERT_TRUE(a.is_ok()) << a.status().message();
+  EXPECT_EQ(measured, 2 * 2 * kNumLinearRoles);
+  EXPECT_LE(a->average_bpw, 4.6 + 1e-9);
+  EXPECT_GT(a->average_bpw, 4.0);
+  EXPECT_NEAR(a->average_bpw, weighted_bpw(*a), 1e-9);
+  // All budget: every layer at 4 bits, whatever the measured curves.
+  measured = 0;
+  Result<BitAllocation> high = allocate_bits(*f, spec_at(3), 8.0, {2, 3, 4}, nullptr, pool, ao);
+  ASSERT_TRUE(high.is_ok());
+  for (const auto& l : high->layers) EXPECT_EQ(l.bits, 4) << l.name;
+  // A token outside the vocabulary is the forward pass's clear error.
+  ao.kl_chunks = {{1, 2, 999}};
+  ao.kl_progress = {};
+  EXPECT_FALSE(allocate_bits(*f, spec_at(3), 4.6, {2, 3, 4}, nullptr, pool, ao).is_ok());
 }
 
 TEST(BitAllocation, RejectsInfeasibleAndUnsupportedRequests) {
