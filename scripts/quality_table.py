@@ -50,11 +50,10 @@ def configs():
             if g == 128:
                 rows.append(dict(name=f"greedy-q{q}", method="BCQ greedy", orient="per-OC", g=g, bits=q,
                                  qargs=["--quant-method", "greedy", "-q", str(q), "-g", "128"], load=[]))
-    # Automatic mixed precision (2/3/4 bits per layer) at the uniform 3-bit alternating size.
-    for name, label, method in (("mixed-alt-3.66", "BCQ alternating, mixed 2-4 bits", "alternating"),
-                                ("mixed-gptqbcq-3.66", "GPTQ BCQ, mixed 2-4 bits", "gptq-bcq")):
-        rows.append(dict(name=name, method=label, orient="per-OC", g=128, bits=3, load=[],
-                         qargs=["--quant-method", method, "-q", "3", "-g", "128", "--target-bpw", "3.66"]))
+    # Automatic mixed precision (2/3/4 bits per layer, KL sensitivity) at the uniform 3-bit size.
+    rows.append(dict(name="mixed-gptqbcq-kl-3.66", method="GPTQ BCQ, mixed 2-4 bits (KL)", orient="per-OC", g=128,
+                     bits=3, load=[], qargs=["--quant-method", "gptq-bcq", "-q", "3", "-g", "128", "--target-bpw",
+                                             "3.66", "--sensitivity", "kl"]))
     # LLM.int8() and plain int8 exist at load time only (not in lutq files).
     rows.append(dict(name="int8", method="int8 (per-row absmax)", orient="per-OC", g="row", bits=8, qargs=None,
                      load=["--override", "blk.*=int8=plain"]))
