@@ -54,13 +54,12 @@ def configs():
     rows.append(dict(name="mixed-gptqbcq-kl-3.66", method="GPTQ BCQ, mixed 2-4 bits (KL)", orient="per-OC", g=128,
                      bits=3, load=[], qargs=["--quant-method", "gptq-bcq", "-q", "3", "-g", "128", "--target-bpw",
                                              "3.66", "--sensitivity", "kl"]))
-    # LLM.int8() and plain int8 exist at load time only (not in lutq files).
-    rows.append(dict(name="int8", method="int8 (per-row absmax)", orient="per-OC", g="row", bits=8, qargs=None,
-                     load=["--override", "blk.*=int8=plain"]))
-    rows.append(dict(name="llm-int8", method="LLM.int8() (threshold 6)", orient="per-OC", g="row", bits=8, qargs=None,
-                     load=["--override", "blk.*=int8"]))
-    rows.append(dict(name="llm-int8-t4", method="LLM.int8() (threshold 4)", orient="per-OC", g="row", bits=8,
-                     qargs=None, load=["--override", "blk.*=int8=4"]))
+    # Plain int8 and LLM.int8() (int8 codes + an fp16 copy for the outlier columns), as lutq files.
+    for name, label, item in (("int8", "int8 (per-row absmax)", "int8=plain"),
+                              ("llm-int8", "LLM.int8() (threshold 6)", "int8"),
+                              ("llm-int8-t4", "LLM.int8() (threshold 4)", "int8=4")):
+        rows.append(dict(name=name, method=label, orient="per-OC", g="row", bits=8, load=[],
+                         qargs=["--override", f"blk.*={item}"]))
     return rows
 
 
@@ -119,8 +118,7 @@ def main():
             row["bpw"] = float(m.group(1))
             row["file_mib"] = round(os.path.getsize(target) / 2**20, 1)
         else:
-            # int8 codes + one fp32 scale per row; LLM.int8() also keeps an fp16 copy of the weights
-            row["bpw"] = 32.0 if name == "fp32" else 8.0 + 32.0 / 576 + (16.0 if name.startswith("llm-int8") else 0.0)
+            row["bpw"] = 32.0
             row["file_mib"] = round(os.path.getsize(model) / 2**20, 1)
         ppl_cmd = [lutq, "perplexity", target, "-f", a.text, "--chunks", str(a.chunks), "-t", str(a.threads)] + load_args
         ppl_cmd += ["--save-logits", str(base_logits)] if name == "fp32" else ["--kl-base", str(base_logits)]
@@ -164,8 +162,8 @@ def write_markdown(results, a, out):
         "calibration statistics from `--calib-cache` (collecting them costs about 45 s more).",
         "",
         "GPTQ and AdaDim rows calibrate on 8192 tokens of `shared/data/text/sotu-calib.txt` (never the evaluation text). "
-        "int8 rows quantize at load (`--override 'blk.*=int8'`); their file column is the source GGUF; LLM.int8()'s bpw "
-        "counts its fp16 copy of the weights (docs/quality.md, LLM.int8()).",
+        "int8 rows are lutq files made with `--override 'blk.*=int8'` (`=plain`, `=4`); LLM.int8()'s bpw counts its "
+        "fp16 copy of the weights (docs/quality.md, LLM.int8()).",
         "",
         "| method | orientation | g | bits | bpw | file MiB | PPL | ΔPPL | KL | top-1 | decode tok/s | quantize s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -180,7 +178,7 @@ def write_markdown(results, a, out):
         delta = f"{100 * (r['ppl'] / ref - 1):+.1f} %" if ref and name != "fp32" else ""
         speed = f"{r['decode_tps']:.1f}" if "decode_tps" in r else ""
         bits = "32" if name == "fp32" else str(r["bits"])
-        file_mib = "(source)" if name in ("fp32", "int8") or name.startswith("llm-int8") else r["file_mib"]
+        file_mib = "(source)" if name == "fp32" else r["file_mib"]
         lines.append(f"| {r['method']} | {c.get('orient', '')} | {c.get('g', '')} | {bits} | {r['bpw']:.2f} | {file_mib} | "
                      f"{r['ppl']:.2f} ± {r['ppl_err']:.2f} | {delta} | {r['kl']:.4f} | {r['top1']:.1f} % | {speed} | "
                      f"{quantize_time(r)} |")

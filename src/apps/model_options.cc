@@ -147,10 +147,10 @@ Result<std::unique_ptr<LoadedModel>> load_model(const ModelArgs& args) {
     }
   }
   char form[160];
-  std::snprintf(form, sizeof form, "%lld/%lld block linears BCQ, %.2f bpw, head %s", static_cast<long long>(quantized),
+  std::snprintf(form, sizeof form, "%lld/%lld block linears quantized, %.2f bpw, head %s", static_cast<long long>(quantized),
                 static_cast<long long>(c.n_layer * model::kNumLinearRoles),
                 8.0 * static_cast<double>(out->model->block_weight_bytes()) / static_cast<double>(block_weights),
-                out->model->output().is_quantized() ? "BCQ" : "dense fp32");
+                out->model->output().is_quantized() ? "quantized" : "dense fp32");
   std::fprintf(stderr, "lutq: loaded %s: %lld layers, n_embd %lld, vocab %lld, %s, %.1f MB weights, %d threads, %.2f s\n",
                args.path.c_str(), static_cast<long long>(c.n_layer), static_cast<long long>(c.n_embd),
                static_cast<long long>(c.n_vocab), form, static_cast<double>(out->model->weight_bytes()) / 1e6,

@@ -1,5 +1,6 @@
 #include "lutqfile/lutq_file.h"
 
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -11,6 +12,7 @@ constexpr const char* kAlphaSuffix = ".bcq_alpha";
 constexpr const char* kOffsetSuffix = ".bcq_offset";
 
 std::string key_of(std::string_view name) { return std::string(kBcqKeyPrefix) + std::string(name); }
+std::string int8_key_of(std::string_view name) { return std::string(kInt8KeyPrefix) + std::string(name); }
 
 // ggml dims of the alpha / offset tensors.
 std::vector<int64_t> alpha_dims(const format::BcqMatrix& w) {
@@ -35,7 +37,7 @@ Status read_part(const io::Checkpoint& ckpt, const std::string& tname, io::GgmlT
   if (t == nullptr) return Status::invalid(ckpt.path() + ": missing tensor '" + tname + "'");
   if (t->type != type || t->dims != dims) {
     return Status::invalid(ckpt.path() + ": tensor '" + tname + "' has type " + io::ggml_type_name(t->type) +
-                           " and " + std::to_string(t->dims.size()) + " dims, not those its lutq.bcq entry implies");
+                           " and " + std::to_string(t->dims.size()) + " dims, not those its lutq entry implies");
   }
   const std::span<const uint8_t> bytes = ckpt.tensor_bytes(*t);
   if (bytes.size() != out.size() * sizeof(T)) {
@@ -138,15 +140,88 @@ Status add_bcq(io::GgufWriter& out, const std::string& name, const format::BcqMa
   return Status::ok();
 }
 
+// What read_int8 and add_int8 both check of an entry's contents.
+Status check_int8(const Int8Entry& e) {
+  if (e.n < 1 || e.k < 1 || e.n > (int64_t{1} << 31) || e.k > (int64_t{1} << 31)) {
+    return Status::invalid("bad shape " + std::to_string(e.n) + "x" + std::to_string(e.k));
+  }
+  if (!(e.threshold > 0.0f)) return Status::invalid("outlier threshold must be > 0 (+inf: plain int8)");
+  const auto nk = static_cast<size_t>(e.n * e.k);
+  if (e.q.size() != nk || e.scale.size() != static_cast<size_t>(e.n)) return Status::invalid("buffer sizes do not match");
+  if (e.fp16.size() != (std::isinf(e.threshold) ? 0 : nk)) {
+    return Status::invalid(std::isinf(e.threshold) ? "plain int8 with an fp16 copy"
+                                                   : "LLM.int8() without its fp16 copy of the weights");
+  }
+  for (size_t i = 0; i < nk; ++i) {
+    if (e.q[i] < -127) return Status::invalid("code -128 at " + std::to_string(i) + " (codes are in [-127, 127])");
+  }
+  for (size_t r = 0; r < e.scale.size(); ++r) {
+    if (!std::isfinite(e.scale[r]) || e.scale[r] < 0.0f) {
+      return Status::invalid("scale of row " + std::to_string(r) + " is negative or not finite");
+    }
+  }
+  for (size_t i = 0; i < e.fp16.size(); ++i) {
+    if ((e.fp16[i] & 0x7c00u) == 0x7c00u) return Status::invalid("fp16 weight " + std::to_string(i) + " is not finite");
+  }
+  return Status::ok();
+}
+
+Result<std::optional<Int8Entry>> read_int8(const io::Checkpoint& ckpt, std::string_view name) {
+  const std::string key = int8_key_of(name);
+  if (!ckpt.has(key)) return std::optional<Int8Entry>();
+  const auto bad = [&](const std::string& why) {
+    return Status(StatusCode::kCorrupt, ckpt.path() + ": int8 layer '" + std::string(name) + "': " + why);
+  };
+  Result<std::vector<int64_t>> a = ckpt.get_int_array(key);
+  if (!a) return a.status();
+  if (a->size() != 2) return bad("expected [n, k] in " + key);
+  Int8Entry e;
+  e.n = (*a)[0];
+  e.k = (*a)[1];
+  if (e.n < 1 || e.k < 1 || e.n > (int64_t{1} << 31) || e.k > (int64_t{1} << 31)) {
+    return bad("bad shape " + std::to_string(e.n) + "x" + std::to_string(e.k));
+  }
+  Result<double> t = ckpt.get_float(key + ".threshold");
+  if (!t) return t.status();
+  e.threshold = static_cast<float>(*t);
+  const std::string base(name);
+  e.q.resize(static_cast<size_t>(e.n * e.k));
+  e.scale.resize(static_cast<size_t>(e.n));
+  if (Status s = read_part(ckpt, base + ".int8_q", io::GgmlType::I8, {e.k, e.n}, e.q); !s) return s;
+  if (Status s = read_part(ckpt, base + ".int8_scale", io::GgmlType::F32, {e.n}, e.scale); !s) return s;
+  if (e.threshold > 0.0f && !std::isinf(e.threshold)) {
+    e.fp16.resize(e.q.size());
+    if (Status s = read_part(ckpt, base + ".int8_fp16", io::GgmlType::F16, {e.k, e.n}, e.fp16); !s) return s;
+  }
+  if (Status s = check_int8(e); !s) return bad(s.message());
+  return std::optional<Int8Entry>(std::move(e));
+}
+
+Status add_int8(io::GgufWriter& out, const std::string& name, const Int8Entry& e) {
+  if (Status s = check_int8(e); !s) return Status(s.code(), name + ": " + s.message());
+  const std::string key = int8_key_of(name);
+  const std::vector<int64_t> desc = {e.n, e.k};
+  if (Status s = out.add(key, io::GgufValue::make_int_array(io::GgufValueType::INT64, desc)); !s) return s;
+  if (Status s = out.add_float32(key + ".threshold", e.threshold); !s) return s;
+  if (Status s = out.add_tensor(name + ".int8_q", {e.k, e.n}, io::GgmlType::I8, as_bytes(e.q)); !s) return s;
+  if (Status s = out.add_tensor(name + ".int8_scale", {e.n}, io::GgmlType::F32, as_bytes(e.scale)); !s) return s;
+  if (!e.fp16.empty()) {
+    if (Status s = out.add_tensor(name + ".int8_fp16", {e.k, e.n}, io::GgmlType::F16, as_bytes(e.fp16)); !s) return s;
+  }
+  return Status::ok();
+}
+
 bool has_weight(const io::Checkpoint& ckpt, std::string_view name) {
-  return ckpt.find_tensor(name) != nullptr || ckpt.has(key_of(name));
+  return ckpt.find_tensor(name) != nullptr || ckpt.has(key_of(name)) || ckpt.has(int8_key_of(name));
 }
 
 std::optional<std::vector<int64_t>> weight_dims(const io::Checkpoint& ckpt, std::string_view name) {
   if (const io::TensorInfo* t = ckpt.find_tensor(name)) return t->dims;
   Result<std::optional<BcqEntry>> e = find_bcq(ckpt, name);
-  if (!e || !e->has_value()) return std::nullopt;
-  return std::vector<int64_t>{(*e)->k, (*e)->n};
+  if (e && e->has_value()) return std::vector<int64_t>{(*e)->k, (*e)->n};
+  Result<std::vector<int64_t>> a = ckpt.get_int_array(int8_key_of(name));
+  if (a && a->size() == 2) return std::vector<int64_t>{(*a)[1], (*a)[0]};
+  return std::nullopt;
 }
 
 }  // namespace lutq::lutqfile

@@ -11,12 +11,20 @@
 //   tensors   N.bcq_bits   I8,  dims {ceil(k/8), n, q}
 //             N.bcq_alpha  F16, dims {q, k/g, n} (per-OC) or {q, k, n/g} (per-IC)
 //             N.bcq_offset F16, dims {k/g, n} or {k, n/g}, only with has_offset
+// An LLM.int8() / int8 layer named N (kernels/int8/int8_gemm.h) is
+//   metadata  lutq.int8.N           int64 array [n, k]
+//             lutq.int8.N.threshold float32, the outlier threshold (+inf: plain int8)
+//   tensors   N.int8_q      I8,  dims {k, n}, codes in [-127, 127]
+//             N.int8_scale  F32, dims {n}, per-row scales (finite, >= 0)
+//             N.int8_fp16   F16, dims {k, n}, the weights for the outlier columns (finite
+//                           threshold only)
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/status.h"
 #include "format/bcq_matrix.h"
@@ -29,6 +37,7 @@ namespace lutq::lutqfile {
 constexpr uint32_t kFormatVersion = 1;
 constexpr std::string_view kVersionKey = "lutq.format_version";
 constexpr std::string_view kBcqKeyPrefix = "lutq.bcq.";
+constexpr std::string_view kInt8KeyPrefix = "lutq.int8.";
 
 // What the file records about one BCQ matrix besides its buffers.
 struct BcqEntry {
@@ -54,7 +63,25 @@ Result<format::BcqMatrix> read_bcq(const io::Checkpoint& ckpt, std::string_view 
 Status add_bcq(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w, std::string_view method,
                double rel_error);
 
-// Whether the checkpoint holds weight `name` in either form (a tensor, or a BCQ matrix).
+// One int8 layer as stored (plain data; kernels::int8_from_codes makes it runnable).
+struct Int8Entry {
+  int64_t n = 0;
+  int64_t k = 0;
+  float threshold = 6.0f;       // +inf: plain int8
+  std::vector<int8_t> q;        // [n][k]
+  std::vector<float> scale;     // [n]
+  std::vector<uint16_t> fp16;   // [n][k] with a finite threshold, else empty
+};
+
+// Reads int8 layer `name`, nullopt when the file has none by that name. Errors (kCorrupt, naming
+// the file and tensor): a malformed key, tensors of the wrong type or shape, codes outside
+// [-127, 127], scales that are negative or not finite, a missing or non-finite fp16 copy.
+Result<std::optional<Int8Entry>> read_int8(const io::Checkpoint& ckpt, std::string_view name);
+
+// Adds int8 layer `name` (checked as read_int8 checks) to a file being written.
+Status add_int8(io::GgufWriter& out, const std::string& name, const Int8Entry& e);
+
+// Whether the checkpoint holds weight `name` in any form (a tensor, or a BCQ matrix).
 bool has_weight(const io::Checkpoint& ckpt, std::string_view name);
 
 // The logical [n, k] of weight `name` as ggml dims {k, n} (dense tensors: their dims), or

@@ -61,21 +61,27 @@ Result<LinearLayer> LinearLayer::quantized(const std::string& name, const float*
     if (!(choice.int8_threshold > 0.0f)) return Status::invalid(name + ": int8 outlier threshold must be > 0");
     // LLM.int8() proper (a finite threshold): an fp16 copy for the outlier columns and zero-point
     // activations, the paper's best variant; plain int8: absmax, int8 codes only.
-    const bool decompose = std::isfinite(choice.int8_threshold);
-    Result<kernels::Int8Weights> q = kernels::quantize_int8(w, n, k, /*keep_fp16=*/decompose);
+    Result<kernels::Int8Weights> q =
+        kernels::quantize_int8(w, n, k, /*keep_fp16=*/std::isfinite(choice.int8_threshold));
     if (!q) return Status(q.status().code(), name + ": " + q.status().message());
-    LinearLayer layer;
-    layer.n_ = n;
-    layer.k_ = k;
-    layer.use_avx2_ = choice.isa == kernels::Isa::kAvx2 && detect_cpu().avx2;
-    layer.int8_.emplace(std::move(*q));
-    layer.int8_options_ = kernels::Int8Options{choice.int8_threshold, /*zeropoint=*/decompose};
-    return layer;
+    return from_int8(std::move(*q), choice.int8_threshold,
+                     choice.isa == kernels::Isa::kAvx2 && detect_cpu().avx2);
   }
   Result<format::BcqMatrix> q = quantize_weight(name, w, n, k, choice, pool);
   if (!q) return q.status();
   Result<LinearLayer> layer = from_bcq(*q, choice.isa, choice.precision);
   if (!layer) return Status(layer.status().code(), name + ": " + layer.status().message());
+  return layer;
+}
+
+Result<LinearLayer> LinearLayer::from_int8(kernels::Int8Weights w, float threshold, bool use_avx2) {
+  if (!(threshold > 0.0f)) return Status::invalid("int8 outlier threshold must be > 0");
+  LinearLayer layer;
+  layer.n_ = w.n;
+  layer.k_ = w.k;
+  layer.use_avx2_ = use_avx2;
+  layer.int8_options_ = kernels::Int8Options{threshold, /*zeropoint=*/std::isfinite(threshold)};
+  layer.int8_.emplace(std::move(w));
   return layer;
 }
 

@@ -33,6 +33,12 @@ class LinearLayer {
                                        const LinearChoice& choice, ThreadPool* pool);
   // From an already quantized matrix (e.g. a lutq BCQ file).
   static Result<LinearLayer> from_bcq(const format::BcqMatrix& w, kernels::Isa isa, kernels::Precision precision);
+  // An int8 layer (quantized here or read from a lutq file): LLM.int8() with a finite threshold
+  // (zero-point activations; w should carry its fp16 copy), plain absmax int8 with +inf.
+  static Result<LinearLayer> from_int8(kernels::Int8Weights w, float threshold, bool use_avx2);
+  // The int8 weights and threshold (int8 layers only, else nullptr).
+  const kernels::Int8Weights* int8() const { return int8_ ? &*int8_ : nullptr; }
+  float int8_threshold() const { return int8_options_.threshold; }
 
   // y[m,n] = x[m,k] · W^T; x rows have stride k, y rows stride n; m >= 1.
   Status forward(const float* x, int64_t m, float* y, ThreadPool& pool) const;

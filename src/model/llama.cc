@@ -58,6 +58,15 @@ Result<LinearLayer> build_linear(const io::Checkpoint& ckpt, const std::string& 
     if (!lin) return prefixed(Status(lin.status().code(), name + ": " + lin.status().message()));
     return lin;
   }
+  Result<std::optional<lutqfile::Int8Entry>> int8 = lutqfile::read_int8(ckpt, name);
+  if (!int8) return int8.status();
+  if (int8->has_value()) {
+    lutqfile::Int8Entry& e = **int8;
+    Result<kernels::Int8Weights> w =
+        kernels::int8_from_codes(e.n, e.k, std::move(e.q), std::move(e.scale), std::move(e.fp16));
+    if (!w) return prefixed(Status(w.status().code(), name + ": " + w.status().message()));
+    return LinearLayer::from_int8(std::move(*w), e.threshold, use_avx2);
+  }
   const LinearChoice choice = options.linear.resolve(name, role);
   if (shared == nullptr) {
     Result<std::vector<float>> w = read_tensor(ckpt, dense_name);

@@ -424,6 +424,8 @@ TEST(LutqFileModel, QuantizedFileLoadsToTheSameModelAsQuantizingAtLoad) {
     spec.overrides.push_back(*parse_override("blk.1.attn_v=q=2,method=rtn"));
     spec.overrides.push_back(*parse_override("blk.0.*=dense"));
     spec.overrides.push_back(*parse_override("output=q=4"));
+    spec.overrides.push_back(*parse_override("blk.1.ffn_down=int8"));        // LLM.int8(), fp16 copy
+    spec.overrides.push_back(*parse_override("blk.1.attn_k=int8=plain"));    // plain int8
     const std::string path = temp_path(tied ? "tied.lutq" : "untied.lutq");
     int64_t calls = 0;
     Result<QuantizeReport> report =
@@ -455,6 +457,18 @@ TEST(LutqFileModel, QuantizedFileLoadsToTheSameModelAsQuantizingAtLoad) {
     EXPECT_TRUE(a.layer(1)[LinearRole::kAttnQ].is_quantized());
     EXPECT_TRUE(a.output().is_quantized());
     EXPECT_EQ(a.layer(1)[LinearRole::kAttnV].describe(), b.layer(1)[LinearRole::kAttnV].describe());
+    for (LinearRole r : {LinearRole::kFfnDown, LinearRole::kAttnK}) {
+      const kernels::Int8Weights* wa = a.layer(1)[r].int8();
+      const kernels::Int8Weights* wb = b.layer(1)[r].int8();
+      ASSERT_TRUE(wa != nullptr && wb != nullptr) << role_name(r);
+      EXPECT_EQ(wa->q, wb->q);
+      EXPECT_EQ(wa->scale, wb->scale);
+      EXPECT_EQ(wa->fp16, wb->fp16);
+      EXPECT_EQ(wa->row_sum, wb->row_sum);
+      EXPECT_EQ(a.layer(1)[r].int8_threshold(), b.layer(1)[r].int8_threshold());
+    }
+    EXPECT_FALSE(a.layer(1)[LinearRole::kFfnDown].int8()->fp16.empty());
+    EXPECT_TRUE(a.layer(1)[LinearRole::kAttnK].int8()->fp16.empty());
     EXPECT_EQ(a.weight_bytes(), b.weight_bytes());
     // Same quantizer, same matrices, same kernel: identical logits.
     EXPECT_EQ(prefill_all(a, kTokens, pool), prefill_all(b, kTokens, pool)) << (tied ? "tied" : "untied");

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -10,6 +11,7 @@
 #include "core/fp16.h"
 #include "format/bcq_matrix.h"
 #include "io/gguf_writer.h"
+#include "kernels/int8/int8_gemm.h"
 #include "lutqfile/lutq_file.h"
 #include "model/config.h"
 #include "model/linear_layer.h"
@@ -112,6 +114,34 @@ Result<format::BcqMatrix> calibrated_quantize(const std::string& name, const flo
   return q;
 }
 
+// An LLM.int8() / int8 layer into the file (lutqfile::add_int8), described in `layer`.
+Status write_int8(io::GgufWriter& out, const std::string& name, const float* w, int64_t n, int64_t k, float threshold,
+                  QuantizedLayer& layer) {
+  if (!(threshold > 0.0f)) return Status::invalid(name + ": int8 outlier threshold must be > 0");
+  const bool decompose = std::isfinite(threshold);
+  Result<kernels::Int8Weights> q = kernels::quantize_int8(w, n, k, /*keep_fp16=*/decompose);
+  if (!q) return Status(q.status().code(), name + ": " + q.status().message());
+  std::vector<float> back(static_cast<size_t>(n * k));
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t c = 0; c < k; ++c) {
+      back[static_cast<size_t>(r * k + c)] = q->q[static_cast<size_t>(r * k + c)] * q->scale[static_cast<size_t>(r)];
+    }
+  }
+  layer.rel_error = relative_error(w, back);
+  char form[96];
+  if (decompose) {
+    std::snprintf(form, sizeof form, "%lldx%lld llm-int8 (threshold %g, fp16 copy)", static_cast<long long>(n),
+                  static_cast<long long>(k), static_cast<double>(threshold));
+  } else {
+    std::snprintf(form, sizeof form, "%lldx%lld int8 (absmax)", static_cast<long long>(n), static_cast<long long>(k));
+  }
+  layer.form = form;
+  layer.bits_per_weight = 8.0 + 32.0 / static_cast<double>(k) + (decompose ? 16.0 : 0.0);
+  layer.bytes = n * k * (decompose ? 3 : 1) + 4 * n;
+  lutqfile::Int8Entry e{n, k, threshold, std::move(q->q), std::move(q->scale), std::move(q->fp16)};
+  return lutqfile::add_int8(out, name, e);
+}
+
 }  // namespace
 
 Result<format::BcqMatrix> quantize_layer(const std::string& name, const float* w, int64_t n, int64_t k,
@@ -172,10 +202,6 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
   std::map<std::string, std::pair<const LinearTarget*, LinearChoice>, std::less<>> linear;
   for (const LinearTarget& t : targets) {
     const LinearChoice choice = spec.resolve(t.name, t.role);
-    if (choice.quantize && choice.int8) {
-      return Status::unsupported(t.name + ": LLM.int8() layers are not stored in lutq files (format version " +
-                                 std::to_string(lutqfile::kFormatVersion) + "); choose int8 at load with --override");
-    }
     linear.emplace(t.name, std::make_pair(&t, choice));
   }
 
@@ -192,15 +218,26 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
     if (!w) return w.status();
     const int64_t k = info->dims[0];
     const int64_t n = info->num_elements() / k;
-    const double* h =
-        target.role && calib != nullptr ? calib->hessian(target.layer, *target.role).h().data() : nullptr;
-    Result<format::BcqMatrix> q = quantize_layer(target.name, w->data(), n, k, choice, h, pool);
-    if (!q) return Status(q.status().code(), in.path() + ": " + q.status().message());
     QuantizedLayer layer;
     layer.name = target.name;
     layer.quantized = true;
     layer.n = n;
     layer.k = k;
+    const auto finish = [&]() -> Status {
+      layer.seconds = seconds_since(t0);
+      report.layers.push_back(layer);
+      if (progress) progress(++done, total, layer);
+      return Status::ok();
+    };
+    if (choice.int8) {
+      Status st = write_int8(out, target.name, w->data(), n, k, choice.int8_threshold, layer);
+      if (!st) return Status(st.code(), out_path + ": " + st.message());
+      return finish();
+    }
+    const double* h =
+        target.role && calib != nullptr ? calib->hessian(target.layer, *target.role).h().data() : nullptr;
+    Result<format::BcqMatrix> q = quantize_layer(target.name, w->data(), n, k, choice, h, pool);
+    if (!q) return Status(q.status().code(), in.path() + ": " + q.status().message());
     layer.form = format::describe(*q);
     layer.rel_error = relative_error(w->data(), format::dequantize(*q));
     layer.bits_per_weight = q->bits_per_weight();
@@ -209,10 +246,7 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
         !s) {
       return Status(s.code(), out_path + ": " + s.message());
     }
-    layer.seconds = seconds_since(t0);
-    report.layers.push_back(layer);
-    if (progress) progress(++done, total, layer);
-    return Status::ok();
+    return finish();
   };
 
   for (const io::TensorInfo& t : in.tensors()) {

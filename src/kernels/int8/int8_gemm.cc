@@ -57,6 +57,32 @@ Result<Int8Weights> quantize_int8(const float* w, int64_t n, int64_t k, bool kee
   return out;
 }
 
+Result<Int8Weights> int8_from_codes(int64_t n, int64_t k, std::vector<int8_t> q, std::vector<float> scale,
+                                    std::vector<uint16_t> fp16) {
+  if (n < 1 || k < 1 || k > kMaxK) return Status::invalid("int8: bad shape " + std::to_string(n) + "x" + std::to_string(k));
+  const auto nk = static_cast<size_t>(n * k);
+  if (q.size() != nk || scale.size() != static_cast<size_t>(n) || (!fp16.empty() && fp16.size() != nk)) {
+    return Status::invalid("int8: buffer sizes do not match " + std::to_string(n) + "x" + std::to_string(k));
+  }
+  Int8Weights out;
+  out.n = n;
+  out.k = k;
+  out.row_sum.assign(static_cast<size_t>(n), 0);
+  for (int64_t r = 0; r < n; ++r) {
+    const float s = scale[static_cast<size_t>(r)];
+    if (!std::isfinite(s) || s < 0.0f) return Status::invalid("int8: scale of row " + std::to_string(r) + " is invalid");
+    for (int64_t c = 0; c < k; ++c) {
+      const int8_t v = q[static_cast<size_t>(r * k + c)];
+      if (v < -127) return Status::invalid("int8: code -128 in row " + std::to_string(r));
+      out.row_sum[static_cast<size_t>(r)] += v;
+    }
+  }
+  out.q = std::move(q);
+  out.scale = std::move(scale);
+  out.fp16 = std::move(fp16);
+  return out;
+}
+
 Status int8_gemm(const Int8Weights& w, const float* x, int64_t m, float* y, const Int8Options& opt, ThreadPool& pool,
                  bool use_avx2) {
   const int64_t k = w.k;

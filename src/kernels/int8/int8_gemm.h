@@ -51,6 +51,11 @@ struct Int8Weights {
 // Quantizes W[n,k] (finite); keep_fp16 also keeps an fp16 copy for the outlier columns.
 Result<Int8Weights> quantize_int8(const float* w, int64_t n, int64_t k, bool keep_fp16);
 
+// Weights from stored codes (a lutq file): q[n*k] in [-127, 127], scale[n] finite >= 0, fp16
+// empty or [n*k]; computes the row sums. Errors name what is wrong.
+Result<Int8Weights> int8_from_codes(int64_t n, int64_t k, std::vector<int8_t> q, std::vector<float> scale,
+                                    std::vector<uint16_t> fp16);
+
 struct Int8Options {
   float threshold = 6.0f;  // outlier feature threshold; +inf: plain int8
   // Activations per token with a zero point (asymmetric, 255 steps over [min, max] of the row's
