@@ -59,7 +59,7 @@ def configs():
                               ("llm-int8", "LLM.int8() (threshold 6)", "int8"),
                               ("llm-int8-t4", "LLM.int8() (threshold 4)", "int8=4")):
         rows.append(dict(name=name, method=label, orient="per-OC", g="row", bits=8, load=[],
-                         qargs=["--override", f"blk.*={item}"]))
+                         qargs=["--override", f"blk.*={item}", "--override", "output=dense"]))
     return rows
 
 
@@ -162,8 +162,9 @@ def write_markdown(results, a, out):
         "calibration statistics from `--calib-cache` (collecting them costs about 45 s more).",
         "",
         "GPTQ and AdaDim rows calibrate on 8192 tokens of `shared/data/text/sotu-calib.txt` (never the evaluation text). "
-        "int8 rows are lutq files made with `--override 'blk.*=int8'` (`=plain`, `=4`); LLM.int8()'s bpw counts its "
-        "fp16 copy of the weights (docs/quality.md, LLM.int8()).",
+        "int8 rows are lutq files made with `--override 'blk.*=int8'` (`=plain`, `=4`) and a dense fp32 head, as in the "
+        "paper (the other quantized rows have the 8-bit head); LLM.int8()'s bpw counts its fp16 copy of the weights "
+        "(docs/quality.md, LLM.int8()).",
         "",
         "| method | orientation | g | bits | bpw | file MiB | PPL | ΔPPL | KL | top-1 | decode tok/s | quantize s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
