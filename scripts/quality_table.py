@@ -158,6 +158,9 @@ def write_markdown(results, a, out):
         "column shows the storage actually used. Orientation: per-OC groups run along a row's inputs, per-IC groups "
         "along a column's outputs, AdaDim picks per layer by calibrated error.",
         "",
+        "A blank decode cell: that timing was disturbed by another job on the machine and dropped (`--only NAME` "
+        "measures the row again).",
+        "",
         "Quantize s: wall time of `lutq quantize` on the shared 2-core machine; * marks a run that read its "
         "calibration statistics from `--calib-cache` (collecting them costs about 45 s more).",
         "",
