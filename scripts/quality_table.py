@@ -179,7 +179,8 @@ def write_markdown(results, a, out):
         if r is None:
             continue
         c = known.get(name, {})
-        delta = f"{100 * (r['ppl'] / ref - 1):+.1f} %" if ref and name != "fp32" else ""
+        d = 100 * (r['ppl'] / ref - 1) if ref else 0.0
+        delta = (f"{d:+.2f} %" if abs(d) < 1 else f"{d:+.1f} %") if ref and name != "fp32" else ""
         speed = f"{r['decode_tps']:.1f}" if "decode_tps" in r else ""
         bits = "32" if name == "fp32" else str(r["bits"])
         file_mib = "(source)" if name == "fp32" else r["file_mib"]
@@ -227,16 +228,12 @@ def write_plot(results, png):
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=colors[method],
                     linestyle=styles[orient], label=f"{method}, {orient}")
-        for name, marker in (("int8", "s"), ("llm-int8", "D"), ("llm-int8-t4", "^")):
-            if name in results and g == 128:
-                ax.plot([results[name]["bpw"]], [results[name]["ppl"]], marker=marker, color="gray", linestyle="",
-                        label=results[name]["method"])
         if "fp32" in results:
             ax.axhline(results["fp32"]["ppl"], color="black", linestyle="--", linewidth=0.8, label="fp32 reference")
         ax.set_xlabel("bits per weight (block linear layers)")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
-        ax.set_title(f"g = {g} requested")
+        ax.set_title(f"g = {g} requested (int8 rows: see the table)")
     axes[0].set_ylabel("perplexity (sotu-eval)")
     axes[1].legend(fontsize=7, loc="upper right")
     fig.suptitle("SmolLM2-135M-Instruct: perplexity against bits per weight")
