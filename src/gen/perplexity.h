@@ -22,12 +22,10 @@
 #include <string>
 #include <vector>
 
+#include "core/log_probs.h"  // log_softmax, kl_divergence
 #include "core/status.h"
 
 namespace lutq::gen {
-
-// out[i] = logits[i] - log Σ exp(logits) computed in double with the max subtracted.
-void log_softmax(std::span<const float> logits, std::span<float> out);
 
 // Negative log-likelihood sums; perplexity = exp(mean NLL), error as llama.cpp reports it:
 // ppl · sqrt(var(nll) / (n − 1)).
@@ -68,9 +66,6 @@ std::vector<int32_t> chunk_tokens(std::span<const int32_t> all, const ChunkPlan&
 // ([scored][n_vocab]) to it.
 void score_chunk(std::span<const float> logits, std::span<const int32_t> tokens, int64_t n_vocab,
                  const ChunkPlan& plan, PerplexityAccumulator& acc, std::vector<float>* log_probs_out);
-
-// KL(base ‖ current) = Σ p_base (log p_base − log p_current) over one position's log-probs.
-double kl_divergence(std::span<const float> base_log_probs, std::span<const float> log_probs);
 
 struct KlStats {
   double sum_kl = 0.0;

@@ -5,9 +5,10 @@
 #include <cstdio>
 #include <limits>
 
+#include "core/cpu.h"
+#include "core/log_probs.h"
 #include "format/bcq_matrix.h"
 #include "model/config.h"
-#include "core/cpu.h"
 #include "model/llama.h"
 #include "model/quantize_model.h"
 #include "quant/gptq.h"
@@ -15,31 +16,22 @@
 namespace lutq::model {
 namespace {
 
-// One block layer's candidates for measure_kl: its matrices, the base candidate, and where its
-// measured KL per candidate goes.
-struct KlLayer {
-  int64_t layer;
-  LinearRole role;
-  size_t base;
-  const std::vector<format::BcqMatrix>* matrices;
-  std::vector<double>* kl;
+// One block layer at every candidate bit count: its sensitivity and stored bits per candidate.
+struct Curve {
+  std::string name;
+  int64_t layer = 0;
+  LinearRole role = LinearRole::kAttnQ;
+  int64_t weights = 0;
+  size_t base = 0;                          // the candidate at the spec's bits
+  std::vector<double> error;                // per candidate: output error, or KL once measured
+  std::vector<double> bpw;                  // per candidate
+  std::vector<format::BcqMatrix> matrices;  // per candidate, kept for the KL measurement
 };
 
-// log-softmax of each of `rows` rows of `vocab` logits, in place.
-void log_softmax_rows(float* x, int64_t rows, int64_t vocab) {
-  for (int64_t t = 0; t < rows; ++t) {
-    float* r = x + t * vocab;
-    const float mx = *std::max_element(r, r + vocab);
-    double sum = 0.0;
-    for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(r[i] - mx));
-    const auto lse = static_cast<float>(mx + std::log(sum));
-    for (int64_t i = 0; i < vocab; ++i) r[i] -= lse;
-  }
-}
-
 // The model with every block layer at its base candidate, then each other candidate of each
-// layer swapped in alone: mean KL(dense || model) over every position of `chunks`.
-Status measure_kl(const io::Checkpoint& in, const std::vector<KlLayer>& layers,
+// layer swapped in alone: mean KL(dense || model) over every position of `chunks`, written to
+// each curve's `error`.
+Status measure_kl(const io::Checkpoint& in, std::vector<Curve>& layers,
                   const std::vector<std::vector<int32_t>>& chunks, ThreadPool& pool,
                   const std::function<void(int64_t, int64_t)>& progress) {
   Result<LlamaModel> model = LlamaModel::load(in, LoadOptions{}, pool);
@@ -58,9 +50,11 @@ Status measure_kl(const io::Checkpoint& in, const std::vector<KlLayer>& layers,
   std::vector<std::vector<float>> reference;
   const auto log_probs = [&](const std::vector<int32_t>& chunk) -> Status {
     cache->clear();
-    const auto m = static_cast<int64_t>(chunk.size());
     if (Status s = model->forward(chunk, 0, *cache, logits.data(), pool, LogitsMode::kAll); !s) return s;
-    log_softmax_rows(logits.data(), m, vocab);
+    for (size_t t = 0; t < chunk.size(); ++t) {
+      const std::span<float> row(logits.data() + t * static_cast<size_t>(vocab), static_cast<size_t>(vocab));
+      log_softmax(row, row);
+    }
     return Status::ok();
   };
   for (const auto& chunk : chunks) {
@@ -71,9 +65,10 @@ Status measure_kl(const io::Checkpoint& in, const std::vector<KlLayer>& layers,
     double total = 0.0;
     for (size_t c = 0; c < chunks.size(); ++c) {
       if (Status s = log_probs(chunks[c]); !s) return s;
-      const std::vector<float>& ref = reference[c];
-      for (size_t i = 0; i < ref.size(); ++i) {
-        total += std::exp(static_cast<double>(ref[i])) * (static_cast<double>(ref[i]) - logits[i]);
+      for (size_t t = 0; t < chunks[c].size(); ++t) {
+        const size_t at = t * static_cast<size_t>(vocab);
+        total += kl_divergence(std::span<const float>(reference[c].data() + at, static_cast<size_t>(vocab)),
+                               std::span<const float>(logits.data() + at, static_cast<size_t>(vocab)));
       }
     }
     *kl = total / static_cast<double>(positions);
@@ -81,27 +76,25 @@ Status measure_kl(const io::Checkpoint& in, const std::vector<KlLayer>& layers,
   };
   Result<kernels::Isa> isa = kernels::select_isa(detect_cpu(), std::nullopt);
   if (!isa) return isa.status();
-  const auto use = [&](const KlLayer& l, size_t candidate) -> Status {
-    Result<LinearLayer> lin = LinearLayer::from_bcq((*l.matrices)[candidate], *isa, kernels::Precision::kFast);
+  const auto use = [&](const Curve& l, size_t candidate) -> Status {
+    Result<LinearLayer> lin = LinearLayer::from_bcq(l.matrices[candidate], *isa, kernels::Precision::kFast);
     if (!lin) return lin.status();
     return model->replace_linear(l.layer, l.role, std::move(*lin));
   };
-  for (const KlLayer& l : layers) {
+  for (const Curve& l : layers) {
     if (Status s = use(l, l.base); !s) return s;
   }
   double base_kl = 0.0;
   if (Status s = kl_of(&base_kl); !s) return s;
   int64_t total = 0;
-  for (const KlLayer& l : layers) total += static_cast<int64_t>(l.matrices->size()) - 1;
+  for (const Curve& l : layers) total += static_cast<int64_t>(l.matrices.size()) - 1;
   int64_t done = 0;
-  for (const KlLayer& l : layers) {
-    for (size_t c = 0; c < l.matrices->size(); ++c) {
-      if (c == l.base) {
-        (*l.kl)[c] = base_kl;
-        continue;
-      }
+  for (Curve& l : layers) {
+    l.error.assign(l.matrices.size(), base_kl);
+    for (size_t c = 0; c < l.matrices.size(); ++c) {
+      if (c == l.base) continue;
       if (Status s = use(l, c); !s) return s;
-      if (Status s = kl_of(&(*l.kl)[c]); !s) return s;
+      if (Status s = kl_of(&l.error[c]); !s) return s;
       if (progress) progress(++done, total);
     }
     if (Status s = use(l, l.base); !s) return s;
@@ -135,16 +128,6 @@ Result<BitAllocation> allocate_bits(const io::Checkpoint& in, const LinearSpec& 
   if (!config) return config.status();
   const auto nc = candidates.size();
 
-  struct Curve {
-    std::string name;
-    int64_t weights = 0;
-    std::vector<double> error;  // per candidate
-    std::vector<double> bpw;    // per candidate
-    std::vector<format::BcqMatrix> matrices;  // per candidate, kept for the KL measurement
-    int64_t layer = 0;
-    LinearRole role = LinearRole::kAttnQ;
-    size_t base = 0;  // the candidate at the spec's bits (the model the KL is measured around)
-  };
   std::vector<Curve> curves;
   const int64_t total = config->n_layer * kNumLinearRoles;
   for (int64_t l = 0; l < config->n_layer; ++l) {
@@ -162,7 +145,11 @@ Result<BitAllocation> allocate_bits(const io::Checkpoint& in, const LinearSpec& 
       const int64_t k = info->dims[0];
       const int64_t n = info->num_elements() / k;
       const double* h = calib != nullptr ? calib->hessian(l, role).h().data() : nullptr;
-      Curve c{name, n * k, {}, {}, {}, l, role, 0};
+      Curve c;
+      c.name = name;
+      c.layer = l;
+      c.role = role;
+      c.weights = n * k;
       for (size_t ci = 0; ci < nc; ++ci) {
         if (candidates[ci] <= choice.quant.cfg.q) c.base = ci;
       }
@@ -170,6 +157,11 @@ Result<BitAllocation> allocate_bits(const io::Checkpoint& in, const LinearSpec& 
         choice.quant.cfg.q = bits;
         Result<format::BcqMatrix> q = quantize_layer(name, w->data(), n, k, choice, h, pool);
         if (!q) return q.status();
+        c.bpw.push_back(q->bits_per_weight());
+        if (by_kl) {
+          c.matrices.push_back(std::move(*q));  // measure_kl fills c.error
+          continue;
+        }
         // With calibration: the layer's output error on the calibration inputs,
         // tr((W − Ŵ) H (W − Ŵ)ᵀ) with the full H (what GPTQ minimises; its diagonal alone
         // ignores the correlations GPTQ exploits). Without: the plain squared weight error.
@@ -184,8 +176,6 @@ Result<BitAllocation> allocate_bits(const io::Checkpoint& in, const LinearSpec& 
           }
         }
         c.error.push_back(e);
-        c.bpw.push_back(q->bits_per_weight());
-        if (by_kl) c.matrices.push_back(std::move(*q));
       }
       curves.push_back(std::move(c));
       if (progress) progress(static_cast<int64_t>(curves.size()), total);
@@ -193,9 +183,7 @@ Result<BitAllocation> allocate_bits(const io::Checkpoint& in, const LinearSpec& 
   }
 
   if (by_kl) {
-    std::vector<KlLayer> kl_layers;
-    for (Curve& c : curves) kl_layers.push_back({c.layer, c.role, c.base, &c.matrices, &c.error});
-    if (Status s = measure_kl(in, kl_layers, options.kl_chunks, pool, options.kl_progress); !s) return s;
+    if (Status s = measure_kl(in, curves, options.kl_chunks, pool, options.kl_progress); !s) return s;
   }
   double weights = 0.0;
   double budget = 0.0;  // storage bits still available
