@@ -8,9 +8,8 @@
 #include <cstdio>
 #include <map>
 #include <memory>
-#include <fstream>
 #include <optional>
-#include <sstream>
+#include <span>
 #include <string>
 
 #include "apps/commands.h"
@@ -41,9 +40,6 @@ struct QuantizeArgs {
   std::vector<int> candidates;     // bit counts it may choose; empty: q-1, q, q+1
 };
 
-// Runs the dense model over the calibration text and collects every block layer's input
-// statistics (model/calibration.h), with a progress line; with --calib-cache, reads them from the
-// cache when it was made from the same model and tokens, and writes it otherwise.
 // The calibration text as token ids (BOS first where the model wants one).
 Result<std::vector<int32_t>> calibration_ids(const io::Checkpoint& in, const QuantizeArgs& a, int32_t* bos) {
   Result<std::string> text = read_text_file(a.calib);
@@ -54,14 +50,15 @@ Result<std::vector<int32_t>> calibration_ids(const io::Checkpoint& in, const Qua
   return tok->encode(*text, /*add_special=*/true, /*parse_special=*/false);
 }
 
+// Runs the dense model over the calibration tokens and collects every block layer's input
+// statistics (model/calibration.h), with a progress line; with --calib-cache, reads them from the
+// cache when it was made from the same model and tokens, and writes it otherwise.
 Result<model::CalibrationStats> calibrate(const io::Checkpoint& in, const model::ModelConfig& config,
-                                          const QuantizeArgs& a, ThreadPool& pool) {
-  int32_t bos = -1;
-  Result<std::vector<int32_t>> ids = calibration_ids(in, a, &bos);
-  if (!ids) return ids.status();
-  const std::vector<std::vector<int32_t>> chunks = model::calibration_chunks(*ids, a.calib_ctx, a.calib_tokens, bos);
+                                          std::span<const int32_t> ids, int32_t bos, const QuantizeArgs& a,
+                                          ThreadPool& pool) {
+  const std::vector<std::vector<int32_t>> chunks = model::calibration_chunks(ids, a.calib_ctx, a.calib_tokens, bos);
   if (chunks.empty()) {
-    return Status::invalid(a.calib + ": " + std::to_string(ids->size()) + " tokens, fewer than one chunk of " +
+    return Status::invalid(a.calib + ": " + std::to_string(ids.size()) + " tokens, fewer than one chunk of " +
                            std::to_string(a.calib_ctx));
   }
   uint64_t fingerprint = 0;
@@ -159,11 +156,16 @@ int run(const QuantizeArgs& a) {
   Result<model::ModelConfig> config = model::ModelConfig::from_checkpoint(**in);
   if (!config) return report_error(config.status(), kExitFailure);
   std::optional<model::CalibrationStats> stats;
+  std::vector<int32_t> calib_ids;  // the calibration text, tokenized once for both uses
+  int32_t bos = -1;
   if (model::needs_calibration(*spec, *config) || a.target_bpw > 0.0) {
     if (a.calib_tokens < a.calib_ctx) {
       return report_error(Status::invalid("--calib-tokens: at least --calib-ctx tokens"), kExitUsage);
     }
-    Result<model::CalibrationStats> st = calibrate(**in, *config, a, pool);
+    Result<std::vector<int32_t>> ids = calibration_ids(**in, a, &bos);
+    if (!ids) return report_error(ids.status(), kExitFailure);
+    calib_ids = std::move(*ids);
+    Result<model::CalibrationStats> st = calibrate(**in, *config, calib_ids, bos, a, pool);
     if (!st) return report_error(st.status(), kExitFailure);
     stats.emplace(std::move(*st));
   }
@@ -177,10 +179,7 @@ int run(const QuantizeArgs& a) {
     model::AllocationOptions ao;
     if (a.sensitivity == "kl") {
       // Chunks of 128 tokens from the start of the calibration text, each scored at every position.
-      int32_t bos = -1;
-      Result<std::vector<int32_t>> ids = calibration_ids(**in, a, &bos);
-      if (!ids) return report_error(ids.status(), kExitFailure);
-      ao.kl_chunks = model::calibration_chunks(*ids, 128, a.sensitivity_tokens, bos);
+      ao.kl_chunks = model::calibration_chunks(calib_ids, 128, a.sensitivity_tokens, bos);
       if (ao.kl_chunks.empty()) {
         return report_error(Status::invalid("--sensitivity kl: the calibration text has fewer than 128 tokens"),
                             kExitFailure);
