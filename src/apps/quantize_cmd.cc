@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <vector>
 #include <cstdio>
@@ -37,6 +38,7 @@ struct QuantizeArgs {
   double target_bpw = 0.0;         // > 0: automatic mixed precision
   std::string sensitivity = "kl";  // kl | output
   int64_t sensitivity_tokens = 256;
+  int64_t selection_tokens = 1024;
   std::vector<int> candidates;     // bit counts it may choose; empty: q-1, q, q+1
 };
 
@@ -184,6 +186,17 @@ int run(const QuantizeArgs& a) {
         return report_error(Status::invalid("--sensitivity kl: the calibration text has fewer than 128 tokens"),
                             kExitFailure);
       }
+      // Held-out tokens for comparing whole allocations: after those GPTQ and the sensitivity saw
+      // where the text is long enough, else after the sensitivity's.
+      const auto seen = static_cast<size_t>(std::max<int64_t>(a.sensitivity_tokens, 0));
+      size_t from = std::min(calib_ids.size(), std::max(seen, static_cast<size_t>(a.calib_tokens)));
+      if (calib_ids.size() - from < 512) from = std::min(calib_ids.size(), seen);
+      ao.selection_chunks = model::calibration_chunks(std::span<const int32_t>(calib_ids).subspan(from), 512,
+                                                      a.selection_tokens, bos);
+      if (ao.selection_chunks.empty()) {
+        std::fprintf(stderr, "lutq: warning: the calibration text has no 512 tokens beyond the sensitivity's; "
+                             "allocations are compared on the sensitivity's own tokens\n");
+      }
     }
     ProgressLine quantizing("lutq: quantizing every layer at " + std::to_string(cand.size()) + " bit counts");
     ao.progress = [&](int64_t done, int64_t total) { quantizing.update(done, total, "layers"); };
@@ -200,6 +213,18 @@ int run(const QuantizeArgs& a) {
     std::printf("mixed precision for %.3f bpw: %.3f bpw;", a.target_bpw, alloc->average_bpw);
     for (const auto& [bits, count] : per_bits) std::printf(" %d layers at %d bits", count, bits);
     std::printf("\n");
+    if (!alloc->trials.empty()) {
+      std::printf("  model KL on held-out calibration tokens, per downgrade penalty:");
+      for (const model::BitAllocation::Trial& t : alloc->trials) {
+        if (std::isinf(t.penalty)) {
+          std::printf(" [no downgrade]");
+        } else {
+          std::printf(" [x%g]", t.penalty);
+        }
+        std::printf(" %.4f at %.3f bpw%s;", t.kl, t.average_bpw, t.kl == alloc->kl ? " (chosen)" : "");
+      }
+      std::printf("\n");
+    }
     for (model::LinearOverride& o : alloc->overrides()) spec->overrides.push_back(std::move(o));
   }
   ProgressLine progress("lutq: quantizing");
@@ -243,6 +268,10 @@ Subcommand register_quantize(CLI::App& app) {
   sub->add_option("--sensitivity-tokens", args->sensitivity_tokens,
                   "Calibration tokens the KL sensitivity is measured on (chunks of 128)")
       ->default_str("256");
+  sub->add_option("--selection-tokens", args->selection_tokens,
+                  "Held-out calibration tokens the candidate allocations of --sensitivity kl are compared on "
+                  "(chunks of 512)")
+      ->default_str("1024");
   sub->add_option("--calib-tokens", args->calib_tokens, "Calibration tokens (chunks of --calib-ctx)")->default_str("8192");
   sub->add_option("--calib-ctx", args->calib_ctx, "Calibration chunk length")->default_str("512");
   sub->add_option("--target-bpw", args->target_bpw,

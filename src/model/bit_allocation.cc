@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <map>
+#include <utility>
 
 #include "core/cpu.h"
 #include "core/log_probs.h"
@@ -28,76 +30,156 @@ struct Curve {
   std::vector<format::BcqMatrix> matrices;  // per candidate, kept for the KL measurement
 };
 
-// The model with every block layer at its base candidate, then each other candidate of each
-// layer swapped in alone: mean KL(dense || model) over every position of `chunks`, written to
-// each curve's `error`.
-Status measure_kl(const io::Checkpoint& in, std::vector<Curve>& layers,
-                  const std::vector<std::vector<int32_t>>& chunks, ThreadPool& pool,
-                  const std::function<void(int64_t, int64_t)>& progress) {
-  Result<LlamaModel> model = LlamaModel::load(in, LoadOptions{}, pool);
-  if (!model) return model.status();
-  const int64_t vocab = model->config().n_vocab;
-  int64_t longest = 0;
-  int64_t positions = 0;
-  for (const auto& c : chunks) {
-    longest = std::max<int64_t>(longest, static_cast<int64_t>(c.size()));
-    positions += static_cast<int64_t>(c.size());
-  }
-  Result<KvCache> cache = model->make_cache(longest);
-  if (!cache) return cache.status();
-  std::vector<float> logits(static_cast<size_t>(longest * vocab));
-  // The dense model's log-probabilities at every position of every chunk.
-  std::vector<std::vector<float>> reference;
-  const auto log_probs = [&](const std::vector<int32_t>& chunk) -> Status {
-    cache->clear();
-    if (Status s = model->forward(chunk, 0, *cache, logits.data(), pool, LogitsMode::kAll); !s) return s;
-    for (size_t t = 0; t < chunk.size(); ++t) {
-      const std::span<float> row(logits.data() + t * static_cast<size_t>(vocab), static_cast<size_t>(vocab));
-      log_softmax(row, row);
-    }
-    return Status::ok();
+// Bits per layer: the index of the chosen candidate of every curve.
+using Choice = std::vector<size_t>;
+
+// Greedy knapsack: every layer starts at its lowest allowed candidate and the upgrade with the
+// largest sensitivity reduction per added stored bit that still fits the budget is taken until
+// none fits. Downgrades below a layer's base candidate are charged `penalty` times their measured
+// sensitivity increase (1: as measured; infinity: not allowed, every layer starts at its base).
+// Empty when even the starting point exceeds the budget.
+Choice greedy_allocation(const std::vector<Curve>& curves, double weights, double target_bpw, double penalty) {
+  const bool no_downgrades = std::isinf(penalty);
+  const auto error = [&](const Curve& c, size_t at) {
+    const double e = c.error[at];
+    return at < c.base ? c.error[c.base] + penalty * (e - c.error[c.base]) : e;
   };
-  for (const auto& chunk : chunks) {
-    if (Status s = log_probs(chunk); !s) return s;
-    reference.emplace_back(logits.begin(), logits.begin() + static_cast<int64_t>(chunk.size()) * vocab);
+  double budget = target_bpw * weights;  // storage bits still available
+  Choice at(curves.size(), 0);
+  for (size_t i = 0; i < curves.size(); ++i) {
+    if (no_downgrades) at[i] = curves[i].base;
+    budget -= curves[i].bpw[at[i]] * static_cast<double>(curves[i].weights);
   }
-  const auto kl_of = [&](double* kl) -> Status {
+  if (budget < -1e-6 * weights) return {};
+  // A step that does not fit is skipped; a cheaper one may still fit.
+  for (;;) {
+    size_t best = curves.size();
+    double best_gain = 0.0;
+    for (size_t i = 0; i < curves.size(); ++i) {
+      const Curve& c = curves[i];
+      if (at[i] + 1 >= c.bpw.size()) continue;
+      const double cost = (c.bpw[at[i] + 1] - c.bpw[at[i]]) * static_cast<double>(c.weights);
+      if (cost > budget) continue;
+      const double gain = (error(c, at[i]) - error(c, at[i] + 1)) / std::max(cost, 1.0);
+      if (best == curves.size() || gain > best_gain) {
+        best = i;
+        best_gain = gain;
+      }
+    }
+    if (best == curves.size()) break;
+    budget -= (curves[best].bpw[at[best] + 1] - curves[best].bpw[at[best]]) * static_cast<double>(curves[best].weights);
+    ++at[best];
+  }
+  return at;
+}
+
+using Chunks = std::vector<std::vector<int32_t>>;
+
+// The loss-aware measurement: a model whose block layers can be swapped between candidates, and
+// the mean KL(dense || model) over every position of one of its sets of chunks.
+class KlProbe {
+ public:
+  static Result<KlProbe> make(const io::Checkpoint& in, std::vector<const Chunks*> sets, ThreadPool& pool) {
+    Result<LlamaModel> model = LlamaModel::load(in, LoadOptions{}, pool);
+    if (!model) return model.status();
+    Result<kernels::Isa> isa = kernels::select_isa(detect_cpu(), std::nullopt);
+    if (!isa) return isa.status();
+    int64_t longest = 0;
+    for (const Chunks* set : sets) {
+      for (const auto& c : *set) longest = std::max<int64_t>(longest, static_cast<int64_t>(c.size()));
+    }
+    Result<KvCache> cache = model->make_cache(longest);
+    if (!cache) return cache.status();
+    KlProbe probe(std::move(*model), std::move(*cache), std::move(sets), pool, *isa);
+    probe.logits_.resize(static_cast<size_t>(longest * probe.vocab_));
+    // The dense model's log-probabilities at every position of every chunk.
+    for (const Chunks* set : probe.sets_) {
+      auto& ref = probe.reference_.emplace_back();
+      for (const auto& chunk : *set) {
+        if (Status s = probe.log_probs(chunk); !s) return s;
+        ref.emplace_back(probe.logits_.begin(), probe.logits_.begin() + static_cast<int64_t>(chunk.size()) * probe.vocab_);
+      }
+    }
+    return probe;
+  }
+
+  // Puts candidate `candidate` of layer `l` into the model (a no-op when it is there already).
+  Status use(const Curve& l, size_t candidate) {
+    auto [it, fresh] = current_.try_emplace(l.name, candidate);
+    if (!fresh && it->second == candidate) return Status::ok();
+    it->second = candidate;
+    Result<LinearLayer> lin = LinearLayer::from_bcq(l.matrices[candidate], isa_, kernels::Precision::kFast);
+    if (!lin) return lin.status();
+    return model_.replace_linear(l.layer, l.role, std::move(*lin));
+  }
+
+  // Mean KL over every position of chunk set `set` (an index into make()'s sets).
+  Status kl(size_t set, double* out) {
+    const Chunks& chunks = *sets_[set];
     double total = 0.0;
+    int64_t positions = 0;
     for (size_t c = 0; c < chunks.size(); ++c) {
       if (Status s = log_probs(chunks[c]); !s) return s;
       for (size_t t = 0; t < chunks[c].size(); ++t) {
-        const size_t at = t * static_cast<size_t>(vocab);
-        total += kl_divergence(std::span<const float>(reference[c].data() + at, static_cast<size_t>(vocab)),
-                               std::span<const float>(logits.data() + at, static_cast<size_t>(vocab)));
+        const size_t at = t * static_cast<size_t>(vocab_);
+        total += kl_divergence(std::span<const float>(reference_[set][c].data() + at, static_cast<size_t>(vocab_)),
+                               std::span<const float>(logits_.data() + at, static_cast<size_t>(vocab_)));
       }
+      positions += static_cast<int64_t>(chunks[c].size());
     }
-    *kl = total / static_cast<double>(positions);
+    *out = total / static_cast<double>(std::max<int64_t>(positions, 1));
     return Status::ok();
-  };
-  Result<kernels::Isa> isa = kernels::select_isa(detect_cpu(), std::nullopt);
-  if (!isa) return isa.status();
-  const auto use = [&](const Curve& l, size_t candidate) -> Status {
-    Result<LinearLayer> lin = LinearLayer::from_bcq(l.matrices[candidate], *isa, kernels::Precision::kFast);
-    if (!lin) return lin.status();
-    return model->replace_linear(l.layer, l.role, std::move(*lin));
-  };
+  }
+
+ private:
+  KlProbe(LlamaModel model, KvCache cache, std::vector<const Chunks*> sets, ThreadPool& pool, kernels::Isa isa)
+      : model_(std::move(model)),
+        cache_(std::move(cache)),
+        sets_(std::move(sets)),
+        pool_(&pool),
+        isa_(isa),
+        vocab_(model_.config().n_vocab) {}
+
+  Status log_probs(const std::vector<int32_t>& chunk) {
+    cache_.clear();
+    if (Status s = model_.forward(chunk, 0, cache_, logits_.data(), *pool_, LogitsMode::kAll); !s) return s;
+    for (size_t t = 0; t < chunk.size(); ++t) {
+      const std::span<float> row(logits_.data() + t * static_cast<size_t>(vocab_), static_cast<size_t>(vocab_));
+      log_softmax(row, row);
+    }
+    return Status::ok();
+  }
+
+  LlamaModel model_;
+  KvCache cache_;
+  std::vector<const Chunks*> sets_;
+  ThreadPool* pool_;
+  kernels::Isa isa_;
+  int64_t vocab_;
+  std::vector<float> logits_;
+  std::vector<std::vector<std::vector<float>>> reference_;  // [set][chunk]
+  std::map<std::string, size_t> current_;  // layer name -> candidate in the model
+};
+
+// Each curve's `error` becomes the model's KL (on the probe's first chunk set) with every block
+// layer at its base candidate and that layer alone at each other candidate.
+Status measure_curves(KlProbe& probe, std::vector<Curve>& layers, const std::function<void(int64_t, int64_t)>& progress,
+                      int64_t total) {
   for (const Curve& l : layers) {
-    if (Status s = use(l, l.base); !s) return s;
+    if (Status s = probe.use(l, l.base); !s) return s;
   }
   double base_kl = 0.0;
-  if (Status s = kl_of(&base_kl); !s) return s;
-  int64_t total = 0;
-  for (const Curve& l : layers) total += static_cast<int64_t>(l.matrices.size()) - 1;
+  if (Status s = probe.kl(0, &base_kl); !s) return s;
   int64_t done = 0;
   for (Curve& l : layers) {
     l.error.assign(l.matrices.size(), base_kl);
     for (size_t c = 0; c < l.matrices.size(); ++c) {
       if (c == l.base) continue;
-      if (Status s = use(l, c); !s) return s;
-      if (Status s = kl_of(&l.error[c]); !s) return s;
+      if (Status s = probe.use(l, c); !s) return s;
+      if (Status s = probe.kl(0, &l.error[c]); !s) return s;
       if (progress) progress(++done, total);
     }
-    if (Status s = use(l, l.base); !s) return s;
+    if (Status s = probe.use(l, l.base); !s) return s;
   }
   return Status::ok();
 }
@@ -159,7 +241,7 @@ Result<BitAllocation> allocate_bits(const io::Checkpoint& in, const LinearSpec& 
         if (!q) return q.status();
         c.bpw.push_back(q->bits_per_weight());
         if (by_kl) {
-          c.matrices.push_back(std::move(*q));  // measure_kl fills c.error
+          c.matrices.push_back(std::move(*q));  // measure_curves fills c.error
           continue;
         }
         // With calibration: the layer's output error on the calibration inputs,
@@ -182,50 +264,65 @@ Result<BitAllocation> allocate_bits(const io::Checkpoint& in, const LinearSpec& 
     }
   }
 
-  if (by_kl) {
-    if (Status s = measure_kl(in, curves, options.kl_chunks, pool, options.kl_progress); !s) return s;
-  }
   double weights = 0.0;
-  double budget = 0.0;  // storage bits still available
   for (const Curve& c : curves) weights += static_cast<double>(c.weights);
-  budget = target_bpw * weights;
-  std::vector<size_t> at(curves.size(), 0);
-  for (const Curve& c : curves) budget -= c.bpw[0] * static_cast<double>(c.weights);
-  if (budget < -1e-6 * weights) {
+  double lowest = 0.0;
+  for (const Curve& c : curves) lowest += c.bpw[0] * static_cast<double>(c.weights);
+  if (lowest - target_bpw * weights > 1e-6 * weights) {
     char buf[160];
     std::snprintf(buf, sizeof buf, "bit allocation: target %.3f bpw is below the %.3f bpw the lowest candidate (%d bits) stores",
-                  target_bpw, target_bpw - budget / weights, candidates.front());
+                  target_bpw, lowest / weights, candidates.front());
     return Status::invalid(buf);
   }
-  // Greedy by error reduction per added bit; a step that does not fit is skipped, a cheaper one
-  // may still fit.
-  for (;;) {
-    size_t best = curves.size();
-    double best_gain = 0.0;
+  const auto result = [&](const Choice& at) {
+    BitAllocation out;
+    double bits_total = 0.0;
     for (size_t i = 0; i < curves.size(); ++i) {
-      if (at[i] + 1 >= nc) continue;
       const Curve& c = curves[i];
-      const double cost = (c.bpw[at[i] + 1] - c.bpw[at[i]]) * static_cast<double>(c.weights);
-      if (cost > budget) continue;
-      const double gain = (c.error[at[i]] - c.error[at[i] + 1]) / std::max(cost, 1.0);
-      if (best == curves.size() || gain > best_gain) {
-        best = i;
-        best_gain = gain;
-      }
+      out.layers.push_back({c.name, candidates[at[i]], c.bpw[at[i]], c.weights});
+      bits_total += c.bpw[at[i]] * static_cast<double>(c.weights);
     }
-    if (best == curves.size()) break;
-    budget -= (curves[best].bpw[at[best] + 1] - curves[best].bpw[at[best]]) * static_cast<double>(curves[best].weights);
-    ++at[best];
-  }
+    out.average_bpw = bits_total / weights;
+    return out;
+  };
+  if (!by_kl) return result(greedy_allocation(curves, weights, target_bpw, 1.0));
 
-  BitAllocation out;
-  double bits_total = 0.0;
-  for (size_t i = 0; i < curves.size(); ++i) {
-    const Curve& c = curves[i];
-    out.layers.push_back({c.name, candidates[at[i]], c.bpw[at[i]], c.weights});
-    bits_total += c.bpw[at[i]] * static_cast<double>(c.weights);
+  // Loss-aware: measure the curves, then the whole model under the allocation of every downgrade
+  // penalty on the held-out chunks, and keep the allocation with the lowest KL there.
+  const Chunks& held_out = options.selection_chunks.empty() ? options.kl_chunks : options.selection_chunks;
+  Result<KlProbe> probe = KlProbe::make(in, {&options.kl_chunks, &held_out}, pool);
+  if (!probe) return probe.status();
+  int64_t total_measurements = static_cast<int64_t>(options.penalties.size());
+  for (const Curve& c : curves) total_measurements += static_cast<int64_t>(c.matrices.size()) - 1;
+  if (Status s = measure_curves(*probe, curves, options.kl_progress, total_measurements); !s) return s;
+  int64_t done = total_measurements - static_cast<int64_t>(options.penalties.size());
+  std::vector<std::pair<Choice, double>> tried;  // allocation, its measured KL
+  std::vector<BitAllocation::Trial> trials;
+  size_t best = 0;
+  for (double penalty : options.penalties) {
+    const Choice at = greedy_allocation(curves, weights, target_bpw, penalty);
+    double kl = std::numeric_limits<double>::infinity();
+    auto same = std::find_if(tried.begin(), tried.end(), [&](const auto& t) { return t.first == at; });
+    if (same != tried.end()) {
+      kl = same->second;
+    } else if (!at.empty()) {
+      for (size_t i = 0; i < curves.size(); ++i) {
+        if (Status s = probe->use(curves[i], at[i]); !s) return s;
+      }
+      if (Status s = probe->kl(1, &kl); !s) return s;
+      tried.emplace_back(at, kl);
+      if (kl < tried[best].second) best = tried.size() - 1;
+    }
+    if (!at.empty()) trials.push_back({penalty, result(at).average_bpw, kl});
+    if (options.kl_progress) options.kl_progress(++done, total_measurements);
   }
-  out.average_bpw = bits_total / weights;
+  if (tried.empty()) {
+    return Status::invalid("bit allocation: no downgrade penalty gives an allocation within the budget (penalties: " +
+                           std::to_string(options.penalties.size()) + ")");
+  }
+  BitAllocation out = result(tried[best].first);
+  out.kl = tried[best].second;
+  out.trials = std::move(trials);
   return out;
 }
 

@@ -14,10 +14,21 @@
 // Allocation starts every layer at the lowest candidate and repeatedly takes the upgrade with the
 // largest sensitivity reduction per added storage bit that still fits the budget (a greedy
 // solution of the knapsack, exact when the curves are convex and the effects add up).
+//
+// The effects do not add up: on SmolLM2-135M, 79 layers sent to 2 bits each cost little alone and
+// together far more than the sum. So the loss-aware mode also measures the whole model under the
+// allocation made with each downgrade penalty of AllocationOptions::penalties (a layer's KL
+// increase below its base bits counted that many times; infinity: no layer below the base), on
+// held-out tokens (selection_chunks: the allocation is fitted to kl_chunks, so its KL there is
+// biased low; measured on SmolLM2: 11 % better than uniform bits on kl_chunks, 7 % worse on the
+// evaluation text), and keeps the allocation with the lowest KL there. With infinity among the
+// penalties and a target at or above the base bits' size, the result is never worse on the
+// held-out tokens than every layer at the base bits.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -38,6 +49,16 @@ struct BitAllocation {
   };
   std::vector<Layer> layers;
   double average_bpw = 0.0;  // over the block linear layers
+  // Loss-aware mode: each penalty's allocation with its average bpw and the model's KL on the
+  // held-out chunks (the same allocation from two penalties is measured once), and the chosen
+  // one's KL (the lowest). Output-error mode: no trials, kl NaN.
+  struct Trial {
+    double penalty = 1.0;
+    double average_bpw = 0.0;
+    double kl = 0.0;
+  };
+  std::vector<Trial> trials;
+  double kl = std::numeric_limits<double>::quiet_NaN();
   // One override per layer ("blk.L.role.weight=q=B"), to append to the spec.
   std::vector<LinearOverride> overrides() const;
 };
@@ -49,6 +70,10 @@ struct AllocationOptions {
   // (layers quantized, total) and (measurements done, total); either may be empty.
   std::function<void(int64_t, int64_t)> progress;
   std::function<void(int64_t, int64_t)> kl_progress;
+  // Loss-aware mode: held-out chunks the whole-model allocations are compared on (empty: kl_chunks),
+  // and the downgrade penalties whose allocations are measured (see above).
+  std::vector<std::vector<int32_t>> selection_chunks;
+  std::vector<double> penalties = {1.0, 2.0, 4.0, 8.0, std::numeric_limits<double>::infinity()};
 };
 
 // Candidate bit counts `candidates` (ascending, each 1..8). Errors: a target below what the

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "io/gguf_file.h"
 #include "support/tiny_llama.h"
 
@@ -72,12 +74,19 @@ TEST(BitAllocation, KlSensitivityMeasuresEveryCandidateAndMeetsTheBudget) {
   int64_t measured = 0;
   ao.kl_progress = [&](int64_t done, int64_t total) {
     EXPECT_EQ(done, ++measured);
-    EXPECT_EQ(total, 2 * 2 * kNumLinearRoles);  // 2 blocks x 7 layers x (3 candidates - base)
+    // 2 blocks x 7 layers x (3 candidates - base), then one whole-model measurement per penalty
+    EXPECT_EQ(total, 2 * 2 * kNumLinearRoles + static_cast<int64_t>(ao.penalties.size()));
   };
   Result<BitAllocation> a = allocate_bits(*f, spec_at(3), 4.6, {2, 3, 4}, nullptr, pool, ao);
   ASSERT_TRUE(a.is_ok()) << a.status().message();
-  EXPECT_EQ(measured, 2 * 2 * kNumLinearRoles);
+  EXPECT_EQ(measured, 2 * 2 * kNumLinearRoles + static_cast<int64_t>(ao.penalties.size()));
   EXPECT_LE(a->average_bpw, 4.6 + 1e-9);
+  // Every penalty's allocation was measured whole; the chosen one has the lowest KL.
+  ASSERT_EQ(a->trials.size(), ao.penalties.size());
+  for (const BitAllocation::Trial& t : a->trials) {
+    EXPECT_LE(a->kl, t.kl) << "penalty " << t.penalty;
+    EXPECT_LE(t.average_bpw, 4.6 + 1e-9) << "penalty " << t.penalty;
+  }
   EXPECT_GT(a->average_bpw, 4.0);
   EXPECT_NEAR(a->average_bpw, weighted_bpw(*a), 1e-9);
   // All budget: every layer at 4 bits, whatever the measured curves.
@@ -85,6 +94,26 @@ TEST(BitAllocation, KlSensitivityMeasuresEveryCandidateAndMeetsTheBudget) {
   Result<BitAllocation> high = allocate_bits(*f, spec_at(3), 8.0, {2, 3, 4}, nullptr, pool, ao);
   ASSERT_TRUE(high.is_ok());
   for (const auto& l : high->layers) EXPECT_EQ(l.bits, 4) << l.name;
+  // Allocations compared on held-out chunks: still one measurement per penalty, budget met.
+  AllocationOptions held = ao;
+  held.kl_progress = {};
+  held.selection_chunks = {{1, 12, 6, 33, 20, 4, 9, 2, 17}};
+  Result<BitAllocation> h = allocate_bits(*f, spec_at(3), 4.6, {2, 3, 4}, nullptr, pool, held);
+  ASSERT_TRUE(h.is_ok()) << h.status().message();
+  ASSERT_EQ(h->trials.size(), held.penalties.size());
+  for (const BitAllocation::Trial& t : h->trials) EXPECT_LE(h->kl, t.kl) << "penalty " << t.penalty;
+  EXPECT_LE(h->average_bpw, 4.6 + 1e-9);
+  // Only "no downgrades" at exactly the base bits' size: every layer stays at the base.
+  Result<BitAllocation> base_only = allocate_bits(*f, spec_at(3), 4.5, {2, 3, 4}, nullptr, pool, [&] {
+    AllocationOptions o = ao;
+    o.kl_progress = {};
+    o.penalties = {std::numeric_limits<double>::infinity()};
+    return o;
+  }());
+  ASSERT_TRUE(base_only.is_ok()) << base_only.status().message();
+  for (const auto& l : base_only->layers) EXPECT_EQ(l.bits, 3) << l.name;
+  ASSERT_EQ(base_only->trials.size(), 1u);
+  EXPECT_EQ(base_only->kl, base_only->trials[0].kl);
   // A token outside the vocabulary is the forward pass's clear error.
   ao.kl_chunks = {{1, 2, 999}};
   ao.kl_progress = {};
