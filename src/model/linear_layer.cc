@@ -80,6 +80,7 @@ Result<LinearLayer> LinearLayer::from_int8(kernels::Int8Weights w, float thresho
   layer.n_ = w.n;
   layer.k_ = w.k;
   layer.use_avx2_ = use_avx2;
+  layer.int8_isa_ = use_avx2 ? kernels::int8_isas(detect_cpu()).back() : kernels::Int8Isa::kScalar;
   layer.int8_options_ = kernels::Int8Options{threshold, /*zeropoint=*/std::isfinite(threshold)};
   layer.int8_.emplace(std::move(w));
   return layer;
@@ -99,7 +100,7 @@ Result<LinearLayer> LinearLayer::from_bcq(const format::BcqMatrix& w, kernels::I
 
 Status LinearLayer::forward(const float* x, int64_t m, float* y, ThreadPool& pool) const {
   if (bcq_) return bcq_->forward(x, m, y, pool);
-  if (int8_) return kernels::int8_gemm(*int8_, x, m, y, int8_options_, pool, use_avx2_);
+  if (int8_) return kernels::int8_gemm(*int8_, x, m, y, int8_options_, pool, int8_isa_);
   if (m < 1) return Status::invalid("forward: m must be at least 1 (got " + std::to_string(m) + ")");
   if (x == nullptr || y == nullptr) return Status::invalid("forward: null activation or output pointer");
   kernels::dense_gemm(kernels::DenseWeights{dense_->data(), n_, k_}, x, m, y, pool, use_avx2_);

@@ -65,6 +65,7 @@ class LinearLayer {
   std::optional<kernels::BcqLinear> bcq_;
   std::string bcq_desc_;
   std::optional<kernels::Int8Weights> int8_;
+  kernels::Int8Isa int8_isa_ = kernels::Int8Isa::kScalar;  // the fastest the CPU runs, or scalar
   kernels::Int8Options int8_options_;
 };
 

@@ -21,7 +21,27 @@ int32_t dot_ref(const int16_t* a, const int8_t* b, int64_t k) {
 
 namespace {
 constexpr int64_t kMaxK = std::numeric_limits<int32_t>::max() / (128 * 127);  // |xq| <= 128
+constexpr int64_t kMaxVnniK = std::numeric_limits<int32_t>::max() / (255 * 128);  // u <= 255
 }  // namespace
+
+const char* int8_isa_name(Int8Isa isa) {
+  switch (isa) {
+    case Int8Isa::kScalar: return "scalar";
+    case Int8Isa::kAvx2: return "avx2";
+    case Int8Isa::kAvxVnni: return "avx-vnni";
+    case Int8Isa::kAvx512Vnni: return "avx512-vnni";
+  }
+  return "?";
+}
+
+std::vector<Int8Isa> int8_isas(const CpuFeatures& cpu) {
+  std::vector<Int8Isa> out{Int8Isa::kScalar};
+  if (!cpu.avx2) return out;
+  out.push_back(Int8Isa::kAvx2);
+  if (cpu.avx_vnni) out.push_back(Int8Isa::kAvxVnni);
+  if (cpu.avx512 && cpu.avx512_vnni) out.push_back(Int8Isa::kAvx512Vnni);
+  return out;
+}
 
 Result<Int8Weights> quantize_int8(const float* w, int64_t n, int64_t k, bool keep_fp16) {
   if (n < 1 || k < 1 || k > kMaxK) {
@@ -84,7 +104,7 @@ Result<Int8Weights> int8_from_codes(int64_t n, int64_t k, std::vector<int8_t> q,
 }
 
 Status int8_gemm(const Int8Weights& w, const float* x, int64_t m, float* y, const Int8Options& opt, ThreadPool& pool,
-                 bool use_avx2) {
+                 Int8Isa isa) {
   const int64_t k = w.k;
   if (m < 1) return Status::invalid("int8 forward: m must be at least 1 (got " + std::to_string(m) + ")");
   if (x == nullptr || y == nullptr) return Status::invalid("int8 forward: null activation or output pointer");
@@ -129,16 +149,27 @@ Status int8_gemm(const Int8Weights& w, const float* x, int64_t m, float* y, cons
       xq[static_cast<size_t>(t * k + c)] = static_cast<int16_t>(std::clamp(v, qmin, 127.0f));
     }
   }
-  const auto dot = use_avx2 ? int8_detail::dot_avx2 : int8_detail::dot_ref;
+  if ((isa == Int8Isa::kAvxVnni || isa == Int8Isa::kAvx512Vnni) && k > kMaxVnniK) isa = Int8Isa::kAvx2;
+  const bool vnni = isa == Int8Isa::kAvxVnni || isa == Int8Isa::kAvx512Vnni;
+  // VNNI multiplies unsigned activations: u = xq + 128, Σ u·q = Σ xq·q + 128·Σq.
+  std::vector<uint8_t> xu;
+  if (vnni) {
+    xu.resize(xq.size());
+    for (size_t i = 0; i < xq.size(); ++i) xu[i] = static_cast<uint8_t>(xq[i] + 128);
+  }
+  const auto dot = isa == Int8Isa::kScalar ? int8_detail::dot_ref : int8_detail::dot_avx2;
+  const auto dot_u8 = isa == Int8Isa::kAvx512Vnni ? int8_detail::dot_u8_avx512vnni : int8_detail::dot_u8_avxvnni;
+  const int32_t shift = vnni ? 128 : 0;
   pool.parallel_for(w.n, 1, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int8_t* wr = w.q.data() + r * k;
       const float sw = w.scale[static_cast<size_t>(r)];
       const uint16_t* wh = w.fp16.empty() ? nullptr : w.fp16.data() + r * k;
       for (int64_t t = 0; t < m; ++t) {
-        // |Σ xq·q| <= k·128·127 and |z·row_sum| <= 255·k·127: int64 for the correction.
-        const int64_t acc = static_cast<int64_t>(dot(xq.data() + t * k, wr, k)) -
-                            static_cast<int64_t>(xz[static_cast<size_t>(t)]) * w.row_sum[static_cast<size_t>(r)];
+        // |Σ xq·q| <= k·128·127 and |(128 + z)·row_sum| <= 383·k·127: int64 for the correction.
+        const int32_t sum = vnni ? dot_u8(xu.data() + t * k, wr, k) : dot(xq.data() + t * k, wr, k);
+        const int64_t acc = static_cast<int64_t>(sum) - static_cast<int64_t>(xz[static_cast<size_t>(t)] + shift) *
+                                                            w.row_sum[static_cast<size_t>(r)];
         float v = static_cast<float>(acc) * (xs[static_cast<size_t>(t)] * sw);
         float extra = 0.0f;
         for (int64_t c : out_cols) {

@@ -26,14 +26,18 @@
 //
 // The AVX2 path sign-extends int8 to int16 and uses vpmaddwd (madd_epi16): pairs of products
 // ≤ 2·127² fit int32 with no saturation. vpmaddubsw (maddubs) would take twice the bytes per
-// instruction but multiplies u8×s8 into saturating int16 pairs: 2·255·127 overflows int16, and
-// making x unsigned (x + 128) needs a correction term per row; not worth it here.
+// instruction but multiplies u8×s8 into saturating int16 pairs: 2·255·127 overflows int16.
+// The VNNI paths (AVX-VNNI, AVX512-VNNI) use vpdpbusd, u8×s8 summed in groups of four straight
+// into int32 with no saturation: activations go unsigned as u = xq + 128 and the row sums correct
+// it, Σ xq·q − z·Σq = Σ u·q − (128 + z)·Σq; exact, so every path gives the same bits. The int32
+// sum of u·q is bounded by k·255·128: VNNI takes k ≤ 65793, longer rows use AVX2.
 #pragma once
 
 #include <cstdint>
 #include <limits>
 #include <vector>
 
+#include "core/cpu.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 
@@ -63,16 +67,27 @@ struct Int8Options {
   bool zeropoint = false;
 };
 
-// y[m,n] = x[m,k]·Wᵀ as above. use_avx2: the caller checked detect_cpu().avx2. Errors: m < 1,
-// null pointers, a non-finite activation, threshold not > 0.
+// The integer dot product's implementation.
+enum class Int8Isa { kScalar, kAvx2, kAvxVnni, kAvx512Vnni };
+const char* int8_isa_name(Int8Isa isa);
+// Every path this CPU runs, scalar first; the last is the fastest.
+std::vector<Int8Isa> int8_isas(const CpuFeatures& cpu);
+
+// y[m,n] = x[m,k]·Wᵀ as above; isa is one of int8_isas(detect_cpu()). Errors: m < 1, null
+// pointers, a non-finite activation, threshold not > 0.
 Status int8_gemm(const Int8Weights& w, const float* x, int64_t m, float* y, const Int8Options& opt, ThreadPool& pool,
-                 bool use_avx2);
+                 Int8Isa isa);
 
 namespace int8_detail {
 // Σ_c a[c]·b[c] over int16 activations and int8 weights, exact in int32 (k % 16 tail handled).
 int32_t dot_ref(const int16_t* a, const int8_t* b, int64_t k);
 // Precondition: the CPU has AVX2.
 int32_t dot_avx2(const int16_t* a, const int8_t* b, int64_t k);
+// Σ_c a[c]·b[c] over unsigned activations, exact in int32 for k ≤ 65793 (any tail length).
+int32_t dot_u8_ref(const uint8_t* a, const int8_t* b, int64_t k);
+// Preconditions: the CPU has AVX-VNNI / AVX512-VNNI (with F and BW).
+int32_t dot_u8_avxvnni(const uint8_t* a, const int8_t* b, int64_t k);
+int32_t dot_u8_avx512vnni(const uint8_t* a, const int8_t* b, int64_t k);
 }  // namespace int8_detail
 
 }  // namespace lutq::kernels

@@ -81,7 +81,7 @@ double worst_ratio(const Data& s, const Int8Weights& q, const std::vector<float>
 
 TEST(Int8Gemm, MatchesReferenceWithinBound) {
   ThreadPool pool(2);
-  const bool avx2 = detect_cpu().avx2;
+  const std::vector<Int8Isa> isas = int8_isas(detect_cpu());
   for (int64_t k : {7, 64, 200}) {
     for (int64_t m : {1, 3}) {
       for (float threshold : {6.0f, std::numeric_limits<float>::infinity()}) {
@@ -96,13 +96,14 @@ TEST(Int8Gemm, MatchesReferenceWithinBound) {
             Result<Int8Weights> q = quantize_int8(s.w.data(), s.n, s.k, keep_fp16);
             ASSERT_TRUE(q.is_ok());
             const Int8Options opt{threshold, zeropoint};
-            std::vector<float> y_ref(static_cast<size_t>(m * s.n)), y_avx(y_ref.size());
-            ASSERT_TRUE(int8_gemm(*q, s.x.data(), m, y_ref.data(), opt, pool, false).is_ok());
+            std::vector<float> y_ref(static_cast<size_t>(m * s.n)), y_simd(y_ref.size());
+            ASSERT_TRUE(int8_gemm(*q, s.x.data(), m, y_ref.data(), opt, pool, Int8Isa::kScalar).is_ok());
             double max_err = 0.0;
             EXPECT_LE(worst_ratio(s, *q, y_ref, opt, &max_err), 1.0);
-            if (avx2) {
-              ASSERT_TRUE(int8_gemm(*q, s.x.data(), m, y_avx.data(), opt, pool, true).is_ok());
-              EXPECT_EQ(y_ref, y_avx);  // exact integer sums, the rest shared scalar code
+            for (Int8Isa isa : isas) {
+              ASSERT_TRUE(int8_gemm(*q, s.x.data(), m, y_simd.data(), opt, pool, isa).is_ok());
+              // Exact integer sums, the rest shared scalar code: the same bits.
+              EXPECT_EQ(y_ref, y_simd) << int8_isa_name(isa);
             }
           }
         }
@@ -118,8 +119,8 @@ TEST(Int8Gemm, OutlierDecompositionAndZeroPointHelp) {
   ASSERT_TRUE(q.is_ok());
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<float> y6(static_cast<size_t>(4 * s.n)), yinf(y6.size());
-  ASSERT_TRUE(int8_gemm(*q, s.x.data(), 4, y6.data(), {6.0f}, pool, false).is_ok());
-  ASSERT_TRUE(int8_gemm(*q, s.x.data(), 4, yinf.data(), {inf}, pool, false).is_ok());
+  ASSERT_TRUE(int8_gemm(*q, s.x.data(), 4, y6.data(), {6.0f}, pool, Int8Isa::kScalar).is_ok());
+  ASSERT_TRUE(int8_gemm(*q, s.x.data(), 4, yinf.data(), {inf}, pool, Int8Isa::kScalar).is_ok());
   double e6 = 0.0, einf = 0.0;
   worst_ratio(s, *q, y6, {6.0f}, &e6);
   worst_ratio(s, *q, yinf, {inf}, &einf);
@@ -132,8 +133,8 @@ TEST(Int8Gemm, OutlierDecompositionAndZeroPointHelp) {
   std::vector<float> ya(static_cast<size_t>(4 * p.n)), yz(ya.size());
   Result<Int8Weights> qp = quantize_int8(p.w.data(), p.n, p.k, false);
   ASSERT_TRUE(qp.is_ok());
-  ASSERT_TRUE(int8_gemm(*qp, p.x.data(), 4, ya.data(), {inf, false}, pool, false).is_ok());
-  ASSERT_TRUE(int8_gemm(*qp, p.x.data(), 4, yz.data(), {inf, true}, pool, false).is_ok());
+  ASSERT_TRUE(int8_gemm(*qp, p.x.data(), 4, ya.data(), {inf, false}, pool, Int8Isa::kScalar).is_ok());
+  ASSERT_TRUE(int8_gemm(*qp, p.x.data(), 4, yz.data(), {inf, true}, pool, Int8Isa::kScalar).is_ok());
   double ea = 0.0, ez = 0.0;
   for (int64_t t = 0; t < 4; ++t) {
     for (int64_t r = 0; r < p.n; ++r) {
@@ -146,6 +147,41 @@ TEST(Int8Gemm, OutlierDecompositionAndZeroPointHelp) {
   EXPECT_LT(ez, ea) << "zero point " << ez << ", absmax " << ea;
 }
 
+// Every integer dot product this CPU runs against the scalar one, bit for bit, at the extremes of
+// its operands and at every tail length.
+TEST(Int8Gemm, DotProductsMatchScalarOnEveryIsa) {
+  const std::vector<Int8Isa> isas = int8_isas(detect_cpu());
+  std::vector<int16_t> a16(300);
+  std::vector<uint8_t> a8(300);
+  std::vector<int8_t> b(300);
+  uint32_t state = 12345;
+  for (int pattern = 0; pattern < 3; ++pattern) {
+    for (size_t i = 0; i < a16.size(); ++i) {
+      state = state * 1664525u + 1013904223u;
+      const auto r = static_cast<int>(state >> 24);  // 0..255
+      a16[i] = pattern == 0 ? static_cast<int16_t>(r - 128) : (pattern == 1 ? int16_t{-128} : int16_t{127});
+      a8[i] = static_cast<uint8_t>(a16[i] + 128);
+      b[i] = pattern == 0 ? static_cast<int8_t>(std::max(-127, r - 128)) : (pattern == 1 ? int8_t{-127} : int8_t{127});
+    }
+    for (int64_t k = 0; k <= 300; ++k) {
+      const int32_t want = int8_detail::dot_ref(a16.data(), b.data(), k);
+      int32_t sum_b = 0;
+      for (int64_t c = 0; c < k; ++c) sum_b += b[static_cast<size_t>(c)];
+      ASSERT_EQ(int8_detail::dot_u8_ref(a8.data(), b.data(), k) - 128 * sum_b, want) << "k=" << k;
+      for (Int8Isa isa : isas) {
+        int32_t got = want;
+        if (isa == Int8Isa::kAvx2) got = int8_detail::dot_avx2(a16.data(), b.data(), k);
+        if (isa == Int8Isa::kAvxVnni) got = int8_detail::dot_u8_avxvnni(a8.data(), b.data(), k) - 128 * sum_b;
+        if (isa == Int8Isa::kAvx512Vnni) got = int8_detail::dot_u8_avx512vnni(a8.data(), b.data(), k) - 128 * sum_b;
+        ASSERT_EQ(got, want) << int8_isa_name(isa) << " pattern " << pattern << " k=" << k;
+      }
+    }
+  }
+  std::printf("int8 dot products tested: ");
+  for (Int8Isa isa : isas) std::printf("%s ", int8_isa_name(isa));
+  std::printf("\n");
+}
+
 TEST(Int8Gemm, RejectsBadInput) {
   ThreadPool pool(1);
   std::vector<float> w(8, 1.0f), x(4, 1.0f), y(2);
@@ -155,11 +191,11 @@ TEST(Int8Gemm, RejectsBadInput) {
   w[3] = 0.0f;
   Result<Int8Weights> q = quantize_int8(w.data(), 2, 4, false);
   ASSERT_TRUE(q.is_ok());
-  EXPECT_FALSE(int8_gemm(*q, x.data(), 0, y.data(), {}, pool, false).is_ok());
-  EXPECT_FALSE(int8_gemm(*q, nullptr, 1, y.data(), {}, pool, false).is_ok());
-  EXPECT_FALSE(int8_gemm(*q, x.data(), 1, y.data(), {0.0f}, pool, false).is_ok());
+  EXPECT_FALSE(int8_gemm(*q, x.data(), 0, y.data(), {}, pool, Int8Isa::kScalar).is_ok());
+  EXPECT_FALSE(int8_gemm(*q, nullptr, 1, y.data(), {}, pool, Int8Isa::kScalar).is_ok());
+  EXPECT_FALSE(int8_gemm(*q, x.data(), 1, y.data(), {0.0f}, pool, Int8Isa::kScalar).is_ok());
   x[1] = std::numeric_limits<float>::infinity();
-  EXPECT_FALSE(int8_gemm(*q, x.data(), 1, y.data(), {}, pool, false).is_ok());
+  EXPECT_FALSE(int8_gemm(*q, x.data(), 1, y.data(), {}, pool, Int8Isa::kScalar).is_ok());
 }
 
 }  // namespace
