@@ -1,6 +1,7 @@
-// The VNNI int8 dot products of int8_gemm.h: unsigned activations (xq + 128, in 0..255) against
-// signed weights with vpdpbusd, four u8·s8 products summed into each int32 lane per instruction
-// (no intermediate saturation, unlike vpmaddubsw). The caller subtracts 128·Σq.
+// The unsigned-activation int8 dot products of int8_gemm.h: the scalar reference and AVX512-VNNI
+// (the 256-bit AVX-VNNI one shares AVX2's reduction in int8_gemm_avx2.cc). Activations are
+// xq + 128 in 0..255 against signed weights; vpdpbusd sums four u8·s8 products into each int32
+// lane per instruction (no intermediate saturation, unlike vpmaddubsw). The caller subtracts 128·Σq.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -16,41 +17,6 @@ int32_t dot_u8_ref(const uint8_t* a, const int8_t* b, int64_t k) {
 }
 
 }  // namespace lutq::kernels::int8_detail
-
-#pragma GCC push_options
-#pragma GCC target("avx2,avxvnni")
-
-namespace lutq::kernels::int8_detail {
-
-int32_t dot_u8_avxvnni(const uint8_t* a, const int8_t* b, int64_t k) {
-  __m256i acc0 = _mm256_setzero_si256();
-  __m256i acc1 = _mm256_setzero_si256();
-  int64_t c = 0;
-  for (; c + 64 <= k; c += 64) {
-    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + c));
-    const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + c + 32));
-    const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + c));
-    const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + c + 32));
-    acc0 = _mm256_dpbusd_avx_epi32(acc0, x0, w0);
-    acc1 = _mm256_dpbusd_avx_epi32(acc1, x1, w1);
-  }
-  for (; c + 32 <= k; c += 32) {
-    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + c));
-    const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + c));
-    acc0 = _mm256_dpbusd_avx_epi32(acc0, x0, w0);
-  }
-  const __m256i acc = _mm256_add_epi32(acc0, acc1);
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-  int32_t total = _mm_cvtsi128_si32(s);
-  for (; c < k; ++c) total += static_cast<int32_t>(a[c]) * b[c];
-  return total;
-}
-
-}  // namespace lutq::kernels::int8_detail
-
-#pragma GCC pop_options
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vnni")
