@@ -50,10 +50,13 @@ def configs():
             if g == 128:
                 rows.append(dict(name=f"greedy-q{q}", method="BCQ greedy", orient="per-OC", g=g, bits=q,
                                  qargs=["--quant-method", "greedy", "-q", str(q), "-g", "128"], load=[]))
-    # Automatic mixed precision (2/3/4 bits per layer, KL sensitivity) at the uniform 3-bit size.
-    rows.append(dict(name="mixed-gptqbcq-kl-3.66", method="GPTQ BCQ, mixed 2-4 bits (KL)", orient="per-OC", g=128,
-                     bits=3, load=[], qargs=["--quant-method", "gptq-bcq", "-q", "3", "-g", "128", "--target-bpw",
-                                             "3.66", "--sensitivity", "kl"]))
+    # Automatic mixed precision (2/3/4 bits per layer, KL sensitivity): per-OC at the uniform 3-bit
+    # size, and AdaDim g = 64 with 0.05 bpw more than its uniform 3 bits.
+    for orient, g, target in (("oc", 128, "3.66"), ("ada", 64, "3.80")):
+        name = "mixed-gptqbcq-kl-3.66" if orient == "oc" else f"mixed-gptqbcq-{orient}-g{g}-kl-{target}"
+        rows.append(dict(name=name, method="GPTQ BCQ, mixed 2-4 bits (KL)", orient=dict(ORIENTATIONS)[orient], g=g,
+                         bits=3, load=[], qargs=["--quant-method", "gptq-bcq", "-q", "3", "-g", str(g), "--orientation",
+                                                 ORIENT_ARG[orient], "--target-bpw", target, "--sensitivity", "kl"]))
     # Plain int8 and LLM.int8() (int8 codes + an fp16 copy for the outlier columns), as lutq files.
     for name, label, item in (("int8", "int8 (per-row absmax)", "int8=plain"),
                               ("llm-int8", "LLM.int8() (threshold 6)", "int8"),
