@@ -119,7 +119,7 @@ std::string LinearLayer::describe() const {
   if (int8_) {
     const float t = int8_options_.threshold;
     return (std::isinf(t) ? std::string("int8 ") : "llm-int8 (outliers >= " + std::to_string(t) + ", fp16 copy) ") +
-           shape_string(n_, k_) + (use_avx2_ ? " (avx2)" : " (scalar)");
+           shape_string(n_, k_) + " (" + kernels::int8_isa_name(int8_isa_) + ")";
   }
   return std::string("dense fp32 ") + shape_string(n_, k_) + (use_avx2_ ? " (avx2)" : " (scalar)");
 }
