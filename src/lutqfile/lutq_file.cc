@@ -140,11 +140,19 @@ Status add_bcq(io::GgufWriter& out, const std::string& name, const format::BcqMa
   return Status::ok();
 }
 
+namespace {
+
+// An int8 entry's shape: checked by read_int8 before it sizes the buffers, and by check_int8.
+Status check_int8_shape(int64_t n, int64_t k) {
+  if (n < 1 || k < 1 || n > (int64_t{1} << 31) || k > (int64_t{1} << 31)) {
+    return Status::invalid("bad shape " + std::to_string(n) + "x" + std::to_string(k));
+  }
+  return Status::ok();
+}
+
 // What read_int8 and add_int8 both check of an entry's contents.
 Status check_int8(const Int8Entry& e) {
-  if (e.n < 1 || e.k < 1 || e.n > (int64_t{1} << 31) || e.k > (int64_t{1} << 31)) {
-    return Status::invalid("bad shape " + std::to_string(e.n) + "x" + std::to_string(e.k));
-  }
+  if (Status s = check_int8_shape(e.n, e.k); !s) return s;
   if (!(e.threshold > 0.0f)) return Status::invalid("outlier threshold must be > 0 (+inf: plain int8)");
   const auto nk = static_cast<size_t>(e.n * e.k);
   if (e.q.size() != nk || e.scale.size() != static_cast<size_t>(e.n)) return Status::invalid("buffer sizes do not match");
@@ -166,6 +174,8 @@ Status check_int8(const Int8Entry& e) {
   return Status::ok();
 }
 
+}  // namespace
+
 Result<std::optional<Int8Entry>> read_int8(const io::Checkpoint& ckpt, std::string_view name) {
   const std::string key = int8_key_of(name);
   if (!ckpt.has(key)) return std::optional<Int8Entry>();
@@ -178,9 +188,7 @@ Result<std::optional<Int8Entry>> read_int8(const io::Checkpoint& ckpt, std::stri
   Int8Entry e;
   e.n = (*a)[0];
   e.k = (*a)[1];
-  if (e.n < 1 || e.k < 1 || e.n > (int64_t{1} << 31) || e.k > (int64_t{1} << 31)) {
-    return bad("bad shape " + std::to_string(e.n) + "x" + std::to_string(e.k));
-  }
+  if (Status s = check_int8_shape(e.n, e.k); !s) return bad(s.message());
   Result<double> t = ckpt.get_float(key + ".threshold");
   if (!t) return t.status();
   e.threshold = static_cast<float>(*t);
