@@ -53,22 +53,23 @@ std::vector<int32_t> bench_tokens(int64_t n, int64_t vocab) {
 
 // Tokens per second of one run: a prefill of n tokens in one pass, or n single-token decode steps
 // after a one-token prompt.
-Result<double> run_once(const model::LlamaModel& m, bool prefill, int64_t n, ThreadPool& pool) {
+Result<double> run_once(const model::Model& m, bool prefill, int64_t n, ThreadPool& pool) {
   const std::vector<int32_t> toks = bench_tokens(n + 1, m.config().n_vocab);
-  Result<model::KvCache> cache = m.make_cache(n + 1);
-  if (!cache) return cache.status();
+  Result<std::unique_ptr<model::Memory>> memory = m.make_memory(n + 1);
+  if (!memory) return memory.status();
+  model::Memory& cache = **memory;
   std::vector<float> logits(static_cast<size_t>(m.config().n_vocab));
   if (prefill) {
     const auto t0 = std::chrono::steady_clock::now();
-    if (Status s = m.forward(std::span<const int32_t>(toks.data(), static_cast<size_t>(n)), 0, *cache, logits.data(), pool); !s) {
+    if (Status s = m.forward(std::span<const int32_t>(toks.data(), static_cast<size_t>(n)), 0, cache, logits.data(), pool); !s) {
       return s;
     }
     return static_cast<double>(n) / seconds_since(t0);
   }
-  if (Status s = m.forward(std::span<const int32_t>(toks.data(), 1), 0, *cache, logits.data(), pool); !s) return s;
+  if (Status s = m.forward(std::span<const int32_t>(toks.data(), 1), 0, cache, logits.data(), pool); !s) return s;
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 1; i <= n; ++i) {
-    if (Status s = m.forward(std::span<const int32_t>(toks.data() + i, 1), i, *cache, logits.data(), pool); !s) return s;
+    if (Status s = m.forward(std::span<const int32_t>(toks.data() + i, 1), i, cache, logits.data(), pool); !s) return s;
   }
   return static_cast<double>(n) / seconds_since(t0);
 }
@@ -87,7 +88,7 @@ int run(const BenchArgs& a) {
   }
   auto loaded = load_model(a.model);
   if (!loaded) return report_error(loaded.status(), kExitFailure);
-  const model::LlamaModel& m = *(*loaded)->model;
+  const model::Model& m = *(*loaded)->model;
   const int64_t bytes_per_token = m.weight_bytes();
 
   MachineInfo machine;

@@ -129,7 +129,7 @@ Result<std::unique_ptr<LoadedModel>> load_model(const ModelArgs& args) {
   lo.precision = lo.linear.output.precision;
   ProgressLine progress(lo.linear.any_quantized() ? "lutq: loading and quantizing" : "lutq: loading");
   lo.progress = [&progress](int64_t done, int64_t total) { progress.update(done, total, "blocks"); };
-  Result<model::LlamaModel> m = model::LlamaModel::load(*out->checkpoint, lo, *out->pool);
+  Result<model::Model> m = model::Model::load(*out->checkpoint, lo, *out->pool);
   if (!m) return Status(m.status().code(), args.path + ": " + m.status().message());
   out->model.emplace(std::move(*m));
   Result<gen::Tokenizer> tok = gen::Tokenizer::from_checkpoint(*out->checkpoint);
@@ -141,9 +141,11 @@ Result<std::unique_ptr<LoadedModel>> load_model(const ModelArgs& args) {
   int64_t block_weights = 0;
   int64_t quantized = 0;
   for (int64_t l = 0; l < c.n_layer; ++l) {
-    for (const model::LinearLayer& lin : out->model->layer(l).linear) {
-      block_weights += lin.n() * lin.k();
-      quantized += lin.is_quantized() ? 1 : 0;
+    for (int r = 0; r < model::kNumLinearRoles; ++r) {
+      const model::Linear* lin = out->model->linear(l, static_cast<model::LinearRole>(r));
+      if (lin == nullptr) continue;
+      block_weights += lin->n() * lin->k();
+      quantized += lin->is_quantized() ? 1 : 0;
     }
   }
   char form[160];

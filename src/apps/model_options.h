@@ -13,7 +13,7 @@
 #include "core/thread_pool.h"
 #include "gen/tokenizer.h"
 #include "io/checkpoint.h"
-#include "model/llama.h"
+#include "model/model.h"
 
 namespace CLI {
 class App;
@@ -42,7 +42,7 @@ void add_model_options(CLI::App* sub, ModelArgs& args, const std::string& ctx_de
 struct LoadedModel {
   std::unique_ptr<ThreadPool> pool;
   std::unique_ptr<io::Checkpoint> checkpoint;
-  std::optional<model::LlamaModel> model;
+  std::optional<model::Model> model;
   std::optional<gen::Tokenizer> tokenizer;
 };
 

@@ -72,8 +72,9 @@ int run(PerplexityArgs a) {
     base.emplace(std::move(*r));
   }
 
-  auto cache = lm.model->make_cache(plan->ctx);
-  if (!cache) return report_error(cache.status(), kExitFailure);
+  Result<std::unique_ptr<model::Memory>> memory = lm.model->make_memory(plan->ctx);
+  if (!memory) return report_error(memory.status(), kExitFailure);
+  model::Memory& cache = **memory;
   std::vector<float> logits(static_cast<size_t>(plan->ctx * n_vocab));
   std::vector<float> scored;
   std::vector<float> base_row(static_cast<size_t>(n_vocab));
@@ -87,8 +88,8 @@ int run(PerplexityArgs a) {
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t c = 0; c < plan->n_chunks; ++c) {
     const std::vector<int32_t> chunk = gen::chunk_tokens(tokens, *plan, c, bos);
-    cache->clear();
-    if (Status st = lm.model->forward(chunk, 0, *cache, logits.data(), *lm.pool, model::LogitsMode::kAll); !st) {
+    cache.clear(0);
+    if (Status st = lm.model->forward(chunk, 0, cache, logits.data(), *lm.pool, model::LogitsMode::kAll); !st) {
       return report_error(st, kExitFailure);
     }
     scored.clear();

@@ -19,10 +19,10 @@
 #include "apps/progress.h"
 #include "io/checkpoint.h"
 #include "gen/tokenizer.h"
-#include "model/bit_allocation.h"
-#include "model/calibration.h"
-#include "model/llama.h"
-#include "model/quantize_model.h"
+#include "pipeline/bit_allocation.h"
+#include "pipeline/calibration.h"
+#include "model/model.h"
+#include "pipeline/quantize_model.h"
 
 namespace lutq::apps {
 namespace {
@@ -80,7 +80,7 @@ Result<model::CalibrationStats> calibrate(const io::Checkpoint& in, const model:
   model::LoadOptions lo;
   ProgressLine loading("lutq: loading the dense model for calibration");
   lo.progress = [&](int64_t done, int64_t total) { loading.update(done, total, "blocks"); };
-  Result<model::LlamaModel> dense = model::LlamaModel::load(in, lo, pool);
+  Result<model::Model> dense = model::Model::load(in, lo, pool);
   if (!dense) return dense.status();
   ProgressLine progress("lutq: calibrating (" + std::to_string(chunks.size()) + " x " + std::to_string(a.calib_ctx) +
                         " tokens)");

@@ -52,13 +52,13 @@ std::string Utf8Buffer::flush() {
   return out;
 }
 
-Result<Session> Session::create(const model::LlamaModel& model, const Tokenizer& tokenizer, ThreadPool& pool,
+Result<Session> Session::create(const model::Model& model, const Tokenizer& tokenizer, ThreadPool& pool,
                                 int64_t capacity) {
   if (tokenizer.vocab_size() > model.config().n_vocab) {
     return Status::invalid("tokenizer vocabulary (" + std::to_string(tokenizer.vocab_size()) +
                            ") is larger than the model's (" + std::to_string(model.config().n_vocab) + ")");
   }
-  Result<model::KvCache> cache = model.make_cache(capacity);
+  Result<std::unique_ptr<model::Memory>> cache = model.make_memory(capacity);
   if (!cache) return cache.status();
   return Session(model, tokenizer, pool, std::move(*cache));
 }
@@ -67,16 +67,16 @@ Status Session::prefill(std::span<const int32_t> tokens, int64_t chunk) {
   if (tokens.empty()) return Status::invalid("prefill: no tokens");
   if (chunk < 1) chunk = 1;
   const auto total = static_cast<int64_t>(tokens_.size() + tokens.size());
-  if (total > cache_.capacity()) {
+  if (total > cache_->capacity()) {
     return Status::invalid("prompt of " + std::to_string(total) + " tokens does not fit the context of " +
-                           std::to_string(cache_.capacity()));
+                           std::to_string(cache_->capacity()));
   }
   logits_.resize(static_cast<size_t>(model_->config().n_vocab));
   for (size_t i = 0; i < tokens.size(); i += static_cast<size_t>(chunk)) {
     const size_t n = std::min(tokens.size() - i, static_cast<size_t>(chunk));
     const auto part = tokens.subspan(i, n);
     const auto start = static_cast<int64_t>(tokens_.size());
-    if (Status st = model_->forward(part, start, cache_, logits_.data(), *pool_, model::LogitsMode::kLast); !st) {
+    if (Status st = model_->forward(part, start, *cache_, logits_.data(), *pool_, model::LogitsMode::kLast); !st) {
       has_logits_ = false;
       return st;
     }
@@ -104,7 +104,7 @@ Result<GenerateResult> Session::generate(int64_t max_tokens, Sampler& sampler,
     if (tokenizer_->is_eog(id)) {
       result.reason = StopReason::kEog;
       // Keep the terminator in the cache so a chat continues after it; it fits or we stop anyway.
-      if (static_cast<int64_t>(tokens_.size()) < cache_.capacity()) {
+      if (static_cast<int64_t>(tokens_.size()) < cache_->capacity()) {
         const int32_t one[1] = {id};
         if (Status st = prefill(one); !st) return st;
       }
@@ -114,13 +114,13 @@ Result<GenerateResult> Session::generate(int64_t max_tokens, Sampler& sampler,
     if (result.tokens >= max_tokens) {
       result.reason = StopReason::kLength;
       // Keep the sampled token in the cache (a later turn's prompt contains it).
-      if (static_cast<int64_t>(tokens_.size()) < cache_.capacity()) {
+      if (static_cast<int64_t>(tokens_.size()) < cache_->capacity()) {
         const int32_t one[1] = {id};
         if (Status st = prefill(one); !st) return st;
       }
       break;
     }
-    if (static_cast<int64_t>(tokens_.size()) >= cache_.capacity()) {
+    if (static_cast<int64_t>(tokens_.size()) >= cache_->capacity()) {
       result.reason = StopReason::kContextFull;
       break;
     }
@@ -134,7 +134,7 @@ Result<GenerateResult> Session::generate(int64_t max_tokens, Sampler& sampler,
 void Session::truncate(int64_t n) {
   n = std::clamp<int64_t>(n, 0, static_cast<int64_t>(tokens_.size()));
   tokens_.resize(static_cast<size_t>(n));
-  cache_.truncate(n);
+  cache_->truncate(0, n);
   has_logits_ = false;
 }
 

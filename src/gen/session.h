@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -14,7 +15,7 @@
 #include "core/thread_pool.h"
 #include "gen/sampler.h"
 #include "gen/tokenizer.h"
-#include "model/llama.h"
+#include "model/model.h"
 
 namespace lutq::gen {
 
@@ -41,7 +42,7 @@ class Session {
   static constexpr int64_t kDefaultChunk = 64;
 
   // The model, tokenizer and pool must outlive the session. capacity <= 0: trained context.
-  static Result<Session> create(const model::LlamaModel& model, const Tokenizer& tokenizer, ThreadPool& pool,
+  static Result<Session> create(const model::Model& model, const Tokenizer& tokenizer, ThreadPool& pool,
                                 int64_t capacity = 0);
 
   // Appends tokens to the sequence (forward in chunks of at most `chunk`), leaving the logits
@@ -62,18 +63,18 @@ class Session {
   int64_t common_prefix(std::span<const int32_t> tokens) const;
 
   const std::vector<int32_t>& tokens() const { return tokens_; }
-  int64_t capacity() const { return cache_.capacity(); }
+  int64_t capacity() const { return cache_->capacity(); }
   const std::vector<float>& last_logits() const { return logits_; }
   bool has_logits() const { return has_logits_; }
 
  private:
-  Session(const model::LlamaModel& model, const Tokenizer& tokenizer, ThreadPool& pool, model::KvCache cache)
+  Session(const model::Model& model, const Tokenizer& tokenizer, ThreadPool& pool, std::unique_ptr<model::Memory> cache)
       : model_(&model), tokenizer_(&tokenizer), pool_(&pool), cache_(std::move(cache)) {}
 
-  const model::LlamaModel* model_;
+  const model::Model* model_;
   const Tokenizer* tokenizer_;
   ThreadPool* pool_;
-  model::KvCache cache_;
+  std::unique_ptr<model::Memory> cache_;  // one sequence
   std::vector<int32_t> tokens_;  // what the cache holds, in order
   std::vector<float> logits_;    // [vocab] of the last token run
   bool has_logits_ = false;

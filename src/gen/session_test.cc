@@ -70,7 +70,7 @@ Vocab tiny_vocab() {
 struct Fixture {
   ThreadPool pool{2};
   io::GgufFile gguf = tiny_gguf();
-  model::LlamaModel model = std::move(*model::LlamaModel::load(gguf, model::LoadOptions{}, pool));
+  model::Model model = std::move(*model::Model::load(gguf, model::LoadOptions{}, pool));
   Tokenizer tok{tiny_vocab()};
 };
 

@@ -19,7 +19,7 @@
 #include "core/thread_pool.h"
 #include "io/gguf_file.h"
 #include "model/config.h"
-#include "model/llama.h"
+#include "model/model.h"
 #include "support/safetensors_writer.h"
 #include "support/tiny_llama.h"
 
@@ -54,13 +54,13 @@ class TempDir {
 const std::vector<int32_t> kTokens = {3, 17, 42, 0, 49, 17, 8};
 
 std::vector<float> logits_of(const Checkpoint& ck, ThreadPool& pool) {
-  Result<model::LlamaModel> m = model::LlamaModel::load(ck, {}, pool);
+  Result<model::Model> m = model::Model::load(ck, {}, pool);
   EXPECT_TRUE(m.is_ok()) << m.status().message();
   if (!m) return {};
-  Result<model::KvCache> cache = m->make_cache(32);
+  Result<std::unique_ptr<model::Memory>> cache = m->make_memory(32);
   EXPECT_TRUE(cache.is_ok());
   std::vector<float> logits(kTokens.size() * static_cast<size_t>(m->config().n_vocab));
-  const Status s = m->forward(kTokens, 0, *cache, logits.data(), pool, model::LogitsMode::kAll);
+  const Status s = m->forward(kTokens, 0, **cache, logits.data(), pool, model::LogitsMode::kAll);
   EXPECT_TRUE(s.is_ok()) << s.message();
   return logits;
 }
@@ -200,7 +200,7 @@ std::string open_error(const std::string& name, const std::string& config_find, 
   Result<std::unique_ptr<Checkpoint>> ck = open_checkpoint(dir.path().string());
   if (!ck) return ck.status().message();
   ThreadPool pool(1);
-  Result<model::LlamaModel> m = model::LlamaModel::load(**ck, {}, pool);
+  Result<model::Model> m = model::Model::load(**ck, {}, pool);
   return m ? "(ok)" : m.status().message();
 }
 

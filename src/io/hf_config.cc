@@ -1,4 +1,4 @@
-// config.json -> general.* / llama.* metadata, as llama.cpp's convert_hf_to_gguf.py (LlamaModel)
+// config.json -> general.* / llama.* metadata, as llama.cpp's convert_hf_to_gguf.py (Model)
 // writes it, including Llama-3.1 RoPE frequency factors.
 #include <algorithm>
 #include <array>
@@ -112,7 +112,7 @@ Status check_architecture(const Fields& f) {
   return Status::ok();
 }
 
-// llama.cpp's LlamaModel.generate_extra_tensors: per-pair divisors of the RoPE frequencies.
+// llama.cpp's Model.generate_extra_tensors: per-pair divisors of the RoPE frequencies.
 Result<std::vector<float>> llama3_rope_factors(const Fields& f, const HfJson& scaling, double base, int64_t dim) {
   const Fields s(scaling, "");
   Result<double> factor = s.number("factor", 8.0);

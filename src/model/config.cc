@@ -8,13 +8,11 @@
 
 #include "io/checkpoint.h"
 #include "lutqfile/lutq_file.h"
+#include "model/arch/arch.h"
+#include "model/blocks/block.h"
 
 namespace lutq::model {
 namespace {
-
-// Architectures whose GGUF tensors and forward pass are exactly llama.h's. Add a name only when
-// llama.cpp builds the identical graph for it (same norms, RoPE mode, no extra scales/biases).
-constexpr std::array<std::string_view, 1> kLlamaArchitectures = {"llama"};
 
 Status err(const io::Checkpoint& gguf, const std::string& msg) {
   return Status::invalid(gguf.path() + ": " + msg);
@@ -127,35 +125,42 @@ Status read_rope(const io::Checkpoint& gguf, const std::string& a, ModelConfig& 
   return Status::ok();
 }
 
-Status check_tensors(const io::Checkpoint& gguf, const ModelConfig& c) {
+// Tensors of a block that its architecture does not read: refused, never silently ignored.
+Status check_unused(const io::Checkpoint& gguf, const ModelConfig& c, int64_t l,
+                    const std::vector<TensorExpectation>& used) {
+  const std::string p = "blk." + std::to_string(l) + ".";
+  for (const char* role : {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}) {
+    for (const char* extra : {".bias", "_norm.weight"}) {
+      const std::string name = p + role + extra;
+      bool expected = false;
+      for (const TensorExpectation& t : used) expected = expected || t.name == name;
+      if (!expected && gguf.find_tensor(name) != nullptr) {
+        return Status::unsupported(gguf.path() + ": tensor '" + name + "' is not part of the " + c.arch +
+                                   " forward pass (architecture " + c.arch + " has no such weight)");
+      }
+    }
+  }
+  if (gguf.find_tensor(p + "ffn_gate_inp.weight") != nullptr) {
+    return Status::unsupported(gguf.path() + ": tensor '" + p + "ffn_gate_inp.weight': mixture-of-experts "
+                               "layers are not supported");
+  }
+  return Status::ok();
+}
+
+Status check_tensors(const io::Checkpoint& gguf, const ModelConfig& c, const ArchDef& arch) {
   const int64_t e = c.n_embd;
   if (Status s = check_tensor(gguf, "token_embd.weight", {e, c.n_vocab}); !s) return s;
   if (Status s = check_tensor(gguf, "output_norm.weight", {e}); !s) return s;
   if (Status s = check_tensor(gguf, "output.weight", {e, c.n_vocab}, /*required=*/false); !s) return s;
   for (int64_t l = 0; l < c.n_layer; ++l) {
-    const std::string p = "blk." + std::to_string(l) + ".";
-    const std::array<std::pair<const char*, std::vector<int64_t>>, 9> shapes = {{
-        {"attn_norm", {e}},
-        {"attn_q", {e, c.q_dim()}},
-        {"attn_k", {e, c.kv_dim()}},
-        {"attn_v", {e, c.kv_dim()}},
-        {"attn_output", {c.q_dim(), e}},
-        {"ffn_norm", {e}},
-        {"ffn_gate", {e, c.n_ff}},
-        {"ffn_up", {e, c.n_ff}},
-        {"ffn_down", {c.n_ff, e}},
-    }};
-    for (const auto& [name, dims] : shapes) {
-      if (Status s = check_tensor(gguf, p + name + ".weight", dims); !s) return s;
-      if (gguf.find_tensor(p + name + ".bias") != nullptr) {
-        return Status::unsupported(gguf.path() + ": tensor '" + p + name +
-                                   ".bias': biases are not part of the supported llama forward pass");
-      }
+    std::vector<TensorExpectation> used;
+    for (BlockKind kind : arch.layer_blocks(c, l)) {
+      for (TensorExpectation& t : block_tensors(kind, c, l)) used.push_back(std::move(t));
     }
-    if (gguf.find_tensor(p + "ffn_gate_inp.weight") != nullptr) {
-      return Status::unsupported(gguf.path() + ": tensor '" + p + "ffn_gate_inp.weight': mixture-of-experts "
-                                 "layers are not supported");
+    for (const TensorExpectation& t : used) {
+      if (Status s = check_tensor(gguf, t.name, t.dims, t.required); !s) return s;
     }
+    if (Status s = check_unused(gguf, c, l, used); !s) return s;
   }
   if (gguf.find_tensor("blk." + std::to_string(c.n_layer) + ".attn_norm.weight") != nullptr) {
     return err(gguf, "tensor 'blk." + std::to_string(c.n_layer) + ".attn_norm.weight' exists but block_count is " +
@@ -175,11 +180,7 @@ const char* rope_scaling_name(RopeScalingType type) {
   return "unknown";
 }
 
-std::string supported_architectures() {
-  std::string s;
-  for (std::string_view a : kLlamaArchitectures) s += (s.empty() ? "" : ", ") + std::string(a);
-  return s;
-}
+const char* rope_mode_name(RopeMode mode) { return mode == RopeMode::kNormal ? "normal" : "neox"; }
 
 Result<ModelConfig> ModelConfig::from_checkpoint(const io::Checkpoint& gguf) {
   ModelConfig c;
@@ -188,9 +189,8 @@ Result<ModelConfig> ModelConfig::from_checkpoint(const io::Checkpoint& gguf) {
   }
   Result<std::string> arch = gguf.get_string("general.architecture");
   if (!arch) return arch.status();
-  bool known = false;
-  for (std::string_view a : kLlamaArchitectures) known = known || (*arch == a);
-  if (!known) {
+  const ArchDef* def = find_arch(*arch);
+  if (def == nullptr) {
     return Status::unsupported(gguf.path() + ": unsupported architecture '" + *arch +
                                "' (supported: " + supported_architectures() + ")");
   }
@@ -273,7 +273,8 @@ Result<ModelConfig> ModelConfig::from_checkpoint(const io::Checkpoint& gguf) {
                          " rows but tokenizer.ggml.tokens lists " + std::to_string(c.n_vocab) + " tokens");
   }
 
-  if (Status s = check_tensors(gguf, c); !s) return s;
+  if (Status s = def->configure(gguf, c); !s) return s;
+  if (Status s = check_tensors(gguf, c, *def); !s) return s;
   return c;
 }
 
@@ -281,13 +282,13 @@ std::string ModelConfig::summary() const {
   char buf[512];
   std::snprintf(buf, sizeof buf,
                 "%s%s%s%s: %lld layers, hidden %lld, ffn %lld, heads %lld/%lld kv, head_dim %lld, vocab %lld, "
-                "ctx %lld, rope base %g dim %lld scaling %s, rms_eps %g%s",
+                "ctx %lld, rope %s base %g dim %lld scaling %s, rms_eps %g%s%s%s",
                 arch.c_str(), name.empty() ? "" : " '", name.c_str(), name.empty() ? "" : "'",
                 static_cast<long long>(n_layer), static_cast<long long>(n_embd), static_cast<long long>(n_ff),
                 static_cast<long long>(n_head), static_cast<long long>(n_head_kv), static_cast<long long>(head_dim),
-                static_cast<long long>(n_vocab), static_cast<long long>(context_length), rope.freq_base,
+                static_cast<long long>(n_vocab), static_cast<long long>(context_length), rope_mode_name(rope.mode), rope.freq_base,
                 static_cast<long long>(rope.dim), rope_scaling_name(rope.scaling), static_cast<double>(rms_eps),
-                tied_output ? ", tied output" : "");
+                tied_output ? ", tied output" : "", qkv_bias ? ", qkv bias" : "", qk_norm ? ", qk norm" : "");
   return buf;
 }
 

@@ -1,11 +1,12 @@
-// ModelConfig: the hyper-parameters of a Llama-family checkpoint, read from GGUF metadata
-// ({arch}.* keys, llama.cpp names) and validated against the tensor directory.
+// ModelConfig: the hyper-parameters of a decoder-only transformer checkpoint, read from GGUF
+// metadata ({arch}.* keys, llama.cpp names) and validated against the tensor directory.
 //
-// Supported: general.architecture "llama" (dense; the MoE variant with {arch}.expert_count > 0
-// is rejected). RoPE: llama.cpp's "normal" mode 0 (adjacent pairs), optional linear scaling
-// ({arch}.rope.scaling.type = "linear" / {arch}.rope.scale_linear) and Llama-3.1-style
-// per-frequency factors (the rope_freqs.weight tensor, which is how llama.cpp stores llama3
-// scaling). YaRN / LongRoPE and other scaling types are rejected by name.
+// The architecture (general.architecture) is looked up in the registry (model/arch/registry.h),
+// which sets what differs between families: the RoPE pairing, q/k/v biases, q/k norms. RoPE:
+// optional linear scaling ({arch}.rope.scaling.type = "linear" / {arch}.rope.scale_linear) and
+// Llama-3.1-style per-frequency factors (the rope_freqs.weight tensor, which is how llama.cpp
+// stores llama3 scaling). YaRN / LongRoPE and other scaling types are rejected by name; so are
+// mixture-of-experts checkpoints ({arch}.expert_count > 0).
 #pragma once
 
 #include <cstdint>
@@ -22,10 +23,17 @@ namespace lutq::model {
 
 enum class RopeScalingType { kNone, kLinear, kFreqFactors };
 
+// Which values RoPE rotates together: kNormal (llama.cpp mode 0) adjacent pairs (x[2i], x[2i+1]),
+// the layout of GGUF llama weights, whose converter permuted Q/K rows; kNeox (mode 2) the halves
+// (x[i], x[i + dim/2]), Hugging Face's rotate_half, used as is by qwen2 / qwen3 GGUFs.
+enum class RopeMode { kNormal, kNeox };
+const char* rope_mode_name(RopeMode mode);
+
 // "none", "linear", "freq-factors".
 const char* rope_scaling_name(RopeScalingType type);
 
 struct RopeConfig {
+  RopeMode mode = RopeMode::kNormal;
   double freq_base = 10000.0;  // θ base
   int64_t dim = 0;             // rotated dimensions per head (n_rot), even, <= head_dim
   RopeScalingType scaling = RopeScalingType::kNone;
@@ -48,6 +56,8 @@ struct ModelConfig {
   float rms_eps = 1e-5f;
   RopeConfig rope;
   bool tied_output = false;     // no output.weight: the head reuses token_embd.weight
+  bool qkv_bias = false;        // attn_q/k/v carry .bias tensors (qwen2)
+  bool qk_norm = false;         // per-head RMSNorm of q and k before RoPE (qwen3: attn_q_norm, attn_k_norm)
 
   int64_t q_dim() const { return n_head * head_dim; }
   int64_t kv_dim() const { return n_head_kv * head_dim; }
@@ -55,14 +65,14 @@ struct ModelConfig {
 
   // Reads and validates the metadata and the shapes of every tensor the forward pass binds.
   // Errors name the file and the key or tensor, e.g.
-  //   "m.gguf: unsupported architecture 'gpt2' (supported: llama)".
+  //   "m.gguf: unsupported architecture 'gpt2' (supported: llama, qwen2, qwen3)".
   static Result<ModelConfig> from_checkpoint(const io::Checkpoint& gguf);
 
   // One line for logs: "llama 'SmolLM2 135M' 30 layers, hidden 576, ...".
   std::string summary() const;
 };
 
-// The architectures whose forward pass is llama.h's, comma separated (for messages).
+// The registered architectures, comma separated (for messages).
 std::string supported_architectures();
 
 }  // namespace lutq::model

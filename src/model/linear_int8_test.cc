@@ -1,4 +1,4 @@
-// The int8 form of LinearLayer (LinearChoice::int8): built through LinearLayer::quantized, close
+// The int8 form of Linear (LinearChoice::int8): built through Linear::quantized, close
 // to the dense layer (the kernel's own bound is tested in kernels/int8), described, sized.
 #include <gtest/gtest.h>
 
@@ -7,7 +7,7 @@
 #include <random>
 #include <vector>
 
-#include "model/linear_layer.h"
+#include "model/linear.h"
 
 namespace lutq::model {
 namespace {
@@ -22,7 +22,7 @@ TEST(LinearInt8, ForwardCloseToDense) {
   for (float& v : x) v = d(rng);
   x[10] = 30.0f;  // one outlier feature
   ThreadPool pool(2);
-  Result<LinearLayer> dense = LinearLayer::dense(w, n, k, false);
+  Result<Linear> dense = Linear::dense(w, n, k, kernels::Isa::kScalar);
   ASSERT_TRUE(dense.is_ok());
   std::vector<float> y_dense(static_cast<size_t>(m * n));
   ASSERT_TRUE(dense->forward(x.data(), m, y_dense.data(), pool).is_ok());
@@ -31,7 +31,7 @@ TEST(LinearInt8, ForwardCloseToDense) {
     choice.quantize = true;
     choice.int8 = true;
     choice.int8_threshold = threshold;
-    Result<LinearLayer> lin = LinearLayer::quantized("t", w->data(), n, k, choice, &pool);
+    Result<Linear> lin = Linear::quantized("t", w->data(), n, k, choice, &pool);
     ASSERT_TRUE(lin.is_ok()) << lin.status().message();
     EXPECT_TRUE(lin->is_quantized());
     EXPECT_EQ(lin->weight_bytes(), n * k + 8 * n);  // codes, scales, row sums
@@ -51,7 +51,7 @@ TEST(LinearInt8, ForwardCloseToDense) {
   bad.quantize = true;
   bad.int8 = true;
   bad.int8_threshold = 0.0f;
-  EXPECT_FALSE(LinearLayer::quantized("t", w->data(), n, k, bad, &pool).is_ok());
+  EXPECT_FALSE(Linear::quantized("t", w->data(), n, k, bad, &pool).is_ok());
 }
 
 }  // namespace

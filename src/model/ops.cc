@@ -5,11 +5,21 @@
 #include <vector>
 
 namespace lutq::model {
-namespace {
 
-constexpr int64_t kAttentionMinParallelFlops = int64_t{1} << 18;
+OpIsa op_isa(kernels::Isa isa, const CpuFeatures& cpu) {
+  OpIsa ops;
+  ops.isa = isa;
+  if (isa == kernels::Isa::kRef || isa == kernels::Isa::kScalar || !cpu.avx2) return ops;
+  ops.avx2 = true;
+  const std::vector<kernels::Int8Isa> int8 = kernels::int8_isas(cpu);  // ascending, scalar first
+  for (kernels::Int8Isa i : int8) {
+    if (isa == kernels::Isa::kAvx2 && i == kernels::Int8Isa::kAvx512Vnni) continue;
+    ops.int8 = i;
+  }
+  return ops;
+}
 
-}  // namespace
+const char* op_isa_name(const OpIsa& ops) { return ops.avx2 ? "avx2" : "scalar"; }
 
 void rms_norm(const float* x, const float* w, int64_t n, float eps, float* out) {
   double ss = 0.0;
@@ -19,9 +29,14 @@ void rms_norm(const float* x, const float* w, int64_t n, float eps, float* out) 
   for (int64_t i = 0; i < n; ++i) out[i] = (x[i] * scale) * w[i];
 }
 
-RopeTable make_rope_table(const RopeConfig& rope, int64_t start_pos, int64_t count) {
+void rms_norm_rows(const float* x, const float* w, int64_t m, int64_t e, float eps, float* out) {
+  for (int64_t t = 0; t < m; ++t) rms_norm(x + t * e, w, e, eps, out + t * e);
+}
+
+RopeTable make_rope_table(const RopeConfig& rope, std::span<const int64_t> positions) {
   RopeTable t;
   t.half_dim = rope.dim / 2;
+  const auto count = static_cast<int64_t>(positions.size());
   t.cos.resize(static_cast<size_t>(count * t.half_dim));
   t.sin.resize(t.cos.size());
   std::vector<double> inv_freq(static_cast<size_t>(t.half_dim));
@@ -32,7 +47,7 @@ RopeTable make_rope_table(const RopeConfig& rope, int64_t start_pos, int64_t cou
     inv_freq[static_cast<size_t>(i)] = f;
   }
   for (int64_t p = 0; p < count; ++p) {
-    const auto pos = static_cast<double>(start_pos + p);
+    const auto pos = static_cast<double>(positions[static_cast<size_t>(p)]);
     for (int64_t i = 0; i < t.half_dim; ++i) {
       const double theta = pos * inv_freq[static_cast<size_t>(i)];
       t.cos[static_cast<size_t>(p * t.half_dim + i)] = static_cast<float>(std::cos(theta));
@@ -42,14 +57,25 @@ RopeTable make_rope_table(const RopeConfig& rope, int64_t start_pos, int64_t cou
   return t;
 }
 
-void apply_rope(float* x, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin, int64_t half_dim) {
+RopeTable make_rope_table(const RopeConfig& rope, int64_t start_pos, int64_t count) {
+  std::vector<int64_t> positions(static_cast<size_t>(count));
+  for (int64_t p = 0; p < count; ++p) positions[static_cast<size_t>(p)] = start_pos + p;
+  return make_rope_table(rope, positions);
+}
+
+void apply_rope(float* x, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin, int64_t half_dim,
+                RopeMode mode) {
+  // kNormal rotates (x[2i], x[2i+1]); kNeox rotates (x[i], x[i + half_dim]).
+  const int64_t step = mode == RopeMode::kNormal ? 2 : 1;
+  const int64_t partner = mode == RopeMode::kNormal ? 1 : half_dim;
   for (int64_t h = 0; h < n_heads; ++h) {
     float* v = x + h * head_dim;
     for (int64_t i = 0; i < half_dim; ++i) {
-      const float x0 = v[2 * i];
-      const float x1 = v[2 * i + 1];
-      v[2 * i] = x0 * cos[i] - x1 * sin[i];
-      v[2 * i + 1] = x0 * sin[i] + x1 * cos[i];
+      float* a = v + step * i;
+      const float x0 = a[0];
+      const float x1 = a[partner];
+      a[0] = x0 * cos[i] - x1 * sin[i];
+      a[partner] = x0 * sin[i] + x1 * cos[i];
     }
   }
 }
@@ -87,43 +113,14 @@ void axpy_scalar(float a, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
-void attention(const float* q, const float* k_cache, const float* v_cache, int64_t m, int64_t start_pos,
-               const AttentionShape& shape, float* out, ThreadPool& pool, bool use_avx2) {
-  const int64_t hd = shape.head_dim;
-  const int64_t q_stride = shape.n_head * hd;
-  const int64_t kv_stride = shape.n_head_kv * hd;
-  const int64_t n_rep = shape.n_head / shape.n_head_kv;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const int64_t items = m * shape.n_head;
-  auto* dot = use_avx2 ? &dot_avx2 : &dot_scalar;
-  auto* axpy = use_avx2 ? &axpy_avx2 : &axpy_scalar;
-  const auto body = [&](int index, int count) {
-    if (index >= items) return;
-    std::vector<float> scores(static_cast<size_t>(start_pos + m));
-    // Strided (not contiguous) items: later tokens see more keys, so this balances causal work.
-    for (int64_t item = index; item < items; item += count) {
-      const int64_t t = item / shape.n_head;
-      const int64_t h = item % shape.n_head;
-      const int64_t kvh = h / n_rep;
-      const int64_t n_keys = start_pos + t + 1;
-      const float* qh = q + t * q_stride + h * hd;
-      for (int64_t j = 0; j < n_keys; ++j) {
-        scores[static_cast<size_t>(j)] = dot(qh, k_cache + j * kv_stride + kvh * hd, hd) * scale;
-      }
-      softmax(scores.data(), n_keys);
-      float* oh = out + t * q_stride + h * hd;
-      std::fill(oh, oh + hd, 0.0f);
-      for (int64_t j = 0; j < n_keys; ++j) axpy(scores[static_cast<size_t>(j)], v_cache + j * kv_stride + kvh * hd, oh, hd);
-    }
-  };
-  // Small problems (decode at short context) stay on the calling thread: a pool round trip costs
-  // more than the work, and much more when the other cores are busy.
-  const int64_t flops = items * (start_pos + m) * hd * 4;
-  if (pool.size() == 1 || flops < kAttentionMinParallelFlops) {
-    body(0, 1);
-  } else {
-    pool.run(body);
-  }
+void attend_head(const float* q, const float* k, const float* v, int64_t n_keys, int64_t kv_stride, int64_t head_dim,
+                 float scale, float* scores, float* out, bool avx2) {
+  auto* dot = avx2 ? &dot_avx2 : &dot_scalar;
+  auto* axpy = avx2 ? &axpy_avx2 : &axpy_scalar;
+  for (int64_t j = 0; j < n_keys; ++j) scores[j] = dot(q, k + j * kv_stride, head_dim) * scale;
+  softmax(scores, n_keys);
+  std::fill(out, out + head_dim, 0.0f);
+  for (int64_t j = 0; j < n_keys; ++j) axpy(scores[j], v + j * kv_stride, out, head_dim);
 }
 
 }  // namespace lutq::model

@@ -99,7 +99,7 @@ struct Scheduler::Sequence {
   Clock::time_point last_token;
 };
 
-Result<std::unique_ptr<Scheduler>> Scheduler::create(const model::LlamaModel& model, const gen::Tokenizer& tokenizer,
+Result<std::unique_ptr<Scheduler>> Scheduler::create(const model::Model& model, const gen::Tokenizer& tokenizer,
                                                      ThreadPool& pool, const SchedulerOptions& options,
                                                      Metrics& metrics) {
   if (options.parallel < 1) return Status::invalid("--parallel must be >= 1");
@@ -110,19 +110,16 @@ Result<std::unique_ptr<Scheduler>> Scheduler::create(const model::LlamaModel& mo
     return Status::invalid("tokenizer vocabulary (" + std::to_string(tokenizer.vocab_size()) +
                            ") is larger than the model's (" + std::to_string(model.config().n_vocab) + ")");
   }
-  std::vector<model::KvCache> caches;
-  for (int i = 0; i < options.parallel; ++i) {
-    Result<model::KvCache> cache = model.make_cache(options.ctx);
-    if (!cache) return cache.status();
-    caches.push_back(std::move(*cache));
-  }
-  return std::unique_ptr<Scheduler>(new Scheduler(model, tokenizer, pool, options, metrics, std::move(caches)));
+  // One memory, one sequence per slot.
+  Result<std::unique_ptr<model::Memory>> memory = model.make_memory(options.ctx, options.parallel);
+  if (!memory) return memory.status();
+  return std::unique_ptr<Scheduler>(new Scheduler(model, tokenizer, pool, options, metrics, std::move(*memory)));
 }
 
-Scheduler::Scheduler(const model::LlamaModel& model, const gen::Tokenizer& tokenizer, ThreadPool& pool,
-                     const SchedulerOptions& options, Metrics& metrics, std::vector<model::KvCache> caches)
+Scheduler::Scheduler(const model::Model& model, const gen::Tokenizer& tokenizer, ThreadPool& pool,
+                     const SchedulerOptions& options, Metrics& metrics, std::unique_ptr<model::Memory> memory)
     : model_(model), tokenizer_(tokenizer), pool_(pool), options_(options), metrics_(metrics),
-      caches_(std::move(caches)) {
+      memory_(std::move(memory)) {
   for (int i = options_.parallel - 1; i >= 0; --i) free_slots_.push_back(i);
   thread_ = std::thread([this] { loop(); });
 }
@@ -236,8 +233,8 @@ void Scheduler::prefill_step() {
     budget -= n;
     const std::span<const int32_t> part(seq.request.prompt.data() + seq.prefilled, static_cast<size_t>(n));
     logits_.resize(static_cast<size_t>(model_.config().n_vocab));
-    const Status st = model_.forward(part, seq.prefilled, caches_[static_cast<size_t>(seq.slot)], logits_.data(), pool_,
-                                     model::LogitsMode::kLast);
+    const Status st = model_.forward(part, seq.prefilled, *memory_, logits_.data(), pool_, model::LogitsMode::kLast,
+                                     nullptr, seq.slot);
     if (!st) {
       finish(seq, FinishReason::kError, st.message());
       continue;
@@ -251,18 +248,18 @@ void Scheduler::prefill_step() {
 }
 
 void Scheduler::decode_step() {
-  std::vector<model::BatchItem> items;
+  // One row per decoding sequence: the weights are streamed once for all of them.
+  model::Batch batch;
   std::vector<Sequence*> seqs;
   for (auto& seq : active_) {
     if (!seq->decoding || seq->done) continue;
-    model::KvCache& cache = caches_[static_cast<size_t>(seq->slot)];
-    items.push_back({seq->next_token, cache.size(), &cache});
+    batch.add(seq->next_token, memory_->size(seq->slot), seq->slot, /*logits=*/true);
     seqs.push_back(seq.get());
   }
-  if (items.empty()) return;
+  if (seqs.empty()) return;
   const auto vocab = static_cast<size_t>(model_.config().n_vocab);
-  logits_.resize(items.size() * vocab);
-  const Status st = model_.forward_batch(items, logits_.data(), pool_);
+  logits_.resize(seqs.size() * vocab);
+  const Status st = model_.forward(batch, *memory_, logits_.data(), pool_);
   for (size_t i = 0; i < seqs.size(); ++i) {
     if (!st) {
       finish(*seqs[i], FinishReason::kError, st.message());
@@ -296,8 +293,7 @@ bool Scheduler::take_token(Sequence& seq, const float* logits) {
     finish(seq, FinishReason::kStop);
     return false;
   }
-  const model::KvCache& cache = caches_[static_cast<size_t>(seq.slot)];
-  if (seq.generated >= seq.request.max_tokens || cache.size() >= cache.capacity()) {
+  if (seq.generated >= seq.request.max_tokens || memory_->size(seq.slot) >= memory_->capacity()) {
     finish(seq, FinishReason::kLength);
     return false;
   }

@@ -6,7 +6,7 @@
 //      start together; a long prompt delays the others' next token by one chunk, not by the
 //      whole prompt),
 //   3. runs one decode step of every sequence that has a token to feed, all together through
-//      LlamaModel::forward_batch (the linear layers see m = number of such sequences),
+//      Model::forward with one batch row per sequence (the linear layers see m = number of them),
 // then samples per sequence, applies stop strings / end of generation / max_tokens, and hands the
 // text to the job. The HTTP side reads jobs through Job::wait and cancels them with Job::cancel.
 #pragma once
@@ -25,7 +25,7 @@
 #include "core/thread_pool.h"
 #include "gen/sampler.h"
 #include "gen/tokenizer.h"
-#include "model/llama.h"
+#include "model/model.h"
 #include "server/metrics.h"
 
 namespace lutq::server {
@@ -97,7 +97,7 @@ class Scheduler {
  public:
   // Allocates the slots' caches (errors when they do not fit) and starts the scheduler thread.
   // The model, tokenizer, pool and metrics must outlive the scheduler.
-  static Result<std::unique_ptr<Scheduler>> create(const model::LlamaModel& model, const gen::Tokenizer& tokenizer,
+  static Result<std::unique_ptr<Scheduler>> create(const model::Model& model, const gen::Tokenizer& tokenizer,
                                                    ThreadPool& pool, const SchedulerOptions& options,
                                                    Metrics& metrics);
   ~Scheduler();
@@ -122,8 +122,8 @@ class Scheduler {
     std::chrono::steady_clock::time_point submitted;
   };
 
-  Scheduler(const model::LlamaModel& model, const gen::Tokenizer& tokenizer, ThreadPool& pool,
-            const SchedulerOptions& options, Metrics& metrics, std::vector<model::KvCache> caches);
+  Scheduler(const model::Model& model, const gen::Tokenizer& tokenizer, ThreadPool& pool,
+            const SchedulerOptions& options, Metrics& metrics, std::unique_ptr<model::Memory> memory);
   void loop();
   void prefill_step();
   void decode_step();
@@ -132,12 +132,12 @@ class Scheduler {
   void finish(Sequence& seq, FinishReason reason, const std::string& error = "");
   void remove_finished();
 
-  const model::LlamaModel& model_;
+  const model::Model& model_;
   const gen::Tokenizer& tokenizer_;
   ThreadPool& pool_;
   SchedulerOptions options_;
   Metrics& metrics_;
-  std::vector<model::KvCache> caches_;
+  std::unique_ptr<model::Memory> memory_;  // one sequence per slot
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -22,7 +22,7 @@ using std::chrono::milliseconds;
 struct Fixture {
   ThreadPool pool{2};
   io::GgufFile gguf = testing::tiny_llama_gguf();
-  model::LlamaModel model = std::move(*model::LlamaModel::load(gguf, model::LoadOptions{}, pool));
+  model::Model model = std::move(*model::Model::load(gguf, model::LoadOptions{}, pool));
   gen::Tokenizer tok{testing::tiny_llama_vocab()};
   Metrics metrics;
 

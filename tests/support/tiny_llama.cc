@@ -60,9 +60,10 @@ Tiny make_tiny(const TinySpec& s) {
   t.spec = s;
   std::mt19937 rng(s.seed);
   const int64_t e = s.n_embd;
-  const int64_t hd = s.n_embd / s.n_head;
+  const int64_t hd = tiny_head_dim(s);
   const int64_t qd = s.n_head * hd;
   const int64_t kvd = s.n_head_kv * hd;
+  const bool permuted = s.arch == "llama";  // llama.cpp permutes Q/K for llama only
   const auto n = [](int64_t a, int64_t b) { return static_cast<size_t>(a * b); };
   const float ke = 1.0f / std::sqrt(static_cast<float>(e));
   t.w.embd = random_vec(rng, n(s.n_vocab, e), 1.0f);
@@ -79,6 +80,15 @@ Tiny make_tiny(const TinySpec& s) {
     L.wg = random_vec(rng, n(s.n_ff, e), ke);
     L.wu = random_vec(rng, n(s.n_ff, e), ke);
     L.wd = random_vec(rng, n(e, s.n_ff), 1.0f / std::sqrt(static_cast<float>(s.n_ff)));
+    if (s.arch == "qwen2") {
+      L.bq = random_vec(rng, n(1, qd), 0.5f);
+      L.bk = random_vec(rng, n(1, kvd), 0.5f);
+      L.bv = random_vec(rng, n(1, kvd), 0.5f);
+    }
+    if (s.arch == "qwen3") {
+      L.q_norm = random_vec(rng, n(1, hd), 0.2f, 1.0f);
+      L.k_norm = random_vec(rng, n(1, hd), 0.2f, 1.0f);
+    }
     t.w.layers.push_back(std::move(L));
   }
   if (s.freq_factors) {
@@ -96,6 +106,10 @@ Tiny make_tiny(const TinySpec& s) {
   EXPECT_TRUE(wr.add_uint32(a + ".attention.head_count_kv", static_cast<uint32_t>(s.n_head_kv)).is_ok());
   EXPECT_TRUE(wr.add_float32(a + ".rope.freq_base", static_cast<float>(s.rope_base)).is_ok());
   EXPECT_TRUE(wr.add_uint32(a + ".rope.dimension_count", static_cast<uint32_t>(hd)).is_ok());
+  if (s.head_dim > 0) {
+    EXPECT_TRUE(wr.add_uint32(a + ".attention.key_length", static_cast<uint32_t>(hd)).is_ok());
+    EXPECT_TRUE(wr.add_uint32(a + ".attention.value_length", static_cast<uint32_t>(hd)).is_ok());
+  }
   EXPECT_TRUE(wr.add_float32(a + ".attention.layer_norm_rms_epsilon", 1e-5f).is_ok());
   if (!s.rope_scaling.empty()) {
     EXPECT_TRUE(wr.add_string(a + ".rope.scaling.type", s.rope_scaling).is_ok());
@@ -114,9 +128,18 @@ Tiny make_tiny(const TinySpec& s) {
     const TinyWeights::Layer& L = t.w.layers[static_cast<size_t>(l)];
     const std::string p = "blk." + std::to_string(l) + ".";
     add_tensor(wr, s, p + "attn_norm.weight", {e}, L.attn_norm);
-    add_tensor(wr, s, p + "attn_q.weight", {e, qd}, permute_qk(L.wq, s.n_head, e));
-    add_tensor(wr, s, p + "attn_k.weight", {e, kvd}, permute_qk(L.wk, s.n_head_kv, e));
+    add_tensor(wr, s, p + "attn_q.weight", {e, qd}, permuted ? permute_qk(L.wq, s.n_head, e) : L.wq);
+    add_tensor(wr, s, p + "attn_k.weight", {e, kvd}, permuted ? permute_qk(L.wk, s.n_head_kv, e) : L.wk);
     add_tensor(wr, s, p + "attn_v.weight", {e, kvd}, L.wv);
+    if (!L.bq.empty()) {
+      add_tensor(wr, s, p + "attn_q.bias", {qd}, L.bq);
+      add_tensor(wr, s, p + "attn_k.bias", {kvd}, L.bk);
+      add_tensor(wr, s, p + "attn_v.bias", {kvd}, L.bv);
+    }
+    if (!L.q_norm.empty()) {
+      add_tensor(wr, s, p + "attn_q_norm.weight", {hd}, L.q_norm);
+      add_tensor(wr, s, p + "attn_k_norm.weight", {hd}, L.k_norm);
+    }
     add_tensor(wr, s, p + "attn_output.weight", {qd, e}, L.wo);
     add_tensor(wr, s, p + "ffn_norm.weight", {e}, L.ffn_norm);
     add_tensor(wr, s, p + "ffn_gate.weight", {e, s.n_ff}, L.wg);
@@ -194,6 +217,8 @@ void write_hf_folder(const Tiny& t, const std::filesystem::path& dir, const HfFo
   const nlohmann::ordered_json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", weight_map}};
   write_text(dir / "model.safetensors.index.json", index.dump(2));
 }
+
+int64_t tiny_head_dim(const TinySpec& s) { return s.head_dim > 0 ? s.head_dim : s.n_embd / s.n_head; }
 
 TinySpec small_tiny_spec() {
   TinySpec s;

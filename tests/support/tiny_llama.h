@@ -1,7 +1,9 @@
-// Tiny random Llama models for tests: the same weights written as a GGUF image (Q/K rows
-// permuted the way llama.cpp's converter does) or as a Hugging Face folder (config.json +
-// safetensors, optionally sharded, in F32/F16/BF16), so that both readers can be checked
-// against each other and against a reference forward pass.
+// Tiny random models for tests: the same weights written as a GGUF image or as a Hugging Face
+// folder (config.json + safetensors, optionally sharded, in F32/F16/BF16; llama only), so that
+// both readers can be checked against each other and against a reference forward pass.
+// arch "llama" gets its Q/K rows permuted the way llama.cpp's converter does (adjacent-pair
+// RoPE); "qwen2" (q/k/v biases) and "qwen3" (q/k norms, a head size of its own) keep Hugging
+// Face's row order, as the converter does for those families (NeoX RoPE).
 #pragma once
 
 #include <cstdint>
@@ -23,6 +25,7 @@ struct TinySpec {
   int64_t n_ff = 128;
   int64_t n_vocab = 50;
   int64_t n_layer = 2;
+  int64_t head_dim = 0;  // 0: n_embd / n_head (written as key_length when set)
   int64_t ctx = 64;
   double rope_base = 10000.0;
   std::string rope_scaling;  // "" (no key), "linear", "yarn", ...
@@ -40,6 +43,8 @@ struct TinyWeights {
   std::vector<float> embd, out, out_norm, freq_factors;
   struct Layer {
     std::vector<float> attn_norm, ffn_norm, wq, wk, wv, wo, wg, wu, wd;
+    std::vector<float> bq, bk, bv;        // qwen2
+    std::vector<float> q_norm, k_norm;    // qwen3, [head_dim]
   };
   std::vector<Layer> layers;
 };
@@ -73,6 +78,8 @@ void write_hf_folder(const Tiny& t, const std::filesystem::path& dir, const HfFo
 // particular weights: a smaller TinySpec, opened as a GgufFile (fails the calling test if the
 // reader refuses it), and a vocabulary of plain-text tokens for it.
 TinySpec small_tiny_spec();
+// The head size of a spec (head_dim, or n_embd / n_head).
+int64_t tiny_head_dim(const TinySpec& s);
 io::GgufFile tiny_llama_gguf(const TinySpec& spec = small_tiny_spec());
 
 // Token i is the text "t<i> " (all normal tokens; no BOS/EOS).

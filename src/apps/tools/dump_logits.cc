@@ -28,7 +28,7 @@
 #include "gen/tokenizer.h"
 #include "io/gguf_file.h"
 #include "kernels/linear.h"
-#include "model/llama.h"
+#include "model/model.h"
 
 namespace {
 
@@ -139,20 +139,21 @@ int run(const Args& a) {
     if (!prec) return usage(prec.status().message().c_str());
     opt.linear = lutq::model::LinearSpec::quantized(qo, *isa, *prec);
   }
-  Result<lutq::model::LlamaModel> model = lutq::model::LlamaModel::load(*gguf, opt, pool);
+  Result<lutq::model::Model> model = lutq::model::Model::load(*gguf, opt, pool);
   if (!model) return usage(model.status().message().c_str());
   std::fprintf(stderr, "%s", model->describe().c_str());
 
   const auto n = static_cast<int64_t>(ids->size());
   const int64_t vocab = model->config().n_vocab;
-  Result<lutq::model::KvCache> cache = model->make_cache(n + a.decode);
-  if (!cache) return usage(cache.status().message().c_str());
+  Result<std::unique_ptr<lutq::model::Memory>> memory = model->make_memory(n + a.decode);
+  if (!memory) return usage(memory.status().message().c_str());
+  lutq::model::Memory& cache = **memory;
   std::vector<float> logits(static_cast<size_t>(n * vocab));
   const int64_t batch = a.batch > 0 ? a.batch : n;
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t p = 0; p < n; p += batch) {
     const int64_t len = std::min(batch, n - p);
-    Status s = model->forward(std::span<const int32_t>(ids->data() + p, static_cast<size_t>(len)), p, *cache,
+    Status s = model->forward(std::span<const int32_t>(ids->data() + p, static_cast<size_t>(len)), p, cache,
                               logits.data() + p * vocab, pool, lutq::model::LogitsMode::kAll);
     if (!s) return usage(s.message().c_str());
   }
@@ -177,7 +178,7 @@ int run(const Args& a) {
     const auto t1 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < a.decode; ++i) {
       const auto next = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
-      Status s = model->forward(std::span<const int32_t>(&next, 1), n + i, *cache, last.data(), pool);
+      Status s = model->forward(std::span<const int32_t>(&next, 1), n + i, cache, last.data(), pool);
       if (!s) return usage(s.message().c_str());
     }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();

@@ -4,7 +4,7 @@
 
 #include "io/gguf_file.h"
 #include "io/gguf_writer.h"
-#include "model/calibration.h"
+#include "pipeline/calibration.h"
 
 namespace lutq::model {
 namespace {

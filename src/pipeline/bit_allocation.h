@@ -35,7 +35,7 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "io/checkpoint.h"
-#include "model/calibration.h"
+#include "pipeline/calibration.h"
 #include "model/linear_spec.h"
 
 namespace lutq::model {

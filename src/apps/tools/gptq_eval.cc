@@ -21,8 +21,8 @@
 #include "gen/perplexity.h"
 #include "gen/tokenizer.h"
 #include "io/checkpoint.h"
-#include "model/calibration.h"
-#include "model/llama.h"
+#include "pipeline/calibration.h"
+#include "model/model.h"
 #include "quant/gptq.h"
 
 namespace lutq {
@@ -31,19 +31,20 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-Result<double> perplexity(const model::LlamaModel& m, const std::vector<int32_t>& tokens, int64_t ctx, int64_t chunks,
+Result<double> perplexity(const model::Model& m, const std::vector<int32_t>& tokens, int64_t ctx, int64_t chunks,
                           int32_t bos, ThreadPool& pool) {
   Result<gen::ChunkPlan> plan = gen::plan_chunks(static_cast<int64_t>(tokens.size()), ctx, chunks);
   if (!plan) return plan.status();
-  Result<model::KvCache> cache = m.make_cache(ctx);
-  if (!cache) return cache.status();
+  Result<std::unique_ptr<model::Memory>> memory = m.make_memory(ctx);
+  if (!memory) return memory.status();
+  model::Memory& cache = **memory;
   const int64_t V = m.config().n_vocab;
   std::vector<float> logits(static_cast<size_t>(ctx * V));
   gen::PerplexityAccumulator acc;
   for (int64_t c = 0; c < plan->n_chunks; ++c) {
     const std::vector<int32_t> chunk = gen::chunk_tokens(tokens, *plan, c, bos);
-    cache->clear();
-    if (Status s = m.forward(chunk, 0, *cache, logits.data(), pool, model::LogitsMode::kAll); !s) return s;
+    cache.clear(0);
+    if (Status s = m.forward(chunk, 0, cache, logits.data(), pool, model::LogitsMode::kAll); !s) return s;
     gen::score_chunk(logits, chunk, V, *plan, acc, nullptr);
   }
   std::fprintf(stderr, "  ppl over %lld chunks: %.4f +- %.4f\n", static_cast<long long>(plan->n_chunks),
@@ -70,7 +71,7 @@ int run(int argc, char** argv) {
   Result<std::unique_ptr<io::Checkpoint>> ck = io::open_checkpoint(argv[1]);
   if (!ck) return fail(ck.status());
   ThreadPool pool(2);
-  Result<model::LlamaModel> model = model::LlamaModel::load(**ck, model::LoadOptions{}, pool);
+  Result<model::Model> model = model::Model::load(**ck, model::LoadOptions{}, pool);
   if (!model) return fail(model.status());
   Result<gen::Tokenizer> tok = gen::Tokenizer::from_checkpoint(**ck);
   if (!tok) return fail(tok.status());
@@ -87,7 +88,7 @@ int run(int argc, char** argv) {
   std::vector<std::vector<float>> dense(static_cast<size_t>(n_layer * model::kNumLinearRoles));
   for (int64_t l = 0; l < n_layer; ++l) {
     for (int r = 0; r < model::kNumLinearRoles; ++r) {
-      const model::LinearLayer& lin = model->layer(l)[static_cast<model::LinearRole>(r)];
+      const model::Linear& lin = *model->linear(l, static_cast<model::LinearRole>(r));
       dense[static_cast<size_t>(l * model::kNumLinearRoles + r)].assign(lin.dense_data(),
                                                                         lin.dense_data() + lin.n() * lin.k());
     }
@@ -103,7 +104,6 @@ int run(int argc, char** argv) {
   if (!stats) return fail(stats.status());
   std::fprintf(stderr, "\ncalibration: %lld tokens in %.1f s\n", static_cast<long long>(stats->tokens()), since(t0));
 
-  const bool use_avx2 = detect_cpu().avx2;
   std::stringstream list(methods);
   for (std::string method; std::getline(list, method, ',');) {
     std::fprintf(stderr, "%s (q=%d, g=%lld):\n", method.c_str(), bits, static_cast<long long>(group));
@@ -118,8 +118,8 @@ int run(int argc, char** argv) {
       for (int r = 0; r < model::kNumLinearRoles; ++r) {
         const auto role = static_cast<model::LinearRole>(r);
         const std::vector<float>& w = dense[static_cast<size_t>(l * model::kNumLinearRoles + r)];
-        const int64_t n = model->layer(l)[role].n();
-        const int64_t k = model->layer(l)[role].k();
+        const int64_t n = model->linear(l, role)->n();
+        const int64_t k = model->linear(l, role)->k();
         quant::GptqOptions opt;
         opt.method = uniform ? quant::Method::kRtn : quant::Method::kAlternating;
         opt.cfg = format::BcqConfig{bits, *model::adapted_group(group, k), format::Orientation::kPerOC, uniform};
@@ -142,7 +142,7 @@ int run(int argc, char** argv) {
         quant_secs += since(tq);
         err_sum += quant::calibrated_error(w.data(), *q, h.h().data(), &pool) / static_cast<double>(h.rows());
         auto deq = std::make_shared<const std::vector<float>>(format::dequantize(*q));
-        Result<model::LinearLayer> lin = model::LinearLayer::dense(deq, n, k, use_avx2);
+        Result<model::Linear> lin = model::Linear::dense(deq, n, k, model->ops().isa);
         if (!lin) return fail(lin.status());
         if (Status s = model->replace_linear(l, role, std::move(*lin)); !s) return fail(s);
       }

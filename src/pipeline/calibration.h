@@ -1,4 +1,4 @@
-// Calibration statistics of a model: runs a (dense) LlamaModel over token chunks and
+// Calibration statistics of a model: runs a (dense) Model over token chunks and
 // accumulates, for every block, H = Σ x xᵀ of each distinct linear-layer input (quant/hessian.h):
 // q/k/v read one input (the attention norm's output), gate/up another (the FFN norm's), and
 // attn_output and ffn_down one each, so a block keeps four accumulators.
@@ -17,7 +17,7 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "io/checkpoint.h"
-#include "model/llama.h"
+#include "model/model.h"
 #include "quant/hessian.h"
 
 namespace lutq::model {
@@ -42,7 +42,7 @@ class CalibrationStats {
   }
 
  private:
-  friend Result<CalibrationStats> collect_hessians(const LlamaModel&, std::span<const std::vector<int32_t>>,
+  friend Result<CalibrationStats> collect_hessians(const Model&, std::span<const std::vector<int32_t>>,
                                                    const CalibrationOptions&, ThreadPool&);
   friend Result<CalibrationStats> load_calibration(const std::string&, uint64_t, const ModelConfig&);
   int64_t n_layer_ = 0;
@@ -53,7 +53,7 @@ class CalibrationStats {
 // Runs every chunk from an empty cache (only the last logits are computed) and accumulates the
 // statistics. Errors: no chunks, an empty chunk, a forward() error (e.g. a token outside the
 // vocabulary), a chunk longer than the context length.
-Result<CalibrationStats> collect_hessians(const LlamaModel& model, std::span<const std::vector<int32_t>> chunks,
+Result<CalibrationStats> collect_hessians(const Model& model, std::span<const std::vector<int32_t>> chunks,
                                           const CalibrationOptions& options, ThreadPool& pool);
 
 // Cuts tokens into consecutive chunks of ctx tokens (the last partial one dropped), at most

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "model/calibration.h"
+#include "pipeline/calibration.h"
 #include "support/tiny_llama.h"
 
 namespace lutq::model {
@@ -22,7 +22,7 @@ struct CacheFixture {
   ThreadPool pool{2};
   testing::Tiny tiny = testing::make_tiny({});
   io::GgufFile gguf = std::move(*io::GgufFile::from_memory(tiny.bytes, "tiny.gguf"));
-  LlamaModel model = std::move(*LlamaModel::load(gguf, LoadOptions{}, pool));
+  Model model = std::move(*Model::load(gguf, LoadOptions{}, pool));
   std::vector<std::vector<int32_t>> chunks = {{1, 5, 9, 13, 2, 7}, {1, 3, 3, 40, 8}};
   std::string path = (std::filesystem::temp_directory_path() /
                       ("lutq_calib_cache_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +

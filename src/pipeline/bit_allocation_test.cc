@@ -1,6 +1,6 @@
 // Automatic mixed precision on a tiny random model: the budget is met, more budget never costs
 // error, and infeasible or unsupported requests are clear errors.
-#include "model/bit_allocation.h"
+#include "pipeline/bit_allocation.h"
 
 #include <gtest/gtest.h>
 

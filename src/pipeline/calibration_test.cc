@@ -1,7 +1,7 @@
 // collect_hessians on the real SmolLM2-135M (skipped without it): the accumulated statistics
 // equal Σ x xᵀ of the inputs an independent observer records, shared inputs are counted once,
 // progress is reported, bad chunks are errors. Also calibration_chunks.
-#include "model/calibration.h"
+#include "pipeline/calibration.h"
 
 #include <gtest/gtest.h>
 
@@ -60,7 +60,7 @@ TEST(Calibration, SmolLm2HessiansMatchObservedInputs) {
   Result<std::unique_ptr<io::Checkpoint>> ck = io::open_checkpoint(path);
   ASSERT_TRUE(ck.is_ok()) << ck.status().message();
   ThreadPool pool(2);
-  Result<LlamaModel> model = LlamaModel::load(**ck, LoadOptions{}, pool);
+  Result<Model> model = Model::load(**ck, LoadOptions{}, pool);
   ASSERT_TRUE(model.is_ok()) << model.status().message();
   const std::vector<std::vector<int32_t>> chunks = {{1, 14086, 30, 32436, 28, 4994, 30, 20605, 4267, 28, 16647},
                                                     {1, 282, 5061, 28, 24667, 14603, 28, 957}};
@@ -77,9 +77,9 @@ TEST(Calibration, SmolLm2HessiansMatchObservedInputs) {
   Recorder rec;
   std::vector<float> logits(static_cast<size_t>(model->config().n_vocab));
   for (const auto& chunk : chunks) {
-    Result<KvCache> cache = model->make_cache(32);
+    Result<std::unique_ptr<Memory>> cache = model->make_memory(32);
     ASSERT_TRUE(cache.is_ok());
-    ASSERT_TRUE(model->forward(chunk, 0, *cache, logits.data(), pool, LogitsMode::kLast, &rec).is_ok());
+    ASSERT_TRUE(model->forward(chunk, 0, **cache, logits.data(), pool, LogitsMode::kLast, &rec).is_ok());
   }
   EXPECT_EQ(rec.calls, 2 * kNumLinearRoles * model->config().n_layer);
   for (const auto& [key, x] : rec.rows) {

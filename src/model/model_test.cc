@@ -1,9 +1,12 @@
-// Tests of the Llama runtime on tiny random models written with io::GgufWriter.
+// Tests of the model layer on tiny random models of every registered architecture, written with
+// io::GgufWriter.
 //
-// The reference forward pass below is written from the Hugging Face definition, independently of
-// ops.cc: double precision, naive loops, Q/K weights in Hugging Face's layout with rotate_half
-// RoPE. The GGUF file gets those Q/K rows permuted the way llama.cpp's converter permutes them,
-// so agreement also checks that the runtime's adjacent-pair RoPE matches GGUF's convention.
+// The reference forward pass below is written from the Hugging Face definitions (Llama, Qwen2,
+// Qwen3), independently of ops.cc and blocks/: double precision, naive loops, Q/K weights in
+// Hugging Face's layout with rotate_half RoPE, q/k/v biases (Qwen2), per-head q/k RMSNorm
+// (Qwen3). For llama the GGUF file gets the Q/K rows permuted the way llama.cpp's converter
+// permutes them, so agreement also checks that the runtime's adjacent-pair RoPE matches GGUF's
+// convention; qwen2/qwen3 files keep Hugging Face's order and the runtime's NeoX pairing.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -24,8 +27,8 @@
 #include "io/gguf_file.h"
 #include "io/gguf_writer.h"
 #include "kernels/linear.h"
-#include "model/llama.h"
-#include "model/quantize_model.h"
+#include "model/model.h"
+#include "pipeline/quantize_model.h"
 #include "support/tiny_llama.h"
 
 namespace lutq::model {
@@ -61,6 +64,22 @@ std::vector<double> rmsnorm(const std::vector<double>& x, const std::vector<floa
   return y;
 }
 
+// y += b (a bias), when there is one.
+void add_bias(std::vector<double>& y, const std::vector<float>& b) {
+  for (size_t i = 0; i < b.size(); ++i) y[i] += b[i];
+}
+
+// Qwen3's q_norm / k_norm: RMSNorm over each head of hd values.
+void head_rmsnorm(std::vector<double>& x, int64_t hd, const std::vector<float>& w) {
+  if (w.empty()) return;
+  for (size_t h = 0; h * static_cast<size_t>(hd) < x.size(); ++h) {
+    const auto first = x.begin() + static_cast<int64_t>(h) * hd;
+    const std::vector<double> head(first, first + hd);
+    const std::vector<double> normed = rmsnorm(head, w);
+    std::copy(normed.begin(), normed.end(), first);
+  }
+}
+
 // q_embed = q·cos + rotate_half(q)·sin, rotate_half(x) = (−x[d/2:], x[:d/2]), per head.
 void rope_hf(std::vector<double>& x, int64_t heads, int64_t hd, int64_t pos, const TinySpec& s,
              const std::vector<float>& freq_factors) {
@@ -84,7 +103,7 @@ void rope_hf(std::vector<double>& x, int64_t heads, int64_t hd, int64_t pos, con
 std::vector<std::vector<double>> reference_logits(const Tiny& t, const std::vector<int32_t>& tokens) {
   const TinySpec& s = t.spec;
   const int64_t e = s.n_embd;
-  const int64_t hd = e / s.n_head;
+  const int64_t hd = testing::tiny_head_dim(s);
   const auto T = static_cast<int64_t>(tokens.size());
   std::vector<std::vector<double>> x(static_cast<size_t>(T));
   for (int64_t i = 0; i < T; ++i) {
@@ -98,6 +117,11 @@ std::vector<std::vector<double>> reference_logits(const Tiny& t, const std::vect
       q[static_cast<size_t>(i)] = matvec(L.wq, h, s.n_head * hd, e);
       k[static_cast<size_t>(i)] = matvec(L.wk, h, s.n_head_kv * hd, e);
       v[static_cast<size_t>(i)] = matvec(L.wv, h, s.n_head_kv * hd, e);
+      add_bias(q[static_cast<size_t>(i)], L.bq);
+      add_bias(k[static_cast<size_t>(i)], L.bk);
+      add_bias(v[static_cast<size_t>(i)], L.bv);
+      head_rmsnorm(q[static_cast<size_t>(i)], hd, L.q_norm);
+      head_rmsnorm(k[static_cast<size_t>(i)], hd, L.k_norm);
       rope_hf(q[static_cast<size_t>(i)], s.n_head, hd, i, s, t.w.freq_factors);
       rope_hf(k[static_cast<size_t>(i)], s.n_head_kv, hd, i, s, t.w.freq_factors);
     }
@@ -140,18 +164,18 @@ std::vector<std::vector<double>> reference_logits(const Tiny& t, const std::vect
 
 // ---- Helpers around the runtime. ----
 
-LlamaModel load_tiny(const io::GgufFile& f, ThreadPool& pool, const LoadOptions& opt = {}) {
-  Result<LlamaModel> m = LlamaModel::load(f, opt, pool);
+Model load_tiny(const io::GgufFile& f, ThreadPool& pool, const LoadOptions& opt = {}) {
+  Result<Model> m = Model::load(f, opt, pool);
   EXPECT_TRUE(m.is_ok()) << m.status().message();
   return std::move(*m);
 }
 
 // All logits [tokens][vocab] from one prefill call.
-std::vector<float> prefill_all(const LlamaModel& model, const std::vector<int32_t>& tokens, ThreadPool& pool) {
-  Result<KvCache> cache = model.make_cache(32);
+std::vector<float> prefill_all(const Model& model, const std::vector<int32_t>& tokens, ThreadPool& pool) {
+  Result<std::unique_ptr<Memory>> cache = model.make_memory(32);
   EXPECT_TRUE(cache.is_ok());
   std::vector<float> logits(tokens.size() * static_cast<size_t>(model.config().n_vocab));
-  const Status s = model.forward(tokens, 0, *cache, logits.data(), pool, LogitsMode::kAll);
+  const Status s = model.forward(tokens, 0, **cache, logits.data(), pool, LogitsMode::kAll);
   EXPECT_TRUE(s.is_ok()) << s.message();
   return logits;
 }
@@ -162,7 +186,7 @@ std::string load_error(const TinySpec& spec) {
   const Tiny t = make_tiny(spec);
   const io::GgufFile f = open_tiny(t);
   ThreadPool pool(1);
-  Result<LlamaModel> m = LlamaModel::load(f, {}, pool);
+  Result<Model> m = Model::load(f, {}, pool);
   return m.is_ok() ? std::string("(loaded)") : m.status().message();
 }
 
@@ -193,28 +217,29 @@ TEST(LlamaForward, PrefillMatchesTokenByTokenDecode) {
     const Tiny t = make_tiny({});
     const io::GgufFile f = open_tiny(t);
     ThreadPool pool(threads);
-    const LlamaModel model = load_tiny(f, pool);
+    const Model model = load_tiny(f, pool);
     const int64_t V = model.config().n_vocab;
     const std::vector<float> batched = prefill_all(model, kTokens, pool);
 
-    Result<KvCache> cache = model.make_cache(16);
-    ASSERT_TRUE(cache.is_ok());
+    Result<std::unique_ptr<Memory>> memory = model.make_memory(16);
+    ASSERT_TRUE(memory.is_ok());
+    Memory& cache = **memory;
     float worst = 0.0f;
     for (size_t i = 0; i < kTokens.size(); ++i) {
       std::vector<float> row(static_cast<size_t>(V));
-      ASSERT_TRUE(model.forward(std::span<const int32_t>(&kTokens[i], 1), static_cast<int64_t>(i), *cache, row.data(), pool).is_ok());
+      ASSERT_TRUE(model.forward(std::span<const int32_t>(&kTokens[i], 1), static_cast<int64_t>(i), cache, row.data(), pool).is_ok());
       for (int64_t v = 0; v < V; ++v) {
         const float b = batched[i * static_cast<size_t>(V) + static_cast<size_t>(v)];
         worst = std::max(worst, std::abs(row[static_cast<size_t>(v)] - b) / std::max(1.0f, std::abs(b)));
       }
     }
-    EXPECT_EQ(cache->size(), static_cast<int64_t>(kTokens.size()));
+    EXPECT_EQ(cache.size(0), static_cast<int64_t>(kTokens.size()));
     EXPECT_LT(worst, 1e-4f) << "threads " << threads;
 
     // kLast gives the last row of kAll.
-    cache->clear();
+    cache.clear(0);
     std::vector<float> last(static_cast<size_t>(V));
-    ASSERT_TRUE(model.forward(kTokens, 0, *cache, last.data(), pool).is_ok());
+    ASSERT_TRUE(model.forward(kTokens, 0, cache, last.data(), pool).is_ok());
     // (GEMV and GEMM tiles may sum in different orders: equal to rounding.)
     for (int64_t v = 0; v < V; ++v) {
       const float b = batched[(kTokens.size() - 1) * static_cast<size_t>(V) + static_cast<size_t>(v)];
@@ -232,7 +257,7 @@ void expect_matches_reference(const TinySpec& spec) {
   const Tiny t = make_tiny(spec);
   const io::GgufFile f = open_tiny(t);
   ThreadPool pool(2);
-  const LlamaModel model = load_tiny(f, pool);
+  const Model model = load_tiny(f, pool);
   const std::vector<float> got = prefill_all(model, kTokens, pool);
   const std::vector<std::vector<double>> want = reference_logits(t, kTokens);
   double scale = 1.0;
@@ -276,12 +301,106 @@ TEST(LlamaForward, MatchesDoubleReferenceWithRopeScaling) {
   expect_matches_reference(factors);
 }
 
+TEST(Qwen2Forward, MatchesDoubleReference) {
+  TinySpec spec;
+  spec.arch = "qwen2";
+  spec.rope_base = 1000000.0;
+  expect_matches_reference(spec);
+  spec.n_head_kv = 1;
+  spec.tied = true;
+  expect_matches_reference(spec);
+}
+
+TEST(Qwen3Forward, MatchesDoubleReferenceWithItsOwnHeadSize) {
+  TinySpec spec;
+  spec.arch = "qwen3";
+  spec.head_dim = 24;  // n_head · head_dim = 96 != n_embd = 64, as in real Qwen3 models
+  expect_matches_reference(spec);
+  spec.head_dim = 0;
+  expect_matches_reference(spec);
+}
+
+TEST(ModelConfig, ArchitecturesSetTheirTraits) {
+  for (const char* arch : {"llama", "qwen2", "qwen3"}) {
+    TinySpec spec;
+    spec.arch = arch;
+    const Tiny t = make_tiny(spec);
+    const io::GgufFile f = open_tiny(t);
+    Result<ModelConfig> c = ModelConfig::from_checkpoint(f);
+    ASSERT_TRUE(c.is_ok()) << arch << ": " << c.status().message();
+    EXPECT_EQ(c->rope.mode, std::string(arch) == "llama" ? RopeMode::kNormal : RopeMode::kNeox) << arch;
+    EXPECT_EQ(c->qkv_bias, std::string(arch) == "qwen2") << arch;
+    EXPECT_EQ(c->qk_norm, std::string(arch) == "qwen3") << arch;
+  }
+}
+
+TEST(ModelConfig, WeightsAnArchitectureDoesNotUseAreRefused) {
+  // A qwen2 file relabelled llama: its biases would be silently dropped, so it is an error.
+  TinySpec spec;
+  spec.arch = "qwen2";
+  Tiny t = make_tiny(spec);
+  std::string bytes(t.bytes.begin(), t.bytes.end());
+  for (size_t at = bytes.find("qwen2"); at != std::string::npos; at = bytes.find("qwen2", at)) {
+    bytes.replace(at, 5, "llama");  // the same length: every offset in the image stays valid
+  }
+  t.bytes.assign(bytes.begin(), bytes.end());
+  {
+    const io::GgufFile f = open_tiny(t);
+    ThreadPool pool(1);
+    Result<Model> m = Model::load(f, {}, pool);
+    ASSERT_FALSE(m.is_ok());
+    EXPECT_NE(m.status().message().find("tensor 'blk.0.attn_q.bias' is not part of the llama forward pass"),
+              std::string::npos)
+        << m.status().message();
+  }
+  TinySpec missing_bias;
+  missing_bias.arch = "qwen2";
+  missing_bias.drop_tensor = "blk.1.attn_k.bias";
+  std::string msg = load_error(missing_bias);
+  EXPECT_NE(msg.find("missing tensor 'blk.1.attn_k.bias'"), std::string::npos) << msg;
+  TinySpec missing_norm;
+  missing_norm.arch = "qwen3";
+  missing_norm.drop_tensor = "blk.0.attn_q_norm.weight";
+  msg = load_error(missing_norm);
+  EXPECT_NE(msg.find("missing tensor 'blk.0.attn_q_norm.weight'"), std::string::npos) << msg;
+  TinySpec bad_norm;
+  bad_norm.arch = "qwen3";
+  bad_norm.misshape_tensor = "blk.1.attn_k_norm.weight";
+  msg = load_error(bad_norm);
+  EXPECT_NE(msg.find("'blk.1.attn_k_norm.weight' has shape"), std::string::npos) << msg;
+}
+
+// --isa scalar means scalar everywhere: the BCQ backend, dense GEMM, int8 and attention.
+TEST(ModelBackend, ScalarChoiceRunsScalarOpsEverywhere) {
+  const Tiny t = make_tiny({});
+  const io::GgufFile f = open_tiny(t);
+  ThreadPool pool(2);
+  LoadOptions scalar;
+  scalar.isa = kernels::Isa::kScalar;
+  const Model model = load_tiny(f, pool, scalar);
+  EXPECT_FALSE(model.ops().avx2);
+  EXPECT_EQ(model.ops().int8, kernels::Int8Isa::kScalar);
+  EXPECT_NE(model.describe().find("backend: scalar (dense/attention scalar, int8 scalar)"), std::string::npos)
+      << model.describe();
+  EXPECT_NE(model.linear(0, LinearRole::kAttnQ)->describe().find("(scalar)"), std::string::npos);
+  const std::vector<float> got = prefill_all(model, kTokens, pool);
+  if (detect_cpu().avx2) {
+    const Model fast = load_tiny(f, pool);
+    EXPECT_TRUE(fast.ops().avx2);
+    const std::vector<float> want = prefill_all(fast, kTokens, pool);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_NEAR(got[i], want[i], 1e-4f * std::max(1.0f, std::abs(want[i]))) << "logit " << i;
+    }
+  }
+}
+
 TEST(LlamaConfig, RejectsBadConfigsClearly) {
   TinySpec arch;
   arch.arch = "gpt2";
   std::string msg = load_error(arch);
   EXPECT_NE(msg.find("unsupported architecture 'gpt2'"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("supported: llama"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("supported: llama, qwen2, qwen3"), std::string::npos) << msg;
 
   TinySpec heads;
   heads.n_head = 5;  // 64 is not a multiple of 5
@@ -320,34 +439,35 @@ TEST(LlamaForward, KvCacheOverflowAndBadInputsAreErrors) {
   const Tiny t = make_tiny({});
   const io::GgufFile f = open_tiny(t);
   ThreadPool pool(1);
-  const LlamaModel model = load_tiny(f, pool);
-  Result<KvCache> cache = model.make_cache(8);
-  ASSERT_TRUE(cache.is_ok());
+  const Model model = load_tiny(f, pool);
+  Result<std::unique_ptr<Memory>> memory = model.make_memory(8);
+  ASSERT_TRUE(memory.is_ok());
+  Memory& cache = **memory;
   std::vector<float> logits(static_cast<size_t>(model.config().n_vocab));
   const std::vector<int32_t> six = {1, 2, 3, 4, 5, 6};
-  ASSERT_TRUE(model.forward(six, 0, *cache, logits.data(), pool).is_ok());
+  ASSERT_TRUE(model.forward(six, 0, cache, logits.data(), pool).is_ok());
   const std::vector<int32_t> three = {7, 8, 9};
-  Status s = model.forward(three, 6, *cache, logits.data(), pool);
+  Status s = model.forward(three, 6, cache, logits.data(), pool);
   ASSERT_FALSE(s.is_ok());
   EXPECT_NE(s.message().find("KV cache full"), std::string::npos) << s.message();
-  EXPECT_EQ(cache->size(), 6);  // a rejected call leaves the cache as it was
+  EXPECT_EQ(cache.size(0), 6);  // a rejected call leaves the cache as it was
 
-  s = model.forward(three, 7, *cache, logits.data(), pool);  // position 6 would be skipped
+  s = model.forward(three, 7, cache, logits.data(), pool);  // position 6 would be skipped
   EXPECT_NE(s.message().find("gap"), std::string::npos) << s.message();
   const std::vector<int32_t> bad = {50};
-  s = model.forward(bad, 6, *cache, logits.data(), pool);
+  s = model.forward(bad, 6, cache, logits.data(), pool);
   EXPECT_NE(s.message().find("outside the vocabulary"), std::string::npos) << s.message();
-  s = model.forward(std::span<const int32_t>(), 6, *cache, logits.data(), pool);
+  s = model.forward(std::span<const int32_t>(), 6, cache, logits.data(), pool);
   EXPECT_FALSE(s.is_ok());
-  EXPECT_TRUE(model.forward(std::span<const int32_t>(three.data(), 2), 6, *cache, logits.data(), pool).is_ok());
-  EXPECT_EQ(cache->size(), 8);
+  EXPECT_TRUE(model.forward(std::span<const int32_t>(three.data(), 2), 6, cache, logits.data(), pool).is_ok());
+  EXPECT_EQ(cache.size(0), 8);
 }
 
 TEST(LlamaForward, QuantizedLayersStayCloseToDense) {
   const Tiny t = make_tiny({});
   const io::GgufFile f = open_tiny(t);
   ThreadPool pool(2);
-  const LlamaModel dense = load_tiny(f, pool);
+  const Model dense = load_tiny(f, pool);
   Result<kernels::Isa> isa = kernels::select_isa(detect_cpu());
   ASSERT_TRUE(isa.is_ok());
   quant::QuantOptions qo;
@@ -356,8 +476,8 @@ TEST(LlamaForward, QuantizedLayersStayCloseToDense) {
   qo.cfg.g = 32;
   LoadOptions opt;
   opt.linear = LinearSpec::quantized(qo, *isa, kernels::Precision::kExact);
-  const LlamaModel quant = load_tiny(f, pool, opt);
-  EXPECT_TRUE(quant.layer(0)[LinearRole::kFfnDown].is_quantized());
+  const Model quant = load_tiny(f, pool, opt);
+  EXPECT_TRUE(quant.linear(0, LinearRole::kFfnDown)->is_quantized());
   EXPECT_TRUE(quant.output().is_quantized());  // 8-bit head by default
   EXPECT_LT(quant.block_weight_bytes(), dense.block_weight_bytes() / 4);
 
@@ -449,26 +569,27 @@ TEST(LutqFileModel, QuantizedFileLoadsToTheSameModelAsQuantizingAtLoad) {
     LoadOptions from_file;
     from_file.isa = kernels::Isa::kScalar;
     from_file.precision = kernels::Precision::kExact;
-    const LlamaModel a = load_tiny(*lf, pool, from_file);
+    const Model a = load_tiny(*lf, pool, from_file);
     LoadOptions at_load;
     at_load.linear = spec;
-    const LlamaModel b = load_tiny(f, pool, at_load);
-    EXPECT_FALSE(a.layer(0)[LinearRole::kAttnQ].is_quantized());
-    EXPECT_TRUE(a.layer(1)[LinearRole::kAttnQ].is_quantized());
+    at_load.isa = kernels::Isa::kScalar;  // the one backend choice: dense and attention too
+    const Model b = load_tiny(f, pool, at_load);
+    EXPECT_FALSE(a.linear(0, LinearRole::kAttnQ)->is_quantized());
+    EXPECT_TRUE(a.linear(1, LinearRole::kAttnQ)->is_quantized());
     EXPECT_TRUE(a.output().is_quantized());
-    EXPECT_EQ(a.layer(1)[LinearRole::kAttnV].describe(), b.layer(1)[LinearRole::kAttnV].describe());
+    EXPECT_EQ(a.linear(1, LinearRole::kAttnV)->describe(), b.linear(1, LinearRole::kAttnV)->describe());
     for (LinearRole r : {LinearRole::kFfnDown, LinearRole::kAttnK}) {
-      const kernels::Int8Weights* wa = a.layer(1)[r].int8();
-      const kernels::Int8Weights* wb = b.layer(1)[r].int8();
+      const kernels::Int8Weights* wa = a.linear(1, r)->int8();
+      const kernels::Int8Weights* wb = b.linear(1, r)->int8();
       ASSERT_TRUE(wa != nullptr && wb != nullptr) << role_name(r);
       EXPECT_EQ(wa->q, wb->q);
       EXPECT_EQ(wa->scale, wb->scale);
       EXPECT_EQ(wa->fp16, wb->fp16);
       EXPECT_EQ(wa->row_sum, wb->row_sum);
-      EXPECT_EQ(a.layer(1)[r].int8_threshold(), b.layer(1)[r].int8_threshold());
+      EXPECT_EQ(a.linear(1, r)->int8_threshold(), b.linear(1, r)->int8_threshold());
     }
-    EXPECT_FALSE(a.layer(1)[LinearRole::kFfnDown].int8()->fp16.empty());
-    EXPECT_TRUE(a.layer(1)[LinearRole::kAttnK].int8()->fp16.empty());
+    EXPECT_FALSE(a.linear(1, LinearRole::kFfnDown)->int8()->fp16.empty());
+    EXPECT_TRUE(a.linear(1, LinearRole::kAttnK)->int8()->fp16.empty());
     EXPECT_EQ(a.weight_bytes(), b.weight_bytes());
     // Same quantizer, same matrices, same kernel: identical logits.
     EXPECT_EQ(prefill_all(a, kTokens, pool), prefill_all(b, kTokens, pool)) << (tied ? "tied" : "untied");
@@ -515,7 +636,7 @@ TEST(LlamaSmolLm2, MatchesTransformersGoldens) {
   Result<io::GgufFile> f = io::GgufFile::open(path);
   ASSERT_TRUE(f.is_ok()) << f.status().message();
   ThreadPool pool(2);
-  const LlamaModel model = load_tiny(*f, pool);
+  const Model model = load_tiny(*f, pool);
   const std::vector<int32_t> ids = {14086, 30,  32436, 28,  4994, 30,   20605, 4267, 28,  16647, 282,
                                     5061,  28,  24667, 14603, 28, 957,  6955, 3913,  42,   1046, 359,
                                     22712, 288, 325,   8441, 418, 451,  3847, 281,   1463, 30};
@@ -554,7 +675,7 @@ TEST(LlamaSmolLm2, MatchesTransformersGoldens) {
   ASSERT_TRUE(quantize_to_file(*f, LinearSpec::quantized(qo, *isa, kernels::Precision::kFast), lutq_path, pool).is_ok());
   Result<io::GgufFile> qf = io::GgufFile::open(lutq_path);
   ASSERT_TRUE(qf.is_ok()) << qf.status().message();
-  const LlamaModel qmodel = load_tiny(*qf, pool);
+  const Model qmodel = load_tiny(*qf, pool);
   EXPECT_TRUE(qmodel.output().is_quantized());
   const std::vector<float> qgot = prefill_all(qmodel, ids, pool);
   int agree = 0;

@@ -14,7 +14,7 @@
 #include "format/bcq_matrix.h"
 #include "io/checkpoint.h"
 #include "model/config.h"
-#include "model/calibration.h"
+#include "pipeline/calibration.h"
 #include "model/linear_spec.h"
 
 namespace lutq::model {

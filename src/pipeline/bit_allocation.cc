@@ -1,4 +1,4 @@
-#include "model/bit_allocation.h"
+#include "pipeline/bit_allocation.h"
 
 #include <algorithm>
 #include <cmath>
@@ -11,8 +11,8 @@
 #include "core/log_probs.h"
 #include "format/bcq_matrix.h"
 #include "model/config.h"
-#include "model/llama.h"
-#include "model/quantize_model.h"
+#include "model/model.h"
+#include "pipeline/quantize_model.h"
 #include "quant/gptq.h"
 
 namespace lutq::model {
@@ -80,7 +80,7 @@ using Chunks = std::vector<std::vector<int32_t>>;
 class KlProbe {
  public:
   static Result<KlProbe> make(const io::Checkpoint& in, std::vector<const Chunks*> sets, ThreadPool& pool) {
-    Result<LlamaModel> model = LlamaModel::load(in, LoadOptions{}, pool);
+    Result<Model> model = Model::load(in, LoadOptions{}, pool);
     if (!model) return model.status();
     Result<kernels::Isa> isa = kernels::select_isa(detect_cpu(), std::nullopt);
     if (!isa) return isa.status();
@@ -88,7 +88,7 @@ class KlProbe {
     for (const Chunks* set : sets) {
       for (const auto& c : *set) longest = std::max<int64_t>(longest, static_cast<int64_t>(c.size()));
     }
-    Result<KvCache> cache = model->make_cache(longest);
+    Result<std::unique_ptr<Memory>> cache = model->make_memory(longest);
     if (!cache) return cache.status();
     KlProbe probe(std::move(*model), std::move(*cache), std::move(sets), pool, *isa);
     probe.logits_.resize(static_cast<size_t>(longest * probe.vocab_));
@@ -108,7 +108,7 @@ class KlProbe {
     auto [it, fresh] = current_.try_emplace(l.name, candidate);
     if (!fresh && it->second == candidate) return Status::ok();
     it->second = candidate;
-    Result<LinearLayer> lin = LinearLayer::from_bcq(l.matrices[candidate], isa_, kernels::Precision::kFast);
+    Result<Linear> lin = Linear::from_bcq(l.matrices[candidate], isa_, kernels::Precision::kFast);
     if (!lin) return lin.status();
     return model_.replace_linear(l.layer, l.role, std::move(*lin));
   }
@@ -132,7 +132,7 @@ class KlProbe {
   }
 
  private:
-  KlProbe(LlamaModel model, KvCache cache, std::vector<const Chunks*> sets, ThreadPool& pool, kernels::Isa isa)
+  KlProbe(Model model, std::unique_ptr<Memory> cache, std::vector<const Chunks*> sets, ThreadPool& pool, kernels::Isa isa)
       : model_(std::move(model)),
         cache_(std::move(cache)),
         sets_(std::move(sets)),
@@ -141,8 +141,8 @@ class KlProbe {
         vocab_(model_.config().n_vocab) {}
 
   Status log_probs(const std::vector<int32_t>& chunk) {
-    cache_.clear();
-    if (Status s = model_.forward(chunk, 0, cache_, logits_.data(), *pool_, LogitsMode::kAll); !s) return s;
+    cache_->clear(0);
+    if (Status s = model_.forward(chunk, 0, *cache_, logits_.data(), *pool_, LogitsMode::kAll); !s) return s;
     for (size_t t = 0; t < chunk.size(); ++t) {
       const std::span<float> row(logits_.data() + t * static_cast<size_t>(vocab_), static_cast<size_t>(vocab_));
       log_softmax(row, row);
@@ -150,8 +150,8 @@ class KlProbe {
     return Status::ok();
   }
 
-  LlamaModel model_;
-  KvCache cache_;
+  Model model_;
+  std::unique_ptr<Memory> cache_;
   std::vector<const Chunks*> sets_;
   ThreadPool* pool_;
   kernels::Isa isa_;

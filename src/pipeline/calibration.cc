@@ -1,5 +1,5 @@
 // collect_hessians: a LinearObserver that feeds one accumulator per distinct block input.
-#include "model/calibration.h"
+#include "pipeline/calibration.h"
 
 #include <algorithm>
 #include <string>
@@ -46,7 +46,7 @@ LinearInput input_of(LinearRole role) {
   return LinearInput::kAttn;
 }
 
-Result<CalibrationStats> collect_hessians(const LlamaModel& model, std::span<const std::vector<int32_t>> chunks,
+Result<CalibrationStats> collect_hessians(const Model& model, std::span<const std::vector<int32_t>> chunks,
                                           const CalibrationOptions& options, ThreadPool& pool) {
   const ModelConfig& c = model.config();
   if (chunks.empty()) return Status::invalid("calibration: no token chunks");
@@ -63,22 +63,23 @@ Result<CalibrationStats> collect_hessians(const LlamaModel& model, std::span<con
   stats.n_layer_ = c.n_layer;
   stats.acc_.reserve(static_cast<size_t>(c.n_layer * kNumLinearInputs));
   for (int64_t l = 0; l < c.n_layer; ++l) {
-    const LlamaLayer& layer = model.layer(l);
     for (LinearRole role : {LinearRole::kAttnQ, LinearRole::kAttnOutput, LinearRole::kFfnGate, LinearRole::kFfnDown}) {
-      Result<quant::HessianAccumulator> a = quant::HessianAccumulator::create(layer[role].k());
+      const Linear* lin = model.linear(l, role);
+      if (lin == nullptr) return Status::invalid("calibration: block " + std::to_string(l) + " has no " + role_name(role));
+      Result<quant::HessianAccumulator> a = quant::HessianAccumulator::create(lin->k());
       if (!a) return a.status();
       stats.acc_.push_back(std::move(*a));
     }
   }
-  Result<KvCache> cache = model.make_cache(longest);
+  Result<std::unique_ptr<Memory>> cache = model.make_memory(longest);
   if (!cache) return cache.status();
   std::vector<float> logits(static_cast<size_t>(c.n_vocab));
   HessianObserver observer(stats.acc_, pool);
   const auto total = static_cast<int64_t>(chunks.size());
   for (int64_t i = 0; i < total; ++i) {
     const std::vector<int32_t>& chunk = chunks[static_cast<size_t>(i)];
-    cache->clear();
-    if (Status s = model.forward(chunk, 0, *cache, logits.data(), pool, LogitsMode::kLast, &observer); !s) {
+    (*cache)->clear(0);
+    if (Status s = model.forward(chunk, 0, **cache, logits.data(), pool, LogitsMode::kLast, &observer); !s) {
       return Status(s.code(), "calibration chunk " + std::to_string(i) + ": " + s.message());
     }
     stats.tokens_ += static_cast<int64_t>(chunk.size());

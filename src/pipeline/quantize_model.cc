@@ -1,4 +1,4 @@
-#include "model/quantize_model.h"
+#include "pipeline/quantize_model.h"
 
 #include <chrono>
 #include <cmath>
@@ -14,7 +14,7 @@
 #include "kernels/int8/int8_gemm.h"
 #include "lutqfile/lutq_file.h"
 #include "model/config.h"
-#include "model/linear_layer.h"
+#include "model/linear.h"
 #include "quant/gptq.h"
 
 namespace lutq::model {

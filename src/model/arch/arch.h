@@ -1,0 +1,40 @@
+// Architectures: one file each (arch/llama.cc, arch/qwen2.cc, ...), registered by one row in
+// arch/registry.cc, keyed by GGUF general.architecture. An architecture says what its family
+// changes on top of the common hyper-parameters (RoPE pairing, biases, q/k norms, extra keys)
+// and which blocks make up each layer.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+#include "model/blocks/block.h"
+#include "model/config.h"
+
+namespace lutq::io {
+class Checkpoint;
+}
+
+namespace lutq::model {
+
+struct ArchDef {
+  std::string_view name;
+  // Sets the family's fields of c (the common keys are read already); may read {arch}.* keys.
+  // Errors name the file and the key.
+  Status (*configure)(const io::Checkpoint& ckpt, ModelConfig& c);
+  // The blocks of layer l, in order.
+  std::vector<BlockKind> (*layer_blocks)(const ModelConfig& c, int64_t l);
+};
+
+ArchDef llama_arch();
+ArchDef qwen2_arch();
+ArchDef qwen3_arch();
+
+// The registered architecture of this name, or nullptr.
+const ArchDef* find_arch(std::string_view name);
+
+// A dense pre-norm decoder layer: attention then SwiGLU feed-forward.
+std::vector<BlockKind> attention_then_swiglu(const ModelConfig& c, int64_t l);
+
+}  // namespace lutq::model

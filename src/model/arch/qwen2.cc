@@ -1,0 +1,19 @@
+// qwen2 (Qwen2, Qwen2.5, Qwen2.5-Coder): llama's blocks with biases on q/k/v, RoPE over the
+// halves of each head (NeoX pairing; the GGUF converter does not permute Q/K for qwen2), usually
+// an untied output head and rope base 1e6 (both read from the file).
+#include "model/arch/arch.h"
+
+namespace lutq::model {
+namespace {
+
+Status configure_qwen2(const io::Checkpoint&, ModelConfig& c) {
+  c.rope.mode = RopeMode::kNeox;
+  c.qkv_bias = true;
+  return Status::ok();
+}
+
+}  // namespace
+
+ArchDef qwen2_arch() { return {"qwen2", configure_qwen2, attention_then_swiglu}; }
+
+}  // namespace lutq::model

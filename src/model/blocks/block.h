@@ -1,0 +1,92 @@
+// Blocks: the pieces an architecture stacks into a layer (attention, SwiGLU feed-forward; MoE
+// later). Each block adds its output to the residual stream of the batch's rows. A new kind of
+// block is one file implementing Block plus one row in the block table (blocks/block.cc).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "model/batch.h"
+#include "model/config.h"
+#include "model/linear.h"
+#include "model/linear_spec.h"
+#include "model/memory.h"
+#include "model/ops.h"
+
+namespace lutq::model {
+
+// Sees the input of every block linear layer during forward() (calibration, pipeline/):
+// observe(layer, role, x[m][k]) is called before each linear, so q/k/v (and gate/up) each see
+// the same x. A non-ok Status aborts the forward pass with that error.
+class LinearObserver {
+ public:
+  virtual ~LinearObserver() = default;
+  virtual Status observe(int64_t layer, LinearRole role, const float* x, int64_t m, int64_t k) = 0;
+};
+
+// Scratch rows a forward pass reuses from layer to layer; blocks size them as they need.
+struct Scratch {
+  std::vector<float> h, q, k, v, att, gate, up;
+  static float* rows(std::vector<float>& buf, int64_t m, int64_t width) {
+    const auto need = static_cast<size_t>(m * width);
+    if (buf.size() < need) buf.resize(need);
+    return buf.data();
+  }
+};
+
+// What every block of one forward pass shares.
+struct ForwardContext {
+  const ModelConfig& config;
+  std::span<const BatchRow> rows;
+  const RopeTable& rope;  // one row per batch row
+  Memory& memory;
+  ThreadPool& pool;
+  OpIsa ops;
+  LinearObserver* observer = nullptr;
+  Scratch& scratch;
+
+  int64_t m() const { return static_cast<int64_t>(rows.size()); }
+  // lin.forward(in) on the batch's rows, preceded by the observer's look at the input.
+  Status linear(int64_t layer, LinearRole role, const Linear& lin, const float* in, float* out) const {
+    if (observer != nullptr) {
+      if (Status s = observer->observe(layer, role, in, m(), lin.k()); !s) return s;
+    }
+    return lin.forward(in, m(), out, pool);
+  }
+};
+
+class Block {
+ public:
+  virtual ~Block() = default;
+  // x [m][n_embd]: the residual stream of the batch's rows at layer `layer`, updated in place.
+  virtual Status forward(int64_t layer, float* x, ForwardContext& ctx) const = 0;
+  // The block's linear layer of this role, or nullptr.
+  virtual Linear* find(LinearRole role) = 0;
+  const Linear* find(LinearRole role) const { return const_cast<Block*>(this)->find(role); }
+};
+
+// A layer: its blocks, run in order.
+using Layer = std::vector<std::unique_ptr<Block>>;
+
+class LayerBuilder;
+
+enum class BlockKind { kAttention, kSwigluFfn };
+
+// A tensor a block reads: name, GGUF dims (ggml order), whether it must be present.
+struct TensorExpectation {
+  std::string name;
+  std::vector<int64_t> dims;
+  bool required = true;
+};
+
+// The tensors block `kind` of layer l reads under config c (shape checks at config time).
+std::vector<TensorExpectation> block_tensors(BlockKind kind, const ModelConfig& c, int64_t l);
+// Builds block `kind` of layer l from the checkpoint.
+Result<std::unique_ptr<Block>> build_block(BlockKind kind, LayerBuilder& b, int64_t l);
+
+}  // namespace lutq::model

@@ -1,0 +1,108 @@
+// Model::forward: the one forward pass, for any batch of rows (model/batch.h).
+#include <algorithm>
+#include <map>
+
+#include "model/model.h"
+#include "model/ops.h"
+
+namespace lutq::model {
+namespace {
+
+// The first and last position of each sequence in a batch.
+struct SeqSpan {
+  int64_t first = 0;
+  int64_t last = 0;
+};
+
+}  // namespace
+
+Status Model::check_batch(const Batch& batch, const Memory& memory) const {
+  const ModelConfig& c = config_;
+  if (batch.rows.empty()) return Status::invalid("forward: no tokens");
+  if (memory.shape() != memory_shape(memory.capacity(), memory.sequences())) {
+    return Status::invalid("forward: the KV cache was made for another model shape");
+  }
+  std::map<int32_t, int64_t> next;  // sequence -> position its next row must have
+  for (size_t i = 0; i < batch.rows.size(); ++i) {
+    const BatchRow& r = batch.rows[i];
+    const std::string where = batch.rows.size() > 1 ? "forward: row " + std::to_string(i) + ": " : "forward: ";
+    if (r.token < 0 || r.token >= c.n_vocab) {
+      return Status::invalid("forward: token id " + std::to_string(r.token) + " at index " + std::to_string(i) +
+                             " is outside the vocabulary [0, " + std::to_string(c.n_vocab) + ")");
+    }
+    if (r.seq < 0 || r.seq >= memory.sequences()) {
+      return Status::invalid(where + "sequence " + std::to_string(r.seq) + " is outside the memory's " +
+                             std::to_string(memory.sequences()));
+    }
+    const auto it = next.find(r.seq);
+    if (it == next.end()) {
+      if (r.pos < 0 || r.pos > memory.size(r.seq)) {
+        return Status::invalid(where + "position " + std::to_string(r.pos) + " leaves a gap (the cache holds " +
+                               std::to_string(memory.size(r.seq)) + " positions)");
+      }
+    } else if (r.pos != it->second) {
+      return Status::invalid(where + "position " + std::to_string(r.pos) + " of sequence " + std::to_string(r.seq) +
+                             " does not follow its previous row (" + std::to_string(it->second - 1) + ")");
+    }
+    if (r.pos >= memory.capacity()) {
+      return Status::invalid("KV cache full: position " + std::to_string(r.pos) + " of sequence " +
+                             std::to_string(r.seq) + " needs " + std::to_string(r.pos + 1) +
+                             " positions, capacity is " + std::to_string(memory.capacity()));
+    }
+    next[r.seq] = r.pos + 1;
+  }
+  return Status::ok();
+}
+
+Status Model::forward(const Batch& batch, Memory& memory, float* logits, ThreadPool& pool,
+                      LinearObserver* observer) const {
+  if (logits == nullptr) return Status::invalid("forward: null logits buffer");
+  if (Status s = check_batch(batch, memory); !s) return s;
+  const ModelConfig& c = config_;
+  const int64_t m = batch.size();
+  const int64_t e = c.n_embd;
+  std::map<int32_t, SeqSpan> spans;
+  for (const BatchRow& r : batch.rows) {
+    auto [it, fresh] = spans.try_emplace(r.seq, SeqSpan{r.pos, r.pos});
+    if (!fresh) it->second.last = r.pos;
+  }
+  for (const auto& [seq, span] : spans) memory.set_size(seq, span.first);  // invalid until this call succeeds
+
+  std::vector<float> x(static_cast<size_t>(m * e));
+  std::vector<int64_t> positions(static_cast<size_t>(m));
+  for (int64_t t = 0; t < m; ++t) {
+    const BatchRow& r = batch.rows[static_cast<size_t>(t)];
+    const float* row = token_embd_->data() + static_cast<int64_t>(r.token) * e;
+    std::copy(row, row + e, x.data() + t * e);
+    positions[static_cast<size_t>(t)] = r.pos;
+  }
+  const RopeTable rope = make_rope_table(c.rope, positions);
+  Scratch scratch;
+  ForwardContext ctx{c, batch.rows, rope, memory, pool, ops_, observer, scratch};
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    for (const std::unique_ptr<Block>& block : layers_[static_cast<size_t>(l)]) {
+      if (Status s = block->forward(l, x.data(), ctx); !s) return s;
+    }
+  }
+
+  // The rows that ask for logits, normed into consecutive rows of h.
+  std::vector<float> h(static_cast<size_t>(batch.logits_rows() * e));
+  int64_t n_out = 0;
+  for (int64_t t = 0; t < m; ++t) {
+    if (!batch.rows[static_cast<size_t>(t)].logits) continue;
+    rms_norm(x.data() + t * e, output_norm_.data(), e, c.rms_eps, h.data() + n_out * e);
+    ++n_out;
+  }
+  if (n_out > 0) {
+    if (Status s = output_.forward(h.data(), n_out, logits, pool); !s) return s;
+  }
+  for (const auto& [seq, span] : spans) memory.set_size(seq, span.last + 1);
+  return Status::ok();
+}
+
+Status Model::forward(std::span<const int32_t> tokens, int64_t start_pos, Memory& memory, float* logits,
+                      ThreadPool& pool, LogitsMode mode, LinearObserver* observer, int32_t seq) const {
+  return forward(Batch::sequence(tokens, start_pos, seq, mode), memory, logits, pool, observer);
+}
+
+}  // namespace lutq::model

@@ -1,0 +1,98 @@
+// Linear: one linear map y[m,n] = x[m,k] · W[n,k]^T (+ bias[n]) of a model, over one of the
+// weight forms below. A new weight form is one more struct with forward / weight_bytes /
+// describe and one more alternative of Form; nothing else changes. LinearSpec chooses the form
+// per layer (model/linear_spec.h).
+//   dense  fp32 weights kept as given, kernels::dense_gemm
+//   bcq    a BCQ matrix on a LUT-GEMM backend (kernels::BcqLinear)
+//   int8   LLM.int8() or plain int8 (kernels::int8_gemm)
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "format/bcq_matrix.h"
+#include "kernels/int8/int8_gemm.h"
+#include "kernels/linear.h"
+#include "model/linear_spec.h"
+#include "model/ops.h"
+#include "quant/quantize.h"
+
+namespace lutq::model {
+
+struct DenseForm {
+  std::shared_ptr<const std::vector<float>> w;  // [n][k], shared so a tied head reuses the embedding
+  bool avx2 = false;
+};
+struct BcqForm {
+  kernels::BcqLinear lin;
+  std::string desc;
+};
+struct Int8Form {
+  kernels::Int8Weights w;
+  kernels::Int8Options options;
+  kernels::Int8Isa isa = kernels::Int8Isa::kScalar;
+};
+
+class Linear {
+ public:
+  using Form = std::variant<DenseForm, BcqForm, Int8Form>;
+
+  // Dense fp32 layer over a shared row-major W[n,k]; `isa` is the model's one backend choice
+  // (scalar or AVX2 loops follow from it, model/ops.h).
+  static Result<Linear> dense(std::shared_ptr<const std::vector<float>> w, int64_t n, int64_t k, kernels::Isa isa);
+  // Quantizes W[n,k] per `choice` (choice.quantize must be true) and repacks for choice.isa.
+  // `name` (the tensor name) prefixes errors.
+  static Result<Linear> quantized(const std::string& name, const float* w, int64_t n, int64_t k,
+                                  const LinearChoice& choice, ThreadPool* pool);
+  // From an already quantized matrix (e.g. a lutq BCQ file).
+  static Result<Linear> from_bcq(const format::BcqMatrix& w, kernels::Isa isa, kernels::Precision precision);
+  // An int8 layer (quantized here or read from a lutq file): LLM.int8() with a finite threshold
+  // (zero-point activations; w should carry its fp16 copy), plain absmax int8 with +inf.
+  static Result<Linear> from_int8(kernels::Int8Weights w, float threshold, kernels::Isa isa);
+
+  // Adds bias[n] to every output row (q/k/v of qwen2). Error: wrong length.
+  Status set_bias(std::vector<float> bias);
+  const std::vector<float>& bias() const { return bias_; }
+
+  // y[m,n] = x[m,k] · W^T (+ bias); x rows have stride k, y rows stride n; m >= 1.
+  Status forward(const float* x, int64_t m, float* y, ThreadPool& pool) const;
+
+  int64_t n() const { return n_; }
+  int64_t k() const { return k_; }
+  bool is_quantized() const { return !std::holds_alternative<DenseForm>(form_); }
+  // Bytes a forward pass streams for the weights (and bias).
+  int64_t weight_bytes() const;
+  // "dense fp32 576x1536 (avx2)" or "bcq avx2/fast 576x1536 q=3 g=64 per-OC (3.25 bpw)", "+ bias".
+  std::string describe() const;
+
+  // The fp32 weights (dense only), the BCQ layer (bcq only), the int8 weights (int8 only).
+  const float* dense_data() const;
+  const kernels::BcqLinear* bcq() const;
+  const kernels::Int8Weights* int8() const;
+  float int8_threshold() const;
+
+ private:
+  Linear(int64_t n, int64_t k, Form form) : n_(n), k_(k), form_(std::move(form)) {}
+
+  int64_t n_ = 0;
+  int64_t k_ = 0;
+  Form form_;
+  std::vector<float> bias_;  // empty: none
+};
+
+// Quantizes W[n,k] per `choice` (choice.quantize must be true), adapting the group size as
+// choice.adapt_group says. `name` prefixes errors.
+Result<format::BcqMatrix> quantize_weight(const std::string& name, const float* w, int64_t n, int64_t k,
+                                          const LinearChoice& choice, ThreadPool* pool);
+
+// The group size LinearChoice::adapt_group settles on for a grouped extent, or nullopt when
+// no standard size (32..256, at most the requested one) nor the full extent divides it.
+std::optional<int64_t> adapted_group(int64_t requested, int64_t extent);
+
+}  // namespace lutq::model

@@ -1,0 +1,75 @@
+#include "model/loader.h"
+
+#include <utility>
+
+#include "io/checkpoint.h"
+#include "lutqfile/lutq_file.h"
+
+namespace lutq::model {
+
+Result<std::vector<float>> LayerBuilder::vector(const std::string& name) const {
+  const io::TensorInfo* t = ckpt_.find_tensor(name);
+  if (t == nullptr) return Status::invalid(ckpt_.path() + ": missing tensor '" + name + "'");
+  Result<std::vector<float>> w = ckpt_.dequantize(*t);
+  if (!w) return Status(w.status().code(), "tensor '" + name + "': " + w.status().message());
+  return w;
+}
+
+Result<Linear> LayerBuilder::linear(int64_t l, LinearRole role, bool bias) {
+  const std::string prefix = "blk." + std::to_string(l) + "." + role_name(role);
+  Result<Linear> lin = build(prefix + ".weight", prefix + ".weight", role, nullptr);
+  if (!lin || !bias) return lin;
+  Result<std::vector<float>> b = vector(prefix + ".bias");
+  if (!b) return b.status();
+  if (Status s = lin->set_bias(std::move(*b)); !s) {
+    return Status(s.code(), ckpt_.path() + ": tensor '" + prefix + ".bias': " + s.message());
+  }
+  return lin;
+}
+
+Result<Linear> LayerBuilder::output(std::shared_ptr<const std::vector<float>> token_embd) {
+  const bool tied = config_.tied_output;
+  return build("output.weight", tied ? "token_embd.weight" : "output.weight", std::nullopt,
+               tied ? std::move(token_embd) : nullptr);
+}
+
+// The BCQ matrix a lutq file stores under `name`, else its int8 entry, else the dense tensor
+// `dense_name` (the embedding table for a tied head), quantized or kept dense as the spec says.
+// `shared` reuses an already loaded fp32 copy when dense.
+Result<Linear> LayerBuilder::build(const std::string& name, const std::string& dense_name,
+                                   std::optional<LinearRole> role, std::shared_ptr<const std::vector<float>> shared) {
+  const auto prefixed = [&](const Status& s) { return Status(s.code(), ckpt_.path() + ": " + s.message()); };
+  Result<std::optional<lutqfile::BcqEntry>> entry = lutqfile::find_bcq(ckpt_, name);
+  if (!entry) return entry.status();
+  if (entry->has_value()) {
+    Result<format::BcqMatrix> w = lutqfile::read_bcq(ckpt_, name);
+    if (!w) return w.status();
+    Result<Linear> lin = Linear::from_bcq(*w, isa_, options_.precision);
+    if (!lin) return prefixed(Status(lin.status().code(), name + ": " + lin.status().message()));
+    return lin;
+  }
+  Result<std::optional<lutqfile::Int8Entry>> int8 = lutqfile::read_int8(ckpt_, name);
+  if (!int8) return int8.status();
+  if (int8->has_value()) {
+    lutqfile::Int8Entry& e = **int8;
+    Result<kernels::Int8Weights> w =
+        kernels::int8_from_codes(e.n, e.k, std::move(e.q), std::move(e.scale), std::move(e.fp16));
+    if (!w) return prefixed(Status(w.status().code(), name + ": " + w.status().message()));
+    return Linear::from_int8(std::move(*w), e.threshold, isa_);
+  }
+  const LinearChoice choice = options_.linear.resolve(name, role);
+  if (shared == nullptr) {
+    Result<std::vector<float>> w = vector(dense_name);
+    if (!w) return w.status();
+    shared = std::make_shared<const std::vector<float>>(std::move(*w));
+  }
+  const io::TensorInfo* info = ckpt_.find_tensor(dense_name);
+  const int64_t k = info->dims[0];
+  const int64_t n = info->num_elements() / k;
+  Result<Linear> lin = choice.quantize ? Linear::quantized(name, shared->data(), n, k, choice, &pool_)
+                                       : Linear::dense(std::move(shared), n, k, isa_);
+  if (!lin) return prefixed(lin.status());
+  return lin;
+}
+
+}  // namespace lutq::model

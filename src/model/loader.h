@@ -1,0 +1,64 @@
+// LayerBuilder: reads what blocks need from a checkpoint. A linear layer comes from a lutq
+// file's BCQ or int8 entry when it has one, else from the dense tensor, kept dense or
+// quantized at load as LoadOptions::linear says.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "kernels/kernel.h"
+#include "model/config.h"
+#include "model/linear.h"
+#include "model/linear_spec.h"
+
+namespace lutq::io {
+class Checkpoint;
+}
+
+namespace lutq::model {
+
+struct LoadOptions {
+  LinearSpec linear;  // dense fp32 for every layer type by default
+  // The one backend choice: the BCQ backend, and from it the implementation of every other op
+  // (model/ops.h OpIsa). No isa: the best for this CPU (or LUTQ_ISA). Quantize-at-load layers
+  // take their LinearChoice's isa for their BCQ kernel.
+  std::optional<kernels::Isa> isa;
+  kernels::Precision precision = kernels::Precision::kFast;
+  // Called after each block with (blocks done, blocks total); quantizing loads are slow.
+  std::function<void(int64_t, int64_t)> progress;
+};
+
+class LayerBuilder {
+ public:
+  LayerBuilder(const io::Checkpoint& ckpt, const ModelConfig& config, const LoadOptions& options, kernels::Isa isa,
+               ThreadPool& pool)
+      : ckpt_(ckpt), config_(config), options_(options), isa_(isa), pool_(pool) {}
+
+  const ModelConfig& config() const { return config_; }
+  kernels::Isa isa() const { return isa_; }
+
+  // A tensor dequantized to fp32; errors name the file and tensor.
+  Result<std::vector<float>> vector(const std::string& name) const;
+  // Block l's linear layer of `role` ("blk.l.<role>.weight"), with "blk.l.<role>.bias" when `bias`.
+  Result<Linear> linear(int64_t l, LinearRole role, bool bias);
+  // The output head: output.weight, or the embedding table when tied (reusing `token_embd`).
+  Result<Linear> output(std::shared_ptr<const std::vector<float>> token_embd);
+
+ private:
+  Result<Linear> build(const std::string& name, const std::string& dense_name, std::optional<LinearRole> role,
+                       std::shared_ptr<const std::vector<float>> shared);
+
+  const io::Checkpoint& ckpt_;
+  const ModelConfig& config_;
+  const LoadOptions& options_;
+  kernels::Isa isa_;
+  ThreadPool& pool_;
+};
+
+}  // namespace lutq::model

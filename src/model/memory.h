@@ -1,0 +1,88 @@
+// Memory: what attention keeps of past positions, for several sequences (the KV cache behind an
+// interface, in the spirit of llama.cpp's llama_memory_i). The model never touches cache storage:
+// each attention block hands its layer's new rows to attend(), which stores what this kind of
+// memory keeps and computes the attention of every row over its sequence's positions 0..pos.
+// A quantized KV cache or an XQuant cache (which keeps the normed input x and rebuilds K, V) is
+// one new implementation of this interface plus one row in make_memory (model/memory/).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "model/batch.h"
+#include "model/config.h"
+#include "model/ops.h"
+
+namespace lutq::model {
+
+// One layer's new rows as attention sees them, all [m][width] row-major, m = rows.size().
+struct AttentionRows {
+  std::span<const BatchRow> rows;
+  const float* q = nullptr;  // [m][n_head·head_dim], RoPE applied
+  const float* k = nullptr;  // [m][n_head_kv·head_dim], RoPE applied
+  const float* v = nullptr;  // [m][n_head_kv·head_dim]
+  const float* x = nullptr;  // [m][n_embd], the normed block input the projections saw
+};
+
+struct MemoryShape {
+  int64_t n_layer = 0;
+  int64_t n_embd = 0;
+  int64_t n_head = 0;
+  int64_t n_head_kv = 0;
+  int64_t head_dim = 0;
+  int64_t capacity = 0;   // positions per sequence
+  int64_t sequences = 0;
+  bool operator==(const MemoryShape&) const = default;
+};
+
+class Memory {
+ public:
+  virtual ~Memory() = default;
+
+  virtual std::string_view kind() const = 0;  // "f32", ...
+  const MemoryShape& shape() const { return shape_; }
+  int64_t capacity() const { return shape_.capacity; }
+  int64_t sequences() const { return shape_.sequences; }
+
+  // Positions 0..size(seq)-1 of sequence seq hold valid entries.
+  int64_t size(int32_t seq) const { return sizes_[static_cast<size_t>(seq)]; }
+  // Forgets positions >= n of seq (e.g. to re-run from a shared prefix); n >= size is a no-op.
+  void truncate(int32_t seq, int64_t n);
+  void clear(int32_t seq) { truncate(seq, 0); }
+  // Set by Model::forward: invalidated to the batch's first position before it runs, advanced
+  // past its last position when it succeeds.
+  void set_size(int32_t seq, int64_t n) { sizes_[static_cast<size_t>(seq)] = n; }
+
+  // Bytes held, and bytes one position of one sequence costs over all layers.
+  virtual int64_t bytes() const = 0;
+  virtual int64_t bytes_per_token() const = 0;
+
+  // Stores layer `layer`'s rows (at their own sequence and position), then writes to out
+  // [m][n_head·head_dim] each row's causal attention over positions 0..pos of its sequence.
+  // Query head h reads kv head h / (n_head / n_head_kv); scores scaled by 1/sqrt(head_dim).
+  virtual Status attend(int64_t layer, const AttentionRows& rows, float* out, OpIsa ops, ThreadPool& pool) = 0;
+
+ protected:
+  explicit Memory(const MemoryShape& shape) : shape_(shape), sizes_(static_cast<size_t>(shape.sequences), 0) {}
+
+ private:
+  MemoryShape shape_;
+  std::vector<int64_t> sizes_;
+};
+
+enum class MemoryKind { kF32 };
+const char* memory_kind_name(MemoryKind kind);
+Result<MemoryKind> parse_memory_kind(std::string_view name);  // "f32"
+
+// Bytes a memory of this kind and shape would hold (for planning, before allocating).
+int64_t memory_bytes(MemoryKind kind, const MemoryShape& shape);
+// A memory of this kind; errors when the shape is invalid or would not fit (kOutOfMemory).
+Result<std::unique_ptr<Memory>> make_memory(MemoryKind kind, const MemoryShape& shape);
+
+}  // namespace lutq::model

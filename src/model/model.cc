@@ -1,0 +1,129 @@
+#include "model/model.h"
+
+#include <cstdio>
+#include <map>
+#include <utility>
+
+#include "core/cpu.h"
+#include "io/checkpoint.h"
+#include "kernels/linear.h"
+#include "lutqfile/lutq_file.h"
+#include "model/arch/arch.h"
+
+namespace lutq::model {
+namespace {
+
+std::string mib(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+  return buf;
+}
+
+}  // namespace
+
+Result<Model> Model::load(const io::Checkpoint& ckpt, const LoadOptions& options, ThreadPool& pool) {
+  Result<bool> lutq_file = lutqfile::is_lutq_file(ckpt);
+  if (!lutq_file) return lutq_file.status();
+  Result<ModelConfig> config = ModelConfig::from_checkpoint(ckpt);
+  if (!config) return config.status();
+  const ModelConfig& c = *config;
+  const ArchDef* arch = find_arch(c.arch);  // from_checkpoint found it
+  Result<kernels::Isa> isa = kernels::select_isa(detect_cpu(), options.isa);
+  if (!isa) return isa.status();
+  LayerBuilder builder(ckpt, c, options, *isa, pool);
+
+  Result<std::vector<float>> embd = builder.vector("token_embd.weight");
+  if (!embd) return embd.status();
+  auto token_embd = std::make_shared<const std::vector<float>>(std::move(*embd));
+  Result<Linear> output = builder.output(token_embd);
+  if (!output) return output.status();
+  Model model(c, std::move(token_embd), std::move(*output));
+  model.ops_ = op_isa(*isa, detect_cpu());
+  Result<std::vector<float>> out_norm = builder.vector("output_norm.weight");
+  if (!out_norm) return out_norm.status();
+  model.output_norm_ = std::move(*out_norm);
+
+  model.layers_.reserve(static_cast<size_t>(c.n_layer));
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    Layer layer;
+    for (BlockKind kind : arch->layer_blocks(c, l)) {
+      Result<std::unique_ptr<Block>> block = build_block(kind, builder, l);
+      if (!block) return block.status();
+      layer.push_back(std::move(*block));
+    }
+    model.layers_.push_back(std::move(layer));
+    if (options.progress) options.progress(l + 1, c.n_layer);
+  }
+  return model;
+}
+
+MemoryShape Model::memory_shape(int64_t capacity, int64_t sequences) const {
+  const ModelConfig& c = config_;
+  return MemoryShape{c.n_layer, c.n_embd, c.n_head, c.n_head_kv, c.head_dim,
+                     capacity <= 0 ? c.context_length : capacity, sequences};
+}
+
+Result<std::unique_ptr<Memory>> Model::make_memory(int64_t capacity, int64_t sequences, MemoryKind kind) const {
+  return model::make_memory(kind, memory_shape(capacity, sequences));
+}
+
+const Linear* Model::linear(int64_t l, LinearRole role) const {
+  if (l < 0 || l >= config_.n_layer) return nullptr;
+  for (const std::unique_ptr<Block>& b : layers_[static_cast<size_t>(l)]) {
+    if (const Linear* lin = b->find(role)) return lin;
+  }
+  return nullptr;
+}
+
+Status Model::replace_linear(int64_t l, LinearRole role, Linear layer) {
+  Linear* old = nullptr;
+  if (l >= 0 && l < config_.n_layer) {
+    for (std::unique_ptr<Block>& b : layers_[static_cast<size_t>(l)]) {
+      if ((old = b->find(role)) != nullptr) break;
+    }
+  }
+  if (old == nullptr) {
+    return Status::invalid("replace_linear: block " + std::to_string(l) + " has no " + role_name(role) + " layer");
+  }
+  if (old->n() != layer.n() || old->k() != layer.k()) {
+    return Status::invalid("replace_linear: block " + std::to_string(l) + " " + role_name(role) + " is " +
+                           std::to_string(old->n()) + "x" + std::to_string(old->k()) + ", the new layer " +
+                           std::to_string(layer.n()) + "x" + std::to_string(layer.k()));
+  }
+  if (!old->bias().empty() && layer.bias().empty()) {
+    if (Status s = layer.set_bias(old->bias()); !s) return s;
+  }
+  *old = std::move(layer);
+  return Status::ok();
+}
+
+int64_t Model::block_weight_bytes() const {
+  int64_t total = 0;
+  for (int64_t l = 0; l < config_.n_layer; ++l) {
+    for (int r = 0; r < kNumLinearRoles; ++r) {
+      if (const Linear* lin = linear(l, static_cast<LinearRole>(r))) total += lin->weight_bytes();
+    }
+  }
+  return total;
+}
+
+int64_t Model::weight_bytes() const { return block_weight_bytes() + output_.weight_bytes(); }
+
+std::string Model::describe() const {
+  std::string s = config_.summary() + "\n";
+  s += std::string("  backend: ") + kernels::isa_name(ops_.isa) + " (dense/attention " + op_isa_name(ops_) +
+       ", int8 " + kernels::int8_isa_name(ops_.int8) + ")\n";
+  std::map<std::string, int> forms;  // "attn_q: <form>" -> count over blocks
+  for (int64_t l = 0; l < config_.n_layer; ++l) {
+    for (int r = 0; r < kNumLinearRoles; ++r) {
+      const auto role = static_cast<LinearRole>(r);
+      if (const Linear* lin = linear(l, role)) ++forms[std::string(role_name(role)) + ": " + lin->describe()];
+    }
+  }
+  for (const auto& [form, count] : forms) s += "  " + form + " x" + std::to_string(count) + "\n";
+  s += "  output: " + output_.describe() + (config_.tied_output ? " (tied to token_embd)" : "") + "\n";
+  s += "  weights streamed per token: " + mib(weight_bytes()) + " (blocks " + mib(block_weight_bytes()) + ")\n";
+  return s;
+}
+
+}  // namespace lutq::model

@@ -1,0 +1,95 @@
+// Model: a decoder-only transformer of any registered architecture (model/arch/): load,
+// make_memory, forward(batch, memory, logits). This is the one thing generation, perplexity, the
+// server and calibration see. The forward pass exists once (model/forward.cc):
+//
+//   x = token_embd[tokens]
+//   per layer l, per block of the architecture's layer (attention, SwiGLU FFN, ...):
+//       x += block(x)          (blocks/; attention reads and writes the Memory)
+//   logits = output(output_norm(x))   for the rows that ask for logits (output = token_embd when tied)
+//
+// All rows of one batch go through every linear layer as one GEMM with m = number of rows:
+// prefill of one sequence, decode of one, and continuous batching of many are the same call.
+// Tensor names stay the GGUF / Hugging Face ones.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "model/batch.h"
+#include "model/blocks/block.h"
+#include "model/config.h"
+#include "model/linear.h"
+#include "model/loader.h"
+#include "model/memory.h"
+
+namespace lutq::io {
+class Checkpoint;
+}
+
+namespace lutq::model {
+
+class Model {
+ public:
+  // Reads the config (ModelConfig::from_checkpoint validates metadata and shapes) and builds
+  // every block: a BCQ / int8 matrix stored in a lutq file goes straight to its kernel; a dense
+  // tensor is dequantized to fp32 and kept dense or quantized on `pool` as options.linear says.
+  // The embedding table stays fp32; the head is dense unless the spec or the file quantizes it.
+  static Result<Model> load(const io::Checkpoint& ckpt, const LoadOptions& options, ThreadPool& pool);
+
+  const ModelConfig& config() const { return config_; }
+  const OpIsa& ops() const { return ops_; }
+
+  // A memory for `sequences` sequences of `capacity` positions each (<= 0: the trained
+  // context). Errors: a size that would not fit (kOutOfMemory).
+  Result<std::unique_ptr<Memory>> make_memory(int64_t capacity = 0, int64_t sequences = 1,
+                                              MemoryKind kind = MemoryKind::kF32) const;
+  MemoryShape memory_shape(int64_t capacity, int64_t sequences) const;
+
+  // Runs the batch's rows and writes the logits of the rows that ask for them, in row order,
+  // [batch.logits_rows()][vocab]. Rows of one sequence must have consecutive positions, the
+  // first at most memory.size(seq) (later entries are overwritten). Errors: an empty batch, a
+  // token outside the vocabulary, a sequence outside the memory, a gap or repeat in a sequence's
+  // positions, a full memory ("KV cache full"), a memory made for another model.
+  Status forward(const Batch& batch, Memory& memory, float* logits, ThreadPool& pool,
+                 LinearObserver* observer = nullptr) const;
+  // One sequence's tokens at positions start_pos.. : logits [vocab] of the last token (kLast)
+  // or [tokens][vocab] (kAll).
+  Status forward(std::span<const int32_t> tokens, int64_t start_pos, Memory& memory, float* logits, ThreadPool& pool,
+                 LogitsMode mode = LogitsMode::kLast, LinearObserver* observer = nullptr, int32_t seq = 0) const;
+
+  // Block l's linear layer of `role` (nullptr when the layer has none).
+  const Linear* linear(int64_t l, LinearRole role) const;
+  // Swaps in another form of block l's `role` layer (e.g. a GPTQ-quantized one after
+  // calibration); its shape must match (its bias is kept). Not thread-safe with a running forward().
+  Status replace_linear(int64_t l, LinearRole role, Linear layer);
+  const Linear& output() const { return output_; }
+  const float* token_embedding() const { return token_embd_->data(); }
+
+  // Weight bytes streamed per decoded token: block linears + output head (the embedding lookup
+  // reads one row), and the same for the block linears alone.
+  int64_t weight_bytes() const;
+  int64_t block_weight_bytes() const;
+  // Multi-line description: config summary, backend, and each distinct linear-layer form.
+  std::string describe() const;
+
+ private:
+  Model(ModelConfig config, std::shared_ptr<const std::vector<float>> token_embd, Linear output)
+      : config_(std::move(config)), token_embd_(std::move(token_embd)), output_(std::move(output)) {}
+
+  Status check_batch(const Batch& batch, const Memory& memory) const;
+
+  ModelConfig config_;
+  std::shared_ptr<const std::vector<float>> token_embd_;  // [n_vocab][n_embd]
+  Linear output_;
+  std::vector<float> output_norm_;
+  std::vector<Layer> layers_;
+  OpIsa ops_;
+};
+
+}  // namespace lutq::model
