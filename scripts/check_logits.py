@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent cross-check of lutq's Llama forward pass against Hugging Face transformers.
+"""Independent cross-check of lutq's forward pass (llama, qwen2) against Hugging Face transformers.
 
 Both sides load the same GGUF file and dequantize it to fp32: lutq through lutq_dump_logits
 (src/model/tools/dump_logits.cc, dense fp32 path), transformers through
@@ -81,6 +81,20 @@ def run_reference(args, ids):
     return out, hf_ids
 
 
+def print_goldens(ids, ref, n):
+    n = min(n, len(ids))
+    top2 = np.sort(ref[:n], axis=1)[:, -2:]
+    argmax = [int(a) if t[1] - t[0] >= 0.05 else -1 for a, t in zip(ref[:n].argmax(axis=1), top2)]
+    print("ids = {" + ", ".join(str(i) for i in ids[:n]) + "};")
+    print("argmax = {" + ", ".join(str(a) for a in argmax) + "};")
+    picks = []
+    for pos in (0, n // 2, n - 1):
+        order = np.argsort(-ref[pos])
+        for tok in list(order[:3]) + [1000]:
+            picks.append(f"{{{pos}, {int(tok)}, {float(ref[pos, tok]):.6f}f}}")
+    print("logits = {" + ", ".join(picks) + "};")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=DEFAULT_MODEL)
@@ -93,6 +107,9 @@ def main():
     p.add_argument("--quant", default="", help="Q,G[,offset]: quantize lutq's block linears (BCQ, best ISA) and only "
                    "report the distance to the fp32 reference (no pass/fail)")
     p.add_argument("--precision", default="fast", choices=["exact", "fast"])
+    p.add_argument("--goldens", type=int, default=0, metavar="N",
+                   help="also print the first N ids, the reference's argmax per position (-1 where its top two "
+                   "logits are within 0.05) and sample logits as C++ initialisers for src/model/real_model_test.cc")
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory() as workdir:
@@ -115,6 +132,8 @@ def main():
     print(f"mean |dlogit| = {diff.mean():.3e}")
     print(f"max |dlogit| by position: first {per_pos[0]:.2e}, median {np.median(per_pos):.2e}, last {per_pos[-1]:.2e}")
     print(f"top-1 agreement: {int(top1.sum())}/{len(ids)} ({100.0 * top1.mean():.1f}%)")
+    if args.goldens:
+        print_goldens(ids, ref, args.goldens)
     if args.quant:
         rel = np.sqrt(((ours.astype(np.float64) - ref) ** 2).sum() / (ref.astype(np.float64) ** 2).sum())
         print(f"quantized q,g={args.quant} ({args.precision}): relative logit RMS error {rel:.4f} (report only)")

