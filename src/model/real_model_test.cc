@@ -131,7 +131,33 @@ TEST(RealModelSmolLm2, MatchesTransformersGoldens) {
   std::filesystem::remove(lutq_path);
 }
 
-// QWEN_GOLDENS
+// Qwen2.5-Coder-1.5B-Instruct (qwen2: q/k/v biases, NeoX RoPE, untied head, 151936 tokens),
+// dense fp32 from its Q4_K_M GGUF. scripts/check_logits.py over 256 tokens of sotu-eval: max
+// |dlogit| 6.3e-5, top-1 256/256, tokenizer ids 256/256 equal to Hugging Face's.
+TEST(RealModelQwen2, MatchesTransformersGoldens) {
+  std::string skip;
+  std::optional<io::GgufFile> f = open_env_model("LUTQ_QWEN_GGUF", skip);
+  if (!f) GTEST_SKIP() << skip;
+  ThreadPool pool(2);
+  const Model model = load(*f, pool);
+  EXPECT_EQ(model.config().arch, "qwen2");
+  EXPECT_TRUE(model.config().qkv_bias);
+  EXPECT_FALSE(model.config().tied_output);
+  const std::vector<int32_t> ids = {12275, 13,   29073, 11,  4392, 13,  22461, 4795,  11,   16954, 315,
+                                    7992,  11,   38277, 14709, 11, 847, 12357, 8877, 25,   1205,  525,
+                                    39410, 311,  387,  13675, 518, 419, 4445,  304,  3840, 13};
+  const std::vector<int32_t> argmax = {13,  25164, 11,  358, 13,  31624, 29073, 11,  323,  315, 279,
+                                       11,  323,   14709, 11, 323, 17639, 10283, 11,  358,  525, 20190,
+                                       311, 387,   1588, 304, 419, 882,   304,   3840, 13,   1205};
+  const std::vector<Logit> logits = {{0, 13, 8.408514f},       {0, 16, 7.691089f},       {0, 585, 7.638985f},
+                                     {0, 1000, -5.310810f},    {16, 17639, 12.908209f},  {16, 12357, 12.800335f},
+                                     {16, 4780, 11.704983f},   {16, 1000, -2.435835f},   {31, 1205, 14.763780f},
+                                     {31, 1084, 13.748432f},   {31, 576, 13.665827f},    {31, 1000, -1.168740f}};
+  const std::vector<float> got = prefill_all(model, ids, pool);
+  const auto V = static_cast<size_t>(model.config().n_vocab);
+  ASSERT_EQ(V, 151936u);
+  expect_goldens(got, V, argmax, logits, 1e-3f);
+}
 
 }  // namespace
 }  // namespace lutq::model
