@@ -98,6 +98,28 @@ Result<model::CalibrationStats> calibrate(const io::Checkpoint& in, const model:
   return stats;
 }
 
+// The layer-by-layer source over the dense model (loaded into `dense`, which must outlive it).
+Result<std::unique_ptr<model::HessianSource>> layerwise_source(const io::Checkpoint& in, std::span<const int32_t> ids,
+                                                               int32_t bos, const QuantizeArgs& a, ThreadPool& pool,
+                                                               std::optional<model::Model>& dense) {
+  std::vector<std::vector<int32_t>> chunks = model::calibration_chunks(ids, a.calib_ctx, a.calib_tokens, bos);
+  if (chunks.empty()) {
+    return Status::invalid(a.calib + ": " + std::to_string(ids.size()) + " tokens, fewer than one chunk of " +
+                           std::to_string(a.calib_ctx));
+  }
+  model::LoadOptions lo;
+  ProgressLine loading("lutq: loading the dense model for calibration");
+  lo.progress = [&](int64_t done, int64_t total) { loading.update(done, total, "blocks"); };
+  Result<model::Model> m = model::Model::load(in, lo, pool);
+  if (!m) return m.status();
+  dense.emplace(std::move(*m));
+  std::fprintf(stderr, "\nlutq: calibrating block by block on %zu x %lld tokens, each block's statistics just "
+                       "before its layers are quantized\n", chunks.size(), static_cast<long long>(a.calib_ctx));
+  Result<model::LayerwiseCalibration> lw = model::LayerwiseCalibration::create(*dense, std::move(chunks), pool);
+  if (!lw) return lw.status();
+  return std::unique_ptr<model::HessianSource>(std::make_unique<model::LayerwiseCalibration>(std::move(*lw)));
+}
+
 std::string mib(int64_t bytes) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
@@ -160,16 +182,29 @@ int run(const QuantizeArgs& a) {
   std::optional<model::CalibrationStats> stats;
   std::vector<int32_t> calib_ids;  // the calibration text, tokenized once for both uses
   int32_t bos = -1;
-  if (model::needs_calibration(*spec, *config) || a.target_bpw > 0.0) {
+  // Statistics of every block at once for the cache and for mixed precision; otherwise one block
+  // at a time (layerwise), which is what lets a 1.5B model's GPTQ fit in memory.
+  const bool calibrated = model::needs_calibration(*spec, *config) || a.target_bpw > 0.0;
+  const bool layerwise = calibrated && a.calib_cache.empty() && a.target_bpw <= 0.0;
+  std::optional<model::Model> dense;  // the layerwise source runs it
+  std::unique_ptr<model::HessianSource> source;
+  if (calibrated) {
     if (a.calib_tokens < a.calib_ctx) {
       return report_error(Status::invalid("--calib-tokens: at least --calib-ctx tokens"), kExitUsage);
     }
     Result<std::vector<int32_t>> ids = calibration_ids(**in, a, &bos);
     if (!ids) return report_error(ids.status(), kExitFailure);
     calib_ids = std::move(*ids);
-    Result<model::CalibrationStats> st = calibrate(**in, *config, calib_ids, bos, a, pool);
-    if (!st) return report_error(st.status(), kExitFailure);
-    stats.emplace(std::move(*st));
+    if (layerwise) {
+      Result<std::unique_ptr<model::HessianSource>> lw = layerwise_source(**in, calib_ids, bos, a, pool, dense);
+      if (!lw) return report_error(lw.status(), kExitFailure);
+      source = std::move(*lw);
+    } else {
+      Result<model::CalibrationStats> st = calibrate(**in, *config, calib_ids, bos, a, pool);
+      if (!st) return report_error(st.status(), kExitFailure);
+      stats.emplace(std::move(*st));
+      source = std::make_unique<model::StoredHessians>(*stats);
+    }
   }
   if (a.target_bpw > 0.0) {
     std::vector<int> cand = a.candidates;
@@ -231,7 +266,7 @@ int run(const QuantizeArgs& a) {
   Result<model::QuantizeReport> report = model::quantize_to_file(
       **in, *spec, a.out, pool,
       [&](int64_t done, int64_t total, const model::QuantizedLayer& l) { progress.update(done, total, l.name); },
-      stats ? &*stats : nullptr);
+      source.get());
   if (!report) return report_error(report.status(), kExitFailure);
   std::printf("wrote %s\n", a.out.c_str());
   print_summary(*report, a.per_layer);

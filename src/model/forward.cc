@@ -68,22 +68,8 @@ Status Model::forward(const Batch& batch, Memory& memory, float* logits, ThreadP
   }
   for (const auto& [seq, span] : spans) memory.set_size(seq, span.first);  // invalid until this call succeeds
 
-  std::vector<float> x(static_cast<size_t>(m * e));
-  std::vector<int64_t> positions(static_cast<size_t>(m));
-  for (int64_t t = 0; t < m; ++t) {
-    const BatchRow& r = batch.rows[static_cast<size_t>(t)];
-    const float* row = token_embd_->data() + static_cast<int64_t>(r.token) * e;
-    std::copy(row, row + e, x.data() + t * e);
-    positions[static_cast<size_t>(t)] = r.pos;
-  }
-  const RopeTable rope = make_rope_table(c.rope, positions);
-  Scratch scratch;
-  ForwardContext ctx{c, batch.rows, rope, memory, pool, ops_, observer, scratch};
-  for (int64_t l = 0; l < c.n_layer; ++l) {
-    for (const std::unique_ptr<Block>& block : layers_[static_cast<size_t>(l)]) {
-      if (Status s = block->forward(l, x.data(), ctx); !s) return s;
-    }
-  }
+  std::vector<float> x = embed(batch);
+  if (Status s = forward_layers(batch, memory, x.data(), 0, c.n_layer, pool, observer); !s) return s;
 
   // The rows that ask for logits, normed into consecutive rows of h.
   std::vector<float> h(static_cast<size_t>(batch.logits_rows() * e));
@@ -97,6 +83,35 @@ Status Model::forward(const Batch& batch, Memory& memory, float* logits, ThreadP
     if (Status s = output_.forward(h.data(), n_out, logits, pool); !s) return s;
   }
   for (const auto& [seq, span] : spans) memory.set_size(seq, span.last + 1);
+  return Status::ok();
+}
+
+std::vector<float> Model::embed(const Batch& batch) const {
+  const int64_t e = config_.n_embd;
+  std::vector<float> x(static_cast<size_t>(batch.size() * e));
+  for (int64_t t = 0; t < batch.size(); ++t) {
+    const float* row = token_embd_->data() + static_cast<int64_t>(batch.rows[static_cast<size_t>(t)].token) * e;
+    std::copy(row, row + e, x.data() + t * e);
+  }
+  return x;
+}
+
+Status Model::forward_layers(const Batch& batch, Memory& memory, float* x, int64_t first, int64_t last,
+                             ThreadPool& pool, LinearObserver* observer) const {
+  if (first < 0 || last > config_.n_layer || first > last) {
+    return Status::invalid("forward_layers: layers [" + std::to_string(first) + ", " + std::to_string(last) +
+                           ") outside [0, " + std::to_string(config_.n_layer) + ")");
+  }
+  std::vector<int64_t> positions(batch.rows.size());
+  for (size_t t = 0; t < batch.rows.size(); ++t) positions[t] = batch.rows[t].pos;
+  const RopeTable rope = make_rope_table(config_.rope, positions);
+  Scratch scratch;
+  ForwardContext ctx{config_, batch.rows, rope, memory, pool, ops_, observer, scratch};
+  for (int64_t l = first; l < last; ++l) {
+    for (const std::unique_ptr<Block>& block : layers_[static_cast<size_t>(l)]) {
+      if (Status s = block->forward(l, x, ctx); !s) return s;
+    }
+  }
   return Status::ok();
 }
 

@@ -63,6 +63,15 @@ class Model {
   Status forward(std::span<const int32_t> tokens, int64_t start_pos, Memory& memory, float* logits, ThreadPool& pool,
                  LogitsMode mode = LogitsMode::kLast, LinearObserver* observer = nullptr, int32_t seq = 0) const;
 
+  // The pieces of forward() for a caller that walks the layers itself (layer-by-layer
+  // calibration, pipeline stages): the residual stream x [rows][n_embd] of the batch's tokens,
+  // then layers [first, last) applied to it. No checks beyond forward()'s own: the batch must be
+  // valid for the memory (check_batch), and only forward() updates the memory's sizes.
+  Status check_batch(const Batch& batch, const Memory& memory) const;
+  std::vector<float> embed(const Batch& batch) const;
+  Status forward_layers(const Batch& batch, Memory& memory, float* x, int64_t first, int64_t last, ThreadPool& pool,
+                        LinearObserver* observer = nullptr) const;
+
   // Block l's linear layer of `role` (nullptr when the layer has none).
   const Linear* linear(int64_t l, LinearRole role) const;
   // Swaps in another form of block l's `role` layer (e.g. a GPTQ-quantized one after
@@ -81,8 +90,6 @@ class Model {
  private:
   Model(ModelConfig config, std::shared_ptr<const std::vector<float>> token_embd, Linear output)
       : config_(std::move(config)), token_embd_(std::move(token_embd)), output_(std::move(output)) {}
-
-  Status check_batch(const Batch& batch, const Memory& memory) const;
 
   ModelConfig config_;
   std::shared_ptr<const std::vector<float>> token_embd_;  // [n_vocab][n_embd]

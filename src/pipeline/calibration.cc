@@ -7,14 +7,17 @@
 namespace lutq::model {
 namespace {
 
+// Feeds acc[(layer − first_layer)·kNumLinearInputs + input].
 class HessianObserver final : public LinearObserver {
  public:
-  HessianObserver(std::vector<quant::HessianAccumulator>& acc, ThreadPool& pool) : acc_(acc), pool_(pool) {}
+  HessianObserver(std::vector<quant::HessianAccumulator>& acc, ThreadPool& pool, int64_t first_layer = 0)
+      : acc_(acc), pool_(pool), first_layer_(first_layer) {}
 
   Status observe(int64_t layer, LinearRole role, const float* x, int64_t m, int64_t k) override {
     // q/k/v and gate/up see the same x: count it once, at the first of each.
     if (role == LinearRole::kAttnK || role == LinearRole::kAttnV || role == LinearRole::kFfnUp) return Status::ok();
-    quant::HessianAccumulator& a = acc_[static_cast<size_t>(layer * kNumLinearInputs + static_cast<int>(input_of(role)))];
+    quant::HessianAccumulator& a =
+        acc_[static_cast<size_t>((layer - first_layer_) * kNumLinearInputs + static_cast<int>(input_of(role)))];
     if (a.k() != k) {
       return Status::invalid("calibration: block " + std::to_string(layer) + " " + role_name(role) + " input has " +
                              std::to_string(k) + " features, expected " + std::to_string(a.k()));
@@ -25,7 +28,35 @@ class HessianObserver final : public LinearObserver {
  private:
   std::vector<quant::HessianAccumulator>& acc_;
   ThreadPool& pool_;
+  int64_t first_layer_;
 };
+
+// The longest chunk, after checking every chunk is non-empty and fits the context.
+Result<int64_t> check_chunks(std::span<const std::vector<int32_t>> chunks, int64_t context_length) {
+  if (chunks.empty()) return Status::invalid("calibration: no token chunks");
+  int64_t longest = 0;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (chunks[i].empty()) return Status::invalid("calibration: chunk " + std::to_string(i) + " is empty");
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(chunks[i].size()));
+  }
+  if (longest > context_length) {
+    return Status::invalid("calibration: a chunk of " + std::to_string(longest) +
+                           " tokens exceeds the context length " + std::to_string(context_length));
+  }
+  return longest;
+}
+
+// One accumulator per distinct input of block l's linear layers.
+Status add_accumulators(const Model& model, int64_t l, std::vector<quant::HessianAccumulator>& acc) {
+  for (LinearRole role : {LinearRole::kAttnQ, LinearRole::kAttnOutput, LinearRole::kFfnGate, LinearRole::kFfnDown}) {
+    const Linear* lin = model.linear(l, role);
+    if (lin == nullptr) return Status::invalid("calibration: block " + std::to_string(l) + " has no " + role_name(role));
+    Result<quant::HessianAccumulator> a = quant::HessianAccumulator::create(lin->k());
+    if (!a) return a.status();
+    acc.push_back(std::move(*a));
+  }
+  return Status::ok();
+}
 
 }  // namespace
 
@@ -49,29 +80,15 @@ LinearInput input_of(LinearRole role) {
 Result<CalibrationStats> collect_hessians(const Model& model, std::span<const std::vector<int32_t>> chunks,
                                           const CalibrationOptions& options, ThreadPool& pool) {
   const ModelConfig& c = model.config();
-  if (chunks.empty()) return Status::invalid("calibration: no token chunks");
-  int64_t longest = 0;
-  for (size_t i = 0; i < chunks.size(); ++i) {
-    if (chunks[i].empty()) return Status::invalid("calibration: chunk " + std::to_string(i) + " is empty");
-    longest = std::max<int64_t>(longest, static_cast<int64_t>(chunks[i].size()));
-  }
-  if (longest > c.context_length) {
-    return Status::invalid("calibration: a chunk of " + std::to_string(longest) +
-                           " tokens exceeds the context length " + std::to_string(c.context_length));
-  }
+  Result<int64_t> longest = check_chunks(chunks, c.context_length);
+  if (!longest) return longest.status();
   CalibrationStats stats;
   stats.n_layer_ = c.n_layer;
   stats.acc_.reserve(static_cast<size_t>(c.n_layer * kNumLinearInputs));
   for (int64_t l = 0; l < c.n_layer; ++l) {
-    for (LinearRole role : {LinearRole::kAttnQ, LinearRole::kAttnOutput, LinearRole::kFfnGate, LinearRole::kFfnDown}) {
-      const Linear* lin = model.linear(l, role);
-      if (lin == nullptr) return Status::invalid("calibration: block " + std::to_string(l) + " has no " + role_name(role));
-      Result<quant::HessianAccumulator> a = quant::HessianAccumulator::create(lin->k());
-      if (!a) return a.status();
-      stats.acc_.push_back(std::move(*a));
-    }
+    if (Status s = add_accumulators(model, l, stats.acc_); !s) return s;
   }
-  Result<std::unique_ptr<Memory>> cache = model.make_memory(longest);
+  Result<std::unique_ptr<Memory>> cache = model.make_memory(*longest);
   if (!cache) return cache.status();
   std::vector<float> logits(static_cast<size_t>(c.n_vocab));
   HessianObserver observer(stats.acc_, pool);
@@ -86,6 +103,55 @@ Result<CalibrationStats> collect_hessians(const Model& model, std::span<const st
     if (options.progress) options.progress(i + 1, total);
   }
   return stats;
+}
+
+Result<LayerwiseCalibration> LayerwiseCalibration::create(const Model& model, std::vector<std::vector<int32_t>> chunks,
+                                                         ThreadPool& pool, const CalibrationOptions& options) {
+  Result<int64_t> longest = check_chunks(chunks, model.config().context_length);
+  if (!longest) return longest.status();
+  LayerwiseCalibration cal(model, pool);
+  Result<std::unique_ptr<Memory>> memory = model.make_memory(*longest);
+  if (!memory) return memory.status();
+  cal.memory_ = std::move(*memory);
+  cal.options_ = options;
+  for (const std::vector<int32_t>& chunk : chunks) {
+    cal.x_.push_back(model.embed(Batch::sequence(chunk, 0, 0, LogitsMode::kLast)));
+    cal.tokens_ += static_cast<int64_t>(chunk.size());
+  }
+  cal.chunks_ = std::move(chunks);
+  return cal;
+}
+
+int64_t LayerwiseCalibration::n_layer() const { return model_->config().n_layer; }
+
+Result<const double*> LayerwiseCalibration::hessian(int64_t layer, LinearRole role) {
+  if (layer < 0 || layer >= n_layer()) return Status::invalid("calibration: no block " + std::to_string(layer));
+  if (layer != held_) {
+    if (layer < held_) {
+      return Status::invalid("calibration: block " + std::to_string(layer) + " asked for after block " +
+                             std::to_string(held_) + " (layer-by-layer statistics go forward only)");
+    }
+    if (Status s = advance(layer); !s) return s;
+  }
+  return acc_[static_cast<size_t>(input_of(role))].h().data();
+}
+
+Status LayerwiseCalibration::advance(int64_t layer) {
+  acc_.clear();
+  if (Status s = add_accumulators(*model_, layer, acc_); !s) return s;
+  held_ = layer;
+  HessianObserver observer(acc_, *pool_, layer);
+  for (; next_ <= layer; ++next_) {
+    for (size_t c = 0; c < chunks_.size(); ++c) {
+      const Batch batch = Batch::sequence(chunks_[c], 0, 0, LogitsMode::kLast);
+      memory_->clear(0);
+      Status s = model_->forward_layers(batch, *memory_, x_[c].data(), next_, next_ + 1, *pool_,
+                                        next_ == layer ? &observer : nullptr);
+      if (!s) return Status(s.code(), "calibration chunk " + std::to_string(c) + ": " + s.message());
+    }
+    if (options_.progress) options_.progress(next_ + 1, n_layer());
+  }
+  return Status::ok();
 }
 
 std::vector<std::vector<int32_t>> calibration_chunks(std::span<const int32_t> tokens, int64_t ctx, int64_t max_tokens,

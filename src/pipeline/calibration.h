@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -48,6 +49,61 @@ class CalibrationStats {
   int64_t n_layer_ = 0;
   int64_t tokens_ = 0;
   std::vector<quant::HessianAccumulator> acc_;  // [layer][input]
+};
+
+// Where quantize_to_file finds each block layer's input statistics: every block's at once
+// (StoredHessians over CalibrationStats, e.g. from the cache) or one block at a time
+// (LayerwiseCalibration, which never holds more than one block's).
+class HessianSource {
+ public:
+  virtual ~HessianSource() = default;
+  virtual int64_t n_layer() const = 0;
+  // H = Σ x xᵀ [k][k] of block `layer`'s input of `role`; valid until a call for another block.
+  virtual Result<const double*> hessian(int64_t layer, LinearRole role) = 0;
+};
+
+class StoredHessians final : public HessianSource {
+ public:
+  explicit StoredHessians(const CalibrationStats& stats) : stats_(stats) {}
+  int64_t n_layer() const override { return stats_.n_layer(); }
+  Result<const double*> hessian(int64_t layer, LinearRole role) override {
+    return stats_.hessian(layer, role).h().data();
+  }
+
+ private:
+  const CalibrationStats& stats_;
+};
+
+// The statistics of one block at a time, for models whose Hessians do not fit in memory together
+// (Qwen2.5-1.5B: 0.7 GB per block, 19.6 GB in all): the residual stream of every calibration chunk
+// is kept at the input of the next block (chunks x ctx x n_embd floats) and carried forward one
+// block per request, that block's four accumulators filled on the way. Blocks must be asked for
+// in increasing order (an error otherwise). The statistics equal collect_hessians' bit for bit:
+// the same chunks go through the same operations in the same order.
+class LayerwiseCalibration final : public HessianSource {
+ public:
+  // `model` (dense) must outlive this. Errors as collect_hessians.
+  static Result<LayerwiseCalibration> create(const Model& model, std::vector<std::vector<int32_t>> chunks,
+                                             ThreadPool& pool, const CalibrationOptions& options = {});
+  int64_t n_layer() const override;
+  Result<const double*> hessian(int64_t layer, LinearRole role) override;
+  int64_t tokens() const { return tokens_; }
+
+ private:
+  LayerwiseCalibration(const Model& model, ThreadPool& pool) : model_(&model), pool_(&pool) {}
+  // Runs blocks next_ .. layer over every chunk, accumulating block `layer`'s statistics.
+  Status advance(int64_t layer);
+
+  const Model* model_;
+  ThreadPool* pool_;
+  CalibrationOptions options_;
+  std::vector<std::vector<int32_t>> chunks_;
+  std::vector<std::vector<float>> x_;  // per chunk: the residual stream at the input of block next_
+  std::unique_ptr<Memory> memory_;
+  int64_t next_ = 0;   // the block whose input x_ holds
+  int64_t held_ = -1;  // the block acc_ describes
+  int64_t tokens_ = 0;
+  std::vector<quant::HessianAccumulator> acc_;  // [input] of block held_
 };
 
 // Runs every chunk from an empty cache (only the last logits are computed) and accumulates the

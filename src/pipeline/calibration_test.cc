@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "io/checkpoint.h"
+#include "support/tiny_llama.h"
 
 namespace lutq::model {
 namespace {
@@ -108,6 +109,45 @@ TEST(Calibration, SmolLm2HessiansMatchObservedInputs) {
   EXPECT_FALSE(collect_hessians(*model, bad, {}, pool).is_ok());
   const std::vector<std::vector<int32_t>> oov = {{1, 1 << 30}};
   EXPECT_FALSE(collect_hessians(*model, oov, {}, pool).is_ok());
+}
+
+}  // namespace
+}  // namespace lutq::model
+
+namespace lutq::model {
+namespace {
+
+// Layer by layer gives the same statistics as the whole-model pass, bit for bit, while holding
+// one block's; asking for an earlier block afterwards is an error.
+TEST(Calibration, LayerwiseEqualsWholeModelStatistics) {
+  ThreadPool pool(2);
+  const io::GgufFile gguf = testing::tiny_llama_gguf();
+  Result<Model> model = Model::load(gguf, LoadOptions{}, pool);
+  ASSERT_TRUE(model.is_ok()) << model.status().message();
+  const std::vector<std::vector<int32_t>> chunks = {{1, 4, 9, 16, 25, 36, 8, 2, 3}, {5, 7, 11, 13}, {0, 39, 20}};
+  Result<CalibrationStats> whole = collect_hessians(*model, chunks, {}, pool);
+  ASSERT_TRUE(whole.is_ok()) << whole.status().message();
+  std::vector<int64_t> progress;
+  CalibrationOptions opt;
+  opt.progress = [&](int64_t done, int64_t) { progress.push_back(done); };
+  Result<LayerwiseCalibration> lw = LayerwiseCalibration::create(*model, chunks, pool, opt);
+  ASSERT_TRUE(lw.is_ok()) << lw.status().message();
+  EXPECT_EQ(lw->tokens(), whole->tokens());
+  const int64_t n_layer = model->config().n_layer;
+  for (int64_t l = 0; l < n_layer; ++l) {
+    for (int r = 0; r < kNumLinearRoles; ++r) {
+      const auto role = static_cast<LinearRole>(r);
+      Result<const double*> h = lw->hessian(l, role);
+      ASSERT_TRUE(h.is_ok()) << h.status().message();
+      const std::vector<double>& want = whole->hessian(l, role).h();
+      for (size_t i = 0; i < want.size(); ++i) {
+        ASSERT_EQ((*h)[i], want[i]) << "block " << l << " " << role_name(role) << " element " << i;
+      }
+    }
+  }
+  EXPECT_EQ(progress, (std::vector<int64_t>{1, 2}));
+  EXPECT_FALSE(lw->hessian(0, LinearRole::kAttnQ).is_ok());
+  EXPECT_FALSE(lw->hessian(n_layer, LinearRole::kAttnQ).is_ok());
 }
 
 }  // namespace

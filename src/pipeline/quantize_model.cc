@@ -166,7 +166,7 @@ bool needs_calibration(const LinearSpec& spec, const ModelConfig& config) {
 
 Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSpec& spec, const std::string& out_path,
                                         ThreadPool& pool, const QuantizeProgress& progress,
-                                        const CalibrationStats* calib) {
+                                        HessianSource* calib) {
   const auto t_start = std::chrono::steady_clock::now();
   Result<bool> is_lutq = lutqfile::is_lutq_file(in);
   if (!is_lutq) return is_lutq.status();
@@ -234,8 +234,12 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
       if (!st) return Status(st.code(), out_path + ": " + st.message());
       return finish();
     }
-    const double* h =
-        target.role && calib != nullptr ? calib->hessian(target.layer, *target.role).h().data() : nullptr;
+    const double* h = nullptr;
+    if (target.role && calib != nullptr) {
+      Result<const double*> hr = calib->hessian(target.layer, *target.role);
+      if (!hr) return hr.status();
+      h = *hr;
+    }
     Result<format::BcqMatrix> q = quantize_layer(target.name, w->data(), n, k, choice, h, pool);
     if (!q) return Status(q.status().code(), in.path() + ": " + q.status().message());
     layer.form = format::describe(*q);
@@ -249,25 +253,32 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
     return finish();
   };
 
+  // Tensors other than linear layers as stored; then the linear layers in block order (a
+  // layer-by-layer calibration goes forward only), each quantized or copied as its choice says.
   for (const io::TensorInfo& t : in.tensors()) {
-    const auto it = linear.find(t.name);
-    if (it != linear.end() && it->second.second.quantize) {
-      if (Status s = quantize_target(*it->second.first, it->second.second); !s) return s;
+    if (linear.find(t.name) != linear.end()) continue;
+    int64_t bytes = 0;
+    if (Status s = copy_tensor(in, t, out, bytes); !s) return Status(s.code(), out_path + ": " + s.message());
+  }
+  for (const LinearTarget& target : targets) {
+    const io::TensorInfo* t = in.find_tensor(target.name);
+    if (t == nullptr) continue;  // a tied head: below
+    const LinearChoice& choice = linear.at(target.name).second;
+    if (choice.quantize) {
+      if (Status s = quantize_target(target, choice); !s) return s;
       continue;
     }
     int64_t bytes = 0;
-    if (Status s = copy_tensor(in, t, out, bytes); !s) return Status(s.code(), out_path + ": " + s.message());
-    if (it != linear.end()) {
-      QuantizedLayer layer;
-      layer.name = t.name;
-      layer.form = std::string("dense ") + io::ggml_type_name(t.type);
-      layer.k = t.dims[0];
-      layer.n = t.num_elements() / layer.k;
-      layer.bytes = bytes;
-      layer.bits_per_weight = 8.0 * static_cast<double>(bytes) / static_cast<double>(t.num_elements());
-      report.layers.push_back(layer);
-      if (progress) progress(++done, total, layer);
-    }
+    if (Status s = copy_tensor(in, *t, out, bytes); !s) return Status(s.code(), out_path + ": " + s.message());
+    QuantizedLayer layer;
+    layer.name = t->name;
+    layer.form = std::string("dense ") + io::ggml_type_name(t->type);
+    layer.k = t->dims[0];
+    layer.n = t->num_elements() / layer.k;
+    layer.bytes = bytes;
+    layer.bits_per_weight = 8.0 * static_cast<double>(bytes) / static_cast<double>(t->num_elements());
+    report.layers.push_back(layer);
+    if (progress) progress(++done, total, layer);
   }
   // A tied head that is quantized has no tensor of its own in the source.
   if (c.tied_output && head_separate) {

@@ -48,10 +48,11 @@ using QuantizeProgress = std::function<void(int64_t, int64_t, const QuantizedLay
 // Quantizes `in` (a dense checkpoint of a supported architecture; a lutq file is rejected) per
 // `spec` and writes the lutq file `out_path` (atomically: nothing is left under that name when it
 // fails). Block layers whose choice asks for GPTQ or AdaDim use `calib` (collected on the same
-// model; an error when absent).
+// model; an error when absent). Block layers are quantized in block order, 0 first, so a
+// LayerwiseCalibration source is walked forward once.
 Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSpec& spec, const std::string& out_path,
                                         ThreadPool& pool, const QuantizeProgress& progress = {},
-                                        const CalibrationStats* calib = nullptr);
+                                        HessianSource* calib = nullptr);
 
 // Quantizes one layer per `choice`: GPTQ / AdaDim with the input statistics h[k*k] (an error
 // when h is null), else the plain quantizer; the group size adapts as choice.adapt_group says.
