@@ -114,7 +114,7 @@ void unit_fast(const Layout& L, const OcTables& t, const uint8_t* up, int64_t u,
   __m512 accg[MB * 2];
   int i0 = 0;
   for (; i0 + kQb <= L.q; i0 += kQb) planes_fast<MB, kQb, NS>(L, t, up, u, m0, i0, accg);
-  if (i0 < L.q) planes_fast<MB, 1, NS>(L, t, up, u, m0, i0, accg);  // kQb = 2 and q odd
+  for (; i0 < L.q; ++i0) planes_fast<MB, 1, NS>(L, t, up, u, m0, i0, accg);  // the rest, one at a time
   finish_unit<MB>(L, t, up, u, m0, accg, acc);
 }
 
