@@ -122,10 +122,9 @@ void expect_matches_ref(const BcqMatrix& w, Isa isa, Precision p, int64_t m, Thr
                               << " > bound " << worst_bound;
 }
 
-// The LUT backends under test; a backend this CPU lacks skips with the reason. The avx512 slot
-// has no kernel yet (kernels/avx512/avx512_backend.cc): add it here with its kernel.
-const auto kGridIsas = ::testing::Values(Isa::kScalar, Isa::kAvx2);
-const auto kSimdIsas = ::testing::Values(Isa::kAvx2);
+// The LUT backends under test; a backend this CPU lacks skips with the reason.
+const auto kGridIsas = ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512);
+const auto kSimdIsas = ::testing::Values(Isa::kAvx2, Isa::kAvx512);
 
 // (isa, precision, q, g (0 = the full extent), orientation, offset)
 using GridParam = std::tuple<Isa, Precision, int, int, Orientation, bool>;

@@ -23,7 +23,7 @@ struct Shape {
 // bcq: Σ α_i·B_i without offset; uniform: with a per-group offset (uniform quantization
 // written as BCQ-with-offset).
 enum class WeightKind : uint8_t { kBcq, kUniform };
-// dram: rotate over enough weight copies (> 512 MiB) that every call streams from memory;
+// dram: rotate over enough weight copies (> max(512 MiB, 4x the L3)) that every call streams from memory;
 // hot: one warmed-up copy.
 enum class Regime : uint8_t { kDram, kHot };
 
@@ -45,6 +45,7 @@ struct BenchOptions {
   int min_reps = 10;
   bool baseline = true;
   int64_t dram_bytes = int64_t{512} << 20;  // the DRAM regime rotates over more than this
+  int64_t llc_bytes = 0;  // last-level cache size read from the OS (0: unknown); dram_bytes >= 4x it
   int64_t probe_bytes = int64_t{1} << 30;
   int probe_passes = 7;
   std::string json_path;  // empty: no JSON

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -34,6 +36,40 @@ struct RawArgs {
   bool baseline = true;
   std::string json_path;
 };
+
+// The first line of a sysfs file, "" if it cannot be read.
+std::string read_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+// Size of the largest-level data or unified cache of CPU 0 as Linux reports it
+// (/sys/devices/system/cpu/cpu0/cache/index*/{level,type,size}, sizes like "32768K"); 0 if unknown.
+int64_t last_level_cache_bytes() {
+  int best_level = 0;
+  int64_t best = 0;
+  for (int i = 0; i < 16; ++i) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+    const std::string level = read_line(dir + "level");
+    if (level.empty()) break;
+    const std::string type = read_line(dir + "type");
+    if (type != "Data" && type != "Unified") continue;
+    const std::string size = read_line(dir + "size");
+    char* end = nullptr;
+    int64_t bytes = std::strtoll(size.c_str(), &end, 10);
+    if (*end == 'K') bytes <<= 10;
+    if (*end == 'M') bytes <<= 20;
+    if (*end == 'G') bytes <<= 30;
+    const int lv = std::atoi(level.c_str());
+    if (bytes > 0 && lv >= best_level) {
+      best_level = lv;
+      best = bytes;
+    }
+  }
+  return best;
+}
 
 Result<int64_t> parse_int(std::string_view text, std::string_view what, int64_t lo, int64_t hi) {
   int64_t v = 0;
@@ -93,6 +129,10 @@ Result<BenchOptions> resolve(RawArgs raw, const CLI::App& cli) {
   if (cli.get_option("--reps")->count() > 0 && raw.reps == 0) return Status::invalid("--reps: must be at least 1 (got 0)");
   o.reps = raw.reps;
   o.baseline = raw.baseline;
+  // The DRAM regime rotates over at least 4x the last-level cache the OS reports (and never less
+  // than 512 MiB), so no copy is still cached when it comes round again.
+  o.llc_bytes = last_level_cache_bytes();
+  o.dram_bytes = std::max(o.dram_bytes, 4 * o.llc_bytes);
   o.json_path = raw.json_path;
 
   auto shapes = parse_list<Shape>(raw.shapes, parse_shape);
@@ -204,7 +244,7 @@ Subcommand register_bench_kernels(CLI::App& app) {
       ->delimiter(',')
       ->type_name("KIND,...")
       ->default_str("bcq,uniform");
-  sub->add_option("--regime", raw->regimes, "dram (rotate > 512 MiB of copies) or hot (one warm copy)")
+  sub->add_option("--regime", raw->regimes, "dram (rotate over > max(512 MiB, 4x the L3 size from sysfs) of copies) or hot (one warm copy)")
       ->delimiter(',')
       ->type_name("REGIME,...")
       ->default_str("dram,hot");

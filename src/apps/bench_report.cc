@@ -51,8 +51,8 @@ void print_machine_header(const MachineInfo& machine, const BenchOptions& option
     std::printf("  %dT %.1f GB/s (%.1f-%.1f)", b.threads, b.median_gbps, b.min_gbps, b.max_gbps);
   }
   std::printf("\n");
-  std::printf("dram: rotate > %lld MiB of weight copies; hot: one warm copy; times are medians of the timed calls\n",
-              static_cast<long long>(options.dram_bytes >> 20));
+  std::printf("dram: rotate > %lld MiB of weight copies (L3 per sysfs: %lld MiB); hot: one warm copy; times are medians of the timed calls\n",
+              static_cast<long long>(options.dram_bytes >> 20), static_cast<long long>(options.llc_bytes >> 20));
   std::printf("floor%% = (weight bytes / probed GB/s at that thread count) / median; x dense / x blas = speedup over "
               "dense fp32 (ours, AVX2) / OpenBLAS, same shape, m, threads, dram\n\n");
   std::fflush(stdout);
@@ -114,6 +114,7 @@ Status write_json(const std::string& path, const MachineInfo& machine, const Ben
                   {"probe_passes", options.probe_passes},
                   {"read_bandwidth", bw}};
   j["settings"] = {{"dram_bytes", options.dram_bytes},
+                   {"llc_bytes", options.llc_bytes},
                    {"reps", options.reps},
                    {"target_seconds", options.target_seconds},
                    {"min_reps", options.min_reps}};

@@ -1,22 +1,46 @@
-// The AVX-512 slot of the kernel table. No AVX-512 kernel is implemented yet: the machines this
-// project is developed and tested on (AMD Zen 3) have no AVX-512, and a SIMD kernel that no test
-// has run is not shipped. The slot reports itself unavailable, so dispatch never picks it and
-// LUTQ_ISA=avx512 is a clear error. The port plan is in docs/kernels.md ("AVX-512").
+// The AVX-512 backend's function table and entry points. Nothing here needs AVX-512
+// instructions, and available() must run on any x86-64 CPU, so this file is compiled for the
+// baseline; the AVX-512 code is in the other avx512_*.cc files. The kernels need F/BW/VL/DQ plus
+// VBMI (vpermb, the 64-entry int8 table lookup) and VNNI (vpdpbusd): Ice Lake and later, Zen 4
+// and later. CPUs with AVX-512 but without those two (Skylake-SP, Cascade Lake) use avx2.
+#include "kernels/avx512/avx512_internal.h"
 #include "kernels/kernel.h"
+#include "kernels/lut_tables.h"
 
 namespace lutq::kernels {
 namespace {
 
-bool avx512_available(const CpuFeatures&) { return false; }
+// CpuFeatures::avx512 already requires the OS to save zmm and opmask state (XCR0 bits 5-7).
+bool avx512_available(const CpuFeatures& cpu) { return cpu.avx512 && cpu.avx512_vbmi && cpu.avx512_vnni; }
 
-Status avx512_check(const format::BcqMatrix&, Precision) {
-  return Status::unsupported("the avx512 backend is not implemented yet; use avx2");
+// Everything lut_check accepts: q 1..8, any valid g, both orientations, offsets, any n >= 1
+// (rows are padded to the 32-row tile), k a multiple of 32.
+Status avx512_check(const format::BcqMatrix& w, Precision p) { return lut_check(w, p); }
+
+void avx512_gemm(const PackedMatrix& w, const float* x, int64_t m, float* y, ThreadPool& pool) {
+  const avx512::Layout L = avx512::make_layout(w.source.n, w.source.k, w.source.cfg);
+  const bool fast = w.precision == Precision::kFast;
+  if (L.per_oc) {
+    avx512::gemm_oc(L, fast, w.data.data(), x, m, y, pool);
+  } else {
+    avx512::gemm_ic(L, fast, w.data.data(), x, m, y, pool);
+  }
+}
+
+void avx512_int8_partials(const PackedMatrix& w, const float* x, int32_t* out) {
+  const avx512::Layout L = avx512::make_layout(w.source.n, w.source.k, w.source.cfg);
+  if (L.per_oc) {
+    avx512::partials_oc(L, w.data.data(), x, out);
+  } else {
+    avx512::partials_ic(L, w.data.data(), x, out);
+  }
 }
 
 }  // namespace
 
 const Backend& avx512_backend() {
-  static const Backend kBackend{Isa::kAvx512, avx512_available, avx512_check, nullptr, nullptr, nullptr, nullptr};
+  static const Backend kBackend{Isa::kAvx512,    avx512_available, avx512_check,        avx512::repack,
+                                avx512::unpack, avx512_gemm,      avx512_int8_partials};
   return kBackend;
 }
 

@@ -1,0 +1,78 @@
+// Internal interface of the AVX-512 backend, shared by the files of src/kernels/avx512/ only.
+// The packed layout is pictured in avx512_repack.cc, the inner loops are in avx512_kernels.h,
+// the drivers in avx512_gemm_oc.cc / avx512_gemm_ic.cc, the table builds in avx512_tables.cc.
+// No SIMD types cross these declarations: the baseline code of avx512_backend.cc calls them only
+// once available() said yes.
+#pragma once
+
+#include <cstdint>
+
+#include "core/thread_pool.h"
+#include "format/bcq_matrix.h"
+#include "kernels/kernel.h"
+
+namespace lutq::kernels::avx512 {
+
+constexpr int64_t kTileRows = 32;   // rows per tile: two 16-row groups
+constexpr int64_t kGroupRows = 16;  // rows per 64-byte vector: one dword (32 activations) each
+constexpr int64_t kStepActs = 32;   // activations per dword: one "step" of the inner loops
+constexpr int64_t kStepBytes = 128; // one step of one plane of a tile: 2 x 64 bytes
+constexpr int kFullTable = 16;      // fp32 entries per chunk (all 16: vpermps takes 16)
+
+// Where everything sits in PackedMatrix::data (see the picture in avx512_repack.cc).
+struct Layout {
+  int64_t n = 0, k = 0, g = 0;
+  int q = 0;
+  bool per_oc = true;
+  bool has_offset = false;
+  int64_t tiles = 0;        // ceil(n / 32)
+  int64_t kb = 0;           // int8 table block (lut_block)
+  int64_t unit = 0;         // activations per streaming unit: per-OC the group g, per-IC kb
+  int64_t units = 0;        // k / unit
+  int64_t steps = 0;        // unit / 32
+  int64_t plane_bytes = 0;  // bits of one plane in one unit: steps * 128
+  int64_t unit_bytes = 0;   // per-OC: q planes + q*32 fp16 alpha + (32 fp16 offsets); per-IC: q planes
+  int64_t tile_bytes = 0;   // units * unit_bytes
+  int64_t blocks = 0;       // per-IC row blocks n / g (0 for per-OC)
+  int64_t alpha_at = 0;     // per-IC: fp16 alpha [block][q][k] at this byte offset
+  int64_t offset_at = 0;    // per-IC: fp16 offsets [block][k] at this byte offset
+  int64_t total_bytes = 0;
+
+  // Per-OC: byte offset, inside a unit, of the alpha of plane i (32 fp16) and of the offsets.
+  int64_t alpha_in_unit(int i) const { return q * plane_bytes + 64 * i; }
+  int64_t offset_in_unit() const { return q * plane_bytes + 64 * q; }
+};
+
+Layout make_layout(int64_t n, int64_t k, const format::BcqConfig& cfg);
+
+PackedMatrix repack(const format::BcqMatrix& w, Precision p);
+format::BcqMatrix unpack(const PackedMatrix& w);
+
+// --- Table builds (entries bit-identical to build_tables_f32 / quantize_tables_i8). ---
+
+// out[c*16 + p] = T_c[p], chunks [0, chunks) of x.
+void tables_f32(const float* x, int64_t chunks, float* out);
+// The int8 tables of one block of kb activations (kb a multiple of 32, at most 256), in the
+// vpermb order of the fast kernel: per step s (8 chunks), 128 bytes
+//   [T_8s | T_8s+2 | T_8s+4 | T_8s+6]  [T_8s+1 | T_8s+3 | T_8s+5 | T_8s+7]   (16 bytes each)
+// (i8_table_at gives the byte offset of chunk c). Returns the block's scale; scratch holds
+// kb*4 floats.
+float tables_i8(const float* x, int64_t kb, int8_t* tq, float* scratch);
+constexpr int64_t i8_table_at(int64_t c) { return (c / 8) * kStepBytes + (c & 1) * 64 + ((c & 7) >> 1) * 16; }
+// out[c] = fp32(alpha[c]) * x[c] for c < len (len a multiple of 16).
+void scale_by_f16(const uint16_t* alpha, const float* x, int64_t len, float* out);
+// sums[l] = x_l[0] + x_l[1] + ... + x_l[len-1] left to right, for `count` vectors x_l = xs[l].
+void sums_in_order(const float* const* xs, int count, int64_t len, float* sums);
+// Σ fp32(z[c]) * x[c] for c < len (len a multiple of 16), in any order (reassociated).
+float dot_f16(const uint16_t* z, const float* x, int64_t len);
+
+// --- The drivers (avx512_gemm_oc.cc, avx512_gemm_ic.cc); data is PackedMatrix::data. ---
+void gemm_oc(const Layout& L, bool fast, const uint8_t* data, const float* x, int64_t m, float* y,
+             ThreadPool& pool);
+void gemm_ic(const Layout& L, bool fast, const uint8_t* data, const float* x, int64_t m, float* y,
+             ThreadPool& pool);
+// out[(r*q + i)*nb + b]: the fast path's int32 block sums for one activation row.
+void partials_oc(const Layout& L, const uint8_t* data, const float* x, int32_t* out);
+void partials_ic(const Layout& L, const uint8_t* data, const float* x, int32_t* out);
+
+}  // namespace lutq::kernels::avx512

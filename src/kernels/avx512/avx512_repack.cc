@@ -1,0 +1,148 @@
+// Canonical BCQ <-> the AVX-512 layout (the same for both precisions). Plain C++: nothing here
+// needs AVX-512, so it is compiled for the baseline.
+//
+// Rows are cut into tiles of 32 (the last one padded with zero bits, scales and offsets), a tile
+// into two groups of 16 rows. A "step" is 32 activations; the step's bits of one row are one
+// dword: 4 consecutive canonical bytes, little-endian, so nibble t of the dword (bits 4t..4t+3)
+// indexes chunk t of the step (8 chunks of 4 activations). A "group vector" is 64 bytes: that
+// dword of rows 0..15 of a group, in row order. A step of one plane of a tile is 128 bytes: the
+// vector of rows 0..15, then of rows 16..31. A tile is a run of "units" along k, everything the
+// inner loop needs for a unit contiguous, in the order it is consumed:
+//
+//   per-OC (unit = one group of g activations, g/32 steps per plane):
+//
+//   tile t | unit 0                                                    | unit 1 | ... |
+//          | plane 0: steps x 128 B | ... | plane q-1: steps x 128 B                   |
+//          | alpha plane 0: 32 x fp16 (rows 0..31 in order) | ... | alpha plane q-1    |
+//          | offsets: 32 x fp16 (only with has_offset)                                 |
+//
+//   per-IC (unit = one int8-table block of kb activations):
+//
+//   tile t | unit 0: plane 0: kb/32 steps x 128 B | ... | plane q-1 | unit 1 | ... |
+//   after all tiles: alpha [n/g blocks][q][k] fp16, then offsets [n/g blocks][k] fp16
+//
+// Every piece is a multiple of 64 bytes, so every vector is 64-byte aligned. The byte counts are
+// those of the AVX2 layout (only the order of the bits differs).
+#include <cstring>
+
+#include "kernels/avx512/avx512_internal.h"
+#include "kernels/lut_tables.h"
+
+namespace lutq::kernels::avx512 {
+namespace {
+
+// Byte offset, inside a unit's plane, of the dword of tile row rt in step s.
+constexpr int64_t dword_at(int64_t s, int64_t rt) { return s * kStepBytes + (rt / kGroupRows) * 64 + (rt % kGroupRows) * 4; }
+
+}  // namespace
+
+Layout make_layout(int64_t n, int64_t k, const format::BcqConfig& cfg) {
+  Layout L;
+  L.n = n;
+  L.k = k;
+  L.g = cfg.g;
+  L.q = cfg.q;
+  L.per_oc = cfg.orientation == format::Orientation::kPerOC;
+  L.has_offset = cfg.has_offset;
+  L.tiles = (n + kTileRows - 1) / kTileRows;
+  L.kb = lut_block_for(k, cfg);
+  L.unit = L.per_oc ? cfg.g : L.kb;
+  L.units = k / L.unit;
+  L.steps = L.unit / kStepActs;
+  L.plane_bytes = L.steps * kStepBytes;
+  L.unit_bytes = L.q * L.plane_bytes;
+  if (L.per_oc) L.unit_bytes += 2 * kTileRows * (L.q + (L.has_offset ? 1 : 0));
+  L.tile_bytes = L.units * L.unit_bytes;
+  L.total_bytes = L.tiles * L.tile_bytes;
+  if (!L.per_oc) {
+    L.blocks = n / cfg.g;
+    L.alpha_at = L.total_bytes;
+    L.offset_at = L.alpha_at + 2 * L.blocks * L.q * k;
+    L.total_bytes = L.offset_at + (L.has_offset ? 2 * L.blocks * k : 0);
+  }
+  return L;
+}
+
+PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
+  const Layout L = make_layout(w.n, w.k, w.cfg);
+  PackedMatrix out;
+  out.isa = Isa::kAvx512;
+  out.precision = p;
+  out.source.n = w.n;
+  out.source.k = w.k;
+  out.source.cfg = w.cfg;
+  out.row_tile = kTileRows;
+  out.data = AlignedBuffer(static_cast<size_t>(L.total_bytes));
+  uint8_t* d = out.data.data();
+  const int q = L.q;
+  const int64_t rb = w.row_bytes();
+  for (int64_t r = 0; r < w.n; ++r) {
+    const int64_t tile = r / kTileRows;
+    const int64_t rt = r % kTileRows;
+    for (int64_t u = 0; u < L.units; ++u) {
+      uint8_t* up = d + tile * L.tile_bytes + u * L.unit_bytes;
+      for (int i = 0; i < q; ++i) {
+        const uint8_t* src = w.bits.data() + (i * w.n + r) * rb + u * (L.unit / 8);
+        for (int64_t s = 0; s < L.steps; ++s) std::memcpy(up + i * L.plane_bytes + dword_at(s, rt), src + 4 * s, 4);
+      }
+      if (L.per_oc) {
+        auto* a = reinterpret_cast<uint16_t*>(up + L.alpha_in_unit(0));
+        const int64_t set = r * L.units + u;
+        for (int i = 0; i < q; ++i) a[i * kTileRows + rt] = w.alpha[static_cast<size_t>(set * q + i)];
+        if (L.has_offset) {
+          reinterpret_cast<uint16_t*>(up + L.offset_in_unit())[rt] = w.offset[static_cast<size_t>(set)];
+        }
+      }
+    }
+  }
+  if (!L.per_oc) {
+    auto* a = reinterpret_cast<uint16_t*>(d + L.alpha_at);
+    for (int64_t b = 0; b < L.blocks; ++b) {
+      for (int i = 0; i < q; ++i) {
+        for (int64_t c = 0; c < w.k; ++c) a[(b * q + i) * w.k + c] = w.alpha[static_cast<size_t>((b * w.k + c) * q + i)];
+      }
+    }
+    if (L.has_offset) std::memcpy(d + L.offset_at, w.offset.data(), w.offset.size() * sizeof(uint16_t));
+  }
+  return out;
+}
+
+format::BcqMatrix unpack(const PackedMatrix& pw) {
+  const format::BcqMatrix& s = pw.source;
+  const Layout L = make_layout(s.n, s.k, s.cfg);
+  format::BcqMatrix w = format::make_empty(s.n, s.k, s.cfg).value();
+  const uint8_t* d = pw.data.data();
+  const int q = L.q;
+  const int64_t rb = w.row_bytes();
+  for (int64_t r = 0; r < w.n; ++r) {
+    const int64_t tile = r / kTileRows;
+    const int64_t rt = r % kTileRows;
+    for (int64_t u = 0; u < L.units; ++u) {
+      const uint8_t* up = d + tile * L.tile_bytes + u * L.unit_bytes;
+      for (int i = 0; i < q; ++i) {
+        uint8_t* dst = w.bits.data() + (i * w.n + r) * rb + u * (L.unit / 8);
+        for (int64_t st = 0; st < L.steps; ++st) std::memcpy(dst + 4 * st, up + i * L.plane_bytes + dword_at(st, rt), 4);
+      }
+      if (L.per_oc) {
+        const auto* a = reinterpret_cast<const uint16_t*>(up + L.alpha_in_unit(0));
+        const int64_t set = r * L.units + u;
+        for (int i = 0; i < q; ++i) w.alpha[static_cast<size_t>(set * q + i)] = a[i * kTileRows + rt];
+        if (L.has_offset) {
+          w.offset[static_cast<size_t>(set)] = reinterpret_cast<const uint16_t*>(up + L.offset_in_unit())[rt];
+        }
+      }
+    }
+  }
+  if (!L.per_oc) {
+    const auto* a = reinterpret_cast<const uint16_t*>(d + L.alpha_at);
+    for (int64_t b = 0; b < L.blocks; ++b) {
+      for (int i = 0; i < q; ++i) {
+        for (int64_t c = 0; c < w.k; ++c) w.alpha[static_cast<size_t>((b * w.k + c) * q + i)] = a[(b * q + i) * w.k + c];
+      }
+    }
+    if (L.has_offset) std::memcpy(w.offset.data(), d + L.offset_at, w.offset.size() * sizeof(uint16_t));
+  }
+  return w;
+}
+
+}  // namespace lutq::kernels::avx512
