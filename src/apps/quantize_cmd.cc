@@ -40,6 +40,8 @@ struct QuantizeArgs {
   int64_t sensitivity_tokens = 256;
   int64_t selection_tokens = 1024;
   std::vector<int> candidates;     // bit counts it may choose; empty: q-1, q, q+1
+  bool calib_given = false;        // --calib or --calib-cache on the command line
+  bool no_importance = false;      // fit groups unweighted even with calibration statistics
 };
 
 // The calibration text as token ids (BOS first where the model wants one).
@@ -160,7 +162,7 @@ int run(const QuantizeArgs& a) {
   std::optional<model::CalibrationStats> stats;
   std::vector<int32_t> calib_ids;  // the calibration text, tokenized once for both uses
   int32_t bos = -1;
-  if (model::needs_calibration(*spec, *config) || a.target_bpw > 0.0) {
+  if (model::needs_calibration(*spec, *config) || a.target_bpw > 0.0 || a.calib_given) {
     if (a.calib_tokens < a.calib_ctx) {
       return report_error(Status::invalid("--calib-tokens: at least --calib-ctx tokens"), kExitUsage);
     }
@@ -170,6 +172,11 @@ int run(const QuantizeArgs& a) {
     Result<model::CalibrationStats> st = calibrate(**in, *config, calib_ids, bos, a, pool);
     if (!st) return report_error(st.status(), kExitFailure);
     stats.emplace(std::move(*st));
+    // With calibration statistics every block layer's fit weighs each input channel's error by
+    // its activation energy diag(H) (quant/quantize.h), unless --no-importance.
+    for (model::LinearChoice& c : spec->roles) c.quant.importance = !a.no_importance;
+    std::fprintf(stderr, "lutq: group fits %s\n",
+                 a.no_importance ? "unweighted (--no-importance)" : "weighted by the input channels' activation energy");
   }
   if (a.target_bpw > 0.0) {
     std::vector<int> cand = a.candidates;
@@ -254,12 +261,18 @@ Subcommand register_quantize(CLI::App& app) {
   add_quant_options(sub, args->model, /*bits_required=*/true);
   sub->add_option("-t,--threads", args->model.threads, "Threads")->type_name("N")->default_str("2");
   sub->add_option("--calib", args->calib,
-                  "Calibration text for gptq / gptq-bcq / --orientation auto (never the evaluation text)")
+                  "Calibration text for gptq / gptq-bcq / --orientation auto (never the evaluation text); given\n"
+                  "explicitly, also for the importance-weighted fits of rtn / greedy / alternating")
       ->type_name("TEXT")
-      ->default_str(args->calib);
+      ->default_str(args->calib)
+      ->each([args](const std::string&) { args->calib_given = true; });
   sub->add_option("--calib-cache", args->calib_cache,
                   "Keep calibration statistics in FILE: read when made from the same model and tokens, "
-                  "else collected and written (SmolLM2-135M: 0.8 GB)");
+                  "else collected and written (SmolLM2-135M: 0.8 GB)")
+      ->each([args](const std::string&) { args->calib_given = true; });
+  sub->add_flag("--no-importance", args->no_importance,
+                "Fit every group unweighted even when calibration statistics are collected (by default each\n"
+                "input channel's squared error is weighted by its calibration activation energy, diag H)");
   sub->add_option("--sensitivity", args->sensitivity,
                   "--target-bpw sensitivity: kl (each layer's effect on the model's next-token distributions, "
                   "measured) or output (its calibrated output error; faster, a heuristic)")
