@@ -182,39 +182,8 @@ double GroupFitter::fit_bcq(const float* v, int64_t len, int q, Method method, b
   double greedy_offset = 0.0;
   fit_greedy_raw(v, len, q, with_offset, greedy_alpha.data(), &greedy_offset);
   double greedy_err = finalize(v, len, q, greedy_alpha.data(), greedy_offset, alpha, offset, codes);
-  // The greedy planes' scales are means of |residual| over the whole group, so the grid's reach
-  // z ± Σ α_i stays within a few typical magnitudes however far an outlier lies: outliers are
-  // clipped to it and their error barely falls with q. The range-covering uniform grid (RTN's,
-  // itself the greedy expansion with range-halving scales) has the opposite weakness, so the
-  // greedy fit is the better of the two: never worse than the 1-plane fit nor than RTN.
-  std::array<float, format::kMaxBits> c_alpha{};
-  float c_offset = 0.0f;
-  uniform_codes_.resize(static_cast<size_t>(len));
-  const auto keep_if_lower = [&](double err) {
-    if (!(err < greedy_err)) return;
-    std::copy(c_alpha.begin(), c_alpha.begin() + q, alpha);
-    *offset = c_offset;
-    std::copy(uniform_codes_.begin(), uniform_codes_.end(), codes);
-    greedy_err = err;
-  };
-  const auto keep_uniform = [&] {
-    keep_if_lower(fit_rtn(v, len, q, with_offset, c_alpha.data(), &c_offset, uniform_codes_.data()));
-  };
-  const auto keep_unweighted_greedy = [&] {
-    // Weighted means need not lower the weighted error of this crude fit: the unweighted greedy
-    // planes are a candidate too, so weighting never makes greedy worse.
-    if (weight_ == nullptr) return;
-    const double* saved = weight_;
-    weight_ = nullptr;
-    fit_greedy_raw(v, len, q, with_offset, greedy_alpha.data(), &greedy_offset);
-    weight_ = saved;
-    keep_if_lower(finalize(v, len, q, greedy_alpha.data(), greedy_offset, c_alpha.data(), &c_offset,
-                           uniform_codes_.data()));
-  };
   if (method == Method::kGreedy || iterations == 0) {
-    keep_uniform();
-    keep_unweighted_greedy();
-    return greedy_err;
+    return keep_simple_fits(v, len, q, with_offset, greedy_err, alpha, offset, codes);
   }
 
   sort_group(v, len);
@@ -226,6 +195,50 @@ double GroupFitter::fit_bcq(const float* v, int64_t len, int q, Method method, b
   start.err = greedy_err;
   cells_from_codes(v, len, q, codes);
   alternate(len, q, with_offset, iterations, start, &best);
+  alternate_from_grids(len, q, with_offset, iterations, &best);
+
+  std::array<float, format::kMaxBits> alt_alpha{};
+  float alt_offset = 0.0f;
+  trial_codes_.resize(static_cast<size_t>(len));
+  const double alt_err =
+      finalize(v, len, q, best.alpha.data(), best.offset, alt_alpha.data(), &alt_offset, trial_codes_.data());
+  // Alternating never loses to the greedy fit.
+  greedy_err = keep_simple_fits(v, len, q, with_offset, greedy_err, alpha, offset, codes);
+  if (alt_err < greedy_err) {
+    std::copy(alt_alpha.begin(), alt_alpha.begin() + q, alpha);
+    *offset = alt_offset;
+    std::copy(trial_codes_.begin(), trial_codes_.end(), codes);
+    return alt_err;
+  }
+  return greedy_err;
+}
+
+double GroupFitter::keep_simple_fits(const float* v, int64_t len, int q, bool with_offset, double err, float* alpha,
+                                     float* offset, uint8_t* codes) {
+  std::array<float, format::kMaxBits> c_alpha{};
+  float c_offset = 0.0f;
+  uniform_codes_.resize(static_cast<size_t>(len));
+  const auto keep_if_lower = [&](double c_err) {
+    if (!(c_err < err)) return;
+    std::copy(c_alpha.begin(), c_alpha.begin() + q, alpha);
+    *offset = c_offset;
+    std::copy(uniform_codes_.begin(), uniform_codes_.end(), codes);
+    err = c_err;
+  };
+  keep_if_lower(fit_rtn(v, len, q, with_offset, c_alpha.data(), &c_offset, uniform_codes_.data()));
+  if (weight_ != nullptr) {
+    const double* saved = weight_;
+    weight_ = nullptr;
+    std::array<double, format::kMaxBits> raw_alpha{};
+    double raw_offset = 0.0;
+    fit_greedy_raw(v, len, q, with_offset, raw_alpha.data(), &raw_offset);
+    weight_ = saved;
+    keep_if_lower(finalize(v, len, q, raw_alpha.data(), raw_offset, c_alpha.data(), &c_offset, uniform_codes_.data()));
+  }
+  return err;
+}
+
+void GroupFitter::alternate_from_grids(int64_t len, int q, bool with_offset, int iterations, State* best) {
   // From geometric grids around the centre of the range: ratio 0.5 is the uniform (RTN) grid,
   // larger ratios crowd the values towards the centre. Each ratio gives a different order of the
   // 2^q sums, and the alternation cannot leave the order it starts in, so several starts find
@@ -237,6 +250,7 @@ double GroupFitter::fit_bcq(const float* v, int64_t len, int q, Method method, b
   const double hi = sorted_.back();
   const double z = with_offset ? 0.5 * (lo + hi) : 0.0;
   const double half = std::max(hi - z, z - lo);
+  State start;
   for (double ratio : ratios) {
     // α_{q−1−j} = A·ratio^j with Σ α = half, so the outermost grid values sit at the range ends.
     double weight = 0.0;
@@ -244,23 +258,8 @@ double GroupFitter::fit_bcq(const float* v, int64_t len, int q, Method method, b
     for (int j = 0; j < q; ++j) start.alpha[static_cast<size_t>(q - 1 - j)] = half / weight * std::pow(ratio, j);
     start.offset = z;
     start.err = assign_cells(len, q, start.alpha.data(), start.offset);
-    alternate(len, q, with_offset, iterations, start, &best);
+    alternate(len, q, with_offset, iterations, start, best);
   }
-
-  std::array<float, format::kMaxBits> alt_alpha{};
-  float alt_offset = 0.0f;
-  trial_codes_.resize(static_cast<size_t>(len));
-  const double alt_err =
-      finalize(v, len, q, best.alpha.data(), best.offset, alt_alpha.data(), &alt_offset, trial_codes_.data());
-  keep_uniform();  // alternating never loses to the greedy fit
-  keep_unweighted_greedy();
-  if (alt_err < greedy_err) {
-    std::copy(alt_alpha.begin(), alt_alpha.begin() + q, alpha);
-    *offset = alt_offset;
-    std::copy(trial_codes_.begin(), trial_codes_.end(), codes);
-    return alt_err;
-  }
-  return greedy_err;
 }
 
 void GroupFitter::alternate(int64_t len, int q, bool with_offset, int iterations, const State& start, State* best) {

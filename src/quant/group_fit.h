@@ -70,6 +70,14 @@ class GroupFitter {
   // Greedy or alternating: the fits of fit() that start from the greedy planes.
   double fit_bcq(const float* v, int64_t len, int q, Method method, bool with_offset, int iterations,
                  float* alpha, float* offset, uint8_t* codes);
+  // The greedy fit's other candidates: the RTN grid and, when weighted, the unweighted greedy
+  // planes (weighted means need not lower the weighted error of so crude a fit). The greedy
+  // planes' scales are means of |residual| over the group, so their reach z ± Σα stays within a
+  // few typical magnitudes and clips outliers; the range-covering grid has the opposite
+  // weakness. Replaces alpha/offset/codes by a candidate with an error below `err`; returns the
+  // error kept.
+  double keep_simple_fits(const float* v, int64_t len, int q, bool with_offset, double err, float* alpha,
+                          float* offset, uint8_t* codes);
   // Element e's weight (1 when unweighted).
   double weight_of(int64_t e) const { return weight_ == nullptr ? 1.0 : weight_[e]; }
   void fit_greedy_raw(const float* v, int64_t len, int q, bool with_offset, double* alpha, double* offset);
@@ -86,6 +94,8 @@ class GroupFitter {
   // Alternating rounds from `start`, whose assignment code_count_/code_sum_ describe (after
   // sort_group() for the group); replaces *best by the final state where that has a smaller error.
   void alternate(int64_t len, int q, bool with_offset, int iterations, const State& start, State* best);
+  // Alternating rounds from geometric grids spanning the sorted group's range.
+  void alternate_from_grids(int64_t len, int q, bool with_offset, int iterations, State* best);
   // Sorted copy of the group with prefix sums of d, d·x and d·x² (d = 1 unweighted), so one
   // assignment round costs O(2^q · log len) instead of O(len · q).
   void sort_group(const float* v, int64_t len);
