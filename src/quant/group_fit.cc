@@ -183,7 +183,10 @@ double GroupFitter::fit_bcq(const float* v, int64_t len, int q, Method method, b
   fit_greedy_raw(v, len, q, with_offset, greedy_alpha.data(), &greedy_offset);
   double greedy_err = finalize(v, len, q, greedy_alpha.data(), greedy_offset, alpha, offset, codes);
   if (method == Method::kGreedy || iterations == 0) {
-    return keep_simple_fits(v, len, q, with_offset, greedy_err, alpha, offset, codes);
+    // The stored greedy fit never clips: planes that do not reach the group's extremes lose to
+    // the range-covering grid whatever their squared error.
+    if (clips(v, len, q, greedy_alpha.data(), greedy_offset)) greedy_err = std::numeric_limits<double>::infinity();
+    return keep_simple_fits(v, len, q, with_offset, false, greedy_err, alpha, offset, codes);
   }
 
   sort_group(v, len);
@@ -203,7 +206,7 @@ double GroupFitter::fit_bcq(const float* v, int64_t len, int q, Method method, b
   const double alt_err =
       finalize(v, len, q, best.alpha.data(), best.offset, alt_alpha.data(), &alt_offset, trial_codes_.data());
   // Alternating never loses to the greedy fit.
-  greedy_err = keep_simple_fits(v, len, q, with_offset, greedy_err, alpha, offset, codes);
+  greedy_err = keep_simple_fits(v, len, q, with_offset, true, greedy_err, alpha, offset, codes);
   if (alt_err < greedy_err) {
     std::copy(alt_alpha.begin(), alt_alpha.begin() + q, alpha);
     *offset = alt_offset;
@@ -213,8 +216,8 @@ double GroupFitter::fit_bcq(const float* v, int64_t len, int q, Method method, b
   return greedy_err;
 }
 
-double GroupFitter::keep_simple_fits(const float* v, int64_t len, int q, bool with_offset, double err, float* alpha,
-                                     float* offset, uint8_t* codes) {
+double GroupFitter::keep_simple_fits(const float* v, int64_t len, int q, bool with_offset, bool may_clip, double err,
+                                     float* alpha, float* offset, uint8_t* codes) {
   std::array<float, format::kMaxBits> c_alpha{};
   float c_offset = 0.0f;
   uniform_codes_.resize(static_cast<size_t>(len));
@@ -233,6 +236,7 @@ double GroupFitter::keep_simple_fits(const float* v, int64_t len, int q, bool wi
     double raw_offset = 0.0;
     fit_greedy_raw(v, len, q, with_offset, raw_alpha.data(), &raw_offset);
     weight_ = saved;
+    if (!may_clip && clips(v, len, q, raw_alpha.data(), raw_offset)) return err;
     keep_if_lower(finalize(v, len, q, raw_alpha.data(), raw_offset, c_alpha.data(), &c_offset, uniform_codes_.data()));
   }
   return err;
@@ -274,6 +278,23 @@ void GroupFitter::alternate(int64_t len, int q, bool with_offset, int iterations
     if (!progress) break;
   }
   if (cur.err < best->err) *best = cur;
+}
+
+bool GroupFitter::clips(const float* v, int64_t len, int q, const double* alpha, double offset) {
+  // The reach of the stored (fp16) grid against the farthest weight, less half the grid's
+  // smallest step so a weight just past the end still counts as kept.
+  double reach = 0.0;
+  double smallest = std::numeric_limits<double>::infinity();
+  for (int i = 0; i < q; ++i) {
+    const double a = std::fabs(round_fp16_sat(alpha[i]));
+    reach += a;
+    smallest = std::min(smallest, a);
+  }
+  const double z = round_fp16_sat(offset);
+  for (int64_t e = 0; e < len; ++e) {
+    if (std::fabs(v[e] - z) > reach + smallest) return true;
+  }
+  return false;
 }
 
 void GroupFitter::fit_greedy_raw(const float* v, int64_t len, int q, bool with_offset, double* alpha,

@@ -70,14 +70,16 @@ class GroupFitter {
   // Greedy or alternating: the fits of fit() that start from the greedy planes.
   double fit_bcq(const float* v, int64_t len, int q, Method method, bool with_offset, int iterations,
                  float* alpha, float* offset, uint8_t* codes);
-  // The greedy fit's other candidates: the RTN grid and, when weighted, the unweighted greedy
-  // planes (weighted means need not lower the weighted error of so crude a fit). The greedy
-  // planes' scales are means of |residual| over the group, so their reach z ± Σα stays within a
-  // few typical magnitudes and clips outliers; the range-covering grid has the opposite
-  // weakness. Replaces alpha/offset/codes by a candidate with an error below `err`; returns the
-  // error kept.
-  double keep_simple_fits(const float* v, int64_t len, int q, bool with_offset, double err, float* alpha,
-                          float* offset, uint8_t* codes);
+  // Whether the grid offset ± Σ|α_i| (fp16) leaves a weight of v more than one smallest step
+  // beyond its ends. The greedy planes' scales are means of |residual| over the group, so their
+  // reach stays within a few typical magnitudes and they clip every weight beyond it.
+  static bool clips(const float* v, int64_t len, int q, const double* alpha, double offset);
+  // A greedy fit's other candidates: the RTN grid and, when weighted, the unweighted greedy
+  // planes (weighted means need not lower the weighted error of so crude a fit), the latter only
+  // if they do not clip unless `may_clip`. Replaces alpha/offset/codes by a candidate with an
+  // error below `err`; returns the error kept.
+  double keep_simple_fits(const float* v, int64_t len, int q, bool with_offset, bool may_clip, double err,
+                          float* alpha, float* offset, uint8_t* codes);
   // Element e's weight (1 when unweighted).
   double weight_of(int64_t e) const { return weight_ == nullptr ? 1.0 : weight_[e]; }
   void fit_greedy_raw(const float* v, int64_t len, int q, bool with_offset, double* alpha, double* offset);

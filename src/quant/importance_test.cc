@@ -106,7 +106,11 @@ TEST(QuantImportance, WeightedErrorNotAboveUnweightedFits) {
           EXPECT_LE(worst, 1e-9 * sum_plain) << "group " << worst_set << ": weighted " << weighted[worst_set]
                                              << " > plain " << plain[worst_set];
         }
-        EXPECT_LT(sum_weighted, sum_plain) << "worst group " << worst_set << " (+" << worst << ")";
+        // Greedy mostly stores the range-covering grid (its planes clip), which has nothing to
+        // weight: equal there. The others gain.
+        if (cs.method != Method::kGreedy) {
+          EXPECT_LT(sum_weighted, sum_plain) << "worst group " << worst_set << " (+" << worst << ")";
+        }
       }
     }
   }
