@@ -15,9 +15,10 @@
 //   Greedy. z = fp16(mean) with an offset, else 0; r = v − z; for each plane i: B_i = sign(r)
 //     (sign(0) = +1), α_i = mean|r|, r −= α_i·B_i. Those scales are means over the whole group,
 //     so the grid's reach z ± Σα_i stays within a few typical magnitudes and clips outliers
-//     (SmolLM2 collapsed to PPL 6.7e5); the stored greedy fit is therefore the lower-error one of
-//     these planes and the RTN grid (the greedy expansion with range-halving scales), never worse
-//     than either.
+//     (SmolLM2 collapsed to PPL 6.7e5). The stored greedy fit never clips: the planes are kept
+//     only where their reach covers every weight (to within one smallest step) and their error
+//     is below the RTN grid's (the greedy expansion with range-halving scales); otherwise the
+//     group gets the RTN grid (symmetric around 0 without an offset).
 //   Alternating (default). Repeats, up to `iterations` rounds or until the squared error stops
 //     falling: (a) least squares for α (and z) given the bits — the q×q ((q+1)×(q+1) with an
 //     offset) normal equations in double, Gaussian elimination with partial pivoting; a singular
