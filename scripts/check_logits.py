@@ -2,7 +2,7 @@
 """Independent cross-check of lutq's forward pass (llama, qwen2) against Hugging Face transformers.
 
 Both sides load the same GGUF file and dequantize it to fp32: lutq through lutq_dump_logits
-(src/model/tools/dump_logits.cc, dense fp32 path), transformers through
+(src/apps/tools/dump_logits.cc, dense fp32 path), transformers through
 AutoModelForCausalLM.from_pretrained(dir, gguf_file=name), which un-permutes the Q/K rows that
 the GGUF converter permuted and runs Hugging Face's own Llama code (rotate_half RoPE) in fp32.
 The same token ids (lutq's tokenization of the text) go to both; the Hugging Face tokenizer's ids

@@ -40,6 +40,8 @@ struct QuantizeArgs {
   int64_t sensitivity_tokens = 256;
   int64_t selection_tokens = 1024;
   std::vector<int> candidates;     // bit counts it may choose; empty: q-1, q, q+1
+  bool calib_given = false;        // --calib or --calib-cache on the command line
+  bool no_importance = false;      // fit groups unweighted even with calibration statistics
 };
 
 // The calibration text as token ids (BOS first where the model wants one).
@@ -53,7 +55,7 @@ Result<std::vector<int32_t>> calibration_ids(const io::Checkpoint& in, const Qua
 }
 
 // Runs the dense model over the calibration tokens and collects every block layer's input
-// statistics (model/calibration.h), with a progress line; with --calib-cache, reads them from the
+// statistics (pipeline/calibration.h), with a progress line; with --calib-cache, reads them from the
 // cache when it was made from the same model and tokens, and writes it otherwise.
 Result<model::CalibrationStats> calibrate(const io::Checkpoint& in, const model::ModelConfig& config,
                                           std::span<const int32_t> ids, int32_t bos, const QuantizeArgs& a,
@@ -184,7 +186,7 @@ int run(const QuantizeArgs& a) {
   int32_t bos = -1;
   // Statistics of every block at once for the cache and for mixed precision; otherwise one block
   // at a time (layerwise), which is what lets a 1.5B model's GPTQ fit in memory.
-  const bool calibrated = model::needs_calibration(*spec, *config) || a.target_bpw > 0.0;
+  const bool calibrated = model::needs_calibration(*spec, *config) || a.target_bpw > 0.0 || a.calib_given;
   const bool layerwise = calibrated && a.calib_cache.empty() && a.target_bpw <= 0.0;
   std::optional<model::Model> dense;  // the layerwise source runs it
   std::unique_ptr<model::HessianSource> source;
@@ -205,6 +207,11 @@ int run(const QuantizeArgs& a) {
       stats.emplace(std::move(*st));
       source = std::make_unique<model::StoredHessians>(*stats);
     }
+    // With calibration statistics every block layer's fit weighs each input channel's error by
+    // its activation energy diag(H) (quant/quantize.h), unless --no-importance.
+    for (model::LinearChoice& c : spec->roles) c.quant.importance = !a.no_importance;
+    std::fprintf(stderr, "lutq: group fits %s\n",
+                 a.no_importance ? "unweighted (--no-importance)" : "weighted by the input channels' activation energy");
   }
   if (a.target_bpw > 0.0) {
     std::vector<int> cand = a.candidates;
@@ -289,12 +296,18 @@ Subcommand register_quantize(CLI::App& app) {
   add_quant_options(sub, args->model, /*bits_required=*/true);
   sub->add_option("-t,--threads", args->model.threads, "Threads")->type_name("N")->default_str("2");
   sub->add_option("--calib", args->calib,
-                  "Calibration text for gptq / gptq-bcq / --orientation auto (never the evaluation text)")
+                  "Calibration text for gptq / gptq-bcq / --orientation auto (never the evaluation text); given\n"
+                  "explicitly, also for the importance-weighted fits of rtn / greedy / alternating")
       ->type_name("TEXT")
-      ->default_str(args->calib);
+      ->default_str(args->calib)
+      ->each([args](const std::string&) { args->calib_given = true; });
   sub->add_option("--calib-cache", args->calib_cache,
                   "Keep calibration statistics in FILE: read when made from the same model and tokens, "
-                  "else collected and written (SmolLM2-135M: 0.8 GB)");
+                  "else collected and written (SmolLM2-135M: 0.8 GB)")
+      ->each([args](const std::string&) { args->calib_given = true; });
+  sub->add_flag("--no-importance", args->no_importance,
+                "Fit every group unweighted even when calibration statistics are collected (by default each\n"
+                "input channel's squared error is weighted by its calibration activation energy, diag H)");
   sub->add_option("--sensitivity", args->sensitivity,
                   "--target-bpw sensitivity: kl (each layer's effect on the model's next-token distributions, "
                   "measured) or output (its calibrated output error; faster, a heuristic)")

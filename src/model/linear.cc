@@ -66,7 +66,8 @@ Result<Linear> Linear::dense(std::shared_ptr<const std::vector<float>> w, int64_
 }
 
 Result<format::BcqMatrix> quantize_weight(const std::string& name, const float* w, int64_t n, int64_t k,
-                                          const LinearChoice& choice, ThreadPool* pool) {
+                                          const LinearChoice& choice, ThreadPool* pool,
+                                          std::span<const double> importance) {
   if (!choice.quantize) return Status::invalid(name + ": layer choice is not quantized");
   if (choice.int8) return Status::invalid(name + ": an LLM.int8() layer has no BCQ form");
   if (choice.gptq || choice.adadim) {
@@ -77,7 +78,7 @@ Result<format::BcqMatrix> quantize_weight(const std::string& name, const float* 
   if (choice.adapt_group) {
     if (std::optional<int64_t> g = adapted_group(opt.cfg.g, extent)) opt.cfg.g = *g;
   }
-  Result<format::BcqMatrix> q = quant::quantize(w, n, k, opt, pool);
+  Result<format::BcqMatrix> q = quant::quantize(w, n, k, opt, pool, importance);
   if (!q) return Status(q.status().code(), name + ": " + q.status().message());
   return q;
 }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <variant>
 #include <vector>
@@ -87,9 +88,11 @@ class Linear {
 };
 
 // Quantizes W[n,k] per `choice` (choice.quantize must be true), adapting the group size as
-// choice.adapt_group says. `name` prefixes errors.
+// choice.adapt_group says. `name` prefixes errors. importance: empty or k input-channel weights
+// for the fits (quant::quantize).
 Result<format::BcqMatrix> quantize_weight(const std::string& name, const float* w, int64_t n, int64_t k,
-                                          const LinearChoice& choice, ThreadPool* pool);
+                                          const LinearChoice& choice, ThreadPool* pool,
+                                          std::span<const double> importance = {});
 
 // The group size LinearChoice::adapt_group settles on for a grouped extent, or nullopt when
 // no standard size (32..256, at most the requested one) nor the full extent divides it.

@@ -118,7 +118,7 @@ Result<CalibrationStats> collect_hessians(const Model& model, std::span<const st
 std::vector<std::vector<int32_t>> calibration_chunks(std::span<const int32_t> tokens, int64_t ctx, int64_t max_tokens,
                                                      int32_t bos);
 
-// ---- The calibration cache (model/calibration_cache.cc) ----
+// ---- The calibration cache (pipeline/calibration_cache.cc) ----
 // Collecting statistics costs a dense forward pass over the calibration text (about a minute for
 // SmolLM2-135M on 2 cores); `lutq quantize --calib-cache FILE` keeps them for the next run of the
 // same model on the same tokens. The file is a GGUF container: lutq.calib.version = 1,

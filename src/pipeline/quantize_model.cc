@@ -93,6 +93,7 @@ Result<format::BcqMatrix> calibrated_quantize(const std::string& name, const flo
   go.method = choice.quant.method;
   go.iterations = choice.quant.iterations;
   go.act_order = choice.act_order;
+  go.importance = choice.quant.importance;
   const auto adapt = [&](int64_t extent) -> int64_t {
     if (!choice.adapt_group) return choice.quant.cfg.g;
     return adapted_group(choice.quant.cfg.g, extent).value_or(choice.quant.cfg.g);
@@ -150,7 +151,12 @@ Result<format::BcqMatrix> quantize_layer(const std::string& name, const float* w
     if (h == nullptr) return Status::invalid(name + ": GPTQ / AdaDim need calibration statistics (--calib)");
     return calibrated_quantize(name, w, n, k, choice, h, pool);
   }
-  return quantize_weight(name, w, n, k, choice, &pool);
+  std::vector<double> importance;  // diag(H): the fits' input-channel weights
+  if (choice.quantize && choice.quant.importance && h != nullptr) {
+    importance.resize(static_cast<size_t>(k));
+    for (int64_t i = 0; i < k; ++i) importance[static_cast<size_t>(i)] = h[i * k + i];
+  }
+  return quantize_weight(name, w, n, k, choice, &pool, importance);
 }
 
 bool needs_calibration(const LinearSpec& spec, const ModelConfig& config) {

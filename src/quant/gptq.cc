@@ -149,18 +149,19 @@ struct Fitter {
   detail::GroupFitter fitter;
   detail::ValueGrid grid;
   std::vector<float> values;
+  std::vector<double> weights;
   std::vector<uint8_t> codes;
 };
 
-// Fits v[len] with the method, stores α/offset (fp16) as scale set `global` of m and the
-// resulting grid as tile set `local`.
+// Fits v[len] (weights d[len], nullable) with the method, stores α/offset (fp16) as scale set
+// `global` of m and the resulting grid as tile set `local`.
 void fit_set(const float* v, int64_t len, const GptqOptions& opt, BcqMatrix& m, int64_t global, int64_t local,
-             Fitter& f, TileGrids& grids) {
+             Fitter& f, TileGrids& grids, const double* d = nullptr) {
   const int q = m.cfg.q;
   float alpha[format::kMaxBits] = {};
   float offset = 0.0f;
   f.codes.resize(static_cast<size_t>(len));
-  f.fitter.fit(v, len, q, opt.method, m.cfg.has_offset, opt.iterations, alpha, &offset, f.codes.data());
+  f.fitter.fit(v, len, q, opt.method, m.cfg.has_offset, opt.iterations, alpha, &offset, f.codes.data(), d);
   double alpha_d[format::kMaxBits] = {};
   for (int i = 0; i < q; ++i) {
     m.alpha[static_cast<size_t>(global * q + i)] = fp32_to_fp16(alpha[i]);
@@ -213,9 +214,13 @@ void sweep_tile(const float* w, BcqMatrix& m, const GptqFactor& f, const GptqOpt
   grids.reset(plan.per_oc ? rows * gk : k, m.cfg.q);
   Fitter fit;
   fit.values.resize(static_cast<size_t>(std::max(g, rows)));
+  const bool weighted = opt.importance && plan.per_oc;
   if (plan.static_groups) {
     for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t gi = 0; gi < gk; ++gi) fit_set(w + (r0 + r) * k + gi * g, g, opt, m, (r0 + r) * gk + gi, r * gk + gi, fit, grids);
+      for (int64_t gi = 0; gi < gk; ++gi) {
+        fit_set(w + (r0 + r) * k + gi * g, g, opt, m, (r0 + r) * gk + gi, r * gk + gi, fit, grids,
+                weighted ? f.diag.data() + gi * g : nullptr);
+      }
     }
   }
   const int size = grids.size;
@@ -225,9 +230,14 @@ void sweep_tile(const float* w, BcqMatrix& m, const GptqFactor& f, const GptqOpt
       const int64_t c = perm[p];
       if (plan.per_oc && !plan.static_groups && p % g == 0) {
         // Entering a group: fit on the error-updated weights (identity order, or g = k).
+        if (weighted) {
+          fit.weights.resize(static_cast<size_t>(g));
+          for (int64_t e = 0; e < g; ++e) fit.weights[static_cast<size_t>(e)] = f.diag[static_cast<size_t>(perm[p + e])];
+        }
         for (int64_t r = 0; r < rows; ++r) {
           for (int64_t e = 0; e < g; ++e) fit.values[static_cast<size_t>(e)] = static_cast<float>(wt[static_cast<size_t>(r * k + p + e)]);
-          fit_set(fit.values.data(), g, opt, m, (r0 + r) * gk + p / g, r * gk + p / g, fit, grids);
+          fit_set(fit.values.data(), g, opt, m, (r0 + r) * gk + p / g, r * gk + p / g, fit, grids,
+                  weighted ? fit.weights.data() : nullptr);
         }
       } else if (!plan.per_oc) {
         for (int64_t r = 0; r < rows; ++r) fit.values[static_cast<size_t>(r)] = static_cast<float>(wt[static_cast<size_t>(r * k + p)]);
@@ -289,8 +299,10 @@ Result<GptqFactor> prepare_gptq(const double* h, int64_t k, const GptqOptions& o
   f.k = k;
   f.act_order = opt.act_order;
   std::vector<double> diag(static_cast<size_t>(k));
+  f.diag.resize(static_cast<size_t>(k));
   for (int64_t i = 0; i < k; ++i) {
     const double d = h[i * k + i];
+    f.diag[static_cast<size_t>(i)] = d;
     f.dead_columns += d == 0.0 ? 1 : 0;
     diag[static_cast<size_t>(i)] = d == 0.0 ? 1.0 : d;
   }
@@ -338,6 +350,9 @@ Result<format::BcqMatrix> gptq_quantize(const float* w, int64_t n, int64_t k, co
                            std::to_string(k));
   }
   if (factor.act_order != opt.act_order) return Status::invalid("gptq: the factor was prepared with another act_order");
+  if (opt.importance && static_cast<int64_t>(factor.diag.size()) != k) {
+    return Status::invalid("gptq: importance weighting needs the factor's diag(H)");
+  }
   if (Status s = check_weights(w, n, k); !s) return s;
   Result<BcqMatrix> made = format::make_empty(n, k, cfg);
   if (!made) return made.status();
@@ -393,6 +408,11 @@ Result<OrientationChoice> choose_orientation(const float* w, int64_t n, int64_t 
     if (!f) return f.status();
     factor = std::move(*f);
   }
+  std::vector<double> importance;  // diag(H) for the plain quantizers' weighted fits
+  if (!opt.use_gptq && opt.gptq.importance) {
+    importance.resize(static_cast<size_t>(k));
+    for (int64_t i = 0; i < k; ++i) importance[static_cast<size_t>(i)] = h[i * k + i];
+  }
   OrientationChoice out;
   out.error_per_oc = out.error_per_ic = std::numeric_limits<double>::infinity();
   std::optional<BcqMatrix> best;
@@ -406,7 +426,7 @@ Result<OrientationChoice> choose_orientation(const float* w, int64_t n, int64_t 
       continue;
     }
     Result<BcqMatrix> m = opt.use_gptq ? gptq_quantize(w, n, k, *factor, g, pool)
-                                       : quantize(w, n, k, QuantOptions{g.method, g.cfg, g.iterations}, pool);
+                                       : quantize(w, n, k, QuantOptions{g.method, g.cfg, g.iterations}, pool, importance);
     if (!m) return m.status();
     const double e = calibrated_error(w, *m, h, pool);
     (o == Orientation::kPerOC ? out.error_per_oc : out.error_per_ic) = e;

@@ -36,6 +36,9 @@
 //       per-IC (groups of g rows inside one column): the whole column is quantized at once, so
 //         every (row group, column) grid is fitted on the updated column when the sweep reaches
 //         it, with or without act_order; a tile of the sweep is one row group.
+//   Importance (opt.importance): a per-OC group's grid is fitted to minimise Σ_j H_jj·(w_j − ŵ_j)²
+//     over its columns (quantize.h), the diagonal of the undamped H (dead columns weigh 0);
+//     per-IC groups sit in one column, where the weight is constant and changes nothing.
 //   The output is a canonical, validated format::BcqMatrix in the original column order.
 //
 // With H diagonal (e.g. I), U is diagonal and nothing propagates: GPTQ reduces to the same
@@ -64,6 +67,7 @@ struct GptqOptions {
   int64_t block_size = 128;  // lazy-update block (columns), >= 1
   bool act_order = false;  // sweep columns by descending diag(H)
   int max_damp_retries = 8;  // ×10 damping increases after a failed Cholesky
+  bool importance = false;  // per-OC grids fitted with the weights diag(H) (see above)
 };
 
 // The factored inverse Hessian of one input, reusable by every layer that reads that input
@@ -76,6 +80,7 @@ struct GptqFactor {
   double damp = 0.0;  // λ used
   int damp_retries = 0;  // failed factorisations before it
   int64_t dead_columns = 0;
+  std::vector<double> diag;  // diag(H) as given (original column order): the fits' importance
 };
 
 // Factors h[k*k] (symmetric, finite, diag >= 0; only the lower triangle is read) for GPTQ.
@@ -94,7 +99,8 @@ Result<format::BcqMatrix> gptq(const float* w, int64_t n, int64_t k, const doubl
 // With H = Σ x xᵀ this is ‖(W − Ŵ) Xᵀ‖²_F, the layer's output error on the calibration rows.
 double calibrated_error(const float* w, const format::BcqMatrix& q, const double* h, ThreadPool* pool = nullptr);
 
-// AdaDim: quantizes both ways and keeps the orientation with the lower calibrated error.
+// AdaDim: quantizes both ways and keeps the orientation with the lower calibrated error. With
+// gptq.importance the plain quantizers (use_gptq false) are weighted by diag(H) too.
 struct OrientationChoice {
   format::BcqMatrix matrix;  // the chosen one
   double error_per_oc = 0.0;  // calibrated_error of each candidate

@@ -8,32 +8,15 @@
 #include <span>
 
 #include "core/check.h"
-#include "core/fp16.h"
 
 namespace lutq::quant::detail {
 namespace {
 
-constexpr double kFp16Max = 65504.0;
-constexpr double kFp16MinSubnormal = 5.9604644775390625e-08;  // 2^-24
 constexpr int kMaxUnknowns = format::kMaxBits + 1;
 // Plane-to-plane scale ratios of the geometric grids that seed the alternation (see fit()).
 constexpr double kRatiosFewPlanes[] = {0.35, 0.5, 0.6, 0.7, 0.8, 0.9};
 constexpr double kRatiosSomePlanes[] = {0.5, 0.7};
 constexpr double kRatiosManyPlanes[] = {0.5};
-
-// Nearest fp16 value, saturating to ±65504 instead of overflowing to infinity.
-double round_fp16_sat(double x) {
-  if (x >= kFp16Max) return kFp16Max;
-  if (x <= -kFp16Max) return -kFp16Max;
-  return round_to_fp16(static_cast<float>(x));
-}
-
-// Smallest fp16 value >= x, for 0 <= x (may be +inf when x is beyond the fp16 range).
-double round_fp16_up(double x) {
-  float r = round_to_fp16(static_cast<float>(x));
-  if (static_cast<double>(r) < x) r = fp16_to_fp32(static_cast<uint16_t>(fp32_to_fp16(r) + 1));
-  return r;
-}
 
 // Solves a[m*m]·x = b by Gaussian elimination with partial pivoting; false when singular
 // (a pivot below 1e-10 of the largest diagonal entry) or when the solution is not finite.
@@ -168,25 +151,98 @@ void ValueGrid::build(const double* alpha, int q, double offset) {
 }
 
 double GroupFitter::fit(const float* v, int64_t len, int q, Method method, bool with_offset, int iterations,
-                        float* alpha, float* offset, uint8_t* codes) {
+                        float* alpha, float* offset, uint8_t* codes, const double* weight) {
   LUTQ_CHECK(len >= 1 && q >= 1 && q <= format::kMaxBits && iterations >= 0);
-  if (method == Method::kRtn) return fit_rtn(v, len, q, with_offset, alpha, offset, codes);
+  // Equal weights make the weighted error a multiple of the plain one: the same problem, so the
+  // plain code path runs (bit for bit today's fit). So does a group whose weights sum to 0.
+  weight_ = nullptr;
+  if (weight != nullptr) {
+    double total = 0.0;
+    bool equal = true;
+    for (int64_t e = 0; e < len; ++e) {
+      total += weight[e];
+      equal = equal && weight[e] == weight[0];
+    }
+    if (!equal && total > 0.0) weight_ = weight;
+  }
+  double err = 0.0;
+  if (method == Method::kRtn) {
+    err = weight_ != nullptr ? fit_rtn_weighted(v, len, q, with_offset, alpha, offset, codes)
+                             : fit_rtn(v, len, q, with_offset, alpha, offset, codes);
+  } else {
+    err = fit_bcq(v, len, q, method, with_offset, iterations, alpha, offset, codes);
+  }
+  weight_ = nullptr;
+  return err;
+}
 
+double GroupFitter::fit_bcq(const float* v, int64_t len, int q, Method method, bool with_offset, int iterations,
+                            float* alpha, float* offset, uint8_t* codes) {
   std::array<double, format::kMaxBits> greedy_alpha{};
   double greedy_offset = 0.0;
   fit_greedy_raw(v, len, q, with_offset, greedy_alpha.data(), &greedy_offset);
-  const double greedy_err = finalize(v, len, q, greedy_alpha.data(), greedy_offset, alpha, offset, codes);
-  if (method == Method::kGreedy || iterations == 0) return greedy_err;
+  double greedy_err = finalize(v, len, q, greedy_alpha.data(), greedy_offset, alpha, offset, codes);
+  if (method == Method::kGreedy || iterations == 0) {
+    // The stored greedy fit never clips: planes that do not reach the group's extremes lose to
+    // the range-covering grid whatever their squared error.
+    if (clips(v, len, q, greedy_alpha.data(), greedy_offset)) greedy_err = std::numeric_limits<double>::infinity();
+    return keep_simple_fits(v, len, q, with_offset, false, greedy_err, alpha, offset, codes);
+  }
 
   sort_group(v, len);
   State best;
-  // From the stored greedy fit.
+  // From the stored greedy planes.
   State start;
   for (int i = 0; i < q; ++i) start.alpha[static_cast<size_t>(i)] = alpha[i];
   start.offset = *offset;
   start.err = greedy_err;
   cells_from_codes(v, len, q, codes);
   alternate(len, q, with_offset, iterations, start, &best);
+  alternate_from_grids(len, q, with_offset, iterations, &best);
+
+  std::array<float, format::kMaxBits> alt_alpha{};
+  float alt_offset = 0.0f;
+  trial_codes_.resize(static_cast<size_t>(len));
+  const double alt_err =
+      finalize(v, len, q, best.alpha.data(), best.offset, alt_alpha.data(), &alt_offset, trial_codes_.data());
+  // Alternating never loses to the greedy fit.
+  greedy_err = keep_simple_fits(v, len, q, with_offset, true, greedy_err, alpha, offset, codes);
+  if (alt_err < greedy_err) {
+    std::copy(alt_alpha.begin(), alt_alpha.begin() + q, alpha);
+    *offset = alt_offset;
+    std::copy(trial_codes_.begin(), trial_codes_.end(), codes);
+    return alt_err;
+  }
+  return greedy_err;
+}
+
+double GroupFitter::keep_simple_fits(const float* v, int64_t len, int q, bool with_offset, bool may_clip, double err,
+                                     float* alpha, float* offset, uint8_t* codes) {
+  std::array<float, format::kMaxBits> c_alpha{};
+  float c_offset = 0.0f;
+  uniform_codes_.resize(static_cast<size_t>(len));
+  const auto keep_if_lower = [&](double c_err) {
+    if (!(c_err < err)) return;
+    std::copy(c_alpha.begin(), c_alpha.begin() + q, alpha);
+    *offset = c_offset;
+    std::copy(uniform_codes_.begin(), uniform_codes_.end(), codes);
+    err = c_err;
+  };
+  keep_if_lower(fit_rtn(v, len, q, with_offset, c_alpha.data(), &c_offset, uniform_codes_.data()));
+  if (weight_ != nullptr) {
+    const double* saved = weight_;
+    weight_ = nullptr;
+    std::array<double, format::kMaxBits> raw_alpha{};
+    double raw_offset = 0.0;
+    fit_greedy_raw(v, len, q, with_offset, raw_alpha.data(), &raw_offset);
+    weight_ = saved;
+    if (!may_clip && clips(v, len, q, raw_alpha.data(), raw_offset)) return err;
+    keep_if_lower(finalize(v, len, q, raw_alpha.data(), raw_offset, c_alpha.data(), &c_offset, uniform_codes_.data()));
+  }
+  return err;
+}
+
+void GroupFitter::alternate_from_grids(int64_t len, int q, bool with_offset, int iterations, State* best) {
   // From geometric grids around the centre of the range: ratio 0.5 is the uniform (RTN) grid,
   // larger ratios crowd the values towards the centre. Each ratio gives a different order of the
   // 2^q sums, and the alternation cannot leave the order it starts in, so several starts find
@@ -198,6 +254,7 @@ double GroupFitter::fit(const float* v, int64_t len, int q, Method method, bool 
   const double hi = sorted_.back();
   const double z = with_offset ? 0.5 * (lo + hi) : 0.0;
   const double half = std::max(hi - z, z - lo);
+  State start;
   for (double ratio : ratios) {
     // α_{q−1−j} = A·ratio^j with Σ α = half, so the outermost grid values sit at the range ends.
     double weight = 0.0;
@@ -205,28 +262,15 @@ double GroupFitter::fit(const float* v, int64_t len, int q, Method method, bool 
     for (int j = 0; j < q; ++j) start.alpha[static_cast<size_t>(q - 1 - j)] = half / weight * std::pow(ratio, j);
     start.offset = z;
     start.err = assign_cells(len, q, start.alpha.data(), start.offset);
-    alternate(len, q, with_offset, iterations, start, &best);
+    alternate(len, q, with_offset, iterations, start, best);
   }
-
-  std::array<float, format::kMaxBits> alt_alpha{};
-  float alt_offset = 0.0f;
-  trial_codes_.resize(static_cast<size_t>(len));
-  const double alt_err =
-      finalize(v, len, q, best.alpha.data(), best.offset, alt_alpha.data(), &alt_offset, trial_codes_.data());
-  if (alt_err < greedy_err) {
-    std::copy(alt_alpha.begin(), alt_alpha.begin() + q, alpha);
-    *offset = alt_offset;
-    std::copy(trial_codes_.begin(), trial_codes_.end(), codes);
-    return alt_err;
-  }
-  return greedy_err;
 }
 
 void GroupFitter::alternate(int64_t len, int q, bool with_offset, int iterations, const State& start, State* best) {
   State cur = start;
   for (int it = 0; it < iterations; ++it) {
     State next;
-    if (!solve_scales(len, q, with_offset, next.alpha.data(), &next.offset)) break;
+    if (!solve_scales(q, with_offset, next.alpha.data(), &next.offset)) break;
     next.err = assign_cells(len, q, next.alpha.data(), next.offset);
     if (!(next.err <= cur.err)) break;  // only rounding noise makes a round worse: keep the state
     const bool progress = next.err < cur.err * (1.0 - 1e-9);
@@ -236,53 +280,42 @@ void GroupFitter::alternate(int64_t len, int q, bool with_offset, int iterations
   if (cur.err < best->err) *best = cur;
 }
 
-double GroupFitter::fit_rtn(const float* v, int64_t len, int q, bool with_offset, float* alpha, float* offset,
-                            uint8_t* codes) {
-  float lo = v[0];
-  float hi = v[0];
-  for (int64_t e = 1; e < len; ++e) {
-    lo = std::min(lo, v[e]);
-    hi = std::max(hi, v[e]);
+bool GroupFitter::clips(const float* v, int64_t len, int q, const double* alpha, double offset) {
+  // The reach of the stored (fp16) grid against the farthest weight, less half the grid's
+  // smallest step so a weight just past the end still counts as kept.
+  double reach = 0.0;
+  double smallest = std::numeric_limits<double>::infinity();
+  for (int i = 0; i < q; ++i) {
+    const double a = std::fabs(round_fp16_sat(alpha[i]));
+    reach += a;
+    smallest = std::min(smallest, a);
   }
-  const double z = with_offset ? round_fp16_sat(0.5 * (static_cast<double>(lo) + static_cast<double>(hi))) : 0.0;
-  const double half = std::max({static_cast<double>(hi) - z, z - static_cast<double>(lo), 0.0});
-  const int levels = (1 << q) - 1;
-  // α_0 = s/2: the smallest fp16 value whose grid z ± α_0·levels covers [lo, hi]; at least the
-  // smallest subnormal so a constant group still gets a valid (tiny) step.
-  double a0 = std::max(round_fp16_up(half / levels), kFp16MinSubnormal);
-  const double top = std::ldexp(1.0, q - 1);
-  if (a0 * top > kFp16Max) a0 = kFp16Max / top;  // saturate; exact fp16 (a power-of-two division)
-  const double step = 2.0 * a0;
-  const double centre = 0.5 * levels;
-  double err = 0.0;
+  const double z = round_fp16_sat(offset);
   for (int64_t e = 0; e < len; ++e) {
-    const double x = v[e];
-    const double t = std::floor((x - z) / step + centre + 0.5);
-    const int c = static_cast<int>(std::clamp(t, 0.0, static_cast<double>(levels)));
-    codes[e] = static_cast<uint8_t>(c);
-    const double d = x - (z + step * (c - centre));
-    err += d * d;
+    if (std::fabs(v[e] - z) > reach + smallest) return true;
   }
-  for (int i = 0; i < q; ++i) alpha[i] = static_cast<float>(std::ldexp(a0, i));
-  *offset = static_cast<float>(z);
-  return err;
+  return false;
 }
 
 void GroupFitter::fit_greedy_raw(const float* v, int64_t len, int q, bool with_offset, double* alpha,
                                  double* offset) {
+  // Weighted: z and each α_i are weighted means, the minimisers of Σ d·(r − z)² and of
+  // Σ d·(|r| − α)² (the unweighted ones with d = 1).
   const auto ulen = static_cast<size_t>(len);
+  double total = 0.0;
+  for (int64_t e = 0; e < len; ++e) total += weight_of(e);
   double z = 0.0;
   if (with_offset) {
     double sum = 0.0;
-    for (int64_t e = 0; e < len; ++e) sum += v[e];
-    z = round_fp16_sat(sum / static_cast<double>(len));
+    for (int64_t e = 0; e < len; ++e) sum += weight_of(e) * v[e];
+    z = round_fp16_sat(sum / total);
   }
   residual_.resize(ulen);
   for (size_t e = 0; e < ulen; ++e) residual_[e] = v[e] - z;
   for (int i = 0; i < q; ++i) {
     double sum_abs = 0.0;
-    for (size_t e = 0; e < ulen; ++e) sum_abs += std::fabs(residual_[e]);
-    const double a = sum_abs / static_cast<double>(len);
+    for (size_t e = 0; e < ulen; ++e) sum_abs += weight_of(static_cast<int64_t>(e)) * std::fabs(residual_[e]);
+    const double a = sum_abs / total;
     alpha[i] = a;
     for (size_t e = 0; e < ulen; ++e) residual_[e] -= residual_[e] >= 0.0 ? a : -a;
   }
@@ -309,23 +342,41 @@ double GroupFitter::finalize(const float* v, int64_t len, int q, const double* a
     const int idx = nearest_index(mids, size, x);
     codes[e] = grid_codes[idx];
     const double d = x - values[idx];
-    err += d * d;
+    err += weight_of(e) * (d * d);
   }
   return err;
 }
 
 void GroupFitter::sort_group(const float* v, int64_t len) {
   const auto ulen = static_cast<size_t>(len);
-  sorted_.assign(v, v + ulen);
-  std::sort(sorted_.begin(), sorted_.end());
+  prefix0_.resize(ulen + 1);
   prefix1_.resize(ulen + 1);
   prefix2_.resize(ulen + 1);
+  prefix0_[0] = 0.0;
   prefix1_[0] = 0.0;
   prefix2_[0] = 0.0;
+  if (weight_ == nullptr) {
+    sorted_.assign(v, v + ulen);
+    std::sort(sorted_.begin(), sorted_.end());
+    for (size_t e = 0; e < ulen; ++e) {
+      const double x = sorted_[e];
+      prefix0_[e + 1] = static_cast<double>(e + 1);
+      prefix1_[e + 1] = prefix1_[e] + x;
+      prefix2_[e + 1] = prefix2_[e] + x * x;
+    }
+    return;
+  }
+  order_.resize(ulen);
+  for (size_t e = 0; e < ulen; ++e) order_[e] = e;
+  std::sort(order_.begin(), order_.end(), [&](size_t a, size_t b) { return v[a] < v[b] || (v[a] == v[b] && a < b); });
+  sorted_.resize(ulen);
   for (size_t e = 0; e < ulen; ++e) {
-    const double x = sorted_[e];
-    prefix1_[e + 1] = prefix1_[e] + x;
-    prefix2_[e + 1] = prefix2_[e] + x * x;
+    const double x = v[order_[e]];
+    const double d = weight_[order_[e]];
+    sorted_[e] = x;
+    prefix0_[e + 1] = prefix0_[e] + d;
+    prefix1_[e + 1] = prefix1_[e] + d * x;
+    prefix2_[e + 1] = prefix2_[e] + d * x * x;
   }
 }
 
@@ -334,8 +385,9 @@ void GroupFitter::cells_from_codes(const float* v, int64_t len, int q, const uin
   code_count_.assign(ncodes, 0.0);
   code_sum_.assign(ncodes, 0.0);
   for (int64_t e = 0; e < len; ++e) {
-    code_count_[codes[e]] += 1.0;
-    code_sum_[codes[e]] += v[e];
+    const double d = weight_of(e);
+    code_count_[codes[e]] += d;
+    code_sum_[codes[e]] += d * v[e];
   }
 }
 
@@ -370,10 +422,10 @@ double GroupFitter::assign_cells(int64_t len, int q, const double* alpha, double
   for (size_t j = 0; j < ncodes; ++j) {
     const size_t hi = ends[j];
     if (hi == lo) continue;
-    const auto count = static_cast<double>(hi - lo);
+    const double count = prefix0_[hi] - prefix0_[lo];  // Σ d (the element count unweighted)
     const double sum = prefix1_[hi] - prefix1_[lo];
     const double val = values[j];
-    // Σ (x − val)² over the run, from the prefix sums of x and x².
+    // Σ d·(x − val)² over the run, from the prefix sums of d, d·x and d·x².
     err += std::max(0.0, prefix2_[hi] - prefix2_[lo] - 2.0 * val * sum + count * val * val);
     code_count_[grid_codes[j]] = count;
     code_sum_[grid_codes[j]] = sum;
@@ -382,9 +434,10 @@ double GroupFitter::assign_cells(int64_t len, int q, const double* alpha, double
   return err;
 }
 
-bool GroupFitter::solve_scales(int64_t len, int q, bool with_offset, double* alpha, double* offset) {
-  // Normal equations of min ‖v − Σ_i α_i·B_i − z‖² over α (and z). With count[c] and sum[c] the
-  // number and sum of the elements of code c, and s_i(c) = ±1 from bit i of c:
+bool GroupFitter::solve_scales(int q, bool with_offset, double* alpha, double* offset) {
+  // Normal equations of min Σ_j d_j·(v_j − Σ_i α_i·B_ij − z)² over α (and z); unweighted d = 1.
+  // With count[c] = Σ d and sum[c] = Σ d·v over the elements of code c, and s_i(c) = ±1 from
+  // bit i of c (B_i·B_j below means Σ_j d_j·B_ij·B_lj, and so on):
   // (B_i·B_j) = Σ_c count[c]·s_i(c)·s_j(c), (B_i·1) = Σ_c count[c]·s_i(c), (B_i·v) = Σ_c sum[c]·s_i(c).
   // Since s_i(c) = −(−1)^{bit i of c}, all of these are entries of the Walsh–Hadamard transforms
   // H(x)[mask] = Σ_c x[c]·(−1)^{popcount(c & mask)}, computed in O(q·2^q): (B_i·B_j) = H(count)[i|j],
@@ -398,7 +451,7 @@ bool GroupFitter::solve_scales(int64_t len, int q, bool with_offset, double* alp
   std::array<double, kMaxUnknowns * kMaxUnknowns> a;
   std::array<double, kMaxUnknowns> b;
   std::array<double, kMaxUnknowns> x;
-  const auto dlen = static_cast<double>(len);
+  const double dlen = prefix0_.back();  // Σ d (len unweighted): B_i·B_i and 1·1
   for (int i = 0; i < q; ++i) {
     a[static_cast<size_t>(i * m + i)] = dlen;
     for (int j = 0; j < i; ++j) {

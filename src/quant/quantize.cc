@@ -67,7 +67,8 @@ void write_planes(const uint8_t* codes, int64_t len, int q, Dst dst) {
 
 // Per-OC: rows [begin, end), each split into k/g groups along k. A group starts on a byte
 // boundary (g is a multiple of 8, or g = k and the group starts at column 0).
-void quantize_rows(const float* w, BcqMatrix& m, const QuantOptions& opt, int64_t begin, int64_t end) {
+void quantize_rows(const float* w, BcqMatrix& m, const QuantOptions& opt, std::span<const double> importance,
+                   int64_t begin, int64_t end) {
   Worker wk;
   const int64_t g = m.cfg.g;
   const int64_t groups = m.k / g;
@@ -76,8 +77,9 @@ void quantize_rows(const float* w, BcqMatrix& m, const QuantOptions& opt, int64_
   for (int64_t r = begin; r < end; ++r) {
     for (int64_t gi = 0; gi < groups; ++gi) {
       const float* v = w + r * m.k + gi * g;
+      const double* d = importance.empty() ? nullptr : importance.data() + gi * g;
       wk.fitter.fit(v, g, m.cfg.q, opt.method, m.cfg.has_offset, opt.iterations, wk.alpha, &wk.offset,
-                    wk.codes.data());
+                    wk.codes.data(), d);
       store_scales(m, r * groups + gi, wk);
       write_planes(wk.codes.data(), g, m.cfg.q, [&](int i, int64_t b) -> uint8_t& {
         return m.bits[static_cast<size_t>((i * m.n + r) * row_bytes + gi * g / 8 + b)];
@@ -87,7 +89,8 @@ void quantize_rows(const float* w, BcqMatrix& m, const QuantOptions& opt, int64_
 }
 
 // Per-IC: work units [begin, end) of (row group, 8-column block), so no two units share a byte
-// of the bit-planes.
+// of the bit-planes. A group lies in one input channel, so an importance weighting is constant
+// over it and changes nothing.
 void quantize_column_blocks(const float* w, BcqMatrix& m, const QuantOptions& opt, int64_t begin, int64_t end) {
   Worker wk;
   const int64_t g = m.cfg.g;
@@ -141,7 +144,7 @@ Result<Method> parse_method(std::string_view name) {
 }
 
 Result<format::BcqMatrix> quantize(const float* w, int64_t n, int64_t k, const QuantOptions& opt,
-                                   ThreadPool* pool) {
+                                   ThreadPool* pool, std::span<const double> importance) {
   format::BcqConfig cfg = opt.cfg;
   if (opt.method == Method::kRtn) cfg.has_offset = true;  // uniform codes always carry their centre
   if (Status s = format::validate_config(cfg, n, k); !s) return s;
@@ -150,6 +153,16 @@ Result<format::BcqMatrix> quantize(const float* w, int64_t n, int64_t k, const Q
     return Status::invalid("alternating iterations=" + std::to_string(opt.iterations) + " must be >= 0");
   }
   if (Status s = check_weights(w, n, k); !s) return s;
+  if (!importance.empty() && static_cast<int64_t>(importance.size()) != k) {
+    return Status::invalid("quantize: importance has " + std::to_string(importance.size()) + " values, k is " +
+                           std::to_string(k));
+  }
+  for (size_t c = 0; c < importance.size(); ++c) {
+    if (!std::isfinite(importance[c]) || importance[c] < 0.0) {
+      return Status::invalid("quantize: importance of column " + std::to_string(c) + " is " +
+                             std::to_string(importance[c]) + " (must be finite and >= 0)");
+    }
+  }
   Result<BcqMatrix> made = format::make_empty(n, k, cfg);
   if (!made) return made.status();
   BcqMatrix m = std::move(made).value();
@@ -158,7 +171,7 @@ Result<format::BcqMatrix> quantize(const float* w, int64_t n, int64_t k, const Q
   const int64_t units = per_oc ? n : (n / cfg.g) * m.row_bytes();
   auto body = [&](int64_t begin, int64_t end) {
     if (per_oc) {
-      quantize_rows(w, m, opt, begin, end);
+      quantize_rows(w, m, opt, importance, begin, end);
     } else {
       quantize_column_blocks(w, m, opt, begin, end);
     }
@@ -172,12 +185,12 @@ Result<format::BcqMatrix> quantize(const float* w, int64_t n, int64_t k, const Q
 }
 
 void fit_group(const float* v, int64_t len, int q, Method method, bool with_offset, int iterations,
-               float* alpha, float* offset, uint8_t* signs) {
+               float* alpha, float* offset, uint8_t* signs, const double* weight) {
   LUTQ_CHECK(v != nullptr && len >= 1 && q >= 1 && q <= format::kMaxBits && iterations >= 0);
   for (int64_t j = 0; j < len; ++j) LUTQ_CHECK(std::isfinite(v[j]));
   detail::GroupFitter fitter;
   std::vector<uint8_t> codes(static_cast<size_t>(len));
-  fitter.fit(v, len, q, method, with_offset, iterations, alpha, offset, codes.data());
+  fitter.fit(v, len, q, method, with_offset, iterations, alpha, offset, codes.data(), weight);
   for (int i = 0; i < q; ++i) {
     for (int64_t j = 0; j < len; ++j) {
       signs[i * len + j] = static_cast<uint8_t>((codes[static_cast<size_t>(j)] >> i) & 1u);

@@ -13,7 +13,12 @@
 //     an offset: quantize() sets has_offset = true for it. (fit_group without an offset fits a
 //     symmetric grid around 0 instead.)
 //   Greedy. z = fp16(mean) with an offset, else 0; r = v − z; for each plane i: B_i = sign(r)
-//     (sign(0) = +1), α_i = mean|r|, r −= α_i·B_i.
+//     (sign(0) = +1), α_i = mean|r|, r −= α_i·B_i. Those scales are means over the whole group,
+//     so the grid's reach z ± Σα_i stays within a few typical magnitudes and clips outliers
+//     (SmolLM2 collapsed to PPL 6.7e5). The stored greedy fit never clips: the planes are kept
+//     only where their reach covers every weight (to within one smallest step) and their error
+//     is below the RTN grid's (the greedy expansion with range-halving scales); otherwise the
+//     group gets the RTN grid (symmetric around 0 without an offset).
 //   Alternating (default). Repeats, up to `iterations` rounds or until the squared error stops
 //     falling: (a) least squares for α (and z) given the bits — the q×q ((q+1)×(q+1) with an
 //     offset) normal equations in double, Gaussian elimination with partial pivoting; a singular
@@ -27,6 +32,14 @@
 //     alternating never loses to greedy; it also starts from the uniform grid and so rarely
 //     loses to RTN.
 //
+// Importance weighting (an optional importance d[k] per input channel, e.g. diag of the
+// calibration second moment H = Σ x xᵀ): every fit then minimises Σ_j d_j (w_j − ŵ_j)² over its
+// group. Greedy and alternating use weighted means and weighted least squares for α (and z); the
+// code of each weight stays its nearest grid value (d_j > 0 scales its own term only). RTN tries
+// uniform grids over narrower ranges and weighted least-squares refits, keeping the lowest
+// weighted error (never above plain RTN's). Per-IC groups lie in one input channel: a constant
+// weight, so the fit is the unweighted one. Equal weights give today's unweighted fit exactly.
+//
 // Scales and offsets are stored as fp16. Every method fits in float/double, rounds α and z to
 // fp16 and then re-chooses each weight's bits against the rounded values (nearest grid value,
 // found by binary search over the sorted grid), so format::dequantize() reproduces exactly the
@@ -34,6 +47,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string_view>
 
 #include "core/status.h"
@@ -55,19 +69,25 @@ struct QuantOptions {
   Method method = Method::kAlternating;
   format::BcqConfig cfg;
   int iterations = 10;  // alternating rounds (>= 0); ignored by rtn and greedy
+  // Callers with calibration statistics pass their importance (diag H) to the fit when set
+  // (model::quantize_layer, quant::choose_orientation); quantize() itself weighs whenever it is
+  // given an importance.
+  bool importance = false;
 };
 
 // Quantizes w[n*k] (row-major). Rejects a bad shape or config (format::validate_config), a
 // negative iteration count, and a non-finite weight or one beyond the fp16 range (the message
-// names its row and column). With a pool the groups are split over its threads.
+// names its row and column). With a pool the groups are split over its threads. importance: empty
+// (unweighted) or k finite values >= 0, the weight of each input channel's squared error.
 Result<format::BcqMatrix> quantize(const float* w, int64_t n, int64_t k, const QuantOptions& opt,
-                                   ThreadPool* pool = nullptr);
+                                   ThreadPool* pool = nullptr, std::span<const double> importance = {});
 
 // Fits one group vector v[len] (len >= 1, finite values) with q planes (1..8). Writes alpha[q]
 // (fp16-representable floats), *offset (0 when !with_offset, else fp16-representable) and
 // signs[i*len + j] ∈ {0,1} (1 means B_i[j] = +1). Every element takes a nearest value of the
 // group's grid given the written alpha/offset. `iterations` matters only for alternating.
+// weight[len] (nullable, finite, >= 0): minimise Σ weight_j·(v_j − ŵ_j)² instead.
 void fit_group(const float* v, int64_t len, int q, Method method, bool with_offset, int iterations,
-               float* alpha, float* offset, uint8_t* signs);
+               float* alpha, float* offset, uint8_t* signs, const double* weight = nullptr);
 
 }  // namespace lutq::quant
