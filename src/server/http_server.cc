@@ -46,13 +46,14 @@ namespace {
 
 // Beyond the connection limit: a short 503 written without waiting, then close.
 void turn_away(tcp::socket& socket) {
-  static constexpr char kBusy[] =
+  const std::string body = error_body(ApiError{503, "too many open connections; retry later", "server_error", "", ""});
+  const std::string reply =
       "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-      "Retry-After: 1\r\nContent-Length: 99\r\n\r\n"
-      "{\"error\":{\"message\":\"too many open connections\",\"type\":\"server_error\",\"param\":null,\"code\":null}}";
+      "Retry-After: 1\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
   beast::error_code ec;
   socket.non_blocking(true, ec);
-  socket.write_some(asio::buffer(kBusy, sizeof kBusy - 1), ec);
+  socket.write_some(asio::buffer(reply), ec);
+  socket.shutdown(tcp::socket::shutdown_send, ec);
   socket.close(ec);
 }
 

@@ -200,6 +200,31 @@ TEST(HttpServer, SlowHeadIsDroppedWhileHealthAnswers) {
   EXPECT_EQ(r, "");
 }
 
+TEST(HttpServer, ConnectionsBeyondTheLimitAreTurnedAway) {
+  HttpOptions o;
+  o.max_connections = 2;
+  Fixture f(o);
+  Client a(f.port), b(f.port);
+  a.send(get("/health"));
+  b.send(get("/health"));
+  ASSERT_NE(a.read("ok\"}").find("200 OK"), std::string::npos);
+  ASSERT_NE(b.read("ok\"}").find("200 OK"), std::string::npos);
+  Client c(f.port);
+  const std::string r = c.read();
+  EXPECT_NE(r.find("HTTP/1.1 503"), std::string::npos) << r;
+  EXPECT_NE(r.find("Retry-After: 1"), std::string::npos) << r;
+  EXPECT_NE(r.find("\"too many open connections; retry later\""), std::string::npos) << r;
+  a.close();  // a place frees up
+  const Clock::time_point end = Clock::now() + std::chrono::seconds(20);
+  std::string again;
+  while (Clock::now() < end && again.find("200 OK") == std::string::npos) {
+    Client d(f.port);
+    d.send(get("/health", "Connection: close\r\n"));
+    again = d.read();
+  }
+  EXPECT_NE(again.find("200 OK"), std::string::npos) << again;
+}
+
 TEST(HttpServer, ApiKeyGuardsEverythingButHealth) {
   Fixture f(HttpOptions{}, "s3cret");
   Client c(f.port);
