@@ -26,14 +26,15 @@ struct HttpServer::Impl {
   Scheduler& scheduler;
   Metrics& metrics;
   HttpOptions options;
-  asio::io_context io;
-  tcp::acceptor acceptor;
-  asio::signal_set signals;
+  // Declared before io: coroutine frames still open when io is destroyed refer to them.
   std::atomic<bool> draining{false};
   std::atomic<int> busy_requests{0};
   std::atomic<int> connections{0};
   std::mutex registry_mu;
   std::unordered_map<Connection*, std::weak_ptr<Connection>> registry;
+  asio::io_context io;
+  tcp::acceptor acceptor;
+  asio::signal_set signals;
 
   SessionContext context() { return SessionContext{api, scheduler, metrics, options, draining, busy_requests}; }
   asio::awaitable<void> accept_loop();

@@ -161,6 +161,13 @@ TEST(HttpServer, RefusesAmbiguousOrUnboundedBodies) {
     c.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 30\r\n\r\n" + body);
     EXPECT_NE(c.read("\r\n\r\n").find("HTTP/1.1 400"), std::string::npos);
   }
+  {  // duplicate, equal Content-Length (RFC 9112 allows merging; we refuse any duplicate)
+    Client c(f.port);
+    const std::string n = std::to_string(body.size());
+    c.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " + n + "\r\nContent-Length: " + n + "\r\n\r\n" + body);
+    const std::string r = c.read("\r\n\r\n");
+    EXPECT_NE(r.find("HTTP/1.1 400"), std::string::npos) << r;
+  }
   {  // POST without a length: answered at once, not after a read timeout
     Client c(f.port);
     c.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -177,6 +184,11 @@ TEST(HttpServer, RefusesAmbiguousOrUnboundedBodies) {
     const std::string chunk = "400\r\n" + std::string(1024, 'a') + "\r\n";
     c.send(chunk);
     c.send(chunk);
+    EXPECT_NE(c.read("\r\n\r\n").find("HTTP/1.1 413"), std::string::npos);
+  }
+  {  // a Content-Length over the limit: 413 from the head alone, read while the body still comes
+    Client c(f.port);
+    c.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + std::string(2000, ' '));
     EXPECT_NE(c.read("\r\n\r\n").find("HTTP/1.1 413"), std::string::npos);
   }
   {  // a header section beyond 16 KiB

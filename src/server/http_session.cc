@@ -4,6 +4,7 @@
 
 #include <sys/socket.h>
 
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -18,6 +19,8 @@ using Clock = std::chrono::steady_clock;
 using Request = http::request<http::string_body>;
 
 constexpr auto kJobPoll = std::chrono::milliseconds(250);
+constexpr auto kLinger = std::chrono::seconds(2);
+constexpr size_t kLingerBytes = 8 << 20;
 
 // Boost 1.74's beast::string_view is boost::string_view.
 std::string_view sv(beast::string_view s) { return std::string_view(s.data(), s.size()); }
@@ -92,9 +95,19 @@ asio::awaitable<void> Session::run() {
   conn_->stream.close();
 }
 
+// Answers with an error and closes. The client may still be sending (a body over the limit):
+// the rest is read and dropped for a moment (at most kLinger, kLingerBytes) so that closing
+// does not reset the connection before the client has read the answer.
 asio::awaitable<void> Session::refuse(int status, const std::string& message) {
   ApiReply r = error_reply(ApiError{status, message, status_error_type(status), "", ""});
-  co_await write(r, false);
+  if (!co_await write(r, false)) co_return;
+  beast::error_code ec;
+  conn_->stream.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+  conn_->stream.expires_after(kLinger);
+  std::array<char, 16384> sink;
+  for (size_t dropped = 0; !ec && dropped < kLingerBytes;) {
+    dropped += co_await conn_->stream.async_read_some(asio::buffer(sink), asio::redirect_error(use_awaitable, ec));
+  }
 }
 
 // Reads and answers one request; false when the connection is to close.
@@ -111,6 +124,10 @@ asio::awaitable<bool> Session::serve_one() {
   if (ec == http::error::end_of_stream || ec == asio::error::operation_aborted || ec == asio::error::eof) co_return false;
   // A head not complete within the deadline: tcp_stream has closed the socket already.
   if (ec == beast::error::timeout) co_return false;
+  if (ec == http::error::body_limit) {  // a Content-Length over the limit, seen in the head
+    co_await refuse(413, "the request body is larger than " + std::to_string(o.max_body_bytes) + " bytes");
+    co_return false;
+  }
   if (ec == http::error::header_limit) {
     co_await refuse(431, "the request head is larger than " + std::to_string(o.max_header_bytes) + " bytes");
     co_return false;
@@ -132,6 +149,11 @@ asio::awaitable<bool> Session::serve_one() {
   if (!encoding.empty() && !beast::iequals(encoding, "identity")) {
     co_await refuse(415, "Content-Encoding '" + std::string(encoding) + "' is not accepted: send the body uncompressed");
     log(method, "other", Outcome{415, -1, -1, false}, start);
+    co_return false;
+  }
+  if (head.count(http::field::content_length) > 1) {  // Beast takes equal duplicates; we do not
+    co_await refuse(400, "more than one Content-Length header");
+    log(method, "other", Outcome{400, -1, -1, false}, start);
     co_return false;
   }
   if (head.method() == http::verb::post && !parser.content_length() && !parser.chunked()) {
