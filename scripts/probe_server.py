@@ -205,7 +205,10 @@ def probe_bodies(srv):
     body = chat_body("hi", max_tokens=1).encode()
     r = srv.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: " +
                 str(len(body)).encode() + b"\r\n\r\n" + body, until=lambda b: b"\r\n\r\n" in b)
-    check("duplicate Content-Length refused (400)", b" 400 " in r, repr(r[:40]))
+    check("conflicting Content-Length refused (400)", b" 400 " in r, repr(r[:40]))
+    r = srv.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " + str(len(body)).encode() +
+                b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body, until=lambda b: b"\r\n\r\n" in b)
+    check("duplicate equal Content-Length refused (400)", b" 400 " in r, repr(r[:40]))
     three = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 2 + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     r = srv.raw(three)
     check("3 pipelined requests get 3 answers", r.count(b"HTTP/1.1 200") == 3, f"{r.count(b'HTTP/1.1 200')} answers")
