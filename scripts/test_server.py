@@ -225,18 +225,17 @@ def main():
                      "prompt longer than the context")
         expect_error(server, 413, "POST", p, b"{" + b" " * (2 << 20) + b"}", j, "2 MiB body")
         expect_error(server, 404, "GET", "/v1/nothing", None, None, "unknown route")
-        # A client that announces 100 bytes and sends 10 gets a 400 after the 3 s read timeout.
+        # A client that announces 100 bytes and sends 10 is disconnected at the 3 s body deadline.
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
         sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 100\r\n\r\n{\"prompt\":")
-        reply = b""
-        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
-            part = sock.recv(4096)
-            if not part:
-                break
-            reply += part
+        t0 = time.time()
+        try:
+            reply = sock.recv(4096)
+        except OSError:
+            reply = b""
         sock.close()
-        check(reply.startswith(b"HTTP/1.1 400") and b'"error"' in reply, "slow request body: 400 after the timeout")
+        check(reply == b"" and time.time() - t0 < 25, "slow request body: disconnected at the deadline")
         status, page = server.request("GET", "/")
         check(status == 200 and b"<html" in page, "GET / serves the chat page")
         status, body = server.request("GET", "/health")

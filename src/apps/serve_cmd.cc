@@ -1,11 +1,11 @@
 // `lutq serve MODEL`: the OpenAI-compatible HTTP server (src/server) over one loaded model.
-// SIGINT / SIGTERM keep their default action and end the process: the server holds no state
-// worth saving. (Catching them with sigwait would need them blocked in every thread, and
-// OpenBLAS starts its threads before main.)
+// SIGINT / SIGTERM start a graceful shutdown (HttpServer: asio's signal_set catches them in
+// whichever thread they arrive, OpenBLAS's included); the exit status is then 0.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -13,6 +13,7 @@
 
 #include "apps/commands.h"
 #include "apps/model_options.h"
+#include "server/api.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/scheduler.h"
@@ -32,6 +33,11 @@ struct ServeArgs {
   std::string model_name;  // "" = the file name
   size_t max_body = 1 << 20;
   int timeout_s = 10;
+  int max_connections = 512;
+  int shutdown_timeout_s = 10;
+  int io_threads = 2;
+  std::string api_key;  // also from LUTQ_API_KEY
+  bool quiet = false;
 };
 
 int serve(const ServeArgs& a) {
@@ -41,6 +47,9 @@ int serve(const ServeArgs& a) {
   if (a.port < 0 || a.port > 65535) return report_error(Status::invalid("--port: must be in 0..65535"), kExitUsage);
   if (a.prefill_chunk < 1) return report_error(Status::invalid("--prefill-chunk: must be >= 1"), kExitUsage);
   if (a.timeout_s < 1) return report_error(Status::invalid("--timeout: must be >= 1"), kExitUsage);
+  if (a.max_connections < 1) return report_error(Status::invalid("--max-connections: must be >= 1"), kExitUsage);
+  if (a.shutdown_timeout_s < 0) return report_error(Status::invalid("--shutdown-timeout: must be >= 0"), kExitUsage);
+  if (a.io_threads < 1 || a.io_threads > 64) return report_error(Status::invalid("--io-threads: must be in 1..64"), kExitUsage);
 
   // A client that goes away mid-write must not kill the server.
   std::signal(SIGPIPE, SIG_IGN);
@@ -58,23 +67,38 @@ int serve(const ServeArgs& a) {
   auto scheduler = server::Scheduler::create(*lm.model, *lm.tokenizer, *lm.pool, so, metrics);
   if (!scheduler) return report_error(scheduler.status(), kExitFailure);
 
+  server::ApiOptions api_options;
+  api_options.model_name =
+      a.model_name.empty() ? std::filesystem::path(a.model.path).filename().string() : a.model_name;
+  api_options.api_key = a.api_key;
+  if (api_options.api_key.empty()) {
+    if (const char* env = std::getenv("LUTQ_API_KEY")) api_options.api_key = env;
+  }
+  server::Api api(**scheduler, *lm.tokenizer, metrics, api_options);
   server::HttpOptions ho;
   ho.host = a.host;
   ho.port = a.port;
-  ho.model_name = a.model_name.empty() ? std::filesystem::path(a.model.path).filename().string() : a.model_name;
   ho.max_body_bytes = a.max_body;
-  ho.read_timeout_s = a.timeout_s;
+  ho.header_timeout_s = a.timeout_s;
+  ho.body_timeout_s = a.timeout_s;
   ho.write_timeout_s = a.timeout_s;
-  server::HttpServer http(**scheduler, *lm.tokenizer, metrics, ho);
+  ho.max_connections = a.max_connections;
+  ho.shutdown_timeout_s = a.shutdown_timeout_s;
+  ho.io_threads = a.io_threads;
+  ho.stop_on_signals = true;
+  ho.log_requests = !a.quiet;
+  server::HttpServer http(api, **scheduler, metrics, ho);
   Result<int> port = http.bind();
   if (!port) return report_error(port.status(), kExitFailure);
-  std::fprintf(stderr, "lutq: serving %s on http://%s:%d (%d slots x %lld tokens, queue %lld)\n", ho.model_name.c_str(),
-               a.host.c_str(), *port, so.parallel, static_cast<long long>(so.ctx), static_cast<long long>(so.queue_limit));
+  std::fprintf(stderr, "lutq: serving %s on http://%s:%d (%d slots x %lld tokens, queue %lld%s)\n",
+               api_options.model_name.c_str(), a.host.c_str(), *port, so.parallel, static_cast<long long>(so.ctx),
+               static_cast<long long>(so.queue_limit), api_options.api_key.empty() ? "" : ", API key required");
   std::fflush(stderr);
 
   const Status st = http.serve();
   (*scheduler)->stop();
   if (!st) return report_error(st, kExitFailure);
+  std::fprintf(stderr, "lutq: stopped\n");
   return 0;
 }
 
@@ -98,7 +122,18 @@ Subcommand register_serve(CLI::App& app) {
       ->type_name("N")->default_str("64");
   sub->add_option("--model-name", args->model_name, "Model id reported by /v1/models")->default_str("the file name");
   sub->add_option("--max-body", args->max_body, "Largest request body in bytes (HTTP 413 beyond)")->default_str("1048576");
-  sub->add_option("--timeout", args->timeout_s, "Read/write timeout per connection in seconds")->default_str("10");
+  sub->add_option("--timeout", args->timeout_s,
+                  "Seconds for a whole request head, for a whole body, and for each write (slow clients are dropped)")
+      ->default_str("10");
+  sub->add_option("--max-connections", args->max_connections, "Open connections at most (beyond: 503 and close)")
+      ->default_str("512");
+  sub->add_option("--shutdown-timeout", args->shutdown_timeout_s,
+                  "On SIGINT/SIGTERM: seconds requests in progress get to finish before they are cancelled")
+      ->default_str("10");
+  sub->add_option("--io-threads", args->io_threads, "Threads serving connections (event-driven)")->default_str("2");
+  sub->add_option("--api-key", args->api_key,
+                  "Require 'Authorization: Bearer KEY' on every route but /health and / (default: $LUTQ_API_KEY)");
+  sub->add_flag("--quiet", args->quiet, "No request log (one line per request on stderr otherwise)");
   return Subcommand{sub, [args] { return serve(*args); }};
 }
 

@@ -94,11 +94,24 @@ Result<ChatTemplate> parse_chat_template(std::string_view name_or_source) {
 }
 
 std::string format_chat(const ChatTemplate& tmpl, const std::vector<ChatMessage>& msgs, bool add_generation_prompt) {
+  return format_chat(tmpl, msgs, add_generation_prompt, nullptr);
+}
+
+std::string format_chat(const ChatTemplate& tmpl, const std::vector<ChatMessage>& msgs, bool add_generation_prompt,
+                        std::vector<TextRange>* content_ranges) {
   std::string out;
+  // Appends a message's text (role names included: they come from the request too), noting
+  // where it lies.
+  const auto text = [&](std::string_view s) -> std::string& {
+    if (content_ranges != nullptr && !s.empty()) content_ranges->push_back(TextRange{out.size(), s.size()});
+    return out.append(s);
+  };
   switch (tmpl.format) {
     case ChatFormat::kChatMl: {
       const auto turn = [&](std::string_view role, std::string_view content) {
-        out.append("<|im_start|>").append(role).append("\n").append(content).append("<|im_end|>\n");
+        out.append("<|im_start|>");
+        text(role).append("\n");
+        text(content).append("<|im_end|>\n");
       };
       if (!tmpl.default_system.empty() && (msgs.empty() || msgs.front().role != "system")) {
         turn("system", tmpl.default_system);
@@ -109,8 +122,9 @@ std::string format_chat(const ChatTemplate& tmpl, const std::vector<ChatMessage>
     }
     case ChatFormat::kLlama3: {
       for (const ChatMessage& m : msgs) {
-        out.append("<|start_header_id|>").append(m.role).append("<|end_header_id|>\n\n");
-        out.append(trim(m.content)).append("<|eot_id|>");
+        out.append("<|start_header_id|>");
+        text(m.role).append("<|end_header_id|>\n\n");
+        text(trim(m.content)).append("<|eot_id|>");
       }
       if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
       break;
@@ -127,19 +141,22 @@ std::string format_chat(const ChatTemplate& tmpl, const std::vector<ChatMessage>
           continue;
         }
         if (m.role == "assistant") {
-          out.append(" ").append(content).append(" </s>");
+          out.append(" ");
+          text(content).append(" </s>");
           continue;
         }
         out += first_turn ? "[INST] " : "<s>[INST] ";
         if (!system.empty()) {
-          out.append("<<SYS>>\n").append(system).append("\n<</SYS>>\n\n");
+          out.append("<<SYS>>\n");
+          text(system).append("\n<</SYS>>\n\n");
           system.clear();
         }
-        out.append(content).append(" [/INST]");
+        text(content).append(" [/INST]");
         first_turn = false;
       }
       if (!system.empty()) {  // a system message with no user turn after it
-        out.append(first_turn ? "[INST] " : "<s>[INST] ").append("<<SYS>>\n").append(system).append("\n<</SYS>>\n\n [/INST]");
+        out.append(first_turn ? "[INST] " : "<s>[INST] ").append("<<SYS>>\n");
+        text(system).append("\n<</SYS>>\n\n [/INST]");
       }
       break;  // the prompt ends with [/INST]: nothing to add for add_generation_prompt
     }

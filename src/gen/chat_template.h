@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "gen/tokenizer.h"
 
 namespace lutq::gen {
 
@@ -45,6 +46,11 @@ struct ChatTemplate {
 Result<ChatTemplate> parse_chat_template(std::string_view name_or_source);
 
 std::string format_chat(const ChatTemplate& tmpl, const std::vector<ChatMessage>& msgs, bool add_generation_prompt);
+// The same, noting where the messages' own text (content and role) lies in the result: encode
+// with Tokenizer::encode(prompt, true, ranges) so that a message that spells a marker such as
+// "<|im_end|>" cannot end its turn (role injection): only the template's markers are tokens.
+std::string format_chat(const ChatTemplate& tmpl, const std::vector<ChatMessage>& msgs, bool add_generation_prompt,
+                        std::vector<TextRange>* content_ranges);
 
 // parse_chat_template + format_chat.
 Result<std::string> apply_chat_template(std::string_view template_name_or_source,

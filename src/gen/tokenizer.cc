@@ -9,6 +9,13 @@
 
 namespace lutq::gen {
 
+// A piece of the input: raw text, or a token the special-token pass cut out of it.
+struct Fragment {
+  int32_t token;  // kNoToken for raw text
+  size_t begin;
+  size_t size;
+};
+
 struct TokenizerData {
   Vocab vocab;
   TokenMap token_map;
@@ -26,16 +33,20 @@ bool is_special_type(TokenType type) {
   return type == TokenType::kControl || type == TokenType::kUnknown || type == TokenType::kUserDefined;
 }
 
-// A piece of the input: raw text, or a token the special-token pass cut out of it.
-struct Fragment {
-  int32_t token;  // kNoToken for raw text
-  size_t begin;
-  size_t size;
-};
 
 // llama.cpp's tokenizer_st_partition: special tokens, longest first, are cut out of the raw
 // fragments left by the longer ones, leftmost occurrence first.
-std::vector<Fragment> partition(const TokenizerData& d, std::string_view text, bool parse_special) {
+// True when [begin, end) overlaps one of the sorted ranges.
+bool overlaps(std::span<const TextRange> ranges, size_t begin, size_t end) {
+  const auto it = std::upper_bound(ranges.begin(), ranges.end(), begin,
+                                   [](size_t b, const TextRange& r) { return b < r.begin + r.size; });
+  return it != ranges.end() && it->begin < end;
+}
+
+// Special tokens whose occurrence overlaps `literal` stay text unless they are user-defined
+// (those are recognised everywhere, as with parse_special = false).
+std::vector<Fragment> partition(const TokenizerData& d, std::string_view text, bool parse_special,
+                                std::span<const TextRange> literal = {}) {
   std::vector<Fragment> fragments;
   if (text.empty()) return fragments;
   fragments.push_back({kNoToken, 0, text.size()});
@@ -52,8 +63,18 @@ std::vector<Fragment> partition(const TokenizerData& d, std::string_view text, b
         continue;
       }
       const std::string_view raw = text.substr(f.begin, f.size);
+      const bool check_literal = !literal.empty() && type != TokenType::kUserDefined;
+      // The next occurrence at or after `from` that may become the token.
+      const auto find = [&](size_t from) {
+        size_t hit = raw.find(special, from);
+        while (check_literal && hit != std::string_view::npos &&
+               overlaps(literal, f.begin + hit, f.begin + hit + special.size())) {
+          hit = raw.find(special, hit + 1);
+        }
+        return hit;
+      };
       size_t pos = 0;
-      for (size_t hit = raw.find(special); hit != std::string_view::npos; hit = raw.find(special, pos)) {
+      for (size_t hit = find(0); hit != std::string_view::npos; hit = find(pos)) {
         if (hit > pos) next.push_back({kNoToken, f.begin + pos, hit - pos});
         next.push_back({id, f.begin + hit, special.size()});
         pos = hit + special.size();
@@ -152,11 +173,21 @@ Result<Tokenizer> Tokenizer::from_vocab(Vocab vocab) {
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, bool parse_special) const {
   const TokenizerData& d = *data_;
+  return encode_fragments(text, add_special, partition(d, text, parse_special));
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special,
+                                       std::span<const TextRange> literal) const {
+  return encode_fragments(text, add_special, partition(*data_, text, true, literal));
+}
+
+std::vector<int32_t> Tokenizer::encode_fragments(std::string_view text, bool add_special,
+                                                 const std::vector<Fragment>& fragments) const {
+  const TokenizerData& d = *data_;
   const Vocab& v = d.vocab;
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 2);
   if (add_special && v.add_bos && v.bos_id != kNoToken) out.push_back(v.bos_id);
-  const std::vector<Fragment> fragments = partition(d, text, parse_special);
   if (v.model == ModelKind::kBytePairEncoding) {
     for (const Fragment& f : fragments) {
       if (f.token != kNoToken) {

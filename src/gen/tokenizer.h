@@ -27,6 +27,13 @@ class Checkpoint;
 namespace lutq::gen {
 
 struct TokenizerData;
+struct Fragment;
+
+// Bytes [begin, begin + size) of a text.
+struct TextRange {
+  size_t begin = 0;
+  size_t size = 0;
+};
 
 class Tokenizer {
  public:
@@ -42,6 +49,10 @@ class Tokenizer {
   // parse_special: text that spells a control token (e.g. "<|im_start|>") becomes that token;
   // otherwise it is tokenized as plain text. User-defined tokens are always recognised.
   std::vector<int32_t> encode(std::string_view text, bool add_special, bool parse_special) const;
+  // As encode(text, add_special, true), except that inside the byte ranges `literal` (sorted,
+  // not overlapping) control tokens are not recognised: a chat prompt whose markers come from
+  // the template while the messages' content, which may spell "<|im_end|>", stays text.
+  std::vector<int32_t> encode(std::string_view text, bool add_special, std::span<const TextRange> literal) const;
 
   // Concatenated pieces. Control and unknown tokens are left out unless render_special.
   // SentencePiece: the space of the dummy prefix that encode() adds at the start of the text and
@@ -67,6 +78,8 @@ class Tokenizer {
   const Vocab& vocab() const;
 
  private:
+  std::vector<int32_t> encode_fragments(std::string_view text, bool add_special,
+                                        const std::vector<Fragment>& fragments) const;
   std::shared_ptr<const TokenizerData> data_;
 };
 

@@ -250,7 +250,8 @@ TEST(TokenizerRobustness, InvalidUtf8RoundTrips) {
   }
 }
 
-TEST(TokenizerPerformance, EncodesAMegabyteQuickly) {
+// Timing is recorded (the test's properties in the XML report), never asserted.
+TEST(TokenizerPerformance, EncodesAMegabyte) {
   const std::optional<fs::path> dir = tokenizer_data_dir();
   if (!dir) GTEST_SKIP() << "tokenizer test data not found";
   const fs::path text_path = dir->parent_path() / "text" / "sotu-eval.txt";
@@ -267,7 +268,7 @@ TEST(TokenizerPerformance, EncodesAMegabyteQuickly) {
     const std::vector<int32_t> ids = tok->encode(text, false, false);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     RecordProperty(std::string("encode_1MB_ms_") + name, static_cast<int>(seconds * 1000));
-    EXPECT_LT(seconds, 2.0) << name << ": 1 MB took " << seconds << " s";  // loose: shared machines
+    std::printf("encode 1 MB (%s): %.0f ms\n", name, seconds * 1000);
     EXPECT_GT(ids.size(), text.size() / 8);
     EXPECT_EQ(tok->decode(ids), text) << name;
   }

@@ -1,271 +1,199 @@
-// HttpServer: cpp-httplib routes and the translation between HTTP and scheduler jobs.
+// HttpServer: the listener, the connection registry and limit, and the graceful shutdown; each
+// connection runs in http_session.cc.
 #include "server/http_server.h"
 
-#include <httplib.h>
-
-#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
-#include <ctime>
 #include <mutex>
-#include <random>
-#include <utility>
+#include <thread>
+#include <unordered_map>
+#include <vector>
 
-#include "gen/chat_template.h"
-#include "server/api_error.h"
-#include "server/page.h"
-#include "server/request.h"
-#include "server/responses.h"
+#include "server/http_session.h"
 
 namespace lutq::server {
+
+using namespace http_detail;  // NOLINT: the transport's own internal names
+using asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+struct HttpServer::Impl {
+  Impl(Api& a, Scheduler& s, Metrics& m, HttpOptions o)
+      : api(a), scheduler(s), metrics(m), options(std::move(o)), acceptor(io), signals(io) {}
+
+  Api& api;
+  Scheduler& scheduler;
+  Metrics& metrics;
+  HttpOptions options;
+  // Declared before io: coroutine frames still open when io is destroyed refer to them.
+  std::atomic<bool> draining{false};
+  std::atomic<int> busy_requests{0};
+  std::atomic<int> connections{0};
+  std::mutex registry_mu;
+  std::unordered_map<Connection*, std::weak_ptr<Connection>> registry;
+  asio::io_context io;
+  tcp::acceptor acceptor;
+  asio::signal_set signals;
+
+  SessionContext context() { return SessionContext{api, scheduler, metrics, options, draining, busy_requests}; }
+  asio::awaitable<void> accept_loop();
+  void start_session(tcp::socket socket);
+  void begin_shutdown();
+  asio::awaitable<void> drain();
+};
+
 namespace {
 
-constexpr auto kPollInterval = std::chrono::milliseconds(200);
-
-void send_error(httplib::Response& res, const ApiError& e) {
-  res.status = e.http_status;
-  res.set_content(error_body(e), "application/json");
+// Beyond the connection limit: a short 503 written without waiting, then close.
+void turn_away(tcp::socket& socket) {
+  const std::string body = error_body(ApiError{503, "too many open connections; retry later", "server_error", "", ""});
+  const std::string reply =
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+      "Retry-After: 1\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  beast::error_code ec;
+  socket.non_blocking(true, ec);
+  socket.write_some(asio::buffer(reply), ec);
+  socket.shutdown(tcp::socket::shutdown_send, ec);
+  socket.close(ec);
 }
-
-// Route label for metrics: a fixed set, so arbitrary paths cannot grow the label space.
-std::string route_label(const std::string& path) {
-  for (const char* r : {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/"}) {
-    if (path == r) return r;
-  }
-  return "other";
-}
-
-const char* status_type(int status) {
-  switch (status) {
-    case 404: return "not_found_error";
-    case 413: return "request_too_large";
-    case 429: return "rate_limit_error";
-    default: return status >= 500 ? "server_error" : "invalid_request_error";
-  }
-}
-
-// What a streaming response carries between calls of its content provider.
-struct StreamState {
-  std::shared_ptr<Job> job;
-  ResponseMeta meta;
-  bool include_usage = false;
-  bool started = false;
-};
 
 }  // namespace
 
-struct HttpServer::Impl {
-  Impl(Scheduler& s, const gen::Tokenizer& t, Metrics& m, HttpOptions o)
-      : scheduler(s), tokenizer(t), metrics(m), options(std::move(o)), rng(std::random_device{}()) {}
-
-  Scheduler& scheduler;
-  const gen::Tokenizer& tokenizer;
-  Metrics& metrics;
-  HttpOptions options;
-  httplib::Server http;
-  std::mutex rng_mu;
-  std::mt19937_64 rng;  // request ids and default seeds
-  std::atomic<uint64_t> next_id{0};
-
-  uint64_t random() {
-    std::lock_guard<std::mutex> lock(rng_mu);
-    return rng();
+asio::awaitable<void> HttpServer::Impl::accept_loop() {
+  while (!draining.load()) {
+    beast::error_code ec;
+    tcp::socket socket = co_await acceptor.async_accept(asio::make_strand(io), asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+      // Out of descriptors and the like: wait a little instead of spinning.
+      asio::steady_timer pause(io, std::chrono::milliseconds(50));
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
+    if (connections.load() >= options.max_connections) {
+      turn_away(socket);
+      continue;
+    }
+    start_session(std::move(socket));
   }
+}
 
-  void setup();
-  void completion(Endpoint endpoint, const httplib::Request& req, httplib::Response& res);
-  void stream(std::shared_ptr<StreamState> state, httplib::Response& res);
-};
-
-void HttpServer::Impl::setup() {
-  const SchedulerOptions& so = scheduler.options();
-  const int threads = options.worker_threads > 0 ? options.worker_threads
-                                                 : so.parallel + static_cast<int>(so.queue_limit) + 8;
-  http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-  http.set_payload_max_length(options.max_body_bytes);
-  http.set_read_timeout(options.read_timeout_s, 0);
-  http.set_write_timeout(options.write_timeout_s, 0);
-  http.set_keep_alive_timeout(5);
-
-  http.Post("/v1/chat/completions",
-            [this](const httplib::Request& req, httplib::Response& res) { completion(Endpoint::kChat, req, res); });
-  http.Post("/v1/completions",
-            [this](const httplib::Request& req, httplib::Response& res) { completion(Endpoint::kCompletion, req, res); });
-  http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(models_response(options.model_name, static_cast<int64_t>(std::time(nullptr))), "application/json");
-  });
-  http.Get("/health", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content("{\"status\":\"ok\"}", "application/json");
-  });
-  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(metrics.render(scheduler.gauges()), "text/plain; version=0.0.4");
-  });
-  http.Get("/", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content(std::string(chat_page_html()), "text/html; charset=utf-8");
-  });
-
-  // Every error answer gets the OpenAI shape, also those httplib produces itself (404, 413, 400).
-  http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return;
-    std::string message;
-    switch (res.status) {
-      case 404: message = "no route for " + req.method + " " + req.path; break;
-      case 413: message = "the request body is larger than " + std::to_string(options.max_body_bytes) + " bytes"; break;
-      case 400: message = "malformed or incomplete HTTP request (or the body arrived slower than the read timeout)"; break;
-      case 414: message = "the request URI is too long"; break;
-      default: message = "HTTP status " + std::to_string(res.status);
+void HttpServer::Impl::start_session(tcp::socket socket) {
+  beast::error_code ec;
+  socket.set_option(tcp::no_delay(true), ec);
+  auto conn = std::make_shared<Connection>(std::move(socket));
+  {
+    std::lock_guard<std::mutex> lock(registry_mu);
+    registry.emplace(conn.get(), conn);
+  }
+  connections.fetch_add(1);
+  Connection* key = conn.get();
+  // The handler runs while io runs, so within the Impl's life.
+  asio::co_spawn(conn->stream.get_executor(), run_session(context(), conn), [this, key](std::exception_ptr) {
+    {
+      std::lock_guard<std::mutex> lock(registry_mu);
+      registry.erase(key);
     }
-    send_error(res, ApiError{res.status, message, status_type(res.status), "", ""});
-  });
-  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-    std::string what = "internal error";
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = std::string("internal error: ") + e.what();
-    } catch (...) {
-    }
-    send_error(res, ApiError{500, what, "server_error", "", ""});
-  });
-  http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-    metrics.count_request(route_label(req.path), res.status);
+    connections.fetch_sub(1);
   });
 }
 
-void HttpServer::Impl::completion(Endpoint endpoint, const httplib::Request& req, httplib::Response& res) {
-  const SchedulerOptions& so = scheduler.options();
-  RequestLimits limits;
-  limits.max_tokens = so.ctx;
-  ParsedRequest parsed = parse_request(endpoint, req.body, limits);
-  if (!parsed.ok()) return send_error(res, parsed.error);
-  const CompletionRequest& r = *parsed.request;
-  const bool chat = endpoint == Endpoint::kChat;
-  const char* prompt_param = chat ? "messages" : "prompt";
-
-  std::string text = r.prompt;
-  if (chat) {
-    const std::string& tmpl = tokenizer.vocab().chat_template;
-    Result<std::string> formatted = gen::apply_chat_template(tmpl.empty() ? "chatml" : tmpl, r.messages, true);
-    if (!formatted) return send_error(res, ApiError{500, formatted.status().message(), "server_error", "", ""});
-    text = std::move(*formatted);
-  }
-  // Chat: the template's markers are control tokens. Completions: the prompt is plain text.
-  GenRequest g;
-  g.prompt = tokenizer.encode(text, /*add_special=*/true, /*parse_special=*/chat);
-  const auto n = static_cast<int64_t>(g.prompt.size());
-  if (n == 0) return send_error(res, ApiError::invalid("the prompt is empty", prompt_param, "invalid_value"));
-  if (n >= so.ctx) {
-    return send_error(res, ApiError::invalid("the prompt has " + std::to_string(n) + " tokens; this server's context holds " +
-                                                 std::to_string(so.ctx) + " tokens for prompt and completion together",
-                                             prompt_param, "context_length_exceeded"));
-  }
-  // OpenAI: completions default to 16 tokens, chat to the rest of the context.
-  g.max_tokens = r.max_tokens.value_or(chat ? so.ctx - n : 16);
-  g.sampling = gen::SamplerOptions{r.temperature, r.top_k, r.top_p, r.seed ? *r.seed : random()};
-  g.stop = r.stop;
-
-  Submitted sub = scheduler.submit(std::move(g));
-  if (!sub.job) {
-    switch (sub.error) {
-      case SubmitError::kQueueFull:
-        metrics.count_rejected();
-        return send_error(res, ApiError{429, sub.message, "rate_limit_error", "", "rate_limit_exceeded"});
-      case SubmitError::kStopped: return send_error(res, ApiError{503, sub.message, "server_error", "", ""});
-      default: return send_error(res, ApiError::invalid(sub.message, prompt_param, "invalid_value"));
+void HttpServer::Impl::begin_shutdown() {
+  if (draining.exchange(true)) return;
+  std::fprintf(stderr, "lutq: shutting down: no new connections; %d request(s) in progress get up to %d s\n",
+               busy_requests.load(), options.shutdown_timeout_s);
+  beast::error_code ec;
+  acceptor.close(ec);
+  signals.cancel(ec);
+  std::vector<std::shared_ptr<Connection>> open;
+  {
+    std::lock_guard<std::mutex> lock(registry_mu);
+    for (auto& [key, weak] : registry) {
+      if (auto c = weak.lock()) open.push_back(std::move(c));
     }
   }
-  char id[40];
-  std::snprintf(id, sizeof id, "%s-%llx%llx", chat ? "chatcmpl" : "cmpl", static_cast<unsigned long long>(random() >> 16),
-                static_cast<unsigned long long>(next_id.fetch_add(1)));
-  ResponseMeta meta{endpoint, id, r.model.empty() ? options.model_name : r.model,
-                    static_cast<int64_t>(std::time(nullptr))};
-
-  if (r.stream) {
-    auto state = std::make_shared<StreamState>();
-    state->job = sub.job;
-    state->meta = std::move(meta);
-    state->include_usage = r.include_usage;
-    return stream(std::move(state), res);
+  // Connections waiting for a request close now; the others close after their answer.
+  for (auto& c : open) {
+    asio::post(c->stream.get_executor(), [c] {
+      if (c->idle) c->stream.cancel();
+    });
   }
-  // Non-streaming: the handler thread waits. (A client that leaves cannot be noticed before the
-  // answer is written; max_tokens and the context bound the work.)
-  std::string out;
-  JobUpdate u;
-  do {
-    u = sub.job->wait(kPollInterval);
-    out += u.text;
-  } while (!u.finished);
-  if (u.reason == FinishReason::kError) return send_error(res, ApiError{500, u.error, "server_error", "", ""});
-  if (u.reason == FinishReason::kCancelled) {
-    return send_error(res, ApiError{503, "the server is shutting down", "server_error", "", ""});
+  asio::co_spawn(io, drain(), asio::detached);
+}
+
+asio::awaitable<void> HttpServer::Impl::drain() {
+  asio::steady_timer tick(io);
+  beast::error_code ec;
+  const Clock::time_point deadline = Clock::now() + std::chrono::seconds(options.shutdown_timeout_s);
+  while (busy_requests.load() > 0 && Clock::now() < deadline) {
+    tick.expires_after(std::chrono::milliseconds(50));
+    co_await tick.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
-  res.set_content(full_response(meta, out, finish_reason_name(u.reason), Usage{u.prompt_tokens, u.completion_tokens}),
-                  "application/json");
+  if (busy_requests.load() > 0) {
+    std::fprintf(stderr, "lutq: shutting down: cancelling %d request(s) still in progress\n", busy_requests.load());
+  }
+  scheduler.stop();  // cancels what is left: streams end with an error event and [DONE]
+  const Clock::time_point last = Clock::now() + std::chrono::seconds(3);
+  while (connections.load() > 0 && Clock::now() < last) {
+    tick.expires_after(std::chrono::milliseconds(20));
+    co_await tick.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  io.stop();
 }
 
-void HttpServer::Impl::stream(std::shared_ptr<StreamState> state, httplib::Response& res) {
-  res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [state](size_t, httplib::DataSink& sink) {
-        auto write = [&](const std::string& s) {
-          if (sink.write(s.data(), s.size())) return true;
-          state->job->cancel();  // the client went away: free the slot
-          return false;
-        };
-        if (!state->started) {
-          state->started = true;
-          // Chat streams open with the assistant role, as OpenAI's do; completions have no role.
-          if (state->meta.endpoint == Endpoint::kChat) return write(stream_chunk(state->meta, "", true, std::nullopt));
-        }
-        const JobUpdate u = state->job->wait(kPollInterval);
-        if (!u.text.empty() && !write(stream_chunk(state->meta, u.text, false, std::nullopt))) return false;
-        if (!u.finished) return true;
-        if (u.reason == FinishReason::kError || u.reason == FinishReason::kCancelled) {
-          const ApiError e{500, u.reason == FinishReason::kError ? u.error : "the server is shutting down",
-                           "server_error", "", ""};
-          if (!write("data: " + error_body(e) + "\n\n")) return false;
-        } else {
-          if (!write(stream_chunk(state->meta, "", false, std::string(finish_reason_name(u.reason))))) return false;
-          if (state->include_usage &&
-              !write(stream_usage_chunk(state->meta, Usage{u.prompt_tokens, u.completion_tokens}))) {
-            return false;
-          }
-        }
-        if (!write(kStreamDone)) return false;
-        sink.done();
-        return true;
-      },
-      // Runs when the response ends for any reason; cancelling a finished job does nothing.
-      [state](bool) { state->job->cancel(); });
-}
+HttpServer::HttpServer(Api& api, Scheduler& scheduler, Metrics& metrics, HttpOptions options)
+    : impl_(std::make_unique<Impl>(api, scheduler, metrics, std::move(options))) {}
 
-HttpServer::HttpServer(Scheduler& scheduler, const gen::Tokenizer& tokenizer, Metrics& metrics, HttpOptions options)
-    : impl_(std::make_unique<Impl>(scheduler, tokenizer, metrics, std::move(options))) {
-  impl_->setup();
+HttpServer::~HttpServer() {
+  impl_->io.stop();
 }
-
-HttpServer::~HttpServer() { stop(); }
 
 Result<int> HttpServer::bind() {
   const HttpOptions& o = impl_->options;
-  if (o.port == 0) {
-    const int port = impl_->http.bind_to_any_port(o.host);
-    if (port < 0) return Status(StatusCode::kIoError, "cannot listen on " + o.host);
-    return port;
+  const std::string where = o.host + ":" + std::to_string(o.port);
+  beast::error_code ec;
+  const asio::ip::address address = asio::ip::make_address(o.host, ec);
+  if (ec) return Status::invalid("--host: '" + o.host + "' is not an IP address (e.g. 127.0.0.1 or ::1)");
+  const tcp::endpoint endpoint(address, static_cast<unsigned short>(o.port));
+  tcp::acceptor& a = impl_->acceptor;
+  a.open(endpoint.protocol(), ec);
+  // SO_REUSEADDR lets a restarted server bind past TIME_WAIT; without SO_REUSEPORT a second
+  // server on the same port fails here instead of silently sharing the traffic.
+  if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) a.bind(endpoint, ec);
+  if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec == asio::error::address_in_use) {
+    return Status(StatusCode::kIoError, "cannot listen on " + where + ": address already in use (is another server running there?)");
   }
-  if (!impl_->http.bind_to_port(o.host, o.port)) {
-    return Status(StatusCode::kIoError, "cannot listen on " + o.host + ":" + std::to_string(o.port) +
-                                            " (address in use or not available)");
-  }
-  return o.port;
+  if (ec) return Status(StatusCode::kIoError, "cannot listen on " + where + ": " + ec.message());
+  return static_cast<int>(a.local_endpoint().port());
 }
 
 Status HttpServer::serve() {
-  if (!impl_->http.listen_after_bind()) return Status(StatusCode::kIoError, "the HTTP server stopped with an error");
+  Impl& impl = *impl_;
+  if (!impl.acceptor.is_open()) return Status(StatusCode::kIoError, "serve() before a successful bind()");
+  if (impl.options.stop_on_signals) {
+    impl.signals.add(SIGINT);
+    impl.signals.add(SIGTERM);
+    Impl* p = impl_.get();
+    impl.signals.async_wait([p](beast::error_code ec, int signo) {
+      if (ec) return;
+      std::fprintf(stderr, "lutq: received %s\n", signo == SIGINT ? "SIGINT" : "SIGTERM");
+      p->begin_shutdown();
+    });
+  }
+  asio::co_spawn(impl.io, impl.accept_loop(), asio::detached);
+  std::vector<std::thread> threads;
+  for (int i = 1; i < impl.options.io_threads; ++i) threads.emplace_back([&impl] { impl.io.run(); });
+  impl.io.run();
+  for (std::thread& t : threads) t.join();
   return Status::ok();
 }
 
-void HttpServer::stop() { impl_->http.stop(); }
+void HttpServer::stop() {
+  Impl* p = impl_.get();
+  asio::post(impl_->io, [p] { p->begin_shutdown(); });
+}
 
 }  // namespace lutq::server

@@ -207,7 +207,7 @@ std::optional<ApiError> read_prompt(const json& body, std::string& out) {
 }
 
 // Known OpenAI features that are not implemented: present with a non-default value → 400.
-std::optional<ApiError> reject_unsupported(const json& body, Endpoint endpoint) {
+std::optional<ApiError> reject_unsupported(const json& body) {
   std::optional<int64_t> n;
   if (auto e = read_int(body, "n", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(), n)) return e;
   if (n && *n != 1) return ApiError::invalid("only n = 1 is supported", "n", "unsupported_parameter");
@@ -222,9 +222,20 @@ std::optional<ApiError> reject_unsupported(const json& body, Endpoint endpoint) 
   if (echo) return unsupported("echo", "echo");
   const json* suffix = field(body, "suffix");
   if (suffix != nullptr && !(suffix->is_string() && suffix->get<std::string>().empty())) return unsupported("suffix", "suffix");
+  // Tools are accepted when the request forbids calling them (tool_choice "none"): the model then
+  // answers in text, as OpenAI's does. Tool calls themselves are not implemented.
+  const json* choice = field(body, "tool_choice");
+  const bool no_calls = choice != nullptr && choice->is_string() && choice->get<std::string>() == "none";
+  if (choice != nullptr && !choice->is_string() && !choice->is_object()) return wrong_type("tool_choice", "a string or an object", *choice);
   for (const char* name : {"tools", "functions"}) {
     const json* v = field(body, name);
-    if (v != nullptr && !(v->is_array() && v->empty())) return unsupported(name, std::string("'") + name + "'");
+    if (v == nullptr || (v->is_array() && v->empty())) continue;
+    if (!v->is_array()) return wrong_type(name, "an array", *v);
+    if (!no_calls) {
+      return ApiError::invalid(std::string("tool calls are not supported; '") + name +
+                                   "' is accepted with \"tool_choice\": \"none\" only",
+                               "tool_choice", "unsupported_parameter");
+    }
   }
   const json* bias = field(body, "logit_bias");
   if (bias != nullptr && !(bias->is_object() && bias->empty())) return unsupported("logit_bias", "logit_bias");
@@ -233,16 +244,27 @@ std::optional<ApiError> reject_unsupported(const json& body, Endpoint endpoint) 
     if (auto e = read_number(body, name, -2.0, 2.0, p)) return e;
     if (p != 0.0f) return unsupported(name, std::string("a non-zero ") + name);
   }
-  if (endpoint == Endpoint::kChat) {
-    if (const json* rf = field(body, "response_format")) {
-      if (!rf->is_object()) return wrong_type("response_format", "an object", *rf);
-      const json* type = field(*rf, "type");
-      if (type == nullptr || !type->is_string() || type->get<std::string>() != "text") {
-        return unsupported("response_format", "a response_format other than {\"type\": \"text\"}");
-      }
-    }
-  }
   return std::nullopt;
+}
+
+// response_format: "text", or "json_object" (constrained decoding). json_schema is refused.
+std::optional<ApiError> read_response_format(const json& body, bool& json_object) {
+  const json* rf = field(body, "response_format");
+  if (rf == nullptr) return std::nullopt;
+  if (!rf->is_object()) return wrong_type("response_format", "an object", *rf);
+  const json* type = field(*rf, "type");
+  const std::string t = type != nullptr && type->is_string() ? type->get<std::string>() : "";
+  if (t == "text") return std::nullopt;
+  if (t == "json_object") {
+    json_object = true;
+    return std::nullopt;
+  }
+  if (t == "json_schema") {
+    return ApiError::invalid("response_format json_schema is not supported yet; json_object (any JSON object) is",
+                             "response_format", "unsupported_parameter");
+  }
+  return ApiError::invalid("response_format.type must be \"text\" or \"json_object\"", "response_format",
+                           "invalid_value");
 }
 
 }  // namespace
@@ -279,7 +301,7 @@ ParsedRequest parse_request(Endpoint endpoint, std::string_view body_text, const
   } else if (auto e = read_prompt(body, r.prompt)) {
     return fail(*e);
   }
-  if (auto e = reject_unsupported(body, endpoint)) return fail(*e);
+  if (auto e = reject_unsupported(body)) return fail(*e);
   // Chat clients send max_completion_tokens (the newer name) or max_tokens; the newer wins.
   if (auto e = read_int(body, "max_tokens", 1, limits.max_tokens, r.max_tokens)) return fail(*e);
   if (endpoint == Endpoint::kChat) {
@@ -296,6 +318,9 @@ ParsedRequest parse_request(Endpoint endpoint, std::string_view body_text, const
   }
   if (auto e = read_stop(body, limits, r.stop)) return fail(*e);
   if (auto e = read_bool(body, "stream", r.stream)) return fail(*e);
+  if (endpoint == Endpoint::kChat) {
+    if (auto e = read_response_format(body, r.json_object)) return fail(*e);
+  }
   if (const json* so = field(body, "stream_options")) {
     if (!so->is_object()) return fail(wrong_type("stream_options", "an object", *so));
     if (auto e = read_bool(*so, "include_usage", r.include_usage)) return fail(*e);

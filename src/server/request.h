@@ -8,9 +8,10 @@
 //    newer or vendor parameters keep working; null means "default" for every optional field;
 //  * known fields must have the documented type and range, else 400 naming the field (param);
 //  * known features lutq does not implement are rejected rather than silently ignored: n != 1,
-//    best_of > 1, logprobs, echo, suffix, tools/functions, logit_bias, non-zero
-//    presence/frequency penalties, response_format other than text, roles other than
-//    system/developer/user/assistant, non-text content parts.
+//    best_of > 1, logprobs, echo, suffix, tools/functions unless tool_choice is "none" (tool
+//    calls), logit_bias, non-zero presence/frequency penalties, response_format json_schema,
+//    roles other than system/developer/user/assistant, non-text content parts.
+//  * response_format {"type": "json_object"} (chat) constrains the output to one JSON object.
 #pragma once
 
 #include <cstdint>
@@ -46,6 +47,7 @@ struct CompletionRequest {
   std::vector<std::string> stop;
   bool stream = false;
   bool include_usage = false;             // stream_options.include_usage
+  bool json_object = false;               // response_format {"type": "json_object"}
 };
 
 // Exactly one of request / error is meaningful: request when parsing succeeded.

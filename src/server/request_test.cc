@@ -119,11 +119,14 @@ TEST(ParseRequest, RejectsBadInputWithOpenAiErrors) {
       {Endpoint::kChat, "{" + u + R"(,"n":2})", "n", "only n = 1"},
       {Endpoint::kChat, "{" + u + R"(,"n":"1"})", "n", "must be an integer"},
       {Endpoint::kChat, "{" + u + R"(,"logprobs":true})", "logprobs", "not supported"},
-      {Endpoint::kChat, "{" + u + R"(,"tools":[{"type":"function"}]})", "tools", "not supported"},
+      {Endpoint::kChat, "{" + u + R"(,"tools":[{"type":"function"}]})", "tool_choice", "not supported"},
+      {Endpoint::kChat, "{" + u + R"(,"tools":[{"type":"function"}],"tool_choice":"auto"})", "tool_choice", "not supported"},
+      {Endpoint::kChat, "{" + u + R"(,"tools":{},"tool_choice":"none"})", "tools", "must be an array"},
       {Endpoint::kChat, "{" + u + R"(,"logit_bias":{"5":1}})", "logit_bias", "not supported"},
       {Endpoint::kChat, "{" + u + R"(,"frequency_penalty":0.5})", "frequency_penalty", "not supported"},
       {Endpoint::kChat, "{" + u + R"(,"presence_penalty":9})", "presence_penalty", "between"},
-      {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"json_object"}})", "response_format", "not supported"},
+      {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"json_schema","json_schema":{}}})", "response_format", "not supported"},
+      {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"xml"}})", "response_format", "must be"},
       {Endpoint::kCompletion, "{}", "prompt", "required"},
       {Endpoint::kCompletion, R"({"prompt":5})", "prompt", "must be a string"},
       {Endpoint::kCompletion, R"({"prompt":["a","b"]})", "prompt", "more than one prompt"},
@@ -145,6 +148,19 @@ TEST(ParseRequest, RejectsBadInputWithOpenAiErrors) {
     EXPECT_TRUE(j["error"]["message"].is_string());
     EXPECT_TRUE(j["error"].contains("type") && j["error"].contains("param") && j["error"].contains("code"));
   }
+}
+
+TEST(ParseRequest, JsonObjectResponseFormat) {
+  const ParsedRequest p = chat(R"({"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}})");
+  ASSERT_TRUE(p.ok()) << p.error.message;
+  EXPECT_TRUE(p.request->json_object);
+  EXPECT_FALSE(chat(R"({"messages":[{"role":"user","content":"x"}]})").request->json_object);
+}
+
+TEST(ParseRequest, ToolsWithToolChoiceNone) {
+  const ParsedRequest p = chat(R"({"messages":[{"role":"user","content":"x"}],"tool_choice":"none",
+      "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]})");
+  EXPECT_TRUE(p.ok()) << p.error.message;
 }
 
 TEST(ParseRequest, MaxTokensLimitFollowsTheContext) {

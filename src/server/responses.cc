@@ -66,10 +66,18 @@ std::string stream_usage_chunk(const ResponseMeta& meta, const Usage& usage) {
   return "data: " + dump(r) + "\n\n";
 }
 
+namespace {
+json model_object(const std::string& model_name, int64_t created) {
+  return {{"id", model_name}, {"object", "model"}, {"created", created}, {"owned_by", "lutq"}};
+}
+}  // namespace
+
 std::string models_response(const std::string& model_name, int64_t created) {
-  return dump({{"object", "list"},
-               {"data", json::array({{{"id", model_name}, {"object", "model"}, {"created", created},
-                                      {"owned_by", "lutq"}}})}});
+  return dump({{"object", "list"}, {"data", json::array({model_object(model_name, created)})}});
+}
+
+std::string model_response(const std::string& model_name, int64_t created) {
+  return dump(model_object(model_name, created));
 }
 
 }  // namespace lutq::server

@@ -39,5 +39,7 @@ std::string stream_usage_chunk(const ResponseMeta& meta, const Usage& usage);
 inline constexpr const char* kStreamDone = "data: [DONE]\n\n";
 
 std::string models_response(const std::string& model_name, int64_t created);
+// GET /v1/models/{id}: the model object alone.
+std::string model_response(const std::string& model_name, int64_t created);
 
 }  // namespace lutq::server

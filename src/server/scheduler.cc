@@ -2,6 +2,7 @@
 #include "server/scheduler.h"
 
 #include <algorithm>
+#include <optional>
 #include <span>
 #include <utility>
 
@@ -47,16 +48,30 @@ bool Job::cancelled() const {
   return cancelled_;
 }
 
+void Job::set_notifier(std::function<void()> notify) {
+  bool pending = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    notify_ = notify;
+    pending = !text_.empty() || finished_;
+  }
+  if (pending && notify) notify();
+}
+
 void Job::append(const std::string& text) {
   if (text.empty()) return;
+  std::function<void()> notify;
   {
     std::lock_guard<std::mutex> lock(mu_);
     text_ += text;
+    notify = notify_;
   }
   cv_.notify_all();
+  if (notify) notify();
 }
 
 void Job::finish(FinishReason reason, int64_t completion_tokens, std::string error) {
+  std::function<void()> notify;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (finished_) return;
@@ -64,8 +79,10 @@ void Job::finish(FinishReason reason, int64_t completion_tokens, std::string err
     reason_ = reason;
     completion_tokens_ = completion_tokens;
     error_ = std::move(error);
+    notify = notify_;
   }
   cv_.notify_all();
+  if (notify) notify();
 }
 
 bool Job::finished() const {
@@ -82,7 +99,9 @@ struct Scheduler::Sequence {
         slot(slot_index),
         sampler(request.sampling),
         stop(request.stop),
-        submitted(p.submitted) {}
+        submitted(p.submitted) {
+    if (request.json_object) json.emplace();
+  }
 
   std::shared_ptr<Job> job;
   GenRequest request;
@@ -95,6 +114,7 @@ struct Scheduler::Sequence {
   gen::Sampler sampler;
   gen::Utf8Buffer utf8;
   StopMatcher stop;
+  std::optional<JsonAcceptor> json;  // response_format json_object
   Clock::time_point submitted;
   Clock::time_point last_token;
 };
@@ -121,6 +141,12 @@ Scheduler::Scheduler(const model::Model& model, const gen::Tokenizer& tokenizer,
     : model_(model), tokenizer_(tokenizer), pool_(pool), options_(options), metrics_(metrics),
       memory_(std::move(memory)) {
   for (int i = options_.parallel - 1; i >= 0; --i) free_slots_.push_back(i);
+  const int32_t n_vocab = tokenizer_.vocab_size();
+  token_table_.pieces.reserve(static_cast<size_t>(n_vocab));
+  for (int32_t id = 0; id < n_vocab; ++id) {
+    token_table_.pieces.push_back(tokenizer_.token_to_piece(id));
+    token_table_.end_of_generation.push_back(tokenizer_.is_eog(id));
+  }
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -197,6 +223,13 @@ void Scheduler::loop() {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return stopping_ || !active_.empty() || (!queue_.empty() && !free_slots_.empty()); });
       if (stopping_) return;
+      // Jobs whose client left while they waited give their place up without taking a slot.
+      std::erase_if(queue_, [&](const Pending& p) {
+        if (!p.job->cancelled()) return false;
+        p.job->finish(FinishReason::kCancelled, 0);
+        metrics_.count_finish(finish_reason_name(FinishReason::kCancelled));
+        return true;
+      });
       while (!queue_.empty() && !free_slots_.empty()) {
         admitted.push_back(std::move(queue_.front()));
         queue_.pop_front();
@@ -269,9 +302,11 @@ void Scheduler::decode_step() {
   }
 }
 
-bool Scheduler::take_token(Sequence& seq, const float* logits) {
+bool Scheduler::take_token(Sequence& seq, float* logits) {
   // Only ids the tokenizer knows can be sampled (a model may pad its vocabulary).
-  const int32_t id = seq.sampler.sample(std::span<const float>(logits, static_cast<size_t>(tokenizer_.vocab_size())));
+  const std::span<float> known(logits, static_cast<size_t>(tokenizer_.vocab_size()));
+  if (seq.json) mask_json_logits(*seq.json, token_table_, known);
+  const int32_t id = seq.sampler.sample(std::span<const float>(known));
   ++seq.generated;
   metrics_.add_generated_tokens(1);
   const Clock::time_point now = Clock::now();
@@ -287,8 +322,10 @@ bool Scheduler::take_token(Sequence& seq, const float* logits) {
     return false;
   }
   bool hit = false;
-  seq.job->append(seq.stop.push(seq.utf8.push(tokenizer_.token_to_piece(id)), &hit));
-  if (hit) {
+  const std::string& piece = token_table_.pieces[static_cast<size_t>(id)];
+  seq.job->append(seq.stop.push(seq.utf8.push(piece), &hit));
+  if (seq.json) seq.json->feed(piece);  // allowed by the mask, so accepted
+  if (hit || (seq.json && seq.json->done())) {
     seq.utf8.flush();
     finish(seq, FinishReason::kStop);
     return false;

@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -26,6 +27,7 @@
 #include "gen/sampler.h"
 #include "gen/tokenizer.h"
 #include "model/model.h"
+#include "server/json_constraint.h"
 #include "server/metrics.h"
 
 namespace lutq::server {
@@ -35,6 +37,7 @@ struct GenRequest {
   int64_t max_tokens = 16;      // >= 1
   gen::SamplerOptions sampling;
   std::vector<std::string> stop;
+  bool json_object = false;  // constrained decoding: the output is one JSON object (json_constraint.h)
 };
 
 enum class FinishReason { kStop, kLength, kCancelled, kError };
@@ -60,6 +63,10 @@ class Job {
   // Asks the scheduler to stop this job and free its slot (the client went away).
   void cancel();
   bool cancelled() const;
+  // `notify` runs (on the scheduler thread, outside the job's lock) after each append and the
+  // finish, so an event-driven consumer need not poll; it must be cheap and thread-safe. When
+  // set after the job already produced something, it runs once at once.
+  void set_notifier(std::function<void()> notify);
 
   // Scheduler side.
   void append(const std::string& text);
@@ -70,6 +77,7 @@ class Job {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::string text_;
+  std::function<void()> notify_;
   bool cancelled_ = false;
   bool finished_ = false;
   FinishReason reason_ = FinishReason::kStop;
@@ -128,7 +136,7 @@ class Scheduler {
   void prefill_step();
   void decode_step();
   // Samples from `logits` and applies the stop rules; false when the sequence finished.
-  bool take_token(Sequence& seq, const float* logits);
+  bool take_token(Sequence& seq, float* logits);
   void finish(Sequence& seq, FinishReason reason, const std::string& error = "");
   void remove_finished();
 
@@ -138,6 +146,7 @@ class Scheduler {
   SchedulerOptions options_;
   Metrics& metrics_;
   std::unique_ptr<model::Memory> memory_;  // one sequence per slot
+  TokenTable token_table_;  // pieces for constrained decoding
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
