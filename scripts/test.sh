@@ -21,8 +21,10 @@ ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)"
 # folder at -O1 (LUTQ_SANITIZE=0 skips; CPU backends only).
 sanitize="${LUTQ_SANITIZE:-address,undefined}"
 if [[ "$sanitize" != 0 ]]; then
-  LUTQ_BUILD_DIR="${LUTQ_SANITIZE_BUILD_DIR:-build-asan}" bash scripts/build.sh -DLUTQ_BUILD_TESTS=ON \
-    -DLUTQ_CUDA=OFF -DLUTQ_SANITIZE="$sanitize" -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG"
+  asan_dir="${LUTQ_SANITIZE_BUILD_DIR:-build-asan}"
+  cmake -S . -B "$asan_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG" \
+    -DLUTQ_BUILD_TESTS=ON -DLUTQ_CUDA=OFF -DLUTQ_SANITIZE="$sanitize" >/dev/null
+  cmake --build "$asan_dir" --target lutq_tests  # the apps and tools are not needed here
   ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
-    ctest --test-dir "${LUTQ_SANITIZE_BUILD_DIR:-build-asan}" --output-on-failure -j "$(nproc)"
+    ctest --test-dir "$asan_dir" --output-on-failure -j "$(nproc)"
 fi

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <string>
 
 namespace lutq::server::http_detail {
@@ -59,6 +60,26 @@ void watch_peer(const std::shared_ptr<Connection>& conn, const std::shared_ptr<W
       waiter->poke();
     }
   });
+}
+
+struct Refusal {
+  int status;
+  std::string message;
+};
+
+// What the transport refuses once the head is in: compressed bodies (never expanded), any
+// duplicate Content-Length (Beast merges equal ones), a POST without a length.
+std::optional<Refusal> check_head(const http::request_parser<http::string_body>& parser) {
+  const Request& head = parser.get();
+  const auto encoding = head[http::field::content_encoding];
+  if (!encoding.empty() && !beast::iequals(encoding, "identity")) {
+    return Refusal{415, "Content-Encoding '" + std::string(encoding) + "' is not accepted: send the body uncompressed"};
+  }
+  if (head.count(http::field::content_length) > 1) return Refusal{400, "more than one Content-Length header"};
+  if (head.method() == http::verb::post && !parser.content_length() && !parser.chunked()) {
+    return Refusal{411, "a POST needs a Content-Length (or a chunked body)"};
+  }
+  return std::nullopt;
 }
 
 struct Outcome {
@@ -145,20 +166,9 @@ asio::awaitable<bool> Session::serve_one() {
 
   const Request& head = parser.get();
   const std::string method(head.method_string());
-  const auto encoding = head[http::field::content_encoding];
-  if (!encoding.empty() && !beast::iequals(encoding, "identity")) {
-    co_await refuse(415, "Content-Encoding '" + std::string(encoding) + "' is not accepted: send the body uncompressed");
-    log(method, "other", Outcome{415, -1, -1, false}, start);
-    co_return false;
-  }
-  if (head.count(http::field::content_length) > 1) {  // Beast takes equal duplicates; we do not
-    co_await refuse(400, "more than one Content-Length header");
-    log(method, "other", Outcome{400, -1, -1, false}, start);
-    co_return false;
-  }
-  if (head.method() == http::verb::post && !parser.content_length() && !parser.chunked()) {
-    co_await refuse(411, "a POST needs a Content-Length (or a chunked body)");
-    log(method, "other", Outcome{411, -1, -1, false}, start);
+  if (const std::optional<Refusal> no = check_head(parser)) {
+    co_await refuse(no->status, no->message);
+    log(method, "other", Outcome{no->status, -1, -1, false}, start);
     co_return false;
   }
   if (!parser.is_done()) {
