@@ -6,7 +6,7 @@ BUILD/importance/results.json (a rerun measures only missing rows). Usage:
 
     scripts/importance_figures.py [--rows NAME,...] [--model GGUF]
 
-Row names: greedy-qQ, and METHOD-ORIENT-qQ-gG-{w,u} (w: weighted, u: --no-importance) with METHOD
+Row names: greedy-qQ (greedy-o-qQ: with --offset), and METHOD-ORIENT-qQ-gG-{w,u} (w: weighted, u: --no-importance) with METHOD
 rtn, alt, gptqbcq and ORIENT oc, ada.
 """
 import argparse
@@ -25,9 +25,9 @@ ORIENT = {"oc": "oc", "ic": "ic", "ada": "auto"}
 
 
 def qargs_of(name):
-    m = re.fullmatch(r"greedy-q(\d)", name)
+    m = re.fullmatch(r"greedy(-o)?-q(\d)", name)
     if m:
-        return ["--quant-method", "greedy", "-q", m.group(1), "-g", "128"], False
+        return ["--quant-method", "greedy", "-q", m.group(2), "-g", "128"] + (["--offset"] if m.group(1) else []), False
     m = re.fullmatch(r"(rtn|alt|gptqbcq)-(oc|ic|ada)-q(\d)-g(\d+)-([wu])", name)
     if not m:
         sys.exit(f"unknown row {name}")

@@ -14,6 +14,7 @@
 // quality. Reported: relative weight error, diag(H)-weighted error, perplexity.
 //
 //   lutq_level_structure MODEL.gguf CALIB.txt EVAL.txt CALIB_CACHE [bits=3] [eval_chunks=20] [variants=free,row,layer]
+// eval_chunks 0 skips the perplexity (weight errors only).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -266,7 +267,7 @@ int run(int argc, char** argv) {
         if (Status s = model->replace_linear(l, role, std::move(*lin)); !s) return fail(s);
       }
     }
-    const double ppl = perplexity(*model, eval, eval_chunks, bos, pool);
+    const double ppl = eval_chunks > 0 ? perplexity(*model, eval, eval_chunks, bos, pool) : NAN;  // 0: skip
     std::printf("%-6s q=%d: %.3f bpw, rel. weight error %.4f, diag(H)-weighted %.4f, PPL %.2f (%lld chunks)\n",
                 variant.c_str(), q, bits / weights, std::sqrt(err / energy), std::sqrt(werr / wenergy), ppl,
                 static_cast<long long>(eval_chunks));
