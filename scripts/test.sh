@@ -25,6 +25,8 @@ if [[ "$sanitize" != 0 ]]; then
   cmake -S . -B "$asan_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG" \
     -DLUTQ_BUILD_TESTS=ON -DLUTQ_CUDA=OFF -DLUTQ_SANITIZE="$sanitize" >/dev/null
   cmake --build "$asan_dir" --target lutq_tests  # the apps and tools are not needed here
+  # The 1.5B goldens run the same code as the tiny qwen2 tests and SmolLM2's, at -O1 under ASan
+  # several minutes for nothing new: left to the optimized run above.
   ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
-    ctest --test-dir "$asan_dir" --output-on-failure -j "$(nproc)"
+    ctest --test-dir "$asan_dir" --output-on-failure -j "$(nproc)" -E RealModelQwen2
 fi
