@@ -67,21 +67,18 @@ Result<std::unique_ptr<Memory>> Model::make_memory(int64_t capacity, int64_t seq
   return model::make_memory(kind, memory_shape(capacity, sequences));
 }
 
-const Linear* Model::linear(int64_t l, LinearRole role) const {
+Linear* Model::find_linear(int64_t l, LinearRole role) {
   if (l < 0 || l >= config_.n_layer) return nullptr;
-  for (const std::unique_ptr<Block>& b : layers_[static_cast<size_t>(l)]) {
-    if (const Linear* lin = b->find(role)) return lin;
+  for (std::unique_ptr<Block>& b : layers_[static_cast<size_t>(l)]) {
+    if (Linear* lin = b->find(role)) return lin;
   }
   return nullptr;
 }
 
+const Linear* Model::linear(int64_t l, LinearRole role) const { return const_cast<Model*>(this)->find_linear(l, role); }
+
 Status Model::replace_linear(int64_t l, LinearRole role, Linear layer) {
-  Linear* old = nullptr;
-  if (l >= 0 && l < config_.n_layer) {
-    for (std::unique_ptr<Block>& b : layers_[static_cast<size_t>(l)]) {
-      if ((old = b->find(role)) != nullptr) break;
-    }
-  }
+  Linear* old = find_linear(l, role);
   if (old == nullptr) {
     return Status::invalid("replace_linear: block " + std::to_string(l) + " has no " + role_name(role) + " layer");
   }

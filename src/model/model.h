@@ -91,6 +91,8 @@ class Model {
   Model(ModelConfig config, std::shared_ptr<const std::vector<float>> token_embd, Linear output)
       : config_(std::move(config)), token_embd_(std::move(token_embd)), output_(std::move(output)) {}
 
+  Linear* find_linear(int64_t l, LinearRole role);  // linear() and replace_linear() both look here
+
   ModelConfig config_;
   std::shared_ptr<const std::vector<float>> token_embd_;  // [n_vocab][n_embd]
   Linear output_;
