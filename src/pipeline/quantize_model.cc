@@ -87,7 +87,8 @@ std::string method_label(const LinearChoice& choice, const format::BcqMatrix& q)
 
 // GPTQ and/or AdaDim for one block layer, with the input statistics of its layer.
 Result<format::BcqMatrix> calibrated_quantize(const std::string& name, const float* w, int64_t n, int64_t k,
-                                              const LinearChoice& choice, const double* h, ThreadPool& pool) {
+                                              const LinearChoice& choice, const double* h, ThreadPool& pool,
+                                              SharedFactor shared) {
   quant::GptqOptions go;
   go.cfg = choice.quant.cfg;
   go.method = choice.quant.method;
@@ -99,10 +100,17 @@ Result<format::BcqMatrix> calibrated_quantize(const std::string& name, const flo
     return adapted_group(choice.quant.cfg.g, extent).value_or(choice.quant.cfg.g);
   };
   const auto named = [&](const Status& st) { return Status(st.code(), name + ": " + st.message()); };
+  const quant::GptqFactor* factor = nullptr;
+  if (choice.gptq && shared.cache != nullptr) {
+    Result<const quant::GptqFactor*> f = shared.cache->get(shared.input_key, h, k, go);
+    if (!f) return named(f.status());
+    factor = *f;
+  }
   if (choice.adadim) {
     quant::OrientationOptions oo;
     oo.use_gptq = choice.gptq;
     oo.gptq = go;
+    oo.factor = factor;
     oo.gptq.cfg.g = adapt(k);
     oo.g_per_ic = adapt(n);
     Result<quant::OrientationChoice> r = quant::choose_orientation(w, n, k, h, oo, &pool);
@@ -110,7 +118,8 @@ Result<format::BcqMatrix> calibrated_quantize(const std::string& name, const flo
     return std::move(r->matrix);
   }
   go.cfg.g = adapt(go.cfg.orientation == format::Orientation::kPerOC ? k : n);
-  Result<format::BcqMatrix> q = quant::gptq(w, n, k, h, go, &pool);
+  Result<format::BcqMatrix> q = factor != nullptr ? quant::gptq_quantize(w, n, k, *factor, go, &pool)
+                                                   : quant::gptq(w, n, k, h, go, &pool);
   if (!q) return named(q.status());
   return q;
 }
@@ -146,10 +155,11 @@ Status write_int8(io::GgufWriter& out, const std::string& name, const float* w, 
 }  // namespace
 
 Result<format::BcqMatrix> quantize_layer(const std::string& name, const float* w, int64_t n, int64_t k,
-                                         const LinearChoice& choice, const double* h, ThreadPool& pool) {
+                                         const LinearChoice& choice, const double* h, ThreadPool& pool,
+                                         SharedFactor shared) {
   if (choice.quantize && (choice.gptq || choice.adadim)) {
     if (h == nullptr) return Status::invalid(name + ": GPTQ / AdaDim need calibration statistics (--calib)");
-    return calibrated_quantize(name, w, n, k, choice, h, pool);
+    return calibrated_quantize(name, w, n, k, choice, h, pool, shared);
   }
   std::vector<double> importance;  // diag(H): the fits' input-channel weights
   if (choice.quantize && choice.quant.importance && h != nullptr) {
@@ -216,6 +226,7 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
   const bool head_separate = !c.tied_output || linear.at("output.weight").second.quantize;
   const auto total = static_cast<int64_t>(targets.size()) - (head_separate ? 0 : 1);
   int64_t done = 0;
+  quant::GptqFactorCache factors;  // q/k/v and gate/up share their input's factor
   const auto quantize_target = [&](const LinearTarget& target, const LinearChoice& choice) -> Status {
     const auto t0 = std::chrono::steady_clock::now();
     const io::TensorInfo* info = in.find_tensor(target.source);
@@ -246,7 +257,9 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
       if (!hr) return hr.status();
       h = *hr;
     }
-    Result<format::BcqMatrix> q = quantize_layer(target.name, w->data(), n, k, choice, h, pool);
+    const uint64_t input_key = static_cast<uint64_t>(target.layer) * kNumLinearInputs +
+                               (target.role ? static_cast<uint64_t>(input_of(*target.role)) : 0);
+    Result<format::BcqMatrix> q = quantize_layer(target.name, w->data(), n, k, choice, h, pool, {&factors, input_key});
     if (!q) return Status(q.status().code(), in.path() + ": " + q.status().message());
     layer.form = format::describe(*q);
     layer.rel_error = relative_error(w->data(), format::dequantize(*q));

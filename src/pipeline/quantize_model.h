@@ -11,6 +11,7 @@
 
 #include "core/status.h"
 #include "core/thread_pool.h"
+#include "quant/gptq.h"
 #include "format/bcq_matrix.h"
 #include "io/checkpoint.h"
 #include "model/config.h"
@@ -56,8 +57,15 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
 
 // Quantizes one layer per `choice`: GPTQ / AdaDim with the input statistics h[k*k] (an error
 // when h is null), else the plain quantizer; the group size adapts as choice.adapt_group says.
+// With `factors`, GPTQ's factor of h is taken from (and kept in) it under `input_key`, so layers
+// reading one input (q/k/v, gate/up) share one O(k³) factorisation.
+struct SharedFactor {
+  quant::GptqFactorCache* cache = nullptr;
+  uint64_t input_key = 0;
+};
 Result<format::BcqMatrix> quantize_layer(const std::string& name, const float* w, int64_t n, int64_t k,
-                                         const LinearChoice& choice, const double* h, ThreadPool& pool);
+                                         const LinearChoice& choice, const double* h, ThreadPool& pool,
+                                         SharedFactor shared = {});
 
 // Whether any layer of `spec` needs calibration statistics (GPTQ or AdaDim).
 bool needs_calibration(const LinearSpec& spec, const ModelConfig& config);

@@ -10,9 +10,18 @@
 #include <optional>
 #include <string>
 
+#include <cblas.h>
+
 #include "core/fp16.h"
 #include "core/thread_pool.h"
 #include "quant/group_fit.h"
+
+// LAPACK (OpenBLAS), Fortran interface: Cholesky and triangular inverse.
+using lapack_int = int;
+extern "C" {
+void dpotrf_(const char* uplo, const lapack_int* n, double* a, const lapack_int* lda, lapack_int* info);
+void dtrtri_(const char* uplo, const char* diag, const lapack_int* n, double* a, const lapack_int* lda, lapack_int* info);
+}
 
 namespace lutq::quant {
 namespace {
@@ -37,71 +46,38 @@ void run_parallel(ThreadPool* pool, int64_t count, FunctionRef<void(int64_t, int
   }
 }
 
-// Interleaved split (index, index + threads, ...) for triangular loops.
-void run_interleaved(ThreadPool* pool, FunctionRef<void(int, int)> fn) {
-  if (pool == nullptr || pool->size() == 1) {
-    fn(0, 1);
-  } else {
-    pool->run(fn);
+// u := U, upper, with UᵀU = a⁻¹ for the symmetric a[k][k] (lower triangle read), through
+// LAPACK (OpenBLAS: blocked and threaded). With J the index reversal, J a J = L Lᵀ (dpotrf) gives
+// a = Ũ Ũᵀ for the upper Ũ = J L J, so a⁻¹ = (Ũ⁻¹)ᵀ Ũ⁻¹ and U = Ũ⁻¹ = J L⁻¹ J (dtrtri): the
+// upper factor of the inverse without forming the inverse. False on a pivot that is not a
+// positive share (kPivotTol) of its diagonal entry, or on a non-finite result.
+bool inverse_upper_factor(const std::vector<double>& a, int64_t k, std::vector<double>& u) {
+  // Column-major b = J a J: b(i, j) at b[i + j·k] = a[k−1−i][k−1−j] = a[k−1−j][k−1−i] (a's
+  // lower triangle), filled for i >= j: the lower triangle dpotrf reads.
+  std::vector<double> b(static_cast<size_t>(k * k), 0.0);
+  for (int64_t j = 0; j < k; ++j) {
+    for (int64_t i = j; i < k; ++i) b[static_cast<size_t>(i + j * k)] = a[static_cast<size_t>((k - 1 - j) * k + (k - 1 - i))];
   }
-}
-
-// a[k][k] (symmetric, lower triangle read) := Ũ with a = Ũ Ũᵀ, Ũ upper: the Cholesky of the
-// index-reversed matrix, right-looking from the last column. False on a pivot that is not a
-// positive share (kPivotTol) of its original diagonal entry, or a non-finite one.
-bool reversed_cholesky(std::vector<double>& a, int64_t k, ThreadPool* pool) {
-  std::vector<double> diag0(static_cast<size_t>(k));
-  for (int64_t i = 0; i < k; ++i) diag0[static_cast<size_t>(i)] = a[static_cast<size_t>(i * k + i)];
-  std::vector<double> col(static_cast<size_t>(k));
-  for (int64_t j = k - 1; j >= 0; --j) {
-    double* rj = a.data() + j * k;
-    const double d = rj[j];
-    if (!std::isfinite(d) || !(d > kPivotTol * diag0[static_cast<size_t>(j)]) || !(d > 0.0)) return false;
-    const double s = std::sqrt(d);
-    // Column j of Ũ above the diagonal: Ũ[i][j] = a[j][i] / s (row j's lower part holds a[j][i]).
-    for (int64_t i = 0; i < j; ++i) col[static_cast<size_t>(i)] = rj[i] / s;
-    // The leading j×j block, lower triangle: a[i][l] −= Ũ[i][j]·Ũ[l][j] for l <= i.
-    run_interleaved(pool, [&](int index, int count) {
-      for (int64_t i = j - 1 - index; i >= 0; i -= count) {
-        axpy_sub(a.data() + i * k, col.data(), col[static_cast<size_t>(i)], i + 1);
-      }
-    });
-    // Ũ[i][j] goes to the upper triangle, which the lower-triangle updates never read.
-    for (int64_t i = 0; i < j; ++i) a[static_cast<size_t>(i * k + j)] = col[static_cast<size_t>(i)];
-    rj[j] = s;
-  }
+  const lapack_int n = static_cast<lapack_int>(k);
+  lapack_int info = 0;
+  char lower = 'L';
+  char non_unit = 'N';
+  dpotrf_(&lower, &n, b.data(), &n, &info);
+  if (info != 0) return false;
   for (int64_t i = 0; i < k; ++i) {
-    for (int64_t l = 0; l < i; ++l) a[static_cast<size_t>(i * k + l)] = 0.0;
+    const double l = b[static_cast<size_t>(i + i * k)];
+    const double d0 = a[static_cast<size_t>((k - 1 - i) * k + (k - 1 - i))];
+    if (!std::isfinite(l) || !(l * l > kPivotTol * d0)) return false;
   }
-  return true;
-}
-
-// x := t⁻¹ for an upper-triangular t[k][k] with a positive diagonal, row by row from the
-// bottom: x_i = (e_i − Σ_{l>i} t_il·x_l) / t_ii. Threads own interleaved blocks of columns
-// (column j of x depends only on column j of the rows below). False if not finite.
-bool upper_inverse(const std::vector<double>& t, int64_t k, std::vector<double>& x, ThreadPool* pool) {
-  constexpr int64_t kCols = 32;
-  x.assign(static_cast<size_t>(k * k), 0.0);
-  const int64_t blocks = (k + kCols - 1) / kCols;
-  run_interleaved(pool, [&](int index, int count) {
-    for (int64_t b = index; b < blocks; b += count) {
-      const int64_t j0 = b * kCols;
-      const int64_t j1 = std::min(k, j0 + kCols);
-      for (int64_t i = j1 - 1; i >= 0; --i) {
-        const int64_t lo = std::max(i, j0);
-        double* xi = x.data() + i * k;
-        if (i >= j0) xi[i] = 1.0;
-        for (int64_t l = i + 1; l < j1; ++l) {
-          const int64_t from = std::max(l, lo);
-          axpy_sub(xi + from, x.data() + l * k + from, t[static_cast<size_t>(i * k + l)], j1 - from);
-        }
-        const double inv = 1.0 / t[static_cast<size_t>(i * k + i)];
-        for (int64_t j = lo; j < j1; ++j) xi[j] *= inv;
-      }
+  dtrtri_(&lower, &non_unit, &n, b.data(), &n, &info);
+  if (info != 0) return false;
+  u.assign(static_cast<size_t>(k * k), 0.0);
+  for (int64_t i = 0; i < k; ++i) {
+    for (int64_t j = i; j < k; ++j) {
+      const double v = b[static_cast<size_t>((k - 1 - i) + (k - 1 - j) * k)];
+      if (!std::isfinite(v)) return false;
+      u[static_cast<size_t>(i * k + j)] = v;
     }
-  });
-  for (double v : x) {
-    if (!std::isfinite(v)) return false;
   }
   return true;
 }
@@ -281,7 +257,7 @@ void sweep_tile(const float* w, BcqMatrix& m, const GptqFactor& f, const GptqOpt
 
 }  // namespace
 
-Result<GptqFactor> prepare_gptq(const double* h, int64_t k, const GptqOptions& opt, ThreadPool* pool) {
+Result<GptqFactor> prepare_gptq(const double* h, int64_t k, const GptqOptions& opt, ThreadPool* /*pool*/) {
   if (Status s = check_options(opt); !s) return s;
   if (k < 1) return Status::invalid("gptq: k must be at least 1 (got " + std::to_string(k) + ")");
   if (h == nullptr) return Status::invalid("gptq: null Hessian");
@@ -324,8 +300,7 @@ Result<GptqFactor> prepare_gptq(const double* h, int64_t k, const GptqOptions& o
       }
       a[static_cast<size_t>(p * k + p)] = diag[static_cast<size_t>(ip)] + damp;
     }
-    // The Cholesky runs on one thread: its k steps are too short to pay a pool dispatch each.
-    if (reversed_cholesky(a, k, nullptr) && upper_inverse(a, k, f.u, pool)) {
+    if (inverse_upper_factor(a, k, f.u)) {
       f.damp = damp;
       f.damp_retries = attempt;
       return f;
@@ -375,6 +350,24 @@ Result<format::BcqMatrix> gptq_quantize(const float* w, int64_t n, int64_t k, co
   return m;
 }
 
+Result<const GptqFactor*> GptqFactorCache::get(uint64_t key, const double* h, int64_t k, const GptqOptions& opt) {
+  if (factor_ && key == key_ && h == h_ && factor_->k == k && factor_->act_order == opt.act_order &&
+      percdamp_ == opt.percdamp && max_damp_retries_ == opt.max_damp_retries) {
+    ++reused_;
+    return &*factor_;
+  }
+  factor_.reset();
+  Result<GptqFactor> f = prepare_gptq(h, k, opt);
+  if (!f) return f.status();
+  factor_ = std::move(f).value();
+  key_ = key;
+  h_ = h;
+  percdamp_ = opt.percdamp;
+  max_damp_retries_ = opt.max_damp_retries;
+  ++prepared_;
+  return &*factor_;
+}
+
 Result<format::BcqMatrix> gptq(const float* w, int64_t n, int64_t k, const double* h, const GptqOptions& opt,
                                ThreadPool* pool) {
   Result<GptqFactor> f = prepare_gptq(h, k, opt, pool);
@@ -385,28 +378,39 @@ Result<format::BcqMatrix> gptq(const float* w, int64_t n, int64_t k, const doubl
 double calibrated_error(const float* w, const format::BcqMatrix& q, const double* h, ThreadPool* pool) {
   const int64_t n = q.n;
   const int64_t k = q.k;
-  std::vector<double> per_row(static_cast<size_t>(n), 0.0);
-  run_parallel(pool, n, [&](int64_t begin, int64_t end) {
-    std::vector<double> delta(static_cast<size_t>(k));
-    for (int64_t r = begin; r < end; ++r) {
-      format::dequantize_row(q, r, delta.data());
-      for (int64_t c = 0; c < k; ++c) delta[static_cast<size_t>(c)] = static_cast<double>(w[r * k + c]) - delta[static_cast<size_t>(c)];
-      double s = 0.0;
-      for (int64_t i = 0; i < k; ++i) s += delta[static_cast<size_t>(i)] * dot(h + i * k, delta.data(), k);
-      per_row[static_cast<size_t>(r)] = s;
-    }
-  });
-  return std::accumulate(per_row.begin(), per_row.end(), 0.0);
+  // Rows in tiles: Δ (tile×k) by H through OpenBLAS's DSYMM (lower triangle of H read), then
+  // Σ Δ ∘ (Δ H). The Δ rows are formed on the pool; the product threads itself.
+  constexpr int64_t kTile = 64;
+  std::vector<double> delta(static_cast<size_t>(kTile * k));
+  std::vector<double> dh(static_cast<size_t>(kTile * k));
+  double total = 0.0;
+  for (int64_t r0 = 0; r0 < n; r0 += kTile) {
+    const int64_t rows = std::min(kTile, n - r0);
+    run_parallel(pool, rows, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        double* d = delta.data() + t * k;
+        format::dequantize_row(q, r0 + t, d);
+        const float* wr = w + (r0 + t) * k;
+        for (int64_t c = 0; c < k; ++c) d[c] = static_cast<double>(wr[c]) - d[c];
+      }
+    });
+    cblas_dsymm(CblasRowMajor, CblasRight, CblasLower, static_cast<blasint>(rows), static_cast<blasint>(k), 1.0, h,
+                static_cast<blasint>(k), delta.data(), static_cast<blasint>(k), 0.0, dh.data(), static_cast<blasint>(k));
+    total += dot(delta.data(), dh.data(), rows * k);
+  }
+  return total;
 }
 
 Result<OrientationChoice> choose_orientation(const float* w, int64_t n, int64_t k, const double* h,
                                              const OrientationOptions& opt, ThreadPool* pool) {
   if (h == nullptr) return Status::invalid("choose_orientation: null Hessian");
-  std::optional<GptqFactor> factor;
-  if (opt.use_gptq) {
+  std::optional<GptqFactor> own;
+  const GptqFactor* factor = opt.factor;
+  if (opt.use_gptq && factor == nullptr) {
     Result<GptqFactor> f = prepare_gptq(h, k, opt.gptq, pool);
     if (!f) return f.status();
-    factor = std::move(*f);
+    own = std::move(f).value();
+    factor = &*own;
   }
   std::vector<double> importance;  // diag(H) for the plain quantizers' weighted fits
   if (!opt.use_gptq && opt.gptq.importance) {

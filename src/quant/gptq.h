@@ -47,6 +47,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "core/status.h"
@@ -84,12 +85,34 @@ struct GptqFactor {
 };
 
 // Factors h[k*k] (symmetric, finite, diag >= 0; only the lower triangle is read) for GPTQ.
+// LAPACK (OpenBLAS, its own threads) does the O(k³) work; the pool is not used here.
 Result<GptqFactor> prepare_gptq(const double* h, int64_t k, const GptqOptions& opt, ThreadPool* pool = nullptr);
 
 // Quantizes w[n*k] (row-major, finite, |w| <= 65504) with a factor from prepare_gptq (its
 // act_order must equal opt.act_order). Rejects bad shapes/configs as quant::quantize does.
 Result<format::BcqMatrix> gptq_quantize(const float* w, int64_t n, int64_t k, const GptqFactor& factor,
                                         const GptqOptions& opt, ThreadPool* pool = nullptr);
+
+// The factor of one input, kept while the layers that read it (q/k/v, gate/up) are quantized:
+// get() returns the held factor when the caller's key for the input, the Hessian's address, k and
+// the options the factor depends on (percdamp, act_order, max_damp_retries) all match, and
+// prepares (and holds) a new one otherwise. The key names the input (e.g. block and input kind),
+// so storage reused for another block's Hessian is never mistaken for the same one.
+class GptqFactorCache {
+ public:
+  Result<const GptqFactor*> get(uint64_t key, const double* h, int64_t k, const GptqOptions& opt);
+  int64_t prepared() const { return prepared_; }  // factorisations done
+  int64_t reused() const { return reused_; }
+
+ private:
+  uint64_t key_ = 0;
+  const double* h_ = nullptr;
+  double percdamp_ = 0.0;
+  int max_damp_retries_ = 0;
+  std::optional<GptqFactor> factor_;
+  int64_t prepared_ = 0;
+  int64_t reused_ = 0;
+};
 
 // prepare_gptq + gptq_quantize.
 Result<format::BcqMatrix> gptq(const float* w, int64_t n, int64_t k, const double* h, const GptqOptions& opt,
@@ -112,6 +135,7 @@ struct OrientationOptions {
   bool use_gptq = true;  // false: plain quant::quantize (RTN/greedy/alternating) both ways
   GptqOptions gptq;  // cfg.orientation is overridden; cfg.g applies along k (per-OC) and n (per-IC)
   int64_t g_per_ic = 0;  // group size along n for the per-IC candidate; 0: gptq.cfg.g
+  const GptqFactor* factor = nullptr;  // h's factor for gptq's options (GptqFactorCache); null: made here
 };
 
 // A candidate whose group size does not divide its extent is skipped (its error reported as
