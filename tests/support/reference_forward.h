@@ -1,0 +1,17 @@
+// An independent reference forward pass for the tiny models of tiny_llama.h, written from the
+// Hugging Face definitions (Llama, Qwen2, Qwen3) rather than from the runtime's ops: double
+// precision, naive loops, Q/K weights in Hugging Face's layout with rotate_half RoPE, q/k/v
+// biases (Qwen2), per-head q/k RMSNorm (Qwen3).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "support/tiny_llama.h"
+
+namespace lutq::testing {
+
+// Logits [tokens][n_vocab] of every position of `tokens` (positions 0..T-1, causal).
+std::vector<std::vector<double>> reference_logits(const Tiny& t, const std::vector<int32_t>& tokens);
+
+}  // namespace lutq::testing
