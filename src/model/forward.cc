@@ -90,8 +90,7 @@ std::vector<float> Model::embed(const Batch& batch) const {
   const int64_t e = config_.n_embd;
   std::vector<float> x(static_cast<size_t>(batch.size() * e));
   for (int64_t t = 0; t < batch.size(); ++t) {
-    const float* row = token_embd_->data() + static_cast<int64_t>(batch.rows[static_cast<size_t>(t)].token) * e;
-    std::copy(row, row + e, x.data() + t * e);
+    token_embd_.row(batch.rows[static_cast<size_t>(t)].token, x.data() + t * e);
   }
   return x;
 }

@@ -32,12 +32,12 @@ Result<Model> Model::load(const io::Checkpoint& ckpt, const LoadOptions& options
   if (!isa) return isa.status();
   LayerBuilder builder(ckpt, c, options, *isa, pool);
 
-  Result<std::vector<float>> embd = builder.vector("token_embd.weight");
+  // A tied head reads the table as its weights: then it is held in fp32, else in its own type.
+  Result<Embedding> embd = Embedding::load(ckpt, "token_embd.weight", c.tied_output);
   if (!embd) return embd.status();
-  auto token_embd = std::make_shared<const std::vector<float>>(std::move(*embd));
-  Result<Linear> output = builder.output(token_embd);
+  Result<Linear> output = builder.output(embd->f32());
   if (!output) return output.status();
-  Model model(c, std::move(token_embd), std::move(*output));
+  Model model(c, std::move(*embd), std::move(*output));
   model.ops_ = op_isa(*isa, detect_cpu());
   Result<std::vector<float>> out_norm = builder.vector("output_norm.weight");
   if (!out_norm) return out_norm.status();
@@ -118,6 +118,8 @@ std::string Model::describe() const {
     }
   }
   for (const auto& [form, count] : forms) s += "  " + form + " x" + std::to_string(count) + "\n";
+  s += "  token_embd: " + std::string(io::ggml_type_name(token_embd_.type())) + ", " + mib(token_embd_.bytes()) +
+       (token_embd_.f32() ? "" : " (rows dequantized on lookup)") + "\n";
   s += "  output: " + output_.describe() + (config_.tied_output ? " (tied to token_embd)" : "") + "\n";
   s += "  weights streamed per token: " + mib(weight_bytes()) + " (blocks " + mib(block_weight_bytes()) + ")\n";
   return s;

@@ -24,6 +24,7 @@
 #include "model/batch.h"
 #include "model/blocks/block.h"
 #include "model/config.h"
+#include "model/embedding.h"
 #include "model/linear.h"
 #include "model/loader.h"
 #include "model/memory.h"
@@ -78,7 +79,7 @@ class Model {
   // calibration); its shape must match (its bias is kept). Not thread-safe with a running forward().
   Status replace_linear(int64_t l, LinearRole role, Linear layer);
   const Linear& output() const { return output_; }
-  const float* token_embedding() const { return token_embd_->data(); }
+  const Embedding& token_embedding() const { return token_embd_; }
 
   // Weight bytes streamed per decoded token: block linears + output head (the embedding lookup
   // reads one row), and the same for the block linears alone.
@@ -88,13 +89,13 @@ class Model {
   std::string describe() const;
 
  private:
-  Model(ModelConfig config, std::shared_ptr<const std::vector<float>> token_embd, Linear output)
+  Model(ModelConfig config, Embedding token_embd, Linear output)
       : config_(std::move(config)), token_embd_(std::move(token_embd)), output_(std::move(output)) {}
 
   Linear* find_linear(int64_t l, LinearRole role);  // linear() and replace_linear() both look here
 
   ModelConfig config_;
-  std::shared_ptr<const std::vector<float>> token_embd_;  // [n_vocab][n_embd]
+  Embedding token_embd_;  // [n_vocab][n_embd]
   Linear output_;
   std::vector<float> output_norm_;
   std::vector<Layer> layers_;
