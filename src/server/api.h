@@ -49,6 +49,10 @@ struct ApiReply {
   bool stream = false;
   bool include_usage = false;
   ResponseMeta meta;
+  // Tool calling (tool_choice other than none): the text is parsed for calls at the end; a
+  // stream holds back what may be a call (tools.h ToolStream).
+  std::shared_ptr<const std::vector<ToolDef>> tools;
+  std::shared_ptr<ToolStream> tool_stream;
 };
 
 // The reply of an ApiError (OpenAI error shape; Retry-After on 429, WWW-Authenticate on 401).
