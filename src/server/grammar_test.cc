@@ -1,7 +1,7 @@
 // GrammarMatcher's token mask: equal to trying every piece on a copy; random constrained
 // generation always ends in JSON that validates against the schema (checked by a small
-// validator of the subset written here); with LUTQ_MODEL_GGUF, the mask over SmolLM2's real
-// 49k vocabulary (timed) and a json_schema / tool_choice request end to end through the Api.
+// validator of the subset, tests/support/schema_check); with LUTQ_MODEL_GGUF, the mask over SmolLM2's real
+// 49k vocabulary, timed (structured_test.cc runs requests end to end).
 #include "server/grammar.h"
 
 #include <gtest/gtest.h>
@@ -23,64 +23,10 @@
 #include "model/model.h"
 #include "server/api.h"
 #include "server/json_schema.h"
+#include "support/schema_check.h"
 
 namespace lutq::server {
 namespace {
-
-// JSON Schema validation of the supported subset (the reference the grammar is checked against).
-bool valid(const OJson& v, const OJson& s, const OJson& root) {
-  if (s.is_boolean()) return s.get<bool>();
-  if (s.contains("$ref")) {
-    const std::string r = s["$ref"];
-    return valid(v, r == "#" ? root : root.at(OJson::json_pointer(r.substr(1))), root);
-  }
-  if (s.contains("anyOf")) {
-    bool any = false;
-    for (const OJson& sub : s["anyOf"]) any = any || valid(v, sub, root);
-    if (!any) return false;
-  }
-  for (const OJson& sub : s.value("allOf", OJson::array())) {
-    if (!valid(v, sub, root)) return false;
-  }
-  if (s.contains("const") && v != s["const"]) return false;
-  if (s.contains("enum") && std::find(s["enum"].begin(), s["enum"].end(), v) == s["enum"].end()) return false;
-  if (s.contains("type")) {
-    const OJson types = s["type"].is_array() ? s["type"] : OJson::array({s["type"]});
-    bool ok = false;
-    for (const OJson& t : types) {
-      const std::string n = t;
-      ok = ok || (n == "integer" ? v.is_number_integer() : n == "number" ? v.is_number() : n == "string" ? v.is_string()
-                  : n == "boolean" ? v.is_boolean() : n == "null" ? v.is_null() : n == "object" ? v.is_object()
-                  : v.is_array());
-    }
-    if (!ok) return false;
-  }
-  if (v.is_object()) {
-    const OJson props = s.value("properties", OJson::object());
-    for (const OJson& r : s.value("required", OJson::array())) {
-      if (!v.contains(r.get<std::string>())) return false;
-    }
-    for (auto it = v.begin(); it != v.end(); ++it) {
-      if (props.contains(it.key())) {
-        if (!valid(it.value(), props[it.key()], root)) return false;
-      } else if (s.contains("additionalProperties") && !valid(it.value(), s["additionalProperties"], root)) {
-        return false;
-      }
-    }
-  }
-  if (v.is_array()) {
-    if (v.size() < s.value("minItems", size_t{0}) || v.size() > s.value("maxItems", size_t{1} << 30)) return false;
-    for (const OJson& x : v) {
-      if (s.contains("items") && !valid(x, s["items"], root)) return false;
-    }
-  }
-  if (v.is_string()) {
-    const std::string& str = v.get_ref<const std::string&>();
-    const auto n = static_cast<size_t>(std::count_if(str.begin(), str.end(), [](char c) { return (c & 0xC0) != 0x80; }));
-    if (n < s.value("minLength", size_t{0}) || n > s.value("maxLength", size_t{1} << 30)) return false;
-  }
-  return true;
-}
 
 const char* const kSchemas[] = {
     R"({"type":"object","properties":{"name":{"type":"string","maxLength":8},"age":{"type":"integer"},
@@ -162,7 +108,7 @@ TEST(GrammarMask, RandomGenerationAlwaysValidates) {
       ++finished;
       const OJson v = OJson::parse(text, nullptr, false);
       ASSERT_FALSE(v.is_discarded()) << source << "\n" << text;
-      EXPECT_TRUE(valid(v, schema, schema)) << source << "\n" << text;
+      EXPECT_TRUE(testing::schema_valid(v, schema, schema)) << source << "\n" << text;
     }
     EXPECT_GT(finished, 10) << source;
   }
@@ -236,7 +182,7 @@ TEST(GrammarMask, RealVocabularyCost) {
       text += table.pieces[id];
     }
     if (m.can_end()) {
-      EXPECT_TRUE(valid(OJson::parse(text), schema, schema)) << text;
+      EXPECT_TRUE(testing::schema_valid(OJson::parse(text), schema, schema)) << text;
     }
   }
   const auto mean = [](const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0) / double(v.size()); };
