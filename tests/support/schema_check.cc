@@ -2,25 +2,35 @@
 #include "support/schema_check.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 namespace lutq::testing {
 
 using OJson = nlohmann::ordered_json;
 
-bool schema_valid(const OJson& v, const OJson& s, const OJson& root) {
+namespace {
+
+bool valid(const OJson& v, const OJson& s, const OJson& root, int depth);
+
+bool is_integer(const OJson& v) {
+  return v.is_number_integer() || (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>());
+}
+
+bool valid(const OJson& v, const OJson& s, const OJson& root, int depth) {
+  if (depth > 512) return false;  // a $ref cycle that consumes nothing (anyOf [{"$ref": "#"}, ...])
   if (s.is_boolean()) return s.get<bool>();
   if (s.contains("$ref")) {
     const std::string r = s["$ref"];
-    return schema_valid(v, r == "#" ? root : root.at(OJson::json_pointer(r.substr(1))), root);
+    return valid(v, r == "#" ? root : root.at(OJson::json_pointer(r.substr(1))), root, depth + 1);
   }
   if (s.contains("anyOf")) {
     bool any = false;
-    for (const OJson& sub : s["anyOf"]) any = any || schema_valid(v, sub, root);
+    for (const OJson& sub : s["anyOf"]) any = any || valid(v, sub, root, depth + 1);
     if (!any) return false;
   }
   for (const OJson& sub : s.value("allOf", OJson::array())) {
-    if (!schema_valid(v, sub, root)) return false;
+    if (!valid(v, sub, root, depth + 1)) return false;
   }
   if (s.contains("const") && v != s["const"]) return false;
   if (s.contains("enum") && std::find(s["enum"].begin(), s["enum"].end(), v) == s["enum"].end()) return false;
@@ -29,7 +39,7 @@ bool schema_valid(const OJson& v, const OJson& s, const OJson& root) {
     bool ok = false;
     for (const OJson& t : types) {
       const std::string n = t;
-      ok = ok || (n == "integer" ? v.is_number_integer() : n == "number" ? v.is_number() : n == "string" ? v.is_string()
+      ok = ok || (n == "integer" ? is_integer(v) : n == "number" ? v.is_number() : n == "string" ? v.is_string()
                   : n == "boolean" ? v.is_boolean() : n == "null" ? v.is_null() : n == "object" ? v.is_object()
                   : v.is_array());
     }
@@ -42,8 +52,8 @@ bool schema_valid(const OJson& v, const OJson& s, const OJson& root) {
     }
     for (auto it = v.begin(); it != v.end(); ++it) {
       if (props.contains(it.key())) {
-        if (!schema_valid(it.value(), props[it.key()], root)) return false;
-      } else if (s.contains("additionalProperties") && !schema_valid(it.value(), s["additionalProperties"], root)) {
+        if (!valid(it.value(), props[it.key()], root, depth + 1)) return false;
+      } else if (s.contains("additionalProperties") && !valid(it.value(), s["additionalProperties"], root, depth + 1)) {
         return false;
       }
     }
@@ -51,7 +61,7 @@ bool schema_valid(const OJson& v, const OJson& s, const OJson& root) {
   if (v.is_array()) {
     if (v.size() < s.value("minItems", size_t{0}) || v.size() > s.value("maxItems", size_t{1} << 30)) return false;
     for (const OJson& x : v) {
-      if (s.contains("items") && !schema_valid(x, s["items"], root)) return false;
+      if (s.contains("items") && !valid(x, s["items"], root, depth + 1)) return false;
     }
   }
   if (v.is_string()) {
@@ -61,5 +71,9 @@ bool schema_valid(const OJson& v, const OJson& s, const OJson& root) {
   }
   return true;
 }
+
+}  // namespace
+
+bool schema_valid(const OJson& v, const OJson& s, const OJson& root) { return valid(v, s, root, 0); }
 
 }  // namespace lutq::testing
