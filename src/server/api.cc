@@ -209,6 +209,26 @@ ApiReply Api::get(std::string_view path) {
   return r;
 }
 
+// The chat prompt's tokens: the template's markers are control tokens, the messages' text never
+// is (role injection); tools and tool calls are rendered as tools.h describes (ChatML only).
+std::optional<ApiError> Api::chat_prompt(const CompletionRequest& r, std::vector<int32_t>& prompt) const {
+  const std::string& source = tokenizer_.vocab().chat_template;
+  Result<gen::ChatTemplate> tmpl = gen::parse_chat_template(source.empty() ? "chatml" : source);
+  if (!tmpl) return ApiError{500, tmpl.status().message(), "server_error", "", ""};
+  const bool tool_history = std::any_of(r.messages.begin(), r.messages.end(), [](const Message& m) {
+    return m.role == "tool" || !m.tool_calls.empty();
+  });
+  if ((!r.tools.empty() || tool_history) && tmpl->format != gen::ChatFormat::kChatMl) {
+    return ApiError::invalid("tool calling needs a ChatML chat template (Qwen2.5 format); this model's is not",
+                             r.tools.empty() ? "messages" : "tools", "unsupported_parameter");
+  }
+  std::vector<gen::TextRange> literal;
+  const std::string text =
+      gen::format_chat(*tmpl, render_tool_messages(r.messages, r.tools, tmpl->default_system), true, &literal);
+  prompt = tokenizer_.encode(text, /*add_special=*/true, literal);
+  return std::nullopt;
+}
+
 ApiReply Api::completion(Endpoint endpoint, std::string_view body) {
   const bool chat = endpoint == Endpoint::kChat;
   const std::string route = chat ? "/v1/chat/completions" : "/v1/completions";
@@ -227,21 +247,7 @@ ApiReply Api::completion(Endpoint endpoint, std::string_view body) {
 
   GenRequest g;
   if (chat) {
-    // The template's markers are control tokens; the messages' text never is (role injection).
-    const std::string& source = tokenizer_.vocab().chat_template;
-    Result<gen::ChatTemplate> tmpl = gen::parse_chat_template(source.empty() ? "chatml" : source);
-    if (!tmpl) return fail(ApiError{500, tmpl.status().message(), "server_error", "", ""});
-    const bool tool_history = std::any_of(r.messages.begin(), r.messages.end(), [](const Message& m) {
-      return m.role == "tool" || !m.tool_calls.empty();
-    });
-    if ((!r.tools.empty() || tool_history) && tmpl->format != gen::ChatFormat::kChatMl) {
-      return fail(ApiError::invalid("tool calling needs a ChatML chat template (Qwen2.5 format); this model's is not",
-                                    r.tools.empty() ? "messages" : "tools", "unsupported_parameter"));
-    }
-    std::vector<gen::TextRange> literal;
-    const std::string text =
-        gen::format_chat(*tmpl, render_tool_messages(r.messages, r.tools, tmpl->default_system), true, &literal);
-    g.prompt = tokenizer_.encode(text, /*add_special=*/true, literal);
+    if (std::optional<ApiError> e = chat_prompt(r, g.prompt)) return fail(*e);
   } else {
     g.prompt = tokenizer_.encode(r.prompt, /*add_special=*/true, /*parse_special=*/false);
   }
