@@ -190,13 +190,16 @@ TEST(ApiStructured, RealModelJsonSchemaAndToolCall) {
   Result<gen::Tokenizer> tok = gen::Tokenizer::from_checkpoint(*f);
   ASSERT_TRUE(tok.is_ok()) << tok.status().message();
   Served s(*m, *tok, 1024);
+  // Side by side in the scheduler's slots: two schema replies and one tool call.
+  const ApiReply a = s.submit(schema_request(1, "Describe Ann, 31, who has a cat, as JSON."));
+  const ApiReply b = s.submit(schema_request(2, "Describe Bob, 40, who has two dogs, as JSON."));
+  const ApiReply call = s.submit(std::string(R"({"messages":[{"role":"user","content":"What is the weather in Paris?"}],
+      "max_tokens":80,"temperature":0,"tool_choice":"required","tools":[)") + kWeather + "]}");
   int complete = 0;
-  for (int seed = 1; seed <= 2; ++seed) {
-    expect_valid_reply(s.chat(schema_request(seed, "Describe Ann, 31, who has a cat, as JSON.")), complete);
-  }
+  expect_valid_reply(s.finish(a), complete);
+  expect_valid_reply(s.finish(b), complete);
   EXPECT_GT(complete, 0);
-  expect_weather_call(s.chat(std::string(R"({"messages":[{"role":"user","content":"What is the weather in Paris?"}],
-      "max_tokens":80,"temperature":0,"tool_choice":"required","tools":[)") + kWeather + "]}"));
+  expect_weather_call(s.finish(call));
 }
 
 }  // namespace
