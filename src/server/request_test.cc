@@ -68,9 +68,24 @@ struct BadCase {
   std::string contains;  // expected substring of the message
 };
 
+void expect_bad(const std::vector<BadCase>& cases) {
+  for (const BadCase& c : cases) {
+    ParsedRequest p;
+    ASSERT_NO_THROW(p = parse_request(c.endpoint, c.body, RequestLimits{})) << c.body;
+    ASSERT_FALSE(p.ok()) << c.body;
+    EXPECT_EQ(p.error.http_status, 400) << c.body;
+    EXPECT_EQ(p.error.type, "invalid_request_error") << c.body;
+    EXPECT_EQ(p.error.param, c.param) << c.body;
+    EXPECT_NE(p.error.message.find(c.contains), std::string::npos) << c.body << " -> " << p.error.message;
+    // The rendered body is valid JSON of the OpenAI shape.
+    const auto j = nlohmann::json::parse(error_body(p.error));
+    EXPECT_TRUE(j["error"]["message"].is_string());
+    EXPECT_TRUE(j["error"].contains("type") && j["error"].contains("param") && j["error"].contains("code"));
+  }
+}
+
 TEST(ParseRequest, RejectsBadInputWithOpenAiErrors) {
   const std::string u = R"("messages":[{"role":"user","content":"x"}])";
-  const std::string f = R"("tools":[{"type":"function","function":{"name":"f"}}])";
   const std::vector<BadCase> cases = {
       {Endpoint::kChat, "", "", "not valid JSON"},
       {Endpoint::kChat, "{", "", "not valid JSON"},
@@ -91,12 +106,6 @@ TEST(ParseRequest, RejectsBadInputWithOpenAiErrors) {
       {Endpoint::kChat, R"({"messages":[{"content":"x"}]})", "messages[0].role", "required"},
       {Endpoint::kChat, R"({"messages":[{"role":5,"content":"x"}]})", "messages[0].role", "must be a string"},
       {Endpoint::kChat, R"({"messages":[{"role":"function","content":"x"}]})", "messages[0].role", "not supported"},
-      {Endpoint::kChat, R"({"messages":[{"role":"tool","content":"x"}]})", "messages[0].tool_call_id", "required"},
-      {Endpoint::kChat, R"({"messages":[{"role":"tool","content":"x","tool_call_id":1}]})", "messages[0].tool_call_id", "must be a string"},
-      {Endpoint::kChat, R"({"messages":[{"role":"user","content":"x","tool_calls":[]}]})", "messages[0].tool_calls", "assistant messages only"},
-      {Endpoint::kChat, R"({"messages":[{"role":"assistant","tool_calls":{}}]})", "messages[0].tool_calls", "must be an array"},
-      {Endpoint::kChat, R"({"messages":[{"role":"assistant","tool_calls":[{"id":"c"}]}]})", "messages[0].tool_calls[0].function", "must be an object"},
-      {Endpoint::kChat, R"({"messages":[{"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":3}}]}]})", "messages[0].tool_calls[0].function.arguments", "must be a string"},
       {Endpoint::kChat, R"({"messages":[{"role":"user","content":7}]})", "messages[0].content", "must be a string"},
       {Endpoint::kChat, R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})", "messages[0].content", "not supported"},
       {Endpoint::kChat, R"({"messages":[{"role":"user","content":[{"type":"text","text":1}]}]})", "messages[0].content.text", "must be a string"},
@@ -126,6 +135,31 @@ TEST(ParseRequest, RejectsBadInputWithOpenAiErrors) {
       {Endpoint::kChat, "{" + u + R"(,"n":2})", "n", "only n = 1"},
       {Endpoint::kChat, "{" + u + R"(,"n":"1"})", "n", "must be an integer"},
       {Endpoint::kChat, "{" + u + R"(,"logprobs":true})", "logprobs", "not supported"},
+      {Endpoint::kChat, "{" + u + R"(,"logit_bias":{"5":1}})", "logit_bias", "not supported"},
+      {Endpoint::kChat, "{" + u + R"(,"frequency_penalty":0.5})", "frequency_penalty", "not supported"},
+      {Endpoint::kChat, "{" + u + R"(,"presence_penalty":9})", "presence_penalty", "between"},
+      {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"xml"}})", "response_format", "must be"},
+      {Endpoint::kCompletion, "{}", "prompt", "required"},
+      {Endpoint::kCompletion, R"({"prompt":5})", "prompt", "must be a string"},
+      {Endpoint::kCompletion, R"({"prompt":["a","b"]})", "prompt", "more than one prompt"},
+      {Endpoint::kCompletion, R"({"prompt":[1,2,3]})", "prompt", "token ids"},
+      {Endpoint::kCompletion, R"({"prompt":"x","echo":true})", "echo", "not supported"},
+      {Endpoint::kCompletion, R"({"prompt":"x","best_of":3})", "best_of", "best_of = 1"},
+      {Endpoint::kCompletion, R"({"prompt":"x","suffix":"end"})", "suffix", "not supported"},
+  };
+  expect_bad(cases);
+}
+
+TEST(ParseRequest, RejectsBadToolsAndSchemas) {
+  const std::string u = R"("messages":[{"role":"user","content":"x"}])";
+  const std::string f = R"("tools":[{"type":"function","function":{"name":"f"}}])";
+  const std::vector<BadCase> cases = {
+      {Endpoint::kChat, R"({"messages":[{"role":"tool","content":"x"}]})", "messages[0].tool_call_id", "required"},
+      {Endpoint::kChat, R"({"messages":[{"role":"tool","content":"x","tool_call_id":1}]})", "messages[0].tool_call_id", "must be a string"},
+      {Endpoint::kChat, R"({"messages":[{"role":"user","content":"x","tool_calls":[]}]})", "messages[0].tool_calls", "assistant messages only"},
+      {Endpoint::kChat, R"({"messages":[{"role":"assistant","tool_calls":{}}]})", "messages[0].tool_calls", "must be an array"},
+      {Endpoint::kChat, R"({"messages":[{"role":"assistant","tool_calls":[{"id":"c"}]}]})", "messages[0].tool_calls[0].function", "must be an object"},
+      {Endpoint::kChat, R"({"messages":[{"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":3}}]}]})", "messages[0].tool_calls[0].function.arguments", "must be a string"},
       {Endpoint::kChat, "{" + u + R"(,"tools":[{"type":"function"}]})", "tools[0].function", "must be an object"},
       {Endpoint::kChat, "{" + u + R"(,"tools":[{"type":"retrieval"}]})", "tools[0].type", "must be \"function\""},
       {Endpoint::kChat, "{" + u + R"(,"tools":[{"type":"function","function":{"name":"a b"}}]})", "tools[0].function.name", "letters"},
@@ -139,9 +173,6 @@ TEST(ParseRequest, RejectsBadInputWithOpenAiErrors) {
       {Endpoint::kChat, "{" + u + R"(,"tool_choice":"required","tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"x":{"type":"string","pattern":"a+"}}}}}]})", "tools", "'pattern'"},
       {Endpoint::kChat, "{" + u + R"(,"functions":[{"name":"f"}]})", "functions", "use 'tools'"},
       {Endpoint::kCompletion, R"({"prompt":"x",)" + f + "}", "tools", "chat/completions only"},
-      {Endpoint::kChat, "{" + u + R"(,"logit_bias":{"5":1}})", "logit_bias", "not supported"},
-      {Endpoint::kChat, "{" + u + R"(,"frequency_penalty":0.5})", "frequency_penalty", "not supported"},
-      {Endpoint::kChat, "{" + u + R"(,"presence_penalty":9})", "presence_penalty", "between"},
       {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"json_schema"}})", "response_format.json_schema", "required"},
       {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"json_schema","json_schema":[]}})", "response_format.json_schema", "must be an object"},
       {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"json_schema","json_schema":{"name":1,"schema":{}}}})", "response_format.json_schema.name", "must be a string"},
@@ -149,28 +180,8 @@ TEST(ParseRequest, RejectsBadInputWithOpenAiErrors) {
       {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"type":"string","pattern":"x"}}}})", "response_format.json_schema.schema", "'pattern'"},
       {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"oneOf":[]}}}})", "response_format.json_schema.schema", "'oneOf'"},
       {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"$ref":"#/$defs/x"}}}})", "response_format.json_schema.schema", "does not resolve"},
-      {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"xml"}})", "response_format", "must be"},
-      {Endpoint::kCompletion, "{}", "prompt", "required"},
-      {Endpoint::kCompletion, R"({"prompt":5})", "prompt", "must be a string"},
-      {Endpoint::kCompletion, R"({"prompt":["a","b"]})", "prompt", "more than one prompt"},
-      {Endpoint::kCompletion, R"({"prompt":[1,2,3]})", "prompt", "token ids"},
-      {Endpoint::kCompletion, R"({"prompt":"x","echo":true})", "echo", "not supported"},
-      {Endpoint::kCompletion, R"({"prompt":"x","best_of":3})", "best_of", "best_of = 1"},
-      {Endpoint::kCompletion, R"({"prompt":"x","suffix":"end"})", "suffix", "not supported"},
   };
-  for (const BadCase& c : cases) {
-    ParsedRequest p;
-    ASSERT_NO_THROW(p = parse_request(c.endpoint, c.body, RequestLimits{})) << c.body;
-    ASSERT_FALSE(p.ok()) << c.body;
-    EXPECT_EQ(p.error.http_status, 400) << c.body;
-    EXPECT_EQ(p.error.type, "invalid_request_error") << c.body;
-    EXPECT_EQ(p.error.param, c.param) << c.body;
-    EXPECT_NE(p.error.message.find(c.contains), std::string::npos) << c.body << " -> " << p.error.message;
-    // The rendered body is valid JSON of the OpenAI shape.
-    const auto j = nlohmann::json::parse(error_body(p.error));
-    EXPECT_TRUE(j["error"]["message"].is_string());
-    EXPECT_TRUE(j["error"].contains("type") && j["error"].contains("param") && j["error"].contains("code"));
-  }
+  expect_bad(cases);
 }
 
 TEST(ParseRequest, JsonObjectResponseFormat) {
