@@ -373,10 +373,11 @@ def probe_orphans_and_429(srv, parallel, queue):
     check("429 beyond slots + queue carries Retry-After", st == 429 and "Retry-After" in hdr, f"{st} {hdr.get('Retry-After')}")
     for c in held:
         c.close()
-    end = time.time() + 15
-    while time.time() < end and srv.metric("lutq_active_sequences") > 0:
+    t0 = time.time()  # bounded, not asserted: a loaded machine takes longer to reach its next step
+    while time.time() < t0 + 30 and srv.metric("lutq_active_sequences") > 0:
         time.sleep(0.1)
-    check("closed streams free their slots", srv.metric("lutq_active_sequences") == 0)
+    active = srv.metric("lutq_active_sequences")
+    check("closed streams free their slots", active == 0, f"{active} still active after {time.time() - t0:.1f} s")
 
 
 def probe_second_server(args, port):

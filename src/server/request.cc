@@ -273,8 +273,8 @@ std::optional<ApiError> reject_unsupported(const json& body, Endpoint endpoint) 
     if (v == nullptr || (v->is_array() && v->empty()) || (endpoint == Endpoint::kChat && name[0] == 't')) continue;
     if (!v->is_array()) return wrong_type(name, "an array", *v);
     if (!no_calls) {
-      return ApiError::invalid(endpoint == Endpoint::kChat ? "the legacy 'functions' are not supported; use 'tools'"
-                                                           : "'tools' are supported on /v1/chat/completions only",
+      return ApiError::invalid(name[0] == 'f' ? "the legacy 'functions' are not supported; use 'tools' (chat)"
+                                              : "'tools' are supported on /v1/chat/completions only",
                                name, "unsupported_parameter");
     }
   }
