@@ -357,7 +357,8 @@ uint32_t SchemaCompiler::ws() {
 }
 
 uint32_t SchemaCompiler::digits(int n) {
-  const std::string key = "d" + std::to_string(n);
+  std::string key = std::to_string(n);
+  key.insert(key.begin(), 'd');
   if (const auto it = shared_.find(key); it != shared_.end()) return it->second;
   const uint32_t r = n == 0 ? rule({{}}) : rule({{}, {g_.range('0', '9'), Grammar::call(digits(n - 1))}});
   return shared_[key] = r;

@@ -97,7 +97,7 @@ std::vector<gen::ChatMessage> render_tool_messages(const std::vector<Message>& m
     std::string system = has_system ? messages[0].content : default_system;
     if (!system.empty()) system += "\n\n";
     system += kToolsHead;
-    for (const ToolDef& t : tools) system += "\n" + dump_spaced(t.spec);
+    for (const ToolDef& t : tools) system.append("\n").append(dump_spaced(t.spec));
     system += kToolsTail;
     out.push_back(gen::ChatMessage{"system", std::move(system)});
     i = has_system ? 1 : 0;
@@ -107,14 +107,17 @@ std::vector<gen::ChatMessage> render_tool_messages(const std::vector<Message>& m
     if (m.role == "tool") {  // consecutive results share one user turn
       std::string content;
       for (; i < messages.size() && messages[i].role == "tool"; ++i) {
-        content += (content.empty() ? "" : "\n") + std::string("<tool_response>\n") + messages[i].content +
-                   "\n</tool_response>";
+        if (!content.empty()) content += '\n';
+        content.append("<tool_response>\n").append(messages[i].content).append("\n</tool_response>");
       }
       --i;
       out.push_back(gen::ChatMessage{"user", std::move(content)});
     } else if (m.role == "assistant" && !m.tool_calls.empty()) {
       std::string content = m.content;
-      for (const ToolCall& c : m.tool_calls) content += (content.empty() ? "" : "\n") + render_call(c);
+      for (const ToolCall& c : m.tool_calls) {
+        if (!content.empty()) content += '\n';
+        content += render_call(c);
+      }
       out.push_back(gen::ChatMessage{"assistant", std::move(content)});
     } else {
       out.push_back(gen::ChatMessage{m.role, m.content});
