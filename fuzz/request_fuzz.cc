@@ -1,7 +1,9 @@
 // libFuzzer target for the server's request parser (src/server/request.cc): arbitrary bytes as a
 // chat or completion body (first byte picks the endpoint). Parsing must never throw or crash;
 // a success must satisfy the documented ranges, a failure must render an OpenAI error body
-// that is valid JSON.
+// that is valid JSON. The JSON Schema compiler and tool-call grammar are reached through
+// response_format json_schema and tool_choice (seeds json_schema, tools); a compiled grammar
+// must have a live start state.
 //
 //   cmake -S . -B build-fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++-14 -DLUTQ_FUZZ=ON && cmake --build build-fuzz --target request_fuzz
 //   cp -r fuzz/corpus/request /tmp/rcorpus && build-fuzz/request_fuzz -dict=fuzz/request.dict -max_total_time=60 /tmp/rcorpus
@@ -40,6 +42,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     require(r.stop.size() <= limits.max_stop);
     for (const auto& s : r.stop) require(!s.empty() && s.size() <= limits.max_stop_bytes);
     require(endpoint == Endpoint::kCompletion || !r.messages.empty());
+    require(!r.grammar || !lutq::server::GrammarMatcher(r.grammar).dead());
   } else {
     require(p.error.http_status == 400);
     require(!p.error.message.empty());

@@ -1,6 +1,7 @@
 // Api: routing, authentication and the translation between request JSON and scheduler jobs.
 #include "server/api.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <optional>
@@ -34,6 +35,14 @@ int hex_value(char c) {
   return -1;
 }
 
+// Ids of the calls of one response: call_<response id>_<index>.
+void name_calls(const ResponseMeta& meta, std::vector<ToolCall>& calls) {
+  const size_t dash = meta.id.find('-');
+  for (size_t i = 0; i < calls.size(); ++i) {
+    calls[i].id = "call_" + meta.id.substr(dash == std::string::npos ? 0 : dash + 1) + "_" + std::to_string(i);
+  }
+}
+
 }  // namespace
 
 const char* status_error_type(int status) {
@@ -63,8 +72,14 @@ ApiReply full_reply(const ApiReply& pending, const std::string& text, const JobU
   } else if (finish.reason == FinishReason::kCancelled) {
     r = error_reply(ApiError{503, "the request was cancelled (the server is shutting down)", "server_error", "", ""});
   } else {
-    r.body = full_response(pending.meta, text, finish_reason_name(finish.reason),
-                           Usage{finish.prompt_tokens, finish.completion_tokens});
+    const Usage usage{finish.prompt_tokens, finish.completion_tokens};
+    std::optional<ParsedCalls> calls = pending.tools ? parse_tool_calls(text, *pending.tools) : std::nullopt;
+    if (calls) {
+      name_calls(pending.meta, calls->calls);
+      r.body = full_response(pending.meta, calls->content, "tool_calls", usage, &calls->calls);
+    } else {
+      r.body = full_response(pending.meta, text, finish_reason_name(finish.reason), usage);
+    }
   }
   r.route = pending.route;
   return r;
@@ -77,7 +92,8 @@ std::string stream_open(const ApiReply& pending) {
 }
 
 std::string stream_text(const ApiReply& pending, const std::string& text) {
-  return text.empty() ? std::string() : stream_chunk(pending.meta, text, false, std::nullopt);
+  const std::string send = pending.tool_stream ? pending.tool_stream->push(text) : text;
+  return send.empty() ? std::string() : stream_chunk(pending.meta, send, false, std::nullopt);
 }
 
 std::string stream_close(const ApiReply& pending, const JobUpdate& finish) {
@@ -89,7 +105,18 @@ std::string stream_close(const ApiReply& pending, const JobUpdate& finish) {
                      "server_error", "", ""};
     out = "data: " + error_body(e) + "\n\n";
   } else {
-    out = stream_chunk(pending.meta, "", false, std::string(finish_reason_name(finish.reason)));
+    std::string reason = finish_reason_name(finish.reason);
+    if (pending.tool_stream && pending.tools) {
+      std::optional<ParsedCalls> calls = parse_tool_calls(pending.tool_stream->all(), *pending.tools);
+      if (calls) {
+        name_calls(pending.meta, calls->calls);
+        out = stream_tool_calls_chunk(pending.meta, calls->calls);
+        reason = "tool_calls";
+      } else if (const std::string held = pending.tool_stream->held(); !held.empty()) {
+        out = stream_chunk(pending.meta, held, false, std::nullopt);
+      }
+    }
+    out += stream_chunk(pending.meta, "", false, reason);
     if (pending.include_usage) out += stream_usage_chunk(pending.meta, Usage{finish.prompt_tokens, finish.completion_tokens});
   }
   return out + kStreamDone;
@@ -182,6 +209,26 @@ ApiReply Api::get(std::string_view path) {
   return r;
 }
 
+// The chat prompt's tokens: the template's markers are control tokens, the messages' text never
+// is (role injection); tools and tool calls are rendered as tools.h describes (ChatML only).
+std::optional<ApiError> Api::chat_prompt(const CompletionRequest& r, std::vector<int32_t>& prompt) const {
+  const std::string& source = tokenizer_.vocab().chat_template;
+  Result<gen::ChatTemplate> tmpl = gen::parse_chat_template(source.empty() ? "chatml" : source);
+  if (!tmpl) return ApiError{500, tmpl.status().message(), "server_error", "", ""};
+  const bool tool_history = std::any_of(r.messages.begin(), r.messages.end(), [](const Message& m) {
+    return m.role == "tool" || !m.tool_calls.empty();
+  });
+  if ((!r.tools.empty() || tool_history) && tmpl->format != gen::ChatFormat::kChatMl) {
+    return ApiError::invalid("tool calling needs a ChatML chat template (Qwen2.5 format); this model's is not",
+                             r.tools.empty() ? "messages" : "tools", "unsupported_parameter");
+  }
+  std::vector<gen::TextRange> literal;
+  const std::string text =
+      gen::format_chat(*tmpl, render_tool_messages(r.messages, r.tools, tmpl->default_system), true, &literal);
+  prompt = tokenizer_.encode(text, /*add_special=*/true, literal);
+  return std::nullopt;
+}
+
 ApiReply Api::completion(Endpoint endpoint, std::string_view body) {
   const bool chat = endpoint == Endpoint::kChat;
   const std::string route = chat ? "/v1/chat/completions" : "/v1/completions";
@@ -200,13 +247,7 @@ ApiReply Api::completion(Endpoint endpoint, std::string_view body) {
 
   GenRequest g;
   if (chat) {
-    // The template's markers are control tokens; the messages' text never is (role injection).
-    const std::string& source = tokenizer_.vocab().chat_template;
-    Result<gen::ChatTemplate> tmpl = gen::parse_chat_template(source.empty() ? "chatml" : source);
-    if (!tmpl) return fail(ApiError{500, tmpl.status().message(), "server_error", "", ""});
-    std::vector<gen::TextRange> literal;
-    const std::string text = gen::format_chat(*tmpl, r.messages, true, &literal);
-    g.prompt = tokenizer_.encode(text, /*add_special=*/true, literal);
+    if (std::optional<ApiError> e = chat_prompt(r, g.prompt)) return fail(*e);
   } else {
     g.prompt = tokenizer_.encode(r.prompt, /*add_special=*/true, /*parse_special=*/false);
   }
@@ -222,6 +263,7 @@ ApiReply Api::completion(Endpoint endpoint, std::string_view body) {
   g.sampling = gen::SamplerOptions{r.temperature, r.top_k, r.top_p, r.seed ? *r.seed : random()};
   g.stop = r.stop;
   g.json_object = r.json_object;
+  g.grammar = r.grammar;
 
   Submitted sub = scheduler_.submit(std::move(g));
   if (!sub.job) {
@@ -248,6 +290,10 @@ ApiReply Api::completion(Endpoint endpoint, std::string_view body) {
   out.include_usage = r.include_usage;
   out.meta = ResponseMeta{endpoint, id, r.model.empty() ? options_.model_name : r.model,
                           static_cast<int64_t>(std::time(nullptr))};
+  if (r.tool_choice != ToolChoice::kNone) {
+    out.tools = std::make_shared<const std::vector<ToolDef>>(r.tools);
+    if (r.stream) out.tool_stream = std::make_shared<ToolStream>();
+  }
   if (r.stream) out.content_type = "text/event-stream";
   return out;
 }

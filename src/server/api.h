@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -19,6 +20,7 @@
 #include "gen/tokenizer.h"
 #include "server/api_error.h"
 #include "server/metrics.h"
+#include "server/request.h"
 #include "server/responses.h"
 #include "server/scheduler.h"
 
@@ -49,6 +51,10 @@ struct ApiReply {
   bool stream = false;
   bool include_usage = false;
   ResponseMeta meta;
+  // Tool calling (tool_choice other than none): the text is parsed for calls at the end; a
+  // stream holds back what may be a call (tools.h ToolStream).
+  std::shared_ptr<const std::vector<ToolDef>> tools;
+  std::shared_ptr<ToolStream> tool_stream;
 };
 
 // The reply of an ApiError (OpenAI error shape; Retry-After on 429, WWW-Authenticate on 401).
@@ -78,6 +84,7 @@ class Api {
 
  private:
   ApiReply completion(Endpoint endpoint, std::string_view body);
+  std::optional<ApiError> chat_prompt(const CompletionRequest& r, std::vector<int32_t>& prompt) const;
   ApiReply get(std::string_view path);
   bool authorized(std::string_view authorization) const;
   uint64_t random();

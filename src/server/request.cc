@@ -1,6 +1,7 @@
 // parse_request: JSON → CompletionRequest, with the policy described in request.h.
 #include "server/request.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -8,10 +9,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "server/json_schema.h"
+
 namespace lutq::server {
 namespace {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;  // keeps the order of schema properties and tools
 
 constexpr int kMaxDepth = 64;  // far deeper than any valid request; bounds the parser's work
 
@@ -158,8 +161,37 @@ std::optional<ApiError> read_content(const json& msg, const std::string& param, 
   return std::nullopt;
 }
 
-std::optional<ApiError> read_messages(const json& body, const RequestLimits& limits,
-                                      std::vector<gen::ChatMessage>& out) {
+// An assistant message's tool_calls: [{"id", "type": "function", "function": {"name", "arguments"}}]
+// (arguments: a JSON string as OpenAI sends it, or an object).
+std::optional<ApiError> read_tool_calls(const json& m, const std::string& param, Message& msg) {
+  const json* calls = field(m, "tool_calls");
+  if (calls == nullptr) return std::nullopt;
+  const std::string p0 = param + ".tool_calls";
+  if (msg.role != "assistant") return ApiError::invalid("'" + p0 + "' is allowed on assistant messages only", p0, "invalid_value");
+  if (!calls->is_array()) return wrong_type(p0, "an array", *calls);
+  for (size_t i = 0; i < calls->size(); ++i) {
+    const json& c = (*calls)[i];
+    const std::string p = p0 + "[" + std::to_string(i) + "]";
+    if (!c.is_object()) return wrong_type(p, "an object", c);
+    const json* fn = field(c, "function");
+    if (fn == nullptr || !fn->is_object()) return wrong_type(p + ".function", "an object", fn ? *fn : json());
+    const json* name = field(*fn, "name");
+    if (name == nullptr || !name->is_string()) return wrong_type(p + ".function.name", "a string", name ? *name : json());
+    ToolCall call{"", name->get<std::string>(), "{}"};
+    if (const json* args = field(*fn, "arguments")) {
+      if (!args->is_string() && !args->is_object()) return wrong_type(p + ".function.arguments", "a string", *args);
+      call.arguments = args->is_string() ? args->get<std::string>() : args->dump();
+    }
+    if (const json* id = field(c, "id")) {
+      if (!id->is_string()) return wrong_type(p + ".id", "a string", *id);
+      call.id = id->get<std::string>();
+    }
+    msg.tool_calls.push_back(std::move(call));
+  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> read_messages(const json& body, const RequestLimits& limits, std::vector<Message>& out) {
   const json* v = field(body, "messages");
   if (v == nullptr) return ApiError::invalid("'messages' is required", "messages", "missing_required_parameter");
   if (!v->is_array()) return wrong_type("messages", "an array", *v);
@@ -177,12 +209,22 @@ std::optional<ApiError> read_messages(const json& body, const RequestLimits& lim
     if (!role->is_string()) return wrong_type(param + ".role", "a string", *role);
     std::string r = role->get<std::string>();
     if (r == "developer") r = "system";  // OpenAI's newer name for the system role
-    if (r != "system" && r != "user" && r != "assistant") {
+    if (r != "system" && r != "user" && r != "assistant" && r != "tool") {
       return unsupported(param + ".role", "the role '" + role->get<std::string>() + "'");
     }
-    gen::ChatMessage msg{r, ""};
+    Message msg;
+    msg.role = r;
     if (auto e = read_content(m, param + ".content", msg.content)) return e;
-    if (field(m, "tool_calls") != nullptr) return unsupported(param + ".tool_calls", "tool calling");
+    if (auto e = read_tool_calls(m, param, msg)) return e;
+    if (r == "tool") {
+      const json* id = field(m, "tool_call_id");
+      if (id == nullptr) {
+        return ApiError::invalid("'" + param + ".tool_call_id' is required", param + ".tool_call_id",
+                                 "missing_required_parameter");
+      }
+      if (!id->is_string()) return wrong_type(param + ".tool_call_id", "a string", *id);
+      msg.tool_call_id = id->get<std::string>();
+    }
     out.push_back(std::move(msg));
   }
   return std::nullopt;
@@ -207,7 +249,7 @@ std::optional<ApiError> read_prompt(const json& body, std::string& out) {
 }
 
 // Known OpenAI features that are not implemented: present with a non-default value → 400.
-std::optional<ApiError> reject_unsupported(const json& body) {
+std::optional<ApiError> reject_unsupported(const json& body, Endpoint endpoint) {
   std::optional<int64_t> n;
   if (auto e = read_int(body, "n", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(), n)) return e;
   if (n && *n != 1) return ApiError::invalid("only n = 1 is supported", "n", "unsupported_parameter");
@@ -222,19 +264,18 @@ std::optional<ApiError> reject_unsupported(const json& body) {
   if (echo) return unsupported("echo", "echo");
   const json* suffix = field(body, "suffix");
   if (suffix != nullptr && !(suffix->is_string() && suffix->get<std::string>().empty())) return unsupported("suffix", "suffix");
-  // Tools are accepted when the request forbids calling them (tool_choice "none"): the model then
-  // answers in text, as OpenAI's does. Tool calls themselves are not implemented.
+  // The legacy functions are accepted when they may not be called (tool_choice "none"); tools
+  // are read by read_tools (chat only).
   const json* choice = field(body, "tool_choice");
   const bool no_calls = choice != nullptr && choice->is_string() && choice->get<std::string>() == "none";
-  if (choice != nullptr && !choice->is_string() && !choice->is_object()) return wrong_type("tool_choice", "a string or an object", *choice);
   for (const char* name : {"tools", "functions"}) {
     const json* v = field(body, name);
-    if (v == nullptr || (v->is_array() && v->empty())) continue;
+    if (v == nullptr || (v->is_array() && v->empty()) || (endpoint == Endpoint::kChat && name[0] == 't')) continue;
     if (!v->is_array()) return wrong_type(name, "an array", *v);
     if (!no_calls) {
-      return ApiError::invalid(std::string("tool calls are not supported; '") + name +
-                                   "' is accepted with \"tool_choice\": \"none\" only",
-                               "tool_choice", "unsupported_parameter");
+      return ApiError::invalid(name[0] == 'f' ? "the legacy 'functions' are not supported; use 'tools' (chat)"
+                                              : "'tools' are supported on /v1/chat/completions only",
+                               name, "unsupported_parameter");
     }
   }
   const json* bias = field(body, "logit_bias");
@@ -247,8 +288,9 @@ std::optional<ApiError> reject_unsupported(const json& body) {
   return std::nullopt;
 }
 
-// response_format: "text", or "json_object" (constrained decoding). json_schema is refused.
-std::optional<ApiError> read_response_format(const json& body, bool& json_object) {
+// response_format: "text", "json_object" (constrained decoding) or "json_schema" (the schema
+// compiled to a grammar: json_schema.h).
+std::optional<ApiError> read_response_format(const json& body, CompletionRequest& r) {
   const json* rf = field(body, "response_format");
   if (rf == nullptr) return std::nullopt;
   if (!rf->is_object()) return wrong_type("response_format", "an object", *rf);
@@ -256,15 +298,115 @@ std::optional<ApiError> read_response_format(const json& body, bool& json_object
   const std::string t = type != nullptr && type->is_string() ? type->get<std::string>() : "";
   if (t == "text") return std::nullopt;
   if (t == "json_object") {
-    json_object = true;
+    r.json_object = true;
     return std::nullopt;
   }
-  if (t == "json_schema") {
-    return ApiError::invalid("response_format json_schema is not supported yet; json_object (any JSON object) is",
-                             "response_format", "unsupported_parameter");
+  if (t != "json_schema") {
+    return ApiError::invalid("response_format.type must be \"text\", \"json_object\" or \"json_schema\"",
+                             "response_format", "invalid_value");
   }
-  return ApiError::invalid("response_format.type must be \"text\" or \"json_object\"", "response_format",
-                           "invalid_value");
+  const json* js = field(*rf, "json_schema");
+  if (js == nullptr) {
+    return ApiError::invalid("'response_format.json_schema' is required", "response_format.json_schema",
+                             "missing_required_parameter");
+  }
+  if (!js->is_object()) return wrong_type("response_format.json_schema", "an object", *js);
+  if (const json* name = field(*js, "name"); name != nullptr && !name->is_string()) {
+    return wrong_type("response_format.json_schema.name", "a string", *name);
+  }
+  bool strict = false;  // enforced either way
+  if (auto e = read_bool(*js, "strict", strict)) return ApiError::invalid(e->message, "response_format.json_schema.strict", e->code);
+  const json* schema = field(*js, "schema");
+  if (schema == nullptr) {  // no schema: any JSON object
+    r.json_object = true;
+    return std::nullopt;
+  }
+  CompiledGrammar compiled = compile_json_schema(*schema);
+  if (!compiled.grammar) {
+    return ApiError::invalid("response_format.json_schema.schema: " + compiled.error, "response_format.json_schema.schema",
+                             "invalid_value");
+  }
+  r.grammar = std::move(compiled.grammar);
+  return std::nullopt;
+}
+
+std::optional<ApiError> read_tool(const json& t, const std::string& p, std::vector<ToolDef>& out) {
+  if (!t.is_object()) return wrong_type(p, "an object", t);
+  const json* type = field(t, "type");
+  if (type == nullptr || !type->is_string() || type->get<std::string>() != "function") {
+    return ApiError::invalid("'" + p + ".type' must be \"function\"", p + ".type", "invalid_value");
+  }
+  const json* fn = field(t, "function");
+  if (fn == nullptr || !fn->is_object()) return wrong_type(p + ".function", "an object", fn ? *fn : json());
+  const json* name = field(*fn, "name");
+  if (name == nullptr || !name->is_string()) return wrong_type(p + ".function.name", "a string", name ? *name : json());
+  const std::string n = name->get<std::string>();
+  const bool valid = !n.empty() && n.size() <= 64 && std::all_of(n.begin(), n.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  });
+  if (!valid) {
+    return ApiError::invalid("'" + p + ".function.name' must be 1 to 64 letters, digits, '_' or '-'", p + ".function.name",
+                             "invalid_value");
+  }
+  for (const ToolDef& d : out) {
+    if (d.name == n) return ApiError::invalid("two tools are named '" + n + "'", p + ".function.name", "invalid_value");
+  }
+  const json* params = field(*fn, "parameters");
+  if (params != nullptr && !params->is_object()) return wrong_type(p + ".function.parameters", "an object", *params);
+  out.push_back(ToolDef{n, t, params ? *params : json()});
+  return std::nullopt;
+}
+
+// tools and tool_choice (chat). Constraining choices compile the call grammar here, so a schema
+// outside the subset is a 400 before anything runs.
+std::optional<ApiError> read_tools(const json& body, CompletionRequest& r) {
+  std::vector<ToolDef> tools;
+  if (const json* v = field(body, "tools")) {
+    if (!v->is_array()) return wrong_type("tools", "an array", *v);
+    for (size_t i = 0; i < v->size(); ++i) {
+      if (auto e = read_tool((*v)[i], "tools[" + std::to_string(i) + "]", tools)) return e;
+    }
+  }
+  ToolChoice choice = tools.empty() ? ToolChoice::kNone : ToolChoice::kAuto;
+  std::string named;
+  if (const json* c = field(body, "tool_choice")) {
+    const std::string s = c->is_string() ? c->get<std::string>() : "";
+    if (s == "none" || s == "auto" || s == "required") {
+      choice = s == "none" ? ToolChoice::kNone : s == "auto" ? ToolChoice::kAuto : ToolChoice::kRequired;
+    } else if (c->is_object()) {
+      const json* fn = field(*c, "function");
+      const json* name = fn != nullptr && fn->is_object() ? field(*fn, "name") : nullptr;
+      if (name == nullptr || !name->is_string()) {
+        return ApiError::invalid("'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
+                                 "\"function\": {\"name\": NAME}}", "tool_choice", "invalid_value");
+      }
+      choice = ToolChoice::kNamed;
+      named = name->get<std::string>();
+    } else {
+      return ApiError::invalid("'tool_choice' must be \"none\", \"auto\", \"required\" or a function object",
+                               "tool_choice", "invalid_value");
+    }
+  }
+  const bool constrain = choice == ToolChoice::kRequired || choice == ToolChoice::kNamed;
+  if (constrain && tools.empty()) return ApiError::invalid("'tool_choice' needs 'tools'", "tool_choice", "invalid_value");
+  if (choice == ToolChoice::kNamed &&
+      std::none_of(tools.begin(), tools.end(), [&](const ToolDef& t) { return t.name == named; })) {
+    return ApiError::invalid("'tool_choice' names the function '" + named + "', which is not among 'tools'", "tool_choice",
+                             "invalid_value");
+  }
+  if (constrain && (r.grammar || r.json_object)) {
+    return ApiError::invalid("'tool_choice' \"required\" or a named function cannot be combined with response_format "
+                             "json_object or json_schema", "tool_choice", "invalid_value");
+  }
+  r.tool_choice = choice;
+  if (choice == ToolChoice::kNone) return std::nullopt;
+  r.tools = std::move(tools);
+  if (constrain) {
+    std::string error;
+    r.grammar = tool_call_grammar(r.tools, named, error);
+    if (!r.grammar) return ApiError::invalid(error, "tools", "invalid_value");
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -301,7 +443,7 @@ ParsedRequest parse_request(Endpoint endpoint, std::string_view body_text, const
   } else if (auto e = read_prompt(body, r.prompt)) {
     return fail(*e);
   }
-  if (auto e = reject_unsupported(body)) return fail(*e);
+  if (auto e = reject_unsupported(body, endpoint)) return fail(*e);
   // Chat clients send max_completion_tokens (the newer name) or max_tokens; the newer wins.
   if (auto e = read_int(body, "max_tokens", 1, limits.max_tokens, r.max_tokens)) return fail(*e);
   if (endpoint == Endpoint::kChat) {
@@ -319,7 +461,8 @@ ParsedRequest parse_request(Endpoint endpoint, std::string_view body_text, const
   if (auto e = read_stop(body, limits, r.stop)) return fail(*e);
   if (auto e = read_bool(body, "stream", r.stream)) return fail(*e);
   if (endpoint == Endpoint::kChat) {
-    if (auto e = read_response_format(body, r.json_object)) return fail(*e);
+    if (auto e = read_response_format(body, r)) return fail(*e);
+    if (auto e = read_tools(body, r)) return fail(*e);
   }
   if (const json* so = field(body, "stream_options")) {
     if (!so->is_object()) return fail(wrong_type("stream_options", "an object", *so));

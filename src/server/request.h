@@ -8,10 +8,15 @@
 //    newer or vendor parameters keep working; null means "default" for every optional field;
 //  * known fields must have the documented type and range, else 400 naming the field (param);
 //  * known features lutq does not implement are rejected rather than silently ignored: n != 1,
-//    best_of > 1, logprobs, echo, suffix, tools/functions unless tool_choice is "none" (tool
-//    calls), logit_bias, non-zero presence/frequency penalties, response_format json_schema,
-//    roles other than system/developer/user/assistant, non-text content parts.
-//  * response_format {"type": "json_object"} (chat) constrains the output to one JSON object.
+//    best_of > 1, logprobs, echo, suffix, the legacy functions unless tool_choice is "none",
+//    tools on /v1/completions, logit_bias, non-zero presence/frequency penalties, roles other
+//    than system/developer/user/assistant/tool, non-text content parts.
+//  * response_format {"type": "json_object"} (chat) constrains the output to one JSON object;
+//    {"type": "json_schema", "json_schema": {"name", "schema", "strict"}} to JSON valid against
+//    the schema (json_schema.h: a schema outside the subset is a 400 naming the keyword).
+//  * tools + tool_choice (chat; tools.h): "none" ignores the tools; "auto" (the default with
+//    tools) renders them and parses calls from the text; "required" or a named function also
+//    constrains decoding to one call. A named function that is not among the tools is a 400.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +27,8 @@
 
 #include "gen/chat_template.h"
 #include "server/api_error.h"
+#include "server/grammar.h"
+#include "server/tools.h"
 
 namespace lutq::server {
 
@@ -37,7 +44,7 @@ struct RequestLimits {
 struct CompletionRequest {
   Endpoint endpoint = Endpoint::kChat;
   std::string model;                      // echoed back; "" when absent
-  std::vector<gen::ChatMessage> messages;  // chat
+  std::vector<Message> messages;          // chat
   std::string prompt;                     // completion
   std::optional<int64_t> max_tokens;      // none: chat runs to the context end, completion 16
   float temperature = 1.0f;               // OpenAI's default; 0 is greedy
@@ -48,6 +55,10 @@ struct CompletionRequest {
   bool stream = false;
   bool include_usage = false;             // stream_options.include_usage
   bool json_object = false;               // response_format {"type": "json_object"}
+  // Constrained decoding: response_format json_schema, or tool_choice required / named.
+  std::shared_ptr<const Grammar> grammar;
+  std::vector<ToolDef> tools;             // rendered into the prompt unless tool_choice is none
+  ToolChoice tool_choice = ToolChoice::kNone;
 };
 
 // Exactly one of request / error is meaningful: request when parsing succeeded.

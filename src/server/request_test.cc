@@ -68,6 +68,22 @@ struct BadCase {
   std::string contains;  // expected substring of the message
 };
 
+void expect_bad(const std::vector<BadCase>& cases) {
+  for (const BadCase& c : cases) {
+    ParsedRequest p;
+    ASSERT_NO_THROW(p = parse_request(c.endpoint, c.body, RequestLimits{})) << c.body;
+    ASSERT_FALSE(p.ok()) << c.body;
+    EXPECT_EQ(p.error.http_status, 400) << c.body;
+    EXPECT_EQ(p.error.type, "invalid_request_error") << c.body;
+    EXPECT_EQ(p.error.param, c.param) << c.body;
+    EXPECT_NE(p.error.message.find(c.contains), std::string::npos) << c.body << " -> " << p.error.message;
+    // The rendered body is valid JSON of the OpenAI shape.
+    const auto j = nlohmann::json::parse(error_body(p.error));
+    EXPECT_TRUE(j["error"]["message"].is_string());
+    EXPECT_TRUE(j["error"].contains("type") && j["error"].contains("param") && j["error"].contains("code"));
+  }
+}
+
 TEST(ParseRequest, RejectsBadInputWithOpenAiErrors) {
   const std::string u = R"("messages":[{"role":"user","content":"x"}])";
   const std::vector<BadCase> cases = {
@@ -89,7 +105,7 @@ TEST(ParseRequest, RejectsBadInputWithOpenAiErrors) {
       {Endpoint::kChat, R"({"messages":[1]})", "messages[0]", "must be an object"},
       {Endpoint::kChat, R"({"messages":[{"content":"x"}]})", "messages[0].role", "required"},
       {Endpoint::kChat, R"({"messages":[{"role":5,"content":"x"}]})", "messages[0].role", "must be a string"},
-      {Endpoint::kChat, R"({"messages":[{"role":"tool","content":"x"}]})", "messages[0].role", "not supported"},
+      {Endpoint::kChat, R"({"messages":[{"role":"function","content":"x"}]})", "messages[0].role", "not supported"},
       {Endpoint::kChat, R"({"messages":[{"role":"user","content":7}]})", "messages[0].content", "must be a string"},
       {Endpoint::kChat, R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})", "messages[0].content", "not supported"},
       {Endpoint::kChat, R"({"messages":[{"role":"user","content":[{"type":"text","text":1}]}]})", "messages[0].content.text", "must be a string"},
@@ -119,13 +135,9 @@ TEST(ParseRequest, RejectsBadInputWithOpenAiErrors) {
       {Endpoint::kChat, "{" + u + R"(,"n":2})", "n", "only n = 1"},
       {Endpoint::kChat, "{" + u + R"(,"n":"1"})", "n", "must be an integer"},
       {Endpoint::kChat, "{" + u + R"(,"logprobs":true})", "logprobs", "not supported"},
-      {Endpoint::kChat, "{" + u + R"(,"tools":[{"type":"function"}]})", "tool_choice", "not supported"},
-      {Endpoint::kChat, "{" + u + R"(,"tools":[{"type":"function"}],"tool_choice":"auto"})", "tool_choice", "not supported"},
-      {Endpoint::kChat, "{" + u + R"(,"tools":{},"tool_choice":"none"})", "tools", "must be an array"},
       {Endpoint::kChat, "{" + u + R"(,"logit_bias":{"5":1}})", "logit_bias", "not supported"},
       {Endpoint::kChat, "{" + u + R"(,"frequency_penalty":0.5})", "frequency_penalty", "not supported"},
       {Endpoint::kChat, "{" + u + R"(,"presence_penalty":9})", "presence_penalty", "between"},
-      {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"json_schema","json_schema":{}}})", "response_format", "not supported"},
       {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"xml"}})", "response_format", "must be"},
       {Endpoint::kCompletion, "{}", "prompt", "required"},
       {Endpoint::kCompletion, R"({"prompt":5})", "prompt", "must be a string"},
@@ -135,19 +147,41 @@ TEST(ParseRequest, RejectsBadInputWithOpenAiErrors) {
       {Endpoint::kCompletion, R"({"prompt":"x","best_of":3})", "best_of", "best_of = 1"},
       {Endpoint::kCompletion, R"({"prompt":"x","suffix":"end"})", "suffix", "not supported"},
   };
-  for (const BadCase& c : cases) {
-    ParsedRequest p;
-    ASSERT_NO_THROW(p = parse_request(c.endpoint, c.body, RequestLimits{})) << c.body;
-    ASSERT_FALSE(p.ok()) << c.body;
-    EXPECT_EQ(p.error.http_status, 400) << c.body;
-    EXPECT_EQ(p.error.type, "invalid_request_error") << c.body;
-    EXPECT_EQ(p.error.param, c.param) << c.body;
-    EXPECT_NE(p.error.message.find(c.contains), std::string::npos) << c.body << " -> " << p.error.message;
-    // The rendered body is valid JSON of the OpenAI shape.
-    const auto j = nlohmann::json::parse(error_body(p.error));
-    EXPECT_TRUE(j["error"]["message"].is_string());
-    EXPECT_TRUE(j["error"].contains("type") && j["error"].contains("param") && j["error"].contains("code"));
-  }
+  expect_bad(cases);
+}
+
+TEST(ParseRequest, RejectsBadToolsAndSchemas) {
+  const std::string u = R"("messages":[{"role":"user","content":"x"}])";
+  const std::string f = R"("tools":[{"type":"function","function":{"name":"f"}}])";
+  const std::vector<BadCase> cases = {
+      {Endpoint::kChat, R"({"messages":[{"role":"tool","content":"x"}]})", "messages[0].tool_call_id", "required"},
+      {Endpoint::kChat, R"({"messages":[{"role":"tool","content":"x","tool_call_id":1}]})", "messages[0].tool_call_id", "must be a string"},
+      {Endpoint::kChat, R"({"messages":[{"role":"user","content":"x","tool_calls":[]}]})", "messages[0].tool_calls", "assistant messages only"},
+      {Endpoint::kChat, R"({"messages":[{"role":"assistant","tool_calls":{}}]})", "messages[0].tool_calls", "must be an array"},
+      {Endpoint::kChat, R"({"messages":[{"role":"assistant","tool_calls":[{"id":"c"}]}]})", "messages[0].tool_calls[0].function", "must be an object"},
+      {Endpoint::kChat, R"({"messages":[{"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":3}}]}]})", "messages[0].tool_calls[0].function.arguments", "must be a string"},
+      {Endpoint::kChat, "{" + u + R"(,"tools":[{"type":"function"}]})", "tools[0].function", "must be an object"},
+      {Endpoint::kChat, "{" + u + R"(,"tools":[{"type":"retrieval"}]})", "tools[0].type", "must be \"function\""},
+      {Endpoint::kChat, "{" + u + R"(,"tools":[{"type":"function","function":{"name":"a b"}}]})", "tools[0].function.name", "letters"},
+      {Endpoint::kChat, "{" + u + R"(,"tools":[{"type":"function","function":{"name":"f"}},{"type":"function","function":{"name":"f"}}]})", "tools[1].function.name", "two tools"},
+      {Endpoint::kChat, "{" + u + R"(,"tools":[{"type":"function","function":{"name":"f","parameters":[]}}]})", "tools[0].function.parameters", "must be an object"},
+      {Endpoint::kChat, "{" + u + R"(,"tools":{},"tool_choice":"none"})", "tools", "must be an array"},
+      {Endpoint::kChat, "{" + u + "," + f + R"(,"tool_choice":"always"})", "tool_choice", "must be"},
+      {Endpoint::kChat, "{" + u + "," + f + R"(,"tool_choice":{"type":"function","function":{"name":"g"}}})", "tool_choice", "'g'"},
+      {Endpoint::kChat, "{" + u + R"(,"tool_choice":"required"})", "tool_choice", "needs 'tools'"},
+      {Endpoint::kChat, "{" + u + "," + f + R"(,"tool_choice":"required","response_format":{"type":"json_object"}})", "tool_choice", "cannot be combined"},
+      {Endpoint::kChat, "{" + u + R"(,"tool_choice":"required","tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"x":{"type":"string","pattern":"a+"}}}}}]})", "tools", "'pattern'"},
+      {Endpoint::kChat, "{" + u + R"(,"functions":[{"name":"f"}]})", "functions", "use 'tools'"},
+      {Endpoint::kCompletion, R"({"prompt":"x",)" + f + "}", "tools", "chat/completions only"},
+      {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"json_schema"}})", "response_format.json_schema", "required"},
+      {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"json_schema","json_schema":[]}})", "response_format.json_schema", "must be an object"},
+      {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"json_schema","json_schema":{"name":1,"schema":{}}}})", "response_format.json_schema.name", "must be a string"},
+      {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"json_schema","json_schema":{"strict":"yes","schema":{}}}})", "response_format.json_schema.strict", "must be a boolean"},
+      {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"type":"string","pattern":"x"}}}})", "response_format.json_schema.schema", "'pattern'"},
+      {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"oneOf":[]}}}})", "response_format.json_schema.schema", "'oneOf'"},
+      {Endpoint::kChat, "{" + u + R"(,"response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"$ref":"#/$defs/x"}}}})", "response_format.json_schema.schema", "does not resolve"},
+  };
+  expect_bad(cases);
 }
 
 TEST(ParseRequest, JsonObjectResponseFormat) {
@@ -161,6 +195,67 @@ TEST(ParseRequest, ToolsWithToolChoiceNone) {
   const ParsedRequest p = chat(R"({"messages":[{"role":"user","content":"x"}],"tool_choice":"none",
       "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]})");
   EXPECT_TRUE(p.ok()) << p.error.message;
+}
+
+TEST(ParseRequest, JsonSchemaResponseFormat) {
+  const ParsedRequest p = chat(R"({"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema",
+      "json_schema":{"name":"person","strict":true,"schema":{"type":"object","properties":{"name":{"type":"string"}},
+      "required":["name"],"additionalProperties":false}}}})");
+  ASSERT_TRUE(p.ok()) << p.error.message;
+  ASSERT_TRUE(p.request->grammar);
+  EXPECT_FALSE(p.request->json_object);
+  GrammarMatcher m(p.request->grammar);
+  EXPECT_TRUE(m.feed(std::string(R"({"name":"x"})")) && m.done());
+  // No schema: any JSON object.
+  const ParsedRequest q = chat(R"({"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema",
+      "json_schema":{"name":"any"}}})");
+  ASSERT_TRUE(q.ok()) << q.error.message;
+  EXPECT_TRUE(q.request->json_object);
+}
+
+TEST(ParseRequest, ToolsAndToolChoice) {
+  const std::string tools = R"("tools":[{"type":"function","function":{"name":"get_weather","description":"d",
+      "parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}},
+      {"type":"function","function":{"name":"now"}}])";
+  const std::string u = R"({"messages":[{"role":"user","content":"x"}],)";
+  const ParsedRequest automatic = chat(u + tools + "}");
+  ASSERT_TRUE(automatic.ok()) << automatic.error.message;
+  EXPECT_EQ(automatic.request->tool_choice, ToolChoice::kAuto);
+  ASSERT_EQ(automatic.request->tools.size(), 2u);
+  EXPECT_EQ(automatic.request->tools[0].name, "get_weather");
+  EXPECT_FALSE(automatic.request->grammar);  // auto: parsed, not constrained
+  const ParsedRequest none = chat(u + tools + R"(,"tool_choice":"none"})");
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none.request->tools.empty());
+  const ParsedRequest required = chat(u + tools + R"(,"tool_choice":"required"})");
+  ASSERT_TRUE(required.ok()) << required.error.message;
+  ASSERT_TRUE(required.request->grammar);
+  GrammarMatcher m(required.request->grammar);
+  EXPECT_TRUE(m.feed(std::string("<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>")));
+  EXPECT_TRUE(m.done());
+  const ParsedRequest named = chat(u + tools + R"(,"tool_choice":{"type":"function","function":{"name":"get_weather"}}})");
+  ASSERT_TRUE(named.ok()) << named.error.message;
+  GrammarMatcher n(named.request->grammar);
+  EXPECT_FALSE(n.feed(std::string("<tool_call>\n{\"name\": \"now\"")));
+  EXPECT_TRUE(n.feed(std::string("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>")));
+  EXPECT_TRUE(n.done());
+}
+
+TEST(ParseRequest, ToolCallsAndResultsInTheHistory) {
+  const ParsedRequest p = chat(R"({"messages":[{"role":"user","content":"weather?"},
+      {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function",
+        "function":{"name":"get_weather","arguments":"{\"city\": \"Oslo\"}"}}]},
+      {"role":"tool","tool_call_id":"call_1","content":"12 C"}]})");
+  ASSERT_TRUE(p.ok()) << p.error.message;
+  const auto& m = p.request->messages;
+  ASSERT_EQ(m.size(), 3u);
+  ASSERT_EQ(m[1].tool_calls.size(), 1u);
+  EXPECT_EQ(m[1].tool_calls[0].id, "call_1");
+  EXPECT_EQ(m[1].tool_calls[0].name, "get_weather");
+  EXPECT_EQ(m[1].tool_calls[0].arguments, R"({"city": "Oslo"})");
+  EXPECT_EQ(m[2].role, "tool");
+  EXPECT_EQ(m[2].tool_call_id, "call_1");
+  EXPECT_EQ(m[2].content, "12 C");
 }
 
 TEST(ParseRequest, MaxTokensLimitFollowsTheContext) {

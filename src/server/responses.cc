@@ -24,15 +24,36 @@ json base(const ResponseMeta& meta, const char* chat_object, const char* complet
           {"system_fingerprint", nullptr}};
 }
 
+std::string reason_name(const std::string& finish_reason) {
+  return finish_reason == "length" || finish_reason == "tool_calls" ? finish_reason : "stop";
+}
+
+json calls_json(const std::vector<ToolCall>& calls, bool indexed) {
+  json out = json::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    json c = {{"id", calls[i].id},
+              {"type", "function"},
+              {"function", {{"name", calls[i].name}, {"arguments", calls[i].arguments}}}};
+    if (indexed) c["index"] = i;
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string full_response(const ResponseMeta& meta, const std::string& text, const std::string& finish_reason,
-                          const Usage& usage) {
+                          const Usage& usage, const std::vector<ToolCall>* calls) {
   json r = base(meta, "chat.completion", "text_completion");
-  const std::string reason = finish_reason == "length" ? "length" : "stop";
+  const std::string reason = reason_name(finish_reason);
   if (meta.endpoint == Endpoint::kChat) {
+    json message = {{"role", "assistant"}, {"content", text}};
+    if (calls != nullptr) {
+      if (text.empty()) message["content"] = nullptr;
+      message["tool_calls"] = calls_json(*calls, false);
+    }
     r["choices"] = json::array({{{"index", 0},
-                                 {"message", {{"role", "assistant"}, {"content", text}}},
+                                 {"message", message},
                                  {"logprobs", nullptr},
                                  {"finish_reason", reason}}});
   } else {
@@ -46,7 +67,7 @@ std::string stream_chunk(const ResponseMeta& meta, const std::string& text, bool
                          const std::optional<std::string>& finish_reason) {
   json r = base(meta, "chat.completion.chunk", "text_completion");
   json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
-  if (finish_reason) choice["finish_reason"] = *finish_reason == "length" ? "length" : "stop";
+  if (finish_reason) choice["finish_reason"] = reason_name(*finish_reason);
   if (meta.endpoint == Endpoint::kChat) {
     json delta = json::object();
     if (first) delta["role"] = "assistant";
@@ -56,6 +77,13 @@ std::string stream_chunk(const ResponseMeta& meta, const std::string& text, bool
     choice["text"] = text;
   }
   r["choices"] = json::array({choice});
+  return "data: " + dump(r) + "\n\n";
+}
+
+std::string stream_tool_calls_chunk(const ResponseMeta& meta, const std::vector<ToolCall>& calls) {
+  json r = base(meta, "chat.completion.chunk", "text_completion");
+  r["choices"] = json::array(
+      {{{"index", 0}, {"delta", {{"tool_calls", calls_json(calls, true)}}}, {"logprobs", nullptr}, {"finish_reason", nullptr}}});
   return "data: " + dump(r) + "\n\n";
 }
 

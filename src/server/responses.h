@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "server/request.h"
 
@@ -26,9 +27,10 @@ struct Usage {
   int64_t completion_tokens = 0;
 };
 
-// "stop" / "length" (anything else is reported as "stop").
+// "stop" / "length" / "tool_calls" (anything else is reported as "stop"). calls (chat): the
+// message's tool_calls, its content then null when text is empty.
 std::string full_response(const ResponseMeta& meta, const std::string& text, const std::string& finish_reason,
-                          const Usage& usage);
+                          const Usage& usage, const std::vector<ToolCall>* calls = nullptr);
 
 // One SSE event "data: {chunk}\n\n". Chat: the first chunk carries role (first = true), text
 // chunks carry delta.content, the last carries finish_reason with an empty delta. usage, when
@@ -36,6 +38,8 @@ std::string full_response(const ResponseMeta& meta, const std::string& text, con
 std::string stream_chunk(const ResponseMeta& meta, const std::string& text, bool first,
                          const std::optional<std::string>& finish_reason);
 std::string stream_usage_chunk(const ResponseMeta& meta, const Usage& usage);
+// A chat chunk whose delta carries whole tool calls: [{index, id, type, function: {name, arguments}}].
+std::string stream_tool_calls_chunk(const ResponseMeta& meta, const std::vector<ToolCall>& calls);
 inline constexpr const char* kStreamDone = "data: [DONE]\n\n";
 
 std::string models_response(const std::string& model_name, int64_t created);

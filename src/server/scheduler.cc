@@ -101,6 +101,7 @@ struct Scheduler::Sequence {
         stop(request.stop),
         submitted(p.submitted) {
     if (request.json_object) json.emplace();
+    if (request.grammar) grammar.emplace(request.grammar);
   }
 
   std::shared_ptr<Job> job;
@@ -115,6 +116,7 @@ struct Scheduler::Sequence {
   gen::Utf8Buffer utf8;
   StopMatcher stop;
   std::optional<JsonAcceptor> json;  // response_format json_object
+  std::optional<GrammarMatcher> grammar;  // response_format json_schema, tool calls
   Clock::time_point submitted;
   Clock::time_point last_token;
 };
@@ -147,6 +149,7 @@ Scheduler::Scheduler(const model::Model& model, const gen::Tokenizer& tokenizer,
     token_table_.pieces.push_back(tokenizer_.token_to_piece(id));
     token_table_.end_of_generation.push_back(tokenizer_.is_eog(id));
   }
+  token_trie_ = std::make_unique<TokenTrie>(token_table_);
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -306,6 +309,7 @@ bool Scheduler::take_token(Sequence& seq, float* logits) {
   // Only ids the tokenizer knows can be sampled (a model may pad its vocabulary).
   const std::span<float> known(logits, static_cast<size_t>(tokenizer_.vocab_size()));
   if (seq.json) mask_json_logits(*seq.json, token_table_, known);
+  if (seq.grammar) seq.grammar->mask(*token_trie_, known);
   const int32_t id = seq.sampler.sample(std::span<const float>(known));
   ++seq.generated;
   metrics_.add_generated_tokens(1);
@@ -325,7 +329,8 @@ bool Scheduler::take_token(Sequence& seq, float* logits) {
   const std::string& piece = token_table_.pieces[static_cast<size_t>(id)];
   seq.job->append(seq.stop.push(seq.utf8.push(piece), &hit));
   if (seq.json) seq.json->feed(piece);  // allowed by the mask, so accepted
-  if (hit || (seq.json && seq.json->done())) {
+  if (seq.grammar) seq.grammar->feed(piece);
+  if (hit || (seq.json && seq.json->done()) || (seq.grammar && seq.grammar->done())) {
     seq.utf8.flush();
     finish(seq, FinishReason::kStop);
     return false;

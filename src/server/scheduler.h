@@ -27,6 +27,7 @@
 #include "gen/sampler.h"
 #include "gen/tokenizer.h"
 #include "model/model.h"
+#include "server/grammar.h"
 #include "server/json_constraint.h"
 #include "server/metrics.h"
 
@@ -38,6 +39,7 @@ struct GenRequest {
   gen::SamplerOptions sampling;
   std::vector<std::string> stop;
   bool json_object = false;  // constrained decoding: the output is one JSON object (json_constraint.h)
+  std::shared_ptr<const Grammar> grammar;  // constrained decoding by a grammar (json_schema, tool calls)
 };
 
 enum class FinishReason { kStop, kLength, kCancelled, kError };
@@ -147,6 +149,7 @@ class Scheduler {
   Metrics& metrics_;
   std::unique_ptr<model::Memory> memory_;  // one sequence per slot
   TokenTable token_table_;  // pieces for constrained decoding
+  std::unique_ptr<TokenTrie> token_trie_;  // the same as a trie (grammar masks)
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
