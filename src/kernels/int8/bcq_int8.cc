@@ -1,0 +1,171 @@
+// The int8 GEMM path: packing, activation quantization, the scalar spec and the policy
+// (bcq_int8.h; docs/kernels.md "The int8 GEMM path").
+#include "kernels/int8/bcq_int8.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/fp16.h"
+
+namespace lutq::kernels {
+
+const char* gemm_path_name(GemmPath p) { return p == GemmPath::kLut ? "lut" : "int8"; }
+
+bool bcq_int8_supported(const format::BcqMatrix& w) {
+  return w.cfg.orientation == format::Orientation::kPerOC && w.cfg.q <= 4 && w.cfg.g % 4 == 0 && w.k % 4 == 0;
+}
+
+// Thresholds measured with `lutq bench-kernels --path lut,int8` (docs/kernels.md "Policy").
+GemmPath choose_path(int64_t m, int64_t n, int64_t k, int q, int64_t g, format::Orientation orientation, Isa isa,
+                     Precision precision) {
+  if (isa != Isa::kAvx512 || precision != Precision::kFast) return GemmPath::kLut;
+  if (orientation != format::Orientation::kPerOC || q > 4 || g % 4 != 0 || k % 4 != 0 || n < 1) return GemmPath::kLut;
+  const int64_t min_m = q <= 2 ? 4 : 2;
+  return m >= min_m ? GemmPath::kInt8Gemm : GemmPath::kLut;
+}
+
+namespace {
+
+// The 2^q levels of one (row, group), rounded to int8 with the group's scale; returns s_w.
+float round_levels(const format::BcqMatrix& w, int64_t r, int64_t j, int8_t* out) {
+  const int q = w.cfg.q;
+  const int64_t set = r * w.num_groups() + j;
+  const float z = w.cfg.has_offset ? fp16_to_fp32(w.offset[static_cast<size_t>(set)]) : 0.0f;
+  float lv[16];
+  float amax = 0.0f;
+  for (int code = 0; code < (1 << q); ++code) {
+    float v = 0.0f;
+    for (int i = 0; i < q; ++i) {
+      const float a = fp16_to_fp32(w.alpha[static_cast<size_t>(set * q + i)]);
+      v += ((code >> i) & 1) != 0 ? a : -a;
+    }
+    v += z;
+    lv[code] = v;
+    amax = std::max(amax, std::fabs(v));
+  }
+  if (!(amax > 0.0f)) {
+    std::fill(out, out + (1 << q), int8_t{0});
+    return 0.0f;
+  }
+  const float inv = 127.0f / amax;
+  for (int code = 0; code < (1 << q); ++code) {
+    out[code] = static_cast<int8_t>(std::clamp(std::nearbyint(lv[code] * inv), -127.0f, 127.0f));
+  }
+  return amax / 127.0f;
+}
+
+}  // namespace
+
+BcqInt8Packed pack_bcq_int8(const format::BcqMatrix& w) {
+  BcqInt8Packed p;
+  p.n = w.n;
+  p.k = w.k;
+  p.g = w.cfg.g;
+  p.q = w.cfg.q;
+  p.tiles = (w.n + kInt8TileRows - 1) / kInt8TileRows;
+  p.groups = w.k / w.cfg.g;
+  p.lut_bytes = std::max<int64_t>(64, kInt8TileRows << p.q);
+  const int64_t quads = w.k / 4;
+  p.masks.assign(static_cast<size_t>(p.tiles * quads * p.q), 0);
+  p.luts = AlignedBuffer(static_cast<size_t>(p.tiles * p.groups * p.lut_bytes));
+  p.ws.assign(static_cast<size_t>(p.tiles * p.groups * kInt8TileRows), 0.0f);
+  p.wcorr.assign(p.ws.size(), 0);
+  for (int64_t r = 0; r < w.n; ++r) {
+    const int64_t tile = r / kInt8TileRows, row = r % kInt8TileRows;
+    for (int64_t j = 0; j < p.groups; ++j) {
+      const size_t cell = static_cast<size_t>((tile * p.groups + j) * kInt8TileRows + row);
+      int8_t* lut = p.luts.as<int8_t>() + (tile * p.groups + j) * p.lut_bytes + (row << p.q);
+      p.ws[cell] = round_levels(w, r, j, lut);
+      int32_t sum = 0;
+      for (int64_t c = j * p.g; c < (j + 1) * p.g; ++c) {
+        int code = 0;
+        for (int i = 0; i < p.q; ++i) {
+          if (!w.bit(i, r, c)) continue;
+          code |= 1 << i;
+          p.masks[static_cast<size_t>((tile * quads + c / 4) * p.q + i)] |= uint64_t{1} << (4 * row + c % 4);
+        }
+        sum += lut[code];
+      }
+      p.wcorr[cell] = -128 * sum;
+    }
+  }
+  return p;
+}
+
+int8_t BcqInt8Packed::level(int64_t r, int64_t c) const {
+  const int64_t tile = r / kInt8TileRows, row = r % kInt8TileRows;
+  int code = 0;
+  for (int i = 0; i < q; ++i) {
+    const uint64_t mask = masks[static_cast<size_t>((tile * (k / 4) + c / 4) * q + i)];
+    code |= static_cast<int>((mask >> (4 * row + c % 4)) & 1u) << i;
+  }
+  return luts.as<int8_t>()[(tile * groups + c / g) * lut_bytes + (row << q) + code];
+}
+
+int64_t BcqInt8Packed::bytes() const {
+  return static_cast<int64_t>(masks.size() * 8 + luts.size() + ws.size() * 4 + wcorr.size() * 4);
+}
+
+QuantizedActs quantize_acts(const float* x, int64_t m, int64_t k, int64_t g) {
+  QuantizedActs a;
+  a.m = m;
+  a.k = k;
+  a.groups = k / g;
+  a.u.assign(static_cast<size_t>(m * k), 128);
+  a.sx.assign(static_cast<size_t>(m * a.groups), 0.0f);
+  for (int64_t t = 0; t < m; ++t) {
+    for (int64_t j = 0; j < a.groups; ++j) {
+      const float* xs = x + t * k + j * g;
+      float amax = 0.0f;
+      bool finite = true;
+      for (int64_t c = 0; c < g; ++c) {
+        finite = finite && std::isfinite(xs[c]);
+        amax = std::max(amax, std::fabs(xs[c]));
+      }
+      float& sx = a.sx[static_cast<size_t>(t * a.groups + j)];
+      if (!finite) {
+        sx = std::numeric_limits<float>::quiet_NaN();
+        continue;
+      }
+      if (amax == 0.0f) continue;
+      const float inv = 127.0f / amax;
+      sx = amax / 127.0f;
+      uint8_t* u = a.u.data() + t * k + j * g;
+      for (int64_t c = 0; c < g; ++c) {
+        u[c] = static_cast<uint8_t>(static_cast<int>(std::clamp(std::nearbyint(xs[c] * inv), -127.0f, 127.0f)) + 128);
+      }
+    }
+  }
+  return a;
+}
+
+void bcq_int8_gemm_ref(const BcqInt8Packed& w, const QuantizedActs& xa, float* y) {
+  for (int64_t t = 0; t < xa.m; ++t) {
+    for (int64_t r = 0; r < w.n; ++r) {
+      const int64_t tile = r / kInt8TileRows, row = r % kInt8TileRows;
+      float acc = 0.0f;
+      for (int64_t j = 0; j < w.groups; ++j) {
+        const size_t cell = static_cast<size_t>((tile * w.groups + j) * kInt8TileRows + row);
+        int32_t isum = w.wcorr[cell];
+        for (int64_t c = j * w.g; c < (j + 1) * w.g; ++c) {
+          isum += static_cast<int32_t>(xa.u[static_cast<size_t>(t * w.k + c)]) * w.level(r, c);
+        }
+        const float scale = w.ws[cell] * xa.sx[static_cast<size_t>(t * w.groups + j)];
+        acc = std::fma(static_cast<float>(isum), scale, acc);
+      }
+      y[t * w.n + r] = acc;
+    }
+  }
+}
+
+void bcq_int8_gemm(const BcqInt8Packed& w, const float* x, int64_t m, float* y, ThreadPool& pool, bool simd) {
+  const QuantizedActs xa = quantize_acts(x, m, w.k, w.g);
+  if (simd) {
+    bcq_int8_gemm_avx512(w, xa, y, pool);
+  } else {
+    bcq_int8_gemm_ref(w, xa, y);
+  }
+}
+
+}  // namespace lutq::kernels
