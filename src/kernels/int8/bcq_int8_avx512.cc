@@ -36,6 +36,13 @@ namespace {
 
 constexpr int kMaxRows = 8;  // activation rows per pass
 
+// acc += u8 a · s8 b (vpdpbusd) in place. Through inline asm because GCC 12 copies every
+// accumulator of the unrolled intrinsic version through a second register each iteration (32
+// extra zmm moves per 16 vpdpbusd, measured ~1.6x slower).
+inline void dpbusd(__m512i& acc, __m512i a, __m512i b) {
+  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+}
+
 // Byte b of a quad vector belongs to row b / 4; its code starts at that row's table offset.
 template <int Q>
 __m512i code_base() {
@@ -109,7 +116,7 @@ void group_block(const GroupArgs& a) {
       int32_t xv;
       std::memcpy(&xv, a.xu + t * a.x_stride + d * 4, 4);
       const __m512i xb = _mm512_set1_epi32(xv);
-      for (int h = 0; h < H; ++h) acc[t][h] = _mm512_dpbusd_epi32(acc[t][h], xb, w[h]);
+      for (int h = 0; h < H; ++h) dpbusd(acc[t][h], xb, w[h]);
     }
   }
 #pragma GCC unroll 8
