@@ -5,11 +5,12 @@
 //     (fp32, planes in order, then the offset) are rounded to int8 with the group's own scale:
 //     s_w = max_code |L| / 127, wq[code] = round_half_even(L[code] · (127 / max |L|)) in [-127, 127].
 //     Packed once (pack_bcq_int8): the q bit-planes in "quad" order (a 64-bit mask per 16 rows x 4
-//     columns), the level tables and s_w per (16-row tile, group), and −128·Σ_c wq per (row, group).
+//     columns), and per (16-row tile, group) the level table, stored as u8 wq + 128, and s_w.
 //   Activations, per call: per row t and group j of k (the weights' groups),
-//     s_x = max |x| / 127, xq = round_half_even(x · (127 / max |x|)), stored as u = xq + 128 (u8).
+//     s_x = max |x| / 127, xq = round_half_even(x · (127 / max |x|)) (s8), and −128·Σ_{c in j} xq.
 //   y[t,r] = Σ_j fma order: acc = fma(float(I[t,r,j]), s_w[r,j]·s_x[t,j], acc) from acc = +0, with
-//     I[t,r,j] = Σ_{c in j} u[t,c]·wq[r,c] − 128·Σ_{c in j} wq[r,c] = Σ xq·wq exactly (int32).
+//     I[t,r,j] = Σ_{c in j} xq[t,c]·wq[r,c] exact in int32 (the kernel: Σ (wq + 128)·xq − 128·Σ xq,
+//     vpdpbusd's u8 x s8 with the activations as the broadcast operand).
 //   The AVX-512 kernel (bcq_int8_avx512.cc) equals bcq_int8_gemm_ref bit for bit.
 //
 // Error against the exact product (per element; derivation in docs/kernels.md):
@@ -47,9 +48,8 @@ struct BcqInt8Packed {
   int64_t lut_bytes = 0;  // per (tile, group): 16·2^q int8 levels, padded to a multiple of 64
   // masks[(tile*(k/4) + quad)*q + i]: bit 4·row + j = bit_i(16·tile + row, 4·quad + j).
   std::vector<uint64_t> masks;
-  AlignedBuffer luts;  // [tile][group][lut_bytes]: level of (row, code) at row·2^q + code
+  AlignedBuffer luts;  // [tile][group][lut_bytes]: u8 wq + 128 of (row, code) at row·2^q + code
   std::vector<float> ws;  // [tile][group][16]: s_w
-  std::vector<int32_t> wcorr;  // [tile][group][16]: −128·Σ_{c in group} wq[r,c]
 
   int8_t level(int64_t r, int64_t c) const;  // wq[r,c]
   int64_t bytes() const;  // memory held
@@ -61,8 +61,11 @@ BcqInt8Packed pack_bcq_int8(const format::BcqMatrix& w);
 // Activations quantized per (row, group) as above.
 struct QuantizedActs {
   int64_t m = 0, k = 0, groups = 0;
-  std::vector<uint8_t> u;  // [m][k]: xq + 128
+  // Row stride of xq: k + 64, so that rows k = 4096 apart do not all map to the same L1 sets.
+  int64_t stride = 0;
+  std::vector<int8_t> xq;  // [m][stride], the first k of each row used
   std::vector<float> sx;  // [m][groups]; NaN where a group holds a non-finite value
+  std::vector<int32_t> corr;  // [m][groups]: −128·Σ_{c in group} xq
 };
 QuantizedActs quantize_acts(const float* x, int64_t m, int64_t k, int64_t g);
 

@@ -2,6 +2,9 @@
 // take pairs of 16-row tiles; per group, the pair's weights are expanded once to int8 into an
 // L1-resident scratch (quad order: 16 rows x 4 columns per 64 bytes), then every activation row
 // multiplies it with vpdpbusd, up to 8 rows per pass so each weight vector load serves 8 rows.
+// The weights are the u8 operand (levels stored + 128), the activations the s8 one, read as an
+// embedded {1to16} broadcast of 4 bytes: one fused load+op per 64 multiply-adds, accumulators
+// starting at −128·Σ xq of the (row, group).
 //
 // Expansion of 64 weights (16 rows x 4 columns): code bytes = (row << q) + Σ_i bit_i << i, built
 // from the q plane masks with masked byte adds; the (tile, group) level table of 16 rows x 2^q
@@ -36,11 +39,12 @@ namespace {
 
 constexpr int kMaxRows = 8;  // activation rows per pass
 
-// acc += u8 a · s8 b (vpdpbusd) in place. Through inline asm because GCC 12 copies every
-// accumulator of the unrolled intrinsic version through a second register each iteration (32
-// extra zmm moves per 16 vpdpbusd, measured ~1.6x slower).
-inline void dpbusd(__m512i& acc, __m512i a, __m512i b) {
-  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+// acc += u8 w · s8 (4 bytes at x, broadcast to every lane): vpdpbusd with an embedded
+// broadcast, in place. Inline asm because GCC 12 copies every accumulator of the unrolled
+// intrinsic version through a second register each iteration (32 extra zmm moves per 16
+// vpdpbusd, measured ~1.6x slower).
+inline void dpbusd_bcast(__m512i& acc, __m512i w, const int8_t* x) {
+  __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(x)));
 }
 
 // Byte b of a quad vector belongs to row b / 4; its code starts at that row's table offset.
@@ -53,7 +57,7 @@ __m512i code_base() {
 
 // Expands the quads of one (tile, group) to int8 levels: out[quad*64 + 4·row + j].
 template <int Q>
-void expand_group(const uint64_t* masks, const int8_t* lut, int64_t quads, int8_t* out) {
+void expand_group(const uint64_t* masks, const uint8_t* lut, int64_t quads, int8_t* out) {
   const __m512i base = code_base<Q>();
   const __m512i t0 = _mm512_load_si512(lut);
   const __m512i t1 = Q >= 3 ? _mm512_load_si512(lut + 64) : t0;
@@ -79,7 +83,7 @@ void expand_group(const uint64_t* masks, const int8_t* lut, int64_t quads, int8_
   }
 }
 
-void expand(int q, const uint64_t* masks, const int8_t* lut, int64_t quads, int8_t* out) {
+void expand(int q, const uint64_t* masks, const uint8_t* lut, int64_t quads, int8_t* out) {
   switch (q) {
     case 1: expand_group<1>(masks, lut, quads, out); break;
     case 2: expand_group<2>(masks, lut, quads, out); break;
@@ -91,11 +95,11 @@ void expand(int q, const uint64_t* masks, const int8_t* lut, int64_t quads, int8
 // One group of up to 2 tiles (H) x MR activation rows.
 struct GroupArgs {
   const int8_t* wexp[2];  // expanded weights of each tile, quads x 64 bytes
-  const int32_t* wcorr[2];  // 16 each
   const float* ws[2];  // 16 each
-  const uint8_t* xu;  // first activation row, at the group's first column
+  const int8_t* xq;  // first activation row, at the group's first column
   int64_t x_stride;  // bytes between activation rows
-  const float* sx;  // s_x of the first row; stride sx_stride
+  const float* sx;  // s_x of the first row; stride sx_stride (as corr)
+  const int32_t* corr;  // −128·Σ xq of the first row's group
   int64_t sx_stride;
   int64_t quads;
   float* facc;  // [MR][32]
@@ -106,17 +110,14 @@ void group_block(const GroupArgs& a) {
   __m512i acc[MR][H];
 #pragma GCC unroll 8
   for (int t = 0; t < MR; ++t) {
-    for (int h = 0; h < H; ++h) acc[t][h] = _mm512_loadu_si512(a.wcorr[h]);
+    for (int h = 0; h < H; ++h) acc[t][h] = _mm512_set1_epi32(a.corr[t * a.sx_stride]);
   }
   for (int64_t d = 0; d < a.quads; ++d) {
     __m512i w[H];
     for (int h = 0; h < H; ++h) w[h] = _mm512_load_si512(a.wexp[h] + d * 64);
 #pragma GCC unroll 8
     for (int t = 0; t < MR; ++t) {
-      int32_t xv;
-      std::memcpy(&xv, a.xu + t * a.x_stride + d * 4, 4);
-      const __m512i xb = _mm512_set1_epi32(xv);
-      for (int h = 0; h < H; ++h) dpbusd(acc[t][h], xb, w[h]);
+      for (int h = 0; h < H; ++h) dpbusd_bcast(acc[t][h], w[h], a.xq + t * a.x_stride + d * 4);
     }
   }
 #pragma GCC unroll 8
@@ -154,19 +155,19 @@ void tile_pair(const BcqInt8Packed& w, const QuantizedActs& xa, int64_t tile0, i
     for (int e = 0; e < h; ++e) {
       const int64_t tile = tile0 + e, cell = tile * w.groups + j;
       int8_t* out = scratch + e * quads * 64;
-      expand(w.q, w.masks.data() + (tile * (w.k / 4) + j * quads) * w.q, w.luts.as<int8_t>() + cell * w.lut_bytes,
+      expand(w.q, w.masks.data() + (tile * (w.k / 4) + j * quads) * w.q, w.luts.data() + cell * w.lut_bytes,
              quads, out);
       a.wexp[e] = out;
-      a.wcorr[e] = w.wcorr.data() + cell * kInt8TileRows;
       a.ws[e] = w.ws.data() + cell * kInt8TileRows;
     }
-    a.x_stride = w.k;
+    a.x_stride = xa.stride;
     a.sx_stride = w.groups;
     a.quads = quads;
     for (int64_t t0 = 0; t0 < m; t0 += kMaxRows) {
       const int mr = static_cast<int>(std::min<int64_t>(kMaxRows, m - t0));
-      a.xu = xa.u.data() + t0 * w.k + j * w.g;
+      a.xq = xa.xq.data() + t0 * xa.stride + j * w.g;
       a.sx = xa.sx.data() + t0 * w.groups + j;
+      a.corr = xa.corr.data() + t0 * w.groups + j;
       a.facc = facc + t0 * 32;
       if (h == 2) {
         run_rows<2>(mr, a);

@@ -172,13 +172,15 @@ TEST(BcqInt8Gemm, Policy) {
   const auto oc = Orientation::kPerOC;
   const auto fast = Precision::kFast;
   EXPECT_EQ(choose_path(1, 4096, 4096, 4, 128, oc, Isa::kAvx512, fast), GemmPath::kLut);  // decode
-  for (int q = 1; q <= 4; ++q) {
+  for (int q : {3, 4}) {
     EXPECT_EQ(choose_path(32, 4096, 4096, q, 128, oc, Isa::kAvx512, fast), GemmPath::kInt8Gemm) << q;
     EXPECT_EQ(choose_path(128, 576, 576, q, 64, oc, Isa::kAvx512, fast), GemmPath::kInt8Gemm) << q;
   }
-  EXPECT_EQ(choose_path(2, 4096, 4096, 4, 128, oc, Isa::kAvx512, fast), GemmPath::kInt8Gemm);
-  EXPECT_EQ(choose_path(2, 4096, 4096, 2, 128, oc, Isa::kAvx512, fast), GemmPath::kLut);
-  EXPECT_EQ(choose_path(4, 4096, 4096, 2, 128, oc, Isa::kAvx512, fast), GemmPath::kInt8Gemm);
+  // The measured thresholds: q = 4 from m = 16, q = 3 from m = 32, q <= 2 never.
+  EXPECT_EQ(choose_path(15, 4096, 4096, 4, 128, oc, Isa::kAvx512, fast), GemmPath::kLut);
+  EXPECT_EQ(choose_path(16, 4096, 4096, 4, 128, oc, Isa::kAvx512, fast), GemmPath::kInt8Gemm);
+  EXPECT_EQ(choose_path(31, 4096, 4096, 3, 128, oc, Isa::kAvx512, fast), GemmPath::kLut);
+  for (int q : {1, 2}) EXPECT_EQ(choose_path(512, 4096, 4096, q, 128, oc, Isa::kAvx512, fast), GemmPath::kLut) << q;
   // Never: exact precision, per-IC, q > 4, another ISA.
   EXPECT_EQ(choose_path(32, 4096, 4096, 4, 128, oc, Isa::kAvx512, Precision::kExact), GemmPath::kLut);
   EXPECT_EQ(choose_path(32, 4096, 4096, 4, 128, Orientation::kPerIC, Isa::kAvx512, fast), GemmPath::kLut);
