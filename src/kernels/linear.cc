@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <limits>
 #include <string_view>
 
 namespace lutq::kernels {
@@ -37,8 +38,13 @@ Result<BcqLinear> BcqLinear::create(const format::BcqMatrix& w, Isa isa, Precisi
   }
   BcqLinear out(std::move(packed));
   out.forced_ = path;
+  // Packed for the int8 path where it is forced, or where the policy takes it for some m (a
+  // matrix it never takes, e.g. q <= 2, does not pay the memory).
   const bool int8_possible = isa == Isa::kAvx512 && precision == Precision::kFast && bcq_int8_supported(w);
-  if (int8_possible && path != GemmPath::kLut) {
+  const bool wanted = path ? *path == GemmPath::kInt8Gemm
+                           : choose_path(std::numeric_limits<int64_t>::max(), w.n, w.k, w.cfg.q, w.cfg.g,
+                                         w.cfg.orientation, isa, precision) == GemmPath::kInt8Gemm;
+  if (int8_possible && wanted) {
     out.int8_ = std::make_shared<const BcqInt8Packed>(pack_bcq_int8(w));
   }
   return out;

@@ -85,11 +85,14 @@ BcqInt8Packed pack_bcq_int8(const format::BcqMatrix& w) {
       p.ws[cell] = round_levels(w, r, j, lv);
       uint8_t* lut = p.luts.data() + (tile * p.groups + j) * p.lut_bytes + (row << p.q);
       for (int code = 0; code < (1 << p.q); ++code) lut[code] = static_cast<uint8_t>(lv[code] + 128);
-      for (int64_t c = j * p.g; c < (j + 1) * p.g; ++c) {
-        for (int i = 0; i < p.q; ++i) {
-          if (!w.bit(i, r, c)) continue;
-          p.masks[static_cast<size_t>((tile * quads + c / 4) * p.q + i)] |= uint64_t{1} << (4 * row + c % 4);
-        }
+    }
+    // A quad's 4 bits of a plane are one nibble of the canonical row (bit c % 8, LSB first).
+    for (int i = 0; i < p.q; ++i) {
+      const uint8_t* bits = w.bits.data() + (i * w.n + r) * w.row_bytes();
+      uint64_t* masks = p.masks.data() + tile * quads * p.q + i;
+      for (int64_t d = 0; d < quads; ++d) {
+        const uint64_t nibble = (bits[d / 2] >> (4 * (d % 2))) & 0xFu;
+        masks[d * p.q] |= nibble << (4 * row);
       }
     }
   }
