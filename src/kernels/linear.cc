@@ -40,7 +40,8 @@ Result<BcqLinear> BcqLinear::create(const format::BcqMatrix& w, Isa isa, Precisi
   out.forced_ = path;
   // Packed for the int8 path where it is forced, or where the policy takes it for some m (a
   // matrix it never takes, e.g. q <= 2, does not pay the memory).
-  const bool int8_possible = isa == Isa::kAvx512 && precision == Precision::kFast && bcq_int8_supported(w);
+  const bool int8_possible = isa == Isa::kAvx512 && precision == Precision::kFast && bcq_int8_supported(w) &&
+                             bcq_int8_avx512_available(detect_cpu());
   const bool wanted = path ? *path == GemmPath::kInt8Gemm
                            : choose_path(std::numeric_limits<int64_t>::max(), w.n, w.k, w.cfg.q, w.cfg.g,
                                          w.cfg.orientation, isa, precision) == GemmPath::kInt8Gemm;

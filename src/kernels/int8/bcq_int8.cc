@@ -22,12 +22,11 @@ GemmPath choose_path(int64_t m, int64_t n, int64_t k, int q, int64_t g, format::
   if (isa != Isa::kAvx512 || precision != Precision::kFast) return GemmPath::kLut;
   if (orientation != format::Orientation::kPerOC || q > 4 || g % 4 != 0 || k % 4 != 0 || n < 1) return GemmPath::kLut;
   // Measured on Zen 4 (4096x4096, g = 128, 1 thread, hot): the int8 path pays a per-call
-  // expansion (~0.6 / 0.5 / 0.4 ms at q = 4 / 3 / 2, m-independent) and then ~8 vpdpbusd per 512
-  // weights per row, against the LUT's 4q instructions per 512 weights per row. q = 4 wins from
-  // m = 16, q = 3 from m = 32; at q <= 2 the LUT does per row what the int8 path does and never
-  // loses.
+  // expansion (~0.4 ms at q = 2..4, m-independent) and then ~8 vpdpbusd per 512 weights per row,
+  // against the LUT's 4q instructions per 512 weights per row. q = 4 wins from m = 8, q = 3 from
+  // m = 16; at q <= 2 the LUT does per row what the int8 path does and never loses.
   if (q <= 2) return GemmPath::kLut;
-  const int64_t min_m = q == 4 ? 16 : 32;
+  const int64_t min_m = q == 4 ? 8 : 16;
   return m >= min_m ? GemmPath::kInt8Gemm : GemmPath::kLut;
 }
 

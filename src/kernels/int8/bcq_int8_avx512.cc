@@ -27,12 +27,14 @@
 
 namespace lutq::kernels {
 
-bool bcq_int8_avx512_available(const CpuFeatures& cpu) { return cpu.avx512 && cpu.avx512_vbmi && cpu.avx512_vnni; }
+bool bcq_int8_avx512_available(const CpuFeatures& cpu) {
+  return cpu.avx512 && cpu.avx512_vbmi && cpu.avx512_vnni && cpu.avx512_gfni;
+}
 
 }  // namespace lutq::kernels
 
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512vnni,fma")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512vnni,gfni,fma")
 
 namespace lutq::kernels {
 namespace {
@@ -55,20 +57,49 @@ __m512i code_base() {
   return _mm512_load_si512(base.data());
 }
 
+// vpermb indices gathering a quad's Q plane masks (8·Q bytes: byte j of plane i = positions
+// 8j..8j+7) so that qword j holds plane i's byte j at byte 7 − i (zeroed above Q planes).
+template <int Q>
+__m512i gather_index() {
+  alignas(64) std::array<uint8_t, 64> idx{};
+  for (int j = 0; j < 8; ++j) {
+    for (int i = 0; i < 8; ++i) idx[static_cast<size_t>(8 * j + 7 - i)] = static_cast<uint8_t>(i < Q ? 8 * i + j : 0);
+  }
+  return _mm512_load_si512(idx.data());
+}
+
+template <int Q>
+uint64_t gather_keep() {
+  uint64_t keep = 0;
+  for (int j = 0; j < 8; ++j) {
+    for (int i = 0; i < Q; ++i) keep |= uint64_t{1} << (8 * j + 7 - i);
+  }
+  return keep;
+}
+
+// The codes of a quad (byte 4·row + j = Σ_i bit_i << i) by an 8x8 bit transpose per qword:
+// vgf2p8affineqb with the gathered plane bytes as the matrix and x = byte b holding 1 << b sets
+// bit i of output byte b to bit b of matrix byte 7 − i, i.e. of plane i.
+template <int Q>
+__m512i quad_codes(const uint64_t* planes, __m512i index, __mmask64 keep, __m512i select) {
+  const __m512i raw = _mm512_maskz_loadu_epi8(_cvtu64_mask64((uint64_t{1} << (8 * Q)) - 1), planes);
+  const __m512i matrix = _mm512_maskz_permutexvar_epi8(keep, index, raw);
+  return _mm512_gf2p8affine_epi64_epi8(select, matrix, 0);
+}
+
 // Expands the quads of one (tile, group) to int8 levels: out[quad*64 + 4·row + j].
 template <int Q>
 void expand_group(const uint64_t* masks, const uint8_t* lut, int64_t quads, int8_t* out) {
   const __m512i base = code_base<Q>();
+  const __m512i index = gather_index<Q>();
+  const __mmask64 keep = _cvtu64_mask64(gather_keep<Q>());
+  const __m512i select = _mm512_set1_epi64(static_cast<long long>(0x8040201008040201ull));
   const __m512i t0 = _mm512_load_si512(lut);
   const __m512i t1 = Q >= 3 ? _mm512_load_si512(lut + 64) : t0;
   const __m512i t2 = Q == 4 ? _mm512_load_si512(lut + 128) : t0;
   const __m512i t3 = Q == 4 ? _mm512_load_si512(lut + 192) : t0;
   for (int64_t d = 0; d < quads; ++d) {
-    __m512i codes = base;
-#pragma GCC unroll 4
-    for (int i = 0; i < Q; ++i) {
-      codes = _mm512_mask_add_epi8(codes, _cvtu64_mask64(masks[d * Q + i]), codes, _mm512_set1_epi8(static_cast<char>(1 << i)));
-    }
+    const __m512i codes = _mm512_or_si512(base, quad_codes<Q>(masks + d * Q, index, keep, select));
     __m512i lv;
     if constexpr (Q <= 2) {
       lv = _mm512_permutexvar_epi8(codes, t0);
