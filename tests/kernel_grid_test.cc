@@ -91,7 +91,9 @@ std::string describe_case(const BcqMatrix& w, Isa isa, Precision p, int64_t m, i
 void expect_matches_ref(const BcqMatrix& w, Isa isa, Precision p, int64_t m, ThreadPool& pool,
                         std::mt19937_64& rng, uint64_t seed) {
   SCOPED_TRACE(describe_case(w, isa, p, m, pool.size(), seed));
-  auto lin = BcqLinear::create(w, isa, p);
+  // The LUT kernels, whatever the policy would choose for m (the int8 GEMM path has its own bound
+  // and tests: kernels/int8/bcq_int8_test.cc).
+  auto lin = BcqLinear::create(w, isa, p, GemmPath::kLut);
   ASSERT_TRUE(lin.is_ok()) << lin.status().message();
   auto ref = BcqLinear::create(w, Isa::kRef, p);
   ASSERT_TRUE(ref.is_ok()) << ref.status().message();

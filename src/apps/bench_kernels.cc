@@ -126,7 +126,9 @@ class Bench {
         for (WeightKind kind : opt_.kinds) {
           for (int q : opt_.bits) {
             for (Isa isa : opt_.isas) {
-              for (Precision p : precisions_for(isa)) run_config(s, kind, q, g, isa, p);
+              for (Precision p : precisions_for(isa)) {
+                for (const auto& path : opt_.paths) run_config(s, kind, q, g, isa, p, path);
+              }
             }
           }
         }
@@ -160,7 +162,7 @@ class Bench {
       if (opt_.baseline) total += static_cast<int>(2 * opt_.ms.size() * opt_.threads.size());
       for (Isa isa : opt_.isas) {
         total += static_cast<int>(groups_for(s).size() * opt_.kinds.size() * opt_.bits.size() *
-                                  precisions_for(isa).size()) * rows_per_config();
+                                  precisions_for(isa).size() * opt_.paths.size()) * rows_per_config();
       }
     }
     return total;
@@ -317,13 +319,16 @@ class Bench {
     }
   }
 
-  void run_config(const Shape& s, WeightKind kind, int q, int64_t g, Isa isa, Precision p) {
+  void run_config(const Shape& s, WeightKind kind, int q, int64_t g, Isa isa, Precision p,
+                  std::optional<kernels::GemmPath> path) {
+    const std::string backend_name =
+        std::string(kernels::isa_name(isa)) + (path ? std::string("+") + kernels::gemm_path_name(*path) : "");
     format::BcqConfig cfg;
     cfg.q = q;
     cfg.g = g;
     cfg.has_offset = kind == WeightKind::kUniform;
     const std::string label = s.text() + " " + kind_name(kind) + " q=" + std::to_string(q) + " g=" + std::to_string(g) +
-                              " " + kernels::isa_name(isa) + "/" + kernels::precision_name(p);
+                              " " + backend_name + "/" + kernels::precision_name(p);
     uint64_t seed = (static_cast<uint64_t>(s.n) << 32) ^ static_cast<uint64_t>(s.k * 131 + q * 7 + g);
     Result<format::BcqMatrix> w = random_bcq(s.n, s.k, cfg, seed);
     if (!w) {
@@ -331,7 +336,7 @@ class Bench {
       progress_.skip(rows_per_config());
       return;
     }
-    Result<BcqLinear> first = BcqLinear::create(*w, isa, p);
+    Result<BcqLinear> first = BcqLinear::create(*w, isa, p, path);
     if (!first) {
       note("skipped " + label + ": " + first.status().message());
       progress_.skip(rows_per_config());
@@ -345,7 +350,7 @@ class Bench {
     progress_.show("building " + std::to_string(copies) + (copies == 1 ? " copy of " : " copies of ") + label);
     for (int64_t c = 1; c < copies; ++c) {  // distinct random contents per copy
       Result<format::BcqMatrix> wc = random_bcq(s.n, s.k, cfg, seed + static_cast<uint64_t>(c) * 0x9e3779b97f4a7c15ull);
-      Result<BcqLinear> l = wc ? BcqLinear::create(*wc, isa, p) : Result<BcqLinear>(wc.status());
+      Result<BcqLinear> l = wc ? BcqLinear::create(*wc, isa, p, path) : Result<BcqLinear>(wc.status());
       if (!l) {
         note("skipped " + label + ": " + l.status().message());
         progress_.skip(rows_per_config());
@@ -376,7 +381,7 @@ class Bench {
           r.kind = kind_name(kind);
           r.q = q;
           r.g = g;
-          r.backend = kernels::isa_name(isa);
+          r.backend = backend_name;
           r.precision = isa == Isa::kRef ? "-" : kernels::precision_name(p);
           r.regime = regime_name(regime);
           r.copies = hot ? 1 : copies;

@@ -10,6 +10,7 @@
 
 #include "core/status.h"
 #include "kernels/kernel.h"
+#include "kernels/linear.h"
 
 namespace lutq::apps {
 
@@ -38,6 +39,9 @@ struct BenchOptions {
   std::vector<int> threads;
   std::vector<kernels::Isa> isas;
   std::vector<kernels::Precision> precisions;
+  // GEMM paths (BcqLinear::create's `path`): nullopt is the policy ("auto"); the backend column
+  // then reads "avx512+lut" / "avx512+int8" for forced paths.
+  std::vector<std::optional<kernels::GemmPath>> paths = {std::nullopt};
   std::vector<WeightKind> kinds;
   std::vector<Regime> regimes;
   int reps = 0;  // timed calls per row; 0: adaptive (target_seconds, at least min_reps)

@@ -29,6 +29,7 @@ struct RawArgs {
   std::vector<std::string> threads;
   std::vector<std::string> isas;
   std::vector<std::string> precisions;
+  std::vector<std::string> paths;
   std::vector<std::string> kinds;
   std::vector<std::string> regimes;
   int reps = 0;  // 0: adaptive
@@ -169,6 +170,18 @@ Result<BenchOptions> resolve(RawArgs raw, const CLI::App& cli) {
   auto precisions = parse_list<kernels::Precision>(raw.precisions, [](const std::string& s) { return kernels::parse_precision(s); });
   if (!precisions) return Status::invalid("--precision: " + precisions.status().message());
   o.precisions = *precisions;
+  if (!raw.paths.empty()) {
+    o.paths.clear();
+    for (const std::string& p : raw.paths) {
+      if (p == "auto") {
+        o.paths.emplace_back(std::nullopt);
+      } else if (p == "lut" || p == "int8") {
+        o.paths.emplace_back(p == "lut" ? kernels::GemmPath::kLut : kernels::GemmPath::kInt8Gemm);
+      } else {
+        return Status::invalid("--path: unknown path '" + p + "': expected auto, lut or int8");
+      }
+    }
+  }
   auto kinds = parse_list<WeightKind>(raw.kinds, [](const std::string& s) -> Result<WeightKind> {
     if (s == "bcq") return WeightKind::kBcq;
     if (s == "uniform") return WeightKind::kUniform;
@@ -240,6 +253,11 @@ Subcommand register_bench_kernels(CLI::App& app) {
       ->delimiter(',')
       ->type_name("P,...")
       ->default_str("fast");
+  sub->add_option("--path", raw->paths,
+                  "GEMM paths: auto (the policy), lut, int8 (where the matrix and ISA allow it; LUT elsewhere)")
+      ->delimiter(',')
+      ->type_name("PATH,...")
+      ->default_str("auto");
   sub->add_option("--kind", raw->kinds, "Weights: bcq (no offset) or uniform (BCQ with offset)")
       ->delimiter(',')
       ->type_name("KIND,...")

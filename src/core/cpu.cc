@@ -37,6 +37,7 @@ CpuFeatures detect_cpu() {
   f.avx512 = f.avx2 && os_zmm && bit(ebx7, 16) && bit(ebx7, 17) && bit(ebx7, 30) && bit(ebx7, 31);
   f.avx512_vbmi = f.avx512 && bit(ecx7, 1);
   f.avx512_vnni = f.avx512 && bit(ecx7, 11);
+  f.avx512_gfni = f.avx512 && bit(ecx7, 8);
   f.avx512_fp16 = f.avx512 && bit(edx7, 23);
   __cpuid_count(7, 1, a, b, c, d);
   f.avx512_bf16 = f.avx512 && bit(a, 5);

@@ -13,6 +13,7 @@ struct CpuFeatures {
   bool avx512_bf16 = false;
   bool avx512_fp16 = false;
   bool avx_vnni = false;
+  bool avx512_gfni = false;  // GFNI (vgf2p8affineqb) on zmm: AVX-512 and the GFNI cpuid bit
   std::string brand;  // e.g. "AMD EPYC 7B13"
   std::string summary() const;  // "avx2 avx512 vbmi ..." for logs and benchmarks
 };

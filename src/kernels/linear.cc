@@ -1,10 +1,33 @@
 #include "kernels/linear.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <limits>
+#include <string_view>
 
 namespace lutq::kernels {
 
-Result<BcqLinear> BcqLinear::create(const format::BcqMatrix& w, Isa isa, Precision precision) {
+namespace {
+
+Result<std::optional<GemmPath>> path_from_env() {
+  const char* env = std::getenv("LUTQ_GEMM_PATH");
+  if (env == nullptr || *env == '\0') return std::optional<GemmPath>();
+  const std::string_view v(env);
+  if (v == "auto") return std::optional<GemmPath>();
+  if (v == "lut") return std::optional<GemmPath>(GemmPath::kLut);
+  if (v == "int8") return std::optional<GemmPath>(GemmPath::kInt8Gemm);
+  return Status::invalid("LUTQ_GEMM_PATH: unknown path '" + std::string(v) + "': expected auto, lut or int8");
+}
+
+}  // namespace
+
+Result<BcqLinear> BcqLinear::create(const format::BcqMatrix& w, Isa isa, Precision precision,
+                                    std::optional<GemmPath> path) {
+  if (!path) {
+    Result<std::optional<GemmPath>> env = path_from_env();
+    if (!env) return env.status();
+    path = *env;
+  }
   const Backend& be = backend(isa);
   if (Status s = be.check(w, precision); !s) {
     return Status(s.code(), std::string(isa_name(isa)) + " backend: " + s.message());
@@ -13,12 +36,35 @@ Result<BcqLinear> BcqLinear::create(const format::BcqMatrix& w, Isa isa, Precisi
   if (be.place != nullptr) {
     if (Status s = be.place(packed); !s) return Status(s.code(), std::string(isa_name(isa)) + " backend: " + s.message());
   }
-  return BcqLinear(std::move(packed));
+  BcqLinear out(std::move(packed));
+  out.forced_ = path;
+  // Packed for the int8 path where it is forced, or where the policy takes it for some m (a
+  // matrix it never takes, e.g. q <= 2, does not pay the memory).
+  const bool int8_possible = isa == Isa::kAvx512 && precision == Precision::kFast && bcq_int8_supported(w) &&
+                             bcq_int8_avx512_available(detect_cpu());
+  const bool wanted = path ? *path == GemmPath::kInt8Gemm
+                           : choose_path(std::numeric_limits<int64_t>::max(), w.n, w.k, w.cfg.q, w.cfg.g,
+                                         w.cfg.orientation, isa, precision) == GemmPath::kInt8Gemm;
+  if (int8_possible && wanted) {
+    out.int8_ = std::make_shared<const BcqInt8Packed>(pack_bcq_int8(w));
+  }
+  return out;
+}
+
+GemmPath BcqLinear::path_for(int64_t m) const {
+  if (!int8_) return GemmPath::kLut;
+  if (forced_) return *forced_;
+  const format::BcqConfig& c = packed_.source.cfg;
+  return choose_path(m, n(), k(), c.q, c.g, c.orientation, packed_.isa, packed_.precision);
 }
 
 Status BcqLinear::forward(const float* x, int64_t m, float* y, ThreadPool& pool) const {
   if (m < 1) return Status::invalid("forward: m must be at least 1 (got " + std::to_string(m) + ")");
   if (x == nullptr || y == nullptr) return Status::invalid("forward: null activation or output pointer");
+  if (path_for(m) == GemmPath::kInt8Gemm) {
+    bcq_int8_gemm(*int8_, x, m, y, pool, true);
+    return Status::ok();
+  }
   const Backend& be = backend(packed_.isa);
   for (int64_t m0 = 0; m0 < m; m0 += kMaxM) {
     const int64_t mt = std::min(kMaxM, m - m0);

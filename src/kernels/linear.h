@@ -4,6 +4,7 @@
 
 #include <optional>
 
+#include "kernels/int8/bcq_int8.h"
 #include "kernels/kernel.h"
 
 namespace lutq::kernels {
@@ -18,8 +19,12 @@ std::vector<Isa> available_isas(const CpuFeatures& cpu);
 
 class BcqLinear {
  public:
-  // Validates w, checks the backend takes it (clear error otherwise) and repacks.
-  static Result<BcqLinear> create(const format::BcqMatrix& w, Isa isa, Precision precision);
+  // Validates w, checks the backend takes it (clear error otherwise) and repacks. `path` forces
+  // the GEMM path for every m (int8 only where the matrix and ISA allow it, LUT elsewhere);
+  // without it the LUTQ_GEMM_PATH environment variable (lut, int8, auto) may, else choose_path
+  // decides per call. Where the int8 path can be taken, the matrix is also packed for it.
+  static Result<BcqLinear> create(const format::BcqMatrix& w, Isa isa, Precision precision,
+                                  std::optional<GemmPath> path = std::nullopt);
 
   // y[m,n] = x[m,k] · W^T for any m >= 1 (x stride k, y stride n).
   Status forward(const float* x, int64_t m, float* y, ThreadPool& pool) const;
@@ -31,10 +36,16 @@ class BcqLinear {
   const PackedMatrix& packed() const { return packed_; }
   // Bytes a forward pass streams for the weights (backend layout, scales included).
   int64_t weight_bytes() const;
+  // The path forward() takes for m activation rows.
+  GemmPath path_for(int64_t m) const;
+  // Bytes of the int8-path packing (0 where there is none).
+  int64_t int8_bytes() const { return int8_ ? int8_->bytes() : 0; }
 
  private:
   explicit BcqLinear(PackedMatrix packed) : packed_(std::move(packed)) {}
   PackedMatrix packed_;
+  std::shared_ptr<const BcqInt8Packed> int8_;  // null where the int8 path is never taken
+  std::optional<GemmPath> forced_;
 };
 
 }  // namespace lutq::kernels

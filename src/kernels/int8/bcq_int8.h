@@ -1,0 +1,81 @@
+// The int8 GEMM path for BCQ matrices (m >= 2: small batch and prefill; docs/kernels.md "The
+// int8 GEMM path"). Per-OC only.
+//
+//   Weights: per (row r, group j) the 2^q BCQ levels L[code] = Σ_i (bit_i(code) ? +α_i : −α_i) + z
+//     (fp32, planes in order, then the offset) are rounded to int8 with the group's own scale:
+//     s_w = max_code |L| / 127, wq[code] = round_half_even(L[code] · (127 / max |L|)) in [-127, 127].
+//     Packed once (pack_bcq_int8): the q bit-planes in "quad" order (a 64-bit mask per 16 rows x 4
+//     columns), and per (16-row tile, group) the level table, stored as u8 wq + 128, and s_w.
+//   Activations, per call: per row t and group j of k (the weights' groups),
+//     s_x = max |x| / 127, xq = round_half_even(x · (127 / max |x|)) (s8), and −128·Σ_{c in j} xq.
+//   y[t,r] = Σ_j fma order: acc = fma(float(I[t,r,j]), s_w[r,j]·s_x[t,j], acc) from acc = +0, with
+//     I[t,r,j] = Σ_{c in j} xq[t,c]·wq[r,c] exact in int32 (the kernel: Σ (wq + 128)·xq − 128·Σ xq,
+//     vpdpbusd's u8 x s8 with the activations as the broadcast operand).
+//   The AVX-512 kernel (bcq_int8_avx512.cc) equals bcq_int8_gemm_ref bit for bit.
+//
+// Error against the exact product (per element; derivation in docs/kernels.md):
+//   |y − x·Wᵀ| <= Σ_j Σ_{c in j} ( |x_c|·s_w/2 + |W_c|·s_x/2 + s_w·s_x/4 ) + fp32 rounding terms.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/aligned_buffer.h"
+#include "core/thread_pool.h"
+#include "format/bcq_matrix.h"
+#include "kernels/kernel.h"
+
+namespace lutq::kernels {
+
+enum class GemmPath : uint8_t { kLut = 0, kInt8Gemm = 1 };
+const char* gemm_path_name(GemmPath p);
+
+// The policy (docs/kernels.md "Policy"): which path BcqLinear::forward takes for m activation
+// rows. int8 GEMM only where it exists (avx512 with VNNI + VBMI, per-OC, q <= 4, fast precision)
+// and where it measured faster than the LUT kernels; `--precision exact` always stays on the LUT.
+GemmPath choose_path(int64_t m, int64_t n, int64_t k, int q, int64_t g, format::Orientation orientation, Isa isa,
+                     Precision precision);
+// Whether a matrix can take the int8 path at all (per-OC, q <= 4, g % 4 == 0).
+bool bcq_int8_supported(const format::BcqMatrix& w);
+
+constexpr int64_t kInt8TileRows = 16;  // rows per quad vector: 16 rows x 4 columns = 64 bytes
+
+struct BcqInt8Packed {
+  int64_t n = 0, k = 0, g = 0;
+  int q = 0;
+  int64_t tiles = 0;  // ceil(n / 16); padding rows have all-zero levels
+  int64_t groups = 0;  // k / g
+  int64_t lut_bytes = 0;  // per (tile, group): 16·2^q int8 levels, padded to a multiple of 64
+  // masks[(tile*(k/4) + quad)*q + i]: bit 4·row + j = bit_i(16·tile + row, 4·quad + j).
+  std::vector<uint64_t> masks;
+  AlignedBuffer luts;  // [tile][group][lut_bytes]: u8 wq + 128 of (row, code) at row·2^q + code
+  std::vector<float> ws;  // [tile][group][16]: s_w
+
+  int8_t level(int64_t r, int64_t c) const;  // wq[r,c]
+  int64_t bytes() const;  // memory held
+};
+
+// Precondition: bcq_int8_supported(w).
+BcqInt8Packed pack_bcq_int8(const format::BcqMatrix& w);
+
+// Activations quantized per (row, group) as above.
+struct QuantizedActs {
+  int64_t m = 0, k = 0, groups = 0;
+  // Row stride of xq: k + 64, so that rows k = 4096 apart do not all map to the same L1 sets.
+  int64_t stride = 0;
+  std::vector<int8_t> xq;  // [m][stride], the first k of each row used
+  std::vector<float> sx;  // [m][groups]; NaN where a group holds a non-finite value
+  std::vector<int32_t> corr;  // [m][groups]: −128·Σ_{c in group} xq
+};
+QuantizedActs quantize_acts(const float* x, int64_t m, int64_t k, int64_t g);
+
+// The scalar spec. y[m,n], stride n.
+void bcq_int8_gemm_ref(const BcqInt8Packed& w, const QuantizedActs& xa, float* y);
+// The AVX-512 VNNI + VBMI kernel. Precondition: the CPU has both.
+void bcq_int8_gemm_avx512(const BcqInt8Packed& w, const QuantizedActs& xa, float* y, ThreadPool& pool);
+bool bcq_int8_avx512_available(const CpuFeatures& cpu);
+
+// Quantizes x and runs the AVX-512 kernel (simd) or the scalar spec.
+void bcq_int8_gemm(const BcqInt8Packed& w, const float* x, int64_t m, float* y, ThreadPool& pool, bool simd);
+
+}  // namespace lutq::kernels

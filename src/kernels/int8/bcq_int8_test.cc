@@ -1,0 +1,224 @@
+// The int8 GEMM path (bcq_int8.h): the AVX-512 kernel equals the scalar spec bit for bit; the
+// whole path stays within the bound derived from its two roundings against the exact BCQ product
+// (the ref backend); the policy; BcqLinear's use of it. Inputs are fresh each run (seed printed).
+//
+// Bound, per output (t, r) (docs/kernels.md "The int8 GEMM path"): with x̂ = s_x·xq, ŵ = s_w·wq,
+// |x − x̂| <= s_x/2 and |W − ŵ| <= s_w/2 per element, so
+//   |x̂ŵ − xW| = |(x̂ − x)·ŵ + x·(ŵ − W)| <= (s_x/2)·(|W| + s_w/2) + |x|·s_w/2
+// summed over c, plus the fp32 roundings (levels, scales, the per-group fma chain): γ_N·M with
+// M = Σ_c (Σ_i |α_i| + |z|)·|x_c|, taken twice with N = k + q + 16 + 4·groups for the slack.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <sstream>
+#include <vector>
+
+#include "core/fp16.h"
+#include "kernels/int8/bcq_int8.h"
+#include "kernels/linear.h"
+#include "support/random_bcq.h"
+
+namespace lutq::kernels {
+namespace {
+
+using format::BcqConfig;
+using format::BcqMatrix;
+using format::Orientation;
+
+struct Shape {
+  int64_t n, k;
+};
+
+std::string describe(const BcqMatrix& w, int64_t m, uint64_t seed) {
+  std::ostringstream os;
+  os << "n=" << w.n << " k=" << w.k << " q=" << w.cfg.q << " g=" << w.cfg.g << " offset=" << w.cfg.has_offset
+     << " m=" << m << " seed=" << seed << " (LUTQ_TEST_SEED reproduces)";
+  return os.str();
+}
+
+// The derived bound for element (t, r) against the exact product.
+double int8_bound(const BcqMatrix& w, const BcqInt8Packed& p, const QuantizedActs& xa, const float* x, int64_t t,
+                  int64_t r) {
+  const double u = std::ldexp(1.0, -24);
+  const double nn = static_cast<double>(w.k + w.cfg.q + 16 + 4 * p.groups);
+  const double gamma = nn * u / (1 - nn * u);
+  std::vector<double> row(static_cast<size_t>(w.k));
+  format::dequantize_row(w, r, row.data());
+  double e = 0.0, mm = 0.0;
+  for (int64_t c = 0; c < w.k; ++c) {
+    const int64_t j = c / w.cfg.g, set = w.scale_set(r, c);
+    const double sw = p.ws[static_cast<size_t>(((r / kInt8TileRows) * p.groups + j) * kInt8TileRows + r % kInt8TileRows)];
+    const double sx = xa.sx[static_cast<size_t>(t * p.groups + j)];
+    const double xc = std::fabs(static_cast<double>(x[t * w.k + c]));
+    e += xc * sw / 2 + std::fabs(row[static_cast<size_t>(c)]) * sx / 2 + sw * sx / 4;
+    double a = w.cfg.has_offset ? std::fabs(fp16_to_fp32(w.offset[static_cast<size_t>(set)])) : 0.0;
+    for (int i = 0; i < w.cfg.q; ++i) a += std::fabs(fp16_to_fp32(w.alpha[static_cast<size_t>(set * w.cfg.q + i)]));
+    mm += a * xc;
+  }
+  return e + 2 * gamma * mm;
+}
+
+const std::vector<Shape>& shapes_for(int64_t g) {
+  static const std::vector<Shape> s32 = {{1, 32}, {17, 96}, {33, 64}, {100, 160}};
+  static const std::vector<Shape> s64 = {{1, 64}, {17, 192}, {33, 128}, {100, 320}};
+  static const std::vector<Shape> s128 = {{1, 128}, {17, 384}, {33, 256}, {100, 640}};
+  return g == 32 ? s32 : g == 64 ? s64 : s128;
+}
+
+TEST(BcqInt8Gemm, Avx512EqualsScalarSpecExactly) {
+  if (!bcq_int8_avx512_available(detect_cpu())) GTEST_SKIP() << "CPU lacks AVX-512 VNNI + VBMI";
+  const uint64_t seed = testing::test_seed();
+  std::mt19937_64 rng(seed);
+  for (int threads : {1, 2}) {
+    ThreadPool pool(threads);
+    for (int q = 1; q <= 4; ++q) {
+      for (int64_t g : {32, 64, 128}) {
+        for (bool off : {false, true}) {
+          for (const Shape& s : shapes_for(g)) {
+            const BcqMatrix w = testing::random_bcq(s.n, s.k, BcqConfig{q, g, Orientation::kPerOC, off}, rng);
+            const BcqInt8Packed p = pack_bcq_int8(w);
+            for (int64_t m : {1, 2, 3, 7, 9, 17, 33}) {
+              const std::vector<float> x = testing::random_activations(m, s.k, rng);
+              const QuantizedActs xa = quantize_acts(x.data(), m, s.k, g);
+              std::vector<float> want(static_cast<size_t>(m * s.n)), got(want.size(), std::nanf(""));
+              bcq_int8_gemm_ref(p, xa, want.data());
+              bcq_int8_gemm_avx512(p, xa, got.data(), pool);
+              size_t bad = 0, worst = 0;
+              for (size_t e = 0; e < got.size(); ++e) {
+                if (std::memcmp(&got[e], &want[e], 4) == 0) continue;
+                ++bad;
+                if (std::fabs(got[e] - want[e]) >= std::fabs(got[worst] - want[worst]) || std::isnan(got[e])) worst = e;
+              }
+              ASSERT_EQ(bad, 0u) << describe(w, m, seed) << " threads=" << threads << ": worst t=" << worst / s.n
+                                 << " r=" << worst % s.n << " got " << got[worst] << " want " << want[worst];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+void check_against_exact(const BcqMatrix& w, int64_t m, std::mt19937_64& rng, uint64_t seed, ThreadPool& pool) {
+  const std::vector<float> x = testing::random_activations(m, w.k, rng);
+  Result<BcqLinear> ref = BcqLinear::create(w, Isa::kRef, Precision::kExact);
+  ASSERT_TRUE(ref) << ref.status().message();
+  std::vector<float> want(static_cast<size_t>(m * w.n));
+  ASSERT_TRUE(ref->forward(x.data(), m, want.data(), pool));
+  const BcqInt8Packed p = pack_bcq_int8(w);
+  std::vector<float> got(want.size(), std::nanf(""));
+  bcq_int8_gemm(p, x.data(), m, got.data(), pool, bcq_int8_avx512_available(detect_cpu()));
+  const QuantizedActs xa = quantize_acts(x.data(), m, w.k, w.cfg.g);
+  double worst_ratio = 0.0;
+  int64_t wt = 0, wr = 0;
+  double wbound = 0.0;
+  for (int64_t t = 0; t < m; ++t) {
+    for (int64_t r = 0; r < w.n; ++r) {
+      const double bound = int8_bound(w, p, xa, x.data(), t, r);
+      const double err = std::fabs(static_cast<double>(got[static_cast<size_t>(t * w.n + r)]) - want[static_cast<size_t>(t * w.n + r)]);
+      const double ratio = std::isnan(err) ? std::numeric_limits<double>::infinity() : err / bound;
+      if (ratio > worst_ratio) {
+        worst_ratio = ratio;
+        wt = t;
+        wr = r;
+        wbound = bound;
+      }
+    }
+  }
+  EXPECT_LE(worst_ratio, 1.0) << describe(w, m, seed) << ": worst t=" << wt << " r=" << wr << " got "
+                              << got[static_cast<size_t>(wt * w.n + wr)] << " want "
+                              << want[static_cast<size_t>(wt * w.n + wr)] << " bound " << wbound;
+}
+
+TEST(BcqInt8Gemm, WithinDerivedBoundOfExactProduct) {
+  const uint64_t seed = testing::test_seed();
+  std::mt19937_64 rng(seed);
+  ThreadPool pool(2);
+  for (int q = 1; q <= 4; ++q) {
+    for (int64_t g : {32, 64, 128}) {
+      for (bool off : {false, true}) {
+        for (const Shape& s : shapes_for(g)) {
+          const BcqMatrix w = testing::random_bcq(s.n, s.k, BcqConfig{q, g, Orientation::kPerOC, off}, rng);
+          for (int64_t m : {2, 5, 33}) check_against_exact(w, m, rng, seed, pool);
+        }
+      }
+    }
+  }
+  // The full extent as the group (k = g = 100: not a multiple of 32).
+  check_against_exact(testing::random_bcq(19, 100, BcqConfig{3, 100, Orientation::kPerOC, true}, rng), 3, rng, seed,
+                      pool);
+}
+
+TEST(BcqInt8Gemm, NonFiniteActivationGivesNan) {
+  std::mt19937_64 rng(testing::test_seed());
+  const BcqMatrix w = testing::random_bcq(20, 64, BcqConfig{2, 32, Orientation::kPerOC, false}, rng);
+  const BcqInt8Packed p = pack_bcq_int8(w);
+  std::vector<float> x = testing::random_activations(2, 64, rng);
+  x[70] = std::numeric_limits<float>::infinity();
+  std::vector<float> y(40, 0.0f);
+  ThreadPool pool(1);
+  bcq_int8_gemm(p, x.data(), 2, y.data(), pool, bcq_int8_avx512_available(detect_cpu()));
+  for (int64_t r = 0; r < 20; ++r) {
+    EXPECT_FALSE(std::isnan(y[static_cast<size_t>(r)]));
+    EXPECT_TRUE(std::isnan(y[static_cast<size_t>(20 + r)]));
+  }
+}
+
+TEST(BcqInt8Gemm, Policy) {
+  const auto oc = Orientation::kPerOC;
+  const auto fast = Precision::kFast;
+  EXPECT_EQ(choose_path(1, 4096, 4096, 4, 128, oc, Isa::kAvx512, fast), GemmPath::kLut);  // decode
+  for (int q : {3, 4}) {
+    EXPECT_EQ(choose_path(32, 4096, 4096, q, 128, oc, Isa::kAvx512, fast), GemmPath::kInt8Gemm) << q;
+    EXPECT_EQ(choose_path(128, 576, 576, q, 64, oc, Isa::kAvx512, fast), GemmPath::kInt8Gemm) << q;
+  }
+  // The measured thresholds: q = 4 from m = 8, q = 3 from m = 16, q <= 2 never.
+  EXPECT_EQ(choose_path(7, 4096, 4096, 4, 128, oc, Isa::kAvx512, fast), GemmPath::kLut);
+  EXPECT_EQ(choose_path(8, 4096, 4096, 4, 128, oc, Isa::kAvx512, fast), GemmPath::kInt8Gemm);
+  EXPECT_EQ(choose_path(15, 4096, 4096, 3, 128, oc, Isa::kAvx512, fast), GemmPath::kLut);
+  EXPECT_EQ(choose_path(16, 4096, 4096, 3, 128, oc, Isa::kAvx512, fast), GemmPath::kInt8Gemm);
+  for (int q : {1, 2}) EXPECT_EQ(choose_path(512, 4096, 4096, q, 128, oc, Isa::kAvx512, fast), GemmPath::kLut) << q;
+  // Never: exact precision, per-IC, q > 4, another ISA.
+  EXPECT_EQ(choose_path(32, 4096, 4096, 4, 128, oc, Isa::kAvx512, Precision::kExact), GemmPath::kLut);
+  EXPECT_EQ(choose_path(32, 4096, 4096, 4, 128, Orientation::kPerIC, Isa::kAvx512, fast), GemmPath::kLut);
+  EXPECT_EQ(choose_path(32, 4096, 4096, 5, 128, oc, Isa::kAvx512, fast), GemmPath::kLut);
+  for (Isa isa : {Isa::kRef, Isa::kScalar, Isa::kAvx2, Isa::kCuda}) {
+    EXPECT_EQ(choose_path(32, 4096, 4096, 4, 128, oc, isa, fast), GemmPath::kLut) << isa_name(isa);
+  }
+}
+
+TEST(BcqInt8Gemm, LinearTakesThePolicyPath) {
+  if (!bcq_int8_avx512_available(detect_cpu())) GTEST_SKIP() << "CPU lacks AVX-512 VNNI + VBMI";
+  std::mt19937_64 rng(testing::test_seed());
+  const BcqMatrix w = testing::random_bcq(40, 256, BcqConfig{4, 64, Orientation::kPerOC, true}, rng);
+  ThreadPool pool(2);
+  Result<BcqLinear> lin = BcqLinear::create(w, Isa::kAvx512, Precision::kFast, std::nullopt);
+  ASSERT_TRUE(lin);
+  EXPECT_EQ(lin->path_for(1), GemmPath::kLut);
+  EXPECT_EQ(lin->path_for(40), GemmPath::kInt8Gemm);
+  const std::vector<float> x = testing::random_activations(40, 256, rng);
+  std::vector<float> y(40 * 40), want(40 * 40);
+  ASSERT_TRUE(lin->forward(x.data(), 40, y.data(), pool));
+  bcq_int8_gemm(pack_bcq_int8(w), x.data(), 40, want.data(), pool, false);
+  EXPECT_EQ(0, std::memcmp(y.data(), want.data(), y.size() * 4));
+  // exact precision, per-IC and a forced LUT path never pack or take the int8 path.
+  Result<BcqLinear> exact = BcqLinear::create(w, Isa::kAvx512, Precision::kExact, std::nullopt);
+  ASSERT_TRUE(exact);
+  EXPECT_EQ(exact->int8_bytes(), 0);
+  EXPECT_EQ(exact->path_for(40), GemmPath::kLut);
+  Result<BcqLinear> lut = BcqLinear::create(w, Isa::kAvx512, Precision::kFast, GemmPath::kLut);
+  ASSERT_TRUE(lut);
+  EXPECT_EQ(lut->int8_bytes(), 0);
+  const BcqMatrix ic = testing::random_bcq(64, 256, BcqConfig{4, 32, Orientation::kPerIC, false}, rng);
+  Result<BcqLinear> per_ic = BcqLinear::create(ic, Isa::kAvx512, Precision::kFast, GemmPath::kInt8Gemm);
+  ASSERT_TRUE(per_ic);
+  EXPECT_EQ(per_ic->path_for(40), GemmPath::kLut);
+  EXPECT_FALSE(bcq_int8_supported(testing::random_bcq(3, 102, BcqConfig{2, 102, Orientation::kPerOC, false}, rng)));
+}
+
+}  // namespace
+}  // namespace lutq::kernels
