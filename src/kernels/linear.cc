@@ -10,8 +10,10 @@ namespace lutq::kernels {
 namespace {
 
 Result<std::optional<GemmPath>> path_from_env() {
+  // Unset: the LUT path. The int8 path keeps a second, int8 copy of the weights (~6.5 bits per
+  // weight at q4 g64) for 1.1-1.2x faster prefill, so it is opt-in (auto: the policy; int8: forced).
   const char* env = std::getenv("LUTQ_GEMM_PATH");
-  if (env == nullptr || *env == '\0') return std::optional<GemmPath>();
+  if (env == nullptr || *env == '\0') return std::optional<GemmPath>(GemmPath::kLut);
   const std::string_view v(env);
   if (v == "auto") return std::optional<GemmPath>();
   if (v == "lut") return std::optional<GemmPath>(GemmPath::kLut);

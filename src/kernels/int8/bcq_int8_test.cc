@@ -11,10 +11,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
 #include <sstream>
+#include <string>
 #include <vector>
 
 #include "core/fp16.h"
@@ -196,7 +198,21 @@ TEST(BcqInt8Gemm, LinearTakesThePolicyPath) {
   std::mt19937_64 rng(testing::test_seed());
   const BcqMatrix w = testing::random_bcq(40, 256, BcqConfig{4, 64, Orientation::kPerOC, true}, rng);
   ThreadPool pool(2);
+  // Unset, LUTQ_GEMM_PATH means the LUT path (the int8 copy is opt-in); "auto" asks the policy.
+  const char* saved = std::getenv("LUTQ_GEMM_PATH");
+  const std::string before = saved ? saved : "";
+  unsetenv("LUTQ_GEMM_PATH");
+  Result<BcqLinear> plain = BcqLinear::create(w, Isa::kAvx512, Precision::kFast, std::nullopt);
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->int8_bytes(), 0);
+  EXPECT_EQ(plain->path_for(40), GemmPath::kLut);
+  setenv("LUTQ_GEMM_PATH", "auto", 1);
   Result<BcqLinear> lin = BcqLinear::create(w, Isa::kAvx512, Precision::kFast, std::nullopt);
+  if (saved) {
+    setenv("LUTQ_GEMM_PATH", before.c_str(), 1);
+  } else {
+    unsetenv("LUTQ_GEMM_PATH");
+  }
   ASSERT_TRUE(lin);
   EXPECT_EQ(lin->path_for(1), GemmPath::kLut);
   EXPECT_EQ(lin->path_for(40), GemmPath::kInt8Gemm);
@@ -206,7 +222,7 @@ TEST(BcqInt8Gemm, LinearTakesThePolicyPath) {
   bcq_int8_gemm(pack_bcq_int8(w), x.data(), 40, want.data(), pool, false);
   EXPECT_EQ(0, std::memcmp(y.data(), want.data(), y.size() * 4));
   // exact precision, per-IC and a forced LUT path never pack or take the int8 path.
-  Result<BcqLinear> exact = BcqLinear::create(w, Isa::kAvx512, Precision::kExact, std::nullopt);
+  Result<BcqLinear> exact = BcqLinear::create(w, Isa::kAvx512, Precision::kExact, GemmPath::kInt8Gemm);
   ASSERT_TRUE(exact);
   EXPECT_EQ(exact->int8_bytes(), 0);
   EXPECT_EQ(exact->path_for(40), GemmPath::kLut);
