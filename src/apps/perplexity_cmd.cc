@@ -72,7 +72,8 @@ int run(PerplexityArgs a) {
     base.emplace(std::move(*r));
   }
 
-  Result<std::unique_ptr<model::Memory>> memory = lm.model->make_memory(plan->ctx);
+  Result<std::unique_ptr<model::Memory>> memory = lm.model->make_memory(plan->ctx, 1, kv_cache_spec(a.model).kind,
+                                                                        kv_cache_spec(a.model).options);
   if (!memory) return report_error(memory.status(), kExitFailure);
   model::Memory& cache = **memory;
   std::vector<float> logits(static_cast<size_t>(plan->ctx * n_vocab));

@@ -217,6 +217,15 @@ int64_t xq_bytes(const MemoryShape& s, const MemoryOptions& o, bool cl) {
 
 }  // namespace
 
+Status xquant_memory_check(const MemoryShape& s, const MemoryOptions& o) {
+  const XLayout lay(s, o, false);
+  if (!lay.fp32 && lay.codec.group() * o.x_bits % 8 != 0) {
+    return Status::unsupported("xquant: " + std::to_string(o.x_bits) + "-bit codes of the cached width " +
+                               std::to_string(lay.r) + " (no group of whole bytes divides it); try 2, 4 or 8 bits");
+  }
+  return Status::ok();
+}
+
 int64_t xquant_memory_bytes(const MemoryShape& s, const MemoryOptions& o) { return xq_bytes(s, o, false); }
 std::unique_ptr<Memory> make_xquant_memory(const MemoryShape& s, const MemoryOptions& o) {
   return std::make_unique<XQuantMemory>(s, o, false);
