@@ -91,7 +91,7 @@ int run(const BenchArgs& a) {
   if (a.reps < 1) return report_error(Status::invalid("--reps: must be >= 1"), kExitUsage);
   if (a.depth < 0) return report_error(Status::invalid("--depth: must be >= 0"), kExitUsage);
   for (int64_t n : a.pp) {
-    if (n < 1) return report_error(Status::invalid("--pp: sizes must be >= 1"), kExitUsage);
+    if (n < 0) return report_error(Status::invalid("--pp: sizes must be >= 0 (0: no prefill test)"), kExitUsage);
   }
   for (int64_t n : a.tg) {
     if (n < 1) return report_error(Status::invalid("--tg: sizes must be >= 1"), kExitUsage);
@@ -156,6 +156,7 @@ int run(const BenchArgs& a) {
       return Status::ok();
     };
     for (int64_t n : a.pp) {
+      if (n == 0) continue;
       if (Status s = measure(true, n); !s) return report_error(s, kExitFailure);
     }
     for (int64_t n : a.tg) {
@@ -197,7 +198,7 @@ Subcommand register_bench(CLI::App& app) {
       "decodes N tokens one at a time; for each thread count, with the weight bytes per token and\n"
       "the share of the read bandwidth probed in the same run.");
   add_model_options(sub, args->model, "pp/tg size + 1");
-  sub->add_option("--pp", args->pp, "Prefill sizes")->delimiter(',')->default_str("128,512");
+  sub->add_option("--pp", args->pp, "Prefill sizes (0: none)")->delimiter(',')->default_str("128,512");
   sub->add_option("--tg", args->tg, "Decode lengths")->delimiter(',')->default_str("128");
   sub->add_option("--bench-threads", args->threads, "Thread counts to run")->delimiter(',')->default_str("1,2");
   sub->add_option("--reps", args->reps, "Timed runs per test (median reported)")->default_str("3");

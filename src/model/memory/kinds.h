@@ -16,8 +16,6 @@ std::unique_ptr<Memory> make_q8_memory(const MemoryShape& shape, const MemoryOpt
 int64_t q4_memory_bytes(const MemoryShape& shape, const MemoryOptions& options);
 std::unique_ptr<Memory> make_q4_memory(const MemoryShape& shape, const MemoryOptions& options);
 
-// Whether the XQuant kinds can cache this shape at these bits (whole bytes per group of values).
-Status xquant_memory_check(const MemoryShape& shape, const MemoryOptions& options);
 int64_t xquant_memory_bytes(const MemoryShape& shape, const MemoryOptions& options);
 std::unique_ptr<Memory> make_xquant_memory(const MemoryShape& shape, const MemoryOptions& options);
 

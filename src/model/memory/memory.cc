@@ -107,9 +107,6 @@ Result<std::unique_ptr<Memory>> make_memory(MemoryKind kind, const MemoryShape& 
                            std::to_string(s.sequences) + ") must be at least 1");
   }
   // In double: a hostile capacity must not overflow the product before the check.
-  if (is_xquant(kind)) {
-    if (Status st = xquant_memory_check(s, options); !st) return st;
-  }
   // Per position as amortized over 256 positions (q4 has a fixed window per sequence).
   const MemoryShape block{s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.head_dim, 256, 1};
   const double bytes = static_cast<double>(def(kind).bytes(block, options)) / 256.0 *

@@ -20,6 +20,7 @@
 #include "model/memory.h"
 #include "model/memory/group_codec.h"
 #include "model/memory/kv_basis.h"
+#include "model/memory/latent_store.h"
 
 namespace lutq::model {
 namespace {
@@ -173,7 +174,8 @@ TEST(Memory, Q4WithinItsStepBound) {
   expect_within(r, c, dk, dv, "q4");
 }
 
-// XQuant caching x (2·kv_dim >= n_embd): Δ_k = max_o Σ_c |W_k[o,c]|·Δ_x.
+// XQuant caching x (2·kv_dim >= n_embd): Δ_k = max_o Σ_c |W_k[o,c]|·Δ_x. 70 positions: the first
+// 64 quantized, the rest in the fp32 window.
 TEST(Memory, XQuantWithinItsStepBound) {
   for (int bits : {8, 4}) {
     Case c;
@@ -184,13 +186,17 @@ TEST(Memory, XQuantWithinItsStepBound) {
     const Outputs r = run(MemoryKind::kXQuant, MemoryOptions{bits, 4}, c, proj, 9);
     ThreadPool pool(1);
     const std::vector<double> w = *probe_kv_weights(proj, 32, kvd, pool);
-    float xrange = 0.0f;
-    for (int64_t p = 0; p < c.positions; ++p) {
-      const auto row = r.x.begin() + p * 32;
-      const auto [lo, hi] = std::minmax_element(row, row + 32);
-      xrange = std::max(xrange, *hi - *lo);
+    // x is quantized per channel over groups of 64 positions: bound each channel's step by its
+    // range over all positions.
+    float dx = 0.0f;
+    for (int64_t ch = 0; ch < 32; ++ch) {
+      float lo = INFINITY, hi = -INFINITY;
+      for (int64_t p = 0; p < c.positions; ++p) {
+        lo = std::min(lo, r.x[static_cast<size_t>(p * 32 + ch)]);
+        hi = std::max(hi, r.x[static_cast<size_t>(p * 32 + ch)]);
+      }
+      dx = std::max(dx, half_step(hi - lo, absmax(r.x), bits));
     }
-    const float dx = half_step(xrange, absmax(r.x), bits);
     double wk = 0.0, wv = 0.0;
     for (int64_t o = 0; o < kvd; ++o) {
       double sk = 0.0, sv = 0.0;
@@ -240,6 +246,32 @@ TEST(Memory, KvBasisSpansTheRowSpace) {
   }
 }
 
+// Re-writing a position inside a quantized group (after a truncate) brings the group back into
+// the window: earlier rows within half a step, the new row exact, later groups still readable.
+TEST(Memory, LatentStoreRewritesInsideAQuantizedGroup) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  const int64_t width = 8;
+  LatentStore store(1, 100, width, 4, 16);
+  std::vector<float> rows(static_cast<size_t>(40 * width));
+  for (float& f : rows) f = dist(rng);
+  ThreadPool pool(1);
+  for (int64_t p = 0; p < 40; ++p) store.put(0, p, rows.data() + p * width);  // groups 0, 1 quantized
+  std::vector<float> fresh(static_cast<size_t>(width), 7.0f);
+  store.put(0, 20, fresh.data());  // into group 1
+  std::vector<float> got(static_cast<size_t>(21 * width));
+  store.get(0, 0, 21, got.data(), pool);
+  float amax = 0.0f;
+  for (float f : rows) amax = std::max(amax, std::abs(f));
+  for (int64_t p = 0; p < 20; ++p) {
+    for (int64_t c = 0; c < width; ++c) {
+      EXPECT_NEAR(got[static_cast<size_t>(p * width + c)], rows[static_cast<size_t>(p * width + c)],
+                  half_step(2 * amax, amax, 4)) << p;
+    }
+  }
+  for (int64_t c = 0; c < width; ++c) EXPECT_EQ(got[static_cast<size_t>(20 * width + c)], 7.0f);
+}
+
 TEST(Memory, GroupCodecErrorIsHalfAStep) {
   std::mt19937 rng(1);
   std::normal_distribution<float> dist(0.5f, 2.0f);
@@ -266,11 +298,13 @@ TEST(Memory, AccountingEqualsTheAllocation) {
   }
   EXPECT_EQ(make_memory(MemoryKind::kF16, s).value()->bytes(), tokens * 2 * kvd * 2);
   EXPECT_EQ(make_memory(MemoryKind::kQ8, s).value()->bytes(), tokens * 2 * (kvd + 4));
-  // XQuant at 4 bits: the latent of rank 2·kv_dim = 32 in one group of 32: 16 bytes of codes and
-  // 4 of scale/min per position and layer, plus per layer Uᵀ [32][64] and W·U [32][32] in fp32.
+  // XQuant at 4 bits: the latent of rank 2·kv_dim = 32, per channel over groups of 64 positions:
+  // 32 bytes of codes and 4 of scale/min per channel and group (18 bytes per position and layer);
+  // per slot one group (100 / 64), the fp32 window [64][32] and a counter; per layer Uᵀ [32][64]
+  // and W·U [32][32] in fp32.
   std::unique_ptr<Memory> xq = std::move(*make_memory(MemoryKind::kXQuant, s));
-  EXPECT_EQ(xq->bytes_per_token(), 3 * 20);
-  EXPECT_EQ(xq->bytes(), tokens * 20 + 3 * (32 * 64 + 32 * 32) * 4);
+  EXPECT_EQ(xq->bytes_per_token(), 3 * 18);
+  EXPECT_EQ(xq->bytes(), 3 * 2 * (32 * 36 + 64 * 32 * 4 + 8) + 3 * (32 * 64 + 32 * 32) * 4);
 }
 
 TEST(Memory, SpecsParseAndInvalidOnesAreRefused) {
