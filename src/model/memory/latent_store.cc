@@ -11,16 +11,18 @@ LatentStore::LatentStore(int64_t slots, int64_t capacity, int64_t width, int bit
       groups_(bits == 32 ? 0 : capacity / group),
       codes_(static_cast<size_t>(slots * groups_ * group_bytes())),
       window_(static_cast<size_t>(slots * (bits == 32 ? capacity : group) * width)),
-      quantized_(static_cast<size_t>(bits == 32 ? 0 : slots), 0) {}
+      quantized_(static_cast<size_t>(bits == 32 ? 0 : slots), 0),
+      sink_(static_cast<size_t>(bits == 32 ? 0 : slots * kSink * width)) {}
 
 int64_t LatentStore::bytes_for(int64_t slots, int64_t capacity, int64_t width, int bits, int64_t group) {
   if (bits == 32) return slots * capacity * width * 4;
   const GroupCodec codec(bits, group);
-  return slots * ((capacity / group) * width * codec.row_bytes(group) + group * width * 4 + 8);
+  return slots * ((capacity / group) * width * codec.row_bytes(group) + group * width * 4 + 8 + kSink * width * 4);
 }
 
 int64_t LatentStore::bytes() const {
-  return static_cast<int64_t>(codes_.size() + window_.size() * sizeof(float) + quantized_.size() * sizeof(int64_t));
+  return static_cast<int64_t>(codes_.size() + (window_.size() + sink_.size()) * sizeof(float) +
+                              quantized_.size() * sizeof(int64_t));
 }
 
 int64_t LatentStore::bytes_per_position() const {
@@ -40,6 +42,7 @@ void LatentStore::put(int64_t slot, int64_t pos, const float* row) {
   }
   const int64_t i = pos % group_;
   std::copy_n(row, width_, window(slot) + i * width_);
+  if (pos < kSink) std::copy_n(row, width_, sink_.data() + (slot * kSink + pos) * width_);
   if (i == group_ - 1 && g < groups_) {
     encode_group(slot, g);
     done = g + 1;
@@ -73,6 +76,10 @@ void LatentStore::decode_group(int64_t slot, int64_t g, int64_t from, int64_t to
     codec_.decode(in + c * codec_.row_bytes(group_), group_, column.data());
     for (int64_t i = from; i < to; ++i) out[(i - from) * width_ + c] = column[static_cast<size_t>(i)];
   }
+  if (g != 0) return;
+  for (int64_t i = from; i < std::min(to, kSink); ++i) {
+    std::copy_n(sink_.data() + (slot * kSink + i) * width_, width_, out + (i - from) * width_);
+  }
 }
 
 void LatentStore::encode_group(int64_t slot, int64_t g) {
@@ -81,6 +88,11 @@ void LatentStore::encode_group(int64_t slot, int64_t g) {
   const float* w = window(slot);
   for (int64_t c = 0; c < width_; ++c) {
     for (int64_t i = 0; i < group_; ++i) column[static_cast<size_t>(i)] = w[i * width_ + c];
+    // Group 0: the sink positions (kept exact) take the value of the first position after them.
+    const int64_t first_kept = std::min(kSink, group_ - 1);
+    for (int64_t i = 0; g == 0 && i < first_kept; ++i) {
+      column[static_cast<size_t>(i)] = column[static_cast<size_t>(first_kept)];
+    }
     codec_.encode(column.data(), group_, out + c * codec_.row_bytes(group_));
   }
 }

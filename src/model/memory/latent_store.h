@@ -4,8 +4,12 @@
 // newest, incomplete group kept in an fp32 window and quantized when the group completes. With
 // bits = 32 the rows are kept in fp32 as given (tests: the rebuild path without quantization).
 //
+// The first kSink positions (the attention sink: the first token's normed input has a few
+// channels hundreds of times the typical size) are kept exact in fp32 and left out of group 0's
+// ranges, which they would otherwise set for every channel (docs/memory.md).
+//
 // Error: a quantized value is within half its (channel, group) step of the stored one; window
-// values are exact. put() at a position inside an already quantized group (the sequence was
+// and sink values are exact. put() at a position inside an already quantized group (the sequence was
 // truncated) first brings that group back into the window, decoded.
 #pragma once
 
@@ -19,6 +23,8 @@ namespace lutq::model {
 
 class LatentStore {
  public:
+  static constexpr int64_t kSink = 4;
+
   LatentStore(int64_t slots, int64_t capacity, int64_t width, int bits, int64_t group);
 
   // Bytes a store of this size holds (codes, windows, counters), and the amortized bytes of one
@@ -51,6 +57,7 @@ class LatentStore {
   std::vector<uint8_t> codes_;     // [slot][groups][width channels][row_bytes(group)]
   std::vector<float> window_;      // [slot][group][width]; fp32 mode: [slot][capacity][width]
   std::vector<int64_t> quantized_; // per slot: groups held as codes
+  std::vector<float> sink_;        // [slot][kSink][width], quantized mode only
 };
 
 }  // namespace lutq::model

@@ -300,11 +300,11 @@ TEST(Memory, AccountingEqualsTheAllocation) {
   EXPECT_EQ(make_memory(MemoryKind::kQ8, s).value()->bytes(), tokens * 2 * (kvd + 4));
   // XQuant at 4 bits: the latent of rank 2·kv_dim = 32, per channel over groups of 64 positions:
   // 32 bytes of codes and 4 of scale/min per channel and group (18 bytes per position and layer);
-  // per slot one group (100 / 64), the fp32 window [64][32] and a counter; per layer Uᵀ [32][64]
+  // per slot one group (100 / 64), the fp32 window [64][32], a counter and the sink rows; per layer Uᵀ [32][64]
   // and W·U [32][32] in fp32.
   std::unique_ptr<Memory> xq = std::move(*make_memory(MemoryKind::kXQuant, s));
   EXPECT_EQ(xq->bytes_per_token(), 3 * 18);
-  EXPECT_EQ(xq->bytes(), 3 * 2 * (32 * 36 + 64 * 32 * 4 + 8) + 3 * (32 * 64 + 32 * 32) * 4);
+  EXPECT_EQ(xq->bytes(), 3 * 2 * (32 * 36 + 64 * 32 * 4 + 8 + LatentStore::kSink * 32 * 4) + 3 * (32 * 64 + 32 * 32) * 4);
 }
 
 TEST(Memory, SpecsParseAndInvalidOnesAreRefused) {
