@@ -72,6 +72,7 @@ class XQuantMemory final : public StagedMemory {
  protected:
   Status store(int64_t layer, const AttentionRows& in, OpIsa ops, ThreadPool& pool) override {
     if (Status st = prepare(layer, in, pool); !st) return st;
+    if (chain_.layer >= layer) chain_.layer = -1;  // its rows may change now
     const auto m = static_cast<int64_t>(in.rows.size());
     std::vector<float> c(static_cast<size_t>(m * lay_.r));
     if (lay_.low_rank) {
@@ -112,6 +113,7 @@ class XQuantMemory final : public StagedMemory {
               ThreadPool& pool) override {
     std::vector<float> c(static_cast<size_t>(n * lay_.r));
     reconstruct(layer, seq, 0, n, c.data(), ops, pool);
+    if (cl_) chain_ = {layer, seq, n, c};  // the next layer's prediction starts from it
     const int64_t kvd = lay_.kvd;
     if (lay_.low_rank) {
       std::vector<float> kv(static_cast<size_t>(n * 2 * kvd));
@@ -140,6 +142,10 @@ class XQuantMemory final : public StagedMemory {
   // ĉ of `layer` at positions first..first+count−1 of seq: the stored rows, plus for a delta
   // layer the prediction from the layer below.
   void reconstruct(int64_t layer, int32_t seq, int64_t first, int64_t count, float* c, OpIsa ops, ThreadPool& pool) {
+    if (first == 0 && chain_.layer == layer && chain_.seq == seq && chain_.n == count) {
+      std::copy(chain_.c.begin(), chain_.c.end(), c);
+      return;
+    }
     if (!is_delta(layer)) {
       store_.get(slot(seq, layer), first, count, c, pool);
       return;
@@ -200,6 +206,15 @@ class XQuantMemory final : public StagedMemory {
   std::vector<std::vector<float>> mix_;    // per layer, CL and low rank: M_lᵀ [r][r]
   std::vector<bool> ready_;
   RopeTable rope_;                         // positions 0..capacity−1
+  // XQuant-CL: the last load()'s reconstruction (positions 0..n−1 of seq in `layer`), which the
+  // next layer's load() predicts from instead of walking down to the anchor again. One sequence
+  // only, so the working space stays n × r; any store() at or below `layer` drops it.
+  struct Chain {
+    int64_t layer = -1;
+    int32_t seq = 0;
+    int64_t n = 0;
+    std::vector<float> c;
+  } chain_;
 };
 
 int64_t xq_bytes(const MemoryShape& s, const MemoryOptions& o, bool cl) {
