@@ -2,8 +2,9 @@
 # The attention-memory figures of docs/memory.md: perplexity and KL to the fp32 cache on
 # sotu-eval for every --kv-cache mode, and decode speed at a few context depths.
 #   scripts/kv_figures.sh MODEL OUT_DIR [CTX] [CHUNKS] [MODES...]
-# Writes OUT_DIR/ppl-CTX-MODE.txt (stdout + stderr of lutq perplexity) and, with BENCH=1,
-# OUT_DIR/bench-MODE-DEPTH.txt. scripts/kv_figures.py turns them into the table and the plot.
+# Writes OUT_DIR/ppl-CTX-MODE.txt (stdout + stderr of lutq perplexity; PPL=0 skips them) and,
+# with BENCH=1, OUT_DIR/bench-MODE-DEPTH.txt (decode of 16 tokens after DEPTHS positions).
+# The f32 mode must run first (or earlier): the others take their KL against its log-probs. scripts/kv_figures.py turns them into the table and the plot.
 set -euo pipefail
 model="$1"
 out="$2"
@@ -20,6 +21,7 @@ threads="${THREADS:-2}"
 mkdir -p "$out"
 base="$out/base-$ctx.lpf"
 for mode in "${modes[@]}"; do
+  [[ "${PPL:-1}" == 1 ]] || break
   log="$out/ppl-$ctx-${mode/:/_}.txt"
   if [[ "$mode" == f32 ]]; then
     "$lutq" perplexity "$model" -f "$text" --ctx "$ctx" --chunks "$chunks" -t "$threads" --save-logits "$base" >"$log" 2>&1

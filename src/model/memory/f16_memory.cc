@@ -32,10 +32,15 @@ class F16Memory final : public StagedMemory {
   }
 
   Status load(int64_t layer, int32_t seq, int64_t n, const AttentionRows&, float* k, float* v,
-              OpIsa, ThreadPool& pool) override {
+              OpIsa ops, ThreadPool& pool) override {
     const int64_t d = kv_dim();
     const size_t base = offset(seq, layer, 0);
     for_positions(pool, n, 2 * d, [&](int64_t first, int64_t last) {
+      if (ops.avx2) {
+        fp16_to_fp32_avx2(k_.data() + base + static_cast<size_t>(first * d), k + first * d, (last - first) * d);
+        fp16_to_fp32_avx2(v_.data() + base + static_cast<size_t>(first * d), v + first * d, (last - first) * d);
+        return;
+      }
       for (int64_t i = first * d; i < last * d; ++i) {
         k[i] = fp16_to_fp32(k_[base + static_cast<size_t>(i)]);
         v[i] = fp16_to_fp32(v_[base + static_cast<size_t>(i)]);
