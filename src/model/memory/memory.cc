@@ -107,10 +107,18 @@ Result<std::unique_ptr<Memory>> make_memory(MemoryKind kind, const MemoryShape& 
                            std::to_string(s.sequences) + ") must be at least 1");
   }
   // In double: a hostile capacity must not overflow the product before the check.
-  // Per position as amortized over 256 positions (q4 has a fixed window per sequence).
-  const MemoryShape block{s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.head_dim, 256, 1};
-  const double bytes = static_cast<double>(def(kind).bytes(block, options)) / 256.0 *
-                       static_cast<double>(s.capacity) * static_cast<double>(s.sequences);
+  // bytes(capacity, sequences) = fixed + sequences·(per_sequence + capacity·per_position)
+  // (XQuant's bases are fixed, the q4 / XQuant windows per sequence), fitted on small shapes.
+  const auto at = [&](int64_t capacity, int64_t sequences) {
+    return static_cast<double>(
+        def(kind).bytes(MemoryShape{s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.head_dim, capacity, sequences},
+                        options));
+  };
+  const double per_position = (at(512, 1) - at(256, 1)) / 256.0;
+  const double per_sequence = at(256, 2) - at(256, 1) - 256.0 * per_position;
+  const double fixed = at(256, 1) - per_sequence - 256.0 * per_position;
+  const double bytes = fixed + static_cast<double>(s.sequences) *
+                                   (per_sequence + static_cast<double>(s.capacity) * per_position);
   if (bytes > kMaxMemoryBytes) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.1f MiB", bytes / (1024.0 * 1024.0));

@@ -315,6 +315,10 @@ TEST(Memory, AccountingEqualsTheAllocation) {
     EXPECT_EQ(m->bytes(), memory_bytes(spec.kind, s, spec.options)) << name;
     EXPECT_LE(m->bytes_per_token() * 100 * 2, m->bytes()) << name;
   }
+  for (MemoryKind kind : {MemoryKind::kQ4, MemoryKind::kXQuant, MemoryKind::kXQuantCl}) {
+    EXPECT_EQ(make_memory(kind, MemoryShape{3, 64, 4, 1, 16, int64_t{1} << 40, 1}).status().code(),
+              StatusCode::kOutOfMemory);
+  }
   EXPECT_EQ(make_memory(MemoryKind::kF16, s).value()->bytes(), tokens * 2 * kvd * 2);
   EXPECT_EQ(make_memory(MemoryKind::kQ8, s).value()->bytes(), tokens * 2 * (kvd + 4));
   // XQuant at 4 bits: the latent of rank 2·kv_dim = 32, per channel over groups of 64 positions:
