@@ -65,7 +65,8 @@ def svg_plot(rows, path, ctx):
     for x, y, name in pts:
         color = "#c0392b" if name.startswith("xquant-cl") else "#2471a3" if name.startswith("xquant") else "#333"
         out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" fill="{color}"/>')
-        out.append(f'<text x="{sx(x)+6:.1f}" y="{sy(y)-6:.1f}" fill="{color}">{name}</text>')
+        dy = 14 if name.startswith("xquant-cl") or name == "f32" else -6  # points share x: label apart
+        out.append(f'<text x="{sx(x)+6:.1f}" y="{sy(y)+dy:.1f}" fill="{color}">{name}</text>')
     out.append("</svg>")
     path.write_text("\n".join(out) + "\n")
 

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstddef>
 
+#include <cblas.h>
+
 // LAPACK from the BLAS the project links (OpenBLAS carries LAPACK; no LAPACKE header is
 // installed). The Fortran ABI: every argument by pointer, then one hidden length per character
 // argument.
@@ -61,15 +63,10 @@ Result<KvBasis> kv_basis(const KvProjector& kv, int64_t e, int64_t kvd, ThreadPo
   if (!probed) return probed.status();
   const std::vector<double>& w = *probed;
   const int64_t n = 2 * kvd;
-  std::vector<double> gram(static_cast<size_t>(n * n));
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = 0; j <= i; ++j) {
-      double s = 0.0;
-      for (int64_t c = 0; c < e; ++c) s += w[static_cast<size_t>(i * e + c)] * w[static_cast<size_t>(j * e + c)];
-      gram[static_cast<size_t>(i * n + j)] = s;
-      gram[static_cast<size_t>(j * n + i)] = s;
-    }
-  }
+  const auto bn = static_cast<blasint>(n);
+  const auto be = static_cast<blasint>(e);
+  std::vector<double> gram(static_cast<size_t>(n * n));  // W·Wᵀ, column-major lower triangle (what dsyevd reads)
+  cblas_dsyrk(CblasColMajor, CblasLower, CblasTrans, bn, be, 1.0, w.data(), be, 0.0, gram.data(), bn);
   std::vector<double> lambda;
   if (Status st = symmetric_eigen(gram, static_cast<int>(n), lambda); !st) return st;
   KvBasis b;
@@ -77,19 +74,19 @@ Result<KvBasis> kv_basis(const KvProjector& kv, int64_t e, int64_t kvd, ThreadPo
   b.ut.assign(static_cast<size_t>(n * e), 0.0f);
   b.w_u.assign(static_cast<size_t>(n * n), 0.0f);
   const double top = lambda.empty() ? 0.0 : std::max(lambda.back(), 0.0);
-  std::vector<double> u(static_cast<size_t>(e));
+  // Row src of `gram` is eigenvector src (column-major output); PᵀW [n][e] holds p_srcᵀ·W.
+  std::vector<double> ptw(static_cast<size_t>(n * e));
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bn, be, bn, 1.0, gram.data(), bn, w.data(), be, 0.0,
+              ptw.data(), be);
   for (int64_t j = 0; j < n; ++j) {
     const int64_t src = n - 1 - j;  // strongest first
     const double l = lambda[static_cast<size_t>(src)];
     if (!(l > top * 1e-14) || l <= 0.0) continue;  // σ below 1e-7 σ_max: outside the row space
-    const double* p = gram.data() + src * n;      // eigenvector src (row src, column-major output)
+    const double* p = gram.data() + src * n;
     const double inv_sigma = 1.0 / std::sqrt(l);
     for (int64_t c = 0; c < e; ++c) {
-      double s = 0.0;
-      for (int64_t o = 0; o < n; ++o) s += w[static_cast<size_t>(o * e + c)] * p[o];
-      u[static_cast<size_t>(c)] = s * inv_sigma;
+      b.ut[static_cast<size_t>(j * e + c)] = static_cast<float>(ptw[static_cast<size_t>(src * e + c)] * inv_sigma);
     }
-    for (int64_t c = 0; c < e; ++c) b.ut[static_cast<size_t>(j * e + c)] = static_cast<float>(u[static_cast<size_t>(c)]);
     // W·u_j = σ_j p_j.
     for (int64_t o = 0; o < n; ++o) b.w_u[static_cast<size_t>(o * n + j)] = static_cast<float>(p[o] / inv_sigma);
   }

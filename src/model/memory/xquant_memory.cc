@@ -26,6 +26,8 @@
 #include <utility>
 #include <vector>
 
+#include <cblas.h>
+
 #include "kernels/dense/dense_gemm.h"
 #include "model/memory/kinds.h"
 #include "model/memory/kv_basis.h"
@@ -184,15 +186,9 @@ class XQuantMemory final : public StagedMemory {
       const std::vector<float>& lo = bases_[static_cast<size_t>(layer - 1)].ut;
       const std::vector<float>& hi = bases_[static_cast<size_t>(layer)].ut;
       std::vector<float>& mix = mix_[static_cast<size_t>(layer)];
-      for (int64_t j = 0; j < lay_.r; ++j) {
-        for (int64_t i = 0; i < lay_.r; ++i) {
-          double s = 0.0;
-          for (int64_t x = 0; x < lay_.e; ++x) {
-            s += static_cast<double>(hi[static_cast<size_t>(j * lay_.e + x)]) * lo[static_cast<size_t>(i * lay_.e + x)];
-          }
-          mix[static_cast<size_t>(j * lay_.r + i)] = static_cast<float>(s);
-        }
-      }
+      const auto r = static_cast<blasint>(lay_.r);
+      const auto e = static_cast<blasint>(lay_.e);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r, r, e, 1.0f, hi.data(), e, lo.data(), e, 0.0f, mix.data(), r);
     }
     ready_[static_cast<size_t>(layer)] = true;
     return Status::ok();
