@@ -3,9 +3,9 @@
 
     scripts/kv_figures.py OUT_DIR [--ctx 512] [--svg docs/memory_ppl.svg]
 
-Prints a markdown table (mode, bytes per token and layer-summed, per 4k context, x less than
-an fp16 KV cache, PPL, ΔPPL vs the f32 cache, KL, top-1, and decode tok/s per depth when
-bench-*.txt exist) and writes PPL against bytes per token as a hand-written SVG (no plotting
+Prints a markdown table (mode, bytes per token summed over layers, per 4k context, x less than
+an fp16 KV cache, PPL, ΔPPL vs the f32 cache, KL, top-1, and decode CPU ms per token per depth
+when bench-*.txt exist) and writes PPL against bytes per token as a hand-written SVG (no plotting
 library needed).
 """
 import argparse
@@ -29,9 +29,11 @@ def parse_ppl(path):
     return r
 
 
-def parse_bench(path):
-    m = re.search(r"^\s*\d+\s+tg\d+\s+([\d.]+)", path.read_text(), re.M)
-    return float(m.group(1)) if m else None
+def parse_bench(path, depth):
+    """Decode ms of process CPU time per token at that depth (the wall clock of a shared machine
+    measures the neighbours too)."""
+    m = re.findall(rf"at depth {depth}: .* ([\d.]+) ms CPU per token", path.read_text())
+    return float(m[-1]) if m else None
 
 
 def svg_plot(rows, path, ctx):
@@ -83,7 +85,7 @@ def main():
     f32 = next((r for r in rows if r["mode"] == "f32"), None)
     depths = sorted({int(m.group(1)) for p in a.dir.glob("bench-*.txt") if (m := re.search(r"-(\d+)\.txt$", p.name))})
     head = "| mode | bytes/token | MiB per 4k ctx | vs f16 | PPL | ΔPPL | KL | top-1 |" + "".join(
-        f" tok/s @{d} |" for d in depths)
+        f" CPU ms/token @{d} |" for d in depths)
     print(head)
     print("|" + "---|" * (8 + len(depths)))
     rows.sort(key=lambda r: -r["bpt"])
@@ -94,7 +96,7 @@ def main():
                 f"{r.get('kl', 0):.5f} | {r.get('top1', 100):.2f} % |")
         for dep in depths:
             p = a.dir / f"bench-{r['mode'].replace(':', '_')}-{dep}.txt"
-            v = parse_bench(p) if p.exists() else None
+            v = parse_bench(p, dep) if p.exists() else None
             line += f" {v:.1f} |" if v else " |"
         print(line)
     if a.svg:
