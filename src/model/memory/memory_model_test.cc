@@ -12,6 +12,7 @@
 
 #include "core/thread_pool.h"
 #include "model/model.h"
+#include "quant/quantize.h"
 #include "support/tiny_llama.h"
 
 namespace lutq::model {
@@ -85,6 +86,34 @@ TEST(MemoryModel, EveryKindTracksTheFp32Cache) {
         got.insert(got.end(), one.begin(), one.end());
       }
       EXPECT_LT(worst(got, want), tolerance(spec)) << arch << " kv heads " << kv << " " << spec;
+    }
+  }
+}
+
+// Over BCQ weights (quantized at load, LUT kernels) the rebuild reads the layer's own weights by
+// probing it: with x in fp32 the logits are the fp32 cache's, MHA (x cached, the layer's own
+// BCQ linears rebuild K, V) and GQA (the latent through W·U) alike.
+TEST(MemoryModel, XQuantRebuildsThroughBcqLayers) {
+  for (const auto& [arch, kv] : {std::pair{"llama", 2}, {"qwen2", 1}}) {
+    ThreadPool pool(2);
+    io::GgufFile gguf = testing::tiny_llama_gguf(spec_of(arch, kv));
+    quant::QuantOptions qo;
+    qo.method = quant::Method::kAlternating;
+    qo.cfg.q = 3;
+    qo.cfg.g = 32;
+    LoadOptions opt;
+    opt.linear = LinearSpec::quantized(qo, kernels::Isa::kScalar, kernels::Precision::kExact);
+    const Model model = std::move(*Model::load(gguf, opt, pool));
+    ASSERT_TRUE(model.linear(0, LinearRole::kAttnK)->is_quantized());
+    const std::vector<int32_t> p = tokens(20, 4);
+    std::vector<float> want(p.size() * static_cast<size_t>(model.config().n_vocab)), got(want.size());
+    std::unique_ptr<Memory> ref = std::move(*model.make_memory(32));
+    ASSERT_TRUE(model.forward(p, 0, *ref, want.data(), pool, LogitsMode::kAll).is_ok());
+    for (const char* spec : {"xquant:32", "xquant-cl:32"}) {
+      const MemorySpec s = *parse_memory_spec(spec);
+      std::unique_ptr<Memory> mem = std::move(*model.make_memory(32, 1, s.kind, s.options));
+      ASSERT_TRUE(model.forward(p, 0, *mem, got.data(), pool, LogitsMode::kAll).is_ok());
+      EXPECT_LT(worst(got, want), 1e-3f) << arch << " " << spec;
     }
   }
 }
