@@ -80,8 +80,9 @@ def main():
     ap.add_argument("--svg", type=pathlib.Path)
     a = ap.parse_args()
     rows = [parse_ppl(p) for p in sorted(a.dir.glob(f"ppl-{a.ctx}-*.txt"))]
-    rows = [r for r in rows if "mode" in r]
+    rows = [r for r in rows if "mode" in r and "ppl" in r]  # finished runs only
     f16 = next((r["bpt"] for r in rows if r["mode"] == "f16"), None)
+    f16 = f16 or next((r["bpt"] // 2 for r in rows if r["mode"] == "f32"), None)
     f32 = next((r for r in rows if r["mode"] == "f32"), None)
     depths = sorted({int(m.group(1)) for p in a.dir.glob("bench-*.txt") if (m := re.search(r"-(\d+)\.txt$", p.name))})
     head = "| mode | bytes/token | MiB per 4k ctx | vs f16 | PPL | ΔPPL | KL | top-1 |" + "".join(
@@ -95,7 +96,8 @@ def main():
         line = (f"| {r['mode']} | {r['bpt']} | {r['bpt'] * 4096 / 1048576:.1f} | {ratio} | {r.get('ppl', 0):.3f} | {d} | "
                 f"{r.get('kl', 0):.5f} | {r.get('top1', 100):.2f} % |")
         for dep in depths:
-            p = a.dir / f"bench-{r['mode'].replace(':', '_')}-{dep}.txt"
+            name = r["mode"] if ":" in r["mode"] or not r["mode"].startswith("xquant") else r["mode"] + ":4"
+            p = a.dir / f"bench-{name.replace(':', '_')}-{dep}.txt"
             v = parse_bench(p, dep) if p.exists() else None
             line += f" {v:.1f} |" if v else " |"
         print(line)

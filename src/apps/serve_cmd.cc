@@ -41,17 +41,12 @@ struct ServeArgs {
   double kv_budget_mib = 0.0;  // > 0: --parallel from this budget and the cache kind's bytes per slot
 };
 
-// Slots of ctx positions that a memory of this kind fits in budget_mib (the kind's fixed
-// bytes, e.g. XQuant's per-layer bases, counted once), at most 256.
+// Slots of ctx positions that a memory of this kind fits in budget_mib, at most 256.
 Result<int> slots_in_budget(const model::Model& m, const model::MemorySpec& kv, int64_t ctx, double budget_mib) {
-  const int64_t one = model::memory_bytes(kv.kind, m.memory_shape(ctx, 1), kv.options);
-  const int64_t per_slot = model::memory_bytes(kv.kind, m.memory_shape(ctx, 2), kv.options) - one;
-  const double budget = budget_mib * 1048576.0;
-  const auto slots = static_cast<int64_t>((budget - static_cast<double>(one - per_slot)) / static_cast<double>(per_slot));
+  const int64_t slots = model::sequences_in_budget(kv.kind, m.memory_shape(ctx, 1), kv.options, budget_mib * 1048576.0);
   if (slots < 1) {
     return Status::invalid("--kv-budget: " + std::to_string(budget_mib) + " MiB holds no slot of " +
-                           std::to_string(ctx) + " positions with --kv-cache " + model::memory_spec_name(kv) +
-                           " (" + std::to_string(per_slot) + " bytes per slot)");
+                           std::to_string(ctx) + " positions with --kv-cache " + model::memory_spec_name(kv));
   }
   return static_cast<int>(std::min<int64_t>(slots, 256));
 }

@@ -121,6 +121,11 @@ std::string memory_spec_name(const MemorySpec& spec);  // "xquant:2"; plain name
 
 // Bytes a memory of this kind and shape would hold (for planning, before allocating).
 int64_t memory_bytes(MemoryKind kind, const MemoryShape& shape, const MemoryOptions& options = {});
+// How many sequences of shape.capacity positions a memory of this kind fits in budget_bytes
+// (shape.sequences ignored; fixed costs such as XQuant's bases counted once): the server's
+// slots for a memory budget. 0 when not even one fits.
+int64_t sequences_in_budget(MemoryKind kind, const MemoryShape& shape, const MemoryOptions& options,
+                            double budget_bytes);
 // A memory of this kind; errors when the shape is invalid or would not fit (kOutOfMemory).
 Result<std::unique_ptr<Memory>> make_memory(MemoryKind kind, const MemoryShape& shape,
                                             const MemoryOptions& options = {});

@@ -97,6 +97,17 @@ int64_t memory_bytes(MemoryKind kind, const MemoryShape& shape, const MemoryOpti
   return def(kind).bytes(shape, options);
 }
 
+int64_t sequences_in_budget(MemoryKind kind, const MemoryShape& shape, const MemoryOptions& options,
+                            double budget_bytes) {
+  MemoryShape s = shape;
+  s.sequences = 1;
+  const auto one = static_cast<double>(def(kind).bytes(s, options));
+  s.sequences = 2;
+  const double per_sequence = static_cast<double>(def(kind).bytes(s, options)) - one;
+  const double n = (budget_bytes - (one - per_sequence)) / per_sequence;
+  return n < 1.0 ? 0 : static_cast<int64_t>(n);
+}
+
 Result<std::unique_ptr<Memory>> make_memory(MemoryKind kind, const MemoryShape& s, const MemoryOptions& options) {
   if (Status st = check_memory_options(options); !st) return st;
   if (s.n_layer < 1 || s.n_head < 1 || s.n_head_kv < 1 || s.head_dim < 1 || s.n_head % s.n_head_kv != 0) {

@@ -330,6 +330,24 @@ TEST(Memory, AccountingEqualsTheAllocation) {
   EXPECT_EQ(xq->bytes(), 3 * 2 * (32 * 36 + 64 * 32 * 4 + 8 + LatentStore::kSink * 32 * 4) + 3 * (32 * 64 + 32 * 32) * 4);
 }
 
+// The server's slots for a budget: the most sequences whose memory_bytes fits, fixed costs once.
+TEST(Memory, SequencesInBudgetFillTheBudget) {
+  const MemoryShape s{3, 64, 4, 1, 16, 200, 1};
+  for (const char* name : {"f32", "f16", "q8", "q4", "xquant", "xquant-cl:2"}) {
+    const MemorySpec spec = *parse_memory_spec(name);
+    const double budget = 1 << 20;
+    const int64_t n = sequences_in_budget(spec.kind, s, spec.options, budget);
+    ASSERT_GE(n, 1) << name;
+    MemoryShape fits = s, over = s;
+    fits.sequences = n;
+    over.sequences = n + 1;
+    EXPECT_LE(memory_bytes(spec.kind, fits, spec.options), budget) << name;
+    EXPECT_GT(memory_bytes(spec.kind, over, spec.options), budget) << name;
+  }
+  EXPECT_GT(sequences_in_budget(MemoryKind::kQ4, s, {}, 1 << 20), 2 * sequences_in_budget(MemoryKind::kF32, s, {}, 1 << 20));
+  EXPECT_EQ(sequences_in_budget(MemoryKind::kF32, s, {}, 1000.0), 0);
+}
+
 TEST(Memory, SpecsParseAndInvalidOnesAreRefused) {
   EXPECT_EQ(parse_memory_spec("q4").value().kind, MemoryKind::kQ4);
   EXPECT_EQ(parse_memory_spec("xquant-cl:3").value().options.x_bits, 3);
