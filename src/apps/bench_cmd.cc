@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -30,6 +31,7 @@ struct BenchArgs {
   int reps = 3;
   int64_t probe_mib = 512;
   std::string json_path;
+  int64_t depth = 0;  // positions already in the cache before each timed test (decode at context)
 };
 
 struct Sample {
@@ -53,32 +55,51 @@ std::vector<int32_t> bench_tokens(int64_t n, int64_t vocab) {
 
 // Tokens per second of one run: a prefill of n tokens in one pass, or n single-token decode steps
 // after a one-token prompt.
-Result<double> run_once(const model::Model& m, bool prefill, int64_t n, ThreadPool& pool) {
-  const std::vector<int32_t> toks = bench_tokens(n + 1, m.config().n_vocab);
-  Result<std::unique_ptr<model::Memory>> memory = m.make_memory(n + 1);
+// With depth > 0 the cache first holds `depth` positions (prefilled untimed), so tgN measures
+// decode at context depth..depth+N (the attention memory's cost grows with it).
+Result<double> run_once(const model::Model& m, const model::MemorySpec& kv, int64_t depth, bool prefill, int64_t n,
+                        ThreadPool& pool) {
+  const std::vector<int32_t> toks = bench_tokens(depth + n + 1, m.config().n_vocab);
+  Result<std::unique_ptr<model::Memory>> memory = m.make_memory(depth + n + 1, 1, kv.kind, kv.options);
   if (!memory) return memory.status();
   model::Memory& cache = **memory;
   std::vector<float> logits(static_cast<size_t>(m.config().n_vocab));
+  for (int64_t at = 0; at < depth; at += 512) {
+    const auto part = std::span<const int32_t>(toks.data() + at, static_cast<size_t>(std::min<int64_t>(512, depth - at)));
+    if (Status s = m.forward(part, at, cache, logits.data(), pool); !s) return s;
+  }
   if (prefill) {
     const auto t0 = std::chrono::steady_clock::now();
-    if (Status s = m.forward(std::span<const int32_t>(toks.data(), static_cast<size_t>(n)), 0, cache, logits.data(), pool); !s) {
+    if (Status s = m.forward(std::span<const int32_t>(toks.data() + depth, static_cast<size_t>(n)), depth, cache,
+                             logits.data(), pool);
+        !s) {
       return s;
     }
     return static_cast<double>(n) / seconds_since(t0);
   }
-  if (Status s = m.forward(std::span<const int32_t>(toks.data(), 1), 0, cache, logits.data(), pool); !s) return s;
+  if (Status s = m.forward(std::span<const int32_t>(toks.data() + depth, 1), depth, cache, logits.data(), pool); !s) {
+    return s;
+  }
   const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t i = 1; i <= n; ++i) {
+  const std::clock_t cpu0 = std::clock();
+  for (int64_t i = depth + 1; i <= depth + n; ++i) {
     if (Status s = m.forward(std::span<const int32_t>(toks.data() + i, 1), i, cache, logits.data(), pool); !s) return s;
   }
+  // On a shared machine the wall clock measures the neighbours too; the process CPU time per
+  // token (all threads) measures the work.
+  std::fprintf(stderr, "lutq: tg%lld at depth %lld: %.3f s wall, %.3f s CPU, %.1f ms CPU per token\n",
+               static_cast<long long>(n), static_cast<long long>(depth), seconds_since(t0),
+               static_cast<double>(std::clock() - cpu0) / CLOCKS_PER_SEC,
+               1e3 * static_cast<double>(std::clock() - cpu0) / CLOCKS_PER_SEC / static_cast<double>(n));
   return static_cast<double>(n) / seconds_since(t0);
 }
 
 int run(const BenchArgs& a) {
   if (Status st = validate_model_args(a.model); !st) return report_error(st, kExitUsage);
   if (a.reps < 1) return report_error(Status::invalid("--reps: must be >= 1"), kExitUsage);
+  if (a.depth < 0) return report_error(Status::invalid("--depth: must be >= 0"), kExitUsage);
   for (int64_t n : a.pp) {
-    if (n < 1) return report_error(Status::invalid("--pp: sizes must be >= 1"), kExitUsage);
+    if (n < 0) return report_error(Status::invalid("--pp: sizes must be >= 0 (0: no prefill test)"), kExitUsage);
   }
   for (int64_t n : a.tg) {
     if (n < 1) return report_error(Status::invalid("--tg: sizes must be >= 1"), kExitUsage);
@@ -90,6 +111,7 @@ int run(const BenchArgs& a) {
   if (!loaded) return report_error(loaded.status(), kExitFailure);
   const model::Model& m = *(*loaded)->model;
   const int64_t bytes_per_token = m.weight_bytes();
+  const model::MemorySpec kv = kv_cache_spec(a.model);
 
   MachineInfo machine;
   const CpuFeatures cpu = detect_cpu();
@@ -99,6 +121,10 @@ int run(const BenchArgs& a) {
   BandwidthProbe probe(static_cast<size_t>(machine.probe_bytes), cpu.avx2);
 
   std::printf("model: %s\n", m.config().summary().c_str());
+  if (Result<std::unique_ptr<model::Memory>> probe_mem = m.make_memory(1, 1, kv.kind, kv.options); probe_mem) {
+    std::printf("KV cache: %s, %lld bytes per token; depth %lld\n", model::memory_spec_name(kv).c_str(),
+                static_cast<long long>((*probe_mem)->bytes_per_token()), static_cast<long long>(a.depth));
+  }
   std::printf("weights streamed per decoded token: %.1f MiB (block linears %.1f MiB)\n",
               static_cast<double>(bytes_per_token) / 1048576.0, static_cast<double>(m.block_weight_bytes()) / 1048576.0);
   std::printf("%7s  %-7s %12s %10s %12s %10s\n", "threads", "test", "tokens/s", "± sd", "read GB/s", "% floor");
@@ -109,10 +135,10 @@ int run(const BenchArgs& a) {
     machine.bandwidth.push_back(bw);
     std::printf("%7d  %-7s %12s %10s %12.1f %10s\n", t, "probe", "", "", bw.median_gbps, "");
     const auto measure = [&](bool prefill, int64_t n) -> Status {
-      if (Result<double> warm = run_once(m, prefill, std::min<int64_t>(n, 16), pool); !warm) return warm.status();
+      if (Result<double> warm = run_once(m, kv, 0, prefill, std::min<int64_t>(n, 16), pool); !warm) return warm.status();
       std::vector<double> tps;
       for (int r = 0; r < a.reps; ++r) {
-        Result<double> v = run_once(m, prefill, n, pool);
+        Result<double> v = run_once(m, kv, a.depth, prefill, n, pool);
         if (!v) return v.status();
         tps.push_back(*v);
       }
@@ -138,6 +164,7 @@ int run(const BenchArgs& a) {
       return Status::ok();
     };
     for (int64_t n : a.pp) {
+      if (n == 0) continue;
       if (Status s = measure(true, n); !s) return report_error(s, kExitFailure);
     }
     for (int64_t n : a.tg) {
@@ -153,6 +180,8 @@ int run(const BenchArgs& a) {
     j["model"] = a.model.path;
     j["cpu"] = machine.cpu;
     j["weight_bytes_per_token"] = bytes_per_token;
+    j["kv_cache"] = model::memory_spec_name(kv);
+    j["depth"] = a.depth;
     j["bandwidth_gbps"] = nlohmann::json::array();
     for (const BandwidthResult& b : machine.bandwidth) j["bandwidth_gbps"].push_back({{"threads", b.threads}, {"median", b.median_gbps}});
     j["results"] = nlohmann::json::array();
@@ -177,12 +206,14 @@ Subcommand register_bench(CLI::App& app) {
       "decodes N tokens one at a time; for each thread count, with the weight bytes per token and\n"
       "the share of the read bandwidth probed in the same run.");
   add_model_options(sub, args->model, "pp/tg size + 1");
-  sub->add_option("--pp", args->pp, "Prefill sizes")->delimiter(',')->default_str("128,512");
+  sub->add_option("--pp", args->pp, "Prefill sizes (0: none)")->delimiter(',')->default_str("128,512");
   sub->add_option("--tg", args->tg, "Decode lengths")->delimiter(',')->default_str("128");
   sub->add_option("--bench-threads", args->threads, "Thread counts to run")->delimiter(',')->default_str("1,2");
   sub->add_option("--reps", args->reps, "Timed runs per test (median reported)")->default_str("3");
   sub->add_option("--probe-mib", args->probe_mib, "Bandwidth probe size in MiB")->default_str("512");
   sub->add_option("--json", args->json_path, "Also write the results as JSON");
+  sub->add_option("--depth", args->depth, "Positions prefilled (untimed) before each test: tgN then decodes at that context")
+      ->default_str("0");
   return Subcommand{sub, [args] { return run(*args); }};
 }
 

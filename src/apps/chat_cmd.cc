@@ -44,7 +44,7 @@ int run(const ChatArgs& a) {
   if (!tmpl) return report_error(tmpl.status(), kExitFailure);
 
   const int64_t ctx = a.model.ctx > 0 ? a.model.ctx : std::min(kDefaultCtx, lm.model->config().context_length);
-  auto session = gen::Session::create(*lm.model, tok, *lm.pool, ctx);
+  auto session = gen::Session::create(*lm.model, tok, *lm.pool, ctx, kv_cache_spec(a.model));
   if (!session) return report_error(session.status(), kExitFailure);
   const uint64_t seed = a.sample.seed ? *a.sample.seed : std::random_device{}();
   gen::Sampler sampler(gen::SamplerOptions{a.sample.temperature, a.sample.top_k, a.sample.top_p, seed});

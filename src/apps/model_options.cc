@@ -47,7 +47,15 @@ void add_model_options(CLI::App* sub, ModelArgs& args, const std::string& ctx_de
   sub->add_option("--precision", args.precision, "LUT precision: exact or fast")->type_name("P")->default_str("fast");
   sub->add_option("-t,--threads", args.threads, "Threads")->type_name("N")->default_str("2");
   sub->add_option("--ctx", args.ctx, "Context length in tokens")->type_name("N")->default_str(ctx_default);
+  sub->add_option("--kv-cache", args.kv_cache,
+                  "Attention memory: f32, f16, q8 (int8 per token and head), q4 (KIVI: 4-bit keys per channel,\n"
+                  "values per token), xquant[:B] (the layer input at B bits, K/V rebuilt each step; B 2..8,\n"
+                  "default 4), xquant-cl[:B] (cross-layer deltas of it); docs/memory.md")
+      ->type_name("MODE")
+      ->default_str("f32");
 }
+
+model::MemorySpec kv_cache_spec(const ModelArgs& args) { return *model::parse_memory_spec(args.kv_cache); }
 
 void add_sampling_options(CLI::App* sub, SampleArgs& args) {
   sub->add_option("--temp", args.temperature, "Sampling temperature (0 = greedy)")->default_str("0.8");
@@ -85,6 +93,7 @@ Status validate_model_args(const ModelArgs& args) {
   }
   if (args.threads < 1 || args.threads > 256) return Status::invalid("--threads: must be 1..256");
   if (args.ctx < 0) return Status::invalid("--ctx: must be positive");
+  if (auto kv = model::parse_memory_spec(args.kv_cache); !kv) return Status::invalid("--kv-cache: " + kv.status().message());
   return Status::ok();
 }
 

@@ -34,6 +34,7 @@ struct ModelArgs {
   std::string precision = "fast";
   int threads = 2;
   int64_t ctx = 0;  // 0: command default
+  std::string kv_cache = "f32";  // --kv-cache: a memory kind (model/memory.h, docs/memory.md)
 };
 
 // Adds MODEL and the options above to `sub`; ctx_default describes --ctx's default in the help.
@@ -62,6 +63,9 @@ void add_quant_options(CLI::App* sub, ModelArgs& args, bool bits_required);
 
 // Checks the option values (usage errors).
 Status validate_model_args(const ModelArgs& args);
+
+// The attention memory --kv-cache asks for (validated by validate_model_args).
+model::MemorySpec kv_cache_spec(const ModelArgs& args);
 
 // The per-layer storage the options ask for: quantized block layers (bits > 0) or dense, with
 // the overrides applied in order, and the kernel backend for this CPU.

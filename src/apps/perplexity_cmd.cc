@@ -72,9 +72,12 @@ int run(PerplexityArgs a) {
     base.emplace(std::move(*r));
   }
 
-  Result<std::unique_ptr<model::Memory>> memory = lm.model->make_memory(plan->ctx);
+  const model::MemorySpec kv = kv_cache_spec(a.model);
+  Result<std::unique_ptr<model::Memory>> memory = lm.model->make_memory(plan->ctx, 1, kv.kind, kv.options);
   if (!memory) return report_error(memory.status(), kExitFailure);
   model::Memory& cache = **memory;
+  std::fprintf(stderr, "lutq: KV cache %s: %lld bytes per token, %lld bytes held\n", model::memory_spec_name(kv).c_str(),
+               static_cast<long long>(cache.bytes_per_token()), static_cast<long long>(cache.bytes()));
   std::vector<float> logits(static_cast<size_t>(plan->ctx * n_vocab));
   std::vector<float> scored;
   std::vector<float> base_row(static_cast<size_t>(n_vocab));

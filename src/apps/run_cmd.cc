@@ -51,7 +51,7 @@ int run(const RunArgs& a) {
   if (ids.empty()) return report_error(Status::invalid("the prompt is empty"), kExitUsage);
 
   const int64_t ctx = a.model.ctx > 0 ? a.model.ctx : std::min(kDefaultCtx, lm.model->config().context_length);
-  auto session = gen::Session::create(*lm.model, tok, *lm.pool, ctx);
+  auto session = gen::Session::create(*lm.model, tok, *lm.pool, ctx, kv_cache_spec(a.model));
   if (!session) return report_error(session.status(), kExitFailure);
 
   const auto t0 = std::chrono::steady_clock::now();

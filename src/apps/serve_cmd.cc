@@ -38,10 +38,22 @@ struct ServeArgs {
   int io_threads = 2;
   std::string api_key;  // also from LUTQ_API_KEY
   bool quiet = false;
+  double kv_budget_mib = 0.0;  // > 0: --parallel from this budget and the cache kind's bytes per slot
 };
+
+// Slots of ctx positions that a memory of this kind fits in budget_mib, at most 256.
+Result<int> slots_in_budget(const model::Model& m, const model::MemorySpec& kv, int64_t ctx, double budget_mib) {
+  const int64_t slots = model::sequences_in_budget(kv.kind, m.memory_shape(ctx, 1), kv.options, budget_mib * 1048576.0);
+  if (slots < 1) {
+    return Status::invalid("--kv-budget: " + std::to_string(budget_mib) + " MiB holds no slot of " +
+                           std::to_string(ctx) + " positions with --kv-cache " + model::memory_spec_name(kv));
+  }
+  return static_cast<int>(std::min<int64_t>(slots, 256));
+}
 
 int serve(const ServeArgs& a) {
   if (Status st = validate_model_args(a.model); !st) return report_error(st, kExitUsage);
+  if (!(a.kv_budget_mib >= 0.0)) return report_error(Status::invalid("--kv-budget: must be >= 0"), kExitUsage);
   if (a.parallel < 1 || a.parallel > 256) return report_error(Status::invalid("--parallel: must be in 1..256"), kExitUsage);
   if (a.queue < 0 || a.queue > 4096) return report_error(Status::invalid("--queue: must be in 0..4096"), kExitUsage);
   if (a.port < 0 || a.port > 65535) return report_error(Status::invalid("--port: must be in 0..65535"), kExitUsage);
@@ -59,8 +71,14 @@ int serve(const ServeArgs& a) {
   LoadedModel& lm = **loaded;
 
   server::SchedulerOptions so;
-  so.parallel = a.parallel;
   so.ctx = a.model.ctx > 0 ? a.model.ctx : std::min(kDefaultCtx, lm.model->config().context_length);
+  so.kv_cache = kv_cache_spec(a.model);
+  so.parallel = a.parallel;
+  if (a.kv_budget_mib > 0.0) {
+    Result<int> slots = slots_in_budget(*lm.model, so.kv_cache, so.ctx, a.kv_budget_mib);
+    if (!slots) return report_error(slots.status(), kExitUsage);
+    so.parallel = *slots;
+  }
   so.queue_limit = a.queue;
   so.prefill_chunk = a.prefill_chunk;
   server::Metrics metrics;
@@ -90,8 +108,11 @@ int serve(const ServeArgs& a) {
   server::HttpServer http(api, **scheduler, metrics, ho);
   Result<int> port = http.bind();
   if (!port) return report_error(port.status(), kExitFailure);
-  std::fprintf(stderr, "lutq: serving %s on http://%s:%d (%d slots x %lld tokens, queue %lld%s)\n",
+  std::fprintf(stderr, "lutq: serving %s on http://%s:%d (%d slots x %lld tokens, KV cache %s %.1f MiB, queue %lld%s)\n",
                api_options.model_name.c_str(), a.host.c_str(), *port, so.parallel, static_cast<long long>(so.ctx),
+               model::memory_spec_name(so.kv_cache).c_str(),
+               static_cast<double>(model::memory_bytes(so.kv_cache.kind, lm.model->memory_shape(so.ctx, so.parallel),
+                                                       so.kv_cache.options)) / 1048576.0,
                static_cast<long long>(so.queue_limit), api_options.api_key.empty() ? "" : ", API key required");
   std::fflush(stderr);
 
@@ -116,6 +137,10 @@ Subcommand register_serve(CLI::App& app) {
   sub->add_option("--port", args->port, "Port (0 = any free port)")->default_str("8080");
   sub->add_option("--parallel", args->parallel, "Sequence slots decoded together (each holds a KV cache of --ctx)")
       ->type_name("N")->default_str("4");
+  sub->add_option("--kv-budget", args->kv_budget_mib,
+                  "MiB for the attention memory: --parallel becomes the slots of --ctx that fit it with the\n"
+                  "--kv-cache kind's bytes per token (e.g. --kv-cache q4 serves ~7x the f32 slots)")
+      ->type_name("MIB");
   sub->add_option("--queue", args->queue, "Requests that may wait for a slot; beyond that: HTTP 429")
       ->type_name("N")->default_str("16");
   sub->add_option("--prefill-chunk", args->prefill_chunk, "Prompt tokens per prefill step between decode steps")

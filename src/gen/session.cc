@@ -53,12 +53,12 @@ std::string Utf8Buffer::flush() {
 }
 
 Result<Session> Session::create(const model::Model& model, const Tokenizer& tokenizer, ThreadPool& pool,
-                                int64_t capacity) {
+                                int64_t capacity, const model::MemorySpec& kv_cache) {
   if (tokenizer.vocab_size() > model.config().n_vocab) {
     return Status::invalid("tokenizer vocabulary (" + std::to_string(tokenizer.vocab_size()) +
                            ") is larger than the model's (" + std::to_string(model.config().n_vocab) + ")");
   }
-  Result<std::unique_ptr<model::Memory>> cache = model.make_memory(capacity);
+  Result<std::unique_ptr<model::Memory>> cache = model.make_memory(capacity, 1, kv_cache.kind, kv_cache.options);
   if (!cache) return cache.status();
   return Session(model, tokenizer, pool, std::move(*cache));
 }

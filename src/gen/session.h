@@ -43,7 +43,7 @@ class Session {
 
   // The model, tokenizer and pool must outlive the session. capacity <= 0: trained context.
   static Result<Session> create(const model::Model& model, const Tokenizer& tokenizer, ThreadPool& pool,
-                                int64_t capacity = 0);
+                                int64_t capacity = 0, const model::MemorySpec& kv_cache = {});
 
   // Appends tokens to the sequence (forward in chunks of at most `chunk`), leaving the logits
   // of the last token for generate(). Errors when the cache cannot hold them.

@@ -21,6 +21,25 @@
 
 namespace lutq::model {
 
+// A layer's key/value path as a memory that caches the layer input (XQuant) rebuilds K and V:
+// k = k_norm(x·W_kᵀ + b_k) rotated at its position, v = x·W_vᵀ + b_v. Implemented by the
+// attention block, which hands itself to attend() in AttentionRows::kv; the memory depends only
+// on this interface, never on the block.
+class KvProjector {
+ public:
+  virtual ~KvProjector() = default;
+  // k, v [m][kv_dim] = x [m][n_embd] through the layer's k/v linears, biases included, before
+  // the k norm and RoPE.
+  virtual Status project(const float* x, int64_t m, float* k, float* v, ThreadPool& pool) const = 0;
+  virtual std::span<const float> k_bias() const = 0;  // [kv_dim] or empty
+  virtual std::span<const float> v_bias() const = 0;
+  // The RoPE table of positions first..first+count-1 under the layer's RoPE configuration.
+  virtual RopeTable rope_table(int64_t first, int64_t count) const = 0;
+  // Applies the k norm (when the architecture has one) and RoPE to k [m][kv_dim] in place, row t
+  // rotated by row first_row + t of `rope`.
+  virtual void position_keys(float* k, int64_t m, const RopeTable& rope, int64_t first_row) const = 0;
+};
+
 // One layer's new rows as attention sees them, all [m][width] row-major, m = rows.size().
 struct AttentionRows {
   std::span<const BatchRow> rows;
@@ -28,6 +47,7 @@ struct AttentionRows {
   const float* k = nullptr;  // [m][n_head_kv·head_dim], RoPE applied
   const float* v = nullptr;  // [m][n_head_kv·head_dim]
   const float* x = nullptr;  // [m][n_embd], the normed block input the projections saw
+  const KvProjector* kv = nullptr;  // the layer's k/v path (needed by the XQuant kinds only)
 };
 
 struct MemoryShape {
@@ -76,13 +96,38 @@ class Memory {
   std::vector<int64_t> sizes_;
 };
 
-enum class MemoryKind { kF32 };
+// The kinds (docs/memory.md): fp32 / fp16 K,V; int8 K,V per token and kv head; KIVI-style 4-bit
+// (keys per channel over groups of tokens, values per token, the newest tokens in fp32);
+// XQuant (the quantized layer input, K and V rebuilt each step); XQuant-CL (cross-layer deltas).
+enum class MemoryKind { kF32, kF16, kQ8, kQ4, kXQuant, kXQuantCl };
 const char* memory_kind_name(MemoryKind kind);
-Result<MemoryKind> parse_memory_kind(std::string_view name);  // "f32"
+Result<MemoryKind> parse_memory_kind(std::string_view name);  // "f32", "f16", "q8", ...
+
+// Parameters of the XQuant kinds (the others ignore them).
+struct MemoryOptions {
+  int x_bits = 4;           // bits per cached input value, 2..8, or 32: kept in fp32 (tests)
+  int64_t cl_anchor = 4;    // XQuant-CL: every cl_anchor-th layer (from 0) is stored whole
+  bool operator==(const MemoryOptions&) const = default;
+};
+// A kind and its options as written on a command line: "q8", "xquant", "xquant:2",
+// "xquant-cl:3" (the suffix sets x_bits).
+struct MemorySpec {
+  MemoryKind kind = MemoryKind::kF32;
+  MemoryOptions options;
+};
+Result<MemorySpec> parse_memory_spec(std::string_view text);
+Status check_memory_options(const MemoryOptions& options);
+std::string memory_spec_name(const MemorySpec& spec);  // "xquant:2"; plain name at the default bits
 
 // Bytes a memory of this kind and shape would hold (for planning, before allocating).
-int64_t memory_bytes(MemoryKind kind, const MemoryShape& shape);
+int64_t memory_bytes(MemoryKind kind, const MemoryShape& shape, const MemoryOptions& options = {});
+// How many sequences of shape.capacity positions a memory of this kind fits in budget_bytes
+// (shape.sequences ignored; fixed costs such as XQuant's bases counted once): the server's
+// slots for a memory budget. 0 when not even one fits.
+int64_t sequences_in_budget(MemoryKind kind, const MemoryShape& shape, const MemoryOptions& options,
+                            double budget_bytes);
 // A memory of this kind; errors when the shape is invalid or would not fit (kOutOfMemory).
-Result<std::unique_ptr<Memory>> make_memory(MemoryKind kind, const MemoryShape& shape);
+Result<std::unique_ptr<Memory>> make_memory(MemoryKind kind, const MemoryShape& shape,
+                                            const MemoryOptions& options = {});
 
 }  // namespace lutq::model

@@ -63,8 +63,9 @@ MemoryShape Model::memory_shape(int64_t capacity, int64_t sequences) const {
                      capacity <= 0 ? c.context_length : capacity, sequences};
 }
 
-Result<std::unique_ptr<Memory>> Model::make_memory(int64_t capacity, int64_t sequences, MemoryKind kind) const {
-  return model::make_memory(kind, memory_shape(capacity, sequences));
+Result<std::unique_ptr<Memory>> Model::make_memory(int64_t capacity, int64_t sequences, MemoryKind kind,
+                                                   const MemoryOptions& options) const {
+  return model::make_memory(kind, memory_shape(capacity, sequences), options);
 }
 
 Linear* Model::find_linear(int64_t l, LinearRole role) {

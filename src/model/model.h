@@ -49,7 +49,8 @@ class Model {
   // A memory for `sequences` sequences of `capacity` positions each (<= 0: the trained
   // context). Errors: a size that would not fit (kOutOfMemory).
   Result<std::unique_ptr<Memory>> make_memory(int64_t capacity = 0, int64_t sequences = 1,
-                                              MemoryKind kind = MemoryKind::kF32) const;
+                                              MemoryKind kind = MemoryKind::kF32,
+                                              const MemoryOptions& options = {}) const;
   MemoryShape memory_shape(int64_t capacity, int64_t sequences) const;
 
   // Runs the batch's rows and writes the logits of the rows that ask for them, in row order,

@@ -69,6 +69,9 @@ void axpy_scalar(float a, const float* x, float* y, int64_t n);
 float dot_avx2(const float* a, const float* b, int64_t n);
 void axpy_avx2(float a, const float* x, float* y, int64_t n);
 
+// out[i] = the IEEE fp16 in[i] widened (exact); F16C, part of the avx2 choice (core/cpu.h).
+void fp16_to_fp32_avx2(const uint16_t* in, float* out, int64_t n);
+
 // One attention head of one query row over n_keys positions of fp32 keys/values (rows of
 // stride kv_stride, this head's columns at offset 0): scores = q·k_j · scale, softmax, out =
 // Σ p_j v_j. scores: scratch of n_keys. The scalar and AVX2 forms differ only in dot/axpy.

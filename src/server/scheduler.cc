@@ -133,7 +133,8 @@ Result<std::unique_ptr<Scheduler>> Scheduler::create(const model::Model& model, 
                            ") is larger than the model's (" + std::to_string(model.config().n_vocab) + ")");
   }
   // One memory, one sequence per slot.
-  Result<std::unique_ptr<model::Memory>> memory = model.make_memory(options.ctx, options.parallel);
+  Result<std::unique_ptr<model::Memory>> memory = model.make_memory(options.ctx, options.parallel, options.kv_cache.kind,
+                                                                     options.kv_cache.options);
   if (!memory) return memory.status();
   return std::unique_ptr<Scheduler>(new Scheduler(model, tokenizer, pool, options, metrics, std::move(*memory)));
 }

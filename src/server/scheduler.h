@@ -91,6 +91,7 @@ class Job {
 struct SchedulerOptions {
   int parallel = 4;            // sequence slots
   int64_t ctx = 2048;          // positions per slot
+  model::MemorySpec kv_cache;  // the attention memory's kind (--kv-cache)
   int64_t queue_limit = 16;    // jobs waiting for a slot before submit() refuses
   int64_t prefill_chunk = 64;  // prompt tokens prefilled per scheduler iteration
 };

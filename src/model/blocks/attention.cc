@@ -1,17 +1,46 @@
 #include "model/blocks/attention.h"
 
 #include <optional>
+#include <span>
 #include <utility>
 
 namespace lutq::model {
 namespace {
 
-class AttentionBlock final : public Block {
+// What the k/v path needs of the model's configuration, kept by the block so that it can rebuild
+// keys for a memory outside a forward pass (KvProjector).
+struct KeyShape {
+  RopeConfig rope;
+  int64_t n_head_kv = 0;
+  int64_t head_dim = 0;
+  float rms_eps = 0.0f;
+};
+
+class AttentionBlock final : public Block, public KvProjector {
  public:
   AttentionBlock(std::vector<float> norm, Linear q, Linear k, Linear v, Linear o, std::vector<float> q_norm,
-                 std::vector<float> k_norm)
+                 std::vector<float> k_norm, KeyShape key)
       : norm_(std::move(norm)), q_(std::move(q)), k_(std::move(k)), v_(std::move(v)), o_(std::move(o)),
-        q_norm_(std::move(q_norm)), k_norm_(std::move(k_norm)) {}
+        q_norm_(std::move(q_norm)), k_norm_(std::move(k_norm)), key_(std::move(key)) {}
+
+  Status project(const float* x, int64_t m, float* k, float* v, ThreadPool& pool) const override {
+    if (Status st = k_.forward(x, m, k, pool); !st) return st;
+    return v_.forward(x, m, v, pool);
+  }
+  std::span<const float> k_bias() const override { return k_.bias(); }
+  std::span<const float> v_bias() const override { return v_.bias(); }
+  RopeTable rope_table(int64_t first, int64_t count) const override {
+    return make_rope_table(key_.rope, first, count);
+  }
+  void position_keys(float* k, int64_t m, const RopeTable& rope, int64_t first_row) const override {
+    const int64_t kvd = key_.n_head_kv * key_.head_dim;
+    if (!k_norm_.empty()) rms_norm_rows(k, k_norm_.data(), m * key_.n_head_kv, key_.head_dim, key_.rms_eps, k);
+    for (int64_t t = 0; t < m; ++t) {
+      const float* cs = rope.cos.data() + (first_row + t) * rope.half_dim;
+      const float* sn = rope.sin.data() + (first_row + t) * rope.half_dim;
+      apply_rope(k + t * kvd, key_.n_head_kv, key_.head_dim, cs, sn, rope.half_dim, key_.rope.mode);
+    }
+  }
 
   Status forward(int64_t layer, float* x, ForwardContext& ctx) const override {
     const ModelConfig& c = ctx.config;
@@ -28,7 +57,7 @@ class AttentionBlock final : public Block {
     if (Status st = ctx.linear(layer, LinearRole::kAttnK, k_, h, k); !st) return st;
     if (Status st = ctx.linear(layer, LinearRole::kAttnV, v_, h, v); !st) return st;
     position_queries_and_keys(c, ctx.rope, m, q, k);
-    const AttentionRows rows{ctx.rows, q, k, v, h};
+    const AttentionRows rows{ctx.rows, q, k, v, h, this};
     if (Status st = ctx.memory.attend(layer, rows, att, ctx.ops, ctx.pool); !st) return st;
     if (Status st = ctx.linear(layer, LinearRole::kAttnOutput, o_, att, h); !st) return st;
     add_inplace(x, h, m * e);
@@ -66,6 +95,7 @@ class AttentionBlock final : public Block {
   std::vector<float> norm_;
   Linear q_, k_, v_, o_;
   std::vector<float> q_norm_, k_norm_;  // [head_dim] each, or empty
+  KeyShape key_;
 };
 
 std::string tensor(int64_t l, const char* suffix) { return "blk." + std::to_string(l) + "." + suffix; }
@@ -115,7 +145,8 @@ Result<std::unique_ptr<Block>> build_attention(LayerBuilder& b, int64_t l) {
   }
   return std::unique_ptr<Block>(std::make_unique<AttentionBlock>(std::move(*norm), std::move(lin[0]), std::move(lin[1]),
                                                                  std::move(lin[2]), std::move(lin[3]),
-                                                                 std::move(q_norm), std::move(k_norm)));
+                                                                 std::move(q_norm), std::move(k_norm),
+                                                                 KeyShape{c.rope, c.n_head_kv, c.head_dim, c.rms_eps}));
 }
 
 }  // namespace lutq::model

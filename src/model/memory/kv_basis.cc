@@ -1,0 +1,96 @@
+#include "model/memory/kv_basis.h"
+
+#include <cmath>
+#include <cstddef>
+
+#include <cblas.h>
+
+// LAPACK from the BLAS the project links (OpenBLAS carries LAPACK; no LAPACKE header is
+// installed). The Fortran ABI: every argument by pointer, then one hidden length per character
+// argument.
+extern "C" void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w,
+                        double* work, const int* lwork, int* iwork, const int* liwork, int* info, size_t jobz_len,
+                        size_t uplo_len);
+
+namespace lutq::model {
+namespace {
+
+// Eigen-decomposition of the symmetric a [n][n] (row-major = column-major here): eigenvalues
+// ascending in w, eigenvector j in row j of a on return.
+Status symmetric_eigen(std::vector<double>& a, int n, std::vector<double>& w) {
+  w.assign(static_cast<size_t>(n), 0.0);
+  const char jobz = 'V';
+  const char uplo = 'L';
+  int info = 0;
+  int lwork = -1;
+  int liwork = -1;
+  double work_size = 0.0;
+  int iwork_size = 0;
+  dsyevd_(&jobz, &uplo, &n, a.data(), &n, w.data(), &work_size, &lwork, &iwork_size, &liwork, &info, 1, 1);
+  if (info != 0) return Status::unsupported("dsyevd workspace query failed: info " + std::to_string(info));
+  lwork = static_cast<int>(work_size);
+  liwork = iwork_size;
+  std::vector<double> work(static_cast<size_t>(lwork));
+  std::vector<int> iwork(static_cast<size_t>(liwork));
+  dsyevd_(&jobz, &uplo, &n, a.data(), &n, w.data(), work.data(), &lwork, iwork.data(), &liwork, &info, 1, 1);
+  if (info != 0) return Status::unsupported("dsyevd failed: info " + std::to_string(info));
+  return Status::ok();
+}
+
+}  // namespace
+
+Result<std::vector<double>> probe_kv_weights(const KvProjector& kv, int64_t e, int64_t kvd, ThreadPool& pool) {
+  std::vector<float> eye(static_cast<size_t>(e * e), 0.0f);
+  for (int64_t i = 0; i < e; ++i) eye[static_cast<size_t>(i * e + i)] = 1.0f;
+  std::vector<float> k(static_cast<size_t>(e * kvd)), v(k.size());
+  if (Status st = kv.project(eye.data(), e, k.data(), v.data(), pool); !st) return st;
+  const std::span<const float> bk = kv.k_bias();
+  const std::span<const float> bv = kv.v_bias();
+  std::vector<double> w(static_cast<size_t>(2 * kvd * e));
+  for (int64_t c = 0; c < e; ++c) {
+    for (int64_t o = 0; o < kvd; ++o) {
+      const auto at = static_cast<size_t>(c * kvd + o);
+      w[static_cast<size_t>(o * e + c)] = static_cast<double>(k[at]) - (bk.empty() ? 0.0 : bk[static_cast<size_t>(o)]);
+      w[static_cast<size_t>((kvd + o) * e + c)] =
+          static_cast<double>(v[at]) - (bv.empty() ? 0.0 : bv[static_cast<size_t>(o)]);
+    }
+  }
+  return w;
+}
+
+Result<KvBasis> kv_basis(const KvProjector& kv, int64_t e, int64_t kvd, ThreadPool& pool) {
+  Result<std::vector<double>> probed = probe_kv_weights(kv, e, kvd, pool);
+  if (!probed) return probed.status();
+  const std::vector<double>& w = *probed;
+  const int64_t n = 2 * kvd;
+  const auto bn = static_cast<blasint>(n);
+  const auto be = static_cast<blasint>(e);
+  std::vector<double> gram(static_cast<size_t>(n * n));  // W·Wᵀ, column-major lower triangle (what dsyevd reads)
+  cblas_dsyrk(CblasColMajor, CblasLower, CblasTrans, bn, be, 1.0, w.data(), be, 0.0, gram.data(), bn);
+  std::vector<double> lambda;
+  if (Status st = symmetric_eigen(gram, static_cast<int>(n), lambda); !st) return st;
+  KvBasis b;
+  b.rank = n;
+  b.ut.assign(static_cast<size_t>(n * e), 0.0f);
+  b.w_u.assign(static_cast<size_t>(n * n), 0.0f);
+  const double top = lambda.empty() ? 0.0 : std::max(lambda.back(), 0.0);
+  // Row src of `gram` is eigenvector src (column-major output); PᵀW [n][e] holds p_srcᵀ·W.
+  std::vector<double> ptw(static_cast<size_t>(n * e));
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bn, be, bn, 1.0, gram.data(), bn, w.data(), be, 0.0,
+              ptw.data(), be);
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t src = n - 1 - j;  // strongest first
+    const double l = lambda[static_cast<size_t>(src)];
+    if (!(l > top * 1e-14) || l <= 0.0) continue;  // σ below 1e-7 σ_max: outside the row space
+    const double* p = gram.data() + src * n;
+    const double inv_sigma = 1.0 / std::sqrt(l);
+    for (int64_t c = 0; c < e; ++c) {
+      b.ut[static_cast<size_t>(j * e + c)] = static_cast<float>(ptw[static_cast<size_t>(src * e + c)] * inv_sigma);
+    }
+    // W·u_j = σ_j p_j.
+    for (int64_t o = 0; o < n; ++o) b.w_u[static_cast<size_t>(o * n + j)] = static_cast<float>(p[o] / inv_sigma);
+  }
+  return b;
+}
+
+}  // namespace lutq::model
