@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "gen/bpe.h"
+#include "support/byte_vocab.h"
 #include "support/tiny_llama.h"
 
 namespace lutq::server {
@@ -25,19 +26,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// A byte-level vocabulary (any text encodes) with ChatML's markers, for a model of 260 tokens.
-gen::Vocab byte_vocab() {
-  gen::Vocab v;
-  v.model = gen::ModelKind::kBytePairEncoding;
-  v.pre_tokenizer = gen::PreTokenizerKind::kGpt2;
-  for (const std::string& c : gen::byte_level_chars()) v.tokens.push_back(c);
-  v.types.assign(v.tokens.size(), gen::TokenType::kNormal);
-  for (const char* t : {"<|im_start|>", "<|im_end|>"}) {
-    v.tokens.push_back(t);
-    v.types.push_back(gen::TokenType::kControl);
-  }
-  return v;
-}
+using testing::byte_vocab;
 
 testing::TinySpec spec() {
   testing::TinySpec s = testing::small_tiny_spec();

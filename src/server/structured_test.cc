@@ -16,6 +16,7 @@
 #include "io/gguf_file.h"
 #include "server/api.h"
 #include "support/schema_check.h"
+#include "support/byte_vocab.h"
 #include "support/tiny_llama.h"
 
 namespace lutq::server {
@@ -23,18 +24,7 @@ namespace {
 
 using nlohmann::ordered_json;
 
-gen::Vocab byte_vocab() {
-  gen::Vocab v;
-  v.model = gen::ModelKind::kBytePairEncoding;
-  v.pre_tokenizer = gen::PreTokenizerKind::kGpt2;
-  for (const std::string& c : gen::byte_level_chars()) v.tokens.push_back(c);
-  v.types.assign(v.tokens.size(), gen::TokenType::kNormal);
-  for (const char* t : {"<|im_start|>", "<|im_end|>"}) {
-    v.tokens.push_back(t);
-    v.types.push_back(gen::TokenType::kControl);
-  }
-  return v;
-}
+using testing::byte_vocab;
 
 struct Served {
   Served(const model::Model& m, const gen::Tokenizer& t, int64_t ctx) {
