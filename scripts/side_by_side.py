@@ -18,7 +18,7 @@ git-ignored). Usage:
 
     scripts/side_by_side.py quality|lutq|llama|speed|table|plot [--model GGUF] [--chunks 20] [--only NAME,...]
 
-`plot` writes docs/qwen-1.5b.png (PPL and decode tokens/s against bits per weight).
+`collect` rebuilds results.json's quality rows from the logs in OUT; `plot` writes docs/qwen-1.5b.png (PPL and decode tokens/s against bits per weight).
 """
 import argparse
 import json
@@ -46,7 +46,7 @@ LUTQ_ROWS = [
 ]
 SPEED_LUTQ = ["lutq-rtn-q4-g128", "lutq-gptqbcq-q3-g128", "lutq-gptqbcq-q2-g64"]
 SPEED_LLAMA = ["llama-Q4_K_M", "llama-Q3_K_M", "llama-Q2_K"]
-LLAMA_TYPES = ["Q4_K_M", "IQ4_XS", "Q3_K_M", "IQ3_XXS", "Q2_K", "IQ2_XS"]
+LLAMA_TYPES = ["Q4_K_M", "Q3_K_M", "Q2_K", "IQ4_XS", "IQ3_XXS", "IQ2_XS"]
 # Block linear layers: the weights whose bits per weight the tables compare.
 BLOCK_RE = re.compile(r"^blk\.\d+\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn_down)\.weight$")
 
@@ -238,6 +238,22 @@ class Bench:
             print(f"| {name} | {q.get('bpw', float('nan')):.2f} | {r.get('pp128@1', 0):.1f} | {r.get('pp128@2', 0):.1f} | "
                   f"{r.get('tg64@1', 0):.2f} | {r.get('tg64@2', 0):.2f} | {floor} |")
 
+    def collect(self):
+        """Rebuilds the quality rows from the logs in OUT (e.g. after an interrupted run)."""
+        for name, qargs in LUTQ_ROWS:
+            log_path, path = self.out / f"{name}.ppl.log", self.out / f"{name}.lutq"
+            if name not in self.results and log_path.exists() and path.exists() and "PPL = " in log_path.read_text():
+                self.save(name, dict(engine="lutq", label=" ".join(qargs), bpw=lutq_block_bpw(path),
+                                     file_mib=path.stat().st_size / 2**20, **lutq_ppl(log_path.read_text())))
+        for qtype in LLAMA_TYPES:
+            name = f"llama-{qtype}"
+            ppl_log, q_log = self.out / f"{name}.ppl.log", self.out / f"{name}.quantize.log"
+            if name not in self.results and ppl_log.exists() and q_log.exists():
+                row = llama_ppl(ppl_log.read_text())
+                if "ppl" in row:
+                    self.save(name, dict(engine="llama.cpp", label=f"{qtype} + imatrix", bpw=llama_block_bpw(q_log.read_text()),
+                                         file_mib=(self.out / f"{name}.gguf").stat().st_size / 2**20, **row))
+
     def table(self):
         ref = {"lutq": self.results.get("lutq-fp32", {}).get("ppl"), "llama.cpp": self.results.get("llama-f32", {}).get("ppl")}
         if ref["lutq"] is None and ref["llama.cpp"] is not None:
@@ -300,7 +316,7 @@ def write_plot(results, png):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["quality", "lutq", "llama", "speed", "table", "plot"])
+    ap.add_argument("step", choices=["quality", "lutq", "llama", "speed", "collect", "table", "plot"])
     ap.add_argument("--model", default=str(ROOT / "models" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"))
     ap.add_argument("--out", default=str(ROOT / "build-bench" / "side-by-side"))
     ap.add_argument("--chunks", type=int, default=20)
@@ -318,6 +334,8 @@ def main():
         b.llama_quality()
     if args.step == "speed":
         b.speed()
+    if args.step == "collect":
+        b.collect()
     b.table()
     b.speed_table()
     if args.step == "plot":
