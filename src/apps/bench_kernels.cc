@@ -320,9 +320,9 @@ class Bench {
   }
 
   void run_config(const Shape& s, WeightKind kind, int q, int64_t g, Isa isa, Precision p,
-                  std::optional<kernels::GemmPath> path) {
-    const std::string backend_name =
-        std::string(kernels::isa_name(isa)) + (path ? std::string("+") + kernels::gemm_path_name(*path) : "");
+                  kernels::GemmPath path) {
+    const std::string backend_name = std::string(kernels::isa_name(isa)) +
+                                     (path == kernels::GemmPath::kAuto ? "" : std::string("+") + kernels::gemm_path_name(path));
     format::BcqConfig cfg;
     cfg.q = q;
     cfg.g = g;

@@ -39,9 +39,9 @@ struct BenchOptions {
   std::vector<int> threads;
   std::vector<kernels::Isa> isas;
   std::vector<kernels::Precision> precisions;
-  // GEMM paths (BcqLinear::create's `path`): nullopt is the policy ("auto"); the backend column
-  // then reads "avx512+lut" / "avx512+int8" for forced paths.
-  std::vector<std::optional<kernels::GemmPath>> paths = {std::nullopt};
+  // GEMM paths (BcqLinear::create's `path`): kAuto is the policy; the backend column reads
+  // "avx512+lut" / "avx512+int8" for forced paths.
+  std::vector<kernels::GemmPath> paths = {kernels::GemmPath::kAuto};
   std::vector<WeightKind> kinds;
   std::vector<Regime> regimes;
   int reps = 0;  // timed calls per row; 0: adaptive (target_seconds, at least min_reps)

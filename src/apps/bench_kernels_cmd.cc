@@ -173,10 +173,10 @@ Result<BenchOptions> resolve(RawArgs raw, const CLI::App& cli) {
   if (!raw.paths.empty()) {
     o.paths.clear();
     for (const std::string& p : raw.paths) {
-      if (p == "auto") {
-        o.paths.emplace_back(std::nullopt);
-      } else if (p == "lut" || p == "int8") {
-        o.paths.emplace_back(p == "lut" ? kernels::GemmPath::kLut : kernels::GemmPath::kInt8Gemm);
+      if (p == "auto" || p == "lut" || p == "int8") {
+        o.paths.emplace_back(p == "auto" ? kernels::GemmPath::kAuto
+                             : p == "lut" ? kernels::GemmPath::kLut
+                                          : kernels::GemmPath::kInt8Gemm);
       } else {
         return Status::invalid("--path: unknown path '" + p + "': expected auto, lut or int8");
       }

@@ -9,15 +9,15 @@ namespace lutq::kernels {
 
 namespace {
 
-Result<std::optional<GemmPath>> path_from_env() {
+Result<GemmPath> path_from_env() {
   // Unset: the LUT path. The int8 path keeps a second, int8 copy of the weights (~6.5 bits per
   // weight at q4 g64) for 1.1-1.2x faster prefill, so it is opt-in (auto: the policy; int8: forced).
   const char* env = std::getenv("LUTQ_GEMM_PATH");
-  if (env == nullptr || *env == '\0') return std::optional<GemmPath>(GemmPath::kLut);
+  if (env == nullptr || *env == '\0') return GemmPath::kLut;
   const std::string_view v(env);
-  if (v == "auto") return std::optional<GemmPath>();
-  if (v == "lut") return std::optional<GemmPath>(GemmPath::kLut);
-  if (v == "int8") return std::optional<GemmPath>(GemmPath::kInt8Gemm);
+  if (v == "auto") return GemmPath::kAuto;
+  if (v == "lut") return GemmPath::kLut;
+  if (v == "int8") return GemmPath::kInt8Gemm;
   return Status::invalid("LUTQ_GEMM_PATH: unknown path '" + std::string(v) + "': expected auto, lut or int8");
 }
 
@@ -26,7 +26,7 @@ Result<std::optional<GemmPath>> path_from_env() {
 Result<BcqLinear> BcqLinear::create(const format::BcqMatrix& w, Isa isa, Precision precision,
                                     std::optional<GemmPath> path) {
   if (!path) {
-    Result<std::optional<GemmPath>> env = path_from_env();
+    Result<GemmPath> env = path_from_env();
     if (!env) return env.status();
     path = *env;
   }
@@ -39,14 +39,15 @@ Result<BcqLinear> BcqLinear::create(const format::BcqMatrix& w, Isa isa, Precisi
     if (Status s = be.place(packed); !s) return Status(s.code(), std::string(isa_name(isa)) + " backend: " + s.message());
   }
   BcqLinear out(std::move(packed));
-  out.forced_ = path;
+  if (*path != GemmPath::kAuto) out.forced_ = path;
   // Packed for the int8 path where it is forced, or where the policy takes it for some m (a
   // matrix it never takes, e.g. q <= 2, does not pay the memory).
   const bool int8_possible = isa == Isa::kAvx512 && precision == Precision::kFast && bcq_int8_supported(w) &&
                              bcq_int8_avx512_available(detect_cpu());
-  const bool wanted = path ? *path == GemmPath::kInt8Gemm
-                           : choose_path(std::numeric_limits<int64_t>::max(), w.n, w.k, w.cfg.q, w.cfg.g,
-                                         w.cfg.orientation, isa, precision) == GemmPath::kInt8Gemm;
+  const bool wanted = *path == GemmPath::kInt8Gemm ||
+                      (*path == GemmPath::kAuto && choose_path(std::numeric_limits<int64_t>::max(), w.n, w.k, w.cfg.q,
+                                                               w.cfg.g, w.cfg.orientation, isa, precision) ==
+                                                       GemmPath::kInt8Gemm);
   if (int8_possible && wanted) {
     out.int8_ = std::make_shared<const BcqInt8Packed>(pack_bcq_int8(w));
   }

@@ -19,10 +19,11 @@ std::vector<Isa> available_isas(const CpuFeatures& cpu);
 
 class BcqLinear {
  public:
-  // Validates w, checks the backend takes it (clear error otherwise) and repacks. `path` forces
-  // the GEMM path for every m (int8 only where the matrix and ISA allow it, LUT elsewhere);
-  // without it the LUTQ_GEMM_PATH environment variable (lut, int8, auto) may, else choose_path
-  // decides per call. Where the int8 path can be taken, the matrix is also packed for it.
+  // Validates w, checks the backend takes it (clear error otherwise) and repacks. `path` kLut or
+  // kInt8Gemm forces the GEMM path for every m (int8 only where the matrix and ISA allow it, LUT
+  // elsewhere); kAuto lets choose_path decide per call. Without it, the LUTQ_GEMM_PATH environment
+  // variable (lut, int8, auto) says; unset means lut. Where the int8 path can be taken, the
+  // matrix is also packed for it.
   static Result<BcqLinear> create(const format::BcqMatrix& w, Isa isa, Precision precision,
                                   std::optional<GemmPath> path = std::nullopt);
 

@@ -10,7 +10,17 @@
 
 namespace lutq::kernels {
 
-const char* gemm_path_name(GemmPath p) { return p == GemmPath::kLut ? "lut" : "int8"; }
+const char* gemm_path_name(GemmPath p) {
+  switch (p) {
+    case GemmPath::kLut:
+      return "lut";
+    case GemmPath::kInt8Gemm:
+      return "int8";
+    case GemmPath::kAuto:
+      return "auto";
+  }
+  return "?";
+}
 
 bool bcq_int8_supported(const format::BcqMatrix& w) {
   return w.cfg.orientation == format::Orientation::kPerOC && w.cfg.q <= 4 && w.cfg.g % 4 == 0 && w.k % 4 == 0;

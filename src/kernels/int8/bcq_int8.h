@@ -27,7 +27,9 @@
 
 namespace lutq::kernels {
 
-enum class GemmPath : uint8_t { kLut = 0, kInt8Gemm = 1 };
+// kAuto is a request only (BcqLinear::create, LUTQ_GEMM_PATH=auto): choose_path decides per call,
+// and never returns it.
+enum class GemmPath : uint8_t { kLut = 0, kInt8Gemm = 1, kAuto = 2 };
 const char* gemm_path_name(GemmPath p);
 
 // The policy (docs/kernels.md "Policy"): which path BcqLinear::forward takes for m activation
