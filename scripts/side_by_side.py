@@ -69,6 +69,13 @@ def run(cmd, log_path, env=None):
     return p.stdout, time.time() - t0, (int(m.group(1)) / 1e6 if m else None)
 
 
+def llama_bin():
+    """llama.cpp's tool folder, built first when missing (scripts/build-llamacpp.sh is idempotent)."""
+    out = subprocess.run(["bash", ROOT / "scripts" / "build-llamacpp.sh"], capture_output=True, text=True, check=True)
+    bin_dir = Path(out.stdout.strip())
+    return bin_dir if bin_dir.is_absolute() else ROOT / bin_dir
+
+
 def lutq_block_bpw(path):
     """Bits per weight of the block linear layers of a lutq file, from `lutq inspect`."""
     out = subprocess.run([LUTQ, "inspect", path], capture_output=True, text=True, check=True).stdout
@@ -166,10 +173,7 @@ class Bench:
                                  eval_s=sec, **lutq_ppl(out)))
 
     def llama_quality(self):
-        bin_dir = Path(subprocess.run(["bash", ROOT / "scripts" / "build-llamacpp.sh"], capture_output=True, text=True,
-                                      check=True).stdout.strip())
-        if not bin_dir.is_absolute():
-            bin_dir = ROOT / bin_dir
+        bin_dir = llama_bin()
         f32 = self.out / "llama-f32.gguf"
         if not f32.exists():
             run([bin_dir / "llama-quantize", "--allow-requantize", self.args.model, f32, "F32", self.threads],
@@ -199,7 +203,7 @@ class Bench:
 
     def speed(self):
         """lutq bench and llama-bench, pp128 and tg64 on 1 and 2 threads, medians of 3, one after the other."""
-        bin_dir = ROOT / "build-llamacpp" / "bin"
+        bin_dir = llama_bin()
         rows = [(n, self.out / f"{n}.lutq") for n in SPEED_LUTQ] + [(n, self.out / f"{n}.gguf") for n in SPEED_LLAMA]
         speed = self.results.setdefault("_speed", {})
         for name, path in rows:
