@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <limits>
 
 namespace lutq::server {
 
@@ -121,15 +120,14 @@ uint32_t GrammarMatcher::intern_set(std::vector<uint32_t>& stacks) {
   stacks.erase(std::unique(stacks.begin(), stacks.end()), stacks.end());
   if (stacks.size() > kMaxStacks) stacks.resize(kMaxStacks);  // fewer ways, never a wrong one
   if (stacks.empty()) return kDeadSet;
-  std::string key(stacks.size() * sizeof(uint32_t), '\0');
-  std::memcpy(key.data(), stacks.data(), key.size());
-  const auto [it, added] = set_ids_.emplace(std::move(key), static_cast<uint32_t>(sets_.size()));
-  if (added) {
-    sets_.push_back(stacks);
-    trans_.emplace_back();
-    trans_.back().fill(kUnknown);
-  }
-  return it->second;
+  key_.assign(reinterpret_cast<const char*>(stacks.data()), stacks.size() * sizeof(uint32_t));
+  if (const auto it = set_ids_.find(key_); it != set_ids_.end()) return it->second;
+  const auto id = static_cast<uint32_t>(sets_.size());
+  set_ids_.emplace(key_, id);
+  sets_.push_back(stacks);
+  trans_.emplace_back();
+  trans_.back().fill(kUnknown);
+  return id;
 }
 
 // Collects the stacks that continue at elements[pos] with `parent` below: a byte class on top,
@@ -166,17 +164,47 @@ void GrammarMatcher::settle(uint32_t pos, uint32_t parent, std::vector<uint32_t>
 }
 
 uint32_t GrammarMatcher::step(uint32_t set, unsigned char b) {
-  if (trans_[set][b] != kUnknown) return trans_[set][b];
-  std::vector<uint32_t> out;
-  int budget = kMaxExpand;
-  for (const uint32_t s : sets_[set]) {
-    if (s == kAccept) continue;
-    const Node n = nodes_[s];
-    if (g_->has(g_->elem(n.pos).arg, b)) settle(n.pos + 1, n.parent, out, budget);
+  if (trans_[set][b] == kUnknown) expand(set);
+  return trans_[set][b];
+}
+
+// Fills the transitions of `set` on every byte at once. A byte's next set depends only on which
+// of the set's stacks accept it (its signature), so bytes of one signature share one settle:
+// a string state, say, settles once for the ~90 bytes that continue it, not once per byte.
+void GrammarMatcher::expand(uint32_t set) {
+  using Signature = std::array<uint64_t, (kMaxStacks + 63) / 64>;
+  stacks_ = sets_[set];  // a copy: interning below may grow sets_
+  std::array<Signature, 256> sig{};
+  for (size_t i = 0; i < stacks_.size(); ++i) {
+    if (stacks_[i] == kAccept) continue;
+    const Grammar::ByteSet& bytes = g_->byte_set(g_->elem(nodes_[stacks_[i]].pos).arg);
+    for (unsigned b = 0; b < 256; ++b) {
+      if ((bytes[b >> 6] >> (b & 63)) & 1u) sig[b][i >> 6] |= uint64_t{1} << (i & 63);
+    }
   }
-  const uint32_t next = intern_set(out);
-  trans_[set][b] = next;
-  return next;
+  std::vector<uint32_t> out;
+  std::vector<unsigned> firsts;  // the first byte of each signature met so far
+  for (unsigned b = 0; b < 256; ++b) {
+    if (sig[b] == Signature{}) {
+      trans_[set][b] = kDeadSet;
+      continue;
+    }
+    const auto same = std::find_if(firsts.begin(), firsts.end(), [&](unsigned f) { return sig[f] == sig[b]; });
+    if (same != firsts.end()) {
+      trans_[set][b] = trans_[set][*same];
+      continue;
+    }
+    firsts.push_back(b);
+    out.clear();
+    int budget = kMaxExpand;
+    for (size_t i = 0; i < stacks_.size(); ++i) {
+      if ((sig[b][i >> 6] >> (i & 63)) & 1u) {
+        const Node n = nodes_[stacks_[i]];
+        settle(n.pos + 1, n.parent, out, budget);
+      }
+    }
+    trans_[set][b] = intern_set(out);
+  }
 }
 
 // Forgets every table and interns the current state again (bounds the memory of a long
@@ -250,7 +278,6 @@ void GrammarMatcher::walk(const TokenTrie& trie, uint32_t node, uint32_t set, st
 }
 
 void GrammarMatcher::mask(const TokenTrie& trie, std::span<float> logits) {
-  constexpr float kOff = -std::numeric_limits<float>::infinity();
   if (sets_.size() > kMaxSets) reset_tables();
   if (&trie != mask_trie_) {
     masks_.clear();
@@ -269,20 +296,9 @@ void GrammarMatcher::mask(const TokenTrie& trie, std::span<float> logits) {
     it = masks_.emplace(state_, std::move(allowed)).first;
   }
   const std::vector<uint64_t>& allowed = it->second;
-  const size_t n = std::min(logits.size(), trie.vocab());
-  bool any = false;
-  for (size_t id = 0; id < n; ++id) {
-    if ((allowed[id >> 6] >> (id & 63)) & 1u) {
-      any = true;
-    } else {
-      logits[id] = kOff;
-    }
-  }
-  for (size_t id = n; id < logits.size(); ++id) logits[id] = kOff;
-  if (any) return;
-  for (size_t id = 0; id < n; ++id) {
-    if (trie.eog(id)) logits[id] = 0.0f;
-  }
+  apply_token_mask(
+      logits, trie.vocab(), [&](size_t id) { return ((allowed[id >> 6] >> (id & 63)) & 1u) != 0; },
+      [&](size_t id) { return trie.eog(id); });
 }
 
 }  // namespace lutq::server

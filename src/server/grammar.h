@@ -49,6 +49,7 @@ class Grammar {
   const std::vector<uint32_t>& alts(uint32_t rule) const { return alts_[rule]; }
   const GElem& elem(uint32_t pos) const { return elems_[pos]; }
   bool has(uint32_t set, unsigned char b) const { return (sets_[set][b >> 6] >> (b & 63)) & 1u; }
+  const ByteSet& byte_set(uint32_t set) const { return sets_[set]; }
   // Whether the rule derives at least one finite byte string (a schema like {"$ref": "#"} with
   // itself required does not).
   bool productive(uint32_t rule) const;
@@ -115,6 +116,7 @@ class GrammarMatcher {
   uint32_t intern_set(std::vector<uint32_t>& stacks);
   void settle(uint32_t pos, uint32_t parent, std::vector<uint32_t>& out, int& budget);
   uint32_t step(uint32_t set, unsigned char b);
+  void expand(uint32_t set);
   void reset_tables();
   void walk(const TokenTrie& trie, uint32_t node, uint32_t set, std::vector<uint64_t>& allowed);
 
@@ -123,6 +125,8 @@ class GrammarMatcher {
   std::unordered_map<uint64_t, uint32_t> node_ids_;
   std::vector<std::vector<uint32_t>> sets_;  // sorted stack ids
   std::unordered_map<std::string, uint32_t> set_ids_;
+  std::string key_;               // intern_set's lookup key, reused
+  std::vector<uint32_t> stacks_;  // expand's copy of the set it expands, reused
   std::vector<std::array<uint32_t, 256>> trans_;
   std::unordered_map<uint32_t, std::vector<uint64_t>> masks_;  // per set, for the trie it was made with
   const TokenTrie* mask_trie_ = nullptr;

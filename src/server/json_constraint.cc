@@ -228,28 +228,13 @@ bool JsonAcceptor::push(char open, Mode next) {
 void JsonAcceptor::value_done() { mode_ = depth_ == 0 ? Mode::kDone : Mode::kAfter; }
 
 void mask_json_logits(const JsonAcceptor& state, const TokenTable& table, std::span<float> logits) {
-  constexpr float kOff = -std::numeric_limits<float>::infinity();
-  const size_t n = std::min(logits.size(), table.pieces.size());
-  bool any = false;
-  for (size_t id = 0; id < n; ++id) {
-    bool ok = false;
-    if (table.end_of_generation[id]) {
-      ok = state.done();
-    } else if (!table.pieces[id].empty() && !state.done()) {
-      JsonAcceptor copy = state;
-      ok = copy.feed(table.pieces[id]);
-    }
-    if (ok) {
-      any = true;
-    } else {
-      logits[id] = kOff;
-    }
-  }
-  for (size_t id = n; id < logits.size(); ++id) logits[id] = kOff;
-  if (any) return;
-  for (size_t id = 0; id < n; ++id) {
-    if (table.end_of_generation[id]) logits[id] = 0.0f;
-  }
+  const auto allowed = [&](size_t id) {
+    if (table.end_of_generation[id]) return state.done();
+    if (table.pieces[id].empty() || state.done()) return false;
+    JsonAcceptor copy = state;
+    return copy.feed(table.pieces[id]);
+  };
+  apply_token_mask(logits, table.pieces.size(), allowed, [&](size_t id) { return table.end_of_generation[id]; });
 }
 
 }  // namespace lutq::server

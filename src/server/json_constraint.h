@@ -10,7 +10,9 @@
 // control bytes and well-formed UTF-8 (a token may end inside a character: the next continues it).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
 #include <string_view>
@@ -65,6 +67,28 @@ struct TokenTable {
   std::vector<std::string> pieces;
   std::vector<bool> end_of_generation;
 };
+
+// The tail every logit mask shares: logits[id] = -infinity for each of the first `vocab` ids
+// that allowed(id) refuses and for every id past the vocabulary; when nothing is allowed (a depth
+// limit), the end-of-generation ids (is_eog) are opened so generation ends.
+template <class Allowed, class IsEog>
+void apply_token_mask(std::span<float> logits, size_t vocab, Allowed allowed, IsEog is_eog) {
+  constexpr float kOff = -std::numeric_limits<float>::infinity();
+  const size_t n = std::min(logits.size(), vocab);
+  bool any = false;
+  for (size_t id = 0; id < n; ++id) {
+    if (allowed(id)) {
+      any = true;
+    } else {
+      logits[id] = kOff;
+    }
+  }
+  for (size_t id = n; id < logits.size(); ++id) logits[id] = kOff;
+  if (any) return;
+  for (size_t id = 0; id < n; ++id) {
+    if (is_eog(id)) logits[id] = 0.0f;
+  }
+}
 
 // Sets logits[id] = -infinity for every token `state` does not allow. When nothing would be
 // allowed (the depth limit), end-of-generation tokens are left open so generation ends.
