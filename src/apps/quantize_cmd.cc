@@ -57,19 +57,19 @@ Result<std::vector<int32_t>> calibration_ids(const io::Checkpoint& in, const Qua
 // Runs the dense model over the calibration tokens and collects every block layer's input
 // statistics (pipeline/calibration.h), with a progress line; with --calib-cache, reads them from the
 // cache when it was made from the same model and tokens, and writes it otherwise.
-Result<model::CalibrationStats> calibrate(const io::Checkpoint& in, const model::ModelConfig& config,
+Result<pipeline::CalibrationStats> calibrate(const io::Checkpoint& in, const model::ModelConfig& config,
                                           std::span<const int32_t> ids, int32_t bos, const QuantizeArgs& a,
                                           ThreadPool& pool) {
-  const std::vector<std::vector<int32_t>> chunks = model::calibration_chunks(ids, a.calib_ctx, a.calib_tokens, bos);
+  const std::vector<std::vector<int32_t>> chunks = pipeline::calibration_chunks(ids, a.calib_ctx, a.calib_tokens, bos);
   if (chunks.empty()) {
     return Status::invalid(a.calib + ": " + std::to_string(ids.size()) + " tokens, fewer than one chunk of " +
                            std::to_string(a.calib_ctx));
   }
   uint64_t fingerprint = 0;
   if (!a.calib_cache.empty()) {
-    fingerprint = model::calibration_fingerprint(in, chunks);
+    fingerprint = pipeline::calibration_fingerprint(in, chunks);
     if (std::filesystem::exists(a.calib_cache)) {
-      Result<model::CalibrationStats> cached = model::load_calibration(a.calib_cache, fingerprint, config);
+      Result<pipeline::CalibrationStats> cached = pipeline::load_calibration(a.calib_cache, fingerprint, config);
       if (cached) {
         std::fprintf(stderr, "lutq: calibration statistics from %s (%lld tokens)\n", a.calib_cache.c_str(),
                      static_cast<long long>(cached->tokens()));
@@ -86,12 +86,12 @@ Result<model::CalibrationStats> calibrate(const io::Checkpoint& in, const model:
   if (!dense) return dense.status();
   ProgressLine progress("lutq: calibrating (" + std::to_string(chunks.size()) + " x " + std::to_string(a.calib_ctx) +
                         " tokens)");
-  model::CalibrationOptions co;
+  pipeline::CalibrationOptions co;
   co.progress = [&](int64_t done, int64_t total) { progress.update(done, total, "chunks"); };
-  Result<model::CalibrationStats> stats = model::collect_hessians(*dense, chunks, co, pool);
+  Result<pipeline::CalibrationStats> stats = pipeline::collect_hessians(*dense, chunks, co, pool);
   if (stats && !a.calib_cache.empty()) {
     // The cache only saves time: failing to write it is reported, not fatal.
-    if (Status st = model::save_calibration(*stats, fingerprint, a.calib_cache); !st) {
+    if (Status st = pipeline::save_calibration(*stats, fingerprint, a.calib_cache); !st) {
       std::fprintf(stderr, "lutq: warning: calibration cache not written: %s\n", st.message().c_str());
     } else {
       std::fprintf(stderr, "lutq: calibration statistics saved to %s\n", a.calib_cache.c_str());
@@ -101,10 +101,10 @@ Result<model::CalibrationStats> calibrate(const io::Checkpoint& in, const model:
 }
 
 // The layer-by-layer source over the dense model (loaded into `dense`, which must outlive it).
-Result<std::unique_ptr<model::HessianSource>> layerwise_source(const io::Checkpoint& in, std::span<const int32_t> ids,
+Result<std::unique_ptr<pipeline::HessianSource>> layerwise_source(const io::Checkpoint& in, std::span<const int32_t> ids,
                                                                int32_t bos, const QuantizeArgs& a, ThreadPool& pool,
                                                                std::optional<model::Model>& dense) {
-  std::vector<std::vector<int32_t>> chunks = model::calibration_chunks(ids, a.calib_ctx, a.calib_tokens, bos);
+  std::vector<std::vector<int32_t>> chunks = pipeline::calibration_chunks(ids, a.calib_ctx, a.calib_tokens, bos);
   if (chunks.empty()) {
     return Status::invalid(a.calib + ": " + std::to_string(ids.size()) + " tokens, fewer than one chunk of " +
                            std::to_string(a.calib_ctx));
@@ -117,9 +117,9 @@ Result<std::unique_ptr<model::HessianSource>> layerwise_source(const io::Checkpo
   dense.emplace(std::move(*m));
   std::fprintf(stderr, "\nlutq: calibrating block by block on %zu x %lld tokens, each block's statistics just "
                        "before its layers are quantized\n", chunks.size(), static_cast<long long>(a.calib_ctx));
-  Result<model::LayerwiseCalibration> lw = model::LayerwiseCalibration::create(*dense, std::move(chunks), pool);
+  Result<pipeline::LayerwiseCalibration> lw = pipeline::LayerwiseCalibration::create(*dense, std::move(chunks), pool);
   if (!lw) return lw.status();
-  return std::unique_ptr<model::HessianSource>(std::make_unique<model::LayerwiseCalibration>(std::move(*lw)));
+  return std::unique_ptr<pipeline::HessianSource>(std::make_unique<pipeline::LayerwiseCalibration>(std::move(*lw)));
 }
 
 std::string mib(int64_t bytes) {
@@ -129,7 +129,7 @@ std::string mib(int64_t bytes) {
 }
 
 // Per layer type (attn_q, ..., output): count, mean and max relative error, bpw.
-void print_summary(const model::QuantizeReport& r, bool per_layer) {
+void print_summary(const pipeline::QuantizeReport& r, bool per_layer) {
   struct Agg {
     int count = 0;
     double err_sum = 0.0;
@@ -139,7 +139,7 @@ void print_summary(const model::QuantizeReport& r, bool per_layer) {
     std::string form;
   };
   std::map<std::string, Agg> by_type;
-  for (const model::QuantizedLayer& l : r.layers) {
+  for (const pipeline::QuantizedLayer& l : r.layers) {
     std::string type = l.name;
     if (type.starts_with("blk.")) type = type.substr(type.find('.', 4) + 1);
     if (type.ends_with(".weight")) type.resize(type.size() - 7);
@@ -181,15 +181,15 @@ int run(const QuantizeArgs& a) {
   ThreadPool pool(a.model.threads);
   Result<model::ModelConfig> config = model::ModelConfig::from_checkpoint(**in);
   if (!config) return report_error(config.status(), kExitFailure);
-  std::optional<model::CalibrationStats> stats;
+  std::optional<pipeline::CalibrationStats> stats;
   std::vector<int32_t> calib_ids;  // the calibration text, tokenized once for both uses
   int32_t bos = -1;
   // Statistics of every block at once for the cache and for mixed precision; otherwise one block
   // at a time (layerwise), which is what lets a 1.5B model's GPTQ fit in memory.
-  const bool calibrated = model::needs_calibration(*spec, *config) || a.target_bpw > 0.0 || a.calib_given;
+  const bool calibrated = pipeline::needs_calibration(*spec, *config) || a.target_bpw > 0.0 || a.calib_given;
   const bool layerwise = calibrated && a.calib_cache.empty() && a.target_bpw <= 0.0;
   std::optional<model::Model> dense;  // the layerwise source runs it
-  std::unique_ptr<model::HessianSource> source;
+  std::unique_ptr<pipeline::HessianSource> source;
   if (calibrated) {
     if (a.calib_tokens < a.calib_ctx) {
       return report_error(Status::invalid("--calib-tokens: at least --calib-ctx tokens"), kExitUsage);
@@ -198,14 +198,14 @@ int run(const QuantizeArgs& a) {
     if (!ids) return report_error(ids.status(), kExitFailure);
     calib_ids = std::move(*ids);
     if (layerwise) {
-      Result<std::unique_ptr<model::HessianSource>> lw = layerwise_source(**in, calib_ids, bos, a, pool, dense);
+      Result<std::unique_ptr<pipeline::HessianSource>> lw = layerwise_source(**in, calib_ids, bos, a, pool, dense);
       if (!lw) return report_error(lw.status(), kExitFailure);
       source = std::move(*lw);
     } else {
-      Result<model::CalibrationStats> st = calibrate(**in, *config, calib_ids, bos, a, pool);
+      Result<pipeline::CalibrationStats> st = calibrate(**in, *config, calib_ids, bos, a, pool);
       if (!st) return report_error(st.status(), kExitFailure);
       stats.emplace(std::move(*st));
-      source = std::make_unique<model::StoredHessians>(*stats);
+      source = std::make_unique<pipeline::StoredHessians>(*stats);
     }
     // With calibration statistics every block layer's fit weighs each input channel's error by
     // its activation energy diag(H) (quant/quantize.h), unless --no-importance.
@@ -220,10 +220,10 @@ int run(const QuantizeArgs& a) {
     }
     std::sort(cand.begin(), cand.end());
     cand.erase(std::unique(cand.begin(), cand.end()), cand.end());
-    model::AllocationOptions ao;
+    pipeline::AllocationOptions ao;
     if (a.sensitivity == "kl") {
       // Chunks of 128 tokens from the start of the calibration text, each scored at every position.
-      ao.kl_chunks = model::calibration_chunks(calib_ids, 128, a.sensitivity_tokens, bos);
+      ao.kl_chunks = pipeline::calibration_chunks(calib_ids, 128, a.sensitivity_tokens, bos);
       if (ao.kl_chunks.empty()) {
         return report_error(Status::invalid("--sensitivity kl: the calibration text has fewer than 128 tokens"),
                             kExitFailure);
@@ -233,7 +233,7 @@ int run(const QuantizeArgs& a) {
       const auto seen = static_cast<size_t>(std::max<int64_t>(a.sensitivity_tokens, 0));
       size_t from = std::min(calib_ids.size(), std::max(seen, static_cast<size_t>(a.calib_tokens)));
       if (calib_ids.size() - from < 512) from = std::min(calib_ids.size(), seen);
-      ao.selection_chunks = model::calibration_chunks(std::span<const int32_t>(calib_ids).subspan(from), 512,
+      ao.selection_chunks = pipeline::calibration_chunks(std::span<const int32_t>(calib_ids).subspan(from), 512,
                                                       a.selection_tokens, bos);
       if (ao.selection_chunks.empty()) {
         std::fprintf(stderr, "lutq: warning: the calibration text has no 512 tokens beyond the sensitivity's; "
@@ -247,17 +247,17 @@ int run(const QuantizeArgs& a) {
       if (!measuring) measuring.emplace("lutq: measuring each layer's KL at the other bit counts");
       measuring->update(done, total, "models");
     };
-    Result<model::BitAllocation> alloc =
-        model::allocate_bits(**in, *spec, a.target_bpw, cand, stats ? &*stats : nullptr, pool, ao);
+    Result<pipeline::BitAllocation> alloc =
+        pipeline::allocate_bits(**in, *spec, a.target_bpw, cand, stats ? &*stats : nullptr, pool, ao);
     if (!alloc) return report_error(alloc.status(), kExitFailure);
     std::map<int, int> per_bits;
-    for (const model::BitAllocation::Layer& l : alloc->layers) ++per_bits[l.bits];
+    for (const pipeline::BitAllocation::Layer& l : alloc->layers) ++per_bits[l.bits];
     std::printf("mixed precision for %.3f bpw: %.3f bpw;", a.target_bpw, alloc->average_bpw);
     for (const auto& [bits, count] : per_bits) std::printf(" %d layers at %d bits", count, bits);
     std::printf("\n");
     if (!alloc->trials.empty()) {
       std::printf("  model KL on held-out calibration tokens, per downgrade penalty:");
-      for (const model::BitAllocation::Trial& t : alloc->trials) {
+      for (const pipeline::BitAllocation::Trial& t : alloc->trials) {
         if (std::isinf(t.penalty)) {
           std::printf(" [no downgrade]");
         } else {
@@ -270,9 +270,9 @@ int run(const QuantizeArgs& a) {
     for (model::LinearOverride& o : alloc->overrides()) spec->overrides.push_back(std::move(o));
   }
   ProgressLine progress("lutq: quantizing");
-  Result<model::QuantizeReport> report = model::quantize_to_file(
+  Result<pipeline::QuantizeReport> report = pipeline::quantize_to_file(
       **in, *spec, a.out, pool,
-      [&](int64_t done, int64_t total, const model::QuantizedLayer& l) { progress.update(done, total, l.name); },
+      [&](int64_t done, int64_t total, const pipeline::QuantizedLayer& l) { progress.update(done, total, l.name); },
       source.get());
   if (!report) return report_error(report.status(), kExitFailure);
   std::printf("wrote %s\n", a.out.c_str());

@@ -183,7 +183,7 @@ TEST(LlamaLinear, GroupAdaptationAndRoleNames) {
 }
 
 
-// ---- lutq files: quantize_to_file, then load. ----
+// ---- lutq files: pipeline::quantize_to_file, then load. ----
 
 std::string temp_path(const std::string& name) {
   return (std::filesystem::temp_directory_path() / ("lutq_test_" + std::to_string(::getpid()) + "_" + name)).string();
@@ -212,15 +212,15 @@ TEST(LutqFileModel, QuantizedFileLoadsToTheSameModelAsQuantizingAtLoad) {
     spec.overrides.push_back(*parse_override("blk.1.attn_k=int8=plain"));    // plain int8
     const std::string path = temp_path(tied ? "tied.lutq" : "untied.lutq");
     int64_t calls = 0;
-    Result<QuantizeReport> report =
-        quantize_to_file(f, spec, path, pool, [&](int64_t done, int64_t total, const QuantizedLayer&) {
+    Result<pipeline::QuantizeReport> report =
+        pipeline::quantize_to_file(f, spec, path, pool, [&](int64_t done, int64_t total, const pipeline::QuantizedLayer&) {
           EXPECT_EQ(done, ++calls);
           EXPECT_EQ(total, 2 * kNumLinearRoles + 1);
         });
     ASSERT_TRUE(report.is_ok()) << report.status().message();
     EXPECT_EQ(calls, 2 * kNumLinearRoles + 1);
     ASSERT_EQ(report->layers.size(), static_cast<size_t>(2 * kNumLinearRoles + 1));
-    for (const QuantizedLayer& l : report->layers) {
+    for (const pipeline::QuantizedLayer& l : report->layers) {
       EXPECT_EQ(l.quantized, !l.name.starts_with("blk.0.")) << l.name;
       if (l.quantized) {
         EXPECT_GT(l.rel_error, 0.0) << l.name;
@@ -266,10 +266,10 @@ TEST(LutqFileModel, RefusesToRequantizeAndNeverLeavesAPartialFile) {
   const io::GgufFile f = open_tiny(t);
   ThreadPool pool(1);
   const std::string path = temp_path("once.lutq");
-  ASSERT_TRUE(quantize_to_file(f, test_spec(2, 32), path, pool).is_ok());
+  ASSERT_TRUE(pipeline::quantize_to_file(f, test_spec(2, 32), path, pool).is_ok());
   Result<io::GgufFile> lf = io::GgufFile::open(path);
   ASSERT_TRUE(lf.is_ok());
-  Result<QuantizeReport> again = quantize_to_file(*lf, test_spec(2, 32), temp_path("twice.lutq"), pool);
+  Result<pipeline::QuantizeReport> again = pipeline::quantize_to_file(*lf, test_spec(2, 32), temp_path("twice.lutq"), pool);
   ASSERT_FALSE(again.is_ok());
   EXPECT_NE(again.status().message().find("already a lutq file"), std::string::npos) << again.status().message();
 
@@ -277,12 +277,12 @@ TEST(LutqFileModel, RefusesToRequantizeAndNeverLeavesAPartialFile) {
   const auto before = std::filesystem::file_size(path);
   LinearSpec bad = test_spec(2, 48);
   for (LinearChoice& c : bad.roles) c.adapt_group = false;
-  Result<QuantizeReport> r = quantize_to_file(f, bad, path, pool);
+  Result<pipeline::QuantizeReport> r = pipeline::quantize_to_file(f, bad, path, pool);
   ASSERT_FALSE(r.is_ok());
   EXPECT_EQ(std::filesystem::file_size(path), before);
   EXPECT_FALSE(std::filesystem::exists(path + ".partial"));
   // An unwritable destination is an error naming it.
-  Result<QuantizeReport> w = quantize_to_file(f, test_spec(2, 32), "/nonexistent-dir/x.lutq", pool);
+  Result<pipeline::QuantizeReport> w = pipeline::quantize_to_file(f, test_spec(2, 32), "/nonexistent-dir/x.lutq", pool);
   ASSERT_FALSE(w.is_ok());
   EXPECT_NE(w.status().message().find("/nonexistent-dir/x.lutq"), std::string::npos) << w.status().message();
   std::filesystem::remove(path);

@@ -114,7 +114,7 @@ TEST(RealModelSmolLm2, MatchesTransformersGoldens) {
   qo.cfg.g = 64;
   Result<kernels::Isa> isa = kernels::select_isa(detect_cpu());
   ASSERT_TRUE(isa.is_ok());
-  ASSERT_TRUE(quantize_to_file(*f, LinearSpec::quantized(qo, *isa, kernels::Precision::kFast), lutq_path, pool).is_ok());
+  ASSERT_TRUE(pipeline::quantize_to_file(*f, LinearSpec::quantized(qo, *isa, kernels::Precision::kFast), lutq_path, pool).is_ok());
   Result<io::GgufFile> qf = io::GgufFile::open(lutq_path);
   ASSERT_TRUE(qf.is_ok()) << qf.status().message();
   const Model qmodel = load(*qf, pool);

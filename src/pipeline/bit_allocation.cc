@@ -15,7 +15,7 @@
 #include "pipeline/quantize_model.h"
 #include "quant/gptq.h"
 
-namespace lutq::model {
+namespace lutq::pipeline {
 namespace {
 
 // One block layer at every candidate bit count: its sensitivity and stored bits per candidate.
@@ -326,4 +326,4 @@ Result<BitAllocation> allocate_bits(const io::Checkpoint& in, const LinearSpec& 
   return out;
 }
 
-}  // namespace lutq::model
+}  // namespace lutq::pipeline

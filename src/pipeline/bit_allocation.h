@@ -38,7 +38,7 @@
 #include "pipeline/calibration.h"
 #include "model/linear_spec.h"
 
-namespace lutq::model {
+namespace lutq::pipeline {
 
 struct BitAllocation {
   struct Layer {
@@ -82,4 +82,4 @@ Result<BitAllocation> allocate_bits(const io::Checkpoint& in, const LinearSpec& 
                                     const std::vector<int>& candidates, const CalibrationStats* calib,
                                     ThreadPool& pool, const AllocationOptions& options = {});
 
-}  // namespace lutq::model
+}  // namespace lutq::pipeline

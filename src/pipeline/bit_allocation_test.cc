@@ -9,7 +9,7 @@
 #include "io/gguf_file.h"
 #include "support/tiny_llama.h"
 
-namespace lutq::model {
+namespace lutq::pipeline {
 namespace {
 
 LinearSpec spec_at(int q) {
@@ -131,11 +131,11 @@ TEST(BitAllocation, RejectsInfeasibleAndUnsupportedRequests) {
   EXPECT_FALSE(allocate_bits(*f, spec_at(3), 3.0, {3, 2}, nullptr, pool).is_ok());
   EXPECT_FALSE(allocate_bits(*f, spec_at(3), 3.0, {}, nullptr, pool).is_ok());
   LinearSpec dense_q = spec_at(3);
-  dense_q.overrides.push_back(*parse_override("attn_q=dense"));
+  dense_q.overrides.push_back(*model::parse_override("attn_q=dense"));
   Result<BitAllocation> d = allocate_bits(*f, dense_q, 3.0, {2, 3}, nullptr, pool);
   ASSERT_FALSE(d.is_ok());
   EXPECT_NE(d.status().message().find("not a BCQ layer"), std::string::npos) << d.status().message();
 }
 
 }  // namespace
-}  // namespace lutq::model
+}  // namespace lutq::pipeline

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <string>
 
-namespace lutq::model {
+namespace lutq::pipeline {
 namespace {
 
 // Feeds acc[(layer − first_layer)·kNumLinearInputs + input].
@@ -168,4 +168,4 @@ std::vector<std::vector<int32_t>> calibration_chunks(std::span<const int32_t> to
   return out;
 }
 
-}  // namespace lutq::model
+}  // namespace lutq::pipeline

@@ -18,10 +18,28 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "io/checkpoint.h"
+#include "model/linear_spec.h"
 #include "model/model.h"
 #include "quant/hessian.h"
 
-namespace lutq::model {
+namespace lutq::pipeline {
+
+// The model-layer names the offline pipeline works with (pipeline/ sits above model/).
+using model::Batch;
+using model::Block;
+using model::Layer;
+using model::Linear;
+using model::LinearChoice;
+using model::LinearObserver;
+using model::LinearOverride;
+using model::LinearRole;
+using model::LinearSpec;
+using model::LoadOptions;
+using model::LogitsMode;
+using model::Memory;
+using model::Model;
+using model::ModelConfig;
+using model::kNumLinearRoles;
 
 // The distinct inputs of a block's linear layers.
 enum class LinearInput : uint8_t { kAttn, kAttnOutput, kFfn, kFfnDown };
@@ -137,4 +155,4 @@ Status save_calibration(const CalibrationStats& stats, uint64_t fingerprint, con
 // another version, another fingerprint (model or tokens changed), shapes that are not `config`'s.
 Result<CalibrationStats> load_calibration(const std::string& path, uint64_t fingerprint, const ModelConfig& config);
 
-}  // namespace lutq::model
+}  // namespace lutq::pipeline

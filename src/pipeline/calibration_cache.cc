@@ -6,7 +6,7 @@
 #include "io/gguf_writer.h"
 #include "pipeline/calibration.h"
 
-namespace lutq::model {
+namespace lutq::pipeline {
 namespace {
 
 constexpr int64_t kCacheVersion = 1;
@@ -150,4 +150,4 @@ Result<CalibrationStats> load_calibration(const std::string& path, uint64_t fing
   return stats;
 }
 
-}  // namespace lutq::model
+}  // namespace lutq::pipeline

@@ -15,7 +15,7 @@
 #include "pipeline/calibration.h"
 #include "support/tiny_llama.h"
 
-namespace lutq::model {
+namespace lutq::pipeline {
 namespace {
 
 struct CacheFixture {
@@ -110,4 +110,4 @@ TEST(CalibrationCache, DamagedFilesAreRefused) {
 }
 
 }  // namespace
-}  // namespace lutq::model
+}  // namespace lutq::pipeline

@@ -15,7 +15,7 @@
 #include "io/checkpoint.h"
 #include "support/tiny_llama.h"
 
-namespace lutq::model {
+namespace lutq::pipeline {
 namespace {
 
 std::string model_path() {
@@ -112,9 +112,9 @@ TEST(Calibration, SmolLm2HessiansMatchObservedInputs) {
 }
 
 }  // namespace
-}  // namespace lutq::model
+}  // namespace lutq::pipeline
 
-namespace lutq::model {
+namespace lutq::pipeline {
 namespace {
 
 // Layer by layer gives the same statistics as the whole-model pass, bit for bit, while holding
@@ -151,4 +151,4 @@ TEST(Calibration, LayerwiseEqualsWholeModelStatistics) {
 }
 
 }  // namespace
-}  // namespace lutq::model
+}  // namespace lutq::pipeline

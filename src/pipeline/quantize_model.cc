@@ -17,7 +17,7 @@
 #include "model/linear.h"
 #include "quant/gptq.h"
 
-namespace lutq::model {
+namespace lutq::pipeline {
 namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -97,7 +97,7 @@ Result<format::BcqMatrix> calibrated_quantize(const std::string& name, const flo
   go.importance = choice.quant.importance;
   const auto adapt = [&](int64_t extent) -> int64_t {
     if (!choice.adapt_group) return choice.quant.cfg.g;
-    return adapted_group(choice.quant.cfg.g, extent).value_or(choice.quant.cfg.g);
+    return model::adapted_group(choice.quant.cfg.g, extent).value_or(choice.quant.cfg.g);
   };
   const auto named = [&](const Status& st) { return Status(st.code(), name + ": " + st.message()); };
   const quant::GptqFactor* factor = nullptr;
@@ -316,4 +316,4 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
   return report;
 }
 
-}  // namespace lutq::model
+}  // namespace lutq::pipeline

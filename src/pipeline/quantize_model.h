@@ -18,7 +18,7 @@
 #include "pipeline/calibration.h"
 #include "model/linear_spec.h"
 
-namespace lutq::model {
+namespace lutq::pipeline {
 
 struct QuantizedLayer {
   std::string name;
@@ -70,4 +70,4 @@ Result<format::BcqMatrix> quantize_layer(const std::string& name, const float* w
 // Whether any layer of `spec` needs calibration statistics (GPTQ or AdaDim).
 bool needs_calibration(const LinearSpec& spec, const ModelConfig& config);
 
-}  // namespace lutq::model
+}  // namespace lutq::pipeline

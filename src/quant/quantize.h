@@ -70,7 +70,7 @@ struct QuantOptions {
   format::BcqConfig cfg;
   int iterations = 10;  // alternating rounds (>= 0); ignored by rtn and greedy
   // Callers with calibration statistics pass their importance (diag H) to the fit when set
-  // (model::quantize_layer, quant::choose_orientation); quantize() itself weighs whenever it is
+  // (pipeline::quantize_layer, quant::choose_orientation); quantize() itself weighs whenever it is
   // given an importance.
   bool importance = false;
 };

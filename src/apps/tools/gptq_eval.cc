@@ -95,12 +95,12 @@ int run(int argc, char** argv) {
   }
 
   auto t0 = Clock::now();
-  const auto chunks = model::calibration_chunks(calib, ctx, calib_tokens, bos);
-  model::CalibrationOptions copt;
+  const auto chunks = pipeline::calibration_chunks(calib, ctx, calib_tokens, bos);
+  pipeline::CalibrationOptions copt;
   copt.progress = [](int64_t done, int64_t total) {
     std::fprintf(stderr, "\rcalibrating %lld/%lld", static_cast<long long>(done), static_cast<long long>(total));
   };
-  Result<model::CalibrationStats> stats = model::collect_hessians(*model, chunks, copt, pool);
+  Result<pipeline::CalibrationStats> stats = pipeline::collect_hessians(*model, chunks, copt, pool);
   if (!stats) return fail(stats.status());
   std::fprintf(stderr, "\ncalibration: %lld tokens in %.1f s\n", static_cast<long long>(stats->tokens()), since(t0));
 
@@ -114,7 +114,7 @@ int run(int argc, char** argv) {
     double err_sum = 0.0;
     double quant_secs = 0.0;
     for (int64_t l = 0; l < n_layer && method != "dense"; ++l) {
-      std::vector<std::optional<quant::GptqFactor>> factors(model::kNumLinearInputs);
+      std::vector<std::optional<quant::GptqFactor>> factors(pipeline::kNumLinearInputs);
       for (int r = 0; r < model::kNumLinearRoles; ++r) {
         const auto role = static_cast<model::LinearRole>(r);
         const std::vector<float>& w = dense[static_cast<size_t>(l * model::kNumLinearRoles + r)];
@@ -128,7 +128,7 @@ int run(int argc, char** argv) {
         Result<format::BcqMatrix> q = Status::invalid("unset");
         const auto tq = Clock::now();
         if (is_gptq) {
-          std::optional<quant::GptqFactor>& f = factors[static_cast<size_t>(model::input_of(role))];
+          std::optional<quant::GptqFactor>& f = factors[static_cast<size_t>(pipeline::input_of(role))];
           if (!f) {
             Result<quant::GptqFactor> made = quant::prepare_gptq(h.h().data(), k, opt, &pool);
             if (!made) return fail(made.status());

@@ -227,9 +227,9 @@ int run(int argc, char** argv) {
   const std::vector<int32_t> calib = tok->encode(*calib_text, true, false);
   const std::vector<int32_t> eval = tok->encode(*eval_text, true, false);
   // The statistics `lutq quantize --calib-cache` wrote (8192 tokens in chunks of 512).
-  const auto chunks = model::calibration_chunks(calib, 512, 8192, bos);
-  Result<model::CalibrationStats> stats =
-      model::load_calibration(argv[4], model::calibration_fingerprint(**ck, chunks), model->config());
+  const auto chunks = pipeline::calibration_chunks(calib, 512, 8192, bos);
+  Result<pipeline::CalibrationStats> stats =
+      pipeline::load_calibration(argv[4], pipeline::calibration_fingerprint(**ck, chunks), model->config());
   if (!stats) return fail(stats.status());
   const int64_t n_layer = model->config().n_layer;
   std::vector<std::vector<float>> dense(static_cast<size_t>(n_layer * model::kNumLinearRoles));
