@@ -80,11 +80,16 @@ Status bcq_linear_backward(const format::BcqMatrix& w, const ScaleParams& p, con
   }
   std::vector<float> g(static_cast<size_t>(w.n * w.k));  // G = dyᵀ x
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, k, rows, 1.0f, dy, n, x, k, 0.0f, g.data(), k);
+  return reduce_scale_grad(w, g.data(), grad);
+}
+
+Status reduce_scale_grad(const format::BcqMatrix& w, const float* g, ScaleParams& grad) {
+  if (Status s = check_sizes(w, grad, "reduce_scale_grad"); !s) return s;
   const int q = w.cfg.q;
   for (int64_t r = 0; r < w.n; ++r) {
     for (int64_t c = 0; c < w.k; ++c) {
       const int64_t s = w.scale_set(r, c);
-      const float gv = g[static_cast<size_t>(r * w.k + c)];
+      const float gv = g[r * w.k + c];
       if (!grad.offset.empty()) grad.offset[static_cast<size_t>(s)] += gv;
       for (int i = 0; i < q; ++i) grad.alpha[static_cast<size_t>(s * q + i)] += w.bit(i, r, c) ? gv : -gv;
     }

@@ -29,6 +29,10 @@ Status store_scales(const ScaleParams& p, format::BcqMatrix& w);
 // W[n][k] in fp32 from w's codes and the scales p (the training forward's weights).
 std::vector<float> dequantize_with(const format::BcqMatrix& w, const ScaleParams& p);
 
+// Adds to grad the scale and offset gradients that the dense weight gradient g [n][k] (dL/dW)
+// implies for w's frozen codes. Error: mismatched sizes.
+Status reduce_scale_grad(const format::BcqMatrix& w, const float* g, ScaleParams& grad);
+
 // The backward of y = x · Wᵀ for x [m][k] and dy [m][n]: dx [m][k] (written; may be null) and
 // the scale gradients added into grad (same sizes as p). Error: mismatched sizes.
 Status bcq_linear_backward(const format::BcqMatrix& w, const ScaleParams& p, const float* x, const float* dy,
