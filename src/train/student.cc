@@ -63,7 +63,9 @@ Result<Student> Student::load(const io::Checkpoint& ckpt) {
   Result<std::vector<float>> on = dense_tensor(ckpt, "output_norm.weight");
   if (!on) return on.status();
   st.out_norm_ = std::move(*on);
-  Result<std::vector<float>> head = frozen_weight(ckpt, c.tied_output ? "token_embd.weight" : "output.weight");
+  // A lutq file may hold a quantized head of its own even for a tied model; the engine uses it.
+  const bool own_head = !c.tied_output || lutqfile::has_weight(ckpt, "output.weight");
+  Result<std::vector<float>> head = frozen_weight(ckpt, own_head ? "output.weight" : "token_embd.weight");
   if (!head) return head.status();
   st.head_ = std::move(*head);
   for (int64_t l = 0; l < c.n_layer; ++l) {

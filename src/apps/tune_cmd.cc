@@ -1,0 +1,106 @@
+// `lutq tune MODEL.lutq -f TEXT -o OUT.lutq`: scale-only training of a BCQ model (train/tune.h).
+// With --teacher DENSE (a GGUF of the full-precision model) the loss is KL to the teacher's
+// next-token distributions (quality recovery); with --loss ce, next-token cross-entropy on the
+// text (task adaptation, no teacher needed).
+#include <CLI/CLI.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "apps/commands.h"
+#include "apps/model_options.h"
+#include "core/text_file.h"
+#include "gen/tokenizer.h"
+#include "train/tune.h"
+
+namespace lutq::apps {
+namespace {
+
+struct TuneArgs {
+  std::string model, text, out, teacher, loss = "kl";
+  int threads = 2;
+  train::TuneOptions opts;
+};
+
+Result<train::TeacherFn> make_teacher(const TuneArgs& a, std::unique_ptr<LoadedModel>& holder) {
+  if (a.opts.loss == train::TuneLoss::kCe) return train::TeacherFn{};
+  if (a.teacher.empty()) return Status::invalid("--loss kl needs --teacher DENSE.gguf (or use --loss ce)");
+  ModelArgs margs;
+  margs.path = a.teacher;
+  margs.threads = a.threads;
+  margs.ctx = a.opts.ctx;
+  auto loaded = load_model(margs);
+  if (!loaded) return loaded.status();
+  holder = std::move(*loaded);
+  LoadedModel* lm = holder.get();
+  return train::TeacherFn([lm](std::span<const int32_t> tokens, std::vector<float>& logits) -> Status {
+    Result<std::unique_ptr<model::Memory>> mem = lm->model->make_memory(int64_t(tokens.size()));
+    if (!mem) return mem.status();
+    logits.resize(tokens.size() * static_cast<size_t>(lm->model->config().n_vocab));
+    return lm->model->forward(tokens, 0, **mem, logits.data(), *lm->pool, model::LogitsMode::kAll);
+  });
+}
+
+int run(TuneArgs a) {
+  a.opts.loss = a.loss == "ce" ? train::TuneLoss::kCe : train::TuneLoss::kKl;
+  Result<std::unique_ptr<io::Checkpoint>> ckpt = io::open_checkpoint(a.model);
+  if (!ckpt) return report_error(ckpt.status(), kExitFailure);
+  Result<gen::Tokenizer> tok = gen::Tokenizer::from_checkpoint(**ckpt);
+  if (!tok) return report_error(tok.status(), kExitFailure);
+  Result<std::string> text = read_text_file(a.text);
+  if (!text) return report_error(text.status(), kExitFailure);
+  const std::vector<int32_t> tokens = tok->encode(*text, /*add_special=*/false, /*parse_special=*/false);
+  std::unique_ptr<LoadedModel> teacher_model;
+  Result<train::TeacherFn> teacher = make_teacher(a, teacher_model);
+  if (!teacher) return report_error(teacher.status(), kExitFailure);
+  Result<train::Student> student = train::Student::load(**ckpt);
+  if (!student) return report_error(student.status(), kExitFailure);
+  if (student->trainables().empty()) return report_error(Status::invalid(a.model + ": no BCQ layer to tune"), kExitFailure);
+  std::fprintf(stderr, "lutq: tune: %zu BCQ layers, %lld trainable scales; %zu tokens, ctx %lld, %lld steps, loss %s\n",
+               student->trainables().size(), static_cast<long long>(student->trainable_parameters()), tokens.size(),
+               static_cast<long long>(a.opts.ctx), static_cast<long long>(a.opts.steps), a.loss.c_str());
+  const auto progress = [&](const train::TuneProgress& p) {
+    const double per_step = p.seconds / double(p.step);
+    std::fprintf(stderr, "lutq: tune: step %lld/%lld  loss %.5f  %.0f tok/s  %.0f s left\n",
+                 static_cast<long long>(p.step), static_cast<long long>(p.steps), p.loss,
+                 double(a.opts.ctx) / per_step, per_step * double(p.steps - p.step));
+  };
+  Result<train::TuneReport> r = train::tune(*student, tokens, a.opts, *teacher, progress);
+  if (!r) return report_error(r.status(), kExitFailure);
+  std::printf("held-out %s loss over %lld sequences: %.5f -> %.5f (%lld training sequences, %.0f s)\n", a.loss.c_str(),
+              static_cast<long long>(r->held_out_sequences), r->held_out_before, r->held_out_after,
+              static_cast<long long>(r->train_sequences), r->seconds);
+  char desc[256];
+  std::snprintf(desc, sizeof desc, "%s loss, %lld steps, ctx %lld, lr %g; held-out loss %.5f -> %.5f", a.loss.c_str(),
+                static_cast<long long>(a.opts.steps), static_cast<long long>(a.opts.ctx), a.opts.adam.lr,
+                r->held_out_before, r->held_out_after);
+  if (Status s = train::write_tuned(**ckpt, *student, a.out, desc); !s) return report_error(s, kExitFailure);
+  std::fprintf(stderr, "lutq: tune: wrote %s\n", a.out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+Subcommand register_tune(CLI::App& app) {
+  auto a = std::make_shared<TuneArgs>();
+  CLI::App* sub = app.add_subcommand("tune", "Train a BCQ model's scales (PEQA / AlphaTuning) and write a new lutq file");
+  sub->add_option("model", a->model, "lutq file (from lutq quantize)")->required()->check(CLI::ExistingFile);
+  sub->add_option("-f,--file", a->text, "training text (the last --held-out part is for evaluation)")
+      ->required()->check(CLI::ExistingFile);
+  sub->add_option("-o,--out", a->out, "output lutq file")->required();
+  sub->add_option("--teacher", a->teacher, "the full-precision model (GGUF) for the KL loss")->check(CLI::ExistingFile);
+  sub->add_option("--loss", a->loss, "kl (to --teacher) or ce (next token)")->check(CLI::IsMember({"kl", "ce"}));
+  sub->add_option("--ctx", a->opts.ctx, "tokens per training sequence")->check(CLI::Range(2, 1 << 16));
+  sub->add_option("--steps", a->opts.steps, "optimizer steps (one sequence each)")->check(CLI::Range(0, 1 << 24));
+  sub->add_option("--lr", a->opts.adam.lr, "peak learning rate (AdamW, cosine decay)")->check(CLI::PositiveNumber);
+  sub->add_option("--warmup", a->opts.adam.warmup_steps, "warm-up steps")->check(CLI::Range(0, 1 << 24));
+  sub->add_option("--held-out", a->opts.held_out, "fraction of the sequences held out")->check(CLI::Range(0.01, 0.9));
+  sub->add_option("--seed", a->opts.seed, "order of the training sequences");
+  sub->add_option("-t,--threads", a->threads, "threads of the teacher")->check(CLI::Range(1, 256));
+  return {sub, [a] { return run(*a); }};
+}
+
+}  // namespace lutq::apps

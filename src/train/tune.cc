@@ -1,0 +1,126 @@
+// tune() and write_tuned() (tune.h).
+#include "train/tune.h"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <numeric>
+#include <random>
+
+#include "io/gguf_writer.h"
+
+namespace lutq::train {
+namespace {
+
+Result<double> mean_loss(Student& st, std::span<const int32_t> tokens, const std::vector<int64_t>& seqs, int64_t ctx,
+                         TuneLoss kind, const TeacherFn& teacher) {
+  double total = 0.0;
+  std::vector<float> t_logits;
+  for (const int64_t s : seqs) {
+    const std::span<const int32_t> seq = tokens.subspan(static_cast<size_t>(s * ctx), static_cast<size_t>(ctx));
+    if (kind == TuneLoss::kKl) {
+      if (Status st2 = teacher(seq, t_logits); !st2) return st2;
+    }
+    Result<double> l = st.loss(seq, kind == TuneLoss::kKl ? t_logits.data() : nullptr, kind);
+    if (!l) return l.status();
+    total += *l;
+  }
+  return total / double(seqs.size());
+}
+
+Status check_options(const TuneOptions& o, int64_t n_tokens) {
+  if (o.ctx < 2) return Status::invalid("tune: --ctx must be >= 2");
+  if (o.steps < 0) return Status::invalid("tune: --steps must be >= 0");
+  if (!(o.held_out > 0.0 && o.held_out < 1.0)) return Status::invalid("tune: --held-out must be in (0, 1)");
+  if (n_tokens / o.ctx < 2) {
+    return Status::invalid("tune: " + std::to_string(n_tokens) + " tokens make fewer than 2 sequences of --ctx " +
+                           std::to_string(o.ctx) + " (one to train on, one held out)");
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Result<TuneReport> tune(Student& student, std::span<const int32_t> tokens, const TuneOptions& opts,
+                        const TeacherFn& teacher, const std::function<void(const TuneProgress&)>& progress) {
+  if (Status s = check_options(opts, int64_t(tokens.size())); !s) return s;
+  AdamWOptions adam = opts.adam;
+  adam.total_steps = std::max<int64_t>(opts.steps, 1);
+  adam.warmup_steps = std::min(adam.warmup_steps, adam.total_steps);
+  if (Status s = validate(adam); !s) return s;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t n_seq = int64_t(tokens.size()) / opts.ctx;
+  const int64_t n_held = std::max<int64_t>(1, int64_t(double(n_seq) * opts.held_out));
+  TuneReport report;
+  report.train_sequences = n_seq - n_held;
+  report.held_out_sequences = n_held;
+  std::vector<int64_t> train(static_cast<size_t>(n_seq - n_held)), held(static_cast<size_t>(n_held));
+  std::iota(train.begin(), train.end(), 0);
+  std::iota(held.begin(), held.end(), n_seq - n_held);
+  Result<double> before = mean_loss(student, tokens, held, opts.ctx, opts.loss, teacher);
+  if (!before) return before.status();
+  report.held_out_before = *before;
+  std::vector<AdamW> alpha_opt, offset_opt;
+  for (const TrainableLinear& t : student.trainables()) {
+    alpha_opt.emplace_back(t.scales.alpha.size(), adam);
+    offset_opt.emplace_back(t.scales.offset.size(), adam);
+  }
+  std::mt19937 rng(opts.seed);
+  std::vector<float> t_logits;
+  for (int64_t step = 0; step < opts.steps; ++step) {
+    if (step % int64_t(train.size()) == 0) std::shuffle(train.begin(), train.end(), rng);
+    const int64_t s = train[static_cast<size_t>(step % int64_t(train.size()))];
+    const std::span<const int32_t> seq = tokens.subspan(static_cast<size_t>(s * opts.ctx), static_cast<size_t>(opts.ctx));
+    if (opts.loss == TuneLoss::kKl) {
+      if (Status st = teacher(seq, t_logits); !st) return st;
+    }
+    student.zero_grad();
+    Result<double> l = student.step(seq, opts.loss == TuneLoss::kKl ? t_logits.data() : nullptr, opts.loss);
+    if (!l) return l.status();
+    for (size_t i = 0; i < alpha_opt.size(); ++i) {
+      TrainableLinear& t = student.trainables()[i];
+      if (Status st = alpha_opt[i].step(t.scales.alpha, t.grad.alpha); !st) return Status(st.code(), t.name + ": " + st.message());
+      if (Status st = offset_opt[i].step(t.scales.offset, t.grad.offset); !st) return Status(st.code(), t.name + ": " + st.message());
+    }
+    student.refresh();
+    if (progress) {
+      progress({step + 1, opts.steps, *l, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()});
+    }
+  }
+  Result<double> after = mean_loss(student, tokens, held, opts.ctx, opts.loss, teacher);
+  if (!after) return after.status();
+  report.held_out_after = *after;
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return report;
+}
+
+Status write_tuned(const io::Checkpoint& in, const Student& student, const std::string& out_path,
+                   const std::string& description) {
+  std::map<std::string, const TrainableLinear*, std::less<>> by_name;
+  for (const TrainableLinear& t : student.trainables()) by_name.emplace(t.name, &t);
+  io::GgufWriter out;
+  for (const std::string& key : in.keys()) {
+    if (key.starts_with("lutq.tune.")) continue;
+    if (Status s = out.add(key, *in.find(key)); !s) return Status(s.code(), out_path + ": " + s.message());
+  }
+  if (Status s = out.add_string("lutq.tune.description", description); !s) return s;
+  for (const io::TensorInfo& info : in.tensors()) {
+    std::span<const uint8_t> bytes = in.tensor_bytes(info);
+    std::vector<uint8_t> tuned;
+    for (const std::string_view suffix : {std::string_view(".bcq_alpha"), std::string_view(".bcq_offset")}) {
+      if (!info.name.ends_with(suffix)) continue;
+      const auto it = by_name.find(std::string_view(info.name).substr(0, info.name.size() - suffix.size()));
+      if (it == by_name.end()) continue;
+      format::BcqMatrix w = it->second->codes;
+      if (Status s = store_scales(it->second->scales, w); !s) return Status(s.code(), it->first + ": " + s.message());
+      const std::vector<uint16_t>& h = suffix == ".bcq_alpha" ? w.alpha : w.offset;
+      tuned.assign(reinterpret_cast<const uint8_t*>(h.data()), reinterpret_cast<const uint8_t*>(h.data() + h.size()));
+      if (tuned.size() != bytes.size()) return Status::invalid(info.name + ": tuned size differs from the stored one");
+      bytes = tuned;
+    }
+    if (Status s = out.add_tensor(info.name, info.dims, info.type, bytes); !s) return Status(s.code(), out_path + ": " + s.message());
+  }
+  return out.write_file(out_path);
+}
+
+}  // namespace lutq::train

@@ -1,0 +1,55 @@
+// `lutq tune` (issue 14): scale-only training of a BCQ model's α and offsets (PEQA / AlphaTuning)
+// against a teacher's next-token distributions (KL, quality recovery) or the text itself
+// (next-token cross-entropy, task adaptation), and writing the result as a lutq file.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "io/checkpoint.h"
+#include "train/adamw.h"
+#include "train/student.h"
+
+namespace lutq::train {
+
+struct TuneOptions {
+  TuneLoss loss = TuneLoss::kKl;
+  int64_t ctx = 256;          // tokens per training sequence
+  int64_t steps = 100;        // optimizer steps, one sequence each
+  double held_out = 0.1;      // fraction of the sequences kept out of training, for evaluation
+  uint32_t seed = 1;          // order of the training sequences
+  AdamWOptions adam;          // total_steps is set from steps
+};
+
+// Teacher logits [tokens][n_vocab] of one sequence (KL loss); unused for kCe.
+using TeacherFn = std::function<Status(std::span<const int32_t> tokens, std::vector<float>& logits)>;
+
+struct TuneProgress {
+  int64_t step = 0, steps = 0;
+  double loss = 0.0;       // this step's training loss
+  double seconds = 0.0;    // since the start
+};
+
+struct TuneReport {
+  int64_t train_sequences = 0, held_out_sequences = 0;
+  double held_out_before = 0.0, held_out_after = 0.0;  // mean held-out loss
+  double seconds = 0.0;
+};
+
+// Splits tokens into ctx-token sequences (the last held_out fraction, at least one, is held
+// out), evaluates the held-out loss, trains opts.steps steps, evaluates again. The student's
+// scales are updated in place. Errors: too few tokens, bad options, teacher failures.
+Result<TuneReport> tune(Student& student, std::span<const int32_t> tokens, const TuneOptions& opts,
+                        const TeacherFn& teacher, const std::function<void(const TuneProgress&)>& progress);
+
+// Writes `in` (the lutq file the student was loaded from) to out_path with the student's tuned
+// scales in place of the stored ones; every other key and tensor is copied as is, and
+// lutq.tune.* keys record what was done. Written beside out_path and renamed when complete.
+Status write_tuned(const io::Checkpoint& in, const Student& student, const std::string& out_path,
+                   const std::string& description);
+
+}  // namespace lutq::train
