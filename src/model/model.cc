@@ -78,6 +78,14 @@ Linear* Model::find_linear(int64_t l, LinearRole role) {
 
 const Linear* Model::linear(int64_t l, LinearRole role) const { return const_cast<Model*>(this)->find_linear(l, role); }
 
+const Linear* Model::expert_linear(int64_t l, LinearRole role, int64_t expert) const {
+  if (l < 0 || l >= config_.n_layer) return nullptr;
+  for (const std::unique_ptr<Block>& b : layers_[static_cast<size_t>(l)]) {
+    if (const Linear* lin = b->find_expert(role, expert)) return lin;
+  }
+  return nullptr;
+}
+
 Status Model::replace_linear(int64_t l, LinearRole role, Linear layer) {
   Linear* old = find_linear(l, role);
   if (old == nullptr) {
