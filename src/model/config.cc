@@ -295,7 +295,7 @@ std::string ModelConfig::summary() const {
   std::string s = buf;
   if (n_expert > 0) {
     s += ", experts " + std::to_string(n_expert_used) + "/" + std::to_string(n_expert) + " x ffn " +
-         std::to_string(n_ff_exp) + (expert_weights_norm ? " (top-k renormalised)" : "");
+         std::to_string(n_ff_exp) + (expert_unit_weights ? " (unit weights)" : expert_weights_norm ? " (top-k renormalised)" : "");
     if (n_ff_shexp > 0) s += ", shared expert ffn " + std::to_string(n_ff_shexp) + (shexp_gate ? " (gated)" : "");
   }
   return s;

@@ -67,6 +67,9 @@ struct ModelConfig {
   int64_t n_ff_exp = 0;            // {arch}.expert_feed_forward_length (default feed_forward_length)
   int64_t n_ff_shexp = 0;          // shared expert width; 0: no shared expert
   bool expert_weights_norm = false;  // renormalise the top-k routing weights to sum to 1
+  // Every chosen expert weighs 1 ({arch}.expert_unit_weights, lutq's own key, written by
+  // `lutq moefy`: a split dense FFN is the plain sum of its parts). Takes precedence over the norm.
+  bool expert_unit_weights = false;
   bool shexp_gate = false;         // the shared expert is scaled by sigmoid(ffn_gate_inp_shexp · h)
 
   int64_t q_dim() const { return n_head * head_dim; }

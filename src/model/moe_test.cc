@@ -124,15 +124,19 @@ TEST(MoeForward, GroupedBatchOfSequencesEqualsPerTokenDecode) {
 TEST(MoeRouting, TopKSoftmaxAndRenormalisation) {
   const std::vector<float> logits = {0.0f, 2.0f, 1.0f, 2.0f,   // tie between experts 1 and 3
                                      -1.0f, 0.5f, 3.0f, NAN};  // NaN never chosen
-  const Routing plain = route_rows(logits.data(), 2, 4, 2, false);
+  const Routing plain = route_rows(logits.data(), 2, 4, 2, ExpertWeights::kProbabilities);
   ASSERT_EQ(plain.expert, (std::vector<int32_t>{1, 3, 2, 1}));
   const double z0 = 1.0 + 2.0 * std::exp(2.0) + std::exp(1.0);
   EXPECT_NEAR(plain.weight[0], std::exp(2.0) / z0, 1e-6);
   EXPECT_NEAR(plain.weight[1], std::exp(2.0) / z0, 1e-6);
-  const Routing norm = route_rows(logits.data(), 2, 4, 2, true);
+  const Routing norm = route_rows(logits.data(), 2, 4, 2, ExpertWeights::kRenormalised);
   EXPECT_NEAR(norm.weight[0], 0.5, 1e-6);
   EXPECT_NEAR(norm.weight[2] + norm.weight[3], 1.0, 1e-6);
   EXPECT_NEAR(norm.weight[2], 1.0 / (1.0 + std::exp(-2.5)), 1e-6);
+
+  const Routing unit = route_rows(logits.data(), 2, 4, 2, ExpertWeights::kUnit);
+  EXPECT_EQ(unit.expert, plain.expert);
+  EXPECT_EQ(unit.weight, (std::vector<float>{1.0f, 1.0f, 1.0f, 1.0f}));
 
   const ExpertGroups g = group_by_expert(plain, 2, 4);
   EXPECT_EQ(g.offset, (std::vector<int64_t>{0, 0, 2, 3, 4}));

@@ -41,6 +41,9 @@ const ArchDef* find_arch(std::string_view name);
 std::vector<BlockKind> attention_then_swiglu(const ModelConfig& c, int64_t l);
 // Attention then the mixture-of-experts feed-forward.
 std::vector<BlockKind> attention_then_moe(const ModelConfig& c, int64_t l);
+// A dense family that may carry experts ({arch}.expert_count > 0: Mixtral as llama, or a dense
+// model split by `lutq moefy`): the MoE layer when it does, else the dense one.
+std::vector<BlockKind> dense_or_moe(const ModelConfig& c, int64_t l);
 
 // What a mixture-of-experts family reads and assumes (arch/moe.cc).
 struct MoeTraits {
@@ -50,7 +53,7 @@ struct MoeTraits {
   bool shared_gate = false;      // ... scaled by sigmoid(ffn_gate_inp_shexp · h)
 };
 // Reads {arch}.expert_count, expert_used_count, expert_feed_forward_length,
-// expert_shared_feed_forward_length and expert_weights_norm into c. Errors name the file and key.
+// expert_shared_feed_forward_length, expert_weights_norm and expert_unit_weights into c. Errors name the file and key.
 Status read_expert_keys(const io::Checkpoint& ckpt, ModelConfig& c, const MoeTraits& traits);
 
 }  // namespace lutq::model

@@ -14,12 +14,8 @@ Status configure_llama(const io::Checkpoint& ckpt, ModelConfig& c) {
   return read_expert_keys(ckpt, c, MoeTraits{.required = false, .weights_norm = true});
 }
 
-std::vector<BlockKind> llama_blocks(const ModelConfig& c, int64_t l) {
-  return c.n_expert > 0 ? attention_then_moe(c, l) : attention_then_swiglu(c, l);
-}
-
 }  // namespace
 
-ArchDef llama_arch() { return {"llama", configure_llama, llama_blocks}; }
+ArchDef llama_arch() { return {"llama", configure_llama, dense_or_moe}; }
 
 }  // namespace lutq::model

@@ -59,6 +59,12 @@ Status read_expert_keys(const io::Checkpoint& ckpt, ModelConfig& c, const MoeTra
                                                        norm.status().message());
     c.expert_weights_norm = *norm;
   }
+  if (ckpt.has(a + "expert_unit_weights")) {
+    Result<bool> unit = ckpt.get_bool(a + "expert_unit_weights");
+    if (!unit) return Status(unit.status().code(), ckpt.path() + ": metadata " + a + "expert_unit_weights: " +
+                                                       unit.status().message());
+    c.expert_unit_weights = *unit;
+  }
   return Status::ok();
 }
 

@@ -35,4 +35,8 @@ std::vector<BlockKind> attention_then_moe(const ModelConfig&, int64_t) {
   return {BlockKind::kAttention, BlockKind::kMoeFfn};
 }
 
+std::vector<BlockKind> dense_or_moe(const ModelConfig& c, int64_t l) {
+  return c.n_expert > 0 ? attention_then_moe(c, l) : attention_then_swiglu(c, l);
+}
+
 }  // namespace lutq::model

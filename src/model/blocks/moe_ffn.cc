@@ -51,7 +51,7 @@ class MoeFfn final : public Block {
     rms_norm_rows(x, norm_.data(), m, e, c.rms_eps, h);
     if (Status st = router_.forward(h, m, logits, ctx.pool); !st) return st;
     const ExpertGroups groups =
-        group_by_expert(route_rows(logits, m, n_expert, c.n_expert_used, c.expert_weights_norm), m, n_expert);
+        group_by_expert(route_rows(logits, m, n_expert, c.n_expert_used, expert_weights(c)), m, n_expert);
     std::fill(out, out + m * e, 0.0f);
     for (int64_t ex = 0; ex < n_expert; ++ex) {
       const int64_t first = groups.offset[static_cast<size_t>(ex)];
@@ -189,7 +189,12 @@ Result<Expert> load_shared_expert(LayerBuilder& b, int64_t l) {
 
 }  // namespace
 
-Routing route_rows(const float* logits, int64_t m, int64_t n_expert, int64_t k, bool renormalise) {
+ExpertWeights expert_weights(const ModelConfig& c) {
+  if (c.expert_unit_weights) return ExpertWeights::kUnit;
+  return c.expert_weights_norm ? ExpertWeights::kRenormalised : ExpertWeights::kProbabilities;
+}
+
+Routing route_rows(const float* logits, int64_t m, int64_t n_expert, int64_t k, ExpertWeights weights) {
   Routing r;
   r.k = k;
   r.expert.resize(static_cast<size_t>(m * k));
@@ -213,12 +218,13 @@ Routing route_rows(const float* logits, int64_t m, int64_t n_expert, int64_t k, 
     });
     double chosen = 0.0;
     for (int64_t j = 0; j < k; ++j) chosen += p[static_cast<size_t>(order[static_cast<size_t>(j)])];
-    const double denom = renormalise ? chosen : sum;
+    const double denom = weights == ExpertWeights::kRenormalised ? chosen : sum;
     for (int64_t j = 0; j < k; ++j) {
       const int32_t ex = order[static_cast<size_t>(j)];
+      float w = denom > 0.0 && std::isfinite(denom) ? static_cast<float>(p[static_cast<size_t>(ex)] / denom) : 0.0f;
+      if (weights == ExpertWeights::kUnit) w = 1.0f;
       r.expert[static_cast<size_t>(row * k + j)] = ex;
-      r.weight[static_cast<size_t>(row * k + j)] =
-          denom > 0.0 && std::isfinite(denom) ? static_cast<float>(p[static_cast<size_t>(ex)] / denom) : 0.0f;
+      r.weight[static_cast<size_t>(row * k + j)] = w;
     }
   }
   return r;

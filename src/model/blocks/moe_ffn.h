@@ -2,7 +2,8 @@
 //
 //   h = ffn_norm(x);  p = softmax(ffn_gate_inp · h) over the E experts
 //   chosen = the top-k experts of p (ties: the lower index); w = p[chosen], renormalised to sum
-//            to 1 when the family says so (ModelConfig::expert_weights_norm)
+//            to 1 when the family says so (ModelConfig::expert_weights_norm), or 1 each for a
+//            model split by `lutq moefy` (expert_unit_weights)
 //   x += Σ_{e in chosen} w_e · down_e(silu(gate_e(h)) · up_e(h))
 //        (+ shared(h), scaled by sigmoid(ffn_gate_inp_shexp · h) when gated: qwen2moe)
 //
@@ -30,9 +31,14 @@ struct Routing {
   std::vector<float> weight;
 };
 
+// How the chosen experts are weighted: their softmax probabilities (over all experts), those
+// renormalised over the k, or 1 each (MoEfied dense models).
+enum class ExpertWeights { kProbabilities, kRenormalised, kUnit };
+ExpertWeights expert_weights(const ModelConfig& c);
+
 // Routes m rows of router logits [m][n_expert] to their top-k experts (k <= n_expert). A NaN
 // logit counts as -inf.
-Routing route_rows(const float* logits, int64_t m, int64_t n_expert, int64_t k, bool renormalise);
+Routing route_rows(const float* logits, int64_t m, int64_t n_expert, int64_t k, ExpertWeights weights);
 
 // The rows of each expert: those of expert e are row[offset[e] .. offset[e+1]) in ascending
 // order, with their routing weights.
