@@ -109,6 +109,14 @@ int64_t Model::block_weight_bytes() const {
     for (int r = 0; r < kNumLinearRoles; ++r) {
       if (const Linear* lin = linear(l, static_cast<LinearRole>(r))) total += lin->weight_bytes();
     }
+    // Mixture of experts: the shared expert always, the routed ones on average n_expert_used / n_expert.
+    int64_t routed = 0;
+    for (int64_t x = LinearObserver::kSharedExpert; x < config_.n_expert; ++x) {
+      for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown}) {
+        if (const Linear* lin = expert_linear(l, role, x)) (x < 0 ? total : routed) += lin->weight_bytes();
+      }
+    }
+    if (config_.n_expert > 0) total += routed * config_.n_expert_used / config_.n_expert;
   }
   return total;
 }
@@ -125,12 +133,19 @@ std::string Model::describe() const {
       const auto role = static_cast<LinearRole>(r);
       if (const Linear* lin = linear(l, role)) ++forms[std::string(role_name(role)) + ": " + lin->describe()];
     }
+    for (int64_t x = LinearObserver::kSharedExpert; x < config_.n_expert; ++x) {
+      for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown}) {
+        const Linear* lin = expert_linear(l, role, x);
+        if (lin != nullptr) ++forms[std::string(role_name(role)) + (x < 0 ? "_shexp: " : "_exps: ") + lin->describe()];
+      }
+    }
   }
   for (const auto& [form, count] : forms) s += "  " + form + " x" + std::to_string(count) + "\n";
   s += "  token_embd: " + std::string(io::ggml_type_name(token_embd_.type())) + ", " + mib(token_embd_.bytes()) +
        (token_embd_.f32() ? "" : " (rows dequantized on lookup)") + "\n";
   s += "  output: " + output_.describe() + (config_.tied_output ? " (tied to token_embd)" : "") + "\n";
-  s += "  weights streamed per token: " + mib(weight_bytes()) + " (blocks " + mib(block_weight_bytes()) + ")\n";
+  s += "  weights streamed per token: " + mib(weight_bytes()) + " (blocks " + mib(block_weight_bytes()) +
+       (config_.n_expert > 0 ? ", routed experts averaged over tokens" : "") + ")\n";
   return s;
 }
 

@@ -176,6 +176,10 @@ TEST(MoeForward, ObserverSeesEachExpertsRoutedRows) {
   EXPECT_EQ(counter.rows[LinearObserver::kSharedExpert], m);
   EXPECT_EQ(counter.dense.count(LinearRole::kFfnGate), 0u);  // no dense FFN in an MoE layer
   EXPECT_EQ(counter.dense[LinearRole::kAttnQ], 2);           // attention still observed, once per layer
+  EXPECT_NE(model.describe().find("ffn_gate_shexp: dense"), std::string::npos) << model.describe();
+  EXPECT_NE(model.expert_linear(1, LinearRole::kFfnUp, LinearObserver::kSharedExpert), nullptr);
+  EXPECT_EQ(model.expert_linear(1, LinearRole::kFfnUp, 6), nullptr);
+  EXPECT_EQ(model.linear(1, LinearRole::kFfnUp), nullptr);
 }
 
 TEST(MoeForward, ExpertsQuantizedAtLoadStayCloseToDense) {
@@ -195,6 +199,9 @@ TEST(MoeForward, ExpertsQuantizedAtLoadStayCloseToDense) {
   EXPECT_TRUE(ex->is_quantized());
   EXPECT_EQ(ex->n(), spec.n_embd);
   EXPECT_EQ(ex->k(), spec.n_ff);
+  const std::string d = model.describe();
+  EXPECT_NE(d.find("ffn_down_exps: bcq"), std::string::npos) << d;
+  EXPECT_NE(d.find("x12"), std::string::npos) << d;  // 6 experts x 2 layers of each role
   const std::vector<float> got = prefill_all(model, kTokens, pool);
   const std::vector<std::vector<double>> want = testing::reference_logits(t, kTokens);
   double err = 0.0, norm = 0.0;
