@@ -11,6 +11,8 @@
 #include "io/gguf_writer.h"
 #include "lutqfile/lutq_file.h"
 #include "model/config.h"
+#include "model/model.h"
+#include "pipeline/moefy_router.h"
 
 namespace lutq::model {
 namespace {
@@ -76,9 +78,25 @@ Status add_f32(io::GgufWriter& out, const std::string& name, std::vector<int64_t
                         std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(v.data()), v.size() * sizeof(float)));
 }
 
-// Layer l's experts and router, split from its dense FFN.
+// Layer l's neuron clusters (from its gate rows) and mean-gate-row router [E][e].
+Status cluster_layer(const io::Checkpoint& in, const ModelConfig& c, const MoefyOptions& opt, int64_t l,
+                     std::vector<int32_t>& cluster, std::vector<float>& router) {
+  Result<std::vector<float>> gate = read(in, "blk." + std::to_string(l) + ".ffn_gate.weight");  // [n_ff][e]
+  if (!gate) return gate.status();
+  const int64_t e = c.n_embd, E = opt.experts;
+  cluster = balanced_clusters(gate->data(), c.n_ff, e, E, opt.iterations, opt.seed + static_cast<uint32_t>(l));
+  router.assign(static_cast<size_t>(E * e), 0.0f);
+  const float inv = static_cast<float>(E) / static_cast<float>(c.n_ff);
+  for (int64_t i = 0; i < c.n_ff; ++i) {
+    float* row = router.data() + cluster[static_cast<size_t>(i)] * e;
+    for (int64_t j = 0; j < e; ++j) row[j] += (*gate)[static_cast<size_t>(i * e + j)] * inv;
+  }
+  return Status::ok();
+}
+
+// Layer l's experts, split from its dense FFN by `cluster`, and its router.
 Status split_layer(const io::Checkpoint& in, const ModelConfig& c, const MoefyOptions& opt, int64_t l,
-                   io::GgufWriter& out) {
+                   const std::vector<int32_t>& cluster, const std::vector<float>& router, io::GgufWriter& out) {
   const std::string p = "blk." + std::to_string(l) + ".";
   Result<std::vector<float>> gate = read(in, p + "ffn_gate.weight");  // [n_ff][e]
   if (!gate) return gate.status();
@@ -87,20 +105,16 @@ Status split_layer(const io::Checkpoint& in, const ModelConfig& c, const MoefyOp
   Result<std::vector<float>> down = read(in, p + "ffn_down.weight");  // [e][n_ff]
   if (!down) return down.status();
   const int64_t e = c.n_embd, ff = c.n_ff, E = opt.experts, fe = ff / E;
-  const std::vector<int32_t> cluster = balanced_clusters(gate->data(), ff, e, E, opt.iterations, opt.seed + static_cast<uint32_t>(l));
   std::vector<std::vector<int64_t>> members(static_cast<size_t>(E));
   for (int64_t i = 0; i < ff; ++i) members[static_cast<size_t>(cluster[static_cast<size_t>(i)])].push_back(i);
-  std::vector<float> router(static_cast<size_t>(E * e), 0.0f), g(static_cast<size_t>(E * fe * e)), u(g.size()), d(g.size());
+  std::vector<float> g(static_cast<size_t>(E * fe * e)), u(g.size()), d(g.size());
   for (int64_t x = 0; x < E; ++x) {
     const std::vector<int64_t>& rows = members[static_cast<size_t>(x)];
     for (int64_t r = 0; r < fe; ++r) {
       const int64_t i = rows[static_cast<size_t>(r)];
       std::copy_n(gate->begin() + i * e, e, g.begin() + (x * fe + r) * e);
       std::copy_n(up->begin() + i * e, e, u.begin() + (x * fe + r) * e);
-      for (int64_t j = 0; j < e; ++j) {
-        router[static_cast<size_t>(x * e + j)] += (*gate)[static_cast<size_t>(i * e + j)] / static_cast<float>(fe);
-        d[static_cast<size_t>((x * e + j) * fe + r)] = (*down)[static_cast<size_t>(j * ff + i)];
-      }
+      for (int64_t j = 0; j < e; ++j) d[static_cast<size_t>((x * e + j) * fe + r)] = (*down)[static_cast<size_t>(j * ff + i)];
     }
   }
   if (Status s = add_f32(out, p + "ffn_gate_inp.weight", {e, E}, router); !s) return s;
@@ -153,7 +167,7 @@ std::vector<int32_t> balanced_clusters(const float* x, int64_t n, int64_t d, int
 }
 
 Result<MoefyReport> moefy_to_file(const io::Checkpoint& in, const MoefyOptions& opt, const std::string& out_path,
-                                  ThreadPool&) {
+                                  ThreadPool& pool) {
   const auto t0 = std::chrono::steady_clock::now();
   Result<bool> is_lutq = lutqfile::is_lutq_file(in);
   if (!is_lutq) return is_lutq.status();
@@ -162,6 +176,22 @@ Result<MoefyReport> moefy_to_file(const io::Checkpoint& in, const MoefyOptions& 
   if (!config) return config.status();
   const ModelConfig& c = *config;
   if (Status s = check_input(in, c, opt); !s) return s;
+
+  std::vector<std::vector<int32_t>> clusters(static_cast<size_t>(c.n_layer));
+  std::vector<std::vector<float>> routers(static_cast<size_t>(c.n_layer));
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const auto i = static_cast<size_t>(l);
+    if (Status s = cluster_layer(in, c, opt, l, clusters[i], routers[i]); !s) return s;
+  }
+  MoefyReport r;
+  if (!opt.calib.empty()) {
+    Result<Model> dense = Model::load(in, {}, pool);
+    if (!dense) return dense.status();
+    Result<std::vector<std::vector<float>>> fitted = fit_routers(*dense, clusters, opt.experts, opt.calib, opt.ridge, pool);
+    if (!fitted) return fitted.status();
+    routers = std::move(*fitted);
+    for (const std::vector<int32_t>& ch : opt.calib) r.calib_tokens += static_cast<int64_t>(ch.size());
+  }
 
   io::GgufWriter out;
   for (const std::string& key : in.keys()) {
@@ -181,10 +211,10 @@ Result<MoefyReport> moefy_to_file(const io::Checkpoint& in, const MoefyOptions& 
     if (Status s = out.add_tensor(t.name, t.dims, t.type, raw); !s) return Status(s.code(), out_path + ": " + s.message());
   }
   for (int64_t l = 0; l < c.n_layer; ++l) {
-    if (Status s = split_layer(in, c, opt, l, out); !s) return s;
+    const auto i = static_cast<size_t>(l);
+    if (Status s = split_layer(in, c, opt, l, clusters[i], routers[i], out); !s) return s;
   }
   if (Status s = out.write_file(out_path); !s) return s;
-  MoefyReport r;
   r.arch = c.arch;
   r.layers = c.n_layer;
   r.n_ff = c.n_ff;

@@ -2,7 +2,8 @@
 // same architecture (docs/moe.md). Each layer's n_ff SwiGLU neurons are split into E clusters of
 // n_ff / E neurons by balanced k-means over their (unit-normalised) ffn_gate rows; expert j holds
 // its neurons' ffn_gate / ffn_up rows and ffn_down columns, and the router row j is the mean of
-// the cluster's gate rows (its score is the average gate pre-activation of the cluster). The file
+// the cluster's gate rows (its score is the average gate pre-activation of the cluster), or with
+// calibration tokens a least-squares fit of the clusters' activation mass. The file
 // gets {arch}.expert_count / expert_used_count / expert_feed_forward_length and
 // {arch}.expert_unit_weights = true (lutq's key: each chosen expert weighs 1, so with top-k = E
 // the model is the dense one up to summation order); the dense ffn_gate/up/down are removed.
@@ -25,6 +26,10 @@ struct MoefyOptions {
   int64_t top_k = 2;       // experts per token, 1..E
   int iterations = 15;     // balanced k-means rounds
   uint32_t seed = 1;
+  // Calibration token chunks: when given, each router is fitted by ridge least squares to predict
+  // its clusters' activation mass on them (moefy_router.h) instead of the mean gate rows.
+  std::vector<std::vector<int32_t>> calib;
+  double ridge = 1e-2;
 };
 
 struct MoefyReport {
@@ -32,6 +37,7 @@ struct MoefyReport {
   int64_t layers = 0;
   int64_t n_ff = 0;
   int64_t n_ff_exp = 0;
+  int64_t calib_tokens = 0;  // 0: routers from the mean gate rows
   double seconds = 0.0;
 };
 

@@ -87,6 +87,51 @@ TEST(Moefy, FewerExpertsRunAndChangeTheLogits) {
   EXPECT_GT(diff, 1e-3);  // half the neurons are skipped per token
 }
 
+// Routers fitted on calibration tokens: the converted model loads, is exact at top-k = E, and
+// differs at top-k < E. (Which router is closer on a random tiny model says nothing about a real
+// one: docs/moe.md has SmolLM2's figures.)
+TEST(Moefy, CalibratedRoutersRunAndAllExpertsStayExact) {
+  TinySpec spec;
+  spec.n_ff = 128;
+  const Tiny t = make_tiny(spec);
+  const io::GgufFile dense = open_tiny(t);
+  ThreadPool pool(2);
+  std::vector<std::vector<int32_t>> calib;
+  for (int c = 0; c < 4; ++c) {
+    std::vector<int32_t> ch;
+    for (int i = 0; i < 32; ++i) ch.push_back(static_cast<int32_t>((i * 13 + c * 7 + 5) % spec.n_vocab));
+    calib.push_back(ch);
+  }
+  const std::vector<float> want = logits_of(dense, pool);
+  double err[2] = {0.0, 0.0};
+  for (int fitted = 0; fitted < 2; ++fitted) {
+    for (int64_t top_k : {4, 2}) {
+      MoefyOptions opt;
+      opt.experts = 4;
+      opt.top_k = top_k;
+      if (fitted == 1) opt.calib = calib;
+      const std::string out = temp_path("calib.gguf");
+      Result<MoefyReport> r = moefy_to_file(dense, opt, out, pool);
+      ASSERT_TRUE(r.is_ok()) << r.status().message();
+      EXPECT_EQ(r->calib_tokens, fitted == 1 ? 128 : 0);
+      Result<std::unique_ptr<io::Checkpoint>> moe = io::open_checkpoint(out);
+      ASSERT_TRUE(moe.is_ok());
+      const std::vector<float> got = logits_of(**moe, pool);
+      std::filesystem::remove(out);
+      double e2 = 0.0;
+      for (size_t i = 0; i < got.size(); ++i) e2 += (got[i] - want[i]) * (got[i] - want[i]);
+      if (top_k == 4) {
+        EXPECT_LT(e2, 1e-6) << "top-k = E is exact whatever the router";
+      } else {
+        err[fitted] = e2;
+      }
+    }
+  }
+  EXPECT_GT(err[0], 0.0);
+  EXPECT_GT(err[1], 0.0);
+  EXPECT_NE(err[0], err[1]);  // the fitted routers choose differently
+}
+
 TEST(Moefy, BalancedClustersRecoverPlantedGroups) {
   // 4 groups of 12 rows around 4 orthogonal directions, shuffled.
   const int64_t n = 48, d = 16, k = 4;
