@@ -5,8 +5,11 @@
 // configuration errors.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <vector>
@@ -14,6 +17,7 @@
 #include "core/thread_pool.h"
 #include "model/blocks/moe_ffn.h"
 #include "model/model.h"
+#include "pipeline/quantize_model.h"
 #include "support/reference_forward.h"
 #include "support/tiny_model.h"
 
@@ -212,6 +216,39 @@ TEST(MoeForward, ExpertsQuantizedAtLoadStayCloseToDense) {
     norm += want[i / V][i % V] * want[i / V][i % V];
   }
   EXPECT_LT(std::sqrt(err / norm), 0.05) << "8-bit experts (and attention) should stay near the fp32 logits";
+}
+
+// `lutq quantize` on an MoE model: the dense roles (attention) go to BCQ, the expert and router
+// tensors are copied as they are (per-expert BCQ entries in lutq files are not written yet), and
+// the file loads and runs.
+TEST(MoeForward, LutqFileOfAnMoeModelKeepsItsExperts) {
+  const TinySpec spec = tiny_moe_spec("qwen2moe");
+  const Tiny t = make_tiny(spec);
+  const io::GgufFile f = open_tiny(t);
+  ThreadPool pool(1);
+  quant::QuantOptions q;
+  q.cfg.q = 8;
+  q.cfg.g = 32;
+  const LinearSpec qspec = LinearSpec::quantized(q, kernels::Isa::kScalar, kernels::Precision::kExact);
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("lutq_moe_" + std::to_string(::getpid()) + ".lutq")).string();
+  Result<QuantizeReport> report = quantize_to_file(f, qspec, path, pool);
+  ASSERT_TRUE(report.is_ok()) << report.status().message();
+  Result<io::GgufFile> lf = io::GgufFile::open(path);
+  ASSERT_TRUE(lf.is_ok()) << lf.status().message();
+  const Model model = load_tiny(*lf, pool);
+  EXPECT_TRUE(model.linear(0, LinearRole::kAttnQ)->is_quantized());
+  EXPECT_FALSE(model.expert_linear(0, LinearRole::kFfnGate, 0)->is_quantized());
+  const std::vector<float> got = prefill_all(model, kTokens, pool);
+  const std::vector<std::vector<double>> want = testing::reference_logits(t, kTokens);
+  const auto V = static_cast<size_t>(spec.n_vocab);
+  double err = 0.0, norm = 0.0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    err += (got[i] - want[i / V][i % V]) * (got[i] - want[i / V][i % V]);
+    norm += want[i / V][i % V] * want[i / V][i % V];
+  }
+  EXPECT_LT(std::sqrt(err / norm), 0.05);
+  std::filesystem::remove(path);
 }
 
 TEST(MoeConfig, ErrorsNameTheKeyOrTensor) {
