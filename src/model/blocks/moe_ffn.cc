@@ -5,6 +5,8 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <optional>
+#include <string>
 #include <utility>
 
 namespace lutq::model {
