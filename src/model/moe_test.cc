@@ -218,6 +218,23 @@ TEST(MoeForward, ExpertsQuantizedAtLoadStayCloseToDense) {
   EXPECT_LT(std::sqrt(err / norm), 0.05) << "8-bit experts (and attention) should stay near the fp32 logits";
 }
 
+TEST(MoeForward, AGlobOverrideQuantizesOnlyTheExperts) {
+  TinySpec spec = tiny_moe_spec("qwen2moe");
+  spec.n_ff_exp = 32;
+  spec.n_ff_shexp = 32;
+  const Tiny t = make_tiny(spec);
+  const io::GgufFile f = open_tiny(t);
+  ThreadPool pool(1);
+  LoadOptions opt;
+  Result<LinearOverride> o = parse_override("blk.*.ffn_*_exps=q=8,g=32");
+  ASSERT_TRUE(o.is_ok()) << o.status().message();
+  opt.linear.overrides.push_back(*o);
+  const Model model = load_tiny(f, pool, opt);
+  EXPECT_TRUE(model.expert_linear(1, LinearRole::kFfnDown, 3)->is_quantized());
+  EXPECT_FALSE(model.expert_linear(1, LinearRole::kFfnDown, LinearObserver::kSharedExpert)->is_quantized());
+  EXPECT_FALSE(model.linear(1, LinearRole::kAttnQ)->is_quantized());
+}
+
 // `lutq quantize` on an MoE model: the dense roles (attention) go to BCQ, the expert and router
 // tensors are copied as they are (per-expert BCQ entries in lutq files are not written yet), and
 // the file loads and runs.
