@@ -38,5 +38,6 @@ Subcommand register_inspect(CLI::App& app);
 Subcommand register_bench(CLI::App& app);
 Subcommand register_serve(CLI::App& app);
 Subcommand register_tune(CLI::App& app);
+Subcommand register_moefy(CLI::App& app);
 
 }  // namespace lutq::apps

@@ -35,6 +35,7 @@ int run_main(int argc, char** argv) {
   commands.push_back(register_perplexity(app));
   commands.push_back(register_serve(app));
   commands.push_back(register_tune(app));
+  commands.push_back(register_moefy(app));
 
   if (argc <= 1) {
     std::fputs(app.help().c_str(), stdout);

@@ -140,9 +140,20 @@ Status check_unused(const io::Checkpoint& gguf, const ModelConfig& c, int64_t l,
       }
     }
   }
-  if (gguf.find_tensor(p + "ffn_gate_inp.weight") != nullptr) {
-    return Status::unsupported(gguf.path() + ": tensor '" + p + "ffn_gate_inp.weight': mixture-of-experts "
-                               "layers are not supported");
+  // Feed-forward weights of the other kind (a router in a dense file, dense FFN or shared-expert
+  // tensors an MoE family does not read).
+  for (const char* w : {"ffn_gate", "ffn_up", "ffn_down", "ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps",
+                        "ffn_down_exps", "ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp", "ffn_gate_inp_shexp"}) {
+    const std::string name = p + w + ".weight";
+    bool expected = false;
+    for (const TensorExpectation& t : used) expected = expected || t.name == name;
+    if (!expected && gguf.find_tensor(name) != nullptr) {
+      return Status::unsupported(gguf.path() + ": tensor '" + name + "' is not part of the " + c.arch +
+                                 " forward pass" +
+                                 (c.n_expert == 0 ? " (a mixture-of-experts weight, but " + c.arch +
+                                                        ".expert_count is missing or 0)"
+                                                  : " of this configuration"));
+    }
   }
   return Status::ok();
 }
@@ -199,15 +210,6 @@ Result<ModelConfig> ModelConfig::from_checkpoint(const io::Checkpoint& gguf) {
   if (gguf.has("general.name")) {
     if (Result<std::string> n = gguf.get_string("general.name")) c.name = *n;
   }
-  if (gguf.has(a + ".expert_count")) {
-    Result<int64_t> experts = gguf.get_int(a + ".expert_count");
-    if (!experts) return experts.status();
-    if (*experts > 0) {
-      return Status::unsupported(gguf.path() + ": " + a + ".expert_count = " + std::to_string(*experts) +
-                                 ": mixture-of-experts models are not supported");
-    }
-  }
-
   Result<int64_t> v = positive_int(gguf, a + ".context_length");
   if (!v) return v.status();
   c.context_length = *v;
@@ -282,14 +284,21 @@ std::string ModelConfig::summary() const {
   char buf[512];
   std::snprintf(buf, sizeof buf,
                 "%s%s%s%s: %lld layers, hidden %lld, ffn %lld, heads %lld/%lld kv, head_dim %lld, vocab %lld, "
-                "ctx %lld, rope %s base %g dim %lld scaling %s, rms_eps %g%s%s%s",
+                "ctx %lld, rope %s base %g dim %lld scaling %s, rms_eps %g%s%s%s%s",
                 arch.c_str(), name.empty() ? "" : " '", name.c_str(), name.empty() ? "" : "'",
                 static_cast<long long>(n_layer), static_cast<long long>(n_embd), static_cast<long long>(n_ff),
                 static_cast<long long>(n_head), static_cast<long long>(n_head_kv), static_cast<long long>(head_dim),
                 static_cast<long long>(n_vocab), static_cast<long long>(context_length), rope_mode_name(rope.mode), rope.freq_base,
                 static_cast<long long>(rope.dim), rope_scaling_name(rope.scaling), static_cast<double>(rms_eps),
-                tied_output ? ", tied output" : "", qkv_bias ? ", qkv bias" : "", qk_norm ? ", qk norm" : "");
-  return buf;
+                tied_output ? ", tied output" : "", qkv_bias ? ", qkv bias" : "", qk_norm ? ", qk norm" : "",
+                qk_norm_full ? " (full width)" : "");
+  std::string s = buf;
+  if (n_expert > 0) {
+    s += ", experts " + std::to_string(n_expert_used) + "/" + std::to_string(n_expert) + " x ffn " +
+         std::to_string(n_ff_exp) + (expert_unit_weights ? " (unit weights)" : expert_weights_norm ? " (top-k renormalised)" : "");
+    if (n_ff_shexp > 0) s += ", shared expert ffn " + std::to_string(n_ff_shexp) + (shexp_gate ? " (gated)" : "");
+  }
+  return s;
 }
 
 }  // namespace lutq::model

@@ -5,8 +5,9 @@
 // which sets what differs between families: the RoPE pairing, q/k/v biases, q/k norms. RoPE:
 // optional linear scaling ({arch}.rope.scaling.type = "linear" / {arch}.rope.scale_linear) and
 // Llama-3.1-style per-frequency factors (the rope_freqs.weight tensor, which is how llama.cpp
-// stores llama3 scaling). YaRN / LongRoPE and other scaling types are rejected by name; so are
-// mixture-of-experts checkpoints ({arch}.expert_count > 0).
+// stores llama3 scaling). YaRN / LongRoPE and other scaling types are rejected by name.
+// Mixture-of-experts layers ({arch}.expert_count > 0) are read by the families that have them
+// (llama as Mixtral, qwen2moe, qwen3moe, olmoe; docs/moe.md).
 #pragma once
 
 #include <cstdint>
@@ -58,6 +59,18 @@ struct ModelConfig {
   bool tied_output = false;     // no output.weight: the head reuses token_embd.weight
   bool qkv_bias = false;        // attn_q/k/v carry .bias tensors (qwen2)
   bool qk_norm = false;         // per-head RMSNorm of q and k before RoPE (qwen3: attn_q_norm, attn_k_norm)
+  bool qk_norm_full = false;    // with qk_norm: one RMSNorm over the whole q / k projection (olmoe)
+
+  // Mixture of experts (n_expert == 0: every layer has a dense SwiGLU FFN).
+  int64_t n_expert = 0;            // {arch}.expert_count
+  int64_t n_expert_used = 0;       // {arch}.expert_used_count: experts per token (top-k)
+  int64_t n_ff_exp = 0;            // {arch}.expert_feed_forward_length (default feed_forward_length)
+  int64_t n_ff_shexp = 0;          // shared expert width; 0: no shared expert
+  bool expert_weights_norm = false;  // renormalise the top-k routing weights to sum to 1
+  // Every chosen expert weighs 1 ({arch}.expert_unit_weights, lutq's own key, written by
+  // `lutq moefy`: a split dense FFN is the plain sum of its parts). Takes precedence over the norm.
+  bool expert_unit_weights = false;
+  bool shexp_gate = false;         // the shared expert is scaled by sigmoid(ffn_gate_inp_shexp · h)
 
   int64_t q_dim() const { return n_head * head_dim; }
   int64_t kv_dim() const { return n_head_kv * head_dim; }

@@ -27,6 +27,19 @@ Result<Linear> LayerBuilder::linear(int64_t l, LinearRole role, bool bias) {
   return lin;
 }
 
+Result<Linear> LayerBuilder::linear_from(const std::string& name, std::vector<float> w, int64_t n, int64_t k,
+                                         LinearRole role) {
+  if (static_cast<int64_t>(w.size()) != n * k) {
+    return Status::invalid(ckpt_.path() + ": " + name + ": " + std::to_string(w.size()) + " weights for a " +
+                           std::to_string(n) + "x" + std::to_string(k) + " layer");
+  }
+  const LinearChoice choice = options_.linear.resolve(name, role);
+  Result<Linear> lin = choice.quantize ? Linear::quantized(name, w.data(), n, k, choice, &pool_)
+                                       : Linear::dense(std::make_shared<const std::vector<float>>(std::move(w)), n, k, isa_);
+  if (!lin) return Status(lin.status().code(), ckpt_.path() + ": " + lin.status().message());
+  return lin;
+}
+
 Result<Linear> LayerBuilder::output(std::shared_ptr<const std::vector<float>> token_embd) {
   const bool tied = config_.tied_output;
   return build("output.weight", tied ? "token_embd.weight" : "output.weight", std::nullopt,

@@ -47,6 +47,9 @@ class LayerBuilder {
   Result<std::vector<float>> vector(const std::string& name) const;
   // Block l's linear layer of `role` ("blk.l.<role>.weight"), with "blk.l.<role>.bias" when `bias`.
   Result<Linear> linear(int64_t l, LinearRole role, bool bias);
+  // A linear layer over given fp32 weights W[n][k] (e.g. one expert's slice of a 3-D tensor),
+  // kept dense or quantized as the spec resolves `name` with `role`; `name` prefixes errors.
+  Result<Linear> linear_from(const std::string& name, std::vector<float> w, int64_t n, int64_t k, LinearRole role);
   // The output head: output.weight, or the embedding table when tied (reusing `token_embd`).
   Result<Linear> output(std::shared_ptr<const std::vector<float>> token_embd);
 

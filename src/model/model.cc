@@ -78,6 +78,14 @@ Linear* Model::find_linear(int64_t l, LinearRole role) {
 
 const Linear* Model::linear(int64_t l, LinearRole role) const { return const_cast<Model*>(this)->find_linear(l, role); }
 
+const Linear* Model::expert_linear(int64_t l, LinearRole role, int64_t expert) const {
+  if (l < 0 || l >= config_.n_layer) return nullptr;
+  for (const std::unique_ptr<Block>& b : layers_[static_cast<size_t>(l)]) {
+    if (const Linear* lin = b->find_expert(role, expert)) return lin;
+  }
+  return nullptr;
+}
+
 Status Model::replace_linear(int64_t l, LinearRole role, Linear layer) {
   Linear* old = find_linear(l, role);
   if (old == nullptr) {
@@ -101,6 +109,14 @@ int64_t Model::block_weight_bytes() const {
     for (int r = 0; r < kNumLinearRoles; ++r) {
       if (const Linear* lin = linear(l, static_cast<LinearRole>(r))) total += lin->weight_bytes();
     }
+    // Mixture of experts: the shared expert always, the routed ones on average n_expert_used / n_expert.
+    int64_t routed = 0;
+    for (int64_t x = LinearObserver::kSharedExpert; x < config_.n_expert; ++x) {
+      for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown}) {
+        if (const Linear* lin = expert_linear(l, role, x)) (x < 0 ? total : routed) += lin->weight_bytes();
+      }
+    }
+    if (config_.n_expert > 0) total += routed * config_.n_expert_used / config_.n_expert;
   }
   return total;
 }
@@ -117,12 +133,19 @@ std::string Model::describe() const {
       const auto role = static_cast<LinearRole>(r);
       if (const Linear* lin = linear(l, role)) ++forms[std::string(role_name(role)) + ": " + lin->describe()];
     }
+    for (int64_t x = LinearObserver::kSharedExpert; x < config_.n_expert; ++x) {
+      for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown}) {
+        const Linear* lin = expert_linear(l, role, x);
+        if (lin != nullptr) ++forms[std::string(role_name(role)) + (x < 0 ? "_shexp: " : "_exps: ") + lin->describe()];
+      }
+    }
   }
   for (const auto& [form, count] : forms) s += "  " + form + " x" + std::to_string(count) + "\n";
   s += "  token_embd: " + std::string(io::ggml_type_name(token_embd_.type())) + ", " + mib(token_embd_.bytes()) +
        (token_embd_.f32() ? "" : " (rows dequantized on lookup)") + "\n";
   s += "  output: " + output_.describe() + (config_.tied_output ? " (tied to token_embd)" : "") + "\n";
-  s += "  weights streamed per token: " + mib(weight_bytes()) + " (blocks " + mib(block_weight_bytes()) + ")\n";
+  s += "  weights streamed per token: " + mib(weight_bytes()) + " (blocks " + mib(block_weight_bytes()) +
+       (config_.n_expert > 0 ? ", routed experts averaged over tokens" : "") + ")\n";
   return s;
 }
 

@@ -76,6 +76,9 @@ class Model {
 
   // Block l's linear layer of `role` (nullptr when the layer has none).
   const Linear* linear(int64_t l, LinearRole role) const;
+  // Layer l's mixture-of-experts linear of `role` (kFfnGate / kFfnUp / kFfnDown) of expert
+  // `expert` (or LinearObserver::kSharedExpert); nullptr when there is none.
+  const Linear* expert_linear(int64_t l, LinearRole role, int64_t expert) const;
   // Swaps in another form of block l's `role` layer (e.g. a GPTQ-quantized one after
   // calibration); its shape must match (its bias is kept). Not thread-safe with a running forward().
   Status replace_linear(int64_t l, LinearRole role, Linear layer);

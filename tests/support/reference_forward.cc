@@ -29,9 +29,11 @@ void add_bias(std::vector<double>& y, const std::vector<float>& b) {
   for (size_t i = 0; i < b.size(); ++i) y[i] += b[i];
 }
 
-// Qwen3's q_norm / k_norm: RMSNorm over each head of hd values.
+// Qwen3's q_norm / k_norm: RMSNorm over each head of hd values; OLMoE's: over the whole vector
+// (its weight has as many values as x).
 void head_rmsnorm(std::vector<double>& x, int64_t hd, const std::vector<float>& w) {
   if (w.empty()) return;
+  if (w.size() == x.size()) hd = static_cast<int64_t>(x.size());
   for (size_t h = 0; h * static_cast<size_t>(hd) < x.size(); ++h) {
     const auto first = x.begin() + static_cast<int64_t>(h) * hd;
     const std::vector<double> head(first, first + hd);
@@ -58,6 +60,50 @@ void rope_hf(std::vector<double>& x, int64_t heads, int64_t hd, int64_t pos, con
       v[i + hd / 2] = b * c + a * sn;
     }
   }
+}
+
+// silu(g·h) ⊙ (u·h), then d·that: one SwiGLU expert of width ff.
+std::vector<double> swiglu_mlp(const std::vector<float>& g, const std::vector<float>& u, const std::vector<float>& d,
+                               const std::vector<double>& h, int64_t ff, int64_t e) {
+  std::vector<double> a = matvec(g, h, ff, e);
+  const std::vector<double> b = matvec(u, h, ff, e);
+  for (size_t c = 0; c < a.size(); ++c) a[c] = a[c] / (1.0 + std::exp(-a[c])) * b[c];
+  return matvec(d, a, e, ff);
+}
+
+// The sparse-MoE block of Hugging Face's Mixtral / Qwen2-MoE / Qwen3-MoE / OLMoE: routing
+// probabilities softmax(router · h), the top-k of them (renormalised over the k when the family
+// sets norm_topk_prob; Mixtral's softmax over the top-k logits is the same thing), the weighted
+// sum of those experts, plus Qwen2-MoE's shared expert gated by sigmoid(gate · h).
+std::vector<double> moe_ffn(const TinySpec& s, const TinyWeights::Layer& L, const std::vector<double>& h) {
+  const int64_t e = s.n_embd;
+  const std::vector<double> z = matvec(L.router, h, s.n_expert, e);
+  const double mx = *std::max_element(z.begin(), z.end());
+  std::vector<double> p(z.size());
+  double sum = 0.0;
+  for (size_t i = 0; i < z.size(); ++i) sum += (p[i] = std::exp(z[i] - mx));
+  for (double& v : p) v /= sum;
+  std::vector<size_t> order(p.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return p[a] > p[b]; });
+  order.resize(static_cast<size_t>(s.n_expert_used));
+  double chosen = 0.0;
+  for (size_t i : order) chosen += p[i];
+  std::vector<double> y(static_cast<size_t>(e), 0.0);
+  const int64_t ff = tiny_expert_ff(s);
+  for (size_t i : order) {
+    const double w = tiny_expert_weights_norm(s) ? p[i] / chosen : p[i];
+    const std::vector<double> o = swiglu_mlp(L.eg[i], L.eu[i], L.ed[i], h, ff, e);
+    for (size_t c = 0; c < y.size(); ++c) y[c] += w * o[c];
+  }
+  if (!L.sg.empty()) {
+    double g = 0.0;
+    for (int64_t c = 0; c < e; ++c) g += static_cast<double>(L.shexp_gate[static_cast<size_t>(c)]) * h[static_cast<size_t>(c)];
+    g = 1.0 / (1.0 + std::exp(-g));
+    const std::vector<double> o = swiglu_mlp(L.sg, L.su, L.sd, h, s.n_ff_shexp, e);
+    for (size_t c = 0; c < y.size(); ++c) y[c] += g * o[c];
+  }
+  return y;
 }
 
 }  // namespace
@@ -110,10 +156,7 @@ std::vector<std::vector<double>> reference_logits(const Tiny& t, const std::vect
     }
     for (int64_t i = 0; i < T; ++i) {
       const std::vector<double> h = rmsnorm(x[static_cast<size_t>(i)], L.ffn_norm);
-      std::vector<double> gt = matvec(L.wg, h, s.n_ff, e);
-      const std::vector<double> up = matvec(L.wu, h, s.n_ff, e);
-      for (size_t c = 0; c < gt.size(); ++c) gt[c] = gt[c] / (1.0 + std::exp(-gt[c])) * up[c];
-      const std::vector<double> d = matvec(L.wd, gt, e, s.n_ff);
+      const std::vector<double> d = s.n_expert > 0 ? moe_ffn(s, L, h) : swiglu_mlp(L.wg, L.wu, L.wd, h, s.n_ff, e);
       for (int64_t c = 0; c < e; ++c) x[static_cast<size_t>(i)][static_cast<size_t>(c)] += d[static_cast<size_t>(c)];
     }
   }

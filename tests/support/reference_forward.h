@@ -1,7 +1,9 @@
 // An independent reference forward pass for the tiny models of tiny_llama.h, written from the
 // Hugging Face definitions (Llama, Qwen2, Qwen3) rather than from the runtime's ops: double
 // precision, naive loops, Q/K weights in Hugging Face's layout with rotate_half RoPE, q/k/v
-// biases (Qwen2), per-head q/k RMSNorm (Qwen3).
+// biases (Qwen2), per-head q/k RMSNorm (Qwen3), full-width q/k RMSNorm (OLMoE), and the sparse
+// mixture-of-experts feed-forward of Mixtral / Qwen2-MoE / Qwen3-MoE / OLMoE (top-k routing
+// written from the math, sharing no code with the runtime's block).
 #pragma once
 
 #include <cstdint>

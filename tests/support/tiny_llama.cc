@@ -31,7 +31,87 @@ void add_tensor(io::GgufWriter& wr, const TinySpec& s, const std::string& name, 
                   .is_ok());
 }
 
+std::vector<float> concat(const std::vector<std::vector<float>>& parts) {
+  std::vector<float> all;
+  for (const std::vector<float>& p : parts) all.insert(all.end(), p.begin(), p.end());
+  return all;
+}
+
+void make_experts(std::mt19937& rng, const TinySpec& s, TinyWeights::Layer& L) {
+  const int64_t e = s.n_embd;
+  const int64_t ff = tiny_expert_ff(s);
+  const auto n = [](int64_t a, int64_t b) { return static_cast<size_t>(a * b); };
+  const float ke = 1.0f / std::sqrt(static_cast<float>(e));
+  L.router = random_vec(rng, n(s.n_expert, e), 2.0f * ke);  // peaky enough that the top-k is well separated
+  for (int64_t x = 0; x < s.n_expert; ++x) {
+    L.eg.push_back(random_vec(rng, n(ff, e), ke));
+    L.eu.push_back(random_vec(rng, n(ff, e), ke));
+    L.ed.push_back(random_vec(rng, n(e, ff), 1.0f / std::sqrt(static_cast<float>(ff))));
+  }
+  if (s.n_ff_shexp > 0) {
+    L.sg = random_vec(rng, n(s.n_ff_shexp, e), ke);
+    L.su = random_vec(rng, n(s.n_ff_shexp, e), ke);
+    L.sd = random_vec(rng, n(e, s.n_ff_shexp), 1.0f / std::sqrt(static_cast<float>(s.n_ff_shexp)));
+    L.shexp_gate = random_vec(rng, n(1, e), ke);
+  }
+}
+
+void add_expert_keys(io::GgufWriter& wr, const TinySpec& s) {
+  const std::string a = s.arch;
+  EXPECT_TRUE(wr.add_uint32(a + ".expert_count", static_cast<uint32_t>(s.n_expert)).is_ok());
+  EXPECT_TRUE(wr.add_uint32(a + ".expert_used_count", static_cast<uint32_t>(s.n_expert_used)).is_ok());
+  if (s.n_ff_exp > 0) {
+    EXPECT_TRUE(wr.add_uint32(a + ".expert_feed_forward_length", static_cast<uint32_t>(s.n_ff_exp)).is_ok());
+  }
+  if (s.n_ff_shexp > 0) {
+    EXPECT_TRUE(wr.add_uint32(a + ".expert_shared_feed_forward_length", static_cast<uint32_t>(s.n_ff_shexp)).is_ok());
+  }
+  if (s.weights_norm_key >= 0) {
+    EXPECT_TRUE(wr.add_bool(a + ".expert_weights_norm", s.weights_norm_key == 1).is_ok());
+  }
+}
+
+void add_expert_tensors(io::GgufWriter& wr, const TinySpec& s, const std::string& p, const TinyWeights::Layer& L) {
+  const int64_t e = s.n_embd;
+  const int64_t ff = tiny_expert_ff(s);
+  const int64_t E = s.n_expert;
+  add_tensor(wr, s, p + "ffn_gate_inp.weight", {e, E}, L.router);
+  add_tensor(wr, s, p + "ffn_gate_exps.weight", {e, ff, E}, concat(L.eg));
+  add_tensor(wr, s, p + "ffn_up_exps.weight", {e, ff, E}, concat(L.eu));
+  add_tensor(wr, s, p + "ffn_down_exps.weight", {ff, e, E}, concat(L.ed));
+  if (s.n_ff_shexp > 0) {
+    add_tensor(wr, s, p + "ffn_gate_shexp.weight", {e, s.n_ff_shexp}, L.sg);
+    add_tensor(wr, s, p + "ffn_up_shexp.weight", {e, s.n_ff_shexp}, L.su);
+    add_tensor(wr, s, p + "ffn_down_shexp.weight", {s.n_ff_shexp, e}, L.sd);
+    add_tensor(wr, s, p + "ffn_gate_inp_shexp.weight", {e}, L.shexp_gate);
+  }
+}
+
 }  // namespace
+
+int64_t tiny_expert_ff(const TinySpec& s) { return s.n_ff_exp > 0 ? s.n_ff_exp : s.n_ff; }
+
+bool tiny_expert_weights_norm(const TinySpec& s) {
+  if (s.weights_norm_key >= 0) return s.weights_norm_key == 1;
+  return s.arch == "llama" || s.arch == "qwen3moe";
+}
+
+TinySpec tiny_moe_spec(const std::string& arch) {
+  TinySpec s;
+  s.arch = arch;
+  s.n_embd = 32;
+  s.n_head = 4;
+  s.n_head_kv = 2;
+  s.n_ff = 48;
+  s.n_vocab = 50;
+  s.n_expert = 6;
+  s.n_expert_used = 2;
+  if (arch == "qwen2moe" || arch == "qwen3moe") s.n_ff_exp = 24;
+  if (arch == "qwen2moe") s.n_ff_shexp = 40;
+  if (arch != "llama") s.rope_base = 1000000.0;
+  s.seed = 23;
+  return s;
+}
 
 std::vector<float> random_vec(std::mt19937& rng, size_t n, float scale, float mean) {
   std::normal_distribution<float> d(0.0f, 1.0f);
@@ -77,17 +157,25 @@ Tiny make_tiny(const TinySpec& s) {
     L.wk = random_vec(rng, n(kvd, e), 2.0f * ke);
     L.wv = random_vec(rng, n(kvd, e), ke);
     L.wo = random_vec(rng, n(e, qd), ke);
-    L.wg = random_vec(rng, n(s.n_ff, e), ke);
-    L.wu = random_vec(rng, n(s.n_ff, e), ke);
-    L.wd = random_vec(rng, n(e, s.n_ff), 1.0f / std::sqrt(static_cast<float>(s.n_ff)));
-    if (s.arch == "qwen2") {
+    if (s.n_expert > 0) {
+      make_experts(rng, s, L);
+    } else {
+      L.wg = random_vec(rng, n(s.n_ff, e), ke);
+      L.wu = random_vec(rng, n(s.n_ff, e), ke);
+      L.wd = random_vec(rng, n(e, s.n_ff), 1.0f / std::sqrt(static_cast<float>(s.n_ff)));
+    }
+    if (s.arch == "qwen2" || s.arch == "qwen2moe") {
       L.bq = random_vec(rng, n(1, qd), 0.5f);
       L.bk = random_vec(rng, n(1, kvd), 0.5f);
       L.bv = random_vec(rng, n(1, kvd), 0.5f);
     }
-    if (s.arch == "qwen3") {
+    if (s.arch == "qwen3" || s.arch == "qwen3moe") {
       L.q_norm = random_vec(rng, n(1, hd), 0.2f, 1.0f);
       L.k_norm = random_vec(rng, n(1, hd), 0.2f, 1.0f);
+    }
+    if (s.arch == "olmoe") {
+      L.q_norm = random_vec(rng, n(1, qd), 0.2f, 1.0f);
+      L.k_norm = random_vec(rng, n(1, kvd), 0.2f, 1.0f);
     }
     t.w.layers.push_back(std::move(L));
   }
@@ -115,6 +203,7 @@ Tiny make_tiny(const TinySpec& s) {
     EXPECT_TRUE(wr.add_string(a + ".rope.scaling.type", s.rope_scaling).is_ok());
     EXPECT_TRUE(wr.add_float32(a + ".rope.scaling.factor", s.rope_factor).is_ok());
   }
+  if (s.n_expert > 0) add_expert_keys(wr, s);
   if (s.tokens_metadata) {
     std::vector<std::string> toks;
     for (int64_t i = 0; i < s.n_vocab; ++i) toks.push_back("t" + std::to_string(i));
@@ -137,14 +226,18 @@ Tiny make_tiny(const TinySpec& s) {
       add_tensor(wr, s, p + "attn_v.bias", {kvd}, L.bv);
     }
     if (!L.q_norm.empty()) {
-      add_tensor(wr, s, p + "attn_q_norm.weight", {hd}, L.q_norm);
-      add_tensor(wr, s, p + "attn_k_norm.weight", {hd}, L.k_norm);
+      add_tensor(wr, s, p + "attn_q_norm.weight", {static_cast<int64_t>(L.q_norm.size())}, L.q_norm);
+      add_tensor(wr, s, p + "attn_k_norm.weight", {static_cast<int64_t>(L.k_norm.size())}, L.k_norm);
     }
     add_tensor(wr, s, p + "attn_output.weight", {qd, e}, L.wo);
     add_tensor(wr, s, p + "ffn_norm.weight", {e}, L.ffn_norm);
-    add_tensor(wr, s, p + "ffn_gate.weight", {e, s.n_ff}, L.wg);
-    add_tensor(wr, s, p + "ffn_up.weight", {e, s.n_ff}, L.wu);
-    add_tensor(wr, s, p + "ffn_down.weight", {s.n_ff, e}, L.wd);
+    if (s.n_expert > 0) {
+      add_expert_tensors(wr, s, p, L);
+    } else {
+      add_tensor(wr, s, p + "ffn_gate.weight", {e, s.n_ff}, L.wg);
+      add_tensor(wr, s, p + "ffn_up.weight", {e, s.n_ff}, L.wu);
+      add_tensor(wr, s, p + "ffn_down.weight", {s.n_ff, e}, L.wd);
+    }
   }
   t.bytes = wr.to_bytes();
   return t;

@@ -35,6 +35,14 @@ struct TinySpec {
   bool tokens_metadata = true;
   std::string drop_tensor;     // leave this tensor out
   std::string misshape_tensor; // write this tensor with dims[0] + 1
+  // Mixture of experts (tiny_moe_spec): n_expert > 0 writes ffn_gate_inp and 3-D
+  // ffn_{gate,up,down}_exps instead of the dense FFN (arch llama = Mixtral, qwen2moe with a gated
+  // shared expert of n_ff_shexp, qwen3moe, olmoe with full-width q/k norms).
+  int64_t n_expert = 0;
+  int64_t n_expert_used = 2;
+  int64_t n_ff_exp = 0;       // > 0: written as expert_feed_forward_length, else experts are n_ff wide
+  int64_t n_ff_shexp = 0;     // > 0 (qwen2moe): shared expert width, written as expert_shared_feed_forward_length
+  int weights_norm_key = -1;  // 0 / 1: write {arch}.expert_weights_norm
   uint32_t seed = 7;
 };
 
@@ -44,7 +52,10 @@ struct TinyWeights {
   struct Layer {
     std::vector<float> attn_norm, ffn_norm, wq, wk, wv, wo, wg, wu, wd;
     std::vector<float> bq, bk, bv;        // qwen2
-    std::vector<float> q_norm, k_norm;    // qwen3, [head_dim]
+    std::vector<float> q_norm, k_norm;    // qwen3, [head_dim]; olmoe [q_dim] / [kv_dim]
+    std::vector<float> router;            // [n_expert][n_embd]
+    std::vector<std::vector<float>> eg, eu, ed;  // per expert: [ff][e], [ff][e], [e][ff]
+    std::vector<float> sg, su, sd, shexp_gate;   // shared expert, its gate [n_embd]
   };
   std::vector<Layer> layers;
 };
@@ -60,6 +71,12 @@ std::vector<float> random_vec(std::mt19937& rng, size_t n, float scale, float me
 // llama.cpp convert_hf_to_gguf permute(): within each head, GGUF row 2i+half = HF row
 // half*(hd/2)+i, so HF's rotate_half pairs (i, i+hd/2) become adjacent pairs (2i, 2i+1).
 std::vector<float> permute_qk(const std::vector<float>& w, int64_t n_heads, int64_t k);
+
+// A small MoE spec of `arch` (llama, qwen2moe, qwen3moe, olmoe): 6 experts, top-2.
+TinySpec tiny_moe_spec(const std::string& arch);
+// The experts' width of a spec, and whether its family renormalises the top-k weights.
+int64_t tiny_expert_ff(const TinySpec& s);
+bool tiny_expert_weights_norm(const TinySpec& s);
 
 // Random weights for `s` and their GGUF image.
 Tiny make_tiny(const TinySpec& s);

@@ -6,14 +6,15 @@
 namespace lutq::model {
 namespace {
 
-Status configure_qwen2(const io::Checkpoint&, ModelConfig& c) {
+Status configure_qwen2(const io::Checkpoint& ckpt, ModelConfig& c) {
   c.rope.mode = RopeMode::kNeox;
   c.qkv_bias = true;
-  return Status::ok();
+  // Experts only in a model split by `lutq moefy` (the trained MoE family is qwen2moe).
+  return read_expert_keys(ckpt, c, MoeTraits{.required = false, .weights_norm = true});
 }
 
 }  // namespace
 
-ArchDef qwen2_arch() { return {"qwen2", configure_qwen2, attention_then_swiglu}; }
+ArchDef qwen2_arch() { return {"qwen2", configure_qwen2, dense_or_moe}; }
 
 }  // namespace lutq::model

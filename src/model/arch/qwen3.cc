@@ -6,14 +6,15 @@
 namespace lutq::model {
 namespace {
 
-Status configure_qwen3(const io::Checkpoint&, ModelConfig& c) {
+Status configure_qwen3(const io::Checkpoint& ckpt, ModelConfig& c) {
   c.rope.mode = RopeMode::kNeox;
   c.qk_norm = true;
-  return Status::ok();
+  // Experts only in a model split by `lutq moefy` (the trained MoE family is qwen3moe).
+  return read_expert_keys(ckpt, c, MoeTraits{.required = false, .weights_norm = true});
 }
 
 }  // namespace
 
-ArchDef qwen3_arch() { return {"qwen3", configure_qwen3, attention_then_swiglu}; }
+ArchDef qwen3_arch() { return {"qwen3", configure_qwen3, dense_or_moe}; }
 
 }  // namespace lutq::model

@@ -14,6 +14,7 @@ struct KeyShape {
   int64_t n_head_kv = 0;
   int64_t head_dim = 0;
   float rms_eps = 0.0f;
+  bool qk_norm_full = false;  // k norm over all kv_dim values of a row (olmoe), else per head
 };
 
 class AttentionBlock final : public Block, public KvProjector {
@@ -34,7 +35,10 @@ class AttentionBlock final : public Block, public KvProjector {
   }
   void position_keys(float* k, int64_t m, const RopeTable& rope, int64_t first_row) const override {
     const int64_t kvd = key_.n_head_kv * key_.head_dim;
-    if (!k_norm_.empty()) rms_norm_rows(k, k_norm_.data(), m * key_.n_head_kv, key_.head_dim, key_.rms_eps, k);
+    if (!k_norm_.empty()) {
+      const int64_t width = key_.qk_norm_full ? kvd : key_.head_dim;
+      rms_norm_rows(k, k_norm_.data(), m * kvd / width, width, key_.rms_eps, k);
+    }
     for (int64_t t = 0; t < m; ++t) {
       const float* cs = rope.cos.data() + (first_row + t) * rope.half_dim;
       const float* sn = rope.sin.data() + (first_row + t) * rope.half_dim;
@@ -80,7 +84,10 @@ class AttentionBlock final : public Block, public KvProjector {
     const int64_t qd = c.q_dim();
     const int64_t kvd = c.kv_dim();
     const int64_t hd = c.head_dim;
-    if (!q_norm_.empty()) {
+    if (!q_norm_.empty() && c.qk_norm_full) {  // one norm over each row's whole q / k (olmoe)
+      rms_norm_rows(q, q_norm_.data(), m, qd, c.rms_eps, q);
+      rms_norm_rows(k, k_norm_.data(), m, kvd, c.rms_eps, k);
+    } else if (!q_norm_.empty()) {
       rms_norm_rows(q, q_norm_.data(), m * c.n_head, hd, c.rms_eps, q);
       rms_norm_rows(k, k_norm_.data(), m * c.n_head_kv, hd, c.rms_eps, k);
     }
@@ -117,8 +124,8 @@ std::vector<TensorExpectation> attention_tensors(const ModelConfig& c, int64_t l
     t.push_back({tensor(l, "attn_v.bias"), {c.kv_dim()}});
   }
   if (c.qk_norm) {
-    t.push_back({tensor(l, "attn_q_norm.weight"), {c.head_dim}});
-    t.push_back({tensor(l, "attn_k_norm.weight"), {c.head_dim}});
+    t.push_back({tensor(l, "attn_q_norm.weight"), {c.qk_norm_full ? c.q_dim() : c.head_dim}});
+    t.push_back({tensor(l, "attn_k_norm.weight"), {c.qk_norm_full ? c.kv_dim() : c.head_dim}});
   }
   return t;
 }
@@ -146,7 +153,7 @@ Result<std::unique_ptr<Block>> build_attention(LayerBuilder& b, int64_t l) {
   return std::unique_ptr<Block>(std::make_unique<AttentionBlock>(std::move(*norm), std::move(lin[0]), std::move(lin[1]),
                                                                  std::move(lin[2]), std::move(lin[3]),
                                                                  std::move(q_norm), std::move(k_norm),
-                                                                 KeyShape{c.rope, c.n_head_kv, c.head_dim, c.rms_eps}));
+                                                                 KeyShape{c.rope, c.n_head_kv, c.head_dim, c.rms_eps, c.qk_norm_full}));
 }
 
 }  // namespace lutq::model

@@ -5,6 +5,7 @@
 
 #include "model/blocks/attention.h"
 #include "model/blocks/ffn.h"
+#include "model/blocks/moe_ffn.h"
 
 namespace lutq::model {
 namespace {
@@ -15,9 +16,10 @@ struct BlockDef {
   Result<std::unique_ptr<Block>> (*build)(LayerBuilder&, int64_t);
 };
 
-constexpr std::array<BlockDef, 2> kBlocks = {{
+constexpr std::array<BlockDef, 3> kBlocks = {{
     {BlockKind::kAttention, attention_tensors, build_attention},
     {BlockKind::kSwigluFfn, swiglu_ffn_tensors, build_swiglu_ffn},
+    {BlockKind::kMoeFfn, moe_ffn_tensors, build_moe_ffn},
 }};
 
 const BlockDef& def(BlockKind kind) {

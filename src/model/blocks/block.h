@@ -1,5 +1,5 @@
-// Blocks: the pieces an architecture stacks into a layer (attention, SwiGLU feed-forward; MoE
-// later). Each block adds its output to the residual stream of the batch's rows. A new kind of
+// Blocks: the pieces an architecture stacks into a layer (attention, SwiGLU feed-forward,
+// mixture-of-experts feed-forward). Each block adds its output to the residual stream of the batch's rows. A new kind of
 // block is one file implementing Block plus one row in the block table (blocks/block.cc).
 #pragma once
 
@@ -27,11 +27,20 @@ class LinearObserver {
  public:
   virtual ~LinearObserver() = default;
   virtual Status observe(int64_t layer, LinearRole role, const float* x, int64_t m, int64_t k) = 0;
+  // A mixture-of-experts block's expert linears: role kFfnGate / kFfnUp / kFfnDown of expert
+  // `expert` (0..n_expert-1, or kSharedExpert), x [m][k] holding only the rows routed to it.
+  // Ignored unless overridden, so that an observer of the dense roles never mixes experts in.
+  static constexpr int64_t kSharedExpert = -1;
+  virtual Status observe_expert(int64_t /*layer*/, LinearRole /*role*/, int64_t /*expert*/, const float* /*x*/,
+                                int64_t /*m*/, int64_t /*k*/) {
+    return Status::ok();
+  }
 };
 
 // Scratch rows a forward pass reuses from layer to layer; blocks size them as they need.
 struct Scratch {
   std::vector<float> h, q, k, v, att, gate, up;
+  std::vector<float> moe_in, moe_out, router;  // mixture-of-experts: gathered rows, sum, router logits
   static float* rows(std::vector<float>& buf, int64_t m, int64_t width) {
     const auto need = static_cast<size_t>(m * width);
     if (buf.size() < need) buf.resize(need);
@@ -68,6 +77,12 @@ class Block {
   // The block's linear layer of this role, or nullptr.
   virtual Linear* find(LinearRole role) = 0;
   const Linear* find(LinearRole role) const { return const_cast<Block*>(this)->find(role); }
+  // Mixture-of-experts blocks: expert `expert`'s (or LinearObserver::kSharedExpert) layer of role
+  // kFfnGate / kFfnUp / kFfnDown, else nullptr; find() gives none of them.
+  virtual Linear* find_expert(LinearRole /*role*/, int64_t /*expert*/) { return nullptr; }
+  const Linear* find_expert(LinearRole role, int64_t expert) const {
+    return const_cast<Block*>(this)->find_expert(role, expert);
+  }
 };
 
 // A layer: its blocks, run in order.
@@ -75,7 +90,7 @@ using Layer = std::vector<std::unique_ptr<Block>>;
 
 class LayerBuilder;
 
-enum class BlockKind { kAttention, kSwigluFfn };
+enum class BlockKind { kAttention, kSwigluFfn, kMoeFfn };
 
 // A tensor a block reads: name, GGUF dims (ggml order), whether it must be present.
 struct TensorExpectation {
