@@ -80,7 +80,7 @@ void rows_tile(const QmoeWeights& w, const float* xp, int64_t kp, float* y, int6
 void rows_avx512(const QmoeWeights& w, const float* xp, int64_t kp, int64_t m, float* y, int64_t r0, int64_t r1) {
   switch (m) {
     case 1:
-      return rows_tile<1, 2>(w, xp, kp, y, r0, r1);
+      return rows_tile<1, 4>(w, xp, kp, y, r0, r1);
     case 2:
       return rows_tile<2, 2>(w, xp, kp, y, r0, r1);
     case 3:
