@@ -250,7 +250,8 @@ Status validate(const QmoeDictionary& d) {
   for (int64_t e = 0; e < size; ++e) {
     const auto i = static_cast<size_t>(e);
     const int len = d.len[i];
-    const uint64_t valid = (uint64_t{1} << len) - 1u;
+    // Shifted only once len is known to be in 1..32.
+    const uint64_t valid = len >= 1 && len <= kQmoeMaxRun ? (uint64_t{1} << len) - 1u : 0u;
     std::string bad;
     if (len < 1 || len > kQmoeMaxRun) {
       bad = "length " + std::to_string(len);

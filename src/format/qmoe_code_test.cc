@@ -146,6 +146,7 @@ TEST_F(QmoeCorrupt, BadDictionaryEntries) {
   const Case cases[] = {
       {"length", [](QmoeDictionary& d) { d.len[4] = 33; }},
       {"length", [](QmoeDictionary& d) { d.len[4] = 0; }},
+      {"length", [](QmoeDictionary& d) { d.len[4] = 200; }},  // found by qmoe_code_fuzz: no shift by 200
       {"both", [](QmoeDictionary& d) { d.pos[5] |= 1u; d.neg[5] |= 1u; }},
       {"past its length", [](QmoeDictionary& d) { d.pos[6] |= 1u << (d.len[6] == 32 ? 0 : d.len[6]); if (d.len[6] == 32) d.len[6] = 0; }},
       {"duplicate", [](QmoeDictionary& d) { d.len.push_back(d.len[3]); d.pos.push_back(d.pos[3]); d.neg.push_back(d.neg[3]); }},
