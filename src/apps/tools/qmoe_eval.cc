@@ -113,9 +113,13 @@ Status run_config(model::Model& model, const std::vector<std::vector<float>>& de
       }
       if (!q) return q.status();
       const double rows = static_cast<double>(stats.hessian(l, role).rows());
-      tot.err += quant::ternary_calibrated_error(w.data(), *q, h) / rows;
+      const double err = quant::ternary_calibrated_error(w.data(), *q, h) / rows;
       format::TernaryMatrix zero{q->n, q->k, std::vector<int8_t>(q->t.size(), 0), q->scale};
-      tot.err_base += quant::ternary_calibrated_error(w.data(), zero, h) / rows;
+      const double base = quant::ternary_calibrated_error(w.data(), zero, h) / rows;
+      tot.err += err;
+      tot.err_base += base;
+      std::fprintf(stderr, "\n    blk.%lld.%s rel. error %.4f (output energy %.4g)", static_cast<long long>(l),
+                   model::role_name(role), err / base, base);
       tern.push_back(std::move(*q));
     }
     std::fprintf(stderr, "\r  quantized block %lld/%lld", static_cast<long long>(l + 1), static_cast<long long>(n_layer));
