@@ -24,6 +24,7 @@ struct FormForward {
   }
   Status operator()(const BcqForm& f) const { return f.lin.forward(x, m, y, pool); }
   Status operator()(const Int8Form& f) const { return kernels::int8_gemm(f.w, x, m, y, f.options, pool, f.isa); }
+  Status operator()(const QmoeForm& f) const { return kernels::qmoe_gemm(f.w, x, m, y, pool, f.isa); }
 };
 
 struct FormBytes {
@@ -32,6 +33,8 @@ struct FormBytes {
   int64_t operator()(const BcqForm& f) const { return f.lin.weight_bytes(); }
   // int8 codes, scales and row sums; the fp16 copy is read only at the outlier columns.
   int64_t operator()(const Int8Form&) const { return n * k + n * static_cast<int64_t>(sizeof(float) + sizeof(int32_t)); }
+  // Codes, row offsets and scales; the dictionary table is shared by many layers, not counted.
+  int64_t operator()(const QmoeForm& f) const { return f.w.weight_bytes(); }
 };
 
 struct FormDescribe {
@@ -44,6 +47,9 @@ struct FormDescribe {
     const float t = f.options.threshold;
     return (std::isinf(t) ? std::string("int8 ") : "llm-int8 (outliers >= " + std::to_string(t) + ", fp16 copy) ") +
            shape_string(n, k) + " (" + kernels::int8_isa_name(f.isa) + ")";
+  }
+  std::string operator()(const QmoeForm& f) const {
+    return std::string("qmoe ") + kernels::isa_name(f.isa) + " " + format::describe(*f.w.m);
   }
 };
 
@@ -111,6 +117,22 @@ Result<Linear> Linear::from_int8(kernels::Int8Weights w, float threshold, kernel
   return Linear(n, k, std::move(f));
 }
 
+Result<Linear> Linear::from_qmoe(std::shared_ptr<const format::QmoeMatrix> w, kernels::Isa isa,
+                                 std::shared_ptr<const kernels::QmoeTable> table) {
+  Result<kernels::QmoeWeights> q = kernels::make_qmoe_weights(std::move(w), std::move(table));
+  if (!q) return q.status();
+  const CpuFeatures cpu = detect_cpu();
+  kernels::Isa run = kernels::Isa::kScalar;
+  if ((isa == kernels::Isa::kAvx512 || isa == kernels::Isa::kCuda) && kernels::qmoe_available(kernels::Isa::kAvx512, cpu)) {
+    run = kernels::Isa::kAvx512;
+  } else if (isa != kernels::Isa::kRef && isa != kernels::Isa::kScalar && kernels::qmoe_available(kernels::Isa::kAvx2, cpu)) {
+    run = kernels::Isa::kAvx2;
+  }
+  const int64_t n = q->n();
+  const int64_t k = q->k();
+  return Linear(n, k, QmoeForm{std::move(*q), run});
+}
+
 Result<Linear> Linear::from_bcq(const format::BcqMatrix& w, kernels::Isa isa, kernels::Precision precision) {
   Result<kernels::BcqLinear> lin = kernels::BcqLinear::create(w, isa, precision);
   if (!lin) return lin.status();
@@ -158,6 +180,11 @@ const kernels::BcqLinear* Linear::bcq() const {
 
 const kernels::Int8Weights* Linear::int8() const {
   const auto* f = std::get_if<Int8Form>(&form_);
+  return f ? &f->w : nullptr;
+}
+
+const kernels::QmoeWeights* Linear::qmoe() const {
+  const auto* f = std::get_if<QmoeForm>(&form_);
   return f ? &f->w : nullptr;
 }
 

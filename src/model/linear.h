@@ -5,6 +5,7 @@
 //   dense  fp32 weights kept as given, kernels::dense_gemm
 //   bcq    a BCQ matrix on a LUT-GEMM backend (kernels::BcqLinear)
 //   int8   LLM.int8() or plain int8 (kernels::int8_gemm)
+//   qmoe   a QMoE-coded ternary matrix decoded inside the GEMV/GEMM (kernels::qmoe_gemm)
 #pragma once
 
 #include <cstdint>
@@ -20,6 +21,7 @@
 #include "format/bcq_matrix.h"
 #include "kernels/int8/int8_gemm.h"
 #include "kernels/linear.h"
+#include "kernels/qmoe/qmoe_gemm.h"
 #include "model/linear_spec.h"
 #include "model/ops.h"
 #include "quant/quantize.h"
@@ -40,9 +42,14 @@ struct Int8Form {
   kernels::Int8Isa isa = kernels::Int8Isa::kScalar;
 };
 
+struct QmoeForm {
+  kernels::QmoeWeights w;
+  kernels::Isa isa = kernels::Isa::kScalar;  // the kernel run: scalar, avx2 or avx512
+};
+
 class Linear {
  public:
-  using Form = std::variant<DenseForm, BcqForm, Int8Form>;
+  using Form = std::variant<DenseForm, BcqForm, Int8Form, QmoeForm>;
 
   // Dense fp32 layer over a shared row-major W[n,k]; `isa` is the model's one backend choice
   // (scalar or AVX2 loops follow from it, model/ops.h).
@@ -56,6 +63,11 @@ class Linear {
   // An int8 layer (quantized here or read from a lutq file): LLM.int8() with a finite threshold
   // (zero-point activations; w should carry its fp16 copy), plain absmax int8 with +inf.
   static Result<Linear> from_int8(kernels::Int8Weights w, float threshold, kernels::Isa isa);
+  // A QMoE-coded layer (validated here). `table`: the runtime table of w's dictionary when other
+  // layers share it (kernels::make_qmoe_table), null to make one. `isa` is the model's backend
+  // choice: ref/scalar run the scalar kernel, avx2 and avx512 theirs, cuda the best CPU kernel.
+  static Result<Linear> from_qmoe(std::shared_ptr<const format::QmoeMatrix> w, kernels::Isa isa,
+                                  std::shared_ptr<const kernels::QmoeTable> table = nullptr);
 
   // Adds bias[n] to every output row (q/k/v of qwen2). Error: wrong length.
   Status set_bias(std::vector<float> bias);
@@ -76,6 +88,7 @@ class Linear {
   const float* dense_data() const;
   const kernels::BcqLinear* bcq() const;
   const kernels::Int8Weights* int8() const;
+  const kernels::QmoeWeights* qmoe() const;  // qmoe only
   float int8_threshold() const;
 
  private:
