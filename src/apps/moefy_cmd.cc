@@ -17,7 +17,7 @@ namespace {
 
 struct MoefyArgs {
   std::string in, out;
-  model::MoefyOptions options;
+  pipeline::MoefyOptions options;
   std::string calib;          // calibration text; empty: routers from the mean gate rows
   int64_t calib_tokens = 4096;
   int64_t calib_ctx = 512;
@@ -54,13 +54,13 @@ int run_moefy(const MoefyArgs& a) {
   Result<std::unique_ptr<io::Checkpoint>> in = io::open_checkpoint(a.in);
   if (!in) return report_error(in.status(), kExitFailure);
   ThreadPool pool(a.threads);
-  model::MoefyOptions options = a.options;
+  pipeline::MoefyOptions options = a.options;
   if (!a.calib.empty()) {
     Result<std::vector<std::vector<int32_t>>> chunks = calibration_chunks(**in, a);
     if (!chunks) return report_error(chunks.status(), kExitFailure);
     options.calib = std::move(*chunks);
   }
-  Result<model::MoefyReport> r = model::moefy_to_file(**in, options, a.out, pool);
+  Result<pipeline::MoefyReport> r = pipeline::moefy_to_file(**in, options, a.out, pool);
   if (!r) return report_error(r.status(), kExitFailure);
   const std::string router = r->calib_tokens > 0 ? "least-squares routers on " + std::to_string(r->calib_tokens) +
                                                        " calibration tokens"

@@ -249,7 +249,7 @@ TEST(MoeForward, LutqFileOfAnMoeModelKeepsItsExperts) {
   const LinearSpec qspec = LinearSpec::quantized(q, kernels::Isa::kScalar, kernels::Precision::kExact);
   const std::string path =
       (std::filesystem::temp_directory_path() / ("lutq_moe_" + std::to_string(::getpid()) + ".lutq")).string();
-  Result<QuantizeReport> report = quantize_to_file(f, qspec, path, pool);
+  Result<pipeline::QuantizeReport> report = pipeline::quantize_to_file(f, qspec, path, pool);
   ASSERT_TRUE(report.is_ok()) << report.status().message();
   Result<io::GgufFile> lf = io::GgufFile::open(path);
   ASSERT_TRUE(lf.is_ok()) << lf.status().message();

@@ -14,7 +14,7 @@
 #include "model/model.h"
 #include "pipeline/moefy_router.h"
 
-namespace lutq::model {
+namespace lutq::pipeline {
 namespace {
 
 std::vector<float> unit_rows(const float* x, int64_t n, int64_t d) {
@@ -223,4 +223,4 @@ Result<MoefyReport> moefy_to_file(const io::Checkpoint& in, const MoefyOptions& 
   return r;
 }
 
-}  // namespace lutq::model
+}  // namespace lutq::pipeline

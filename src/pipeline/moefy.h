@@ -16,10 +16,11 @@
 #include <vector>
 
 #include "core/status.h"
+#include "pipeline/calibration.h"  // the model names the pipeline uses
 #include "core/thread_pool.h"
 #include "io/checkpoint.h"
 
-namespace lutq::model {
+namespace lutq::pipeline {
 
 struct MoefyOptions {
   int64_t experts = 8;     // E: must divide n_ff
@@ -51,4 +52,4 @@ std::vector<int32_t> balanced_clusters(const float* x, int64_t n, int64_t d, int
 Result<MoefyReport> moefy_to_file(const io::Checkpoint& in, const MoefyOptions& opt, const std::string& out_path,
                                   ThreadPool& pool);
 
-}  // namespace lutq::model
+}  // namespace lutq::pipeline

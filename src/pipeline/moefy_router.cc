@@ -10,7 +10,7 @@
 
 #include "quant/hessian.h"
 
-namespace lutq::model {
+namespace lutq::pipeline {
 namespace {
 
 class RouterStats final : public LinearObserver {
@@ -131,4 +131,4 @@ Result<std::vector<std::vector<float>>> fit_routers(const Model& model, const st
   return routers;
 }
 
-}  // namespace lutq::model
+}  // namespace lutq::pipeline

@@ -6,10 +6,11 @@
 #include <vector>
 
 #include "core/status.h"
+#include "pipeline/calibration.h"  // the model names the pipeline uses
 #include "core/thread_pool.h"
 #include "model/model.h"
 
-namespace lutq::model {
+namespace lutq::pipeline {
 
 // Runs the dense `model` over `chunks` and fits, per layer, the router rows [E][n_embd] that
 // predict each neuron cluster's activation mass (clusters[l][i]: the cluster of neuron i).
@@ -18,4 +19,4 @@ Result<std::vector<std::vector<float>>> fit_routers(const Model& model, const st
                                                     int64_t experts, std::span<const std::vector<int32_t>> chunks,
                                                     double ridge, ThreadPool& pool);
 
-}  // namespace lutq::model
+}  // namespace lutq::pipeline

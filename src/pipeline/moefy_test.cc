@@ -19,7 +19,7 @@
 #include "pipeline/moefy.h"
 #include "support/tiny_model.h"
 
-namespace lutq::model {
+namespace lutq::pipeline {
 namespace {
 
 using testing::make_tiny;
@@ -183,4 +183,4 @@ TEST(Moefy, BadRequestsAreRefused) {
 }
 
 }  // namespace
-}  // namespace lutq::model
+}  // namespace lutq::pipeline

@@ -87,7 +87,7 @@ struct Totals {
 };
 
 // Quantizes every FFN matrix per `cfg`, codes them with one dictionary, replaces the layers.
-Status run_config(model::Model& model, const std::vector<std::vector<float>>& dense, const model::CalibrationStats& stats,
+Status run_config(model::Model& model, const std::vector<std::vector<float>>& dense, const pipeline::CalibrationStats& stats,
                   const Config& cfg, ThreadPool& pool, Totals& tot) {
   const int64_t n_layer = model.config().n_layer;
   std::vector<format::TernaryMatrix> tern;
@@ -186,8 +186,8 @@ int run(int argc, char** argv) {
     }
   }
   auto t0 = Clock::now();
-  const auto chunks = model::calibration_chunks(calib, ctx, calib_tokens, bos);
-  Result<model::CalibrationStats> stats = model::collect_hessians(*model, chunks, model::CalibrationOptions{}, pool);
+  const auto chunks = pipeline::calibration_chunks(calib, ctx, calib_tokens, bos);
+  Result<pipeline::CalibrationStats> stats = pipeline::collect_hessians(*model, chunks, pipeline::CalibrationOptions{}, pool);
   if (!stats) return fail(stats.status());
   std::fprintf(stderr, "calibration: %lld tokens in %.1f s\n", static_cast<long long>(stats->tokens()), since(t0));
   std::stringstream list(configs);
