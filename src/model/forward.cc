@@ -105,7 +105,7 @@ Status Model::forward_layers(const Batch& batch, Memory& memory, float* x, int64
   for (size_t t = 0; t < batch.rows.size(); ++t) positions[t] = batch.rows[t].pos;
   const RopeTable rope = make_rope_table(config_.rope, positions);
   Scratch scratch;
-  ForwardContext ctx{config_, batch.rows, rope, memory, pool, ops_, observer, scratch};
+  ForwardContext ctx{config_, batch.rows, rope, memory, pool, ops_, observer, scratch, comm_};
   for (int64_t l = first; l < last; ++l) {
     for (const std::unique_ptr<Block>& block : layers_[static_cast<size_t>(l)]) {
       if (Status s = block->forward(l, x, ctx); !s) return s;

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -28,6 +29,7 @@
 #include "model/linear.h"
 #include "model/loader.h"
 #include "model/memory.h"
+#include "model/shard.h"
 
 namespace lutq::io {
 class Checkpoint;
@@ -80,6 +82,10 @@ class Model {
   // calibration); its shape must match (its bias is kept). Not thread-safe with a running forward().
   Status replace_linear(int64_t l, LinearRole role, Linear layer);
   const Linear& output() const { return output_; }
+  // Tensor parallelism: the communicator the model was loaded with (nullptr: none) and this
+  // rank's shard (nullopt: the whole model). config() is then the rank's local configuration.
+  Communicator* communicator() const { return comm_; }
+  const std::optional<ShardPlan>& shard() const { return shard_; }
   const Embedding& token_embedding() const { return token_embd_; }
 
   // Weight bytes streamed per decoded token: block linears + output head (the embedding lookup
@@ -101,6 +107,8 @@ class Model {
   std::vector<float> output_norm_;
   std::vector<Layer> layers_;
   OpIsa ops_;
+  Communicator* comm_ = nullptr;
+  std::optional<ShardPlan> shard_;
 };
 
 }  // namespace lutq::model
