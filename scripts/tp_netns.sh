@@ -66,7 +66,7 @@ printf '10.200.0.1 slots=1\n10.200.0.2 slots=1\n' >"$work/hosts"
 echo "tp_netns: 2 ranks, $ns_a (10.200.0.1) and $ns_b (10.200.0.2), TCP over veth${TP_NETNS_DELAY:+, delay $TP_NETNS_DELAY each way}" >&2
 set +e
 timeout "$timeout_s" ip netns exec "$ns_a" mpirun --allow-run-as-root -np 2 --hostfile "$work/hosts" \
-  --map-by node --mca plm_rsh_agent "$work/agent.sh" --mca pml ob1 --mca btl tcp,self \
+  --map-by node --mca mpi_yield_when_idle 1 --mca plm_rsh_agent "$work/agent.sh" --mca pml ob1 --mca btl tcp,self \
   --mca btl_tcp_if_include 10.200.0.0/24 --mca oob_tcp_if_include 10.200.0.0/24 \
   -x OMPI_MCA_btl_tcp_if_include=10.200.0.0/24 \
   "$lutq" "$@"
