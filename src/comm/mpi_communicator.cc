@@ -8,6 +8,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 namespace lutq::comm {
 namespace {
@@ -56,6 +57,29 @@ Status MpiCommunicator::all_reduce_sum(float* data, int64_t n) {
   ++stats_.all_reduce_calls;
   stats_.all_reduce_bytes += n * static_cast<int64_t>(sizeof(float));
   return mpi_status(code, "MPI_Allreduce");
+}
+
+Status MpiCommunicator::all_gather(const float* mine, float* all, const std::vector<int64_t>& counts) {
+  if (static_cast<int>(counts.size()) != size_) {
+    return Status::invalid("all_gather: " + std::to_string(counts.size()) + " counts for " + std::to_string(size_) +
+                           " ranks");
+  }
+  std::vector<int> n(counts.size());
+  std::vector<int> at(counts.size());
+  int64_t total = 0;
+  for (size_t r = 0; r < counts.size(); ++r) {
+    if (counts[r] < 0 || total + counts[r] > INT_MAX) return Status::invalid("all_gather: counts exceed INT_MAX");
+    n[r] = static_cast<int>(counts[r]);
+    at[r] = static_cast<int>(total);
+    total += counts[r];
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  const int code = MPI_Allgatherv(mine, n[static_cast<size_t>(rank_)], MPI_FLOAT, all, n.data(), at.data(), MPI_FLOAT,
+                                  MPI_COMM_WORLD);
+  stats_.all_gather_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ++stats_.all_gather_calls;
+  stats_.all_gather_bytes += total * static_cast<int64_t>(sizeof(float));
+  return mpi_status(code, "MPI_Allgatherv");
 }
 
 Status MpiCommunicator::broadcast(void* data, int64_t size, int root) {

@@ -24,6 +24,7 @@ class MpiCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   Status all_reduce_sum(float* data, int64_t n) override;
+  Status all_gather(const float* mine, float* all, const std::vector<int64_t>& counts) override;
   Status broadcast(void* data, int64_t size, int root = 0) override;
   Status barrier() override;
   [[noreturn]] void abort(const std::string& message) override;

@@ -8,10 +8,12 @@
 // rank that cannot go on never leaves the others waiting in a collective.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 
@@ -22,6 +24,9 @@ struct CommStats {
   int64_t all_reduce_calls = 0;
   int64_t all_reduce_bytes = 0;  // payload bytes handed to all_reduce_sum
   double all_reduce_seconds = 0.0;
+  int64_t all_gather_calls = 0;
+  int64_t all_gather_bytes = 0;  // bytes this rank receives
+  double all_gather_seconds = 0.0;
   int64_t broadcast_calls = 0;
   int64_t broadcast_bytes = 0;
 };
@@ -33,6 +38,8 @@ class Communicator {
   virtual int size() const = 0;
   // data[0..n) = the element-wise sum of every rank's data[0..n).
   virtual Status all_reduce_sum(float* data, int64_t n) = 0;
+  // Every rank's mine[0..counts[rank]) concatenated in rank order into all[0..Σcounts) on every rank.
+  virtual Status all_gather(const float* mine, float* all, const std::vector<int64_t>& counts) = 0;
   // bytes [0, size) of root's data copied to every rank's data.
   virtual Status broadcast(void* data, int64_t size, int root = 0) = 0;
   virtual Status barrier() = 0;
@@ -51,6 +58,10 @@ class LocalCommunicator final : public Communicator {
   int rank() const override { return 0; }
   int size() const override { return 1; }
   Status all_reduce_sum(float*, int64_t) override { return Status::ok(); }
+  Status all_gather(const float* mine, float* all, const std::vector<int64_t>& counts) override {
+    if (mine != all && !counts.empty()) std::copy_n(mine, counts[0], all);
+    return Status::ok();
+  }
   Status broadcast(void*, int64_t, int) override { return Status::ok(); }
   Status barrier() override { return Status::ok(); }
   [[noreturn]] void abort(const std::string& message) override {

@@ -33,7 +33,7 @@ Result<Linear> LayerBuilder::linear(int64_t l, LinearRole role, bool bias) {
 Result<Linear> LayerBuilder::output(std::shared_ptr<const std::vector<float>> token_embd) {
   const bool tied = config_.tied_output;
   return build("output.weight", tied ? "token_embd.weight" : "output.weight", std::nullopt,
-               tied ? std::move(token_embd) : nullptr);
+               tied ? std::move(token_embd) : nullptr, shard_ ? head_slice(*shard_) : TensorSlice{});
 }
 
 // The BCQ matrix a lutq file stores under `name`, else its int8 entry, else the dense tensor

@@ -99,7 +99,10 @@ class Model {
   Model(ModelConfig config, Embedding token_embd, Linear output)
       : config_(std::move(config)), token_embd_(std::move(token_embd)), output_(std::move(output)) {}
 
-  Linear* find_linear(int64_t l, LinearRole role);  // linear() and replace_linear() both look here
+  Linear* find_linear(int64_t l, LinearRole role);
+  // Tensor parallelism: this rank's rows of the head for `rows` normed rows h, all-gathered into
+  // logits [rows][n_vocab] on every rank.
+  Status sharded_head(const float* h, int64_t rows, float* logits, ThreadPool& pool) const;  // linear() and replace_linear() both look here
 
   ModelConfig config_;
   Embedding token_embd_;  // [n_vocab][n_embd]

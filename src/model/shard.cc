@@ -15,6 +15,20 @@ std::pair<int64_t, int64_t> balanced(int64_t units, int rank, int size) {
   return {units * rank / size, units * (rank + 1) / size};
 }
 
+// [begin, end) of rank r over `total` cut in units of the largest of 256/128/64/32 that gives
+// every rank at least one unit (whole BCQ groups), else of 1.
+std::pair<int64_t, int64_t> split_in_units(int64_t total, int rank, int size) {
+  int64_t unit = 1;
+  for (int64_t u : {256, 128, 64, 32}) {
+    if (total % u == 0 && total / u >= size) {
+      unit = u;
+      break;
+    }
+  }
+  const auto [b, e] = balanced(total / unit, rank, size);
+  return {b * unit, e * unit};
+}
+
 // Copies bits [c0, c0 + len) of each row of one plane into rows of `row_bytes` (padding zero).
 void copy_plane_cols(const format::BcqMatrix& w, int plane, int64_t c0, int64_t len, int64_t row_bytes,
                      uint8_t* dst) {
@@ -71,16 +85,12 @@ Result<ShardPlan> plan_shard(const ModelConfig& full, int rank, int size) {
   p.size = size;
   p.n_rep = full.n_rep();
   std::tie(p.kv_begin, p.kv_end) = balanced(full.n_head_kv, rank, size);
-  int64_t unit = 1;
-  for (int64_t u : {256, 128, 64, 32}) {
-    if (full.n_ff % u == 0 && full.n_ff / u >= size) {
-      unit = u;
-      break;
-    }
+  std::tie(p.ff_begin, p.ff_end) = split_in_units(full.n_ff, rank, size);
+  for (int r = 0; r < size; ++r) {
+    const auto [v0, v1] = split_in_units(full.n_vocab, r, size);
+    p.vocab_counts.push_back(v1 - v0);
+    if (r == rank) std::tie(p.vocab_begin, p.vocab_end) = std::pair(v0, v1);
   }
-  const auto [f0, f1] = balanced(full.n_ff / unit, rank, size);
-  p.ff_begin = f0 * unit;
-  p.ff_end = f1 * unit;
   return p;
 }
 
@@ -108,6 +118,8 @@ TensorSlice slice_for(const ShardPlan& plan, const ModelConfig& full, LinearRole
     default: return {};
   }
 }
+
+TensorSlice head_slice(const ShardPlan& plan) { return {SplitAxis::kRows, plan.vocab_begin, plan.vocab_end, true}; }
 
 std::vector<float> slice_dense(const std::vector<float>& w, int64_t n, int64_t k, const TensorSlice& s) {
   if (s.axis == SplitAxis::kNone) return w;

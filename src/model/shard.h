@@ -4,7 +4,8 @@
 //              KV heads and the query heads that share them), attn_output row-split (its input
 //              columns: the same heads); all-reduce of the block output.
 //   SwiGLU FFN: gate/up column-split over n_ff, ffn_down row-split; all-reduce of the block output.
-//   embedding, norms, output head: replicated.
+//   output head: row-split over the vocabulary, the logits all-gathered (every rank gets all).
+//   embedding, norms: replicated.
 //
 // Biases of column-split layers are split with them; a row-split layer's bias is added once (on
 // rank 0), since the all-reduce sums every rank's partial output. Each rank's ModelConfig is the
@@ -31,11 +32,14 @@ struct ShardPlan {
   int64_t kv_begin = 0, kv_end = 0;  // the rank's KV heads
   int64_t ff_begin = 0, ff_end = 0;  // the rank's slice of n_ff
   int64_t n_rep = 1;                 // query heads per KV head
+  int64_t vocab_begin = 0, vocab_end = 0;  // the rank's rows of the output head
+  std::vector<int64_t> vocab_counts;       // every rank's rows of the head, in rank order
 };
 
 // Splits `full` over `size` ranks: KV heads as evenly as whole heads allow (3 over 2: 2 + 1), n_ff
 // in units of the largest of 256/128/64/32 that gives every rank at least one (so BCQ groups of
-// ffn_down stay whole), else of 1. Errors: more ranks than KV heads.
+// ffn_down stay whole), else of 1; the vocabulary (the head's rows) likewise. Errors: more ranks
+// than KV heads.
 Result<ShardPlan> plan_shard(const ModelConfig& full, int rank, int size);
 // The configuration rank `plan.rank` computes with: n_head, n_head_kv and n_ff of its share.
 ModelConfig local_config(const ModelConfig& full, const ShardPlan& plan);
@@ -52,6 +56,8 @@ struct TensorSlice {
 
 // The slice of block linear `role` under the plan (kNone for roles TP does not split).
 TensorSlice slice_for(const ShardPlan& plan, const ModelConfig& full, LinearRole role);
+// The output head's slice: its rows [vocab_begin, vocab_end).
+TensorSlice head_slice(const ShardPlan& plan);
 
 // Rows or columns of a dense row-major [n][k] matrix.
 std::vector<float> slice_dense(const std::vector<float>& w, int64_t n, int64_t k, const TensorSlice& s);

@@ -48,6 +48,16 @@ TEST(ShardPlan, SplitsWholeKvGroupsUnevenly) {
   EXPECT_EQ(t2.ff_end, 1536);
 }
 
+TEST(ShardPlan, VocabularyOfTheHeadInUnits) {
+  ModelConfig c = config(9, 3, 1536);
+  c.n_vocab = 151936;  // 2^7 * 1187: units of 128
+  const ShardPlan r1 = *plan_shard(c, 1, 2);
+  EXPECT_EQ(r1.vocab_begin, 593 * 128);
+  EXPECT_EQ(r1.vocab_end, 151936);
+  EXPECT_EQ(r1.vocab_counts, (std::vector<int64_t>{593 * 128, 594 * 128}));
+  EXPECT_EQ(head_slice(r1).axis, SplitAxis::kRows);
+}
+
 TEST(ShardPlan, NFfInUnitsThatKeepGroupsWhole) {
   const ModelConfig c = config(12, 2, 8960);  // Qwen2.5-1.5B: 35 units of 256
   const ShardPlan r1 = *plan_shard(c, 1, 2);

@@ -46,6 +46,18 @@ class ThreadCommunicator final : public Communicator {
     stats_.all_reduce_bytes += n * static_cast<int64_t>(sizeof(float));
     return Status::ok();
   }
+  Status all_gather(const float* mine, float* all, const std::vector<int64_t>& counts) override {
+    group_.slots_[static_cast<size_t>(rank_)] = const_cast<float*>(mine);
+    group_.sync_.arrive_and_wait();
+    std::vector<float> out;
+    for (size_t r = 0; r < counts.size(); ++r) {
+      const auto* x = static_cast<const float*>(group_.slots_[r]);
+      out.insert(out.end(), x, x + counts[r]);
+    }
+    group_.sync_.arrive_and_wait();
+    std::memcpy(all, out.data(), out.size() * sizeof(float));
+    return Status::ok();
+  }
   Status broadcast(void* data, int64_t size, int root) override {
     group_.slots_[static_cast<size_t>(rank_)] = data;
     group_.sync_.arrive_and_wait();
