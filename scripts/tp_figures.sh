@@ -8,7 +8,10 @@
 set -euo pipefail
 build=$1 model=$2 n_embd=${3:-576} rounds=${4:-1}
 bench=(bench "$model" --pp 64 --tg 32 --reps 3 --probe-mib 16)
-mpirun=(mpirun --allow-run-as-root --oversubscribe --mca pml ob1 --mca btl_vader_single_copy_mechanism none)
+# 2 ranks on a loaded 2-core host: no binding, and a waiting rank yields its core (measured best
+# here; on an idle host with a core per rank, --bind-to core).
+mpirun=(mpirun --allow-run-as-root --bind-to none --mca mpi_yield_when_idle 1 --mca pml ob1
+        --mca btl_vader_single_copy_mechanism none)
 summary() { grep -E "^ +[0-9]+ +(pp|tg)|comm:" || true; }
 for ((r = 1; r <= rounds; ++r)); do
   echo "== round $r, load average $(cut -d' ' -f1-3 /proc/loadavg)"

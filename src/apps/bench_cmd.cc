@@ -99,10 +99,13 @@ void print_comm_line(const CommStats& before, const CommStats& after, double tok
   const double calls = static_cast<double>(after.all_reduce_calls - before.all_reduce_calls);
   const double bytes = static_cast<double>(after.all_reduce_bytes - before.all_reduce_bytes);
   const double secs = after.all_reduce_seconds - before.all_reduce_seconds;
+  const double gathered = static_cast<double>(after.all_gather_bytes - before.all_gather_bytes);
+  const double gather_s = after.all_gather_seconds - before.all_gather_seconds;
   if (calls <= 0.0) return;
-  std::printf("         comm: %.0f all-reduces, %.1f KiB/token, %.1f us per all-reduce, %.1f%% of the time in "
-              "all-reduce (rank 0, waits for slower ranks included)\n",
-              calls, bytes / tokens / 1024.0, 1e6 * secs / calls, 100.0 * secs / wall_s);
+  std::printf("         comm: %.0f all-reduces, %.1f KiB/token, %.1f us each; logits all-gather %.1f KiB/token, "
+              "%.1f us/token; %.1f%% of the time in both (rank 0, waits for slower ranks included)\n",
+              calls, bytes / tokens / 1024.0, 1e6 * secs / calls, gathered / tokens / 1024.0, 1e6 * gather_s / tokens,
+              100.0 * (secs + gather_s) / wall_s);
 }
 
 int run(const BenchArgs& a) {
