@@ -3,7 +3,7 @@
 set -euo pipefail
 
 packages=(cmake ninja-build g++ libgtest-dev libbenchmark-dev libopenblas-dev libcli11-dev nlohmann-json3-dev
-  libboost-dev pkg-config clang-14 libclang-rt-14-dev)
+  libboost-dev pkg-config clang-14 libclang-rt-14-dev libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -94,6 +94,20 @@ Result<double> run_once(const model::Model& m, const model::MemorySpec& kv, int6
   return static_cast<double>(n) / seconds_since(t0);
 }
 
+// Tensor parallelism: what the all-reduces of one test cost, per token and per call.
+void print_comm_line(const CommStats& before, const CommStats& after, double tokens, double wall_s) {
+  const double calls = static_cast<double>(after.all_reduce_calls - before.all_reduce_calls);
+  const double bytes = static_cast<double>(after.all_reduce_bytes - before.all_reduce_bytes);
+  const double secs = after.all_reduce_seconds - before.all_reduce_seconds;
+  const double gathered = static_cast<double>(after.all_gather_bytes - before.all_gather_bytes);
+  const double gather_s = after.all_gather_seconds - before.all_gather_seconds;
+  if (calls <= 0.0) return;
+  std::printf("         comm: %.0f all-reduces, %.1f KiB/token, %.1f us each; logits all-gather %.1f KiB/token, "
+              "%.1f us/token; %.1f%% of the time in both (rank 0, waits for slower ranks included)\n",
+              calls, bytes / tokens / 1024.0, 1e6 * secs / calls, gathered / tokens / 1024.0, 1e6 * gather_s / tokens,
+              100.0 * (secs + gather_s) / wall_s);
+}
+
 int run(const BenchArgs& a) {
   if (Status st = validate_model_args(a.model); !st) return report_error(st, kExitUsage);
   if (a.reps < 1) return report_error(Status::invalid("--reps: must be >= 1"), kExitUsage);
@@ -137,10 +151,16 @@ int run(const BenchArgs& a) {
     const auto measure = [&](bool prefill, int64_t n) -> Status {
       if (Result<double> warm = run_once(m, kv, 0, prefill, std::min<int64_t>(n, 16), pool); !warm) return warm.status();
       std::vector<double> tps;
+      const CommStats before = a.model.comm != nullptr ? a.model.comm->stats() : CommStats{};
+      double wall = 0.0;
       for (int r = 0; r < a.reps; ++r) {
         Result<double> v = run_once(m, kv, a.depth, prefill, n, pool);
         if (!v) return v.status();
         tps.push_back(*v);
+        wall += static_cast<double>(n) / *v;
+      }
+      if (a.model.comm != nullptr && a.model.comm->size() > 1) {
+        print_comm_line(before, a.model.comm->stats(), static_cast<double>(n) * a.reps, wall);
       }
       std::sort(tps.begin(), tps.end());
       Sample s;
@@ -198,8 +218,9 @@ int run(const BenchArgs& a) {
 
 }  // namespace
 
-Subcommand register_bench(CLI::App& app) {
+Subcommand register_bench(CLI::App& app, Communicator& comm) {
   auto args = std::make_shared<BenchArgs>();
+  args->model.comm = &comm;
   CLI::App* sub = app.add_subcommand(
       "bench",
       "Prefill and decode throughput of a model: ppN runs N prompt tokens as one batched pass, tgN\n"
@@ -214,7 +235,7 @@ Subcommand register_bench(CLI::App& app) {
   sub->add_option("--json", args->json_path, "Also write the results as JSON");
   sub->add_option("--depth", args->depth, "Positions prefilled (untimed) before each test: tgN then decodes at that context")
       ->default_str("0");
-  return Subcommand{sub, [args] { return run(*args); }};
+  return Subcommand{sub, [args] { return run(*args); }, /*tensor_parallel=*/true};
 }
 
 }  // namespace lutq::apps

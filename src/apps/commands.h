@@ -4,6 +4,7 @@
 
 #include <functional>
 
+#include "core/communicator.h"
 #include "core/status.h"
 
 namespace CLI {
@@ -22,6 +23,7 @@ constexpr int kExitUsage = 2;
 struct Subcommand {
   CLI::App* cli = nullptr;
   std::function<int()> run;  // returns the exit code
+  bool tensor_parallel = false;  // runs split over the ranks of `mpirun -np N` (docs/scale-out.md)
 };
 
 // Prints "lutq: error: <message>" to stderr and returns the exit code to use.
@@ -30,12 +32,12 @@ int report_error(const Status& status, int exit_code);
 // Registration hooks, one per subcommand file (quantize, run, chat, perplexity, bench, serve and
 // inspect join here).
 Subcommand register_bench_kernels(CLI::App& app);
-Subcommand register_run(CLI::App& app);
+Subcommand register_run(CLI::App& app, Communicator& comm);
 Subcommand register_chat(CLI::App& app);
-Subcommand register_perplexity(CLI::App& app);
+Subcommand register_perplexity(CLI::App& app, Communicator& comm);
 Subcommand register_quantize(CLI::App& app);
 Subcommand register_inspect(CLI::App& app);
-Subcommand register_bench(CLI::App& app);
+Subcommand register_bench(CLI::App& app, Communicator& comm);
 Subcommand register_serve(CLI::App& app);
 Subcommand register_tune(CLI::App& app);
 Subcommand register_moefy(CLI::App& app);

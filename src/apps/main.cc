@@ -4,11 +4,13 @@
 
 #include <cstdio>
 #include <exception>
+#include <memory>
 #include <new>
 #include <string>
 #include <vector>
 
 #include "apps/commands.h"
+#include "comm/make_communicator.h"
 
 namespace lutq::apps {
 
@@ -19,7 +21,7 @@ int report_error(const Status& status, int exit_code) {
 
 namespace {
 
-int run_main(int argc, char** argv) {
+int run_main(int argc, char** argv, Communicator& comm) {
   CLI::App app("lutq: LLM inference with BCQ-quantized weights and lookup-table GEMM kernels", "lutq");
   app.set_version_flag("--version", std::string("lutq ") + kVersion);
   app.require_subcommand(1);
@@ -28,11 +30,11 @@ int run_main(int argc, char** argv) {
   std::vector<Subcommand> commands;
   commands.push_back(register_quantize(app));
   commands.push_back(register_inspect(app));
-  commands.push_back(register_bench(app));
+  commands.push_back(register_bench(app, comm));
   commands.push_back(register_bench_kernels(app));
-  commands.push_back(register_run(app));
+  commands.push_back(register_run(app, comm));
   commands.push_back(register_chat(app));
-  commands.push_back(register_perplexity(app));
+  commands.push_back(register_perplexity(app, comm));
   commands.push_back(register_serve(app));
   commands.push_back(register_tune(app));
   commands.push_back(register_moefy(app));
@@ -54,7 +56,13 @@ int run_main(int argc, char** argv) {
     return kExitUsage;
   }
   for (const Subcommand& c : commands) {
-    if (c.cli->parsed()) return c.run();
+    if (!c.cli->parsed()) continue;
+    if (comm.size() > 1 && !c.tensor_parallel) {
+      return report_error(Status::unsupported("'" + c.cli->get_name() + "' does not run over several ranks (" +
+                                              comm.describe() + "); run, perplexity and bench do"),
+                          kExitUsage);
+    }
+    return c.run();
   }
   std::fprintf(stderr, "lutq: error: no command given\nRun 'lutq --help' for usage.\n");
   return kExitUsage;
@@ -63,9 +71,22 @@ int run_main(int argc, char** argv) {
 }  // namespace
 }  // namespace lutq::apps
 
+// Over several ranks (mpirun -np N): rank 0 prints; a rank whose command fails ends them all,
+// so that none waits forever in a collective for it.
+int run_with_communicator(int argc, char** argv) {
+  lutq::Result<std::unique_ptr<lutq::Communicator>> comm = lutq::comm::make_communicator(&argc, &argv);
+  if (!comm) return lutq::apps::report_error(comm.status(), lutq::apps::kExitFailure);
+  (*comm)->silence_other_ranks();
+  const int code = lutq::apps::run_main(argc, argv, **comm);
+  if (code != 0 && (*comm)->size() > 1) {
+    (*comm)->abort("the command failed (exit code " + std::to_string(code) + "); ending every rank");
+  }
+  return code;
+}
+
 int main(int argc, char** argv) {
   try {
-    return lutq::apps::run_main(argc, argv);
+    return run_with_communicator(argc, argv);
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "lutq: error: out of memory\n");
   } catch (const std::exception& e) {

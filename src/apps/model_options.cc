@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "apps/commands.h"
 #include "apps/progress.h"
 #include "core/cpu.h"
 #include "kernels/linear.h"
@@ -122,13 +123,37 @@ Result<model::LinearSpec> linear_spec(const ModelArgs& args) {
   return spec;
 }
 
+namespace {
+
+Result<std::unique_ptr<LoadedModel>> load_model_here(const ModelArgs& args);
+
+// Over several ranks: every rank checks its file against rank 0's before loading its shard.
+Status check_same_model(const ModelArgs& args) {
+  if (args.comm == nullptr || args.comm->size() == 1) return Status::ok();
+  Result<model::ModelFingerprint> f = model::fingerprint_file(args.path, std::string("lutq ") + kVersion);
+  if (!f) return f.status();
+  return model::check_same_model(*f, *args.comm);
+}
+
+}  // namespace
+
 Result<std::unique_ptr<LoadedModel>> load_model(const ModelArgs& args) {
+  Result<std::unique_ptr<LoadedModel>> out = load_model_here(args);
+  if (!out && args.comm != nullptr && args.comm->size() > 1) args.comm->abort(out.status().message());
+  return out;
+}
+
+namespace {
+
+Result<std::unique_ptr<LoadedModel>> load_model_here(const ModelArgs& args) {
+  const bool quiet = args.comm != nullptr && args.comm->rank() != 0;
   const auto t0 = std::chrono::steady_clock::now();
   auto out = std::make_unique<LoadedModel>();
   out->pool = std::make_unique<ThreadPool>(args.threads);
   Result<std::unique_ptr<io::Checkpoint>> ckpt = io::open_checkpoint(args.path);
   if (!ckpt) return ckpt.status();
   out->checkpoint = std::move(*ckpt);
+  if (Status st = check_same_model(args); !st) return st;
 
   Result<model::LinearSpec> spec = linear_spec(args);
   if (!spec) return spec.status();
@@ -137,7 +162,8 @@ Result<std::unique_ptr<LoadedModel>> load_model(const ModelArgs& args) {
   lo.isa = lo.linear.output.isa;
   lo.precision = lo.linear.output.precision;
   ProgressLine progress(lo.linear.any_quantized() ? "lutq: loading and quantizing" : "lutq: loading");
-  lo.progress = [&progress](int64_t done, int64_t total) { progress.update(done, total, "blocks"); };
+  if (!quiet) lo.progress = [&progress](int64_t done, int64_t total) { progress.update(done, total, "blocks"); };
+  lo.comm = args.comm;
   Result<model::Model> m = model::Model::load(*out->checkpoint, lo, *out->pool);
   if (!m) return Status(m.status().code(), args.path + ": " + m.status().message());
   out->model.emplace(std::move(*m));
@@ -162,11 +188,20 @@ Result<std::unique_ptr<LoadedModel>> load_model(const ModelArgs& args) {
                 static_cast<long long>(c.n_layer * model::kNumLinearRoles),
                 8.0 * static_cast<double>(out->model->block_weight_bytes()) / static_cast<double>(block_weights),
                 out->model->output().is_quantized() ? "quantized" : "dense fp32");
+  if (quiet) return out;
+  if (const auto& sh = out->model->shard()) {
+    std::fprintf(stderr, "lutq: tensor parallel over %d ranks (%s); rank 0 holds KV heads [%lld, %lld), n_ff [%lld, %lld)\n",
+                 sh->size, args.comm->describe().c_str(), static_cast<long long>(sh->kv_begin),
+                 static_cast<long long>(sh->kv_end), static_cast<long long>(sh->ff_begin),
+                 static_cast<long long>(sh->ff_end));
+  }
   std::fprintf(stderr, "lutq: loaded %s: %lld layers, n_embd %lld, vocab %lld, %s, %.1f MB weights, %d threads, %.2f s\n",
                args.path.c_str(), static_cast<long long>(c.n_layer), static_cast<long long>(c.n_embd),
                static_cast<long long>(c.n_vocab), form, static_cast<double>(out->model->weight_bytes()) / 1e6,
                args.threads, secs);
   return out;
 }
+
+}  // namespace
 
 }  // namespace lutq::apps

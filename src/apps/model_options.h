@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/communicator.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "gen/tokenizer.h"
@@ -35,6 +36,8 @@ struct ModelArgs {
   int threads = 2;
   int64_t ctx = 0;  // 0: command default
   std::string kv_cache = "f32";  // --kv-cache: a memory kind (model/memory.h, docs/memory.md)
+  // The ranks of `mpirun -np N` (set by main; nullptr or one rank: no tensor parallelism).
+  Communicator* comm = nullptr;
 };
 
 // Adds MODEL and the options above to `sub`; ctx_default describes --ctx's default in the help.
@@ -72,7 +75,8 @@ model::MemorySpec kv_cache_spec(const ModelArgs& args);
 Result<model::LinearSpec> linear_spec(const ModelArgs& args);
 
 // Opens the GGUF file, loads (and quantizes) the model and its tokenizer, printing a one-line
-// summary and the load time to stderr.
+// summary and the load time to stderr. Over several ranks: each loads its shard after checking
+// that all hold the same file and version; a rank that fails ends every rank (Communicator::abort).
 Result<std::unique_ptr<LoadedModel>> load_model(const ModelArgs& args);
 
 }  // namespace lutq::apps

@@ -31,6 +31,7 @@ int run(PerplexityArgs a) {
   if (a.model.ctx == 0) a.model.ctx = 512;
   if (Status st = validate_model_args(a.model); !st) return report_error(st, kExitUsage);
   if (a.chunks < 0) return report_error(Status::invalid("--chunks: must be >= 0"), kExitUsage);
+  if (a.model.comm != nullptr && a.model.comm->rank() != 0) a.save_logits.clear();  // rank 0 writes it
   Result<std::string> text = read_text_file(a.text_path);
   if (!text) return report_error(text.status(), kExitFailure);
   auto loaded = load_model(a.model);
@@ -139,8 +140,9 @@ int run(PerplexityArgs a) {
 
 }  // namespace
 
-Subcommand register_perplexity(CLI::App& app) {
+Subcommand register_perplexity(CLI::App& app, Communicator& comm) {
   auto args = std::make_shared<PerplexityArgs>();
+  args->model.comm = &comm;
   CLI::App* sub = app.add_subcommand(
       "perplexity",
       "Perplexity of a text file, llama.cpp's protocol: non-overlapping chunks of --ctx tokens, each from\n"
@@ -155,7 +157,7 @@ Subcommand register_perplexity(CLI::App& app) {
   sub->add_option("--chunks", args->chunks, "Evaluate at most N chunks (0 = all)")->type_name("N")->default_str("0");
   sub->add_option("--save-logits", args->save_logits, "Write the scored log-probs here")->type_name("FILE");
   sub->add_option("--kl-base", args->kl_base, "Compare with log-probs saved by --save-logits")->type_name("FILE");
-  return Subcommand{sub, [args] { return run(*args); }};
+  return Subcommand{sub, [args] { return run(*args); }, /*tensor_parallel=*/true};
 }
 
 }  // namespace lutq::apps

@@ -81,8 +81,9 @@ int run(const RunArgs& a) {
 
 }  // namespace
 
-Subcommand register_run(CLI::App& app) {
+Subcommand register_run(CLI::App& app, Communicator& comm) {
   auto args = std::make_shared<RunArgs>();
+  args->model.comm = &comm;
   CLI::App* sub = app.add_subcommand(
       "run",
       "Generate a completion for one prompt. The prompt is formatted with the model's chat template\n"
@@ -93,7 +94,7 @@ Subcommand register_run(CLI::App& app) {
   sub->add_option("-n,--n-predict", args->n_predict, "Maximum tokens to generate")->default_str("128");
   add_sampling_options(sub, args->sample);
   sub->add_flag("--raw", args->raw, "Use the prompt as is (no chat template, special tokens not parsed)");
-  return Subcommand{sub, [args] { return run(*args); }};
+  return Subcommand{sub, [args] { return run(*args); }, /*tensor_parallel=*/true};
 }
 
 }  // namespace lutq::apps

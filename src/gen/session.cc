@@ -99,7 +99,11 @@ Result<GenerateResult> Session::generate(int64_t max_tokens, Sampler& sampler,
       result.reason = StopReason::kLength;
       break;
     }
-    const int32_t id = sampler.sample(logits_);
+    int32_t id = sampler.sample(logits_);
+    // Tensor parallelism: rank 0's token decides, so every rank takes the same next step.
+    if (Communicator* comm = model_->communicator(); comm != nullptr && comm->size() > 1) {
+      if (Status st = comm->broadcast(&id, sizeof id, 0); !st) return st;
+    }
     ++result.tokens;
     if (tokenizer_->is_eog(id)) {
       result.reason = StopReason::kEog;

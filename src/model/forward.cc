@@ -80,9 +80,29 @@ Status Model::forward(const Batch& batch, Memory& memory, float* logits, ThreadP
     ++n_out;
   }
   if (n_out > 0) {
-    if (Status s = output_.forward(h.data(), n_out, logits, pool); !s) return s;
+    const Status s = shard_ ? sharded_head(h.data(), n_out, logits, pool) : output_.forward(h.data(), n_out, logits, pool);
+    if (!s) return s;
   }
   for (const auto& [seq, span] : spans) memory.set_size(seq, span.last + 1);
+  return Status::ok();
+}
+
+Status Model::sharded_head(const float* h, int64_t rows, float* logits, ThreadPool& pool) const {
+  const int64_t mine = shard_->vocab_end - shard_->vocab_begin;
+  std::vector<float> local(static_cast<size_t>(rows * mine));
+  if (Status s = output_.forward(h, rows, local.data(), pool); !s) return s;
+  std::vector<int64_t> counts;
+  for (int64_t n : shard_->vocab_counts) counts.push_back(rows * n);
+  std::vector<float> all(static_cast<size_t>(rows * config_.n_vocab));
+  if (Status s = comm_->all_gather(local.data(), all.data(), counts); !s) return s;
+  // all: rank blocks [rows][n_r]; logits: [rows][n_vocab], rank r's columns from its first row.
+  const float* block = all.data();
+  int64_t first = 0;
+  for (int64_t n : shard_->vocab_counts) {
+    for (int64_t t = 0; t < rows; ++t) std::copy_n(block + t * n, n, logits + t * config_.n_vocab + first);
+    block += rows * n;
+    first += n;
+  }
   return Status::ok();
 }
 
@@ -105,7 +125,7 @@ Status Model::forward_layers(const Batch& batch, Memory& memory, float* x, int64
   for (size_t t = 0; t < batch.rows.size(); ++t) positions[t] = batch.rows[t].pos;
   const RopeTable rope = make_rope_table(config_.rope, positions);
   Scratch scratch;
-  ForwardContext ctx{config_, batch.rows, rope, memory, pool, ops_, observer, scratch};
+  ForwardContext ctx{config_, batch.rows, rope, memory, pool, ops_, observer, scratch, comm_};
   for (int64_t l = first; l < last; ++l) {
     for (const std::unique_ptr<Block>& block : layers_[static_cast<size_t>(l)]) {
       if (Status s = block->forward(l, x, ctx); !s) return s;

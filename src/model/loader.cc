@@ -17,11 +17,14 @@ Result<std::vector<float>> LayerBuilder::vector(const std::string& name) const {
 
 Result<Linear> LayerBuilder::linear(int64_t l, LinearRole role, bool bias) {
   const std::string prefix = "blk." + std::to_string(l) + "." + role_name(role);
-  Result<Linear> lin = build(prefix + ".weight", prefix + ".weight", role, nullptr);
+  const TensorSlice slice = shard_ ? slice_for(*shard_, full_, role) : TensorSlice{};
+  Result<Linear> lin = build(prefix + ".weight", prefix + ".weight", role, nullptr, slice);
   if (!lin || !bias) return lin;
   Result<std::vector<float>> b = vector(prefix + ".bias");
   if (!b) return b.status();
-  if (Status s = lin->set_bias(std::move(*b)); !s) {
+  std::vector<float> local_bias = slice_bias(std::move(*b), slice);
+  if (local_bias.empty()) return lin;  // a row-split layer's bias: rank 0 adds it
+  if (Status s = lin->set_bias(std::move(local_bias)); !s) {
     return Status(s.code(), ckpt_.path() + ": tensor '" + prefix + ".bias': " + s.message());
   }
   return lin;
@@ -43,20 +46,24 @@ Result<Linear> LayerBuilder::linear_from(const std::string& name, std::vector<fl
 Result<Linear> LayerBuilder::output(std::shared_ptr<const std::vector<float>> token_embd) {
   const bool tied = config_.tied_output;
   return build("output.weight", tied ? "token_embd.weight" : "output.weight", std::nullopt,
-               tied ? std::move(token_embd) : nullptr);
+               tied ? std::move(token_embd) : nullptr, shard_ ? head_slice(*shard_) : TensorSlice{});
 }
 
 // The BCQ matrix a lutq file stores under `name`, else its int8 entry, else the dense tensor
 // `dense_name` (the embedding table for a tied head), quantized or kept dense as the spec says.
-// `shared` reuses an already loaded fp32 copy when dense.
+// `shared` reuses an already loaded fp32 copy when dense. `slice`: the rows or columns this rank
+// holds under tensor parallelism (model/shard.h).
 Result<Linear> LayerBuilder::build(const std::string& name, const std::string& dense_name,
-                                   std::optional<LinearRole> role, std::shared_ptr<const std::vector<float>> shared) {
+                                   std::optional<LinearRole> role, std::shared_ptr<const std::vector<float>> shared,
+                                   const TensorSlice& slice) {
   const auto prefixed = [&](const Status& s) { return Status(s.code(), ckpt_.path() + ": " + s.message()); };
   Result<std::optional<lutqfile::BcqEntry>> entry = lutqfile::find_bcq(ckpt_, name);
   if (!entry) return entry.status();
   if (entry->has_value()) {
-    Result<format::BcqMatrix> w = lutqfile::read_bcq(ckpt_, name);
-    if (!w) return w.status();
+    Result<format::BcqMatrix> full = lutqfile::read_bcq(ckpt_, name);
+    if (!full) return full.status();
+    Result<format::BcqMatrix> w = slice_bcq(*full, slice, name);
+    if (!w) return prefixed(w.status());
     Result<Linear> lin = Linear::from_bcq(*w, isa_, options_.precision);
     if (!lin) return prefixed(Status(lin.status().code(), name + ": " + lin.status().message()));
     return lin;
@@ -64,7 +71,7 @@ Result<Linear> LayerBuilder::build(const std::string& name, const std::string& d
   Result<std::optional<lutqfile::Int8Entry>> int8 = lutqfile::read_int8(ckpt_, name);
   if (!int8) return int8.status();
   if (int8->has_value()) {
-    lutqfile::Int8Entry& e = **int8;
+    lutqfile::Int8Entry e = slice_int8(**int8, slice);
     Result<kernels::Int8Weights> w =
         kernels::int8_from_codes(e.n, e.k, std::move(e.q), std::move(e.scale), std::move(e.fp16));
     if (!w) return prefixed(Status(w.status().code(), name + ": " + w.status().message()));
@@ -77,8 +84,12 @@ Result<Linear> LayerBuilder::build(const std::string& name, const std::string& d
     shared = std::make_shared<const std::vector<float>>(std::move(*w));
   }
   const io::TensorInfo* info = ckpt_.find_tensor(dense_name);
-  const int64_t k = info->dims[0];
-  const int64_t n = info->num_elements() / k;
+  int64_t k = info->dims[0];
+  int64_t n = info->num_elements() / k;
+  if (slice.axis != SplitAxis::kNone) {  // dequantized whole, then cut: the shard is what stays resident
+    shared = std::make_shared<const std::vector<float>>(slice_dense(*shared, n, k, slice));
+    (slice.axis == SplitAxis::kRows ? n : k) = slice.end - slice.begin;
+  }
   Result<Linear> lin = choice.quantize ? Linear::quantized(name, shared->data(), n, k, choice, &pool_)
                                        : Linear::dense(std::move(shared), n, k, isa_);
   if (!lin) return prefixed(lin.status());

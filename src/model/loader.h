@@ -10,12 +10,14 @@
 #include <string>
 #include <vector>
 
+#include "core/communicator.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "kernels/kernel.h"
 #include "model/config.h"
 #include "model/linear.h"
 #include "model/linear_spec.h"
+#include "model/shard.h"
 
 namespace lutq::io {
 class Checkpoint;
@@ -32,6 +34,10 @@ struct LoadOptions {
   kernels::Precision precision = kernels::Precision::kFast;
   // Called after each block with (blocks done, blocks total); quantizing loads are slow.
   std::function<void(int64_t, int64_t)> progress;
+  // Tensor parallelism: with a communicator of N > 1 ranks, this rank loads only its shard
+  // (model/shard.h) and the forward pass all-reduces through it. Not owned; it must outlive the
+  // Model. nullptr: the whole model, no communication.
+  Communicator* comm = nullptr;
 };
 
 class LayerBuilder {
@@ -52,16 +58,24 @@ class LayerBuilder {
   Result<Linear> linear_from(const std::string& name, std::vector<float> w, int64_t n, int64_t k, LinearRole role);
   // The output head: output.weight, or the embedding table when tied (reusing `token_embd`).
   Result<Linear> output(std::shared_ptr<const std::vector<float>> token_embd);
+  // From now on linear() reads only this rank's shard of each block linear (`full`: the
+  // unsplit configuration, whose shapes the file holds).
+  void set_shard(const ShardPlan& plan, const ModelConfig& full) {
+    shard_ = plan;
+    full_ = full;
+  }
 
  private:
   Result<Linear> build(const std::string& name, const std::string& dense_name, std::optional<LinearRole> role,
-                       std::shared_ptr<const std::vector<float>> shared);
+                       std::shared_ptr<const std::vector<float>> shared, const TensorSlice& slice = {});
 
   const io::Checkpoint& ckpt_;
   const ModelConfig& config_;
   const LoadOptions& options_;
   kernels::Isa isa_;
   ThreadPool& pool_;
+  std::optional<ShardPlan> shard_;
+  ModelConfig full_;
 };
 
 }  // namespace lutq::model

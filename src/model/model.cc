@@ -19,6 +19,26 @@ std::string mib(int64_t bytes) {
   return buf;
 }
 
+// This rank's shard when `comm` has several ranks, nullopt otherwise. Only blocks whose split
+// model/shard.h defines (attention, SwiGLU FFN) can be split.
+Result<std::optional<ShardPlan>> plan_tensor_parallel(const ModelConfig& c, const ArchDef& arch, Communicator* comm) {
+  if (comm == nullptr || comm->size() == 1) return std::optional<ShardPlan>();
+  if (c.qk_norm_full) {  // olmoe: one norm over all heads would need the other ranks' heads
+    return Status::unsupported("tensor parallelism: " + c.arch + "'s q/k norms span every head; not split yet");
+  }
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    for (BlockKind kind : arch.layer_blocks(c, l)) {
+      if (kind != BlockKind::kAttention && kind != BlockKind::kSwigluFfn) {
+        return Status::unsupported("tensor parallelism: layer " + std::to_string(l) + " of " + c.arch +
+                                   " has a block kind that cannot be split yet (attention and SwiGLU FFN only)");
+      }
+    }
+  }
+  Result<ShardPlan> plan = plan_shard(c, comm->rank(), comm->size());
+  if (!plan) return plan.status();
+  return std::optional<ShardPlan>(*plan);
+}
+
 }  // namespace
 
 Result<Model> Model::load(const io::Checkpoint& ckpt, const LoadOptions& options, ThreadPool& pool) {
@@ -26,11 +46,16 @@ Result<Model> Model::load(const io::Checkpoint& ckpt, const LoadOptions& options
   if (!lutq_file) return lutq_file.status();
   Result<ModelConfig> config = ModelConfig::from_checkpoint(ckpt);
   if (!config) return config.status();
+  const ArchDef* arch = find_arch(config->arch);  // from_checkpoint found it
+  Result<std::optional<ShardPlan>> shard = plan_tensor_parallel(*config, *arch, options.comm);
+  if (!shard) return shard.status();
+  const ModelConfig full = *config;
+  if (shard->has_value()) *config = local_config(full, **shard);
   const ModelConfig& c = *config;
-  const ArchDef* arch = find_arch(c.arch);  // from_checkpoint found it
   Result<kernels::Isa> isa = kernels::select_isa(detect_cpu(), options.isa);
   if (!isa) return isa.status();
   LayerBuilder builder(ckpt, c, options, *isa, pool);
+  if (shard->has_value()) builder.set_shard(**shard, full);
 
   // A tied head reads the table as its weights: then it is held in fp32, else in its own type.
   Result<Embedding> embd = Embedding::load(ckpt, "token_embd.weight", c.tied_output);
@@ -39,6 +64,8 @@ Result<Model> Model::load(const io::Checkpoint& ckpt, const LoadOptions& options
   if (!output) return output.status();
   Model model(c, std::move(*embd), std::move(*output));
   model.ops_ = op_isa(*isa, detect_cpu());
+  model.comm_ = options.comm;
+  model.shard_ = *shard;
   Result<std::vector<float>> out_norm = builder.vector("output_norm.weight");
   if (!out_norm) return out_norm.status();
   model.output_norm_ = std::move(*out_norm);
@@ -125,6 +152,11 @@ int64_t Model::weight_bytes() const { return block_weight_bytes() + output_.weig
 
 std::string Model::describe() const {
   std::string s = config_.summary() + "\n";
+  if (shard_) {
+    s += "  tensor parallel: rank " + std::to_string(shard_->rank) + " of " + std::to_string(shard_->size) +
+         " (KV heads [" + std::to_string(shard_->kv_begin) + ", " + std::to_string(shard_->kv_end) + "), n_ff [" +
+         std::to_string(shard_->ff_begin) + ", " + std::to_string(shard_->ff_end) + "), " + comm_->describe() + ")\n";
+  }
   s += std::string("  backend: ") + kernels::isa_name(ops_.isa) + " (dense/attention " + op_isa_name(ops_) +
        ", int8 " + kernels::int8_isa_name(ops_.int8) + ")\n";
   std::map<std::string, int> forms;  // "attn_q: <form>" -> count over blocks

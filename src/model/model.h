@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -28,6 +29,7 @@
 #include "model/linear.h"
 #include "model/loader.h"
 #include "model/memory.h"
+#include "model/shard.h"
 
 namespace lutq::io {
 class Checkpoint;
@@ -83,6 +85,10 @@ class Model {
   // calibration); its shape must match (its bias is kept). Not thread-safe with a running forward().
   Status replace_linear(int64_t l, LinearRole role, Linear layer);
   const Linear& output() const { return output_; }
+  // Tensor parallelism: the communicator the model was loaded with (nullptr: none) and this
+  // rank's shard (nullopt: the whole model). config() is then the rank's local configuration.
+  Communicator* communicator() const { return comm_; }
+  const std::optional<ShardPlan>& shard() const { return shard_; }
   const Embedding& token_embedding() const { return token_embd_; }
 
   // Weight bytes streamed per decoded token: block linears + output head (the embedding lookup
@@ -96,7 +102,10 @@ class Model {
   Model(ModelConfig config, Embedding token_embd, Linear output)
       : config_(std::move(config)), token_embd_(std::move(token_embd)), output_(std::move(output)) {}
 
-  Linear* find_linear(int64_t l, LinearRole role);  // linear() and replace_linear() both look here
+  Linear* find_linear(int64_t l, LinearRole role);
+  // Tensor parallelism: this rank's rows of the head for `rows` normed rows h, all-gathered into
+  // logits [rows][n_vocab] on every rank.
+  Status sharded_head(const float* h, int64_t rows, float* logits, ThreadPool& pool) const;  // linear() and replace_linear() both look here
 
   ModelConfig config_;
   Embedding token_embd_;  // [n_vocab][n_embd]
@@ -104,6 +113,8 @@ class Model {
   std::vector<float> output_norm_;
   std::vector<Layer> layers_;
   OpIsa ops_;
+  Communicator* comm_ = nullptr;
+  std::optional<ShardPlan> shard_;
 };
 
 }  // namespace lutq::model

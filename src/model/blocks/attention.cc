@@ -64,6 +64,7 @@ class AttentionBlock final : public Block, public KvProjector {
     const AttentionRows rows{ctx.rows, q, k, v, h, this};
     if (Status st = ctx.memory.attend(layer, rows, att, ctx.ops, ctx.pool); !st) return st;
     if (Status st = ctx.linear(layer, LinearRole::kAttnOutput, o_, att, h); !st) return st;
+    if (Status st = ctx.all_reduce(h, e); !st) return st;
     add_inplace(x, h, m * e);
     return Status::ok();
   }

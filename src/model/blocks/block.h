@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/communicator.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "model/batch.h"
@@ -58,6 +59,7 @@ struct ForwardContext {
   OpIsa ops;
   LinearObserver* observer = nullptr;
   Scratch& scratch;
+  Communicator* comm = nullptr;  // tensor parallelism (model/shard.h): the ranks sharing this pass
 
   int64_t m() const { return static_cast<int64_t>(rows.size()); }
   // lin.forward(in) on the batch's rows, preceded by the observer's look at the input.
@@ -66,6 +68,11 @@ struct ForwardContext {
       if (Status s = observer->observe(layer, role, in, m(), lin.k()); !s) return s;
     }
     return lin.forward(in, m(), out, pool);
+  }
+  // Sums a row-split layer's partial output out[m][width] over the ranks (no-op on one).
+  Status all_reduce(float* out, int64_t width) const {
+    if (comm == nullptr || comm->size() == 1) return Status::ok();
+    return comm->all_reduce_sum(out, m() * width);
   }
 };
 

@@ -22,6 +22,7 @@ class SwigluFfn final : public Block {
     if (Status s = ctx.linear(layer, LinearRole::kFfnUp, up_, h, up); !s) return s;
     swiglu(gate, up, m * c.n_ff);
     if (Status s = ctx.linear(layer, LinearRole::kFfnDown, down_, gate, h); !s) return s;
+    if (Status s = ctx.all_reduce(h, e); !s) return s;
     add_inplace(x, h, m * e);
     return Status::ok();
   }
