@@ -3,7 +3,7 @@
 # its seed corpus (fuzz/corpus/NAME) with its dictionary (fuzz/NAME.dict when present), the
 # targets side by side (one per core). Exits non-zero on the first crash, leak or sanitizer report.
 #   LUTQ_FUZZ_RUNS     inputs per target (default 1000000)
-#   LUTQ_FUZZ_SECONDS  safety cap per target in seconds (default 480, so the suite stays under 30
+#   LUTQ_FUZZ_SECONDS  safety cap per target in seconds (default 600, so the suite stays under 30
 #                      minutes on 2 cores); a target stopped by it says how many inputs it ran
 #                      (json_schema_fuzz, the slowest at ~4,000 inputs/s of one core, needs ~250 s; it starts
 #                      first so the other targets run beside it)
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${LUTQ_FUZZ_RUNS:-1000000}"
-seconds="${LUTQ_FUZZ_SECONDS:-480}"
+seconds="${LUTQ_FUZZ_SECONDS:-600}"
 jobs="${LUTQ_FUZZ_JOBS:-$(nproc)}"
 build_dir="${LUTQ_FUZZ_BUILD:-build-fuzz}"
 cxx="$(command -v clang++-14 || command -v clang++ || true)"
