@@ -59,14 +59,16 @@ int run(TuneArgs a) {
   Result<train::Student> student = train::Student::load(**ckpt);
   if (!student) return report_error(student.status(), kExitFailure);
   if (student->trainables().empty()) return report_error(Status::invalid(a.model + ": no BCQ layer to tune"), kExitFailure);
-  std::fprintf(stderr, "lutq: tune: %zu BCQ layers, %lld trainable scales; %zu tokens, ctx %lld, %lld steps, loss %s\n",
+  std::fprintf(stderr,
+               "lutq: tune: %zu BCQ layers, %lld trainable scales; %zu tokens, ctx %lld, %lld steps of %lld, loss %s\n",
                student->trainables().size(), static_cast<long long>(student->trainable_parameters()), tokens.size(),
-               static_cast<long long>(a.opts.ctx), static_cast<long long>(a.opts.steps), a.loss.c_str());
+               static_cast<long long>(a.opts.ctx), static_cast<long long>(a.opts.steps),
+               static_cast<long long>(a.opts.batch), a.loss.c_str());
   const auto progress = [&](const train::TuneProgress& p) {
     const double per_step = p.seconds / double(p.step);
     std::fprintf(stderr, "lutq: tune: step %lld/%lld  loss %.5f  %.0f tok/s  %.0f s left\n",
                  static_cast<long long>(p.step), static_cast<long long>(p.steps), p.loss,
-                 double(a.opts.ctx) / per_step, per_step * double(p.steps - p.step));
+                 double(a.opts.ctx * a.opts.batch) / per_step, per_step * double(p.steps - p.step));
   };
   Result<train::TuneReport> r = train::tune(*student, tokens, a.opts, *teacher, progress);
   if (!r) return report_error(r.status(), kExitFailure);
@@ -95,6 +97,7 @@ Subcommand register_tune(CLI::App& app) {
   sub->add_option("--loss", a->loss, "kl (to --teacher) or ce (next token)")->check(CLI::IsMember({"kl", "ce"}));
   sub->add_option("--ctx", a->opts.ctx, "tokens per training sequence")->check(CLI::Range(2, 1 << 16));
   sub->add_option("--steps", a->opts.steps, "optimizer steps (one sequence each)")->check(CLI::Range(0, 1 << 24));
+  sub->add_option("--batch", a->opts.batch, "sequences per step, gradients averaged")->check(CLI::Range(1, 1 << 16));
   sub->add_option("--lr", a->opts.adam.lr, "peak learning rate (AdamW, cosine decay)")->check(CLI::PositiveNumber);
   sub->add_option("--warmup", a->opts.adam.warmup_steps, "warm-up steps")->check(CLI::Range(0, 1 << 24));
   sub->add_option("--held-out", a->opts.held_out, "fraction of the sequences held out")->check(CLI::Range(0.01, 0.9));

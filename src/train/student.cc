@@ -116,6 +116,13 @@ void Student::zero_grad() {
   }
 }
 
+void Student::scale_grad(float factor) {
+  for (TrainableLinear& t : trainables_) {
+    for (float& g : t.grad.alpha) g *= factor;
+    for (float& g : t.grad.offset) g *= factor;
+  }
+}
+
 void Student::refresh() {
   for (const TrainableLinear& t : trainables_) layers_[t.layer].w[t.role] = dequantize_with(t.codes, t.scales);
 }

@@ -53,6 +53,7 @@ class Student {
   Result<double> loss(std::span<const int32_t> tokens, const float* teacher_logits, TuneLoss loss);
 
   void zero_grad();
+  void scale_grad(float factor);  // grad *= factor (a mean over the sequences of a step)
   // Re-derives the trainables' fp32 weights from their current scales (after an optimizer step).
   void refresh();
 

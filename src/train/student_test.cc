@@ -12,10 +12,12 @@
 #include <random>
 #include <unistd.h>
 
+#include "core/fp16.h"
 #include "pipeline/quantize_model.h"
 #include "support/tiny_llama.h"
 #include "support/tiny_model.h"
 #include "train/adamw.h"
+#include "train/tune.h"
 
 namespace lutq::train {
 namespace {
@@ -139,6 +141,58 @@ TEST(Student, AdamWStepsLowerTheKlToTheDenseModel) {
   }
   const double after = *st->loss(fx.tokens, t_logits.data(), TuneLoss::kKl);
   EXPECT_LT(after, 0.8 * before) << "KL before " << before << ", after " << after;
+}
+
+TEST(Tune, HeldOutKlFallsAndTheWrittenFileRunsAsTrained) {
+  Fixture fx("llama", 2);
+  Result<Student> st = Student::load(*fx.quantized);
+  ASSERT_TRUE(st.is_ok()) << st.status().message();
+  ThreadPool pool(1);
+  const model::Model teacher_model = testing::load_tiny(fx.dense, pool);
+  const TeacherFn teacher = [&](std::span<const int32_t> seq, std::vector<float>& logits) {
+    logits = testing::prefill_all(teacher_model, std::vector<int32_t>(seq.begin(), seq.end()), pool);
+    return Status::ok();
+  };
+  // One 16-token sequence repeated, so the held-out sequences are the training ones: this checks
+  // the loop (batches, schedule, evaluation), not generalisation (docs/tuning.md measures that).
+  std::mt19937 rng(11);
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 16; ++i) tokens.push_back(int32_t(rng() % fx.tiny.spec.n_vocab));
+  for (int rep = 0; rep < 9; ++rep) tokens.insert(tokens.end(), tokens.begin(), tokens.begin() + 16);
+  TuneOptions o;
+  o.ctx = 16, o.steps = 15, o.batch = 2, o.held_out = 0.2;
+  o.adam.lr = 3e-4;
+  int64_t calls = 0;
+  Result<TuneReport> r = tune(*st, tokens, o, teacher, [&](const TuneProgress& p) { EXPECT_EQ(p.step, ++calls); });
+  ASSERT_TRUE(r.is_ok()) << r.status().message();
+  EXPECT_EQ(calls, 15);
+  EXPECT_EQ(r->held_out_sequences, 2);
+  EXPECT_LT(r->held_out_after, 0.9 * r->held_out_before);
+  // The written file holds the tuned scales (rounded to fp16): the engine on it computes the
+  // loss the student reports for the same scales rounded the same way.
+  const std::string out = temp_path("tuned.lutq");
+  ASSERT_TRUE(write_tuned(*fx.quantized, *st, out, "test").is_ok());
+  Result<io::GgufFile> f = io::GgufFile::open(out);
+  ASSERT_TRUE(f.is_ok()) << f.status().message();
+  for (TrainableLinear& t : st->trainables()) {
+    for (float& a : t.scales.alpha) a = round_to_fp16(a);
+    for (float& z : t.scales.offset) z = round_to_fp16(z);
+  }
+  st->refresh();
+  const std::vector<int32_t> seq(tokens.begin(), tokens.begin() + 8);
+  const double mine = *st->loss(seq, nullptr, TuneLoss::kCe);
+  model::LoadOptions opt;
+  opt.isa = kernels::Isa::kScalar;
+  opt.precision = kernels::Precision::kExact;
+  const model::Model engine = testing::load_tiny(*f, pool, opt);
+  const double ref = ce_from_logits(testing::prefill_all(engine, seq, pool), seq, engine.config().n_vocab);
+  EXPECT_NEAR(mine, ref, 1e-4 * (1.0 + std::fabs(ref)));
+  std::filesystem::remove(out);
+  // Bad options are refused before anything is trained.
+  o.batch = 0;
+  EXPECT_FALSE(tune(*st, tokens, o, teacher, {}).is_ok());
+  o.batch = 1, o.ctx = 100;
+  EXPECT_FALSE(tune(*st, tokens, o, teacher, {}).is_ok());  // fewer than 2 sequences
 }
 
 }  // namespace

@@ -31,6 +31,7 @@ Result<double> mean_loss(Student& st, std::span<const int32_t> tokens, const std
 Status check_options(const TuneOptions& o, int64_t n_tokens) {
   if (o.ctx < 2) return Status::invalid("tune: --ctx must be >= 2");
   if (o.steps < 0) return Status::invalid("tune: --steps must be >= 0");
+  if (o.batch < 1) return Status::invalid("tune: --batch must be >= 1");
   if (!(o.held_out > 0.0 && o.held_out < 1.0)) return Status::invalid("tune: --held-out must be in (0, 1)");
   if (n_tokens / o.ctx < 2) {
     return Status::invalid("tune: " + std::to_string(n_tokens) + " tokens make fewer than 2 sequences of --ctx " +
@@ -67,16 +68,23 @@ Result<TuneReport> tune(Student& student, std::span<const int32_t> tokens, const
   }
   std::mt19937 rng(opts.seed);
   std::vector<float> t_logits;
+  int64_t next = 0;  // sequences drawn so far
   for (int64_t step = 0; step < opts.steps; ++step) {
-    if (step % int64_t(train.size()) == 0) std::shuffle(train.begin(), train.end(), rng);
-    const int64_t s = train[static_cast<size_t>(step % int64_t(train.size()))];
-    const std::span<const int32_t> seq = tokens.subspan(static_cast<size_t>(s * opts.ctx), static_cast<size_t>(opts.ctx));
-    if (opts.loss == TuneLoss::kKl) {
-      if (Status st = teacher(seq, t_logits); !st) return st;
-    }
     student.zero_grad();
-    Result<double> l = student.step(seq, opts.loss == TuneLoss::kKl ? t_logits.data() : nullptr, opts.loss);
-    if (!l) return l.status();
+    double step_loss = 0.0;
+    for (int64_t b = 0; b < opts.batch; ++b, ++next) {
+      if (next % int64_t(train.size()) == 0) std::shuffle(train.begin(), train.end(), rng);
+      const int64_t s = train[static_cast<size_t>(next % int64_t(train.size()))];
+      const std::span<const int32_t> seq =
+          tokens.subspan(static_cast<size_t>(s * opts.ctx), static_cast<size_t>(opts.ctx));
+      if (opts.loss == TuneLoss::kKl) {
+        if (Status st = teacher(seq, t_logits); !st) return st;
+      }
+      Result<double> l = student.step(seq, opts.loss == TuneLoss::kKl ? t_logits.data() : nullptr, opts.loss);
+      if (!l) return l.status();
+      step_loss += *l / double(opts.batch);
+    }
+    student.scale_grad(1.0f / float(opts.batch));
     for (size_t i = 0; i < alpha_opt.size(); ++i) {
       TrainableLinear& t = student.trainables()[i];
       if (Status st = alpha_opt[i].step(t.scales.alpha, t.grad.alpha); !st) return Status(st.code(), t.name + ": " + st.message());
@@ -84,7 +92,7 @@ Result<TuneReport> tune(Student& student, std::span<const int32_t> tokens, const
     }
     student.refresh();
     if (progress) {
-      progress({step + 1, opts.steps, *l, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()});
+      progress({step + 1, opts.steps, step_loss, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()});
     }
   }
   Result<double> after = mean_loss(student, tokens, held, opts.ctx, opts.loss, teacher);

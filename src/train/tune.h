@@ -19,7 +19,8 @@ namespace lutq::train {
 struct TuneOptions {
   TuneLoss loss = TuneLoss::kKl;
   int64_t ctx = 256;          // tokens per training sequence
-  int64_t steps = 100;        // optimizer steps, one sequence each
+  int64_t steps = 100;        // optimizer steps
+  int64_t batch = 1;          // sequences per step (their gradients averaged)
   double held_out = 0.1;      // fraction of the sequences kept out of training, for evaluation
   uint32_t seed = 1;          // order of the training sequences
   AdamWOptions adam;          // total_steps is set from steps
