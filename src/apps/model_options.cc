@@ -54,6 +54,10 @@ void add_model_options(CLI::App* sub, ModelArgs& args, const std::string& ctx_de
                   "default 4), xquant-cl[:B] (cross-layer deltas of it); docs/memory.md")
       ->type_name("MODE")
       ->default_str("f32");
+  sub->add_option("--adapter", args.adapter,
+                  "Scale adapter from `lutq tune --adapter-out`: new BCQ scales for the lutq file it was\n"
+                  "trained on, applied at load (docs/tuning.md)")
+      ->type_name("FILE");
 }
 
 model::MemorySpec kv_cache_spec(const ModelArgs& args) { return *model::parse_memory_spec(args.kv_cache); }
@@ -164,6 +168,11 @@ Result<std::unique_ptr<LoadedModel>> load_model_here(const ModelArgs& args) {
   ProgressLine progress(lo.linear.any_quantized() ? "lutq: loading and quantizing" : "lutq: loading");
   if (!quiet) lo.progress = [&progress](int64_t done, int64_t total) { progress.update(done, total, "blocks"); };
   lo.comm = args.comm;
+  if (!args.adapter.empty()) {
+    Result<std::shared_ptr<const lutqfile::Adapter>> adapter = lutqfile::Adapter::read(args.adapter);
+    if (!adapter) return Status(adapter.status().code(), "--adapter: " + adapter.status().message());
+    lo.adapter = std::move(*adapter);
+  }
   Result<model::Model> m = model::Model::load(*out->checkpoint, lo, *out->pool);
   if (!m) return Status(m.status().code(), args.path + ": " + m.status().message());
   out->model.emplace(std::move(*m));
@@ -189,6 +198,11 @@ Result<std::unique_ptr<LoadedModel>> load_model_here(const ModelArgs& args) {
                 8.0 * static_cast<double>(out->model->block_weight_bytes()) / static_cast<double>(block_weights),
                 out->model->output().is_quantized() ? "quantized" : "dense fp32");
   if (quiet) return out;
+  if (lo.adapter != nullptr) {
+    std::fprintf(stderr, "lutq: adapter %s: scales of %zu matrices (%.2f MiB)%s%s\n", args.adapter.c_str(),
+                 lo.adapter->size(), static_cast<double>(lo.adapter->scale_bytes()) / (1024.0 * 1024.0),
+                 lo.adapter->description().empty() ? "" : ": ", lo.adapter->description().c_str());
+  }
   if (const auto& sh = out->model->shard()) {
     std::fprintf(stderr, "lutq: tensor parallel over %d ranks (%s); rank 0 holds KV heads [%lld, %lld), n_ff [%lld, %lld)\n",
                  sh->size, args.comm->describe().c_str(), static_cast<long long>(sh->kv_begin),

@@ -36,6 +36,7 @@ struct ModelArgs {
   int threads = 2;
   int64_t ctx = 0;  // 0: command default
   std::string kv_cache = "f32";  // --kv-cache: a memory kind (model/memory.h, docs/memory.md)
+  std::string adapter;  // --adapter: a scale adapter from lutq tune (lutqfile/adapter.h); "" none
   // The ranks of `mpirun -np N` (set by main; nullptr or one rank: no tensor parallelism).
   Communicator* comm = nullptr;
 };

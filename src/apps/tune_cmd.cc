@@ -1,4 +1,4 @@
-// `lutq tune MODEL.lutq -f TEXT -o OUT.lutq`: scale-only training of a BCQ model (train/tune.h).
+// `lutq tune MODEL.lutq -f TEXT -o OUT.lutq | --adapter-out A.gguf`: scale-only training of a BCQ model (train/tune.h).
 // With --teacher DENSE (a GGUF of the full-precision model) the loss is KL to the teacher's
 // next-token distributions (quality recovery); with --loss ce, next-token cross-entropy on the
 // text (task adaptation, no teacher needed).
@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,13 +15,14 @@
 #include "apps/model_options.h"
 #include "core/text_file.h"
 #include "gen/tokenizer.h"
+#include "lutqfile/adapter.h"
 #include "train/tune.h"
 
 namespace lutq::apps {
 namespace {
 
 struct TuneArgs {
-  std::string model, text, out, teacher, loss = "kl";
+  std::string model, text, out, teacher, loss = "kl", adapter_in, adapter_out;
   int threads = 2;
   train::TuneOptions opts;
 };
@@ -44,8 +46,27 @@ Result<train::TeacherFn> make_teacher(const TuneArgs& a, std::unique_ptr<LoadedM
   });
 }
 
+// The tuned model (-o) and/or the adapter (--adapter-out).
+Status write_outputs(const TuneArgs& a, const io::Checkpoint& ckpt, const train::Student& student, const std::string& desc) {
+  if (!a.out.empty()) {
+    if (Status s = train::write_tuned(ckpt, student, a.out, desc); !s) return s;
+    std::fprintf(stderr, "lutq: tune: wrote %s\n", a.out.c_str());
+  }
+  if (!a.adapter_out.empty()) {
+    if (Status s = train::write_adapter(ckpt, student, a.adapter_out, desc); !s) return s;
+    std::error_code ec;
+    std::fprintf(stderr, "lutq: tune: wrote adapter %s (%.2f MiB; the model file is %.1f MiB)\n", a.adapter_out.c_str(),
+                 double(std::filesystem::file_size(a.adapter_out, ec)) / 1048576.0,
+                 double(std::filesystem::file_size(a.model, ec)) / 1048576.0);
+  }
+  return Status::ok();
+}
+
 int run(TuneArgs a) {
   a.opts.loss = a.loss == "ce" ? train::TuneLoss::kCe : train::TuneLoss::kKl;
+  if (a.out.empty() && a.adapter_out.empty()) {
+    return report_error(Status::invalid("nothing to write: give -o OUT.lutq, --adapter-out ADAPTER.gguf or both"), kExitFailure);
+  }
   Result<std::unique_ptr<io::Checkpoint>> ckpt = io::open_checkpoint(a.model);
   if (!ckpt) return report_error(ckpt.status(), kExitFailure);
   Result<gen::Tokenizer> tok = gen::Tokenizer::from_checkpoint(**ckpt);
@@ -56,7 +77,13 @@ int run(TuneArgs a) {
   std::unique_ptr<LoadedModel> teacher_model;
   Result<train::TeacherFn> teacher = make_teacher(a, teacher_model);
   if (!teacher) return report_error(teacher.status(), kExitFailure);
-  Result<train::Student> student = train::Student::load(**ckpt);
+  std::shared_ptr<const lutqfile::Adapter> start;
+  if (!a.adapter_in.empty()) {
+    Result<std::shared_ptr<const lutqfile::Adapter>> ad = lutqfile::Adapter::read(a.adapter_in);
+    if (!ad) return report_error(Status(ad.status().code(), "--adapter: " + ad.status().message()), kExitFailure);
+    start = std::move(*ad);
+  }
+  Result<train::Student> student = train::Student::load(**ckpt, start.get());
   if (!student) return report_error(student.status(), kExitFailure);
   if (student->trainables().empty()) return report_error(Status::invalid(a.model + ": no BCQ layer to tune"), kExitFailure);
   std::fprintf(stderr,
@@ -79,8 +106,7 @@ int run(TuneArgs a) {
   std::snprintf(desc, sizeof desc, "%s loss, %lld steps, ctx %lld, lr %g; held-out loss %.5f -> %.5f", a.loss.c_str(),
                 static_cast<long long>(a.opts.steps), static_cast<long long>(a.opts.ctx), a.opts.adam.lr,
                 r->held_out_before, r->held_out_after);
-  if (Status s = train::write_tuned(**ckpt, *student, a.out, desc); !s) return report_error(s, kExitFailure);
-  std::fprintf(stderr, "lutq: tune: wrote %s\n", a.out.c_str());
+  if (Status s = write_outputs(a, **ckpt, *student, desc); !s) return report_error(s, kExitFailure);
   return 0;
 }
 
@@ -92,7 +118,12 @@ Subcommand register_tune(CLI::App& app) {
   sub->add_option("model", a->model, "lutq file (from lutq quantize)")->required()->check(CLI::ExistingFile);
   sub->add_option("-f,--file", a->text, "training text (the last --held-out part is for evaluation)")
       ->required()->check(CLI::ExistingFile);
-  sub->add_option("-o,--out", a->out, "output lutq file")->required();
+  sub->add_option("-o,--out", a->out, "output lutq file: the model with the tuned scales");
+  sub->add_option("--adapter-out", a->adapter_out,
+                  "also (or instead) write the tuned scales alone as an adapter, applied with --adapter on\n"
+                  "run, chat, perplexity, bench and serve");
+  sub->add_option("--adapter", a->adapter_in, "start from this adapter's scales (continue an earlier tune)")
+      ->check(CLI::ExistingFile);
   sub->add_option("--teacher", a->teacher, "the full-precision model (GGUF) for the KL loss")->check(CLI::ExistingFile);
   sub->add_option("--loss", a->loss, "kl (to --teacher) or ce (next token)")->check(CLI::IsMember({"kl", "ce"}));
   sub->add_option("--ctx", a->opts.ctx, "tokens per training sequence")->check(CLI::Range(2, 1 << 16));

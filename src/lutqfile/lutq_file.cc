@@ -109,10 +109,7 @@ Result<format::BcqMatrix> read_bcq(const io::Checkpoint& ckpt, std::string_view 
   if (Status s = read_part(ckpt, base + kBitsSuffix, io::GgmlType::I8, {w->row_bytes(), w->n, w->cfg.q}, w->bits); !s) {
     return s;
   }
-  if (Status s = read_part(ckpt, base + kAlphaSuffix, io::GgmlType::F16, alpha_dims(*w), w->alpha); !s) return s;
-  if (w->cfg.has_offset) {
-    if (Status s = read_part(ckpt, base + kOffsetSuffix, io::GgmlType::F16, offset_dims(*w), w->offset); !s) return s;
-  }
+  if (Status s = read_scales(ckpt, name, *w); !s) return s;
   if (Status s = format::validate(*w); !s) {
     return Status(StatusCode::kCorrupt, ckpt.path() + ": BCQ matrix '" + base + "': " + s.message());
   }
@@ -122,17 +119,32 @@ Result<format::BcqMatrix> read_bcq(const io::Checkpoint& ckpt, std::string_view 
 Status add_bcq(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w, std::string_view method,
                double rel_error) {
   if (Status s = format::validate(w); !s) return Status(s.code(), name + ": " + s.message());
-  const std::vector<int64_t> desc = {w.n, w.k, w.cfg.q, w.cfg.g, static_cast<int64_t>(w.cfg.orientation),
-                                     w.cfg.has_offset ? 1 : 0};
+  if (Status s = add_scales(out, name, w); !s) return s;
   const std::string key = key_of(name);
-  if (Status s = out.add(key, io::GgufValue::make_int_array(io::GgufValueType::INT64, desc)); !s) return s;
   if (!method.empty()) {
     if (Status s = out.add_string(key + ".method", std::string(method)); !s) return s;
   }
   if (rel_error >= 0.0) {
     if (Status s = out.add_float32(key + ".rel_error", static_cast<float>(rel_error)); !s) return s;
   }
-  if (Status s = out.add_tensor(name + kBitsSuffix, {w.row_bytes(), w.n, w.cfg.q}, io::GgmlType::I8, w.bits); !s) return s;
+  return out.add_tensor(name + kBitsSuffix, {w.row_bytes(), w.n, w.cfg.q}, io::GgmlType::I8, w.bits);
+}
+
+Status read_scales(const io::Checkpoint& ckpt, std::string_view name, format::BcqMatrix& w) {
+  const std::string base(name);
+  w.alpha.resize(static_cast<size_t>(w.cfg.q * w.num_scale_sets()));
+  if (Status s = read_part(ckpt, base + kAlphaSuffix, io::GgmlType::F16, alpha_dims(w), w.alpha); !s) return s;
+  w.offset.resize(w.cfg.has_offset ? static_cast<size_t>(w.num_scale_sets()) : 0);
+  if (w.cfg.has_offset) {
+    if (Status s = read_part(ckpt, base + kOffsetSuffix, io::GgmlType::F16, offset_dims(w), w.offset); !s) return s;
+  }
+  return Status::ok();
+}
+
+Status add_scales(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w) {
+  const std::vector<int64_t> desc = {w.n, w.k, w.cfg.q, w.cfg.g, static_cast<int64_t>(w.cfg.orientation),
+                                     w.cfg.has_offset ? 1 : 0};
+  if (Status s = out.add(key_of(name), io::GgufValue::make_int_array(io::GgufValueType::INT64, desc)); !s) return s;
   if (Status s = out.add_tensor(name + kAlphaSuffix, alpha_dims(w), io::GgmlType::F16, as_bytes(w.alpha)); !s) return s;
   if (w.cfg.has_offset) {
     if (Status s = out.add_tensor(name + kOffsetSuffix, offset_dims(w), io::GgmlType::F16, as_bytes(w.offset)); !s) return s;

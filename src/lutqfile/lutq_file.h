@@ -59,6 +59,14 @@ Result<std::optional<BcqEntry>> find_bcq(const io::Checkpoint& ckpt, std::string
 // Reads and validates BCQ matrix `name` (format::validate); errors name the file and tensor.
 Result<format::BcqMatrix> read_bcq(const io::Checkpoint& ckpt, std::string_view name);
 
+// Reads the scales of BCQ matrix `name` (N.bcq_alpha, and N.bcq_offset when w.cfg.has_offset)
+// into w, whose n, k and cfg are already set (format::make_empty). Errors name the file and tensor.
+Status read_scales(const io::Checkpoint& ckpt, std::string_view name, format::BcqMatrix& w);
+
+// Adds BCQ matrix `name`'s lutq.bcq.N key and its scale tensors, not its bits (a scale adapter,
+// lutqfile/adapter.h, holds just these).
+Status add_scales(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w);
+
 // Adds BCQ matrix `name` (validated first) with its metadata to a file being written.
 Status add_bcq(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w, std::string_view method,
                double rel_error);

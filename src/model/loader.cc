@@ -62,6 +62,11 @@ Result<Linear> LayerBuilder::build(const std::string& name, const std::string& d
   if (entry->has_value()) {
     Result<format::BcqMatrix> full = lutqfile::read_bcq(ckpt_, name);
     if (!full) return full.status();
+    if (options_.adapter != nullptr) {
+      Result<bool> applied = options_.adapter->apply(name, *full);
+      if (!applied) return applied.status();
+      if (*applied) adapted_.push_back(name);
+    }
     Result<format::BcqMatrix> w = slice_bcq(*full, slice, name);
     if (!w) return prefixed(w.status());
     Result<Linear> lin = Linear::from_bcq(*w, isa_, options_.precision);

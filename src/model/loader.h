@@ -14,6 +14,7 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "kernels/kernel.h"
+#include "lutqfile/adapter.h"
 #include "model/config.h"
 #include "model/linear.h"
 #include "model/linear_spec.h"
@@ -38,6 +39,9 @@ struct LoadOptions {
   // (model/shard.h) and the forward pass all-reduces through it. Not owned; it must outlive the
   // Model. nullptr: the whole model, no communication.
   Communicator* comm = nullptr;
+  // A scale adapter (lutqfile/adapter.h) applied to the file's BCQ matrices as they load; every
+  // matrix it names must be one of them (Model::load checks).
+  std::shared_ptr<const lutqfile::Adapter> adapter;
 };
 
 class LayerBuilder {
@@ -64,6 +68,8 @@ class LayerBuilder {
     shard_ = plan;
     full_ = full;
   }
+  // Names of the BCQ matrices the adapter has been applied to so far.
+  const std::vector<std::string>& adapted() const { return adapted_; }
 
  private:
   Result<Linear> build(const std::string& name, const std::string& dense_name, std::optional<LinearRole> role,
@@ -76,6 +82,7 @@ class LayerBuilder {
   ThreadPool& pool_;
   std::optional<ShardPlan> shard_;
   ModelConfig full_;
+  std::vector<std::string> adapted_;
 };
 
 }  // namespace lutq::model

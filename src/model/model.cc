@@ -1,5 +1,6 @@
 #include "model/model.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <utility>
@@ -37,6 +38,18 @@ Result<std::optional<ShardPlan>> plan_tensor_parallel(const ModelConfig& c, cons
   Result<ShardPlan> plan = plan_shard(c, comm->rank(), comm->size());
   if (!plan) return plan.status();
   return std::optional<ShardPlan>(*plan);
+}
+
+// Every matrix an adapter names must have been one of the file's BCQ matrices.
+Status check_adapter_used(const LoadOptions& options, const LayerBuilder& builder) {
+  if (options.adapter == nullptr || builder.adapted().size() == options.adapter->size()) return Status::ok();
+  for (const std::string& name : options.adapter->names()) {
+    if (std::find(builder.adapted().begin(), builder.adapted().end(), name) == builder.adapted().end()) {
+      return Status::invalid(options.adapter->path() + ": the adapter has scales for '" + name +
+                             "', which this model does not hold as a BCQ matrix (an adapter for another model?)");
+    }
+  }
+  return Status::ok();
 }
 
 }  // namespace
@@ -81,6 +94,7 @@ Result<Model> Model::load(const io::Checkpoint& ckpt, const LoadOptions& options
     model.layers_.push_back(std::move(layer));
     if (options.progress) options.progress(l + 1, c.n_layer);
   }
+  if (Status s = check_adapter_used(options, builder); !s) return s;
   return model;
 }
 

@@ -48,11 +48,14 @@ Status check_supported(const io::Checkpoint& ckpt, const model::ModelConfig& c) 
 
 }  // namespace
 
-Result<Student> Student::load(const io::Checkpoint& ckpt) {
+Result<Student> Student::load(const io::Checkpoint& ckpt) { return load(ckpt, nullptr); }
+
+Result<Student> Student::load(const io::Checkpoint& ckpt, const lutqfile::Adapter* adapter) {
   Result<model::ModelConfig> cfg = model::ModelConfig::from_checkpoint(ckpt);
   if (!cfg) return cfg.status();
   if (Status s = check_supported(ckpt, *cfg); !s) return s;
   Student st;
+  size_t adapted_count = 0;
   st.config_ = *cfg;
   const model::ModelConfig& c = st.config_;
   st.shape_ = LayerShape{c.n_embd, c.n_head, c.n_head_kv, c.head_dim, c.n_ff, double(c.rms_eps),
@@ -82,6 +85,9 @@ Result<Student> Student::load(const io::Checkpoint& ckpt) {
       if (entry->has_value()) {
         Result<format::BcqMatrix> w = lutqfile::read_bcq(ckpt, name);
         if (!w) return w.status();
+        Result<bool> adapted = adapter != nullptr ? adapter->apply(name, *w) : Result<bool>(false);
+        if (!adapted) return adapted.status();
+        adapted_count += *adapted ? 1 : 0;
         TrainableLinear t{name, std::move(*w), {}, {}, l, r};
         t.scales = scales_of(t.codes);
         layer.w[r] = dequantize_with(t.codes, t.scales);
@@ -98,6 +104,9 @@ Result<Student> Student::load(const io::Checkpoint& ckpt) {
       if (!b) return b.status();
       layer.bias[i] = std::move(*b);
     }
+  }
+  if (adapter != nullptr && adapted_count != adapter->size()) {
+    return Status::invalid(adapter->path() + ": the adapter names matrices that are not BCQ block layers of " + ckpt.path());
   }
   st.zero_grad();
   return st;

@@ -15,6 +15,7 @@
 
 #include "core/status.h"
 #include "io/checkpoint.h"
+#include "lutqfile/adapter.h"
 #include "model/config.h"
 #include "model/embedding.h"
 #include "train/bcq_grad.h"
@@ -39,6 +40,9 @@ class Student {
   // the file and tensor: an architecture with q/k norms or MoE blocks, partial RoPE, RoPE scaling,
   // int8 layers, a quantized head.
   static Result<Student> load(const io::Checkpoint& ckpt);
+  // The same, starting from an adapter's scales (lutqfile/adapter.h) instead of the file's; every
+  // matrix the adapter names must be one of the trainable BCQ layers.
+  static Result<Student> load(const io::Checkpoint& ckpt, const lutqfile::Adapter* adapter);
 
   const model::ModelConfig& config() const { return config_; }
   std::vector<TrainableLinear>& trainables() { return trainables_; }

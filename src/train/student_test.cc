@@ -10,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 #include <random>
+#include <tuple>
 #include <unistd.h>
 
 #include "core/fp16.h"
@@ -193,6 +194,55 @@ TEST(Tune, HeldOutKlFallsAndTheWrittenFileRunsAsTrained) {
   EXPECT_FALSE(tune(*st, tokens, o, teacher, {}).is_ok());
   o.batch = 1, o.ctx = 100;
   EXPECT_FALSE(tune(*st, tokens, o, teacher, {}).is_ok());  // fewer than 2 sequences
+}
+
+TEST(Tune, AdapterGivesTheTunedFilesModelAndRefusesOtherModels) {
+  Fixture fx("llama", 2);
+  Result<Student> st = Student::load(*fx.quantized);
+  ASSERT_TRUE(st.is_ok()) << st.status().message();
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(0.8f, 1.25f);
+  for (TrainableLinear& t : st->trainables()) {  // stands in for training: every scale moves
+    for (float& a : t.scales.alpha) a = round_to_fp16(a * u(rng));
+    for (float& z : t.scales.offset) z = round_to_fp16(z + 0.01f * (u(rng) - 1.0f));
+  }
+  st->refresh();
+  const std::string tuned = temp_path("adapter_tuned.lutq"), adapter = temp_path("adapter.gguf");
+  ASSERT_TRUE(write_tuned(*fx.quantized, *st, tuned, "test").is_ok());
+  ASSERT_TRUE(write_adapter(*fx.quantized, *st, adapter, "test").is_ok());
+  Result<std::shared_ptr<const lutqfile::Adapter>> ad = lutqfile::Adapter::read(adapter);
+  ASSERT_TRUE(ad.is_ok()) << ad.status().message();
+  EXPECT_EQ((*ad)->size(), st->trainables().size());
+  EXPECT_LT(std::filesystem::file_size(adapter), std::filesystem::file_size(tuned) / 2);
+  // The base file + the adapter is the tuned file, bit for bit, on the engine.
+  ThreadPool pool(1);
+  model::LoadOptions opt;
+  opt.isa = kernels::Isa::kScalar;
+  opt.precision = kernels::Precision::kExact;
+  Result<io::GgufFile> tf = io::GgufFile::open(tuned);
+  ASSERT_TRUE(tf.is_ok()) << tf.status().message();
+  const std::vector<float> want = testing::prefill_all(testing::load_tiny(*tf, pool, opt), fx.tokens, pool);
+  opt.adapter = *ad;
+  const std::vector<float> got = testing::prefill_all(testing::load_tiny(*fx.quantized, pool, opt), fx.tokens, pool);
+  EXPECT_EQ(got, want);
+  // tune --adapter starts the student from the adapter's scales.
+  Result<Student> resumed = Student::load(*fx.quantized, ad->get());
+  ASSERT_TRUE(resumed.is_ok()) << resumed.status().message();
+  EXPECT_EQ(*resumed->loss(fx.tokens, nullptr, TuneLoss::kCe), *st->loss(fx.tokens, nullptr, TuneLoss::kCe));
+  // Another model (same names and shapes, other codes), another configuration: refused, named.
+  for (const auto& [arch, q, why] : {std::tuple{"qwen2", 2, "codes differ"}, std::tuple{"qwen2", 3, "another model"}}) {
+    Fixture other(arch, q);
+    Result<model::Model> m = model::Model::load(*other.quantized, opt, pool);
+    ASSERT_FALSE(m.is_ok()) << arch << " q" << q;
+    EXPECT_NE(m.status().message().find(why), std::string::npos) << m.status().message();
+    EXPECT_FALSE(Student::load(*other.quantized, ad->get()).is_ok());
+  }
+  // The dense model holds no BCQ matrix for the adapter's names.
+  Result<model::Model> dense = model::Model::load(fx.dense, opt, pool);
+  ASSERT_FALSE(dense.is_ok());
+  EXPECT_NE(dense.status().message().find("does not hold as a BCQ matrix"), std::string::npos) << dense.status().message();
+  std::filesystem::remove(tuned);
+  std::filesystem::remove(adapter);
 }
 
 }  // namespace

@@ -3,11 +3,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <map>
 #include <numeric>
 #include <random>
 
 #include "io/gguf_writer.h"
+#include "lutqfile/adapter.h"
 
 namespace lutq::train {
 namespace {
@@ -129,6 +131,19 @@ Status write_tuned(const io::Checkpoint& in, const Student& student, const std::
     if (Status s = out.add_tensor(info.name, info.dims, info.type, bytes); !s) return Status(s.code(), out_path + ": " + s.message());
   }
   return out.write_file(out_path);
+}
+
+Status write_adapter(const io::Checkpoint& in, const Student& student, const std::string& out_path,
+                     const std::string& description) {
+  std::vector<format::BcqMatrix> tuned;
+  tuned.reserve(student.trainables().size());
+  std::vector<lutqfile::AdaptedMatrix> matrices;
+  for (const TrainableLinear& t : student.trainables()) {
+    format::BcqMatrix& w = tuned.emplace_back(t.codes);
+    if (Status s = store_scales(t.scales, w); !s) return Status(s.code(), t.name + ": " + s.message());
+  }
+  for (size_t i = 0; i < tuned.size(); ++i) matrices.push_back({student.trainables()[i].name, &tuned[i]});
+  return lutqfile::write_adapter(out_path, std::filesystem::path(in.path()).filename().string(), description, matrices);
 }
 
 }  // namespace lutq::train

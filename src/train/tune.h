@@ -53,4 +53,9 @@ Result<TuneReport> tune(Student& student, std::span<const int32_t> tokens, const
 Status write_tuned(const io::Checkpoint& in, const Student& student, const std::string& out_path,
                    const std::string& description);
 
+// Writes the student's tuned scales alone as an adapter (lutqfile/adapter.h) for `in`, the lutq
+// file the student was loaded from: a few MB where the model is hundreds.
+Status write_adapter(const io::Checkpoint& in, const Student& student, const std::string& out_path,
+                     const std::string& description);
+
 }  // namespace lutq::train
