@@ -83,7 +83,11 @@ uint64_t codes_hash(const format::BcqMatrix& w) {
 Result<std::shared_ptr<const Adapter>> Adapter::read(const std::string& path) {
   Result<std::unique_ptr<io::Checkpoint>> opened = io::open_checkpoint(path);
   if (!opened) return opened.status();
-  const io::Checkpoint& ckpt = **opened;
+  return from_checkpoint(**opened);
+}
+
+Result<std::shared_ptr<const Adapter>> Adapter::from_checkpoint(const io::Checkpoint& ckpt) {
+  const std::string& path = ckpt.path();
   const auto bad = [&](const std::string& why) { return Status(StatusCode::kCorrupt, path + ": " + why); };
   if (ckpt.has(kVersionKey)) return Status::invalid(path + ": a lutq model file, not an adapter (lutq tune --adapter-out writes one)");
   if (!ckpt.has(kAdapterVersionKey)) return Status::invalid(path + ": not a lutq adapter (no " + std::string(kAdapterVersionKey) + ")");
@@ -111,13 +115,10 @@ Result<std::shared_ptr<const Adapter>> Adapter::read(const std::string& path) {
     Result<std::optional<BcqEntry>> e = find_bcq(ckpt, name);
     if (!e) return e.status();
     if (!e->has_value()) continue;  // a sub-key (lutq.bcq.N.method)
-    Result<format::BcqMatrix> w = format::make_empty((*e)->n, (*e)->k, (*e)->cfg);
-    if (!w) return bad(name + ": " + w.status().message());
-    w->bits.clear();
-    w->bits.shrink_to_fit();
-    if (Status s = read_scales(ckpt, name, *w); !s) return s;
-    if (!all_finite(w->alpha) || !all_finite(w->offset)) return bad(name + ": a scale or offset is not finite");
-    Entry entry{std::move(*w), 0};
+    format::BcqMatrix w{(*e)->n, (*e)->k, (*e)->cfg, {}, {}, {}};
+    if (Status s = read_scales(ckpt, name, w); !s) return s;
+    if (!all_finite(w.alpha) || !all_finite(w.offset)) return bad(name + ": a scale or offset is not finite");
+    Entry entry{std::move(w), 0};
     Result<std::string> codes = ckpt.has(codes_key(name)) ? ckpt.get_string(codes_key(name))
                                                           : Result<std::string>(Status::invalid("missing"));
     if (!codes || !parse_hex16(*codes, entry.codes)) {

@@ -23,6 +23,7 @@
 
 #include "core/status.h"
 #include "format/bcq_matrix.h"
+#include "io/checkpoint.h"
 
 namespace lutq::lutqfile {
 
@@ -37,6 +38,8 @@ class Adapter {
   // Reads and checks an adapter file: errors for a model file given as an adapter, a missing or
   // newer version, no scales, malformed keys, tensors of the wrong type or size, non-finite scales.
   static Result<std::shared_ptr<const Adapter>> read(const std::string& path);
+  // The same from an open checkpoint (the scales are copied: it need not outlive the adapter).
+  static Result<std::shared_ptr<const Adapter>> from_checkpoint(const io::Checkpoint& ckpt);
 
   const std::string& path() const { return path_; }
   const std::string& base() const { return base_; }

@@ -29,7 +29,9 @@ std::span<const uint8_t> as_bytes(const std::vector<T>& v) {
   return {reinterpret_cast<const uint8_t*>(v.data()), v.size() * sizeof(T)};
 }
 
-// Copies tensor `tname` into `out` after checking its type and dims.
+// Copies tensor `tname` into `out` (resized to it) after checking its type and dims. Nothing is
+// allocated before the dims match the expected ones, so the allocation is bounded by the file's
+// size (its reader checked every tensor's bytes against it), whatever shape a damaged entry claims.
 template <typename T>
 Status read_part(const io::Checkpoint& ckpt, const std::string& tname, io::GgmlType type,
                  const std::vector<int64_t>& dims, std::vector<T>& out) {
@@ -40,10 +42,10 @@ Status read_part(const io::Checkpoint& ckpt, const std::string& tname, io::GgmlT
                            " and " + std::to_string(t->dims.size()) + " dims, not those its lutq entry implies");
   }
   const std::span<const uint8_t> bytes = ckpt.tensor_bytes(*t);
-  if (bytes.size() != out.size() * sizeof(T)) {
-    return Status::invalid(ckpt.path() + ": tensor '" + tname + "' holds " + std::to_string(bytes.size()) +
-                           " bytes, expected " + std::to_string(out.size() * sizeof(T)));
+  if (bytes.size() % sizeof(T) != 0) {
+    return Status::invalid(ckpt.path() + ": tensor '" + tname + "' holds " + std::to_string(bytes.size()) + " bytes");
   }
+  out.resize(bytes.size() / sizeof(T));
   std::memcpy(out.data(), bytes.data(), bytes.size());
   return Status::ok();
 }
@@ -103,8 +105,7 @@ Result<format::BcqMatrix> read_bcq(const io::Checkpoint& ckpt, std::string_view 
   if (!e) return e.status();
   if (!e->has_value()) return Status::invalid(ckpt.path() + ": no BCQ matrix '" + std::string(name) + "'");
   const BcqEntry& entry = **e;
-  Result<format::BcqMatrix> w = format::make_empty(entry.n, entry.k, entry.cfg);
-  if (!w) return Status(w.status().code(), ckpt.path() + ": '" + std::string(name) + "': " + w.status().message());
+  Result<format::BcqMatrix> w = format::BcqMatrix{entry.n, entry.k, entry.cfg, {}, {}, {}};
   const std::string base(name);
   if (Status s = read_part(ckpt, base + kBitsSuffix, io::GgmlType::I8, {w->row_bytes(), w->n, w->cfg.q}, w->bits); !s) {
     return s;
@@ -132,9 +133,8 @@ Status add_bcq(io::GgufWriter& out, const std::string& name, const format::BcqMa
 
 Status read_scales(const io::Checkpoint& ckpt, std::string_view name, format::BcqMatrix& w) {
   const std::string base(name);
-  w.alpha.resize(static_cast<size_t>(w.cfg.q * w.num_scale_sets()));
   if (Status s = read_part(ckpt, base + kAlphaSuffix, io::GgmlType::F16, alpha_dims(w), w.alpha); !s) return s;
-  w.offset.resize(w.cfg.has_offset ? static_cast<size_t>(w.num_scale_sets()) : 0);
+  w.offset.clear();
   if (w.cfg.has_offset) {
     if (Status s = read_part(ckpt, base + kOffsetSuffix, io::GgmlType::F16, offset_dims(w), w.offset); !s) return s;
   }
@@ -205,12 +205,9 @@ Result<std::optional<Int8Entry>> read_int8(const io::Checkpoint& ckpt, std::stri
   if (!t) return t.status();
   e.threshold = static_cast<float>(*t);
   const std::string base(name);
-  e.q.resize(static_cast<size_t>(e.n * e.k));
-  e.scale.resize(static_cast<size_t>(e.n));
   if (Status s = read_part(ckpt, base + ".int8_q", io::GgmlType::I8, {e.k, e.n}, e.q); !s) return s;
   if (Status s = read_part(ckpt, base + ".int8_scale", io::GgmlType::F32, {e.n}, e.scale); !s) return s;
   if (e.threshold > 0.0f && !std::isinf(e.threshold)) {
-    e.fp16.resize(e.q.size());
     if (Status s = read_part(ckpt, base + ".int8_fp16", io::GgmlType::F16, {e.k, e.n}, e.fp16); !s) return s;
   }
   if (Status s = check_int8(e); !s) return bad(s.message());
