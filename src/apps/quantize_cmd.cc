@@ -289,8 +289,8 @@ Subcommand register_quantize(CLI::App& app) {
   CLI::App* sub = app.add_subcommand(
       "quantize",
       "Quantize a checkpoint's linear layers to BCQ and write a lutq model file (GGUF-based, carrying\n"
-      "config, tokenizer and chat template: `lutq run OUT` needs nothing else). The output head stays\n"
-      "dense unless an override quantizes it (e.g. --override output=q=8).");
+      "config, tokenizer and chat template: `lutq run OUT` needs nothing else). The output head goes to\n"
+      "8-bit uniform codes (RTN, per-OC, offsets) unless an override says otherwise (--override output=dense).");
   sub->add_option("IN", args->model.path, "Input checkpoint (GGUF)")->required();
   sub->add_option("OUT", args->out, "Output lutq file")->required();
   add_quant_options(sub, args->model, /*bits_required=*/true);
