@@ -57,6 +57,10 @@ def main():
     kv3, t3 = bcq(rng, "blk.0.attn_q.weight", 8, 64, 2, 32, False, True)
     t3 = [t for t in t3 if not t[0].endswith(".bcq_bits")]
     seeds["adapter.gguf"] = gguf(adapter_kvs + kv3 + [("lutq.adapter.blk.0.attn_q.weight.codes", STR, "0123456789abcdef")], t3)
+    kv4, _ = bcq(rng, "blk.0.attn_k.weight", 8, 64, 2, 32, False, True)
+    seeds["adapter_row.gguf"] = gguf(adapter_kvs + kv4 + [("lutq.adapter.blk.0.attn_k.weight.kind", STR, "row"),
+                                                         ("lutq.adapter.blk.0.attn_k.weight.codes", STR, "fedcba9876543210")],
+                                     [("blk.0.attn_k.weight.adapter_row_alpha", [2, 8], "f16", f16s(rng, 16))])
     for name, data in seeds.items():
         with open(os.path.join(out_dir, name), "wb") as f:
             f.write(data)

@@ -9,6 +9,7 @@
 #include "apps/progress.h"
 #include "core/cpu.h"
 #include "kernels/linear.h"
+#include "lutqfile/adapter.h"
 #include "quant/quantize.h"
 
 namespace lutq::apps {

@@ -22,7 +22,7 @@ namespace lutq::apps {
 namespace {
 
 struct TuneArgs {
-  std::string model, text, out, teacher, loss = "kl", adapter_in, adapter_out;
+  std::string model, text, out, teacher, loss = "kl", adapter_in, adapter_out, kind = "full";
   int threads = 2;
   train::TuneOptions opts;
 };
@@ -64,6 +64,11 @@ Status write_outputs(const TuneArgs& a, const io::Checkpoint& ckpt, const train:
 
 int run(TuneArgs a) {
   a.opts.loss = a.loss == "ce" ? train::TuneLoss::kCe : train::TuneLoss::kKl;
+  a.opts.kind = a.kind == "row" ? lutqfile::AdapterKind::kRow : lutqfile::AdapterKind::kFull;
+  if (a.opts.kind == lutqfile::AdapterKind::kRow && !a.adapter_in.empty()) {
+    return report_error(Status::unsupported("--adapter-kind row starts from the file's own scales: --adapter cannot be combined with it"),
+                        kExitFailure);
+  }
   if (a.out.empty() && a.adapter_out.empty()) {
     return report_error(Status::invalid("nothing to write: give -o OUT.lutq, --adapter-out ADAPTER.gguf or both"), kExitFailure);
   }
@@ -122,6 +127,10 @@ Subcommand register_tune(CLI::App& app) {
   sub->add_option("--adapter-out", a->adapter_out,
                   "also (or instead) write the tuned scales alone as an adapter, applied with --adapter on\n"
                   "run, chat, perplexity, bench and serve");
+  sub->add_option("--adapter-kind", a->kind,
+                  "full: train every scale and offset; row: one multiplier per row (per-OC) or column (per-IC)\n"
+                  "and plane, offsets frozen (AlphaTuning; a far smaller adapter)")
+      ->check(CLI::IsMember({"full", "row"}));
   sub->add_option("--adapter", a->adapter_in, "start from this adapter's scales (continue an earlier tune)")
       ->check(CLI::ExistingFile);
   sub->add_option("--teacher", a->teacher, "the full-precision model (GGUF) for the KL loss")->check(CLI::ExistingFile);

@@ -112,7 +112,7 @@ TEST(Adapter, DamagedFilesAreRefusedClearly) {
   io::GgufWriter newer;
   ASSERT_TRUE(newer.add_uint32(std::string(kAdapterVersionKey), kAdapterFormatVersion + 1).is_ok());
   expect_refused(write_image(files, "newer.gguf", newer), "version");
-  expect_refused(write_image(files, "nocodes.gguf", base(true, false)), "codes hash");
+  expect_refused(write_image(files, "nocodes.gguf", base(true, false)), "hash as 16 hex digits");
   io::GgufWriter badcodes = base(true, false);
   ASSERT_TRUE(badcodes.add_string("lutq.adapter.m.codes", "xyz").is_ok());
   expect_refused(write_image(files, "badcodes.gguf", badcodes), "16 hex digits");

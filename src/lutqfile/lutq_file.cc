@@ -141,10 +141,19 @@ Status read_scales(const io::Checkpoint& ckpt, std::string_view name, format::Bc
   return Status::ok();
 }
 
-Status add_scales(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w) {
+Status read_f16(const io::Checkpoint& ckpt, const std::string& tname, const std::vector<int64_t>& dims,
+                std::vector<uint16_t>& out) {
+  return read_part(ckpt, tname, io::GgmlType::F16, dims, out);
+}
+
+Status add_bcq_key(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w) {
   const std::vector<int64_t> desc = {w.n, w.k, w.cfg.q, w.cfg.g, static_cast<int64_t>(w.cfg.orientation),
                                      w.cfg.has_offset ? 1 : 0};
-  if (Status s = out.add(key_of(name), io::GgufValue::make_int_array(io::GgufValueType::INT64, desc)); !s) return s;
+  return out.add(key_of(name), io::GgufValue::make_int_array(io::GgufValueType::INT64, desc));
+}
+
+Status add_scales(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w) {
+  if (Status s = add_bcq_key(out, name, w); !s) return s;
   if (Status s = out.add_tensor(name + kAlphaSuffix, alpha_dims(w), io::GgmlType::F16, as_bytes(w.alpha)); !s) return s;
   if (w.cfg.has_offset) {
     if (Status s = out.add_tensor(name + kOffsetSuffix, offset_dims(w), io::GgmlType::F16, as_bytes(w.offset)); !s) return s;

@@ -63,6 +63,13 @@ Result<format::BcqMatrix> read_bcq(const io::Checkpoint& ckpt, std::string_view 
 // into w, whose n, k and cfg are already set (format::make_empty). Errors name the file and tensor.
 Status read_scales(const io::Checkpoint& ckpt, std::string_view name, format::BcqMatrix& w);
 
+// Reads the F16 tensor `tname` of exactly the given ggml dims into out (resized to it).
+Status read_f16(const io::Checkpoint& ckpt, const std::string& tname, const std::vector<int64_t>& dims,
+                std::vector<uint16_t>& out);
+
+// Adds BCQ matrix `name`'s lutq.bcq.N key (its shape and configuration) alone.
+Status add_bcq_key(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w);
+
 // Adds BCQ matrix `name`'s lutq.bcq.N key and its scale tensors, not its bits (a scale adapter,
 // lutqfile/adapter.h, holds just these).
 Status add_scales(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w);

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "io/checkpoint.h"
+#include "lutqfile/adapter.h"
 #include "lutqfile/lutq_file.h"
 
 namespace lutq::model {

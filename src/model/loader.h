@@ -14,7 +14,6 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "kernels/kernel.h"
-#include "lutqfile/adapter.h"
 #include "model/config.h"
 #include "model/linear.h"
 #include "model/linear_spec.h"
@@ -22,6 +21,9 @@
 
 namespace lutq::io {
 class Checkpoint;
+}
+namespace lutq::lutqfile {
+class Adapter;
 }
 
 namespace lutq::model {

@@ -8,6 +8,7 @@
 #include "core/cpu.h"
 #include "io/checkpoint.h"
 #include "kernels/linear.h"
+#include "lutqfile/adapter.h"
 #include "lutqfile/lutq_file.h"
 #include "model/arch/arch.h"
 

@@ -88,7 +88,7 @@ Result<Student> Student::load(const io::Checkpoint& ckpt, const lutqfile::Adapte
         Result<bool> adapted = adapter != nullptr ? adapter->apply(name, *w) : Result<bool>(false);
         if (!adapted) return adapted.status();
         adapted_count += *adapted ? 1 : 0;
-        TrainableLinear t{name, std::move(*w), {}, {}, l, r};
+        TrainableLinear t{name, std::move(*w), {}, {}, l, r, {}};
         t.scales = scales_of(t.codes);
         layer.w[r] = dequantize_with(t.codes, t.scales);
         layer.trainable[r] = static_cast<int>(st.trainables_.size());

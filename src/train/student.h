@@ -30,6 +30,7 @@ struct TrainableLinear {
   ScaleParams grad;          // accumulated gradients (zero_grad() clears them)
   int64_t layer = 0;
   int role = 0;              // LayerLinear
+  std::vector<float> row_mult;  // row adapters (train/scale_updater.h): [lines][q]; empty otherwise
 };
 
 enum class TuneLoss { kKl, kCe };

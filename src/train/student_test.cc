@@ -245,5 +245,68 @@ TEST(Tune, AdapterGivesTheTunedFilesModelAndRefusesOtherModels) {
   std::filesystem::remove(adapter);
 }
 
+TEST(Tune, RowAdapterTrainsMultipliersAndGivesTheTunedFilesModel) {
+  Fixture fx("llama", 2);
+  Result<Student> st = Student::load(*fx.quantized);
+  ASSERT_TRUE(st.is_ok()) << st.status().message();
+  // The multiplier gradient Σ_{s in line} α0·dL/dα against a central difference of the loss with
+  // every scale of one line and plane multiplied by 1 ± h.
+  ASSERT_TRUE(st->step(fx.tokens, nullptr, TuneLoss::kCe).is_ok());
+  TrainableLinear& t = st->trainables()[3];
+  const int q = t.codes.cfg.q;
+  const int64_t line = 2, plane = 1;
+  const std::vector<float> base = t.scales.alpha;
+  double analytic = 0.0;
+  for (int64_t set = 0; set < t.codes.num_scale_sets(); ++set) {
+    if (lutqfile::scale_line(t.codes, set) != line) continue;
+    analytic += double(base[size_t(set * q + plane)]) * double(t.grad.alpha[size_t(set * q + plane)]);
+  }
+  const auto loss_at = [&](double mult) {
+    for (int64_t set = 0; set < t.codes.num_scale_sets(); ++set) {
+      const size_t a = size_t(set * q + plane);
+      t.scales.alpha[a] = lutqfile::scale_line(t.codes, set) == line ? float(base[a] * mult) : base[a];
+    }
+    st->refresh();
+    return *st->loss(fx.tokens, nullptr, TuneLoss::kCe);
+  };
+  const double h = 1e-2, numeric = (loss_at(1 + h) - loss_at(1 - h)) / (2 * h);
+  (void)loss_at(1.0);
+  EXPECT_NEAR(analytic, numeric, 0.02 * std::max(std::fabs(analytic), std::fabs(numeric)) + 1e-4);
+  // Training the multipliers lowers the held-out loss; the row adapter is the tuned file's model.
+  st = Student::load(*fx.quantized);
+  ASSERT_TRUE(st.is_ok());
+  std::vector<int32_t> tokens(fx.tokens.begin(), fx.tokens.begin() + 12);
+  for (int rep = 0; rep < 9; ++rep) tokens.insert(tokens.end(), tokens.begin(), tokens.begin() + 12);
+  TuneOptions o;
+  o.ctx = 12, o.steps = 12, o.batch = 2, o.held_out = 0.2, o.loss = TuneLoss::kCe, o.kind = lutqfile::AdapterKind::kRow;
+  o.adam.lr = 1e-2;
+  Result<TuneReport> r = tune(*st, tokens, o, {}, {});
+  ASSERT_TRUE(r.is_ok()) << r.status().message();
+  EXPECT_LT(r->held_out_after, r->held_out_before);
+  const std::string tuned = temp_path("row_tuned.lutq"), adapter = temp_path("row_adapter.gguf");
+  ASSERT_TRUE(write_tuned(*fx.quantized, *st, tuned, "test").is_ok());
+  ASSERT_TRUE(write_adapter(*fx.quantized, *st, adapter, "test").is_ok());
+  Result<std::shared_ptr<const lutqfile::Adapter>> ad = lutqfile::Adapter::read(adapter);
+  ASSERT_TRUE(ad.is_ok()) << ad.status().message();
+  int64_t mult_bytes = 0;
+  for (const TrainableLinear& x : st->trainables()) mult_bytes += 2 * lutqfile::scale_lines(x.codes) * x.codes.cfg.q;
+  EXPECT_EQ((*ad)->scale_bytes(), mult_bytes);
+  ThreadPool pool(1);
+  model::LoadOptions opt;
+  opt.isa = kernels::Isa::kScalar;
+  opt.precision = kernels::Precision::kExact;
+  Result<io::GgufFile> tf = io::GgufFile::open(tuned);
+  ASSERT_TRUE(tf.is_ok()) << tf.status().message();
+  const std::vector<float> want = testing::prefill_all(testing::load_tiny(*tf, pool, opt), fx.tokens, pool);
+  opt.adapter = *ad;
+  EXPECT_EQ(testing::prefill_all(testing::load_tiny(*fx.quantized, pool, opt), fx.tokens, pool), want);
+  // A row adapter multiplies the scales it was trained from: on the tuned file it is refused.
+  Result<model::Model> twice = model::Model::load(*tf, opt, pool);
+  ASSERT_FALSE(twice.is_ok());
+  EXPECT_NE(twice.status().message().find("codes or scales differ"), std::string::npos) << twice.status().message();
+  std::filesystem::remove(tuned);
+  std::filesystem::remove(adapter);
+}
+
 }  // namespace
 }  // namespace lutq::train

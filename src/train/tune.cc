@@ -8,8 +8,10 @@
 #include <numeric>
 #include <random>
 
+#include "core/fp16.h"
 #include "io/gguf_writer.h"
 #include "lutqfile/adapter.h"
+#include "train/scale_updater.h"
 
 namespace lutq::train {
 namespace {
@@ -63,11 +65,7 @@ Result<TuneReport> tune(Student& student, std::span<const int32_t> tokens, const
   Result<double> before = mean_loss(student, tokens, held, opts.ctx, opts.loss, teacher);
   if (!before) return before.status();
   report.held_out_before = *before;
-  std::vector<AdamW> alpha_opt, offset_opt;
-  for (const TrainableLinear& t : student.trainables()) {
-    alpha_opt.emplace_back(t.scales.alpha.size(), adam);
-    offset_opt.emplace_back(t.scales.offset.size(), adam);
-  }
+  ScaleUpdater updater(student, opts.kind, adam);
   std::mt19937 rng(opts.seed);
   std::vector<float> t_logits;
   int64_t next = 0;  // sequences drawn so far
@@ -87,16 +85,14 @@ Result<TuneReport> tune(Student& student, std::span<const int32_t> tokens, const
       step_loss += *l / double(opts.batch);
     }
     student.scale_grad(1.0f / float(opts.batch));
-    for (size_t i = 0; i < alpha_opt.size(); ++i) {
-      TrainableLinear& t = student.trainables()[i];
-      if (Status st = alpha_opt[i].step(t.scales.alpha, t.grad.alpha); !st) return Status(st.code(), t.name + ": " + st.message());
-      if (Status st = offset_opt[i].step(t.scales.offset, t.grad.offset); !st) return Status(st.code(), t.name + ": " + st.message());
-    }
+    if (Status st = updater.step(student); !st) return st;
     student.refresh();
     if (progress) {
       progress({step + 1, opts.steps, step_loss, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()});
     }
   }
+  updater.finish(student);
+  student.refresh();
   Result<double> after = mean_loss(student, tokens, held, opts.ctx, opts.loss, teacher);
   if (!after) return after.status();
   report.held_out_after = *after;
@@ -135,14 +131,23 @@ Status write_tuned(const io::Checkpoint& in, const Student& student, const std::
 
 Status write_adapter(const io::Checkpoint& in, const Student& student, const std::string& out_path,
                      const std::string& description) {
+  const bool row = !student.trainables().empty() && !student.trainables().front().row_mult.empty();
   std::vector<format::BcqMatrix> tuned;
+  std::vector<std::vector<uint16_t>> mult;
   tuned.reserve(student.trainables().size());
+  mult.reserve(student.trainables().size());
   std::vector<lutqfile::AdaptedMatrix> matrices;
   for (const TrainableLinear& t : student.trainables()) {
+    if (row) {  // the base matrix as the file holds it, and the multipliers
+      std::vector<uint16_t>& m = mult.emplace_back(t.row_mult.size());
+      for (size_t i = 0; i < m.size(); ++i) m[i] = fp32_to_fp16(t.row_mult[i]);
+      matrices.push_back({t.name, &t.codes, &m});
+      continue;
+    }
     format::BcqMatrix& w = tuned.emplace_back(t.codes);
     if (Status s = store_scales(t.scales, w); !s) return Status(s.code(), t.name + ": " + s.message());
+    matrices.push_back({t.name, &w, nullptr});
   }
-  for (size_t i = 0; i < tuned.size(); ++i) matrices.push_back({student.trainables()[i].name, &tuned[i]});
   return lutqfile::write_adapter(out_path, std::filesystem::path(in.path()).filename().string(), description, matrices);
 }
 

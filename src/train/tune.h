@@ -24,6 +24,9 @@ struct TuneOptions {
   double held_out = 0.1;      // fraction of the sequences kept out of training, for evaluation
   uint32_t seed = 1;          // order of the training sequences
   AdamWOptions adam;          // total_steps is set from steps
+  // Full: every scale and offset is trained; row: one multiplier per scale line and plane
+  // (train/scale_updater.h), so the adapter is small.
+  lutqfile::AdapterKind kind = lutqfile::AdapterKind::kFull;
 };
 
 // Teacher logits [tokens][n_vocab] of one sequence (KL loss); unused for kCe.
@@ -54,7 +57,8 @@ Status write_tuned(const io::Checkpoint& in, const Student& student, const std::
                    const std::string& description);
 
 // Writes the student's tuned scales alone as an adapter (lutqfile/adapter.h) for `in`, the lutq
-// file the student was loaded from: a few MB where the model is hundreds.
+// file the student was loaded from: full (every scale) or, when tuned with kind row, the row
+// multipliers (the student must then have been loaded without an adapter).
 Status write_adapter(const io::Checkpoint& in, const Student& student, const std::string& out_path,
                      const std::string& description);
 
