@@ -48,6 +48,24 @@ double ce_from_logits(const std::vector<float>& logits, const std::vector<int32_
   return total / double(tokens.size() - 1);
 }
 
+// Scalar exact kernels, with `adapter` applied at load when given.
+model::LoadOptions exact_options(std::shared_ptr<const lutqfile::Adapter> adapter = nullptr) {
+  model::LoadOptions opt;
+  opt.isa = kernels::Isa::kScalar;
+  opt.precision = kernels::Precision::kExact;
+  opt.adapter = std::move(adapter);
+  return opt;
+}
+
+// The engine's logits over tokens on the lutq file at `path`.
+std::vector<float> engine_logits(const std::string& path, const std::vector<int32_t>& tokens,
+                                 std::shared_ptr<const lutqfile::Adapter> adapter = nullptr) {
+  Result<io::GgufFile> f = io::GgufFile::open(path);
+  EXPECT_TRUE(f.is_ok()) << f.status().message();
+  ThreadPool pool(1);
+  return testing::prefill_all(testing::load_tiny(*f, pool, exact_options(std::move(adapter))), tokens, pool);
+}
+
 struct Fixture {
   testing::Tiny tiny;
   io::GgufFile dense;
@@ -215,16 +233,9 @@ TEST(Tune, AdapterGivesTheTunedFilesModelAndRefusesOtherModels) {
   EXPECT_EQ((*ad)->size(), st->trainables().size());
   EXPECT_LT(std::filesystem::file_size(adapter), std::filesystem::file_size(tuned) / 2);
   // The base file + the adapter is the tuned file, bit for bit, on the engine.
+  EXPECT_EQ(engine_logits(fx.path, fx.tokens, *ad), engine_logits(tuned, fx.tokens));
   ThreadPool pool(1);
-  model::LoadOptions opt;
-  opt.isa = kernels::Isa::kScalar;
-  opt.precision = kernels::Precision::kExact;
-  Result<io::GgufFile> tf = io::GgufFile::open(tuned);
-  ASSERT_TRUE(tf.is_ok()) << tf.status().message();
-  const std::vector<float> want = testing::prefill_all(testing::load_tiny(*tf, pool, opt), fx.tokens, pool);
-  opt.adapter = *ad;
-  const std::vector<float> got = testing::prefill_all(testing::load_tiny(*fx.quantized, pool, opt), fx.tokens, pool);
-  EXPECT_EQ(got, want);
+  const model::LoadOptions opt = exact_options(*ad);
   // tune --adapter starts the student from the adapter's scales.
   Result<Student> resumed = Student::load(*fx.quantized, ad->get());
   ASSERT_TRUE(resumed.is_ok()) << resumed.status().message();
@@ -291,17 +302,12 @@ TEST(Tune, RowAdapterTrainsMultipliersAndGivesTheTunedFilesModel) {
   int64_t mult_bytes = 0;
   for (const TrainableLinear& x : st->trainables()) mult_bytes += 2 * lutqfile::scale_lines(x.codes) * x.codes.cfg.q;
   EXPECT_EQ((*ad)->scale_bytes(), mult_bytes);
+  EXPECT_EQ(engine_logits(fx.path, fx.tokens, *ad), engine_logits(tuned, fx.tokens));
+  // A row adapter multiplies the scales it was trained from: on the tuned file it is refused.
   ThreadPool pool(1);
-  model::LoadOptions opt;
-  opt.isa = kernels::Isa::kScalar;
-  opt.precision = kernels::Precision::kExact;
   Result<io::GgufFile> tf = io::GgufFile::open(tuned);
   ASSERT_TRUE(tf.is_ok()) << tf.status().message();
-  const std::vector<float> want = testing::prefill_all(testing::load_tiny(*tf, pool, opt), fx.tokens, pool);
-  opt.adapter = *ad;
-  EXPECT_EQ(testing::prefill_all(testing::load_tiny(*fx.quantized, pool, opt), fx.tokens, pool), want);
-  // A row adapter multiplies the scales it was trained from: on the tuned file it is refused.
-  Result<model::Model> twice = model::Model::load(*tf, opt, pool);
+  Result<model::Model> twice = model::Model::load(*tf, exact_options(*ad), pool);
   ASSERT_FALSE(twice.is_ok());
   EXPECT_NE(twice.status().message().find("codes or scales differ"), std::string::npos) << twice.status().message();
   std::filesystem::remove(tuned);
