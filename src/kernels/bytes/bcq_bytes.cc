@@ -91,13 +91,15 @@ format::BcqMatrix unpack_bcq_bytes(const BcqBytesPacked& p) {
   w.offset = p.zero;
   for (size_t s = 0; s < p.alpha0.size(); ++s) {
     const float a0 = fp16_to_fp32(p.alpha0[s]);
-    for (int i = 0; i < p.q; ++i) w.alpha[s * static_cast<size_t>(p.q) + static_cast<size_t>(i)] = fp32_to_fp16(std::ldexp(a0, i));
+    uint16_t* alpha = w.alpha.data() + s * static_cast<size_t>(p.q);
+    for (int i = 0; i < p.q; ++i) alpha[i] = fp32_to_fp16(std::ldexp(a0, i));
   }
   for (int64_t r = 0; r < p.n; ++r) {
     for (int64_t c = 0; c < p.k; ++c) {
       const int code = p.code(r, c);
       for (int i = 0; i < p.q; ++i) {
-        if (((code >> i) & 1) != 0) w.bits[static_cast<size_t>((i * p.n + r) * w.row_bytes() + c / 8)] |= static_cast<uint8_t>(1u << (c % 8));
+        if (((code >> i) & 1) == 0) continue;
+        w.bits[static_cast<size_t>((i * p.n + r) * w.row_bytes() + c / 8)] |= static_cast<uint8_t>(1u << (c % 8));
       }
     }
   }

@@ -38,7 +38,8 @@ BcqMatrix random_uniform(int64_t n, int64_t k, int q, int64_t g, std::mt19937_64
   std::uniform_real_distribution<float> a(1e-3f, 0.05f);
   for (size_t s = 0; s < w.offset.size(); ++s) {
     const float a0 = round_to_fp16(a(rng));
-    for (int i = 0; i < q; ++i) w.alpha[s * static_cast<size_t>(q) + static_cast<size_t>(i)] = fp32_to_fp16(std::ldexp(a0, i));
+    uint16_t* alpha = w.alpha.data() + s * static_cast<size_t>(q);
+    for (int i = 0; i < q; ++i) alpha[i] = fp32_to_fp16(std::ldexp(a0, i));
   }
   return w;
 }
