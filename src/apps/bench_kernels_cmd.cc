@@ -258,7 +258,7 @@ Subcommand register_bench_kernels(CLI::App& app) {
       ->delimiter(',')
       ->type_name("PATH,...")
       ->default_str("auto");
-  sub->add_option("--kind", raw->kinds, "Weights: bcq (no offset) or uniform (BCQ with offset)")
+  sub->add_option("--kind", raw->kinds, "Weights: bcq (no offset) or uniform (a uniform grid with offset, as RTN stores it)")
       ->delimiter(',')
       ->type_name("KIND,...")
       ->default_str("bcq,uniform");

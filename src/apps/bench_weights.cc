@@ -1,5 +1,6 @@
 #include "apps/bench_weights.h"
 
+#include <cmath>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -25,7 +26,16 @@ Result<format::BcqMatrix> random_bcq(int64_t n, int64_t k, const format::BcqConf
     const int64_t rb = w.row_bytes();
     for (int64_t row = 0; row < cfg.q * n; ++row) bits[static_cast<size_t>(row * rb + rb - 1)] &= mask;
   }
-  for (uint16_t& a : w.alpha) a = fp32_to_fp16((1.0f + 3.0f * (0.5f + 0.5f * rng.next_float())) * 0x1p-8f);
+  if (cfg.has_offset && cfg.orientation == format::Orientation::kPerOC) {
+    // A uniform grid as RTN stores it: α_i = α_0·2^i exactly (the byte-code path takes it for q >= 5).
+    for (size_t s = 0; s < w.offset.size(); ++s) {
+      const float a0 = fp16_to_fp32(fp32_to_fp16((1.0f + 3.0f * (0.5f + 0.5f * rng.next_float())) * 0x1p-8f));
+      uint16_t* alpha = w.alpha.data() + s * static_cast<size_t>(cfg.q);
+      for (int b = 0; b < cfg.q; ++b) alpha[b] = fp32_to_fp16(std::ldexp(a0, b));
+    }
+  } else {
+    for (uint16_t& a : w.alpha) a = fp32_to_fp16((1.0f + 3.0f * (0.5f + 0.5f * rng.next_float())) * 0x1p-8f);
+  }
   for (uint16_t& z : w.offset) z = fp32_to_fp16(rng.next_float() * 0x1p-6f);
   return w;
 }

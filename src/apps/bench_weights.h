@@ -27,7 +27,9 @@ class XorShift64 {
 };
 
 // A BCQ matrix with random bit-planes, fp16 scales in [2^-8, 2^-6) and (where cfg.has_offset)
-// fp16 offsets in [-2^-6, 2^-6). Padding bits past k stay 0.
+// fp16 offsets in [-2^-6, 2^-6). With an offset and per-OC groups it is a uniform grid as RTN
+// stores it (α_0 in [2^-8, 2^-6), α_i = α_0·2^i exactly), the weights of `--kind uniform`.
+// Padding bits past k stay 0.
 Result<format::BcqMatrix> random_bcq(int64_t n, int64_t k, const format::BcqConfig& cfg, uint64_t seed);
 
 // count floats uniform in [-1, 1).

@@ -34,6 +34,8 @@ Result<BcqLinear> BcqLinear::create(const format::BcqMatrix& w, Isa isa, Precisi
   if (Status s = be.check(w, precision); !s) {
     return Status(s.code(), std::string(isa_name(isa)) + " backend: " + s.message());
   }
+  const CpuFeatures cpu = detect_cpu();
+  if (use_byte_path(w, isa, precision, cpu)) return create_bytes(w, isa, precision, cpu);
   PackedMatrix packed = be.repack(w, precision);
   if (be.place != nullptr) {
     if (Status s = be.place(packed); !s) return Status(s.code(), std::string(isa_name(isa)) + " backend: " + s.message());
@@ -54,6 +56,25 @@ Result<BcqLinear> BcqLinear::create(const format::BcqMatrix& w, Isa isa, Precisi
   return out;
 }
 
+BcqLinear BcqLinear::create_bytes(const format::BcqMatrix& w, Isa isa, Precision precision, const CpuFeatures& cpu) {
+  PackedMatrix meta;
+  meta.isa = isa;
+  meta.precision = precision;
+  meta.source.n = w.n;
+  meta.source.k = w.k;
+  meta.source.cfg = w.cfg;
+  BcqLinear out(std::move(meta));
+  out.bytes_ = std::make_shared<const BcqBytesPacked>(pack_bcq_bytes(w));
+  out.byte_kernel_ = byte_kernel_for(isa, precision, cpu);
+  out.forced_ = GemmPath::kLut;
+  return out;
+}
+
+format::BcqMatrix BcqLinear::unpack() const {
+  if (bytes_) return unpack_bcq_bytes(*bytes_);
+  return backend(packed_.isa).unpack(packed_);
+}
+
 GemmPath BcqLinear::path_for(int64_t m) const {
   if (!int8_) return GemmPath::kLut;
   if (forced_) return *forced_;
@@ -64,6 +85,10 @@ GemmPath BcqLinear::path_for(int64_t m) const {
 Status BcqLinear::forward(const float* x, int64_t m, float* y, ThreadPool& pool) const {
   if (m < 1) return Status::invalid("forward: m must be at least 1 (got " + std::to_string(m) + ")");
   if (x == nullptr || y == nullptr) return Status::invalid("forward: null activation or output pointer");
+  if (bytes_) {
+    bcq_bytes_gemm(*bytes_, x, m, y, pool, byte_kernel_);
+    return Status::ok();
+  }
   if (path_for(m) == GemmPath::kInt8Gemm) {
     bcq_int8_gemm(*int8_, x, m, y, pool, true);
     return Status::ok();
@@ -81,6 +106,7 @@ Status BcqLinear::forward(const float* x, int64_t m, float* y, ThreadPool& pool)
 }
 
 int64_t BcqLinear::weight_bytes() const {
+  if (bytes_) return bytes_->bytes();
   if (packed_.data.size() > 0) return static_cast<int64_t>(packed_.data.size());
   return packed_.source.storage_bytes();
 }

@@ -4,6 +4,7 @@
 
 #include <optional>
 
+#include "kernels/bytes/bcq_bytes.h"
 #include "kernels/int8/bcq_int8.h"
 #include "kernels/kernel.h"
 
@@ -23,7 +24,10 @@ class BcqLinear {
   // kInt8Gemm forces the GEMM path for every m (int8 only where the matrix and ISA allow it, LUT
   // elsewhere); kAuto lets choose_path decide per call. Without it, the LUTQ_GEMM_PATH environment
   // variable (lut, int8, auto) says; unset means lut. Where the int8 path can be taken, the
-  // matrix is also packed for it.
+  // matrix is also packed for it. A uniform-grid matrix with q >= 5 that use_byte_path takes
+  // (kFast on avx512 with VNNI or avx2) is packed as byte codes INSTEAD of the backend layout and
+  // every forward runs the byte-code kernel (kernels/bytes/bcq_bytes.h); packed() then holds
+  // only the shape and configuration (no planes, no data): unpack() gives the matrix back.
   static Result<BcqLinear> create(const format::BcqMatrix& w, Isa isa, Precision precision,
                                   std::optional<GemmPath> path = std::nullopt);
 
@@ -35,17 +39,25 @@ class BcqLinear {
   Isa isa() const { return packed_.isa; }
   Precision precision() const { return packed_.precision; }
   const PackedMatrix& packed() const { return packed_; }
+  // Whether forward() runs the byte-code kernel (then packed().data is empty).
+  bool byte_path() const { return bytes_ != nullptr; }
+  // The canonical matrix back from whichever layout is held (backend unpack or byte codes).
+  format::BcqMatrix unpack() const;
   // Bytes a forward pass streams for the weights (backend layout, scales included).
   int64_t weight_bytes() const;
-  // The path forward() takes for m activation rows.
+  // The path forward() takes for m activation rows (kLut also where byte_path(): it replaces
+  // the LUT kernel for that matrix).
   GemmPath path_for(int64_t m) const;
   // Bytes of the int8-path packing (0 where there is none).
   int64_t int8_bytes() const { return int8_ ? int8_->bytes() : 0; }
 
  private:
   explicit BcqLinear(PackedMatrix packed) : packed_(std::move(packed)) {}
+  static BcqLinear create_bytes(const format::BcqMatrix& w, Isa isa, Precision precision, const CpuFeatures& cpu);
   PackedMatrix packed_;
   std::shared_ptr<const BcqInt8Packed> int8_;  // null where the int8 path is never taken
+  std::shared_ptr<const BcqBytesPacked> bytes_;  // non-null: the byte-code path, for every m
+  ByteKernel byte_kernel_ = ByteKernel::kNone;
   std::optional<GemmPath> forced_;
 };
 
