@@ -125,6 +125,12 @@ int serve(const ServeArgs& a) {
   (*scheduler)->stop();
   steps.stop();  // the follower ranks return
   if (!st) return report_error(st, kExitFailure);
+  if (steps.broadcasting()) {
+    const auto [n, bytes] = steps.sent();
+    std::fprintf(stderr, "lutq: %lld steps broadcast to %d ranks, %lld bytes (%.1f per step)\n",
+                 static_cast<long long>(n), a.model.comm->size() - 1, static_cast<long long>(bytes),
+                 n > 0 ? static_cast<double>(bytes) / static_cast<double>(n) : 0.0);
+  }
   std::fprintf(stderr, "lutq: stopped\n");
   return 0;
 }
