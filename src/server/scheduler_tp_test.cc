@@ -3,6 +3,7 @@
 // texts equal the one-process scheduler's.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <chrono>
 #include <string>
 #include <thread>
@@ -31,8 +32,8 @@ std::vector<int32_t> prompt(int n, int salt) {
   return p;
 }
 
-const std::vector<int> kLengths = {3, 20, 1, 9};
-const std::vector<int64_t> kMaxTokens = {12, 7, 15, 10};
+constexpr std::array<int, 4> kLengths = {3, 20, 1, 9};
+constexpr std::array<int64_t, 4> kMaxTokens = {12, 7, 15, 10};
 
 // Every request's greedy text from a scheduler with 3 slots (so requests wait and reuse slots).
 std::vector<std::string> texts(const model::Model& m, ThreadPool& pool, model::StepLeader* steps) {
