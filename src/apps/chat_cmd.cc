@@ -1,6 +1,7 @@
 // `lutq chat MODEL`: an interactive conversation on stdin/stdout. Each turn re-applies the chat
 // template to the whole conversation and runs only the tokens past the KV cache's common prefix
 // with the previous prompt. "/reset" starts over; end of input exits. Works with piped stdin.
+// Under `mpirun -np N`, rank 0 reads stdin and samples; the other ranks follow its steps.
 #include <CLI/CLI.hpp>
 #include <unistd.h>
 
@@ -38,13 +39,17 @@ int run(const ChatArgs& a) {
   auto loaded = load_model(a.model);
   if (!loaded) return report_error(loaded.status(), kExitFailure);
   LoadedModel& lm = **loaded;
+  // Tensor parallelism: rank 0 reads stdin and samples; the other ranks run its steps.
+  if (a.model.comm != nullptr && a.model.comm->rank() != 0) return follow_rank0(lm, *a.model.comm);
+  model::StepLeader steps(*lm.model, a.model.comm);
   const gen::Tokenizer& tok = *lm.tokenizer;
   const std::string tmpl_src = tok.vocab().chat_template.empty() ? "chatml" : tok.vocab().chat_template;
   Result<gen::ChatTemplate> tmpl = gen::parse_chat_template(tmpl_src);
   if (!tmpl) return report_error(tmpl.status(), kExitFailure);
 
   const int64_t ctx = a.model.ctx > 0 ? a.model.ctx : std::min(kDefaultCtx, lm.model->config().context_length);
-  auto session = gen::Session::create(*lm.model, tok, *lm.pool, ctx, kv_cache_spec(a.model));
+  auto session = gen::Session::create(*lm.model, tok, *lm.pool, ctx, kv_cache_spec(a.model),
+                                      steps.broadcasting() ? &steps : nullptr);
   if (!session) return report_error(session.status(), kExitFailure);
   const uint64_t seed = a.sample.seed ? *a.sample.seed : std::random_device{}();
   gen::Sampler sampler(gen::SamplerOptions{a.sample.temperature, a.sample.top_k, a.sample.top_p, seed});
@@ -108,13 +113,15 @@ int run(const ChatArgs& a) {
       std::fprintf(stderr, "lutq chat: context full; /reset to start over\n");
     }
   }
+  steps.stop();  // the follower ranks return
   return 0;
 }
 
 }  // namespace
 
-Subcommand register_chat(CLI::App& app) {
+Subcommand register_chat(CLI::App& app, Communicator& comm) {
   auto args = std::make_shared<ChatArgs>();
+  args->model.comm = &comm;
   CLI::App* sub = app.add_subcommand(
       "chat",
       "Interactive chat: one user message per stdin line, replies streamed to stdout. The whole\n"
@@ -125,7 +132,7 @@ Subcommand register_chat(CLI::App& app) {
   sub->add_option("--system", args->system, "System message (default: the template's own, if any)");
   add_sampling_options(sub, args->sample);
   sub->add_flag("-v,--verbose", args->verbose, "Per-turn timing and cache reuse on stderr");
-  return Subcommand{sub, [args] { return run(*args); }};
+  return Subcommand{sub, [args] { return run(*args); }, /*tensor_parallel=*/true};
 }
 
 }  // namespace lutq::apps

@@ -33,12 +33,12 @@ int report_error(const Status& status, int exit_code);
 // inspect join here).
 Subcommand register_bench_kernels(CLI::App& app);
 Subcommand register_run(CLI::App& app, Communicator& comm);
-Subcommand register_chat(CLI::App& app);
+Subcommand register_chat(CLI::App& app, Communicator& comm);
 Subcommand register_perplexity(CLI::App& app, Communicator& comm);
 Subcommand register_quantize(CLI::App& app);
 Subcommand register_inspect(CLI::App& app);
 Subcommand register_bench(CLI::App& app, Communicator& comm);
-Subcommand register_serve(CLI::App& app);
+Subcommand register_serve(CLI::App& app, Communicator& comm);
 Subcommand register_tune(CLI::App& app);
 Subcommand register_moefy(CLI::App& app);
 

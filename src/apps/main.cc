@@ -33,9 +33,9 @@ int run_main(int argc, char** argv, Communicator& comm) {
   commands.push_back(register_bench(app, comm));
   commands.push_back(register_bench_kernels(app));
   commands.push_back(register_run(app, comm));
-  commands.push_back(register_chat(app));
+  commands.push_back(register_chat(app, comm));
   commands.push_back(register_perplexity(app, comm));
-  commands.push_back(register_serve(app));
+  commands.push_back(register_serve(app, comm));
   commands.push_back(register_tune(app));
   commands.push_back(register_moefy(app));
 
@@ -59,7 +59,7 @@ int run_main(int argc, char** argv, Communicator& comm) {
     if (!c.cli->parsed()) continue;
     if (comm.size() > 1 && !c.tensor_parallel) {
       return report_error(Status::unsupported("'" + c.cli->get_name() + "' does not run over several ranks (" +
-                                              comm.describe() + "); run, perplexity and bench do"),
+                                              comm.describe() + "); run, chat, serve, perplexity and bench do"),
                           kExitUsage);
     }
     return c.run();

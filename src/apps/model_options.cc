@@ -10,6 +10,7 @@
 #include "core/cpu.h"
 #include "kernels/linear.h"
 #include "lutqfile/adapter.h"
+#include "model/step_broadcast.h"
 #include "quant/quantize.h"
 
 namespace lutq::apps {
@@ -146,6 +147,11 @@ Result<std::unique_ptr<LoadedModel>> load_model(const ModelArgs& args) {
   Result<std::unique_ptr<LoadedModel>> out = load_model_here(args);
   if (!out && args.comm != nullptr && args.comm->size() > 1) args.comm->abort(out.status().message());
   return out;
+}
+
+int follow_rank0(LoadedModel& lm, Communicator& comm) {
+  if (Status st = model::follow_steps(*lm.model, comm, *lm.pool); !st) comm.abort(st.message());
+  return 0;
 }
 
 namespace {

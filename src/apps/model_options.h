@@ -80,4 +80,9 @@ Result<model::LinearSpec> linear_spec(const ModelArgs& args);
 // that all hold the same file and version; a rank that fails ends every rank (Communicator::abort).
 Result<std::unique_ptr<LoadedModel>> load_model(const ModelArgs& args);
 
+// A rank > 0 of a tensor-parallel `lutq serve` / `lutq chat`: runs rank 0's steps on this rank's
+// shard (model/step_broadcast.h) until rank 0 sends stop (exit code 0); a step that fails here
+// ends every rank (Communicator::abort) with the reason.
+int follow_rank0(LoadedModel& lm, Communicator& comm);
+
 }  // namespace lutq::apps

@@ -1,6 +1,7 @@
 // `lutq serve MODEL`: the OpenAI-compatible HTTP server (src/server) over one loaded model.
 // SIGINT / SIGTERM start a graceful shutdown (HttpServer: asio's signal_set catches them in
-// whichever thread they arrive, OpenBLAS's included); the exit status is then 0.
+// whichever thread they arrive, OpenBLAS's included); the exit status is then 0. Under
+// `mpirun -np N`, rank 0 serves and the other ranks follow its steps (docs/scale-out.md).
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -69,6 +70,9 @@ int serve(const ServeArgs& a) {
   auto loaded = load_model(a.model);
   if (!loaded) return report_error(loaded.status(), kExitFailure);
   LoadedModel& lm = **loaded;
+  // Tensor parallelism: rank 0 serves and schedules; the other ranks run its steps on their shard.
+  if (a.model.comm != nullptr && a.model.comm->rank() != 0) return follow_rank0(lm, *a.model.comm);
+  model::StepLeader steps(*lm.model, a.model.comm);
 
   server::SchedulerOptions so;
   so.ctx = a.model.ctx > 0 ? a.model.ctx : std::min(kDefaultCtx, lm.model->config().context_length);
@@ -81,6 +85,7 @@ int serve(const ServeArgs& a) {
   }
   so.queue_limit = a.queue;
   so.prefill_chunk = a.prefill_chunk;
+  so.steps = steps.broadcasting() ? &steps : nullptr;
   server::Metrics metrics;
   auto scheduler = server::Scheduler::create(*lm.model, *lm.tokenizer, *lm.pool, so, metrics);
   if (!scheduler) return report_error(scheduler.status(), kExitFailure);
@@ -118,15 +123,23 @@ int serve(const ServeArgs& a) {
 
   const Status st = http.serve();
   (*scheduler)->stop();
+  steps.stop();  // the follower ranks return
   if (!st) return report_error(st, kExitFailure);
+  if (steps.broadcasting()) {
+    const auto [n, bytes] = steps.sent();
+    std::fprintf(stderr, "lutq: %lld steps broadcast to %d ranks, %lld bytes (%.1f per step)\n",
+                 static_cast<long long>(n), a.model.comm->size() - 1, static_cast<long long>(bytes),
+                 n > 0 ? static_cast<double>(bytes) / static_cast<double>(n) : 0.0);
+  }
   std::fprintf(stderr, "lutq: stopped\n");
   return 0;
 }
 
 }  // namespace
 
-Subcommand register_serve(CLI::App& app) {
+Subcommand register_serve(CLI::App& app, Communicator& comm) {
   auto args = std::make_shared<ServeArgs>();
+  args->model.comm = &comm;
   CLI::App* sub = app.add_subcommand(
       "serve",
       "OpenAI-compatible HTTP server: POST /v1/chat/completions and /v1/completions (streaming or\n"
@@ -159,7 +172,7 @@ Subcommand register_serve(CLI::App& app) {
   sub->add_option("--api-key", args->api_key,
                   "Require 'Authorization: Bearer KEY' on every route but /health and / (default: $LUTQ_API_KEY)");
   sub->add_flag("--quiet", args->quiet, "No request log (one line per request on stderr otherwise)");
-  return Subcommand{sub, [args] { return serve(*args); }};
+  return Subcommand{sub, [args] { return serve(*args); }, /*tensor_parallel=*/true};
 }
 
 }  // namespace lutq::apps

@@ -4,10 +4,12 @@
 #include <mpi.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 #include <vector>
 
 namespace lutq::comm {
@@ -30,7 +32,12 @@ bool launched_by_mpi() {
 }
 
 Result<std::unique_ptr<MpiCommunicator>> MpiCommunicator::init(int* argc, char*** argv) {
-  if (Status s = mpi_status(MPI_Init(argc, argv), "MPI_Init"); !s) return s;
+  // Serialized: `lutq serve` makes its MPI calls from the scheduler thread, and the last (the stop
+  // step) from the main thread, never two at once.
+  int provided = 0;
+  if (Status s = mpi_status(MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided), "MPI_Init_thread"); !s) {
+    return s;
+  }
   if (Status s = mpi_status(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
       !s) {
     return s;
@@ -88,6 +95,29 @@ Status MpiCommunicator::broadcast(void* data, int64_t size, int root) {
   ++stats_.broadcast_calls;
   stats_.broadcast_bytes += size;
   return mpi_status(MPI_Bcast(data, static_cast<int>(size), MPI_BYTE, root, MPI_COMM_WORLD), "MPI_Bcast");
+}
+
+Status MpiCommunicator::broadcast_idle(void* data, int64_t size, int root) {
+  if (size_ == 1 || size == 0) return Status::ok();
+  if (size < 0 || size > INT_MAX) return Status::invalid("broadcast: " + std::to_string(size) + " bytes");
+  ++stats_.broadcast_calls;
+  stats_.broadcast_bytes += size;
+  MPI_Request request = MPI_REQUEST_NULL;
+  if (Status s = mpi_status(MPI_Ibcast(data, static_cast<int>(size), MPI_BYTE, root, MPI_COMM_WORLD, &request),
+                            "MPI_Ibcast");
+      !s) {
+    return s;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  auto nap = std::chrono::microseconds(20);
+  while (true) {
+    int done = 0;
+    if (Status s = mpi_status(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test"); !s) return s;
+    if (done != 0) return Status::ok();
+    if (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(1)) continue;
+    std::this_thread::sleep_for(nap);
+    nap = std::min(nap * 2, std::chrono::microseconds(1000));
+  }
 }
 
 Status MpiCommunicator::barrier() { return mpi_status(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier"); }

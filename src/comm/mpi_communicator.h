@@ -26,6 +26,9 @@ class MpiCommunicator final : public Communicator {
   Status all_reduce_sum(float* data, int64_t n) override;
   Status all_gather(const float* mine, float* all, const std::vector<int64_t>& counts) override;
   Status broadcast(void* data, int64_t size, int root = 0) override;
+  // MPI_Ibcast, then MPI_Test: spinning for the first millisecond, then sleeping between tests
+  // (up to 1 ms), so an idle follower costs no core.
+  Status broadcast_idle(void* data, int64_t size, int root = 0) override;
   Status barrier() override;
   [[noreturn]] void abort(const std::string& message) override;
   std::string describe() const override;

@@ -42,6 +42,10 @@ class Communicator {
   virtual Status all_gather(const float* mine, float* all, const std::vector<int64_t>& counts) = 0;
   // bytes [0, size) of root's data copied to every rank's data.
   virtual Status broadcast(void* data, int64_t size, int root = 0) = 0;
+  // broadcast() for a rank that may wait long for it (a serve follower between requests): the
+  // implementation may poll and sleep instead of spinning. All ranks of one broadcast must call
+  // the same one of the two.
+  virtual Status broadcast_idle(void* data, int64_t size, int root = 0) { return broadcast(data, size, root); }
   virtual Status barrier() = 0;
   // Writes "lutq: error: rank R: message" to the error stream and ends every rank with exit code 1.
   [[noreturn]] virtual void abort(const std::string& message) = 0;

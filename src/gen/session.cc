@@ -53,14 +53,16 @@ std::string Utf8Buffer::flush() {
 }
 
 Result<Session> Session::create(const model::Model& model, const Tokenizer& tokenizer, ThreadPool& pool,
-                                int64_t capacity, const model::MemorySpec& kv_cache) {
+                                int64_t capacity, const model::MemorySpec& kv_cache, model::StepLeader* steps) {
   if (tokenizer.vocab_size() > model.config().n_vocab) {
     return Status::invalid("tokenizer vocabulary (" + std::to_string(tokenizer.vocab_size()) +
                            ") is larger than the model's (" + std::to_string(model.config().n_vocab) + ")");
   }
-  Result<std::unique_ptr<model::Memory>> cache = model.make_memory(capacity, 1, kv_cache.kind, kv_cache.options);
+  Result<std::unique_ptr<model::Memory>> cache = steps != nullptr
+                                                      ? steps->make_memory(capacity, 1, kv_cache.kind, kv_cache.options)
+                                                      : model.make_memory(capacity, 1, kv_cache.kind, kv_cache.options);
   if (!cache) return cache.status();
-  return Session(model, tokenizer, pool, std::move(*cache));
+  return Session(model, tokenizer, pool, std::move(*cache), steps);
 }
 
 Status Session::prefill(std::span<const int32_t> tokens, int64_t chunk) {
@@ -76,7 +78,10 @@ Status Session::prefill(std::span<const int32_t> tokens, int64_t chunk) {
     const size_t n = std::min(tokens.size() - i, static_cast<size_t>(chunk));
     const auto part = tokens.subspan(i, n);
     const auto start = static_cast<int64_t>(tokens_.size());
-    if (Status st = model_->forward(part, start, *cache_, logits_.data(), *pool_, model::LogitsMode::kLast); !st) {
+    const Status st = steps_ != nullptr
+                          ? steps_->forward(part, start, *cache_, logits_.data(), *pool_, model::LogitsMode::kLast, 0)
+                          : model_->forward(part, start, *cache_, logits_.data(), *pool_, model::LogitsMode::kLast);
+    if (!st) {
       has_logits_ = false;
       return st;
     }
@@ -100,8 +105,9 @@ Result<GenerateResult> Session::generate(int64_t max_tokens, Sampler& sampler,
       break;
     }
     int32_t id = sampler.sample(logits_);
-    // Tensor parallelism: rank 0's token decides, so every rank takes the same next step.
-    if (Communicator* comm = model_->communicator(); comm != nullptr && comm->size() > 1) {
+    // Tensor parallelism in lockstep (no step leader): rank 0's token decides, so every rank takes
+    // the same next step. Under a step leader only rank 0 runs the session.
+    if (Communicator* comm = model_->communicator(); steps_ == nullptr && comm != nullptr && comm->size() > 1) {
       if (Status st = comm->broadcast(&id, sizeof id, 0); !st) return st;
     }
     ++result.tokens;
@@ -138,7 +144,11 @@ Result<GenerateResult> Session::generate(int64_t max_tokens, Sampler& sampler,
 void Session::truncate(int64_t n) {
   n = std::clamp<int64_t>(n, 0, static_cast<int64_t>(tokens_.size()));
   tokens_.resize(static_cast<size_t>(n));
-  cache_->truncate(0, n);
+  if (steps_ != nullptr) {
+    steps_->truncate(*cache_, 0, n);
+  } else {
+    cache_->truncate(0, n);
+  }
   has_logits_ = false;
 }
 

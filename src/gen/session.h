@@ -16,6 +16,7 @@
 #include "gen/sampler.h"
 #include "gen/tokenizer.h"
 #include "model/model.h"
+#include "model/step_broadcast.h"
 
 namespace lutq::gen {
 
@@ -42,8 +43,13 @@ class Session {
   static constexpr int64_t kDefaultChunk = 64;
 
   // The model, tokenizer and pool must outlive the session. capacity <= 0: trained context.
+  // `steps` (optional, must outlive the session): rank 0 of a tensor-parallel `lutq chat`, whose
+  // memory, forwards and truncations go to the follower ranks (model/step_broadcast.h); the
+  // sampled tokens then stay on rank 0. Without it every rank runs its own session in lockstep
+  // (`lutq run`) and rank 0's sampled token is broadcast.
   static Result<Session> create(const model::Model& model, const Tokenizer& tokenizer, ThreadPool& pool,
-                                int64_t capacity = 0, const model::MemorySpec& kv_cache = {});
+                                int64_t capacity = 0, const model::MemorySpec& kv_cache = {},
+                                model::StepLeader* steps = nullptr);
 
   // Appends tokens to the sequence (forward in chunks of at most `chunk`), leaving the logits
   // of the last token for generate(). Errors when the cache cannot hold them.
@@ -68,13 +74,15 @@ class Session {
   bool has_logits() const { return has_logits_; }
 
  private:
-  Session(const model::Model& model, const Tokenizer& tokenizer, ThreadPool& pool, std::unique_ptr<model::Memory> cache)
-      : model_(&model), tokenizer_(&tokenizer), pool_(&pool), cache_(std::move(cache)) {}
+  Session(const model::Model& model, const Tokenizer& tokenizer, ThreadPool& pool, std::unique_ptr<model::Memory> cache,
+          model::StepLeader* steps)
+      : model_(&model), tokenizer_(&tokenizer), pool_(&pool), cache_(std::move(cache)), steps_(steps) {}
 
   const model::Model* model_;
   const Tokenizer* tokenizer_;
   ThreadPool* pool_;
   std::unique_ptr<model::Memory> cache_;  // one sequence
+  model::StepLeader* steps_ = nullptr;
   std::vector<int32_t> tokens_;  // what the cache holds, in order
   std::vector<float> logits_;    // [vocab] of the last token run
   bool has_logits_ = false;

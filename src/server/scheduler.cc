@@ -133,8 +133,10 @@ Result<std::unique_ptr<Scheduler>> Scheduler::create(const model::Model& model, 
                            ") is larger than the model's (" + std::to_string(model.config().n_vocab) + ")");
   }
   // One memory, one sequence per slot.
-  Result<std::unique_ptr<model::Memory>> memory = model.make_memory(options.ctx, options.parallel, options.kv_cache.kind,
-                                                                     options.kv_cache.options);
+  const model::MemorySpec& kv = options.kv_cache;
+  Result<std::unique_ptr<model::Memory>> memory =
+      options.steps != nullptr ? options.steps->make_memory(options.ctx, options.parallel, kv.kind, kv.options)
+                               : model.make_memory(options.ctx, options.parallel, kv.kind, kv.options);
   if (!memory) return memory.status();
   return std::unique_ptr<Scheduler>(new Scheduler(model, tokenizer, pool, options, metrics, std::move(*memory)));
 }
@@ -270,8 +272,8 @@ void Scheduler::prefill_step() {
     budget -= n;
     const std::span<const int32_t> part(seq.request.prompt.data() + seq.prefilled, static_cast<size_t>(n));
     logits_.resize(static_cast<size_t>(model_.config().n_vocab));
-    const Status st = model_.forward(part, seq.prefilled, *memory_, logits_.data(), pool_, model::LogitsMode::kLast,
-                                     nullptr, seq.slot);
+    const Status st = forward(model::Batch::sequence(part, seq.prefilled, seq.slot, model::LogitsMode::kLast),
+                              logits_.data());
     if (!st) {
       finish(seq, FinishReason::kError, st.message());
       continue;
@@ -296,7 +298,7 @@ void Scheduler::decode_step() {
   if (seqs.empty()) return;
   const auto vocab = static_cast<size_t>(model_.config().n_vocab);
   logits_.resize(seqs.size() * vocab);
-  const Status st = model_.forward(batch, *memory_, logits_.data(), pool_);
+  const Status st = forward(batch, logits_.data());
   for (size_t i = 0; i < seqs.size(); ++i) {
     if (!st) {
       finish(*seqs[i], FinishReason::kError, st.message());
@@ -304,6 +306,11 @@ void Scheduler::decode_step() {
       take_token(*seqs[i], logits_.data() + i * vocab);
     }
   }
+}
+
+Status Scheduler::forward(const model::Batch& batch, float* logits) {
+  if (options_.steps != nullptr) return options_.steps->forward(batch, *memory_, logits, pool_);
+  return model_.forward(batch, *memory_, logits, pool_);
 }
 
 bool Scheduler::take_token(Sequence& seq, float* logits) {

@@ -27,6 +27,7 @@
 #include "gen/sampler.h"
 #include "gen/tokenizer.h"
 #include "model/model.h"
+#include "model/step_broadcast.h"
 #include "server/grammar.h"
 #include "server/json_constraint.h"
 #include "server/metrics.h"
@@ -94,6 +95,10 @@ struct SchedulerOptions {
   model::MemorySpec kv_cache;  // the attention memory's kind (--kv-cache)
   int64_t queue_limit = 16;    // jobs waiting for a slot before submit() refuses
   int64_t prefill_chunk = 64;  // prompt tokens prefilled per scheduler iteration
+  // Rank 0 of a tensor-parallel `lutq serve` (model/step_broadcast.h): the memory and every
+  // forward go through it to the follower ranks. nullptr: the model is called directly. Must
+  // outlive the scheduler.
+  model::StepLeader* steps = nullptr;
 };
 
 enum class SubmitError { kNone, kQueueFull, kInvalid, kStopped };
@@ -138,6 +143,8 @@ class Scheduler {
   void loop();
   void prefill_step();
   void decode_step();
+  // Model::forward, through the step leader when there is one.
+  Status forward(const model::Batch& batch, float* logits);
   // Samples from `logits` and applies the stop rules; false when the sequence finished.
   bool take_token(Sequence& seq, float* logits);
   void finish(Sequence& seq, FinishReason reason, const std::string& error = "");

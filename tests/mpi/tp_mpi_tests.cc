@@ -73,7 +73,10 @@ void real_model_case(Communicator& comm) {
 }
 
 int write_tiny(const std::string& path, uint32_t seed) {
-  const testing::Tiny t = testing::make_tiny(three_kv_heads("llama", seed));
+  testing::TinySpec spec = three_kv_heads("llama", seed);
+  spec.tokenizer_model = "llama";  // `lutq serve` / `lutq chat` need a tokenizer
+  spec.ctx = 512;
+  const testing::Tiny t = testing::make_tiny(spec);
   std::ofstream out(path, std::ios::binary);
   out.write(reinterpret_cast<const char*>(t.bytes.data()), static_cast<std::streamsize>(t.bytes.size()));
   return out ? 0 : 1;

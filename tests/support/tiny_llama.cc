@@ -208,6 +208,12 @@ Tiny make_tiny(const TinySpec& s) {
     std::vector<std::string> toks;
     for (int64_t i = 0; i < s.n_vocab; ++i) toks.push_back("t" + std::to_string(i));
     EXPECT_TRUE(wr.add("tokenizer.ggml.tokens", io::GgufValue::make_string_array(std::move(toks))).is_ok());
+    if (!s.tokenizer_model.empty()) {
+      EXPECT_TRUE(wr.add_string("tokenizer.ggml.model", s.tokenizer_model).is_ok());
+      std::vector<float> scores;
+      for (int64_t i = 0; i < s.n_vocab; ++i) scores.push_back(-static_cast<float>(i));
+      EXPECT_TRUE(wr.add("tokenizer.ggml.scores", io::GgufValue::make_float32_array(scores)).is_ok());
+    }
   }
   add_tensor(wr, s, "token_embd.weight", {e, s.n_vocab}, t.w.embd);
   if (!s.tied) add_tensor(wr, s, "output.weight", {e, s.n_vocab}, t.w.out);

@@ -33,6 +33,7 @@ struct TinySpec {
   bool freq_factors = false;  // write rope_freqs.weight (Llama-3.1 style)
   bool tied = false;
   bool tokens_metadata = true;
+  std::string tokenizer_model;  // "llama": also write tokenizer.ggml.model and scores (a loadable SentencePiece vocabulary)
   std::string drop_tensor;     // leave this tensor out
   std::string misshape_tensor; // write this tensor with dims[0] + 1
   // Mixture of experts (tiny_moe_spec): n_expert > 0 writes ffn_gate_inp and 3-D
