@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "apps/commands.h"
 #include "apps/model_options.h"
@@ -42,12 +43,23 @@ struct ServeArgs {
   double kv_budget_mib = 0.0;  // > 0: --parallel from this budget and the cache kind's bytes per slot
 };
 
-// Slots of ctx positions that a memory of this kind fits in budget_mib, at most 256.
-Result<int> slots_in_budget(const model::Model& m, const model::MemorySpec& kv, int64_t ctx, double budget_mib) {
-  const int64_t slots = model::sequences_in_budget(kv.kind, m.memory_shape(ctx, 1), kv.options, budget_mib * 1048576.0);
+// Slots of ctx positions that a memory of this kind fits in budget_mib, at most 256. Under tensor
+// parallelism every rank holds its share of the KV heads (uneven splits: SmolLM2's 3 over 2 ranks
+// give 1 + 2), the budget is per rank, and the slots are those of the rank with the largest share:
+// every rank computes its own, and all take the smallest (a collective call: every rank makes it).
+Result<int> slots_in_budget(const model::Model& m, const model::MemorySpec& kv, int64_t ctx, double budget_mib,
+                            Communicator* comm) {
+  int64_t slots = model::sequences_in_budget(kv.kind, m.memory_shape(ctx, 1), kv.options, budget_mib * 1048576.0);
+  if (comm != nullptr && comm->size() > 1) {
+    const float mine = static_cast<float>(std::min<int64_t>(slots, 1 << 20));
+    std::vector<float> all(static_cast<size_t>(comm->size()));
+    if (Status st = comm->all_gather(&mine, all.data(), std::vector<int64_t>(all.size(), 1)); !st) return st;
+    slots = static_cast<int64_t>(*std::min_element(all.begin(), all.end()));
+  }
   if (slots < 1) {
     return Status::invalid("--kv-budget: " + std::to_string(budget_mib) + " MiB holds no slot of " +
-                           std::to_string(ctx) + " positions with --kv-cache " + model::memory_spec_name(kv));
+                           std::to_string(ctx) + " positions with --kv-cache " + model::memory_spec_name(kv) +
+                           (comm != nullptr && comm->size() > 1 ? " on every rank" : ""));
   }
   return static_cast<int>(std::min<int64_t>(slots, 256));
 }
@@ -70,19 +82,18 @@ int serve(const ServeArgs& a) {
   auto loaded = load_model(a.model);
   if (!loaded) return report_error(loaded.status(), kExitFailure);
   LoadedModel& lm = **loaded;
-  // Tensor parallelism: rank 0 serves and schedules; the other ranks run its steps on their shard.
-  if (a.model.comm != nullptr && a.model.comm->rank() != 0) return follow_rank0(lm, *a.model.comm);
-  model::StepLeader steps(*lm.model, a.model.comm);
-
   server::SchedulerOptions so;
   so.ctx = a.model.ctx > 0 ? a.model.ctx : std::min(kDefaultCtx, lm.model->config().context_length);
   so.kv_cache = kv_cache_spec(a.model);
   so.parallel = a.parallel;
   if (a.kv_budget_mib > 0.0) {
-    Result<int> slots = slots_in_budget(*lm.model, so.kv_cache, so.ctx, a.kv_budget_mib);
-    if (!slots) return report_error(slots.status(), kExitUsage);
+    Result<int> slots = slots_in_budget(*lm.model, so.kv_cache, so.ctx, a.kv_budget_mib, a.model.comm);
+    if (!slots) return report_error(slots.status(), kExitUsage);  // every rank returns: same inputs
     so.parallel = *slots;
   }
+  // Tensor parallelism: rank 0 serves and schedules; the other ranks run its steps on their shard.
+  if (a.model.comm != nullptr && a.model.comm->rank() != 0) return follow_rank0(lm, *a.model.comm);
+  model::StepLeader steps(*lm.model, a.model.comm);
   so.queue_limit = a.queue;
   so.prefill_chunk = a.prefill_chunk;
   so.steps = steps.broadcasting() ? &steps : nullptr;
@@ -113,11 +124,13 @@ int serve(const ServeArgs& a) {
   server::HttpServer http(api, **scheduler, metrics, ho);
   Result<int> port = http.bind();
   if (!port) return report_error(port.status(), kExitFailure);
-  std::fprintf(stderr, "lutq: serving %s on http://%s:%d (%d slots x %lld tokens, KV cache %s %.1f MiB, queue %lld%s)\n",
+  const std::string kv_where = steps.broadcasting() ? " on rank 0" : "";
+  std::fprintf(stderr, "lutq: serving %s on http://%s:%d (%d slots x %lld tokens, KV cache %s %.1f MiB%s, queue %lld%s)\n",
                api_options.model_name.c_str(), a.host.c_str(), *port, so.parallel, static_cast<long long>(so.ctx),
                model::memory_spec_name(so.kv_cache).c_str(),
                static_cast<double>(model::memory_bytes(so.kv_cache.kind, lm.model->memory_shape(so.ctx, so.parallel),
                                                        so.kv_cache.options)) / 1048576.0,
+               kv_where.c_str(),
                static_cast<long long>(so.queue_limit), api_options.api_key.empty() ? "" : ", API key required");
   std::fflush(stderr);
 
@@ -152,7 +165,8 @@ Subcommand register_serve(CLI::App& app, Communicator& comm) {
       ->type_name("N")->default_str("4");
   sub->add_option("--kv-budget", args->kv_budget_mib,
                   "MiB for the attention memory: --parallel becomes the slots of --ctx that fit it with the\n"
-                  "--kv-cache kind's bytes per token (e.g. --kv-cache q4 serves ~7x the f32 slots)")
+                  "--kv-cache kind's bytes per token (e.g. --kv-cache q4 serves ~7x the f32 slots); under\n"
+                  "mpirun, per rank: the slots that fit the rank holding the most KV heads")
       ->type_name("MIB");
   sub->add_option("--queue", args->queue, "Requests that may wait for a slot; beyond that: HTTP 429")
       ->type_name("N")->default_str("16");

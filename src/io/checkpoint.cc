@@ -1,6 +1,7 @@
 // Checkpoint's shared accessors: typed metadata getters and dequantization of ggml-typed bytes.
 #include "io/checkpoint.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "io/gguf_dequant.h"
@@ -95,6 +96,50 @@ Result<std::vector<float>> Checkpoint::get_float_array(std::string_view key) con
   std::vector<float> out;
   out.reserve(v->count);
   for (uint64_t i = 0; i < v->count; ++i) out.push_back(static_cast<float>(v->element_f64(i)));
+  return out;
+}
+
+Result<std::vector<float>> Checkpoint::dequantize_part(const TensorInfo& info, int64_t row_begin, int64_t row_end,
+                                                       int64_t col_begin, int64_t col_end) const {
+  const std::string what = path() + ": tensor '" + info.name + "'";
+  if (info.dims.size() != 2) return Status::invalid(what + ": a part of a tensor needs 2 dimensions");
+  const int64_t k = info.dims[0];
+  const int64_t n = info.dims[1];
+  if (row_begin < 0 || row_end > n || row_begin >= row_end || col_begin < 0 || col_end > k || col_begin >= col_end) {
+    return Status::invalid(what + ": rows [" + std::to_string(row_begin) + ", " + std::to_string(row_end) +
+                           ") x columns [" + std::to_string(col_begin) + ", " + std::to_string(col_end) +
+                           ") is not a part of its " + std::to_string(n) + " x " + std::to_string(k));
+  }
+  const int64_t cols = col_end - col_begin;
+  std::vector<float> out(static_cast<size_t>((row_end - row_begin) * cols));
+  const std::span<const uint8_t> bytes = tensor_bytes(info);
+  if (bytes.empty()) {  // a computed layout: whole, then cut
+    Result<std::vector<float>> whole = dequantize(info);
+    if (!whole) return whole.status();
+    for (int64_t r = row_begin; r < row_end; ++r) {
+      const float* src = whole->data() + r * k + col_begin;
+      std::copy(src, src + cols, out.data() + (r - row_begin) * cols);
+    }
+    return out;
+  }
+  // The whole tensor's size, place in the file and type are checked as dequantize_bytes() does.
+  Result<uint64_t> expected = ggml_tensor_bytes(info.type, info.dims);
+  if (!expected) return Status(expected.status().code(), what + " " + expected.status().message());
+  if (*expected != info.size_bytes || bytes.size() != info.size_bytes) {
+    return Status::invalid(what + " size " + std::to_string(info.size_bytes) + " does not match its dims and type (" +
+                           std::to_string(*expected) + " bytes) or its place in the file");
+  }
+  if (!dequantize_supported(info.type)) {
+    return Status::unsupported(what + ": dequantization of " + ggml_type_name(info.type) + " is not supported");
+  }
+  const size_t row_bytes = static_cast<size_t>(info.size_bytes / static_cast<uint64_t>(n));
+  std::vector<float> row(cols == k ? 0 : static_cast<size_t>(k));
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    float* dst = cols == k ? out.data() + (r - row_begin) * k : row.data();
+    Status s = dequantize_row(info.type, bytes.data() + static_cast<size_t>(r) * row_bytes, row_bytes, dst, k);
+    if (!s) return Status(s.code(), what + ": " + s.message());
+    if (cols != k) std::copy(row.begin() + col_begin, row.begin() + col_end, out.data() + (r - row_begin) * cols);
+  }
   return out;
 }
 

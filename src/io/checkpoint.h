@@ -52,6 +52,12 @@ class Checkpoint {
   // Dequantizes to fp32 in ggml order (num_elements() values, dims[0] fastest). Errors for
   // types without a dequantizer and for an `info` that does not fit this checkpoint.
   virtual Result<std::vector<float>> dequantize(const TensorInfo& info) const = 0;
+  // Rows [row_begin, row_end) and columns [col_begin, col_end) of a 2-D tensor (a row: dims[0]
+  // values), row-major, dequantized one row at a time so that only the part is ever held in fp32:
+  // a tensor-parallel shard of a large matrix. Tensors without stored bytes (layouts computed in
+  // dequantize()) are dequantized whole and cut. Errors: not 2-D, an empty or outside range.
+  Result<std::vector<float>> dequantize_part(const TensorInfo& info, int64_t row_begin, int64_t row_end,
+                                             int64_t col_begin, int64_t col_end) const;
 
   // Typed getters; errors: "<path>: metadata key 'k' not found", "... is uint32, expected string".
   bool has(std::string_view key) const { return find(key) != nullptr; }

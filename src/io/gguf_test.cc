@@ -10,6 +10,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <limits>
+#include <random>
+#include <span>
+#include <vector>
 
 #include "io/gguf_file.h"
 #include "io/gguf_test_util.h"
@@ -206,6 +209,39 @@ TEST(GgufTensors, DirectoryOffsetsAlignmentAndBytes) {
     forged.size_bytes = 1000;
     EXPECT_TRUE(contains(f->dequantize(forged).status().message(), "does not match its dims and type"));
   }
+}
+
+// A part (rows x columns) dequantized row by row equals the same part cut from the whole, for a
+// block type whose blocks a column cut splits (q8_0, 32 per block; columns 20..50 cross two) and
+// for f32; bad ranges and non-2-D tensors are refused.
+TEST(GgufTensors, PartEqualsTheCutWhole) {
+  GgufWriter w;
+  std::mt19937 rng(5);
+  std::vector<uint8_t> q(5 * 2 * 34);  // 5 rows of 64: two q8_0 blocks (fp16 d, 32 int8) each
+  for (size_t b = 0; b < q.size(); b += 34) {
+    q[b] = 0x00;
+    q[b + 1] = 0x2c;  // d = 2^-4
+    for (size_t i = 2; i < 34; ++i) q[b + i] = static_cast<uint8_t>(rng());
+  }
+  ASSERT_TRUE(w.add_tensor("q", {64, 5}, GgmlType::Q8_0, q).is_ok());
+  ASSERT_TRUE(w.add_tensor("f", {3, 2}, GgmlType::F32, f32_bytes({1, 2, 3, 4, 5, 6})).is_ok());
+  ASSERT_TRUE(w.add_tensor("v", {32}, GgmlType::Q8_0, std::span<const uint8_t>(q.data(), 34)).is_ok());
+  Result<GgufFile> f = GgufFile::from_memory(w.to_bytes(), "p.gguf");
+  ASSERT_TRUE(f.is_ok()) << f.status().message();
+  const TensorInfo& t = *f->find_tensor("q");
+  const std::vector<float> whole = f->dequantize(t).value();
+  const std::vector<float> part = f->dequantize_part(t, 1, 4, 20, 50).value();
+  ASSERT_EQ(part.size(), 3u * 30u);
+  for (int64_t r = 0; r < 3; ++r) {
+    for (int64_t c = 0; c < 30; ++c) EXPECT_EQ(part[r * 30 + c], whole[(r + 1) * 64 + 20 + c]) << r << "," << c;
+  }
+  const std::vector<float> rows = f->dequantize_part(t, 2, 5, 0, 64).value();
+  EXPECT_EQ(rows, std::vector<float>(whole.begin() + 128, whole.end()));
+  EXPECT_EQ(f->dequantize_part(*f->find_tensor("f"), 1, 2, 1, 3).value(), (std::vector<float>{5, 6}));
+  EXPECT_TRUE(contains(f->dequantize_part(t, 0, 6, 0, 64).status().message(), "is not a part of its 5 x 64"));
+  EXPECT_TRUE(contains(f->dequantize_part(t, 2, 2, 0, 64).status().message(), "is not a part"));
+  EXPECT_TRUE(contains(f->dequantize_part(t, 0, 1, -1, 3).status().message(), "is not a part"));
+  EXPECT_TRUE(contains(f->dequantize_part(*f->find_tensor("v"), 0, 1, 0, 3).status().message(), "2 dimensions"));
 }
 
 TEST(GgufTensors, UnsupportedDequantizationNamesTheType) {

@@ -84,17 +84,28 @@ Result<Linear> LayerBuilder::build(const std::string& name, const std::string& d
     return Linear::from_int8(std::move(*w), e.threshold, isa_);
   }
   const LinearChoice choice = options_.linear.resolve(name, role);
-  if (shared == nullptr) {
-    Result<std::vector<float>> w = vector(dense_name);
-    if (!w) return w.status();
-    shared = std::make_shared<const std::vector<float>>(std::move(*w));
-  }
   const io::TensorInfo* info = ckpt_.find_tensor(dense_name);
+  if (info == nullptr) return Status::invalid(ckpt_.path() + ": missing tensor '" + dense_name + "'");
   int64_t k = info->dims[0];
   int64_t n = info->num_elements() / k;
-  if (slice.axis != SplitAxis::kNone) {  // dequantized whole, then cut: the shard is what stays resident
-    shared = std::make_shared<const std::vector<float>>(slice_dense(*shared, n, k, slice));
-    (slice.axis == SplitAxis::kRows ? n : k) = slice.end - slice.begin;
+  if (shared == nullptr && slice.axis != SplitAxis::kNone && info->dims.size() == 2) {
+    // A shard: only its rows or columns are dequantized (row by row), never the whole matrix.
+    const bool rows = slice.axis == SplitAxis::kRows;
+    Result<std::vector<float>> part = ckpt_.dequantize_part(*info, rows ? slice.begin : 0, rows ? slice.end : n,
+                                                            rows ? 0 : slice.begin, rows ? k : slice.end);
+    if (!part) return part.status();
+    shared = std::make_shared<const std::vector<float>>(std::move(*part));
+    (rows ? n : k) = slice.end - slice.begin;
+  } else {
+    if (shared == nullptr) {
+      Result<std::vector<float>> w = vector(dense_name);
+      if (!w) return w.status();
+      shared = std::make_shared<const std::vector<float>>(std::move(*w));
+    }
+    if (slice.axis != SplitAxis::kNone) {  // a matrix shared with another use (tied head): cut a copy
+      shared = std::make_shared<const std::vector<float>>(slice_dense(*shared, n, k, slice));
+      (slice.axis == SplitAxis::kRows ? n : k) = slice.end - slice.begin;
+    }
   }
   Result<Linear> lin = choice.quantize ? Linear::quantized(name, shared->data(), n, k, choice, &pool_)
                                        : Linear::dense(std::move(shared), n, k, isa_);

@@ -6,7 +6,8 @@ Usage: serve_chat_tp.py MPIEXEC LUTQ LUTQ_MPI_TESTS
 On a tiny synthetic model (lutq_mpi_tests --write-tiny), with greedy sampling and exact LUT
 precision:
   serve: two concurrent /v1/completions requests (a batched decode step) give the same text from
-         `mpirun -np 2 lutq serve` as from one process; SIGTERM to rank 0 stops every rank (exit 0).
+         `mpirun -np 2 lutq serve` as from one process; SIGTERM to rank 0 stops every rank (exit 0);
+         --kv-budget gives the slots of the rank holding the most KV heads (3 over 2 ranks: 2).
   chat:  two lines on stdin give the same replies from 2 ranks as from one process.
   failure: a follower killed with SIGKILL ends the job (mpirun exits non-zero), no hang.
 Every process runs in its own session and is killed (its process group) on timeout or exit.
@@ -27,6 +28,12 @@ REQUEST_S = 60
 STOP_S = 30
 PROMPTS = ["hello there", "the quick brown fox"]
 COMMON = ["--precision", "exact", "-t", "1"]
+# The KV budget per rank: an f32 slot of 64 positions holds 2 layers x (K + V) x 16 x 64 x 4 B =
+# 16 KiB per KV head. One process (3 KV heads): 1 MiB / 48 KiB = 21 slots. Two ranks hold 1 + 2
+# heads: the budget must fit the rank with 2, 32 slots (not rank 0's 64).
+BUDGET_MIB = "1"
+BUDGET = ["--kv-budget", BUDGET_MIB, "--ctx", "64"]
+BUDGET_SLOTS = (21, 32)
 
 
 class Job:
@@ -145,14 +152,23 @@ def serve_texts(argv, name):
         raise
 
 
+def check_slots(job, name, want):
+    m = re.search(r"serving .*\((\d+) slots x", job.log())
+    if not m or int(m.group(1)) != want:
+        fail("%s: --kv-budget %s MiB should give %d slots" % (name, BUDGET_MIB, want), job)
+
+
 def check_serve(mpirun, lutq, model):
-    one, want = serve_texts([lutq, "serve", model, "--port", "0", "--quiet"] + COMMON, "1 process")
+    one, want = serve_texts([lutq, "serve", model, "--port", "0", "--quiet"] + COMMON + BUDGET, "1 process")
+    check_slots(one, "1 process", BUDGET_SLOTS[0])
     one.proc.send_signal(signal.SIGTERM)
     if one.wait(STOP_S) != 0:
         one.kill()
         fail("1 process: SIGTERM did not stop the server with exit 0", one)
-    two, got = serve_texts(mpirun + ["-np", "2", lutq, "serve", model, "--port", "0", "--quiet"] + COMMON, "2 ranks")
+    two, got = serve_texts(mpirun + ["-np", "2", lutq, "serve", model, "--port", "0", "--quiet"] + COMMON + BUDGET,
+                           "2 ranks")
     try:
+        check_slots(two, "2 ranks", BUDGET_SLOTS[1])
         if got != want:
             fail("2 ranks answered %r, 1 process %r" % (got, want), two)
         ranks = rank_pids(two.proc.pid)
