@@ -181,6 +181,32 @@ TEST(MoeLutqFile, TernaryQmoeExpertsLoadAndMatchTheirDequantizedMatrices) {
   std::filesystem::remove(path);
 }
 
+// The file's BCQ experts are the matrices quantize-at-load makes from the same spec: on the same
+// kernel (scalar, exact tables) the logits agree bit for bit.
+TEST(MoeLutqFile, BcqExpertsEqualQuantizeAtLoadBitForBit) {
+  const Tiny t = make_tiny(spec_for_files());
+  const std::string path = temp_path("atload");
+  write_experts_file(t, path, {});
+  Result<io::GgufFile> lf = io::GgufFile::open(path);
+  ASSERT_TRUE(lf.is_ok()) << lf.status().message();
+  ThreadPool pool(2);
+  const Model from_file = load_tiny(*lf, pool, exact_scalar());
+
+  const io::GgufFile f = open_tiny(t);
+  LoadOptions at_load = exact_scalar();
+  for (LinearChoice& c : at_load.linear.roles) {
+    c.isa = kernels::Isa::kScalar;
+    c.precision = kernels::Precision::kExact;
+  }
+  Result<LinearOverride> o = parse_override("blk.*.ffn_*_exps=q=3,g=32");
+  ASSERT_TRUE(o.is_ok()) << o.status().message();
+  at_load.linear.overrides.push_back(*o);
+  const Model quantized_at_load = load_tiny(f, pool, at_load);
+  ASSERT_NE(quantized_at_load.expert_linear(0, LinearRole::kFfnUp, 1)->bcq(), nullptr);
+  EXPECT_EQ(prefill_all(from_file, kTokens, pool), prefill_all(quantized_at_load, kTokens, pool));
+  std::filesystem::remove(path);
+}
+
 // Copies a GGUF image leaving out one matrix's lutq key and tensors.
 std::vector<uint8_t> without_matrix(const io::GgufFile& f, const std::string& name) {
   io::GgufWriter out;
