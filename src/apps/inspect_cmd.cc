@@ -11,6 +11,7 @@
 #include "apps/commands.h"
 #include "io/checkpoint.h"
 #include "lutqfile/lutq_file.h"
+#include "lutqfile/qmoe_entry.h"
 #include "model/config.h"
 
 namespace lutq::apps {
@@ -128,7 +129,7 @@ int run(const InspectArgs& a) {
   }
   if (a.metadata) {
     for (const std::string& key : ck.keys()) {
-      if (key.starts_with(lutqfile::kBcqKeyPrefix)) continue;
+      if (key.starts_with(lutqfile::kBcqKeyPrefix) || key.starts_with(lutqfile::kQmoeKeyPrefix)) continue;
       std::printf("  %-44s %s\n", key.c_str(), value_text(*ck.find(key)).c_str());
     }
   }
@@ -141,7 +142,7 @@ Subcommand register_inspect(CLI::App& app) {
   auto args = std::make_shared<InspectArgs>();
   CLI::App* sub = app.add_subcommand("inspect", "Show what a model file (lutq or GGUF) holds: format, model, tokenizer, weight storage.");
   sub->add_option("FILE", args->path, "Model file")->required();
-  sub->add_flag("--metadata", args->metadata, "List every metadata key (lutq.bcq.* per-tensor keys excepted)");
+  sub->add_flag("--metadata", args->metadata, "List every metadata key (lutq.bcq.* and lutq.qmoe.* per-matrix keys excepted)");
   sub->add_flag("--tensors", args->tensors, "List every tensor and BCQ matrix");
   return Subcommand{sub, [args] { return run(*args); }};
 }
