@@ -65,7 +65,9 @@ Status check_expected(const io::Checkpoint& gguf, const TensorExpectation& t) {
     return check_tensor(gguf, t.name, t.dims, t.required);
   }
   bool any = false;
-  for (int64_t e = 0; e < t.experts && !any; ++e) any = lutqfile::has_weight(gguf, lutqfile::expert_matrix_name(t.name, e));
+  for (int64_t e = 0; e < t.experts && !any; ++e) {
+    any = lutqfile::has_weight(gguf, lutqfile::expert_matrix_name(t.name, e));
+  }
   if (!any) return check_tensor(gguf, t.name, t.dims, t.required);  // neither form: "missing tensor"
   for (int64_t e = 0; e < t.experts; ++e) {
     const std::string name = lutqfile::expert_matrix_name(t.name, e);

@@ -85,7 +85,7 @@ Status write_bcq_experts(const io::Checkpoint& in, const ExpertTensor& t, const 
 }
 
 // Ternary RTN of every expert, one dictionary over all of them, then each expert coded with it.
-Status write_ternary_experts(const io::Checkpoint& in, const std::vector<const ExpertTensor*>& tensors,
+Status write_ternary_experts(const io::Checkpoint& in, const std::vector<ExpertTensor>& tensors,
                              const ExpertsOptions& opt, io::GgufWriter& out, ThreadPool& pool,
                              const std::function<void(const QuantizedLayer&)>& done, int64_t& dictionary_bytes) {
   struct Coded {
@@ -95,14 +95,14 @@ Status write_ternary_experts(const io::Checkpoint& in, const std::vector<const E
     double seconds = 0.0;
   };
   std::vector<Coded> all;
-  for (const ExpertTensor* t : tensors) {
-    Result<std::vector<float>> slab = read_slab(in, *t);
+  for (const ExpertTensor& t : tensors) {
+    Result<std::vector<float>> slab = read_slab(in, t);
     if (!slab) return slab.status();
-    for (int64_t e = 0; e < t->experts; ++e) {
+    for (int64_t e = 0; e < t.experts; ++e) {
       const auto t0 = std::chrono::steady_clock::now();
-      const std::string name = lutqfile::expert_matrix_name(t->name, e);
-      const float* w = slab->data() + e * t->n * t->k;
-      Result<format::TernaryMatrix> q = quant::ternary_rtn(w, t->n, t->k, opt.ternary, &pool);
+      const std::string name = lutqfile::expert_matrix_name(t.name, e);
+      const float* w = slab->data() + e * t.n * t.k;
+      Result<format::TernaryMatrix> q = quant::ternary_rtn(w, t.n, t.k, opt.ternary, &pool);
       if (!q) return Status(q.status().code(), in.path() + ": " + name + ": " + q.status().message());
       const double err = frobenius_error(w, format::dequantize(*q));
       const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -142,35 +142,32 @@ Status write_ternary_experts(const io::Checkpoint& in, const std::vector<const E
 
 }  // namespace
 
-std::vector<ExpertTensor> expert_tensors(const model::ModelConfig& c) {
+std::vector<ExpertTensor> per_expert_tensors(const model::ModelConfig& c, const model::LinearSpec& spec,
+                                             const ExpertsOptions& opt) {
   std::vector<ExpertTensor> out;
   if (c.n_expert <= 0) return out;
   for (int64_t l = 0; l < c.n_layer; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
-    out.push_back({p + "ffn_gate_exps.weight", model::LinearRole::kFfnGate, c.n_ff_exp, c.n_embd, c.n_expert});
-    out.push_back({p + "ffn_up_exps.weight", model::LinearRole::kFfnUp, c.n_ff_exp, c.n_embd, c.n_expert});
-    out.push_back({p + "ffn_down_exps.weight", model::LinearRole::kFfnDown, c.n_embd, c.n_ff_exp, c.n_expert});
+    const int64_t e = c.n_embd;
+    const int64_t f = c.n_ff_exp;
+    for (ExpertTensor t : {ExpertTensor{p + "ffn_gate_exps.weight", model::LinearRole::kFfnGate, f, e, c.n_expert},
+                           ExpertTensor{p + "ffn_up_exps.weight", model::LinearRole::kFfnUp, f, e, c.n_expert},
+                           ExpertTensor{p + "ffn_down_exps.weight", model::LinearRole::kFfnDown, e, f, c.n_expert}}) {
+      if (opt.form == ExpertsForm::kTernary || spec.resolve(t.name, t.role).quantize) out.push_back(std::move(t));
+    }
   }
   return out;
-}
-
-bool per_expert(const ExpertTensor& t, const model::LinearSpec& spec, const ExpertsOptions& opt) {
-  return opt.form == ExpertsForm::kTernary || spec.resolve(t.name, t.role).quantize;
 }
 
 Status write_experts(const io::Checkpoint& in, const std::vector<ExpertTensor>& tensors,
                      const model::LinearSpec& spec, const ExpertsOptions& opt, io::GgufWriter& out, ThreadPool& pool,
                      const std::function<void(const QuantizedLayer&)>& done, int64_t& dictionary_bytes) {
   dictionary_bytes = 0;
-  std::vector<const ExpertTensor*> selected;
-  for (const ExpertTensor& t : tensors) {
-    if (per_expert(t, spec, opt)) selected.push_back(&t);
-  }
   if (opt.form == ExpertsForm::kTernary) {
-    return write_ternary_experts(in, selected, opt, out, pool, done, dictionary_bytes);
+    return write_ternary_experts(in, tensors, opt, out, pool, done, dictionary_bytes);
   }
-  for (const ExpertTensor* t : selected) {
-    if (Status s = write_bcq_experts(in, *t, spec, out, pool, done); !s) return s;
+  for (const ExpertTensor& t : tensors) {
+    if (Status s = write_bcq_experts(in, t, spec, out, pool, done); !s) return s;
   }
   return Status::ok();
 }

@@ -49,14 +49,13 @@ struct ExpertTensor {
   int64_t experts = 0;
 };
 
-// The model's expert tensors, layer by layer (gate, up, down); empty for a dense model.
-std::vector<ExpertTensor> expert_tensors(const model::ModelConfig& c);
+// The model's expert tensors that are written one matrix per expert, layer by layer (gate, up,
+// down); the others (kept dense by the spec) are copied as 3-D tensors. Empty for a dense model.
+std::vector<ExpertTensor> per_expert_tensors(const model::ModelConfig& c, const model::LinearSpec& spec,
+                                             const ExpertsOptions& opt);
 
-// Whether `t` is written one matrix per expert (false: the 3-D tensor is copied as it is).
-bool per_expert(const ExpertTensor& t, const model::LinearSpec& spec, const ExpertsOptions& opt);
-
-// Writes every expert of the tensors that per_expert() selects into `out`, calling `done` after
-// each matrix (its QuantizedLayer: name, form, error, storage). Errors name the file and matrix.
+// Writes every expert of `tensors` (per_expert_tensors) into `out`, calling `done` after each
+// matrix (its QuantizedLayer: name, form, error, storage). Errors name the file and matrix.
 // `dictionary_bytes` receives the QMoE dictionary's storage (0 for kBcq).
 Status write_experts(const io::Checkpoint& in, const std::vector<ExpertTensor>& tensors,
                      const model::LinearSpec& spec, const ExpertsOptions& opt, io::GgufWriter& out, ThreadPool& pool,

@@ -1,5 +1,6 @@
 #include "pipeline/quantize_model.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -222,15 +223,9 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
   }
 
   // The expert tensors written one matrix per expert (left out of the file as 3-D tensors).
-  std::vector<ExpertTensor> split;
-  for (ExpertTensor& t : expert_tensors(c)) {
-    if (per_expert(t, spec, experts)) split.push_back(std::move(t));
-  }
+  const std::vector<ExpertTensor> split = per_expert_tensors(c, spec, experts);
   const auto is_split = [&](const std::string& name) {
-    for (const ExpertTensor& t : split) {
-      if (t.name == name) return true;
-    }
-    return false;
+    return std::any_of(split.begin(), split.end(), [&](const ExpertTensor& t) { return t.name == name; });
   };
 
   QuantizeReport report;
