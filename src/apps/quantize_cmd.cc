@@ -210,6 +210,12 @@ int run(const QuantizeArgs& a) {
   // Statistics of every block at once for the cache and for mixed precision; otherwise one block
   // at a time (layerwise), which is what lets a 1.5B model's GPTQ fit in memory.
   const bool calibrated = pipeline::needs_calibration(*spec, *config) || a.target_bpw > 0.0 || a.calib_given;
+  if (calibrated && config->n_expert > 0) {
+    return report_error(Status::unsupported(a.model.path + ": an MoE model: calibration (GPTQ, AdaDim, --target-bpw, "
+                                            "--calib) collects no statistics for MoE blocks yet; use --quant-method "
+                                            "rtn, greedy or alternating without --calib"),
+                        kExitUsage);
+  }
   const bool layerwise = calibrated && a.calib_cache.empty() && a.target_bpw <= 0.0;
   std::optional<model::Model> dense;  // the layerwise source runs it
   std::unique_ptr<pipeline::HessianSource> source;
@@ -356,8 +362,8 @@ Subcommand register_quantize(CLI::App& app) {
   sub->add_option("--experts", args->experts,
                   "MoE models: how the routed experts are written, one matrix per expert (docs/moe.md). bcq: as\n"
                   "the other layers (-q, -g, --quant-method, --override 'blk.*.ffn_*_exps=...'; dense keeps the\n"
-                  "3-D tensors), but without GPTQ / AdaDim: experts get the plain fit of the method (gptq: rtn,\n"
-                  "gptq-bcq: alternating). ternary: QMoE codes (ternary RTN, one dictionary for the file)")
+                  "3-D tensors); no calibration on MoE models yet, so use rtn, greedy or alternating. ternary:\n"
+                  "QMoE codes (ternary RTN, one dictionary for the file)")
       ->check(CLI::IsMember({"bcq", "ternary"}))
       ->default_str("bcq");
   sub->add_option("--ternary-grid", args->ternary_grid,

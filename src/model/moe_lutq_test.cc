@@ -266,5 +266,21 @@ TEST(MoeLutqFile, DenseExpertsStayThreeDimensionalTensors) {
   std::filesystem::remove(path);
 }
 
+TEST(MoeLutqFile, Int8ExpertsAreRefusedByName) {
+  const Tiny t = make_tiny(spec_for_files());
+  const io::GgufFile f = open_tiny(t);
+  ThreadPool pool(1);
+  LinearSpec spec;
+  Result<LinearOverride> o = parse_override("blk.*.ffn_up_exps=int8");
+  ASSERT_TRUE(o.is_ok()) << o.status().message();
+  spec.overrides.push_back(*o);
+  const std::string path = temp_path("int8");
+  Result<pipeline::QuantizeReport> r = pipeline::quantize_to_file(f, spec, path, pool);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("'blk.0.ffn_up_exps.weight': int8 experts"), std::string::npos)
+      << r.status().message();
+  EXPECT_FALSE(std::filesystem::exists(path));
+}
+
 }  // namespace
 }  // namespace lutq::model

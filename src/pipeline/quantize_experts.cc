@@ -53,11 +53,7 @@ Result<std::vector<float>> read_slab(const io::Checkpoint& in, const ExpertTenso
 Status write_bcq_experts(const io::Checkpoint& in, const ExpertTensor& t, const model::LinearSpec& spec,
                          io::GgufWriter& out, ThreadPool& pool,
                          const std::function<void(const QuantizedLayer&)>& done) {
-  const model::LinearChoice choice = expert_choice(t, spec);
-  if (choice.int8) {
-    return Status::unsupported(in.path() + ": '" + t.name + "': int8 experts are not written to lutq files; " +
-                               "quantize them to BCQ or keep them dense (--override 'blk.*.ffn_*_exps=dense')");
-  }
+  const model::LinearChoice choice = expert_choice(t, spec);  // not int8: per_expert_tensors refuses it
   Result<std::vector<float>> slab = read_slab(in, t);
   if (!slab) return slab.status();
   for (int64_t e = 0; e < t.experts; ++e) {
@@ -142,8 +138,8 @@ Status write_ternary_experts(const io::Checkpoint& in, const std::vector<ExpertT
 
 }  // namespace
 
-std::vector<ExpertTensor> per_expert_tensors(const model::ModelConfig& c, const model::LinearSpec& spec,
-                                             const ExpertsOptions& opt) {
+Result<std::vector<ExpertTensor>> per_expert_tensors(const model::ModelConfig& c, const model::LinearSpec& spec,
+                                                     const ExpertsOptions& opt) {
   std::vector<ExpertTensor> out;
   if (c.n_expert <= 0) return out;
   for (int64_t l = 0; l < c.n_layer; ++l) {
@@ -153,7 +149,12 @@ std::vector<ExpertTensor> per_expert_tensors(const model::ModelConfig& c, const 
     for (ExpertTensor t : {ExpertTensor{p + "ffn_gate_exps.weight", model::LinearRole::kFfnGate, f, e, c.n_expert},
                            ExpertTensor{p + "ffn_up_exps.weight", model::LinearRole::kFfnUp, f, e, c.n_expert},
                            ExpertTensor{p + "ffn_down_exps.weight", model::LinearRole::kFfnDown, e, f, c.n_expert}}) {
-      if (opt.form == ExpertsForm::kTernary || spec.resolve(t.name, t.role).quantize) out.push_back(std::move(t));
+      const model::LinearChoice choice = spec.resolve(t.name, t.role);
+      if (opt.form == ExpertsForm::kBcq && choice.quantize && choice.int8) {
+        return Status::unsupported("'" + t.name + "': int8 experts are not written to lutq files; quantize them " +
+                                   "to BCQ or keep them dense (--override 'blk.*.ffn_*_exps=dense')");
+      }
+      if (opt.form == ExpertsForm::kTernary || choice.quantize) out.push_back(std::move(t));
     }
   }
   return out;

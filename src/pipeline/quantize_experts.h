@@ -51,8 +51,9 @@ struct ExpertTensor {
 
 // The model's expert tensors that are written one matrix per expert, layer by layer (gate, up,
 // down); the others (kept dense by the spec) are copied as 3-D tensors. Empty for a dense model.
-std::vector<ExpertTensor> per_expert_tensors(const model::ModelConfig& c, const model::LinearSpec& spec,
-                                             const ExpertsOptions& opt);
+// Error: a spec that makes experts int8 (not written per expert).
+Result<std::vector<ExpertTensor>> per_expert_tensors(const model::ModelConfig& c, const model::LinearSpec& spec,
+                                                     const ExpertsOptions& opt);
 
 // Writes every expert of `tensors` (per_expert_tensors) into `out`, calling `done` after each
 // matrix (its QuantizedLayer: name, form, error, storage). Errors name the file and matrix.

@@ -223,7 +223,9 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
   }
 
   // The expert tensors written one matrix per expert (left out of the file as 3-D tensors).
-  const std::vector<ExpertTensor> split = per_expert_tensors(c, spec, experts);
+  Result<std::vector<ExpertTensor>> experts_split = per_expert_tensors(c, spec, experts);
+  if (!experts_split) return Status(experts_split.status().code(), in.path() + ": " + experts_split.status().message());
+  const std::vector<ExpertTensor>& split = *experts_split;
   const auto is_split = [&](const std::string& name) {
     return std::any_of(split.begin(), split.end(), [&](const ExpertTensor& t) { return t.name == name; });
   };
