@@ -1,6 +1,6 @@
 // libFuzzer target for the lutq file's own entries and for scale adapters: parse arbitrary bytes
-// as GGUF; when they parse, read every BCQ and int8 entry the metadata names and the file as an
-// adapter. A read either fails with a status or yields a matrix that format::validate accepts; no
+// as GGUF; when they parse, read every BCQ, int8 and QMoE entry the metadata names (experts'
+// entries included: blk.L.ffn_up_exps.e.weight) and the file as an adapter. A read either fails with a status or yields a matrix that format::validate accepts; no
 // damaged shape may make the reader allocate beyond what the file holds (ASan's allocation
 // limit reports that as a crash). Seeds: fuzz/make_lutq_seeds.py (CMake target lutq_file_fuzz).
 #include <cstdint>
@@ -12,6 +12,7 @@
 #include "io/gguf_file.h"
 #include "lutqfile/adapter.h"
 #include "lutqfile/lutq_file.h"
+#include "lutqfile/qmoe_entry.h"
 
 namespace {
 
@@ -20,6 +21,7 @@ void require(bool cond) {
 }
 
 void read_entries(const lutq::io::GgufFile& f) {
+  lutq::lutqfile::QmoeDictionaries dicts;
   for (const std::string& key : f.keys()) {
     if (key.starts_with(lutq::lutqfile::kBcqKeyPrefix)) {
       const std::string name = key.substr(lutq::lutqfile::kBcqKeyPrefix.size());
@@ -33,6 +35,14 @@ void read_entries(const lutq::io::GgufFile& f) {
       const std::string name = key.substr(lutq::lutqfile::kInt8KeyPrefix.size());
       const auto e = lutq::lutqfile::read_int8(f, name);
       if (e.is_ok() && e->has_value()) require((*e)->q.size() == static_cast<size_t>((*e)->n * (*e)->k));
+    } else if (key.starts_with(lutq::lutqfile::kQmoeKeyPrefix) && !key.ends_with(".dict")) {
+      const std::string name = key.substr(lutq::lutqfile::kQmoeKeyPrefix.size());
+      const auto m = lutq::lutqfile::read_qmoe(f, name, dicts);
+      if (m.is_ok() && m->has_value()) {
+        require(lutq::format::validate(**m).is_ok());
+        require(lutq::lutqfile::has_weight(f, name));
+        require(lutq::lutqfile::weight_dims(f, name).has_value());
+      }
     }
   }
 }

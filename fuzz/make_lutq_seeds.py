@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the seed files of fuzz/corpus/lutq_file/: small lutq model files (BCQ and int8 entries)
-and scale adapters, standard library only (the GGUF encoder of make_gguf_seeds.py).
+"""Writes the seed files of fuzz/corpus/lutq_file/: small lutq model files (BCQ, int8 and QMoE
+entries, MoE experts one matrix per expert) and scale adapters, standard library only (the GGUF encoder of make_gguf_seeds.py).
 
     python3 fuzz/make_lutq_seeds.py [out_dir]     # default: fuzz/corpus/lutq_file next to this script
 """
@@ -13,6 +13,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_gguf_seeds import ARR, GGML, I64, STR, U32, F32, gguf  # noqa: E402
 
 GGML["i8"] = (24, 1, 1)
+GGML["i16"] = (25, 1, 2)
+GGML["i32"] = (26, 1, 4)
 
 
 def f16s(rng, count):
@@ -38,6 +40,21 @@ def bcq(rng, name, n, k, q, g, per_ic, offset):
     return kvs, tensors
 
 
+def qmoe(rng, name, n, k, dict_name):
+    """A QMoE matrix coded with the three single-symbol entries of dictionary `dict_name`
+    (0, +1, -1: one codeword per symbol), and that dictionary."""
+    dict_kvs = [(f"lutq.qmoe_dict.{dict_name}", ARR, (I64, [3]))]
+    dict_tensors = [(f"qmoe_dict.{dict_name}.len", [3], "i8", bytes([1, 1, 1])),
+                    (f"qmoe_dict.{dict_name}.pos", [3], "i32", struct.pack("<3I", 0, 1, 0)),
+                    (f"qmoe_dict.{dict_name}.neg", [3], "i32", struct.pack("<3I", 0, 0, 1))]
+    codes = [rng.randrange(3) for _ in range(n * k)]
+    kvs = [(f"lutq.qmoe.{name}", ARR, (I64, [n, k, n * k])), (f"lutq.qmoe.{name}.dict", STR, dict_name)]
+    tensors = [(f"{name}.qmoe_scale", [n], "f16", f16s(rng, n)),
+               (f"{name}.qmoe_offsets", [n + 1], "i32", struct.pack(f"<{n + 1}I", *[r * k for r in range(n + 1)])),
+               (f"{name}.qmoe_codes", [n * k], "i16", struct.pack(f"<{n * k}H", *codes))]
+    return dict_kvs + kvs, dict_tensors + tensors
+
+
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "lutq_file")
     os.makedirs(out_dir, exist_ok=True)
@@ -61,6 +78,11 @@ def main():
     seeds["adapter_row.gguf"] = gguf(adapter_kvs + kv4 + [("lutq.adapter.blk.0.attn_k.weight.kind", STR, "row"),
                                                          ("lutq.adapter.blk.0.attn_k.weight.codes", STR, "fedcba9876543210")],
                                      [("blk.0.attn_k.weight.adapter_row_alpha", [2, 8], "f16", f16s(rng, 16))])
+    # Last, so the seeds above keep their random streams. An MoE layer's experts: blk.0.ffn_up_exps.{0,1} as BCQ, blk.0.ffn_down_exps.0 as QMoE.
+    kv_e0, t_e0 = bcq(rng, "blk.0.ffn_up_exps.0.weight", 8, 32, 2, 32, False, True)
+    kv_e1, t_e1 = bcq(rng, "blk.0.ffn_up_exps.1.weight", 8, 32, 2, 32, False, True)
+    kv_q, t_q = qmoe(rng, "blk.0.ffn_down_exps.0.weight", 4, 8, "experts")
+    seeds["model_experts.lutq"] = gguf([("lutq.format_version", U32, 1)] + kv_e0 + kv_e1 + kv_q, t_e0 + t_e1 + t_q)
     for name, data in seeds.items():
         with open(os.path.join(out_dir, name), "wb") as f:
             f.write(data)

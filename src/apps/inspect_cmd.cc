@@ -11,10 +11,24 @@
 #include "apps/commands.h"
 #include "io/checkpoint.h"
 #include "lutqfile/lutq_file.h"
+#include "lutqfile/qmoe_entry.h"
 #include "model/config.h"
 
 namespace lutq::apps {
 namespace {
+
+// A weight's role for grouping: "blk.3.ffn_up.weight" -> "ffn_up.weight", and an expert's own
+// matrix "blk.3.ffn_up_exps.5.weight" -> "ffn_up_exps.weight" (all experts together).
+std::string weight_role(const std::string& name) {
+  std::string role = name.starts_with("blk.") ? name.substr(name.find('.', 4) + 1) : name;
+  const size_t exps = role.find("_exps.");
+  if (exps == std::string::npos) return role;
+  const size_t from = exps + 6;
+  size_t to = from;
+  while (to < role.size() && role[to] >= '0' && role[to] <= '9') ++to;
+  if (to > from && to < role.size() && role[to] == '.') role.erase(from, to - from + 1);
+  return role;
+}
 
 struct InspectArgs {
   std::string path;
@@ -74,8 +88,13 @@ int run(const InspectArgs& a) {
   for (const io::TensorInfo& t : ck.tensors()) {
     total_bytes += static_cast<int64_t>(t.size_bytes);
     if (t.name.find(".bcq_") != std::string::npos) continue;
-    std::string role = t.name.starts_with("blk.") ? t.name.substr(t.name.find('.', 4) + 1) : t.name;
-    auto& f = forms[role + ": " + io::ggml_type_name(t.type)];
+    if (const size_t q = t.name.find(".qmoe_"); q != std::string::npos) {  // a QMoE matrix: its three tensors
+      auto& f = forms[weight_role(t.name.substr(0, q)) + ": qmoe ternary"];
+      f.first += t.name.ends_with(".qmoe_codes") ? 1 : 0;
+      f.second += static_cast<int64_t>(t.size_bytes);
+      continue;
+    }
+    auto& f = forms[weight_role(t.name) + ": " + io::ggml_type_name(t.type)];
     ++f.first;
     f.second += static_cast<int64_t>(t.size_bytes);
   }
@@ -85,7 +104,7 @@ int run(const InspectArgs& a) {
     Result<std::optional<lutqfile::BcqEntry>> e = lutqfile::find_bcq(ck, name);
     if (!e) return report_error(e.status(), kExitFailure);
     const lutqfile::BcqEntry& b = **e;
-    const std::string role = name.starts_with("blk.") ? name.substr(name.find('.', 4) + 1) : name;
+    const std::string role = weight_role(name);
     char form[160];
     std::snprintf(form, sizeof form, "%s: bcq q=%d g=%lld %s%s %s", role.c_str(), b.cfg.q,
                   static_cast<long long>(b.cfg.g), format::orientation_name(b.cfg.orientation),
@@ -110,7 +129,7 @@ int run(const InspectArgs& a) {
   }
   if (a.metadata) {
     for (const std::string& key : ck.keys()) {
-      if (key.starts_with(lutqfile::kBcqKeyPrefix)) continue;
+      if (key.starts_with(lutqfile::kBcqKeyPrefix) || key.starts_with(lutqfile::kQmoeKeyPrefix)) continue;
       std::printf("  %-44s %s\n", key.c_str(), value_text(*ck.find(key)).c_str());
     }
   }
@@ -123,7 +142,7 @@ Subcommand register_inspect(CLI::App& app) {
   auto args = std::make_shared<InspectArgs>();
   CLI::App* sub = app.add_subcommand("inspect", "Show what a model file (lutq or GGUF) holds: format, model, tokenizer, weight storage.");
   sub->add_option("FILE", args->path, "Model file")->required();
-  sub->add_flag("--metadata", args->metadata, "List every metadata key (lutq.bcq.* per-tensor keys excepted)");
+  sub->add_flag("--metadata", args->metadata, "List every metadata key (lutq.bcq.* and lutq.qmoe.* per-matrix keys excepted)");
   sub->add_flag("--tensors", args->tensors, "List every tensor and BCQ matrix");
   return Subcommand{sub, [args] { return run(*args); }};
 }

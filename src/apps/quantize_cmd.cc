@@ -42,7 +42,20 @@ struct QuantizeArgs {
   std::vector<int> candidates;     // bit counts it may choose; empty: q-1, q, q+1
   bool calib_given = false;        // --calib or --calib-cache on the command line
   bool no_importance = false;      // fit groups unweighted even with calibration statistics
+  std::string experts = "bcq";     // an MoE model's routed experts: bcq (per the spec) | ternary (QMoE)
+  std::string ternary_grid = "mse";
+  double ternary_zeros = 0.0;
 };
+
+// --experts, --ternary-grid, --ternary-zeros as pipeline::ExpertsOptions.
+Result<pipeline::ExpertsOptions> experts_options(const QuantizeArgs& a) {
+  pipeline::ExpertsOptions o;
+  o.form = a.experts == "ternary" ? pipeline::ExpertsForm::kTernary : pipeline::ExpertsForm::kBcq;
+  o.ternary.scale = a.ternary_grid == "maxabs" ? quant::TernaryScale::kMaxAbs : quant::TernaryScale::kMse;
+  if (!(a.ternary_zeros >= 0.0 && a.ternary_zeros <= 1.0)) return Status::invalid("--ternary-zeros: must be in [0, 1]");
+  o.ternary.min_zero_fraction = a.ternary_zeros;
+  return o;
+}
 
 // The calibration text as token ids (BOS first where the model wants one).
 Result<std::vector<int32_t>> calibration_ids(const io::Checkpoint& in, const QuantizeArgs& a, int32_t* bos) {
@@ -143,6 +156,7 @@ void print_summary(const pipeline::QuantizeReport& r, bool per_layer) {
     std::string type = l.name;
     if (type.starts_with("blk.")) type = type.substr(type.find('.', 4) + 1);
     if (type.ends_with(".weight")) type.resize(type.size() - 7);
+    if (const size_t dot = type.find('.'); dot != std::string::npos) type.resize(dot);  // ffn_up_exps.3: all experts
     Agg& a = by_type[type];
     ++a.count;
     a.err_sum += l.rel_error;
@@ -162,6 +176,13 @@ void print_summary(const pipeline::QuantizeReport& r, bool per_layer) {
   }
   std::printf("block linear layers: %.3f bits per weight, %s; file %s; %.1f s\n", r.linear_bpw(), mib(r.linear_bytes).c_str(),
               mib(r.file_bytes).c_str(), r.seconds);
+  if (r.experts > 0) {
+    std::printf("experts: %lld matrices written one per expert", static_cast<long long>(r.experts));
+    if (r.dictionary_bytes > 0) {
+      std::printf("; QMoE dictionary %s, not in the figures above", mib(r.dictionary_bytes).c_str());
+    }
+    std::printf("\n");
+  }
 }
 
 int run(const QuantizeArgs& a) {
@@ -176,6 +197,8 @@ int run(const QuantizeArgs& a) {
   if (a.out == a.model.path) return report_error(Status::invalid("OUT must differ from IN"), kExitUsage);
   Result<model::LinearSpec> spec = linear_spec(a.model);
   if (!spec) return report_error(spec.status(), kExitUsage);
+  Result<pipeline::ExpertsOptions> experts = experts_options(a);
+  if (!experts) return report_error(experts.status(), kExitUsage);
   Result<std::unique_ptr<io::Checkpoint>> in = io::open_checkpoint(a.model.path);
   if (!in) return report_error(in.status(), kExitFailure);
   ThreadPool pool(a.model.threads);
@@ -187,6 +210,12 @@ int run(const QuantizeArgs& a) {
   // Statistics of every block at once for the cache and for mixed precision; otherwise one block
   // at a time (layerwise), which is what lets a 1.5B model's GPTQ fit in memory.
   const bool calibrated = pipeline::needs_calibration(*spec, *config) || a.target_bpw > 0.0 || a.calib_given;
+  if (calibrated && config->n_expert > 0) {
+    return report_error(Status::unsupported(a.model.path + ": an MoE model: calibration (GPTQ, AdaDim, --target-bpw, "
+                                            "--calib) collects no statistics for MoE blocks yet; use --quant-method "
+                                            "rtn, greedy or alternating without --calib"),
+                        kExitUsage);
+  }
   const bool layerwise = calibrated && a.calib_cache.empty() && a.target_bpw <= 0.0;
   std::optional<model::Model> dense;  // the layerwise source runs it
   std::unique_ptr<pipeline::HessianSource> source;
@@ -273,7 +302,7 @@ int run(const QuantizeArgs& a) {
   Result<pipeline::QuantizeReport> report = pipeline::quantize_to_file(
       **in, *spec, a.out, pool,
       [&](int64_t done, int64_t total, const pipeline::QuantizedLayer& l) { progress.update(done, total, l.name); },
-      source.get());
+      source.get(), *experts);
   if (!report) return report_error(report.status(), kExitFailure);
   std::printf("wrote %s\n", a.out.c_str());
   print_summary(*report, a.per_layer);
@@ -330,6 +359,21 @@ Subcommand register_quantize(CLI::App& app) {
       ->delimiter(',')
       ->default_str("q-1,q,q+1");
   sub->add_flag("--per-layer", args->per_layer, "Print every layer's form and error, not just per layer type");
+  sub->add_option("--experts", args->experts,
+                  "MoE models: how the routed experts are written, one matrix per expert (docs/moe.md). bcq: as\n"
+                  "the other layers (-q, -g, --quant-method, --override 'blk.*.ffn_*_exps=...'; dense keeps the\n"
+                  "3-D tensors); no calibration on MoE models yet, so use rtn, greedy or alternating. ternary:\n"
+                  "QMoE codes (ternary RTN, one dictionary for the file)")
+      ->check(CLI::IsMember({"bcq", "ternary"}))
+      ->default_str("bcq");
+  sub->add_option("--ternary-grid", args->ternary_grid,
+                  "--experts ternary: each row's grid, mse (error-optimal) or maxabs (s = max|w|, t = s/2)")
+      ->check(CLI::IsMember({"mse", "maxabs"}))
+      ->default_str("mse");
+  sub->add_option("--ternary-zeros", args->ternary_zeros,
+                  "--experts ternary with --ternary-grid mse: at least this share of each row is 0 (fewer bits)")
+      ->type_name("F")
+      ->default_str("0");
   return Subcommand{sub, [args] { return run(*args); }};
 }
 

@@ -4,6 +4,8 @@
 #include <cstring>
 #include <vector>
 
+#include "lutqfile/qmoe_entry.h"  // kQmoeKeyPrefix (a header constant; no link dependency)
+
 namespace lutq::lutqfile {
 namespace {
 
@@ -238,7 +240,8 @@ Status add_int8(io::GgufWriter& out, const std::string& name, const Int8Entry& e
 }
 
 bool has_weight(const io::Checkpoint& ckpt, std::string_view name) {
-  return ckpt.find_tensor(name) != nullptr || ckpt.has(key_of(name)) || ckpt.has(int8_key_of(name));
+  return ckpt.find_tensor(name) != nullptr || ckpt.has(key_of(name)) || ckpt.has(int8_key_of(name)) ||
+         ckpt.has(std::string(kQmoeKeyPrefix) + std::string(name));
 }
 
 std::optional<std::vector<int64_t>> weight_dims(const io::Checkpoint& ckpt, std::string_view name) {
@@ -247,7 +250,17 @@ std::optional<std::vector<int64_t>> weight_dims(const io::Checkpoint& ckpt, std:
   if (e && e->has_value()) return std::vector<int64_t>{(*e)->k, (*e)->n};
   Result<std::vector<int64_t>> a = ckpt.get_int_array(int8_key_of(name));
   if (a && a->size() == 2) return std::vector<int64_t>{(*a)[1], (*a)[0]};
+  // A QMoE matrix (lutqfile/qmoe_entry.h): [n, k, codewords].
+  Result<std::vector<int64_t>> qm = ckpt.get_int_array(std::string(kQmoeKeyPrefix) + std::string(name));
+  if (qm && qm->size() == 3) return std::vector<int64_t>{(*qm)[1], (*qm)[0]};
   return std::nullopt;
+}
+
+std::string expert_matrix_name(std::string_view tensor, int64_t expert) {
+  constexpr std::string_view kSuffix = ".weight";
+  std::string base(tensor);
+  if (base.ends_with(kSuffix)) base.resize(base.size() - kSuffix.size());
+  return base + "." + std::to_string(expert) + std::string(kSuffix);
 }
 
 }  // namespace lutq::lutqfile

@@ -96,11 +96,16 @@ Result<std::optional<Int8Entry>> read_int8(const io::Checkpoint& ckpt, std::stri
 // Adds int8 layer `name` (checked as read_int8 checks) to a file being written.
 Status add_int8(io::GgufWriter& out, const std::string& name, const Int8Entry& e);
 
-// Whether the checkpoint holds weight `name` in any form (a tensor, or a BCQ matrix).
+// Whether the checkpoint holds weight `name` in any form (a tensor, a BCQ, int8 or QMoE entry).
 bool has_weight(const io::Checkpoint& ckpt, std::string_view name);
 
 // The logical [n, k] of weight `name` as ggml dims {k, n} (dense tensors: their dims), or
-// nullopt when absent.
+// nullopt when absent (or its entry is malformed; the entry's reader names the problem).
 std::optional<std::vector<int64_t>> weight_dims(const io::Checkpoint& ckpt, std::string_view name);
+
+// The name of expert `expert`'s matrix of the 3-D MoE tensor `tensor` (docs/format.md, "Experts
+// in the lutq file"): "blk.L.ffn_up_exps.weight", 3 -> "blk.L.ffn_up_exps.3.weight". Its entry
+// (BCQ, int8, QMoE) replaces the expert's slice of the 3-D tensor.
+std::string expert_matrix_name(std::string_view tensor, int64_t expert);
 
 }  // namespace lutq::lutqfile

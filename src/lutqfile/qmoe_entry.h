@@ -4,7 +4,8 @@
 //   tensors   qmoe_dict.D.len         I8,  dims {entries}   run lengths 1..32
 //             qmoe_dict.D.pos         I32, dims {entries}   +1 masks (bit j: symbol j of the run)
 //             qmoe_dict.D.neg         I32, dims {entries}   −1 masks
-// A coded matrix named N (the GGUF name of the dense weight, e.g. blk.0.ffn_up.0.weight) is
+// A coded matrix named N (the GGUF name of the dense weight, or expert e's matrix of a 3-D MoE
+// tensor, lutqfile::expert_matrix_name: blk.0.ffn_up_exps.3.weight) is
 //   metadata  lutq.qmoe.N             int64 array [n, k, codewords]
 //             lutq.qmoe.N.dict        string, the dictionary's name D
 //   tensors   N.qmoe_scale            F16, dims {n}

@@ -59,6 +59,28 @@ Status check_tensor(const io::Checkpoint& gguf, const std::string& name, const s
   return Status::ok();
 }
 
+// A block's tensor; an expert tensor may instead be one lutq entry per expert (all of them).
+Status check_expected(const io::Checkpoint& gguf, const TensorExpectation& t) {
+  if (t.experts <= 0 || t.dims.size() != 3 || gguf.find_tensor(t.name) != nullptr) {
+    return check_tensor(gguf, t.name, t.dims, t.required);
+  }
+  bool any = false;
+  for (int64_t e = 0; e < t.experts && !any; ++e) {
+    any = lutqfile::has_weight(gguf, lutqfile::expert_matrix_name(t.name, e));
+  }
+  if (!any) return check_tensor(gguf, t.name, t.dims, t.required);  // neither form: "missing tensor"
+  for (int64_t e = 0; e < t.experts; ++e) {
+    const std::string name = lutqfile::expert_matrix_name(t.name, e);
+    if (!lutqfile::has_weight(gguf, name)) {
+      return err(gguf, "missing expert matrix '" + name + "' (expert " + std::to_string(e) + " of " +
+                           std::to_string(t.experts) + "; the 3-D tensor '" + t.name +
+                           "' is absent, so every expert needs its own entry)");
+    }
+    if (Status s = check_tensor(gguf, name, {t.dims[0], t.dims[1]}); !s) return s;
+  }
+  return Status::ok();
+}
+
 Status read_rope(const io::Checkpoint& gguf, const std::string& a, ModelConfig& c) {
   if (gguf.has(a + ".rope.freq_base")) {
     Result<double> base = gguf.get_float(a + ".rope.freq_base");
@@ -169,7 +191,7 @@ Status check_tensors(const io::Checkpoint& gguf, const ModelConfig& c, const Arc
       for (TensorExpectation& t : block_tensors(kind, c, l)) used.push_back(std::move(t));
     }
     for (const TensorExpectation& t : used) {
-      if (Status s = check_tensor(gguf, t.name, t.dims, t.required); !s) return s;
+      if (Status s = check_expected(gguf, t); !s) return s;
     }
     if (Status s = check_unused(gguf, c, l, used); !s) return s;
   }

@@ -16,6 +16,29 @@ Result<std::vector<float>> LayerBuilder::vector(const std::string& name) const {
   return w;
 }
 
+const std::string& LayerBuilder::path() const { return ckpt_.path(); }
+
+bool LayerBuilder::has_weight(const std::string& name) const { return lutqfile::has_weight(ckpt_, name); }
+
+Result<std::optional<Linear>> LayerBuilder::qmoe_linear(const std::string& name, const TensorSlice& slice) {
+  Result<std::optional<format::QmoeMatrix>> m = lutqfile::read_qmoe(ckpt_, name, qmoe_dicts_);
+  if (!m) return m.status();
+  if (!m->has_value()) return std::optional<Linear>();
+  if (slice.axis != SplitAxis::kNone) {
+    return Status::unsupported(ckpt_.path() + ": " + name + ": QMoE matrices are not split for tensor parallelism");
+  }
+  auto matrix = std::make_shared<const format::QmoeMatrix>(std::move(**m));
+  std::shared_ptr<const kernels::QmoeTable>& table = qmoe_tables_[matrix->dict.get()];
+  if (table == nullptr) {
+    Result<std::shared_ptr<const kernels::QmoeTable>> t = kernels::make_qmoe_table(matrix->dict);
+    if (!t) return Status(t.status().code(), ckpt_.path() + ": " + name + ": " + t.status().message());
+    table = std::move(*t);
+  }
+  Result<Linear> lin = Linear::from_qmoe(std::move(matrix), isa_, table);
+  if (!lin) return Status(lin.status().code(), ckpt_.path() + ": " + name + ": " + lin.status().message());
+  return std::optional<Linear>(std::move(*lin));
+}
+
 Result<Linear> LayerBuilder::linear(int64_t l, LinearRole role, bool bias) {
   const std::string prefix = "blk." + std::to_string(l) + "." + role_name(role);
   const TensorSlice slice = shard_ ? slice_for(*shard_, full_, role) : TensorSlice{};
@@ -50,7 +73,7 @@ Result<Linear> LayerBuilder::output(std::shared_ptr<const std::vector<float>> to
                tied ? std::move(token_embd) : nullptr, shard_ ? head_slice(*shard_) : TensorSlice{});
 }
 
-// The BCQ matrix a lutq file stores under `name`, else its int8 entry, else the dense tensor
+// The BCQ matrix a lutq file stores under `name`, else its int8 or QMoE entry, else the dense tensor
 // `dense_name` (the embedding table for a tied head), quantized or kept dense as the spec says.
 // `shared` reuses an already loaded fp32 copy when dense. `slice`: the rows or columns this rank
 // holds under tensor parallelism (model/shard.h).
@@ -83,6 +106,9 @@ Result<Linear> LayerBuilder::build(const std::string& name, const std::string& d
     if (!w) return prefixed(Status(w.status().code(), name + ": " + w.status().message()));
     return Linear::from_int8(std::move(*w), e.threshold, isa_);
   }
+  Result<std::optional<Linear>> qmoe = qmoe_linear(name, slice);
+  if (!qmoe) return qmoe.status();
+  if (qmoe->has_value()) return std::move(**qmoe);
   const LinearChoice choice = options_.linear.resolve(name, role);
   const io::TensorInfo* info = ckpt_.find_tensor(dense_name);
   if (info == nullptr) return Status::invalid(ckpt_.path() + ": missing tensor '" + dense_name + "'");

@@ -1,10 +1,11 @@
 // LayerBuilder: reads what blocks need from a checkpoint. A linear layer comes from a lutq
-// file's BCQ or int8 entry when it has one, else from the dense tensor, kept dense or
+// file's BCQ, int8 or QMoE entry when it has one, else from the dense tensor, kept dense or
 // quantized at load as LoadOptions::linear says.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,6 +15,8 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "kernels/kernel.h"
+#include "kernels/qmoe/qmoe_gemm.h"
+#include "lutqfile/qmoe_entry.h"
 #include "model/config.h"
 #include "model/linear.h"
 #include "model/linear_spec.h"
@@ -53,6 +56,7 @@ class LayerBuilder {
       : ckpt_(ckpt), config_(config), options_(options), isa_(isa), pool_(pool) {}
 
   const ModelConfig& config() const { return config_; }
+  const std::string& path() const;  // the checkpoint's, for error messages
   kernels::Isa isa() const { return isa_; }
 
   // A tensor dequantized to fp32; errors name the file and tensor.
@@ -62,6 +66,11 @@ class LayerBuilder {
   // A linear layer over given fp32 weights W[n][k] (e.g. one expert's slice of a 3-D tensor),
   // kept dense or quantized as the spec resolves `name` with `role`; `name` prefixes errors.
   Result<Linear> linear_from(const std::string& name, std::vector<float> w, int64_t n, int64_t k, LinearRole role);
+  // Whether the file holds weight `name` in any form (a tensor of that name or a lutq entry).
+  bool has_weight(const std::string& name) const;
+  // The linear layer stored under `name` (e.g. one expert's matrix, lutqfile::expert_matrix_name):
+  // its lutq entry, else its dense tensor, kept dense or quantized as the spec resolves `name`.
+  Result<Linear> linear_named(const std::string& name, LinearRole role) { return build(name, name, role, nullptr); }
   // The output head: output.weight, or the embedding table when tied (reusing `token_embd`).
   Result<Linear> output(std::shared_ptr<const std::vector<float>> token_embd);
   // From now on linear() reads only this rank's shard of each block linear (`full`: the
@@ -76,6 +85,8 @@ class LayerBuilder {
  private:
   Result<Linear> build(const std::string& name, const std::string& dense_name, std::optional<LinearRole> role,
                        std::shared_ptr<const std::vector<float>> shared, const TensorSlice& slice = {});
+  // The QMoE matrix stored under `name` as a layer; nullopt when the file has none.
+  Result<std::optional<Linear>> qmoe_linear(const std::string& name, const TensorSlice& slice);
 
   const io::Checkpoint& ckpt_;
   const ModelConfig& config_;
@@ -85,6 +96,8 @@ class LayerBuilder {
   std::optional<ShardPlan> shard_;
   ModelConfig full_;
   std::vector<std::string> adapted_;
+  lutqfile::QmoeDictionaries qmoe_dicts_;  // each dictionary read once per file
+  std::map<const format::QmoeDictionary*, std::shared_ptr<const kernels::QmoeTable>> qmoe_tables_;
 };
 
 }  // namespace lutq::model

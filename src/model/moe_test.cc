@@ -235,11 +235,12 @@ TEST(MoeForward, AGlobOverrideQuantizesOnlyTheExperts) {
   EXPECT_FALSE(model.linear(1, LinearRole::kAttnQ)->is_quantized());
 }
 
-// `lutq quantize` on an MoE model: the dense roles (attention) go to BCQ, the expert and router
-// tensors are copied as they are (per-expert BCQ entries in lutq files are not written yet), and
-// the file loads and runs.
-TEST(MoeForward, LutqFileOfAnMoeModelKeepsItsExperts) {
-  const TinySpec spec = tiny_moe_spec("qwen2moe");
+// `lutq quantize` on an MoE model: the dense roles (attention) and every routed expert go to BCQ
+// (one entry per expert, moe_lutq_test.cc), the router and the shared expert are copied as they
+// are, and the file loads and runs.
+TEST(MoeForward, LutqFileOfAnMoeModelQuantizesItsExperts) {
+  TinySpec spec = tiny_moe_spec("qwen2moe");
+  spec.n_ff_exp = 32;  // the experts' k a multiple of g = 32 (LinearSpec::quantized does not adapt groups)
   const Tiny t = make_tiny(spec);
   const io::GgufFile f = open_tiny(t);
   ThreadPool pool(1);
@@ -255,7 +256,8 @@ TEST(MoeForward, LutqFileOfAnMoeModelKeepsItsExperts) {
   ASSERT_TRUE(lf.is_ok()) << lf.status().message();
   const Model model = load_tiny(*lf, pool);
   EXPECT_TRUE(model.linear(0, LinearRole::kAttnQ)->is_quantized());
-  EXPECT_FALSE(model.expert_linear(0, LinearRole::kFfnGate, 0)->is_quantized());
+  EXPECT_TRUE(model.expert_linear(0, LinearRole::kFfnGate, 0)->is_quantized());
+  EXPECT_FALSE(model.expert_linear(0, LinearRole::kFfnGate, LinearObserver::kSharedExpert)->is_quantized());
   const std::vector<float> got = prefill_all(model, kTokens, pool);
   const std::vector<std::vector<double>> want = testing::reference_logits(t, kTokens);
   const auto V = static_cast<size_t>(spec.n_vocab);

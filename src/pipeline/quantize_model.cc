@@ -1,5 +1,6 @@
 #include "pipeline/quantize_model.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -182,7 +183,7 @@ bool needs_calibration(const LinearSpec& spec, const ModelConfig& config) {
 
 Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSpec& spec, const std::string& out_path,
                                         ThreadPool& pool, const QuantizeProgress& progress,
-                                        HessianSource* calib) {
+                                        HessianSource* calib, const ExpertsOptions& experts) {
   const auto t_start = std::chrono::steady_clock::now();
   Result<bool> is_lutq = lutqfile::is_lutq_file(in);
   if (!is_lutq) return is_lutq.status();
@@ -221,10 +222,19 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
     linear.emplace(t.name, std::make_pair(&t, choice));
   }
 
+  // The expert tensors written one matrix per expert (left out of the file as 3-D tensors).
+  Result<std::vector<ExpertTensor>> experts_split = per_expert_tensors(c, spec, experts);
+  if (!experts_split) return Status(experts_split.status().code(), in.path() + ": " + experts_split.status().message());
+  const std::vector<ExpertTensor>& split = *experts_split;
+  const auto is_split = [&](const std::string& name) {
+    return std::any_of(split.begin(), split.end(), [&](const ExpertTensor& t) { return t.name == name; });
+  };
+
   QuantizeReport report;
   // A tied head that stays dense is not a layer of its own here.
   const bool head_separate = !c.tied_output || linear.at("output.weight").second.quantize;
-  const auto total = static_cast<int64_t>(targets.size()) - (head_separate ? 0 : 1);
+  const auto total = static_cast<int64_t>(targets.size()) - (head_separate ? 0 : 1) +
+                     static_cast<int64_t>(split.size()) * c.n_expert;
   int64_t done = 0;
   quant::GptqFactorCache factors;  // q/k/v and gate/up share their input's factor
   const auto quantize_target = [&](const LinearTarget& target, const LinearChoice& choice) -> Status {
@@ -275,7 +285,7 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
   // Tensors other than linear layers as stored; then the linear layers in block order (a
   // layer-by-layer calibration goes forward only), each quantized or copied as its choice says.
   for (const io::TensorInfo& t : in.tensors()) {
-    if (linear.find(t.name) != linear.end()) continue;
+    if (linear.find(t.name) != linear.end() || is_split(t.name)) continue;
     int64_t bytes = 0;
     if (Status s = copy_tensor(in, t, out, bytes); !s) return Status(s.code(), out_path + ": " + s.message());
   }
@@ -302,6 +312,14 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
   // A tied head that is quantized has no tensor of its own in the source.
   if (c.tied_output && head_separate) {
     if (Status s = quantize_target(targets.back(), linear.at("output.weight").second); !s) return s;
+  }
+  const auto expert_done = [&](const QuantizedLayer& layer) {
+    report.layers.push_back(layer);
+    ++report.experts;
+    if (progress) progress(++done, total, layer);
+  };
+  if (Status s = write_experts(in, split, spec, experts, out, pool, expert_done, report.dictionary_bytes); !s) {
+    return Status(s.code(), out_path + ": " + s.message());
   }
 
   for (const QuantizedLayer& l : report.layers) {

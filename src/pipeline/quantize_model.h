@@ -16,6 +16,7 @@
 #include "io/checkpoint.h"
 #include "model/config.h"
 #include "pipeline/calibration.h"
+#include "pipeline/quantize_experts.h"
 #include "model/linear_spec.h"
 
 namespace lutq::pipeline {
@@ -37,6 +38,8 @@ struct QuantizeReport {
   int64_t file_bytes = 0;
   int64_t linear_weights = 0;  // weights in the block linear layers (the head not counted)
   int64_t linear_bytes = 0;
+  int64_t experts = 0;           // expert matrices written one per expert (pipeline/quantize_experts.h)
+  int64_t dictionary_bytes = 0;  // the experts' QMoE dictionary (ExpertsForm::kTernary), not in linear_bytes
   double seconds = 0.0;
   double linear_bpw() const {
     return linear_weights > 0 ? 8.0 * static_cast<double>(linear_bytes) / static_cast<double>(linear_weights) : 0.0;
@@ -50,10 +53,11 @@ using QuantizeProgress = std::function<void(int64_t, int64_t, const QuantizedLay
 // `spec` and writes the lutq file `out_path` (atomically: nothing is left under that name when it
 // fails). Block layers whose choice asks for GPTQ or AdaDim use `calib` (collected on the same
 // model; an error when absent). Block layers are quantized in block order, 0 first, so a
-// LayerwiseCalibration source is walked forward once.
+// LayerwiseCalibration source is walked forward once. An MoE model's routed experts are written
+// one matrix per expert as `experts` says (pipeline/quantize_experts.h), after the other layers.
 Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSpec& spec, const std::string& out_path,
                                         ThreadPool& pool, const QuantizeProgress& progress = {},
-                                        HessianSource* calib = nullptr);
+                                        HessianSource* calib = nullptr, const ExpertsOptions& experts = {});
 
 // Quantizes one layer per `choice`: GPTQ / AdaDim with the input statistics h[k*k] (an error
 // when h is null), else the plain quantizer; the group size adapts as choice.adapt_group says.

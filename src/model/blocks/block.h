@@ -100,10 +100,14 @@ class LayerBuilder;
 enum class BlockKind { kAttention, kSwigluFfn, kMoeFfn };
 
 // A tensor a block reads: name, GGUF dims (ggml order), whether it must be present.
+// `experts` > 0: a 3-D expert tensor {k, n, experts} that a lutq file may hold instead as one
+// matrix per expert (lutqfile::expert_matrix_name, each of dims {k, n}); a file with neither the
+// tensor nor every expert's matrix is refused naming the first missing one.
 struct TensorExpectation {
   std::string name;
   std::vector<int64_t> dims;
   bool required = true;
+  int64_t experts = 0;
 };
 
 // The tensors block `kind` of layer l reads under config c (shape checks at config time).

@@ -9,6 +9,8 @@
 #include <string>
 #include <utility>
 
+#include "lutqfile/lutq_file.h"
+
 namespace lutq::model {
 namespace {
 
@@ -135,23 +137,48 @@ class MoeFfn final : public Block {
 
 std::string tensor(int64_t l, const char* suffix) { return "blk." + std::to_string(l) + "." + suffix; }
 
-// The experts of one 3-D tensor "blk.l.<base>.weight" ([E][n][k] row-major), one Linear each.
+// One expert's layer of the 3-D tensor `name` from the slab [E][n][k] (read on first use).
+Result<Linear> expert_from_slab(LayerBuilder& b, const std::string& name, int64_t ex, LinearRole role, int64_t n,
+                                int64_t k, std::optional<std::vector<float>>& slab) {
+  if (!slab) {
+    if (!b.has_weight(name)) {
+      return Status::invalid(b.path() + ": missing expert matrix '" + lutqfile::expert_matrix_name(name, ex) +
+                             "' (no lutq entry for it and no 3-D tensor '" + name + "')");
+    }
+    Result<std::vector<float>> all = b.vector(name);
+    if (!all) return all.status();
+    const int64_t n_expert = b.config().n_expert;
+    if (static_cast<int64_t>(all->size()) != n_expert * n * k) {
+      return Status::invalid("tensor '" + name + "' holds " + std::to_string(all->size()) + " values, expected " +
+                             std::to_string(n_expert) + " experts of " + std::to_string(n) + "x" + std::to_string(k));
+    }
+    slab = std::move(*all);
+  }
+  const auto first = slab->begin() + ex * n * k;
+  Result<Linear> lin = b.linear_from(name, std::vector<float>(first, first + n * k), n, k, role);
+  if (!lin) return Status(lin.status().code(), lin.status().message() + " (expert " + std::to_string(ex) + ")");
+  return lin;
+}
+
+// The experts of "blk.l.<base>.weight", one Linear each: expert e from its own matrix
+// (lutqfile::expert_matrix_name: a BCQ, int8 or QMoE entry of a lutq file) when the file has
+// one, else from its slice of the 3-D tensor ([E][n][k] row-major).
 Result<std::vector<Linear>> load_experts(LayerBuilder& b, int64_t l, const char* base, LinearRole role, int64_t n,
                                          int64_t k) {
   const std::string name = tensor(l, base) + ".weight";
-  Result<std::vector<float>> all = b.vector(name);
-  if (!all) return all.status();
   const int64_t n_expert = b.config().n_expert;
-  if (static_cast<int64_t>(all->size()) != n_expert * n * k) {
-    return Status::invalid("tensor '" + name + "' holds " + std::to_string(all->size()) + " values, expected " +
-                           std::to_string(n_expert) + " experts of " + std::to_string(n) + "x" + std::to_string(k));
-  }
+  std::optional<std::vector<float>> slab;
   std::vector<Linear> out;
   out.reserve(static_cast<size_t>(n_expert));
   for (int64_t ex = 0; ex < n_expert; ++ex) {
-    const auto first = all->begin() + ex * n * k;
-    Result<Linear> lin = b.linear_from(name, std::vector<float>(first, first + n * k), n, k, role);
-    if (!lin) return Status(lin.status().code(), lin.status().message() + " (expert " + std::to_string(ex) + ")");
+    const std::string own = lutqfile::expert_matrix_name(name, ex);
+    Result<Linear> lin =
+        b.has_weight(own) ? b.linear_named(own, role) : expert_from_slab(b, name, ex, role, n, k, slab);
+    if (!lin) return lin.status();
+    if (lin->n() != n || lin->k() != k) {
+      return Status::invalid(b.path() + ": expert matrix '" + own + "' is " + std::to_string(lin->n()) + "x" +
+                             std::to_string(lin->k()) + ", expected " + std::to_string(n) + "x" + std::to_string(k));
+    }
     out.push_back(std::move(*lin));
   }
   return out;
@@ -256,9 +283,9 @@ std::vector<TensorExpectation> moe_ffn_tensors(const ModelConfig& c, int64_t l) 
   std::vector<TensorExpectation> t = {
       {tensor(l, "ffn_norm.weight"), {e}},
       {tensor(l, "ffn_gate_inp.weight"), {e, c.n_expert}},
-      {tensor(l, "ffn_gate_exps.weight"), {e, c.n_ff_exp, c.n_expert}},
-      {tensor(l, "ffn_up_exps.weight"), {e, c.n_ff_exp, c.n_expert}},
-      {tensor(l, "ffn_down_exps.weight"), {c.n_ff_exp, e, c.n_expert}},
+      {tensor(l, "ffn_gate_exps.weight"), {e, c.n_ff_exp, c.n_expert}, true, c.n_expert},
+      {tensor(l, "ffn_up_exps.weight"), {e, c.n_ff_exp, c.n_expert}, true, c.n_expert},
+      {tensor(l, "ffn_down_exps.weight"), {c.n_ff_exp, e, c.n_expert}, true, c.n_expert},
   };
   if (c.n_ff_shexp > 0) {
     t.push_back({tensor(l, "ffn_gate_shexp.weight"), {e, c.n_ff_shexp}});

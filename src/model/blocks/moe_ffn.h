@@ -11,7 +11,9 @@
 // rows into one contiguous block and runs gate/up/down once with m_e rows (its weights are read
 // once per step), and the weighted outputs are scattered back. Experts come from the 3-D GGUF
 // tensors ffn_{gate,up,down}_exps (ggml dims {n_embd, n_ff_exp, E} and {n_ff_exp, n_embd, E}),
-// one Linear per expert, dense or quantized at load like any ffn_gate / ffn_up / ffn_down layer.
+// one Linear per expert, dense or quantized at load like any ffn_gate / ffn_up / ffn_down layer;
+// in a lutq file expert e may instead be its own matrix blk.L.ffn_up_exps.e.weight (a BCQ, int8
+// or QMoE entry; lutqfile::expert_matrix_name), which then takes the place of its slice.
 #pragma once
 
 #include <cstdint>
