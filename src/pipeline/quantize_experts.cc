@@ -1,7 +1,6 @@
 #include "pipeline/quantize_experts.h"
 
 #include <chrono>
-#include <cmath>
 #include <memory>
 #include <utility>
 
@@ -12,18 +11,6 @@
 
 namespace lutq::pipeline {
 namespace {
-
-// ‖W − Ŵ‖_F / ‖W‖_F.
-double frobenius_error(const float* w, const std::vector<float>& wq) {
-  double num = 0.0;
-  double den = 0.0;
-  for (size_t i = 0; i < wq.size(); ++i) {
-    const double d = static_cast<double>(w[i]) - wq[i];
-    num += d * d;
-    den += static_cast<double>(w[i]) * w[i];
-  }
-  return den > 0.0 ? std::sqrt(num / den) : std::sqrt(num);
-}
 
 // The experts' fit: the choice for the 3-D tensor without what needs calibration statistics.
 model::LinearChoice expert_choice(const ExpertTensor& t, const model::LinearSpec& spec) {
@@ -68,7 +55,7 @@ Status write_bcq_experts(const io::Checkpoint& in, const ExpertTensor& t, const 
     layer.n = t.n;
     layer.k = t.k;
     layer.form = format::describe(*q);
-    layer.rel_error = frobenius_error(w, format::dequantize(*q));
+    layer.rel_error = relative_error(w, format::dequantize(*q));
     layer.bits_per_weight = q->bits_per_weight();
     layer.bytes = q->storage_bytes();
     if (Status s = lutqfile::add_bcq(out, name, *q, quant::method_name(choice.quant.method), layer.rel_error); !s) {
@@ -100,7 +87,7 @@ Status write_ternary_experts(const io::Checkpoint& in, const std::vector<ExpertT
       const float* w = slab->data() + e * t.n * t.k;
       Result<format::TernaryMatrix> q = quant::ternary_rtn(w, t.n, t.k, opt.ternary, &pool);
       if (!q) return Status(q.status().code(), in.path() + ": " + name + ": " + q.status().message());
-      const double err = frobenius_error(w, format::dequantize(*q));
+      const double err = relative_error(w, format::dequantize(*q));
       const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       all.push_back({name, std::move(*q), err, sec});
     }

@@ -25,17 +25,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-double relative_error(const float* w, const std::vector<float>& wq) {
-  double num = 0.0;
-  double den = 0.0;
-  for (size_t i = 0; i < wq.size(); ++i) {
-    const double d = static_cast<double>(w[i]) - wq[i];
-    num += d * d;
-    den += static_cast<double>(w[i]) * w[i];
-  }
-  return den > 0.0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
 // Metadata that describes the source file's storage, not the model: not carried over.
 bool dropped_key(const std::string& key) {
   return key == "general.file_type" || key == "general.quantization_version" || key.starts_with("lutq.");
@@ -154,6 +143,17 @@ Status write_int8(io::GgufWriter& out, const std::string& name, const float* w, 
 }
 
 }  // namespace
+
+double relative_error(const float* w, const std::vector<float>& wq) {
+  double num = 0.0;
+  double den = 0.0;
+  for (size_t i = 0; i < wq.size(); ++i) {
+    const double d = static_cast<double>(w[i]) - wq[i];
+    num += d * d;
+    den += static_cast<double>(w[i]) * w[i];
+  }
+  return den > 0.0 ? std::sqrt(num / den) : std::sqrt(num);
+}
 
 Result<format::BcqMatrix> quantize_layer(const std::string& name, const float* w, int64_t n, int64_t k,
                                          const LinearChoice& choice, const double* h, ThreadPool& pool,

@@ -46,6 +46,9 @@ struct QuantizeReport {
   }
 };
 
+// ‖W − Ŵ‖_F / ‖W‖_F of a layer W (wq.size() values) and its quantized Ŵ (the report's rel_error).
+double relative_error(const float* w, const std::vector<float>& wq);
+
 // Called after each linear layer: (layers done, layers total, the layer just done).
 using QuantizeProgress = std::function<void(int64_t, int64_t, const QuantizedLayer&)>;
 
