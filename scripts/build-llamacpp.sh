@@ -6,10 +6,21 @@
 #   LLAMACPP_PY_VERSION  llama-cpp-python version (default 0.3.36, llama.cpp of 2026)
 #   LLAMACPP_NATIVE      ON (default: every ISA this CPU has) or OFF
 #   LLAMACPP_JOBS        build jobs (default: nproc)
+#   LLAMACPP_AMX         ON or OFF (default): with OFF a native build leaves out llama.cpp's AMX
+#                        matmul even where cpuid offers AMX. On an Intel Xeon here (AMX tile/int8/bf16
+#                        in cpuid, XCR0 tile state enabled, arch_prctl(ARCH_REQ_XCOMP_PERM) granted to
+#                        a process that asks) llama-cpp-python 0.3.36's ggml died with SIGILL on its
+#                        first `tilezero` (llama-imatrix on the 1.5B): its AMX path is not usable here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version="${LLAMACPP_PY_VERSION:-0.3.36}"
 native="${LLAMACPP_NATIVE:-ON}"
+amx="${LLAMACPP_AMX:-OFF}"
+isa_flags=""
+if [[ $native == ON && $amx == OFF ]]; then
+  # Explicit -mno-* flags win over -march=native whatever their order (GCC and clang).
+  isa_flags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+fi
 jobs="${LLAMACPP_JOBS:-$(nproc)}"
 root=build-llamacpp
 bin="$root/bin"
@@ -43,6 +54,7 @@ if [[ ! -f "$src/CMakeLists.txt" ]]; then
 fi
 echo "lutq: build-llamacpp: building ${tools[*]} (GGML_NATIVE=$native, $jobs jobs; several minutes)" >&2
 cmake -S "$src" -B "$root/cmake" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE="$native" \
+  -DCMAKE_C_FLAGS="$isa_flags" -DCMAKE_CXX_FLAGS="$isa_flags" \
   -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
   -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON >&2
 cmake --build "$root/cmake" -j "$jobs" --target "${tools[@]}" >&2

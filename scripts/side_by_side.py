@@ -44,7 +44,9 @@ LUTQ_ROWS = [
     ("lutq-gptqbcq-q2-g64", ["-q", "2", "-g", "64", "--quant-method", "gptq-bcq"]),
     ("lutq-gptqbcq-ada-q2-g64", ["-q", "2", "-g", "64", "--quant-method", "gptq-bcq", "--orientation", "auto"]),
 ]
-SPEED_LUTQ = ["lutq-rtn-q4-g128", "lutq-gptqbcq-q3-g128", "lutq-gptqbcq-q2-g64"]
+# Speed depends on the layout (q, g, offset, orientation), not on the method that chose the codes.
+SPEED_LUTQ = ["lutq-rtn-q4-g128", "lutq-gptqbcq-q4-g128", "lutq-rtn-q3-g128", "lutq-gptqbcq-q3-g128",
+              "lutq-gptqbcq-q2-g64"]
 SPEED_LLAMA = ["llama-Q4_K_M", "llama-Q3_K_M", "llama-Q2_K"]
 LLAMA_TYPES = ["Q4_K_M", "Q3_K_M", "Q2_K", "IQ4_XS", "IQ3_XXS", "IQ2_XS"]
 # Block linear layers: the weights whose bits per weight the tables compare.
@@ -142,7 +144,11 @@ class Bench:
         self.threads = str(args.threads)
 
     def save(self, name, row):
+        """Adds a row; rows another run wrote meanwhile are kept (several steps may run at once)."""
         self.results[name] = row
+        on_disk = {} if self.args.fresh or not self.results_path.exists() else json.loads(self.results_path.read_text())
+        on_disk.update(self.results)
+        self.results = on_disk
         self.results_path.write_text(json.dumps(self.results, indent=1, sort_keys=True))
 
     def wanted(self, name):
@@ -207,7 +213,11 @@ class Bench:
         rows = [(n, self.out / f"{n}.lutq") for n in SPEED_LUTQ] + [(n, self.out / f"{n}.gguf") for n in SPEED_LLAMA]
         speed = self.results.setdefault("_speed", {})
         for name, path in rows:
-            if (self.args.only and name not in self.args.only.split(",")) or name in speed or not path.exists():
+            if (self.args.only and name not in self.args.only.split(",")) or name in speed:
+                continue
+            if name.startswith("llama") and not path.exists():
+                self.llama_speed_file(bin_dir, name, path)
+            if not path.exists():
                 continue
             if name.startswith("lutq"):
                 js = self.out / f"{name}.bench.json"
@@ -228,6 +238,17 @@ class Bench:
                 res["model_bytes"] = path.stat().st_size
             speed[name] = res
             self.save("_speed", speed)
+
+    def llama_speed_file(self, bin_dir, name, path):
+        """A llama.cpp file for the speed rows when the quality step has not made it: the same type,
+        quantized from the source file (its weights) with the importance matrix when there is one.
+        Speed depends on the type's layout only, so these files time exactly like the quality ones."""
+        imatrix = self.out / "imatrix.gguf"
+        if not imatrix.exists():
+            run([bin_dir / "llama-imatrix", "-m", self.args.model, "-f", self.calib, "-o", imatrix, "-c", "512",
+                 "--chunks", str(CALIB_TOKENS // 512), "-t", self.threads], self.out / "imatrix.log")
+        run([bin_dir / "llama-quantize", "--allow-requantize", "--imatrix", imatrix, self.args.model, path,
+             name.removeprefix("llama-"), self.threads], self.out / f"{name}.speed-quantize.log")
 
     def speed_table(self):
         speed = self.results.get("_speed", {})
