@@ -107,7 +107,7 @@ Result<format::BcqMatrix> read_bcq(const io::Checkpoint& ckpt, std::string_view 
   if (!e) return e.status();
   if (!e->has_value()) return Status::invalid(ckpt.path() + ": no BCQ matrix '" + std::string(name) + "'");
   const BcqEntry& entry = **e;
-  Result<format::BcqMatrix> w = format::BcqMatrix{entry.n, entry.k, entry.cfg, {}, {}, {}};
+  Result<format::BcqMatrix> w = format::BcqMatrix{entry.n, entry.k, entry.cfg, {}, {}, {}, {}};
   const std::string base(name);
   if (Status s = read_part(ckpt, base + kBitsSuffix, io::GgmlType::I8, {w->row_bytes(), w->n, w->cfg.q}, w->bits); !s) {
     return s;
