@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "format/bcq_matrix.h"
+#include "format/scale_codes.h"
 #include "io/gguf_file.h"
 #include "lutqfile/adapter.h"
 #include "lutqfile/lutq_file.h"
@@ -28,6 +29,8 @@ void read_entries(const lutq::io::GgufFile& f) {
       const lutq::Result<lutq::format::BcqMatrix> w = lutq::lutqfile::read_bcq(f, name);
       if (w.is_ok()) {
         require(lutq::format::validate(*w).is_ok());
+        require(lutq::format::validate_codes(*w).is_ok());
+        require(lutq::format::scales_match_codes(*w));
         require(lutq::lutqfile::has_weight(f, name));
         require(lutq::lutqfile::weight_dims(f, name).has_value());
       }

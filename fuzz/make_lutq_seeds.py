@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the seed files of fuzz/corpus/lutq_file/: small lutq model files (BCQ, int8 and QMoE
-entries, MoE experts one matrix per expert) and scale adapters, standard library only (the GGUF encoder of make_gguf_seeds.py).
+"""Writes the seed files of fuzz/corpus/lutq_file/: small lutq model files (BCQ entries with fp16
+and compressed scales, int8 and QMoE entries, MoE experts one matrix per expert) and scale adapters, standard library only (the GGUF encoder of make_gguf_seeds.py).
 
     python3 fuzz/make_lutq_seeds.py [out_dir]     # default: fuzz/corpus/lutq_file next to this script
 """
@@ -38,6 +38,36 @@ def bcq(rng, name, n, k, q, g, per_ic, offset):
     if offset:
         tensors.append((f"{name}.bcq_offset", odims, "f16", f16s(rng, sets)))
     return kvs, tensors
+
+
+def pack_codes(codes, bits):
+    """Codes of `bits` bits packed LSB-first (format/scale_codes.h)."""
+    out = bytearray((len(codes) * bits + 7) // 8)
+    for j, c in enumerate(codes):
+        for t in range(bits):
+            pos = j * bits + t
+            out[pos // 8] |= ((c >> t) & 1) << (pos % 8)
+    return bytes(out)
+
+
+def bcq_coded(rng, name, n, k, q, g, per_ic, offset, bits):
+    """A BCQ matrix with compressed scales: the key with .scale_bits, the bits, codes, super
+    scales and (with an offset) the offset codes and ranges [zmin, zmax] (zmin <= zmax)."""
+    kvs, tensors = bcq(rng, name, n, k, q, g, per_ic, offset)
+    kvs.append((f"lutq.bcq.{name}.scale_bits", U32, bits))
+    sets = (n * (k // g)) if not per_ic else (k * (n // g))
+    lines = k if per_ic else n
+    top = (1 << bits) - 1
+    out = [t for t in tensors if t[0].endswith(".bcq_bits")]
+    out.append((f"{name}.bcq_alpha_code", [len(pack_codes([0] * (sets * q), bits))], "i8",
+                pack_codes([rng.randrange(top + 1) for _ in range(sets * q)], bits)))
+    out.append((f"{name}.bcq_alpha_super", [q, lines], "f16", f16s(rng, lines * q)))
+    if offset:
+        out.append((f"{name}.bcq_offset_code", [len(pack_codes([0] * sets, bits))], "i8",
+                    pack_codes([rng.randrange(top + 1) for _ in range(sets)], bits)))
+        ranges = b"".join(struct.pack("<HH", 0x3000 + r, 0x3800 + r) for r in range(lines))
+        out.append((f"{name}.bcq_offset_range", [2, lines], "f16", ranges))
+    return kvs, out
 
 
 def qmoe(rng, name, n, k, dict_name):
@@ -83,6 +113,10 @@ def main():
     kv_e1, t_e1 = bcq(rng, "blk.0.ffn_up_exps.1.weight", 8, 32, 2, 32, False, True)
     kv_q, t_q = qmoe(rng, "blk.0.ffn_down_exps.0.weight", 4, 8, "experts")
     seeds["model_experts.lutq"] = gguf([("lutq.format_version", U32, 1)] + kv_e0 + kv_e1 + kv_q, t_e0 + t_e1 + t_q)
+    # Compressed scales (format version 2): per-OC with offsets (5-bit codes), per-IC without (8-bit).
+    kv_c0, t_c0 = bcq_coded(rng, "blk.0.attn_q.weight", 8, 64, 3, 32, False, True, 5)
+    kv_c1, t_c1 = bcq_coded(rng, "blk.0.ffn_up.weight", 64, 12, 2, 32, True, False, 8)
+    seeds["model_bcq_codes.lutq"] = gguf([("lutq.format_version", U32, 2)] + kv_c0 + kv_c1, t_c0 + t_c1)
     for name, data in seeds.items():
         with open(os.path.join(out_dir, name), "wb") as f:
             f.write(data)

@@ -99,23 +99,35 @@ int run(const InspectArgs& a) {
     f.second += static_cast<int64_t>(t.size_bytes);
   }
   for (const std::string& key : ck.keys()) {
-    if (!key.starts_with(lutqfile::kBcqKeyPrefix) || key.ends_with(".method") || key.ends_with(".rel_error")) continue;
+    if (!key.starts_with(lutqfile::kBcqKeyPrefix) || key.ends_with(".method") || key.ends_with(".rel_error") ||
+        key.ends_with(".scale_bits")) {
+      continue;
+    }
     const std::string name = key.substr(lutqfile::kBcqKeyPrefix.size());
     Result<std::optional<lutqfile::BcqEntry>> e = lutqfile::find_bcq(ck, name);
     if (!e) return report_error(e.status(), kExitFailure);
     const lutqfile::BcqEntry& b = **e;
     const std::string role = weight_role(name);
-    char form[160];
-    std::snprintf(form, sizeof form, "%s: bcq q=%d g=%lld %s%s %s", role.c_str(), b.cfg.q,
+    // The stored form's bytes: the entry's tensors (bits and fp16 or compressed scales).
+    int64_t stored = 0;
+    for (const char* suffix : {".bcq_bits", ".bcq_alpha", ".bcq_offset", ".bcq_alpha_code", ".bcq_alpha_super",
+                               ".bcq_offset_code", ".bcq_offset_range"}) {
+      if (const io::TensorInfo* t = ck.find_tensor(name + suffix)) stored += static_cast<int64_t>(t->size_bytes);
+    }
+    const double bpw = 8.0 * static_cast<double>(stored) / (static_cast<double>(b.n) * static_cast<double>(b.k));
+    char scales[24] = "";
+    if (b.scale_bits > 0) std::snprintf(scales, sizeof scales, " scales %d-bit", b.scale_bits);
+    char form[192];
+    std::snprintf(form, sizeof form, "%s: bcq q=%d g=%lld %s%s%s %s (%.3f bpw)", role.c_str(), b.cfg.q,
                   static_cast<long long>(b.cfg.g), format::orientation_name(b.cfg.orientation),
-                  b.cfg.has_offset ? " offset" : "", b.method.c_str());
+                  b.cfg.has_offset ? " offset" : "", scales, b.method.c_str(), bpw);
     auto& f = forms[form];
     ++f.first;
-    Result<format::BcqMatrix> empty = format::make_empty(b.n, b.k, b.cfg);
-    f.second += empty ? empty->storage_bytes() : 0;
+    f.second += stored;
     if (a.tensors) {
-      std::printf("  bcq %-30s %lldx%lld q=%d g=%lld %s rel.err %.4f\n", name.c_str(), static_cast<long long>(b.n),
-                  static_cast<long long>(b.k), b.cfg.q, static_cast<long long>(b.cfg.g), b.method.c_str(), b.rel_error);
+      std::printf("  bcq %-30s %lldx%lld q=%d g=%lld%s %s %.3f bpw rel.err %.4f\n", name.c_str(),
+                  static_cast<long long>(b.n), static_cast<long long>(b.k), b.cfg.q, static_cast<long long>(b.cfg.g),
+                  scales, b.method.c_str(), bpw, b.rel_error);
     }
   }
   std::printf("weights:    %zu tensors, %.1f MiB\n", ck.tensors().size(), static_cast<double>(total_bytes) / 1048576.0);

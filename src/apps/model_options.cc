@@ -36,10 +36,15 @@ void add_quant_options(CLI::App* sub, ModelArgs& args, bool bits_required) {
       ->default_str("oc");
   sub->add_flag("--act-order", args.act_order, "GPTQ: sweep columns by decreasing activation energy");
   sub->add_flag("--offset", args.offset, "Give greedy/alternating BCQ a per-group offset (rtn always has one)");
+  sub->add_option("--scale-bits", args.scale_bits,
+                  "Store each group's scales and offset as B-bit codes under fp16 values per row (per-IC: column)\n"
+                  "and plane (4..8; 0 = fp16 scales); the bits are fitted against the decoded scales")
+      ->type_name("B")
+      ->default_str("0");
   sub->add_option("--override", args.overrides,
                   "Per-layer setting, repeatable, later wins: PATTERN=ITEM[,ITEM...]; PATTERN a layer type\n"
                   "(attn_q..ffn_down, output) or a glob over tensor names (blk.0.*); ITEM dense, q=N, g=N,\n"
-                  "method=M, orientation=oc|ic|auto, offset=0|1, int8[=T|plain]. E.g. --override ffn_down=q=4 --override output=q=8")
+                  "method=M, orientation=oc|ic|auto, offset=0|1, scale_bits=B, int8[=T|plain]. E.g. --override ffn_down=q=4 --override output=q=8")
       ->type_name("SPEC");
 }
 
@@ -83,6 +88,9 @@ Status validate_model_args(const ModelArgs& args) {
     return Status::invalid("--quant-bits: must be 0..8 (got " + std::to_string(args.quant_bits) + ")");
   }
   if (args.quant_group < 1) return Status::invalid("--quant-group: must be positive");
+  if (args.scale_bits != 0 && (args.scale_bits < 4 || args.scale_bits > 8)) {
+    return Status::invalid("--scale-bits: must be 4..8, or 0 for fp16 scales (got " + std::to_string(args.scale_bits) + ")");
+  }
   if (model::LinearChoice probe; !model::apply_quantizer(args.quant_method, probe)) {
     return Status::invalid("--quant-method: " + model::apply_quantizer(args.quant_method, probe).message());
   }
@@ -114,6 +122,7 @@ Result<model::LinearSpec> linear_spec(const ModelArgs& args) {
   q.cfg.g = args.quant_group;
   q.cfg.orientation = args.orientation == "ic" ? format::Orientation::kPerIC : format::Orientation::kPerOC;
   q.cfg.has_offset = args.offset;
+  q.scale_bits = args.scale_bits;
   const kernels::Precision precision = *kernels::parse_precision(args.precision);
   model::LinearSpec spec = model::LinearSpec::quantized(q, *isa, precision);
   for (model::LinearChoice& c : spec.roles) {

@@ -30,6 +30,7 @@ struct ModelArgs {
   std::string orientation = "oc";     // oc, ic, or auto (AdaDim; needs calibration)
   bool act_order = false;             // GPTQ in activation order
   bool offset = false;                 // BCQ methods: a per-group offset (rtn always has one)
+  int scale_bits = 0;                  // 0: fp16 scales; 4..8: compressed scales (format/scale_codes.h)
   std::vector<std::string> overrides;  // --override PATTERN=SETTINGS (model/linear_spec.h)
   std::string isa;  // "" = best for this CPU (or LUTQ_ISA)
   std::string precision = "fast";
@@ -61,7 +62,7 @@ struct SampleArgs {
 void add_sampling_options(CLI::App* sub, SampleArgs& args);
 Status validate_sampling_args(const SampleArgs& args);
 
-// Adds --quant-bits/--quant-group/--quant-method/--orientation/--offset/--override to `sub`.
+// Adds --quant-bits/--quant-group/--quant-method/--orientation/--offset/--scale-bits/--override to `sub`.
 // `bits_required`: `lutq quantize` (no dense default) vs load-time quantization (default 0).
 void add_quant_options(CLI::App* sub, ModelArgs& args, bool bits_required);
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <bit>
+#include <cmath>
 #include <cstdint>
 
 namespace lutq {
@@ -56,6 +57,20 @@ inline uint16_t fp32_to_fp16(float f) {
   r >>= 13;
   if (rem > 0x1000u || (rem == 0x1000u && (r & 1u))) ++r;
   return static_cast<uint16_t>(sign | r);
+}
+
+// The fp16 nearest to a double (ties to even), rounded once (no intermediate fp32 rounding);
+// beyond the fp16 range: ±infinity, NaN stays NaN.
+inline uint16_t fp16_from_double(double x) {
+  if (!std::isfinite(x)) return fp32_to_fp16(static_cast<float>(x));
+  const double a = std::fabs(x);
+  int e = 0;
+  (void)std::frexp(a, &e);  // a in [2^(e-1), 2^e)
+  const int exp = e - 1 < -14 ? -14 : e - 1;  // subnormals share the quantum of 2^-14
+  const double quantum = std::ldexp(1.0, exp - 10);
+  const double r = std::nearbyint(a / quantum) * quantum;  // exact scaling; nearbyint: ties to even
+  const double v = std::signbit(x) ? -r : r;
+  return fp32_to_fp16(static_cast<float>(v));  // v is fp16-representable (or overflows to inf)
 }
 
 // Rounds a float to the nearest fp16-representable value.

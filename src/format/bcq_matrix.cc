@@ -19,11 +19,18 @@ int64_t BcqMatrix::num_scale_sets() const {
 
 double BcqMatrix::bits_per_weight() const {
   if (n == 0 || k == 0) return 0.0;
-  return 8.0 * static_cast<double>(storage_bytes()) / (static_cast<double>(n) * static_cast<double>(k));
+  return 8.0 * static_cast<double>(stored_bytes()) / (static_cast<double>(n) * static_cast<double>(k));
 }
 
 int64_t BcqMatrix::storage_bytes() const {
   return static_cast<int64_t>(bits.size() + 2 * alpha.size() + 2 * offset.size());
+}
+
+int64_t BcqMatrix::stored_bytes() const {
+  if (codes.bits <= 0) return storage_bytes();
+  const auto packed = [&](size_t count) { return static_cast<int64_t>((count * static_cast<size_t>(codes.bits) + 7) / 8); };
+  return static_cast<int64_t>(bits.size()) + packed(codes.alpha_code.size()) + packed(codes.offset_code.size()) +
+         static_cast<int64_t>(2 * (codes.alpha_super.size() + codes.offset_range.size()));
 }
 
 Status validate_config(const BcqConfig& cfg, int64_t n, int64_t k) {
@@ -123,9 +130,11 @@ std::vector<float> dequantize(const BcqMatrix& w) {
 
 std::string describe(const BcqMatrix& w) {
   char buf[160];
-  std::snprintf(buf, sizeof buf, "%lldx%lld q=%d g=%lld %s%s (%.3f bpw)", static_cast<long long>(w.n),
+  char scales[32] = "";
+  if (w.codes.bits > 0) std::snprintf(scales, sizeof scales, " scales %d-bit", w.codes.bits);
+  std::snprintf(buf, sizeof buf, "%lldx%lld q=%d g=%lld %s%s%s (%.3f bpw)", static_cast<long long>(w.n),
                 static_cast<long long>(w.k), w.cfg.q, static_cast<long long>(w.cfg.g),
-                orientation_name(w.cfg.orientation), w.cfg.has_offset ? " offset" : "", w.bits_per_weight());
+                orientation_name(w.cfg.orientation), w.cfg.has_offset ? " offset" : "", scales, w.bits_per_weight());
   return buf;
 }
 

@@ -29,6 +29,18 @@ struct BcqConfig {
   bool has_offset = false;
 };
 
+// Compressed scales (format/scale_codes.h, docs/format.md "Compressed scales"): the stored form of
+// alpha/offset when bits > 0. alpha and offset then hold the decoded values, which are what every
+// kernel reads; these codes are what the file stores. Empty (bits 0): the scales are plain fp16.
+// A line is a row (per-OC) or a column (per-IC).
+struct ScaleCodes {
+  int bits = 0;  // 0: none; else 4..8 bits per code
+  std::vector<uint8_t> alpha_code;     // one per alpha (same index), 0..2^bits−1
+  std::vector<uint16_t> alpha_super;   // fp16 super scale S per (line, plane): [line*q + i]
+  std::vector<uint8_t> offset_code;    // one per offset (has_offset only)
+  std::vector<uint16_t> offset_range;  // fp16 [zmin, zmax] per line: [line*2 + {0,1}] (has_offset only)
+};
+
 struct BcqMatrix {
   int64_t n = 0;  // output features (rows)
   int64_t k = 0;  // input features (columns, the reduction)
@@ -42,6 +54,8 @@ struct BcqMatrix {
   // fp16 offsets (empty unless cfg.has_offset). Per-OC: offset[r*groups_k() + c/g].
   // Per-IC: offset[(r/g)*k + c].
   std::vector<uint16_t> offset;
+  // The compressed form of alpha/offset when codes.bits > 0 (alpha/offset are then its decoding).
+  ScaleCodes codes;
 
   int64_t row_bytes() const { return (k + 7) / 8; }
   // Number of groups along k (per-OC) or along n (per-IC).
@@ -57,10 +71,15 @@ struct BcqMatrix {
     return cfg.orientation == Orientation::kPerOC ? r * (k / cfg.g) + c / cfg.g : (r / cfg.g) * k + c;
   }
 
-  // Bits per weight of the stored form (planes + fp16 scales and offsets).
+  // Bits per weight of the stored form: planes + fp16 scales and offsets, or + the compressed
+  // scales when codes.bits > 0 (stored_bytes()).
   double bits_per_weight() const;
-  // Bytes of bits + scales + offsets.
+  // Bytes of bits + fp16 scales + offsets: the matrix as held in memory (compressed scales are
+  // expanded to fp16 at load).
   int64_t storage_bytes() const;
+  // Bytes of the stored form: storage_bytes(), or with compressed scales the bits, the packed
+  // codes and the fp16 super scales and offset ranges.
+  int64_t stored_bytes() const;
 };
 
 // Checks a configuration against a shape: q in 1..8, g in {32,64,128,256} or the full extent,

@@ -70,6 +70,17 @@ void put_value(std::vector<uint8_t>& out, const GgufValue& v) {
 
 }  // namespace
 
+bool GgufWriter::replace(const std::string& key, GgufValue value) {
+  if (key == "general.alignment" || !check_value(value, 1)) return false;
+  for (auto& kv : kv_) {
+    if (kv.first == key) {
+      kv.second = std::move(value);
+      return true;
+    }
+  }
+  return false;
+}
+
 Status GgufWriter::add(std::string key, GgufValue value) {
   for (const auto& kv : kv_) {
     if (kv.first == key) return Status::invalid("GGUF writer: duplicate metadata key '" + key + "'");

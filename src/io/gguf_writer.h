@@ -32,6 +32,9 @@ class GgufWriter {
   }
   Status add_float32(std::string key, float v) { return add(std::move(key), GgufValue::make_float32(v)); }
   Status add_bool(std::string key, bool v) { return add(std::move(key), GgufValue::make_bool(v)); }
+  // Replaces the value of metadata key `key`, keeping its place; false when there is no such key
+  // or the value is malformed (general.alignment cannot be replaced).
+  bool replace(const std::string& key, GgufValue value);
 
   // Adds a tensor; `data` must hold exactly ggml_tensor_bytes(type, dims) bytes.
   Status add_tensor(std::string name, std::vector<int64_t> dims, GgmlType type, std::span<const uint8_t> data);

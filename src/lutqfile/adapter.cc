@@ -109,6 +109,7 @@ Status multiply_scales(format::BcqMatrix& w, const std::vector<uint16_t>& mult) 
     }
   }
   w.alpha = std::move(out);
+  w.codes = {};  // the scales are plain fp16 now (compressed scales do not survive tuning)
   return Status::ok();
 }
 
@@ -177,7 +178,7 @@ Result<std::shared_ptr<const Adapter>> Adapter::from_checkpoint(const io::Checkp
     Result<std::optional<BcqEntry>> e = find_bcq(ckpt, name);
     if (!e) return e.status();
     if (!e->has_value()) continue;  // a sub-key (lutq.bcq.N.method)
-    Result<Entry> entry = read_entry(ckpt, name, format::BcqMatrix{(*e)->n, (*e)->k, (*e)->cfg, {}, {}, {}});
+    Result<Entry> entry = read_entry(ckpt, name, format::BcqMatrix{(*e)->n, (*e)->k, (*e)->cfg, {}, {}, {}, {}});
     if (!entry) return entry.status();
     a->entries_.emplace(name, std::move(*entry));
   }
@@ -223,6 +224,7 @@ Result<bool> Adapter::apply(std::string_view name, format::BcqMatrix& w) const {
   }
   w.alpha = e.scales.alpha;
   w.offset = e.scales.offset;
+  w.codes = {};  // the adapter's scales are fp16
   return true;
 }
 

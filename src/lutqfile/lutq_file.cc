@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "format/scale_codes.h"
 #include "lutqfile/qmoe_entry.h"  // kQmoeKeyPrefix (a header constant; no link dependency)
 
 namespace lutq::lutqfile {
@@ -12,6 +13,10 @@ namespace {
 constexpr const char* kBitsSuffix = ".bcq_bits";
 constexpr const char* kAlphaSuffix = ".bcq_alpha";
 constexpr const char* kOffsetSuffix = ".bcq_offset";
+constexpr const char* kAlphaCodeSuffix = ".bcq_alpha_code";
+constexpr const char* kAlphaSuperSuffix = ".bcq_alpha_super";
+constexpr const char* kOffsetCodeSuffix = ".bcq_offset_code";
+constexpr const char* kOffsetRangeSuffix = ".bcq_offset_range";
 
 std::string key_of(std::string_view name) { return std::string(kBcqKeyPrefix) + std::string(name); }
 std::string int8_key_of(std::string_view name) { return std::string(kInt8KeyPrefix) + std::string(name); }
@@ -52,6 +57,65 @@ Status read_part(const io::Checkpoint& ckpt, const std::string& tname, io::GgmlT
   return Status::ok();
 }
 
+// Reads one packed code tensor of `count` codes into out, naming the file and tensor on errors.
+Status read_code_tensor(const io::Checkpoint& ckpt, const std::string& tname, int64_t count, int bits,
+                        std::vector<uint8_t>& out) {
+  std::vector<uint8_t> bytes;
+  if (Status s = read_part(ckpt, tname, io::GgmlType::I8, {format::packed_size(count, bits)}, bytes); !s) return s;
+  if (Status s = format::unpack_codes(bytes, count, bits, out); !s) {
+    return Status(StatusCode::kCorrupt, ckpt.path() + ": tensor '" + tname + "': " + s.message());
+  }
+  return Status::ok();
+}
+
+// Reads the compressed scales of BCQ matrix `base` into w.codes and decodes them into w.alpha /
+// w.offset; errors name the file and tensor.
+Status read_codes(const io::Checkpoint& ckpt, const std::string& base, int bits, format::BcqMatrix& w) {
+  const int64_t sets = w.num_scale_sets();
+  const int64_t lines = format::num_lines(w);
+  format::ScaleCodes& c = w.codes;
+  c.bits = bits;
+  if (Status s = read_code_tensor(ckpt, base + kAlphaCodeSuffix, sets * w.cfg.q, bits, c.alpha_code); !s) return s;
+  if (Status s = read_part(ckpt, base + kAlphaSuperSuffix, io::GgmlType::F16, {w.cfg.q, lines}, c.alpha_super); !s) {
+    return s;
+  }
+  if (w.cfg.has_offset) {
+    if (Status s = read_code_tensor(ckpt, base + kOffsetCodeSuffix, sets, bits, c.offset_code); !s) return s;
+    if (Status s = read_part(ckpt, base + kOffsetRangeSuffix, io::GgmlType::F16, {2, lines}, c.offset_range); !s) {
+      return s;
+    }
+  }
+  if (Status s = format::decode_scales(w); !s) {
+    return Status(StatusCode::kCorrupt, ckpt.path() + ": BCQ matrix '" + base + "': " + s.message());
+  }
+  return Status::ok();
+}
+
+// Adds the compressed scales of w (the lutq.bcq.N.scale_bits key and the code tensors).
+Status add_codes(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w) {
+  if (Status s = format::validate_codes(w); !s) return Status(s.code(), name + ": " + s.message());
+  if (!format::scales_match_codes(w)) {
+    return Status::invalid(name + ": the scales differ from the decoding of their codes (changed after encoding)");
+  }
+  const format::ScaleCodes& c = w.codes;
+  const int64_t lines = format::num_lines(w);
+  if (Status s = out.add_uint32(key_of(name) + ".scale_bits", static_cast<uint32_t>(c.bits)); !s) return s;
+  const std::vector<uint8_t> ac = format::pack_codes(c.alpha_code, c.bits);
+  if (Status s = out.add_tensor(name + kAlphaCodeSuffix, {static_cast<int64_t>(ac.size())}, io::GgmlType::I8, ac); !s) {
+    return s;
+  }
+  if (Status s = out.add_tensor(name + kAlphaSuperSuffix, {w.cfg.q, lines}, io::GgmlType::F16, as_bytes(c.alpha_super));
+      !s) {
+    return s;
+  }
+  if (!w.cfg.has_offset) return Status::ok();
+  const std::vector<uint8_t> oc = format::pack_codes(c.offset_code, c.bits);
+  if (Status s = out.add_tensor(name + kOffsetCodeSuffix, {static_cast<int64_t>(oc.size())}, io::GgmlType::I8, oc); !s) {
+    return s;
+  }
+  return out.add_tensor(name + kOffsetRangeSuffix, {2, lines}, io::GgmlType::F16, as_bytes(c.offset_range));
+}
+
 }  // namespace
 
 Result<bool> is_lutq_file(const io::Checkpoint& ckpt) {
@@ -89,6 +153,16 @@ Result<std::optional<BcqEntry>> find_bcq(const io::Checkpoint& ckpt, std::string
   e.cfg.orientation = v[4] == 0 ? format::Orientation::kPerOC : format::Orientation::kPerIC;
   e.cfg.has_offset = v[5] == 1;
   if (Status s = format::validate_config(e.cfg, e.n, e.k); !s) return bad(s.message());
+  if (ckpt.has(key + ".scale_bits")) {
+    Result<int64_t> b = ckpt.get_int(key + ".scale_bits");
+    if (!b) return b.status();
+    if (*b < format::kMinScaleBits || *b > format::kMaxScaleBits) {
+      return Status(StatusCode::kCorrupt, ckpt.path() + ": metadata " + key + ".scale_bits: " + std::to_string(*b) +
+                                              " outside " + std::to_string(format::kMinScaleBits) + ".." +
+                                              std::to_string(format::kMaxScaleBits));
+    }
+    e.scale_bits = static_cast<int>(*b);
+  }
   if (ckpt.has(key + ".method")) {
     Result<std::string> m = ckpt.get_string(key + ".method");
     if (!m) return m.status();
@@ -107,12 +181,16 @@ Result<format::BcqMatrix> read_bcq(const io::Checkpoint& ckpt, std::string_view 
   if (!e) return e.status();
   if (!e->has_value()) return Status::invalid(ckpt.path() + ": no BCQ matrix '" + std::string(name) + "'");
   const BcqEntry& entry = **e;
-  Result<format::BcqMatrix> w = format::BcqMatrix{entry.n, entry.k, entry.cfg, {}, {}, {}};
+  Result<format::BcqMatrix> w = format::BcqMatrix{entry.n, entry.k, entry.cfg, {}, {}, {}, {}};
   const std::string base(name);
   if (Status s = read_part(ckpt, base + kBitsSuffix, io::GgmlType::I8, {w->row_bytes(), w->n, w->cfg.q}, w->bits); !s) {
     return s;
   }
-  if (Status s = read_scales(ckpt, name, *w); !s) return s;
+  if (entry.scale_bits > 0) {
+    if (Status s = read_codes(ckpt, base, entry.scale_bits, *w); !s) return s;
+  } else if (Status s = read_scales(ckpt, name, *w); !s) {
+    return s;
+  }
   if (Status s = format::validate(*w); !s) {
     return Status(StatusCode::kCorrupt, ckpt.path() + ": BCQ matrix '" + base + "': " + s.message());
   }
@@ -122,7 +200,13 @@ Result<format::BcqMatrix> read_bcq(const io::Checkpoint& ckpt, std::string_view 
 Status add_bcq(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w, std::string_view method,
                double rel_error) {
   if (Status s = format::validate(w); !s) return Status(s.code(), name + ": " + s.message());
-  if (Status s = add_scales(out, name, w); !s) return s;
+  if (w.codes.bits > 0) {
+    if (Status s = add_bcq_key(out, name, w); !s) return s;
+    if (Status s = add_codes(out, name, w); !s) return s;
+    (void)out.replace(std::string(kVersionKey), io::GgufValue::make_uint(io::GgufValueType::UINT32, kFormatVersion));
+  } else if (Status s = add_scales(out, name, w); !s) {
+    return s;
+  }
   const std::string key = key_of(name);
   if (!method.empty()) {
     if (Status s = out.add_string(key + ".method", std::string(method)); !s) return s;

@@ -11,6 +11,13 @@
 //   tensors   N.bcq_bits   I8,  dims {ceil(k/8), n, q}
 //             N.bcq_alpha  F16, dims {q, k/g, n} (per-OC) or {q, k, n/g} (per-IC)
 //             N.bcq_offset F16, dims {k/g, n} or {k, n/g}, only with has_offset
+// or, with compressed scales (format/scale_codes.h; the file then has format version 2),
+//   metadata  lutq.bcq.N.scale_bits     int, 4..8
+//   tensors   N.bcq_alpha_code   I8,  dims {packed bytes of n_sets·q codes}
+//             N.bcq_alpha_super  F16, dims {q, lines}  (lines: n per-OC, k per-IC)
+//             N.bcq_offset_code  I8,  dims {packed bytes of n_sets codes}, only with has_offset
+//             N.bcq_offset_range F16, dims {2, lines}, only with has_offset
+//   instead of N.bcq_alpha / N.bcq_offset; the reader decodes them into the canonical fp16 scales.
 // An LLM.int8() / int8 layer named N (kernels/int8/int8_gemm.h) is
 //   metadata  lutq.int8.N           int64 array [n, k]
 //             lutq.int8.N.threshold float32, the outlier threshold (+inf: plain int8)
@@ -33,8 +40,10 @@
 
 namespace lutq::lutqfile {
 
-// Bumped on any change a version-1 reader would misread; readers reject newer versions.
-constexpr uint32_t kFormatVersion = 1;
+// Bumped on any change an older reader would misread; readers reject newer versions. A file is
+// written as version 1 unless it holds a BCQ entry with compressed scales (version 2).
+constexpr uint32_t kFormatVersion = 2;
+constexpr uint32_t kFormatVersionPlain = 1;
 constexpr std::string_view kVersionKey = "lutq.format_version";
 constexpr std::string_view kBcqKeyPrefix = "lutq.bcq.";
 constexpr std::string_view kInt8KeyPrefix = "lutq.int8.";
@@ -44,6 +53,7 @@ struct BcqEntry {
   int64_t n = 0;
   int64_t k = 0;
   format::BcqConfig cfg;
+  int scale_bits = 0;        // 0: fp16 scales; 4..8: compressed scales
   std::string method;        // empty when not recorded
   double rel_error = -1.0;   // < 0 when not recorded
 };
@@ -70,11 +80,13 @@ Status read_f16(const io::Checkpoint& ckpt, const std::string& tname, const std:
 // Adds BCQ matrix `name`'s lutq.bcq.N key (its shape and configuration) alone.
 Status add_bcq_key(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w);
 
-// Adds BCQ matrix `name`'s lutq.bcq.N key and its scale tensors, not its bits (a scale adapter,
-// lutqfile/adapter.h, holds just these).
+// Adds BCQ matrix `name`'s lutq.bcq.N key and its fp16 scale tensors, not its bits (a scale
+// adapter, lutqfile/adapter.h, holds just these; compressed scales are written as fp16 here).
 Status add_scales(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w);
 
-// Adds BCQ matrix `name` (validated first) with its metadata to a file being written.
+// Adds BCQ matrix `name` (validated first) with its metadata to a file being written. A matrix
+// with compressed scales (w.codes.bits > 0, whose decoding must equal w.alpha/w.offset bit for
+// bit) is stored in that form, and the writer's lutq.format_version, when already added, becomes 2.
 Status add_bcq(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w, std::string_view method,
                double rel_error);
 

@@ -98,7 +98,7 @@ Result<LinearOverride> parse_override(std::string_view text) {
     }
     const size_t ieq = item.find('=');
     if (ieq == std::string_view::npos) {
-      return bad("expected dense, q=N, g=N, method=M, orientation=oc|ic or offset=0|1");
+      return bad("expected dense, q=N, g=N, method=M, orientation=oc|ic, offset=0|1 or scale_bits=B");
     }
     const std::string_view key = item.substr(0, ieq);
     const std::string_view val = item.substr(ieq + 1);
@@ -137,6 +137,10 @@ Result<LinearOverride> parse_override(std::string_view text) {
     } else if (key == "offset") {
       if (val != "0" && val != "1") return bad("offset must be 0 or 1");
       o.offset = val == "1";
+    } else if (key == "scale_bits") {
+      const std::optional<int> b = parse_number<int>(val);
+      if (!b || (*b != 0 && (*b < 4 || *b > 8))) return bad("scale_bits must be 0 (fp16) or 4..8");
+      o.scale_bits = *b;
     } else {
       return bad("unknown setting '" + std::string(key) + "'");
     }
@@ -178,10 +182,11 @@ LinearChoice LinearSpec::resolve(std::string_view tensor_name, std::optional<Lin
     if (o.orientation) c.quant.cfg.orientation = *o.orientation;
     if (o.adadim) c.adadim = *o.adadim;
     if (o.offset) c.quant.cfg.has_offset = *o.offset;
+    if (o.scale_bits) c.quant.scale_bits = *o.scale_bits;
     if (o.int8_threshold) {
       c.int8 = true;
       c.int8_threshold = *o.int8_threshold;
-    } else if (o.q || o.g || o.quantizer || o.orientation || o.adadim || o.offset) {
+    } else if (o.q || o.g || o.quantizer || o.orientation || o.adadim || o.offset || o.scale_bits) {
       c.int8 = false;  // a BCQ setting after an int8 one
     }
   }

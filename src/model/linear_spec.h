@@ -70,11 +70,13 @@ struct LinearOverride {
   std::optional<format::Orientation> orientation;
   std::optional<bool> adadim;  // orientation=auto
   std::optional<bool> offset;
+  std::optional<int> scale_bits;  // 0 (fp16) or 4..8: compressed scales
   std::optional<float> int8_threshold;  // "int8" (6.0), "int8=plain" (+inf) or "int8=T"
 };
 
 // Parses "PATTERN=ITEM[,ITEM...]" with ITEM one of: dense, q=N (or bits=N), g=N (or group=N),
-// method=rtn|greedy|alternating|gptq|gptq-bcq, orientation=oc|ic|auto, offset=0|1, int8 (LLM.int8(), outlier
+// method=rtn|greedy|alternating|gptq|gptq-bcq, orientation=oc|ic|auto, offset=0|1, scale_bits=B (0 or
+// 4..8: compressed scales), int8 (LLM.int8(), outlier
 // threshold 6), int8=T (threshold T) or int8=plain (no outlier split). Errors quote the bad item.
 Result<LinearOverride> parse_override(std::string_view text);
 

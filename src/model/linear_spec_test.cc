@@ -32,11 +32,16 @@ TEST(LinearSpec, ParsesOverrides) {
   EXPECT_EQ(*parse_override("ffn_down=int8")->int8_threshold, 6.0f);
   EXPECT_EQ(*parse_override("ffn_down=int8=4.5")->int8_threshold, 4.5f);
   EXPECT_TRUE(std::isinf(*parse_override("ffn_down=int8=plain")->int8_threshold));
+  EXPECT_EQ(*parse_override("output=scale_bits=6")->scale_bits, 6);
+  EXPECT_EQ(*parse_override("output=scale_bits=0")->scale_bits, 0);
+  LinearSpec spec;
+  spec.overrides.push_back(*parse_override("output=q=8,scale_bits=5"));
+  EXPECT_EQ(spec.resolve("output.weight", std::nullopt).quant.scale_bits, 5);
 }
 
 TEST(LinearSpec, RejectsBadOverrides) {
   for (const char* bad : {"ffn_down", "=q=3", "ffn_down=", "ffn_down=q=9", "ffn_down=q=x", "x=g=-1",
-                          "x=method=gptq2", "x=method=gptq-x", "x=orientation=row", "x=offset=yes", "x=colour=red", "x=fast", "x=int8=-1", "x=int8=abc"}) {
+                          "x=method=gptq2", "x=method=gptq-x", "x=orientation=row", "x=offset=yes", "x=scale_bits=3", "x=scale_bits=9", "x=colour=red", "x=fast", "x=int8=-1", "x=int8=abc"}) {
     Result<LinearOverride> o = parse_override(bad);
     ASSERT_FALSE(o.is_ok()) << bad;
     EXPECT_NE(o.status().message().find("override"), std::string::npos) << o.status().message();

@@ -57,7 +57,7 @@ Status write_bcq_experts(const io::Checkpoint& in, const ExpertTensor& t, const 
     layer.form = format::describe(*q);
     layer.rel_error = relative_error(w, format::dequantize(*q));
     layer.bits_per_weight = q->bits_per_weight();
-    layer.bytes = q->storage_bytes();
+    layer.bytes = q->stored_bytes();
     if (Status s = lutqfile::add_bcq(out, name, *q, quant::method_name(choice.quant.method), layer.rel_error); !s) {
       return s;
     }

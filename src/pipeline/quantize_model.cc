@@ -85,6 +85,7 @@ Result<format::BcqMatrix> calibrated_quantize(const std::string& name, const flo
   go.iterations = choice.quant.iterations;
   go.act_order = choice.act_order;
   go.importance = choice.quant.importance;
+  go.scale_bits = choice.quant.scale_bits;
   const auto adapt = [&](int64_t extent) -> int64_t {
     if (!choice.adapt_group) return choice.quant.cfg.g;
     return model::adapted_group(choice.quant.cfg.g, extent).value_or(choice.quant.cfg.g);
@@ -212,7 +213,7 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
     if (dropped_key(key)) continue;
     if (Status s = out.add(key, *in.find(key)); !s) return Status(s.code(), out_path + ": " + s.message());
   }
-  if (Status s = out.add_uint32(std::string(lutqfile::kVersionKey), lutqfile::kFormatVersion); !s) return s;
+  if (Status s = out.add_uint32(std::string(lutqfile::kVersionKey), lutqfile::kFormatVersionPlain); !s) return s;
   if (Status s = out.add_string("lutq.source", std::filesystem::path(in.path()).filename().string()); !s) return s;
 
   // Each linear layer's choice, by its output name (the tensor's name, except a tied head).
@@ -274,7 +275,7 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
     layer.form = format::describe(*q);
     layer.rel_error = relative_error(w->data(), format::dequantize(*q));
     layer.bits_per_weight = q->bits_per_weight();
-    layer.bytes = q->storage_bytes();
+    layer.bytes = q->stored_bytes();
     if (Status s = lutqfile::add_bcq(out, target.name, *q, method_label(choice, *q), layer.rel_error);
         !s) {
       return Status(s.code(), out_path + ": " + s.message());

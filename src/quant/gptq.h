@@ -39,6 +39,14 @@
 //   Importance (opt.importance): a per-OC group's grid is fitted to minimise Σ_j H_jj·(w_j − ŵ_j)²
 //     over its columns (quantize.h), the diagonal of the undamped H (dead columns weigh 0);
 //     per-IC groups sit in one column, where the weight is constant and changes nothing.
+//   Compressed scales (opt.scale_bits 4..8, format/scale_codes.h): the lines' super scales and
+//     offset ranges come from a plain quant::quantize of the original W (same method, config and
+//     importance) encoded by format::encode_scales, widened 1.5x (scales) and 1.5x around the
+//     centre (offset ranges) where groups are fitted during the sweep (the error feedback moves
+//     the later weights out of the original range; static groups keep the plain fit's). Each group's fitted α and z are then
+//     replaced by their codes (rounded, clamped to the line's top code) refined by the code
+//     search of quant/scale_fit.h on the group's current weights, before its columns are
+//     quantized; the sweep chooses codes against the decoded grid.
 //   The output is a canonical, validated format::BcqMatrix in the original column order.
 //
 // With H diagonal (e.g. I), U is diagonal and nothing propagates: GPTQ reduces to the same
@@ -69,6 +77,7 @@ struct GptqOptions {
   bool act_order = false;  // sweep columns by descending diag(H)
   int max_damp_retries = 8;  // ×10 damping increases after a failed Cholesky
   bool importance = false;  // per-OC grids fitted with the weights diag(H) (see above)
+  int scale_bits = 0;  // 0: fp16 scales; 4..8: compressed scales (see above)
 };
 
 // The factored inverse Hessian of one input, reusable by every layer that reads that input

@@ -9,7 +9,9 @@
 #include "core/check.h"
 #include "core/fp16.h"
 #include "core/thread_pool.h"
+#include "format/scale_codes.h"
 #include "quant/group_fit.h"
+#include "quant/scale_fit.h"
 
 namespace lutq::quant {
 namespace {
@@ -152,6 +154,9 @@ Result<format::BcqMatrix> quantize(const float* w, int64_t n, int64_t k, const Q
   if (opt.iterations < 0) {
     return Status::invalid("alternating iterations=" + std::to_string(opt.iterations) + " must be >= 0");
   }
+  if (opt.scale_bits != 0) {
+    if (Status s = format::validate_scale_bits(opt.scale_bits); !s) return s;
+  }
   if (Status s = check_weights(w, n, k); !s) return s;
   if (!importance.empty() && static_cast<int64_t>(importance.size()) != k) {
     return Status::invalid("quantize: importance has " + std::to_string(importance.size()) + " values, k is " +
@@ -180,6 +185,9 @@ Result<format::BcqMatrix> quantize(const float* w, int64_t n, int64_t k, const Q
     pool->parallel_for(units, 1, body);
   } else {
     body(0, units);
+  }
+  if (opt.scale_bits > 0) {
+    if (Status s = compress_scales(w, per_oc ? importance : std::span<const double>{}, opt.scale_bits, m, pool); !s) return s;
   }
   return m;
 }

@@ -40,6 +40,9 @@
 // weighted error (never above plain RTN's). Per-IC groups lie in one input channel: a constant
 // weight, so the fit is the unweighted one. Equal weights give today's unweighted fit exactly.
 //
+// Compressed scales (opt.scale_bits 4..8): after the fp16 fit, quant::compress_scales
+// (scale_fit.h) codes the scales and re-chooses codes and bits against the decoded grids.
+//
 // Scales and offsets are stored as fp16. Every method fits in float/double, rounds α and z to
 // fp16 and then re-chooses each weight's bits against the rounded values (nearest grid value,
 // found by binary search over the sorted grid), so format::dequantize() reproduces exactly the
@@ -73,6 +76,9 @@ struct QuantOptions {
   // (pipeline::quantize_layer, quant::choose_orientation); quantize() itself weighs whenever it is
   // given an importance.
   bool importance = false;
+  // 0: fp16 scales and offsets. 4..8: compressed scales (format/scale_codes.h) of this many bits;
+  // the bits are chosen against the decoded scales (quant/scale_fit.h).
+  int scale_bits = 0;
 };
 
 // Quantizes w[n*k] (row-major). Rejects a bad shape or config (format::validate_config), a

@@ -48,6 +48,7 @@ Status store_scales(const ScaleParams& p, format::BcqMatrix& w) {
   }
   for (size_t i = 0; i < p.alpha.size(); ++i) w.alpha[i] = fp32_to_fp16(p.alpha[i]);
   for (size_t i = 0; i < p.offset.size(); ++i) w.offset[i] = fp32_to_fp16(p.offset[i]);
+  w.codes = {};  // trained scales are fp16: compressed scales (format/scale_codes.h) are dropped
   return Status::ok();
 }
 

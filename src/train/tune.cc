@@ -103,7 +103,14 @@ Result<TuneReport> tune(Student& student, std::span<const int32_t> tokens, const
 Status write_tuned(const io::Checkpoint& in, const Student& student, const std::string& out_path,
                    const std::string& description) {
   std::map<std::string, const TrainableLinear*, std::less<>> by_name;
-  for (const TrainableLinear& t : student.trainables()) by_name.emplace(t.name, &t);
+  for (const TrainableLinear& t : student.trainables()) {
+    // Tuned scales are fp16; the file's entry stores codes (format/scale_codes.h) in other tensors.
+    if (t.codes.codes.bits > 0) {
+      return Status::unsupported(in.path() + ": " + t.name + " has compressed scales (--scale-bits): tuned scales " +
+                                 "cannot be written into it; write an adapter (--adapter-out) or quantize with fp16 scales");
+    }
+    by_name.emplace(t.name, &t);
+  }
   io::GgufWriter out;
   for (const std::string& key : in.keys()) {
     if (key.starts_with("lutq.tune.")) continue;

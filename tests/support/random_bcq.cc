@@ -51,6 +51,11 @@ void expect_same_bcq(const format::BcqMatrix& got, const format::BcqMatrix& want
   EXPECT_EQ(got.bits, want.bits);
   EXPECT_EQ(got.alpha, want.alpha);
   EXPECT_EQ(got.offset, want.offset);
+  EXPECT_EQ(got.codes.bits, want.codes.bits);
+  EXPECT_EQ(got.codes.alpha_code, want.codes.alpha_code);
+  EXPECT_EQ(got.codes.alpha_super, want.codes.alpha_super);
+  EXPECT_EQ(got.codes.offset_code, want.codes.offset_code);
+  EXPECT_EQ(got.codes.offset_range, want.codes.offset_range);
 }
 
 }  // namespace lutq::testing

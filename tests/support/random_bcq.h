@@ -21,7 +21,8 @@ format::BcqMatrix random_bcq(int64_t n, int64_t k, const format::BcqConfig& cfg,
 // m*k activations ~ N(0, 1), with a few large outliers (as real activations have).
 std::vector<float> random_activations(int64_t m, int64_t k, std::mt19937_64& rng);
 
-// Expects `got` to equal `want` field by field: shape, configuration, planes, scales, offsets.
+// Expects `got` to equal `want` field by field: shape, configuration, planes, scales, offsets,
+// compressed scale codes.
 void expect_same_bcq(const format::BcqMatrix& got, const format::BcqMatrix& want);
 
 }  // namespace lutq::testing

@@ -1,0 +1,222 @@
+#include "format/scale_codes.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "core/fp16.h"
+
+namespace lutq::format {
+namespace {
+
+bool is_finite_fp16(uint16_t h) { return (h & 0x7c00u) != 0x7c00u; }
+
+// Flips plane i's bits over the group of scale set `set` (α·B = (−α)·(−B)).
+void flip_group(BcqMatrix& w, int64_t set, int plane) {
+  const int64_t g = w.cfg.g;
+  const int64_t rb = w.row_bytes();
+  const auto flip = [&](int64_t r, int64_t c) {
+    w.bits[static_cast<size_t>((plane * w.n + r) * rb + c / 8)] ^= static_cast<uint8_t>(1u << (c % 8));
+  };
+  if (w.cfg.orientation == Orientation::kPerOC) {
+    const int64_t groups = w.k / g;
+    const int64_t r = set / groups;
+    const int64_t c0 = (set % groups) * g;
+    for (int64_t c = c0; c < c0 + g; ++c) flip(r, c);
+  } else {
+    const int64_t r0 = (set / w.k) * g;
+    const int64_t c = set % w.k;
+    for (int64_t r = r0; r < r0 + g; ++r) flip(r, c);
+  }
+}
+
+Status corrupt(const std::string& why) { return Status(StatusCode::kCorrupt, "compressed scales: " + why); }
+
+}  // namespace
+
+Status validate_scale_bits(int bits) {
+  if (bits < kMinScaleBits || bits > kMaxScaleBits) {
+    return Status::invalid("scale bits " + std::to_string(bits) + " out of range: compressed scales take " +
+                           std::to_string(kMinScaleBits) + ".." + std::to_string(kMaxScaleBits) + " bits");
+  }
+  return Status::ok();
+}
+
+int64_t num_lines(const BcqMatrix& w) { return w.cfg.orientation == Orientation::kPerOC ? w.n : w.k; }
+
+int64_t line_of_set(const BcqMatrix& w, int64_t set) {
+  return w.cfg.orientation == Orientation::kPerOC ? set / (w.k / w.cfg.g) : set % w.k;
+}
+
+uint16_t decode_alpha(uint16_t super, int code, int bits) {
+  return fp16_from_double(static_cast<double>(fp16_to_fp32(super)) * code / max_code(bits));
+}
+
+uint16_t decode_offset(uint16_t zmin, uint16_t zmax, int code, int bits) {
+  const double lo = fp16_to_fp32(zmin);
+  const double hi = fp16_to_fp32(zmax);
+  return fp16_from_double(lo + (hi - lo) * code / max_code(bits));
+}
+
+int nearest_code(double value, double lo, double hi, int bits) {
+  if (!(hi > lo)) return 0;
+  const double c = std::nearbyint((value - lo) * max_code(bits) / (hi - lo));
+  return static_cast<int>(std::clamp(c, 0.0, static_cast<double>(max_code(bits))));
+}
+
+Result<BcqMatrix> encode_scales(const BcqMatrix& w, int bits) {
+  if (Status s = validate_scale_bits(bits); !s) return s;
+  if (Status s = validate(w); !s) return s;
+  BcqMatrix out = w;
+  const int q = w.cfg.q;
+  const int64_t sets = w.num_scale_sets();
+  const int64_t lines = num_lines(w);
+  ScaleCodes& codes = out.codes;
+  codes = ScaleCodes{};
+  codes.bits = bits;
+  codes.alpha_super.assign(static_cast<size_t>(lines * q), 0);
+  for (int64_t set = 0; set < sets; ++set) {
+    for (int i = 0; i < q; ++i) {
+      uint16_t& a = out.alpha[static_cast<size_t>(set * q + i)];
+      if (a & 0x8000u) {
+        flip_group(out, set, i);
+        a = static_cast<uint16_t>(a & 0x7fffu);
+      }
+      uint16_t& s = codes.alpha_super[static_cast<size_t>(line_of_set(w, set) * q + i)];
+      if (fp16_to_fp32(a) > fp16_to_fp32(s)) s = a;
+    }
+  }
+  if (w.cfg.has_offset) {
+    codes.offset_range.assign(static_cast<size_t>(lines * 2), 0);
+    std::vector<bool> seen(static_cast<size_t>(lines), false);
+    for (int64_t set = 0; set < sets; ++set) {
+      const auto line = static_cast<size_t>(line_of_set(w, set));
+      const uint16_t z = out.offset[static_cast<size_t>(set)];
+      uint16_t& lo = codes.offset_range[line * 2];
+      uint16_t& hi = codes.offset_range[line * 2 + 1];
+      if (!seen[line] || fp16_to_fp32(z) < fp16_to_fp32(lo)) lo = z;
+      if (!seen[line] || fp16_to_fp32(z) > fp16_to_fp32(hi)) hi = z;
+      seen[line] = true;
+    }
+  }
+  codes.alpha_code.resize(static_cast<size_t>(sets * q));
+  for (int64_t set = 0; set < sets; ++set) {
+    const auto line = static_cast<size_t>(line_of_set(w, set));
+    for (int i = 0; i < q; ++i) {
+      const auto idx = static_cast<size_t>(set * q + i);
+      const double s = fp16_to_fp32(codes.alpha_super[line * static_cast<size_t>(q) + static_cast<size_t>(i)]);
+      codes.alpha_code[idx] = static_cast<uint8_t>(nearest_code(fp16_to_fp32(out.alpha[idx]), 0.0, s, bits));
+    }
+    if (w.cfg.has_offset) {
+      const double lo = fp16_to_fp32(codes.offset_range[line * 2]);
+      const double hi = fp16_to_fp32(codes.offset_range[line * 2 + 1]);
+      codes.offset_code.push_back(static_cast<uint8_t>(nearest_code(fp16_to_fp32(out.offset[static_cast<size_t>(set)]), lo, hi, bits)));
+    }
+  }
+  if (Status s = decode_scales(out); !s) return s;
+  return out;
+}
+
+Status validate_codes(const BcqMatrix& w) {
+  const ScaleCodes& c = w.codes;
+  if (c.bits == 0) {
+    if (c.alpha_code.empty() && c.alpha_super.empty() && c.offset_code.empty() && c.offset_range.empty()) return Status::ok();
+    return corrupt("codes without a bit count");
+  }
+  if (Status s = validate_scale_bits(c.bits); !s) return corrupt(s.message());
+  const auto q = static_cast<size_t>(w.cfg.q);
+  const auto sets = static_cast<size_t>(w.num_scale_sets());
+  const auto lines = static_cast<size_t>(num_lines(w));
+  if (c.alpha_code.size() != sets * q) return corrupt("scale codes buffer has the wrong size");
+  if (c.alpha_super.size() != lines * q) return corrupt("super scale buffer has the wrong size");
+  if (c.offset_code.size() != (w.cfg.has_offset ? sets : 0)) return corrupt("offset codes buffer has the wrong size");
+  if (c.offset_range.size() != (w.cfg.has_offset ? lines * 2 : 0)) return corrupt("offset range buffer has the wrong size");
+  const int top = max_code(c.bits);
+  for (size_t i = 0; i < c.alpha_code.size(); ++i) {
+    if (c.alpha_code[i] > top) return corrupt("scale code " + std::to_string(i) + " exceeds " + std::to_string(top));
+  }
+  for (size_t i = 0; i < c.offset_code.size(); ++i) {
+    if (c.offset_code[i] > top) return corrupt("offset code " + std::to_string(i) + " exceeds " + std::to_string(top));
+  }
+  for (size_t i = 0; i < c.alpha_super.size(); ++i) {
+    if (!is_finite_fp16(c.alpha_super[i]) || (c.alpha_super[i] & 0x8000u) != 0) {
+      return corrupt("super scale " + std::to_string(i) + " is negative or not finite");
+    }
+  }
+  for (size_t l = 0; l < lines && w.cfg.has_offset; ++l) {
+    const uint16_t lo = c.offset_range[2 * l];
+    const uint16_t hi = c.offset_range[2 * l + 1];
+    if (!is_finite_fp16(lo) || !is_finite_fp16(hi) || fp16_to_fp32(lo) > fp16_to_fp32(hi)) {
+      return corrupt("offset range of line " + std::to_string(l) + " is not finite or has min > max");
+    }
+  }
+  return Status::ok();
+}
+
+Status decode_scales(BcqMatrix& w) {
+  if (Status s = validate_codes(w); !s) return s;
+  const ScaleCodes& c = w.codes;
+  if (c.bits == 0) return Status::ok();
+  const int q = w.cfg.q;
+  const int64_t sets = w.num_scale_sets();
+  w.alpha.resize(static_cast<size_t>(sets * q));
+  w.offset.resize(w.cfg.has_offset ? static_cast<size_t>(sets) : 0);
+  for (int64_t set = 0; set < sets; ++set) {
+    const auto line = static_cast<size_t>(line_of_set(w, set));
+    for (int i = 0; i < q; ++i) {
+      const auto idx = static_cast<size_t>(set * q + i);
+      w.alpha[idx] = decode_alpha(c.alpha_super[line * static_cast<size_t>(q) + static_cast<size_t>(i)], c.alpha_code[idx], c.bits);
+    }
+    if (w.cfg.has_offset) {
+      w.offset[static_cast<size_t>(set)] =
+          decode_offset(c.offset_range[line * 2], c.offset_range[line * 2 + 1], c.offset_code[static_cast<size_t>(set)], c.bits);
+    }
+  }
+  return Status::ok();
+}
+
+bool scales_match_codes(const BcqMatrix& w) {
+  if (w.codes.bits == 0) return true;
+  BcqMatrix d;
+  d.n = w.n;
+  d.k = w.k;
+  d.cfg = w.cfg;
+  d.codes = w.codes;
+  if (!decode_scales(d)) return false;
+  return d.alpha == w.alpha && d.offset == w.offset;
+}
+
+int64_t packed_size(int64_t count, int bits) { return (count * bits + 7) / 8; }
+
+std::vector<uint8_t> pack_codes(std::span<const uint8_t> codes, int bits) {
+  std::vector<uint8_t> out(static_cast<size_t>(packed_size(static_cast<int64_t>(codes.size()), bits)), 0);
+  for (size_t j = 0; j < codes.size(); ++j) {
+    for (int t = 0; t < bits; ++t) {
+      const size_t pos = j * static_cast<size_t>(bits) + static_cast<size_t>(t);
+      out[pos / 8] |= static_cast<uint8_t>(((codes[j] >> t) & 1u) << (pos % 8));
+    }
+  }
+  return out;
+}
+
+Status unpack_codes(std::span<const uint8_t> bytes, int64_t count, int bits, std::vector<uint8_t>& out) {
+  if (Status s = validate_scale_bits(bits); !s) return s;
+  if (count < 0 || static_cast<int64_t>(bytes.size()) != packed_size(count, bits)) {
+    return corrupt(std::to_string(bytes.size()) + " bytes of packed codes, " + std::to_string(packed_size(count, bits)) +
+                   " expected for " + std::to_string(count) + " codes of " + std::to_string(bits) + " bits");
+  }
+  out.assign(static_cast<size_t>(count), 0);
+  for (size_t j = 0; j < out.size(); ++j) {
+    unsigned v = 0;
+    for (int t = 0; t < bits; ++t) {
+      const size_t pos = j * static_cast<size_t>(bits) + static_cast<size_t>(t);
+      v |= ((bytes[pos / 8] >> (pos % 8)) & 1u) << t;
+    }
+    out[j] = static_cast<uint8_t>(v);
+  }
+  const size_t used = static_cast<size_t>(count) * static_cast<size_t>(bits);
+  if (used % 8 != 0 && (bytes.back() >> (used % 8)) != 0) return corrupt("padding bits past the last code are not zero");
+  return Status::ok();
+}
+
+}  // namespace lutq::format

@@ -1,0 +1,133 @@
+#include "quant/scale_fit.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "core/fp16.h"
+#include "core/thread_pool.h"
+#include "format/scale_codes.h"
+
+namespace lutq::quant {
+namespace detail {
+
+double CodeSearch::eval(const float* v, const double* d, int64_t len, int q, int bits, bool with_offset,
+                        const LineScales& line, const uint8_t* alpha_code, uint8_t offset_code, uint8_t* elem) {
+  double alpha[format::kMaxBits] = {};
+  for (int i = 0; i < q; ++i) alpha[i] = fp16_to_fp32(format::decode_alpha(line.super[i], alpha_code[i], bits));
+  const double z = with_offset ? fp16_to_fp32(format::decode_offset(line.zmin, line.zmax, offset_code, bits)) : 0.0;
+  grid_.build(alpha, q, z);
+  const int size = grid_.size();
+  double err = 0.0;
+  for (int64_t j = 0; j < len; ++j) {
+    const int idx = nearest_index(grid_.mids(), size, v[j]);
+    const double e = static_cast<double>(v[j]) - grid_.values()[idx];
+    err += (d == nullptr ? 1.0 : d[j]) * e * e;
+    if (elem != nullptr) elem[j] = grid_.codes()[idx];
+  }
+  return err;
+}
+
+double CodeSearch::run(const float* v, const double* d, int64_t len, int q, int bits, bool with_offset,
+                       const LineScales& line, uint8_t* alpha_code, uint8_t* offset_code, uint8_t* elem, int passes) {
+  uint8_t zc = with_offset ? *offset_code : 0;
+  double best = eval(v, d, len, q, bits, with_offset, line, alpha_code, zc, nullptr);
+  const int top = format::max_code(bits);
+  const int params = q + (with_offset ? 1 : 0);
+  for (int pass = 0; pass < passes; ++pass) {
+    bool improved = false;
+    for (int p = 0; p < params; ++p) {
+      uint8_t& c = p < q ? alpha_code[p] : zc;
+      for (const int delta : {-1, +1}) {
+        const int trial = c + delta;
+        if (trial < 0 || trial > top) continue;
+        const uint8_t keep = c;
+        c = static_cast<uint8_t>(trial);
+        const double e = eval(v, d, len, q, bits, with_offset, line, alpha_code, zc, nullptr);
+        if (e < best) {
+          best = e;
+          improved = true;
+        } else {
+          c = keep;
+        }
+      }
+    }
+    if (!improved) break;
+  }
+  if (with_offset) *offset_code = zc;
+  return eval(v, d, len, q, bits, with_offset, line, alpha_code, zc, elem);
+}
+
+}  // namespace detail
+
+namespace {
+
+// Sets the q plane bits of element (r, c) from its grid code.
+void put_code(format::BcqMatrix& m, int64_t r, int64_t c, uint8_t code) {
+  const int64_t rb = m.row_bytes();
+  for (int i = 0; i < m.cfg.q; ++i) {
+    uint8_t& byte = m.bits[static_cast<size_t>((i * m.n + r) * rb + c / 8)];
+    const auto mask = static_cast<uint8_t>(1u << (c % 8));
+    byte = ((code >> i) & 1u) ? static_cast<uint8_t>(byte | mask) : static_cast<uint8_t>(byte & ~mask);
+  }
+}
+
+// Searches the codes of scale set `set` (values v[len], weights d) and stores its codes, decoded
+// scales and element codes (elem) in m.
+void refit_set(format::BcqMatrix& m, int64_t set, const float* v, const double* d, int64_t len,
+               detail::CodeSearch& search, uint8_t* elem) {
+  const int q = m.cfg.q;
+  format::ScaleCodes& codes = m.codes;
+  const auto line = static_cast<size_t>(format::line_of_set(m, set));
+  detail::LineScales ls;
+  ls.super = codes.alpha_super.data() + line * static_cast<size_t>(q);
+  if (m.cfg.has_offset) {
+    ls.zmin = codes.offset_range[line * 2];
+    ls.zmax = codes.offset_range[line * 2 + 1];
+  }
+  uint8_t* ac = codes.alpha_code.data() + set * q;
+  uint8_t* zc = m.cfg.has_offset ? codes.offset_code.data() + set : nullptr;
+  search.run(v, d, len, q, codes.bits, m.cfg.has_offset, ls, ac, zc, elem);
+  for (int i = 0; i < q; ++i) m.alpha[static_cast<size_t>(set * q + i)] = format::decode_alpha(ls.super[i], ac[i], codes.bits);
+  if (zc != nullptr) m.offset[static_cast<size_t>(set)] = format::decode_offset(ls.zmin, ls.zmax, *zc, codes.bits);
+}
+
+}  // namespace
+
+Status compress_scales(const float* w, std::span<const double> importance, int bits, format::BcqMatrix& m,
+                       ThreadPool* pool) {
+  Result<format::BcqMatrix> enc = format::encode_scales(m, bits);
+  if (!enc) return enc.status();
+  m = std::move(enc).value();
+  const int64_t g = m.cfg.g;
+  const bool per_oc = m.cfg.orientation == format::Orientation::kPerOC;
+  const int64_t units = per_oc ? m.n : m.n / g;  // rows, or row groups: no two units share a byte
+  auto body = [&](int64_t begin, int64_t end) {
+    detail::CodeSearch search;
+    std::vector<float> values(static_cast<size_t>(g));
+    std::vector<uint8_t> elem(static_cast<size_t>(g));
+    for (int64_t u = begin; u < end; ++u) {
+      if (per_oc) {
+        const int64_t groups = m.k / g;
+        for (int64_t gi = 0; gi < groups; ++gi) {
+          const double* d = importance.empty() ? nullptr : importance.data() + gi * g;
+          refit_set(m, u * groups + gi, w + u * m.k + gi * g, d, g, search, elem.data());
+          for (int64_t e = 0; e < g; ++e) put_code(m, u, gi * g + e, elem[static_cast<size_t>(e)]);
+        }
+      } else {
+        for (int64_t c = 0; c < m.k; ++c) {
+          for (int64_t e = 0; e < g; ++e) values[static_cast<size_t>(e)] = w[(u * g + e) * m.k + c];
+          refit_set(m, u * m.k + c, values.data(), nullptr, g, search, elem.data());
+          for (int64_t e = 0; e < g; ++e) put_code(m, u * g + e, c, elem[static_cast<size_t>(e)]);
+        }
+      }
+    }
+  };
+  if (pool != nullptr) {
+    pool->parallel_for(units, 1, body);
+  } else {
+    body(0, units);
+  }
+  return Status::ok();
+}
+
+}  // namespace lutq::quant
