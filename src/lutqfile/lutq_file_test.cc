@@ -10,16 +10,13 @@
 #include <random>
 
 #include "io/gguf_file.h"
+#include "support/gguf_image.h"
 #include "support/random_bcq.h"
 
 namespace lutq::lutqfile {
 namespace {
 
-io::GgufFile open_image(const io::GgufWriter& w) {
-  Result<io::GgufFile> f = io::GgufFile::from_memory(w.to_bytes(), "test.lutq");
-  EXPECT_TRUE(f.is_ok()) << f.status().message();
-  return std::move(*f);
-}
+using testing::open_image;
 
 TEST(LutqFile, BcqMatricesRoundTrip) {
   std::mt19937_64 rng(testing::test_seed());

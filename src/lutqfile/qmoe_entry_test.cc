@@ -7,6 +7,7 @@
 #include <random>
 
 #include "io/gguf_file.h"
+#include "support/gguf_image.h"
 #include "lutqfile/lutq_file.h"
 
 namespace lutq::lutqfile {
@@ -41,11 +42,7 @@ Coded make_coded() {
   return c;
 }
 
-io::GgufFile open_image(const io::GgufWriter& w) {
-  Result<io::GgufFile> f = io::GgufFile::from_memory(w.to_bytes(), "test.lutq");
-  EXPECT_TRUE(f.is_ok()) << f.status().message();
-  return std::move(*f);
-}
+using testing::open_image;
 
 TEST(LutqFileQmoe, RoundTripWithASharedDictionary) {
   const Coded c = make_coded();

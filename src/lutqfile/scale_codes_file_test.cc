@@ -10,17 +10,14 @@
 
 #include "format/scale_codes.h"
 #include "io/gguf_file.h"
+#include "support/gguf_image.h"
 #include "lutqfile/lutq_file.h"
 #include "support/random_bcq.h"
 
 namespace lutq::lutqfile {
 namespace {
 
-io::GgufFile open_image(const io::GgufWriter& w) {
-  Result<io::GgufFile> f = io::GgufFile::from_memory(w.to_bytes(), "test.lutq");
-  EXPECT_TRUE(f.is_ok()) << f.status().message();
-  return std::move(*f);
-}
+using testing::open_image;
 
 format::BcqMatrix coded(int64_t n, int64_t k, const format::BcqConfig& cfg, int bits, uint64_t seed) {
   std::mt19937_64 rng(seed);
