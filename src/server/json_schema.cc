@@ -186,6 +186,12 @@ std::optional<uint32_t> SchemaCompiler::ref(const std::string& target, int depth
 }
 
 std::optional<uint32_t> SchemaCompiler::literals(const OJson& s, const OJson& values) {
+  // The literal values are emitted as they are: a keyword that would constrain them further is
+  // refused rather than left unchecked ({"const":"abc","maxLength":1} has no valid value).
+  for (const char* key : {"properties", "required", "additionalProperties", "items", "minItems", "maxItems",
+                          "minLength", "maxLength"}) {
+    if (has(s, key)) return fail(std::string("'enum' / 'const' beside '") + key + "' is not supported"), std::nullopt;
+  }
   const auto t = s.find("type");
   std::vector<std::string> types;
   if (t != s.end()) {

@@ -122,6 +122,9 @@ TEST(JsonSchema, ErrorsNameTheKeyword) {
   EXPECT_NE(error_of(R"({"type":"array","maxItems":100000})").find("maxItems"), std::string::npos);
   EXPECT_NE(error_of(R"({"type":"array","minItems":3,"maxItems":2})").find("minimum"), std::string::npos);
   EXPECT_NE(error_of(R"({"enum":[]})").find("enum"), std::string::npos);
+  // Found by the fuzzer: a constant that another keyword rules out used to compile to that constant.
+  EXPECT_NE(error_of(R"({"const":"string","maxLength":0})").find("'maxLength'"), std::string::npos);
+  EXPECT_NE(error_of(R"({"enum":[[1,2]],"minItems":3})").find("'minItems'"), std::string::npos);
   EXPECT_NE(error_of("false").find("false"), std::string::npos);
   EXPECT_NE(error_of("3").find("schema"), std::string::npos);
   // A required self-reference has no finite value.
