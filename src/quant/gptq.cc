@@ -286,43 +286,6 @@ void sweep_tile(const float* w, BcqMatrix& m, const GptqFactor& f, const GptqOpt
   return s;
 }
 
-// Headroom of the lines' super scales and offset ranges over the plain fit's where groups are
-// fitted during the sweep: the error feedback moves the weights the sweep reaches late, so their
-// fitted α and z leave the original weights' range and would clamp at the top code. On synthetic
-// layers (q 3, g 32, 6-bit codes, 4 seeds) 1.5 took the calibrated error's excess over fp16
-// scales from 9-42 % to 1-10 % (per-OC) and from 20-64 % to 9-53 % (per-IC); static groups need none.
-constexpr double kDynamicHeadroom = 1.5;
-
-// Compressed scales: the lines' super scales and offset ranges (and rounded codes, which the
-// sweep replaces) from a plain fit of the original weights, widened by `headroom`.
-Result<format::ScaleCodes> line_scales(const float* w, int64_t n, int64_t k, const GptqFactor& factor,
-                                       const GptqOptions& opt, const format::BcqConfig& cfg, double headroom,
-                                       ThreadPool* pool) {
-  if (Status s = format::validate_scale_bits(opt.scale_bits); !s) return Status::invalid("gptq: " + s.message());
-  QuantOptions po;
-  po.method = opt.method;
-  po.cfg = cfg;
-  po.iterations = opt.iterations;
-  std::span<const double> importance;
-  if (opt.importance && cfg.orientation == Orientation::kPerOC) importance = factor.diag;
-  Result<BcqMatrix> plain = quantize(w, n, k, po, pool, importance);
-  if (!plain) return plain.status();
-  Result<BcqMatrix> coded = format::encode_scales(*plain, opt.scale_bits);
-  if (!coded) return coded.status();
-  format::ScaleCodes& c = coded->codes;
-  if (headroom != 1.0) {
-    for (uint16_t& s : c.alpha_super) s = fp16_from_double(std::min(fp16_to_fp32(s) * headroom, kFp16Max));
-    for (size_t l = 0; l + 1 < c.offset_range.size(); l += 2) {
-      const double lo = fp16_to_fp32(c.offset_range[l]);
-      const double hi = fp16_to_fp32(c.offset_range[l + 1]);
-      const double half = 0.5 * (hi - lo) * headroom;
-      c.offset_range[l] = fp16_from_double(std::max(0.5 * (lo + hi) - half, -kFp16Max));
-      c.offset_range[l + 1] = fp16_from_double(std::min(0.5 * (lo + hi) + half, kFp16Max));
-    }
-  }
-  return std::move(c);
-}
-
 }  // namespace
 
 Result<GptqFactor> prepare_gptq(const double* h, int64_t k, const GptqOptions& opt, ThreadPool* /*pool*/) {
@@ -404,8 +367,12 @@ Result<format::BcqMatrix> gptq_quantize(const float* w, int64_t n, int64_t k, co
   plan.per_oc = cfg.orientation == Orientation::kPerOC;
   plan.static_groups = plan.per_oc && opt.act_order && cfg.g < k;
   if (opt.scale_bits != 0) {
+    if (Status b = format::validate_scale_bits(opt.scale_bits); !b) return Status::invalid("gptq: " + b.message());
+    std::span<const double> importance;
+    if (opt.importance && plan.per_oc) importance = factor.diag;
     Result<format::ScaleCodes> lines =
-        line_scales(w, n, k, factor, opt, cfg, plan.static_groups ? 1.0 : kDynamicHeadroom, pool);
+        line_scales(w, n, k, QuantOptions{opt.method, cfg, opt.iterations, false, 0}, importance, opt.scale_bits,
+                    plan.static_groups ? 1.0 : kDynamicHeadroom, pool);
     if (!lines) return lines.status();
     m.codes = std::move(lines).value();
   }

@@ -130,4 +130,25 @@ Status compress_scales(const float* w, std::span<const double> importance, int b
   return Status::ok();
 }
 
+Result<format::ScaleCodes> line_scales(const float* w, int64_t n, int64_t k, const QuantOptions& opt,
+                                       std::span<const double> importance, int bits, double headroom,
+                                       ThreadPool* pool) {
+  Result<format::BcqMatrix> plain = quantize(w, n, k, opt, pool, importance);
+  if (!plain) return plain.status();
+  Result<format::BcqMatrix> coded = format::encode_scales(*plain, bits);
+  if (!coded) return coded.status();
+  format::ScaleCodes& c = coded->codes;
+  if (headroom != 1.0) {
+    for (uint16_t& s : c.alpha_super) s = fp16_from_double(std::min(fp16_to_fp32(s) * headroom, detail::kFp16Max));
+    for (size_t l = 0; l + 1 < c.offset_range.size(); l += 2) {
+      const double lo = fp16_to_fp32(c.offset_range[l]);
+      const double hi = fp16_to_fp32(c.offset_range[l + 1]);
+      const double half = 0.5 * (hi - lo) * headroom;
+      c.offset_range[l] = fp16_from_double(std::max(0.5 * (lo + hi) - half, -detail::kFp16Max));
+      c.offset_range[l + 1] = fp16_from_double(std::min(0.5 * (lo + hi) + half, detail::kFp16Max));
+    }
+  }
+  return std::move(c);
+}
+
 }  // namespace lutq::quant
