@@ -140,23 +140,20 @@ void code_set(const float* v, int64_t len, const double* d, BcqMatrix& m, int64_
   const int q = m.cfg.q;
   const int bits = m.codes.bits;
   const auto line = static_cast<size_t>(format::line_of_set(m, global));
-  detail::LineScales ls;
-  ls.super = m.codes.alpha_super.data() + line * static_cast<size_t>(q);
+  const uint16_t* super = m.codes.alpha_super.data() + line * static_cast<size_t>(q);
   uint8_t* ac = m.codes.alpha_code.data() + global * q;
   for (int i = 0; i < q; ++i) {
-    ac[i] = static_cast<uint8_t>(format::nearest_code(std::fabs(alpha[i]), 0.0, fp16_to_fp32(ls.super[i]), bits));
+    ac[i] = static_cast<uint8_t>(format::nearest_code(std::fabs(alpha[i]), 0.0, fp16_to_fp32(super[i]), bits));
   }
-  uint8_t* zc = nullptr;
   if (m.cfg.has_offset) {
-    ls.zmin = m.codes.offset_range[line * 2];
-    ls.zmax = m.codes.offset_range[line * 2 + 1];
-    zc = m.codes.offset_code.data() + global;
-    *zc = static_cast<uint8_t>(format::nearest_code(*offset, fp16_to_fp32(ls.zmin), fp16_to_fp32(ls.zmax), bits));
+    const double zmin = fp16_to_fp32(m.codes.offset_range[line * 2]);
+    const double zmax = fp16_to_fp32(m.codes.offset_range[line * 2 + 1]);
+    m.codes.offset_code[static_cast<size_t>(global)] = static_cast<uint8_t>(format::nearest_code(*offset, zmin, zmax, bits));
   }
   f.codes.resize(static_cast<size_t>(len));
-  f.search.run(v, d, len, q, bits, m.cfg.has_offset, ls, ac, zc, f.codes.data());
-  for (int i = 0; i < q; ++i) alpha[i] = fp16_to_fp32(format::decode_alpha(ls.super[i], ac[i], bits));
-  if (zc != nullptr) *offset = fp16_to_fp32(format::decode_offset(ls.zmin, ls.zmax, *zc, bits));
+  detail::search_set(m, global, v, d, len, f.search, f.codes.data());
+  for (int i = 0; i < q; ++i) alpha[i] = fp16_to_fp32(m.alpha[static_cast<size_t>(global * q + i)]);
+  if (m.cfg.has_offset) *offset = fp16_to_fp32(m.offset[static_cast<size_t>(global)]);
 }
 
 // Fits v[len] (weights d[len], nullable) with the method, stores α/offset (fp16) as scale set

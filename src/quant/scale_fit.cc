@@ -57,23 +57,7 @@ double CodeSearch::run(const float* v, const double* d, int64_t len, int q, int 
   return eval(v, d, len, q, bits, with_offset, line, alpha_code, zc, elem);
 }
 
-}  // namespace detail
-
-namespace {
-
-// Sets the q plane bits of element (r, c) from its grid code.
-void put_code(format::BcqMatrix& m, int64_t r, int64_t c, uint8_t code) {
-  const int64_t rb = m.row_bytes();
-  for (int i = 0; i < m.cfg.q; ++i) {
-    uint8_t& byte = m.bits[static_cast<size_t>((i * m.n + r) * rb + c / 8)];
-    const auto mask = static_cast<uint8_t>(1u << (c % 8));
-    byte = ((code >> i) & 1u) ? static_cast<uint8_t>(byte | mask) : static_cast<uint8_t>(byte & ~mask);
-  }
-}
-
-// Searches the codes of scale set `set` (values v[len], weights d) and stores its codes, decoded
-// scales and element codes (elem) in m.
-void refit_set(format::BcqMatrix& m, int64_t set, const float* v, const double* d, int64_t len,
+void search_set(format::BcqMatrix& m, int64_t set, const float* v, const double* d, int64_t len,
                detail::CodeSearch& search, uint8_t* elem) {
   const int q = m.cfg.q;
   format::ScaleCodes& codes = m.codes;
@@ -89,6 +73,21 @@ void refit_set(format::BcqMatrix& m, int64_t set, const float* v, const double* 
   search.run(v, d, len, q, codes.bits, m.cfg.has_offset, ls, ac, zc, elem);
   for (int i = 0; i < q; ++i) m.alpha[static_cast<size_t>(set * q + i)] = format::decode_alpha(ls.super[i], ac[i], codes.bits);
   if (zc != nullptr) m.offset[static_cast<size_t>(set)] = format::decode_offset(ls.zmin, ls.zmax, *zc, codes.bits);
+}
+
+
+}  // namespace detail
+
+namespace {
+
+// Sets the q plane bits of element (r, c) from its grid code.
+void put_code(format::BcqMatrix& m, int64_t r, int64_t c, uint8_t code) {
+  const int64_t rb = m.row_bytes();
+  for (int i = 0; i < m.cfg.q; ++i) {
+    uint8_t& byte = m.bits[static_cast<size_t>((i * m.n + r) * rb + c / 8)];
+    const auto mask = static_cast<uint8_t>(1u << (c % 8));
+    byte = ((code >> i) & 1u) ? static_cast<uint8_t>(byte | mask) : static_cast<uint8_t>(byte & ~mask);
+  }
 }
 
 }  // namespace
@@ -110,13 +109,13 @@ Status compress_scales(const float* w, std::span<const double> importance, int b
         const int64_t groups = m.k / g;
         for (int64_t gi = 0; gi < groups; ++gi) {
           const double* d = importance.empty() ? nullptr : importance.data() + gi * g;
-          refit_set(m, u * groups + gi, w + u * m.k + gi * g, d, g, search, elem.data());
+          detail::search_set(m, u * groups + gi, w + u * m.k + gi * g, d, g, search, elem.data());
           for (int64_t e = 0; e < g; ++e) put_code(m, u, gi * g + e, elem[static_cast<size_t>(e)]);
         }
       } else {
         for (int64_t c = 0; c < m.k; ++c) {
           for (int64_t e = 0; e < g; ++e) values[static_cast<size_t>(e)] = w[(u * g + e) * m.k + c];
-          refit_set(m, u * m.k + c, values.data(), nullptr, g, search, elem.data());
+          detail::search_set(m, u * m.k + c, values.data(), nullptr, g, search, elem.data());
           for (int64_t e = 0; e < g; ++e) put_code(m, u * g + e, c, elem[static_cast<size_t>(e)]);
         }
       }

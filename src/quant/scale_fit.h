@@ -70,5 +70,11 @@ class CodeSearch {
   ValueGrid grid_;
 };
 
+// Searches the codes of scale set `set` of m (values v[len], weights d, nullable) from the codes
+// m holds for it, and stores the searched codes and their decoded scales in m and each element's
+// grid code in elem[len] (the bits are left to the caller).
+void search_set(format::BcqMatrix& m, int64_t set, const float* v, const double* d, int64_t len, CodeSearch& search,
+                uint8_t* elem);
+
 }  // namespace detail
 }  // namespace lutq::quant
