@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = ROOT.parent / "shared" / "data" / "text"
-LUTQ = ROOT / "build" / "lutq"
+LUTQ = Path(os.environ.get("LUTQ_BIN", ROOT / "build" / "lutq"))  # LUTQ_BIN: a copy kept apart from rebuilds
 CALIB_TOKENS = 8192  # lutq quantize's default --calib-tokens, in chunks of 512
 
 # name, lutq quantize arguments (calibrated rows use the default calibration text).
@@ -43,6 +43,10 @@ LUTQ_ROWS = [
     ("lutq-gptqbcq-ada-q3-g64", ["-q", "3", "-g", "64", "--quant-method", "gptq-bcq", "--orientation", "auto"]),
     ("lutq-gptqbcq-q2-g64", ["-q", "2", "-g", "64", "--quant-method", "gptq-bcq"]),
     ("lutq-gptqbcq-ada-q2-g64", ["-q", "2", "-g", "64", "--quant-method", "gptq-bcq", "--orientation", "auto"]),
+    # Compressed scales (--scale-bits): finer groups at the same or a few more bits.
+    ("lutq-gptqbcq-q4-g64-s8", ["-q", "4", "-g", "64", "--quant-method", "gptq-bcq", "--scale-bits", "8"]),
+    ("lutq-gptqbcq-q4-g32-s6", ["-q", "4", "-g", "32", "--quant-method", "gptq-bcq", "--scale-bits", "6"]),
+    ("lutq-gptqbcq-q2-g32-s6", ["-q", "2", "-g", "32", "--quant-method", "gptq-bcq", "--scale-bits", "6"]),
 ]
 # Speed depends on the layout (q, g, offset, orientation), not on the method that chose the codes.
 SPEED_LUTQ = ["lutq-rtn-q4-g128", "lutq-gptqbcq-q4-g128", "lutq-rtn-q3-g128", "lutq-gptqbcq-q3-g128",

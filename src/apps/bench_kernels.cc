@@ -25,6 +25,7 @@
 #include "core/aligned_buffer.h"
 #include "core/cpu.h"
 #include "core/thread_pool.h"
+#include "format/scale_codes.h"
 #include "kernels/dense/dense_gemm.h"
 #include "kernels/linear.h"
 
@@ -330,7 +331,13 @@ class Bench {
     const std::string label = s.text() + " " + kind_name(kind) + " q=" + std::to_string(q) + " g=" + std::to_string(g) +
                               " " + backend_name + "/" + kernels::precision_name(p);
     uint64_t seed = (static_cast<uint64_t>(s.n) << 32) ^ static_cast<uint64_t>(s.k * 131 + q * 7 + g);
-    Result<format::BcqMatrix> w = random_bcq(s.n, s.k, cfg, seed);
+    // bcq-s8: the same weights with 8-bit compressed scales (per-OC layouts keep the codes).
+    auto make = [&](uint64_t sd) -> Result<format::BcqMatrix> {
+      Result<format::BcqMatrix> r = random_bcq(s.n, s.k, cfg, sd);
+      if (!r || kind != WeightKind::kBcqCoded) return r;
+      return format::encode_scales(*r, 8);
+    };
+    Result<format::BcqMatrix> w = make(seed);
     if (!w) {
       note("skipped " + label + ": " + w.status().message());
       progress_.skip(rows_per_config());
@@ -349,7 +356,7 @@ class Bench {
     lin.push_back(std::move(first).value());
     progress_.show("building " + std::to_string(copies) + (copies == 1 ? " copy of " : " copies of ") + label);
     for (int64_t c = 1; c < copies; ++c) {  // distinct random contents per copy
-      Result<format::BcqMatrix> wc = random_bcq(s.n, s.k, cfg, seed + static_cast<uint64_t>(c) * 0x9e3779b97f4a7c15ull);
+      Result<format::BcqMatrix> wc = make(seed + static_cast<uint64_t>(c) * 0x9e3779b97f4a7c15ull);
       Result<BcqLinear> l = wc ? BcqLinear::create(*wc, isa, p, path) : Result<BcqLinear>(wc.status());
       if (!l) {
         note("skipped " + label + ": " + l.status().message());

@@ -22,8 +22,8 @@ struct Shape {
 };
 
 // bcq: Σ α_i·B_i without offset; uniform: with a per-group offset (uniform quantization
-// written as BCQ-with-offset).
-enum class WeightKind : uint8_t { kBcq, kUniform };
+// written as BCQ-with-offset); bcq-s8 (kBcqCoded): bcq with 8-bit compressed scales.
+enum class WeightKind : uint8_t { kBcq, kUniform, kBcqCoded };
 // dram: rotate over enough weight copies (> max(512 MiB, 4x the L3)) that every call streams from memory;
 // hot: one warmed-up copy.
 enum class Regime : uint8_t { kDram, kHot };

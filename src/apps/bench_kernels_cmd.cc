@@ -185,7 +185,8 @@ Result<BenchOptions> resolve(RawArgs raw, const CLI::App& cli) {
   auto kinds = parse_list<WeightKind>(raw.kinds, [](const std::string& s) -> Result<WeightKind> {
     if (s == "bcq") return WeightKind::kBcq;
     if (s == "uniform") return WeightKind::kUniform;
-    return Status::invalid("--kind: unknown weight kind '" + s + "': expected bcq or uniform");
+    if (s == "bcq-s8") return WeightKind::kBcqCoded;
+    return Status::invalid("--kind: unknown weight kind '" + s + "': expected bcq, bcq-s8 or uniform");
   });
   if (!kinds) return kinds.status();
   o.kinds = *kinds;
@@ -215,7 +216,13 @@ Result<BenchOptions> resolve(RawArgs raw, const CLI::App& cli) {
 
 }  // namespace
 
-const char* kind_name(WeightKind kind) { return kind == WeightKind::kBcq ? "bcq" : "uniform"; }
+const char* kind_name(WeightKind kind) {
+  switch (kind) {
+    case WeightKind::kBcq: return "bcq";
+    case WeightKind::kBcqCoded: return "bcq-s8";
+    default: return "uniform";
+  }
+}
 const char* regime_name(Regime regime) { return regime == Regime::kDram ? "dram" : "hot"; }
 
 Subcommand register_bench_kernels(CLI::App& app) {
@@ -258,7 +265,8 @@ Subcommand register_bench_kernels(CLI::App& app) {
       ->delimiter(',')
       ->type_name("PATH,...")
       ->default_str("auto");
-  sub->add_option("--kind", raw->kinds, "Weights: bcq (no offset) or uniform (a uniform grid with offset, as RTN stores it)")
+  sub->add_option("--kind", raw->kinds, "Weights: bcq (no offset), bcq-s8 (bcq with 8-bit compressed scales) or uniform (a uniform grid "
+                  "with offset, as RTN stores it)")
       ->delimiter(',')
       ->type_name("KIND,...")
       ->default_str("bcq,uniform");

@@ -52,6 +52,11 @@ uint16_t decode_alpha(uint16_t super, int code, int bits) {
   return fp16_from_double(static_cast<double>(fp16_to_fp32(super)) * code / max_code(bits));
 }
 
+float alpha_step(uint16_t super, int bits) {
+  const float inv = 1.0f / static_cast<float>(max_code(bits));
+  return fp16_to_fp32(super) * inv;
+}
+
 uint16_t decode_offset(uint16_t zmin, uint16_t zmax, int code, int bits) {
   const double lo = fp16_to_fp32(zmin);
   const double hi = fp16_to_fp32(zmax);

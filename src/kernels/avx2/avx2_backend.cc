@@ -15,7 +15,7 @@ bool avx2_available(const CpuFeatures& cpu) { return cpu.avx2; }
 Status avx2_check(const format::BcqMatrix& w, Precision p) { return lut_check(w, p); }
 
 void avx2_gemm(const PackedMatrix& w, const float* x, int64_t m, float* y, ThreadPool& pool) {
-  const avx2::Layout L = avx2::make_layout(w.source.n, w.source.k, w.source.cfg);
+  const avx2::Layout L = avx2::make_layout(w.source);
   const bool fast = w.precision == Precision::kFast;
   if (L.per_oc) {
     avx2::gemm_oc(L, fast, w.data.data(), x, m, y, pool);
@@ -25,7 +25,7 @@ void avx2_gemm(const PackedMatrix& w, const float* x, int64_t m, float* y, Threa
 }
 
 void avx2_int8_partials(const PackedMatrix& w, const float* x, int32_t* out) {
-  const avx2::Layout L = avx2::make_layout(w.source.n, w.source.k, w.source.cfg);
+  const avx2::Layout L = avx2::make_layout(w.source);
   if (L.per_oc) {
     avx2::partials_oc(L, w.data.data(), x, out);
   } else {

@@ -49,9 +49,10 @@ struct OcTables {
 // acc_g = 0; taking the first product as is can differ from 0 + p only in the sign of a zero,
 // which the final acc + accg (acc starts at +0) removes again.
 template <int MB>
-inline void add_plane(const uint8_t* alpha, bool first, const __m256* s, __m256* accg) {
+inline void add_plane(const Layout& L, const uint8_t* up, int64_t u, int i, bool first, const __m256* s,
+                      __m256* accg) {
   __m256 al[4];
-  load_f16x32(alpha, al);
+  load_alpha32(L, up, u, i, al);
 #pragma GCC unroll 16
   for (int e = 0; e < MB * 4; ++e) {
     const __m256 p = _mm256_mul_ps(al[e % 4], s[e]);
@@ -112,7 +113,7 @@ template <int MB, int QB, int NJ, bool kFirst>
     }
   } while (++bb < bpu);
 #pragma GCC unroll 4
-  for (int qi = 0; qi < QB; ++qi) add_plane<MB>(up + L.alpha_in_unit(i0 + qi), kFirst && qi == 0, s[qi], accg);
+  for (int qi = 0; qi < QB; ++qi) add_plane<MB>(L, up, u, i0 + qi, kFirst && qi == 0, s[qi], accg);
 }
 
 // planes_oc_fast for `count` (1 .. kMax) planes from i0.
@@ -156,7 +157,7 @@ void unit_oc_exact(const Layout& L, const OcTables& t, const uint8_t* up, int64_
     __m256 s[MB * 4];
     for (auto& v : s) v = _mm256_setzero_ps();
     lookup_f32<MB>(up + i * L.plane_bytes, L.unit / 8, t.tf + (u * t.m + m0) * tstride, tstride, s);
-    add_plane<MB>(up + L.alpha_in_unit(i), i == 0, s, accg);
+    add_plane<MB>(L, up, u, i, i == 0, s, accg);
   } while (++i < L.q);
   finish_unit_oc<MB>(L, t, up, u, m0, accg, acc);
 }

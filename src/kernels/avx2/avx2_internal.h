@@ -9,6 +9,7 @@
 
 #include "core/thread_pool.h"
 #include "format/bcq_matrix.h"
+#include "kernels/coded_scales.h"
 #include "kernels/kernel.h"
 
 namespace lutq::kernels::avx2 {
@@ -30,24 +31,32 @@ struct Layout {
   int q = 0;
   bool per_oc = true;
   bool has_offset = false;
+  bool coded = false;       // per-OC scales kept as one-byte codes (kernels/coded_scales.h)
   int64_t tiles = 0;        // ceil(n / 32)
   int64_t kb = 0;           // int8 table block (lut_block)
   int64_t unit = 0;         // activations per streaming unit: per-OC the group g, per-IC kb
   int64_t units = 0;        // k / unit
   int64_t plane_bytes = 0;  // bits of one plane in one unit: (unit / 8) * 32
-  int64_t unit_bytes = 0;   // per-OC: q planes + q*32 fp16 alpha + (32 fp16 offsets); per-IC: q planes
-  int64_t tile_bytes = 0;   // units * unit_bytes
+  int64_t unit_bytes = 0;   // per-OC: q planes + alpha (q*32 fp16, or q*32 codes padded to 64) + (32 fp16
+                            // offsets); per-IC: q planes
+  int64_t tile_bytes = 0;   // units * unit_bytes (+ the coded layout's steps, q*32 fp32)
   int64_t blocks = 0;       // per-IC row blocks n / g (0 for per-OC)
   int64_t alpha_at = 0;     // per-IC: fp16 alpha [block][q][k] at this byte offset
   int64_t offset_at = 0;    // per-IC: fp16 offsets [block][k] at this byte offset
   int64_t total_bytes = 0;
 
-  // Per-OC: byte offset, inside a unit, of the alpha of plane i (32 fp16) and of the offsets.
-  int64_t alpha_in_unit(int i) const { return q * plane_bytes + 64 * i; }
-  int64_t offset_in_unit() const { return q * plane_bytes + 64 * q; }
+  // Per-OC: byte offset, inside a unit, of the alpha of plane i (32 fp16; coded: its planes'
+  // 64-byte code block, coded_scales.h) and of the offsets.
+  int64_t alpha_in_unit(int i) const { return q * plane_bytes + (coded ? 64 * (i / 2) : 64 * i); }
+  int64_t offset_in_unit() const { return q * plane_bytes + unit_alpha_bytes(q, coded); }
+  // Coded: the steps [q][32] of the tile whose unit u starts at up (they end the tile).
+  const float* tile_steps(const uint8_t* up, int64_t u) const {
+    return reinterpret_cast<const float*>(up + (units - u) * unit_bytes);
+  }
 };
 
-Layout make_layout(int64_t n, int64_t k, const format::BcqConfig& cfg);
+// The layout of w's shape and configuration (coded where kernels/coded_scales.h keeps_codes(w)).
+Layout make_layout(const format::BcqMatrix& w);
 
 PackedMatrix repack(const format::BcqMatrix& w, Precision p);
 format::BcqMatrix unpack(const PackedMatrix& w);

@@ -159,6 +159,34 @@ inline void load_f16x32(const uint8_t* p, __m256* a) {
   for (int x = 0; x < 4; ++x) a[x] = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(p + 16 * x)));
 }
 
+// The 32 alphas (rows 0..31) of plane i of the unit u at up: fp16 widened, or in the coded layout
+// fp16(fp32(code · step)) (kernels/coded_scales.h), which is the decoded fp16 α exactly.
+inline void load_alpha32(const Layout& L, const uint8_t* up, int64_t u, int i, __m256* a) {
+  if (!L.coded) return load_f16x32(up + L.alpha_in_unit(i), a);
+  const uint8_t* c = up + L.alpha_in_unit(i);
+  const __m256i byte = _mm256_set1_epi32(0xFF);
+  const __m256i d0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(c));       // rows 0..7 | 16..23
+  const __m256i d1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(c + 32));  // rows 8..15 | 24..31
+  __m256i code[4];  // rows 8x..8x+7: bytes 0, 1 (even plane) or 2, 3 (odd) of each dword
+  if (i % 2 == 0) {
+    code[0] = _mm256_and_si256(d0, byte);
+    code[1] = _mm256_and_si256(d1, byte);
+    code[2] = _mm256_and_si256(_mm256_srli_epi32(d0, 8), byte);
+    code[3] = _mm256_and_si256(_mm256_srli_epi32(d1, 8), byte);
+  } else {
+    code[0] = _mm256_and_si256(_mm256_srli_epi32(d0, 16), byte);
+    code[1] = _mm256_and_si256(_mm256_srli_epi32(d1, 16), byte);
+    code[2] = _mm256_srli_epi32(d0, 24);
+    code[3] = _mm256_srli_epi32(d1, 24);
+  }
+  const float* step = L.tile_steps(up, u) + i * kTileRows;
+#pragma GCC unroll 4
+  for (int x = 0; x < 4; ++x) {
+    const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(code[x]), _mm256_load_ps(step + 8 * x));
+    a[x] = _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+}
+
 // Writes the tile's rows below n: y[mm*n + r0 + r] = acc[mm*32 + r].
 inline void store_tile(const float* acc, int64_t m, int64_t n, int64_t r0, float* y) {
   const int64_t rows = std::min<int64_t>(kTileRows, n - r0);

@@ -44,7 +44,10 @@ constexpr uint8_t exact_code(uint8_t b) {
 
 }  // namespace
 
-Layout make_layout(int64_t n, int64_t k, const format::BcqConfig& cfg) {
+Layout make_layout(const format::BcqMatrix& w) {
+  const int64_t n = w.n;
+  const int64_t k = w.k;
+  const format::BcqConfig& cfg = w.cfg;
   Layout L;
   L.n = n;
   L.k = k;
@@ -52,14 +55,15 @@ Layout make_layout(int64_t n, int64_t k, const format::BcqConfig& cfg) {
   L.q = cfg.q;
   L.per_oc = cfg.orientation == format::Orientation::kPerOC;
   L.has_offset = cfg.has_offset;
+  L.coded = keeps_codes(w);
   L.tiles = (n + kTileRows - 1) / kTileRows;
   L.kb = lut_block_for(k, cfg);
   L.unit = L.per_oc ? cfg.g : L.kb;
   L.units = k / L.unit;
   L.plane_bytes = L.unit / 8 * kTileRows;
   L.unit_bytes = L.q * L.plane_bytes;
-  if (L.per_oc) L.unit_bytes += 2 * kTileRows * (L.q + (L.has_offset ? 1 : 0));
-  L.tile_bytes = L.units * L.unit_bytes;
+  if (L.per_oc) L.unit_bytes += unit_alpha_bytes(L.q, L.coded) + (L.has_offset ? 2 * kTileRows : 0);
+  L.tile_bytes = L.units * L.unit_bytes + tile_step_bytes(L.q, L.coded);
   L.total_bytes = L.tiles * L.tile_bytes;
   if (!L.per_oc) {
     L.blocks = n / cfg.g;
@@ -71,7 +75,7 @@ Layout make_layout(int64_t n, int64_t k, const format::BcqConfig& cfg) {
 }
 
 PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
-  const Layout L = make_layout(w.n, w.k, w.cfg);
+  const Layout L = make_layout(w);
   PackedMatrix out;
   out.isa = Isa::kAvx2;
   out.precision = p;
@@ -97,13 +101,23 @@ PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
         for (int64_t j = 0; j < vecs; ++j) dst[j * kTileRows] = exact ? exact_code(src[j]) : src[j];
       }
       if (L.per_oc) {
-        auto* a = reinterpret_cast<uint16_t*>(up + L.alpha_in_unit(0));
         const int64_t set = r * L.units + u;
-        for (int i = 0; i < q; ++i) a[i * kTileRows + rt] = w.alpha[static_cast<size_t>(set * q + i)];
+        if (L.coded) {
+          write_unit_codes(w, r, u, up + L.alpha_in_unit(0));
+        } else {
+          auto* a = reinterpret_cast<uint16_t*>(up + L.alpha_in_unit(0));
+          for (int i = 0; i < q; ++i) a[i * kTileRows + rt] = w.alpha[static_cast<size_t>(set * q + i)];
+        }
         if (L.has_offset) {
           reinterpret_cast<uint16_t*>(up + L.offset_in_unit())[rt] = w.offset[static_cast<size_t>(set)];
         }
       }
+    }
+  }
+  if (L.coded) {
+    out.source.codes = codes_beside_layout(w);
+    for (int64_t t = 0; t < L.tiles; ++t) {
+      write_tile_steps(w, t, reinterpret_cast<float*>(d + t * L.tile_bytes + L.units * L.unit_bytes));
     }
   }
   if (!L.per_oc) {
@@ -124,8 +138,12 @@ PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
 
 format::BcqMatrix unpack(const PackedMatrix& pw) {
   const format::BcqMatrix& s = pw.source;
-  const Layout L = make_layout(s.n, s.k, s.cfg);
+  const Layout L = make_layout(s);
   format::BcqMatrix w = format::make_empty(s.n, s.k, s.cfg).value();
+  if (L.coded) {
+    w.codes = s.codes;
+    w.codes.alpha_code.assign(w.alpha.size(), 0);
+  }
   const uint8_t* d = pw.data.data();
   const bool exact = pw.precision == Precision::kExact;
   const int q = L.q;
@@ -143,15 +161,20 @@ format::BcqMatrix unpack(const PackedMatrix& pw) {
         for (int64_t j = 0; j < vecs; ++j) dst[j] = exact ? exact_code(src[j * kTileRows]) : src[j * kTileRows];
       }
       if (L.per_oc) {
-        const auto* a = reinterpret_cast<const uint16_t*>(up + L.alpha_in_unit(0));
         const int64_t set = r * L.units + u;
-        for (int i = 0; i < q; ++i) w.alpha[static_cast<size_t>(set * q + i)] = a[i * kTileRows + rt];
+        if (L.coded) {
+          read_unit_codes(up + L.alpha_in_unit(0), r, u, w);
+        } else {
+          const auto* a = reinterpret_cast<const uint16_t*>(up + L.alpha_in_unit(0));
+          for (int i = 0; i < q; ++i) w.alpha[static_cast<size_t>(set * q + i)] = a[i * kTileRows + rt];
+        }
         if (L.has_offset) {
           w.offset[static_cast<size_t>(set)] = reinterpret_cast<const uint16_t*>(up + L.offset_in_unit())[rt];
         }
       }
     }
   }
+  if (L.coded) decode_alpha_from_codes(w);
   if (!L.per_oc) {
     const auto* a = reinterpret_cast<const uint16_t*>(d + L.alpha_at);
     for (int64_t b = 0; b < L.blocks; ++b) {

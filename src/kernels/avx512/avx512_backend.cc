@@ -18,7 +18,7 @@ bool avx512_available(const CpuFeatures& cpu) { return cpu.avx512 && cpu.avx512_
 Status avx512_check(const format::BcqMatrix& w, Precision p) { return lut_check(w, p); }
 
 void avx512_gemm(const PackedMatrix& w, const float* x, int64_t m, float* y, ThreadPool& pool) {
-  const avx512::Layout L = avx512::make_layout(w.source.n, w.source.k, w.source.cfg);
+  const avx512::Layout L = avx512::make_layout(w.source);
   const bool fast = w.precision == Precision::kFast;
   if (L.per_oc) {
     avx512::gemm_oc(L, fast, w.data.data(), x, m, y, pool);
@@ -28,7 +28,7 @@ void avx512_gemm(const PackedMatrix& w, const float* x, int64_t m, float* y, Thr
 }
 
 void avx512_int8_partials(const PackedMatrix& w, const float* x, int32_t* out) {
-  const avx512::Layout L = avx512::make_layout(w.source.n, w.source.k, w.source.cfg);
+  const avx512::Layout L = avx512::make_layout(w.source);
   if (L.per_oc) {
     avx512::partials_oc(L, w.data.data(), x, out);
   } else {

@@ -52,9 +52,10 @@ constexpr int planes_per_pass() { return MB == 2 ? 2 : 1; }
 // acc_g = 0; taking the first product as is can differ from 0 + p only in the sign of a zero,
 // which the final acc + accg (acc starts at +0) removes again.
 template <int MB>
-inline void add_plane(const uint8_t* alpha, bool first, const __m512* s, __m512* accg) {
+inline void add_plane(const Layout& L, const uint8_t* up, int64_t u, int i, const __m512* s, __m512* accg) {
+  const bool first = i == 0;
   __m512 al[2];
-  load_f16x32(alpha, al);
+  load_alpha32(L, up, u, i, al);
 #pragma GCC unroll 8
   for (int e = 0; e < MB * 2; ++e) {
     const __m512 p = _mm512_mul_ps(al[e % 2], s[e]);
@@ -107,7 +108,7 @@ template <int MB, int QB, int NS>
     }
   }
 #pragma GCC unroll 4
-  for (int qi = 0; qi < QB; ++qi) add_plane<MB>(up + L.alpha_in_unit(i0 + qi), i0 + qi == 0, s[qi], accg);
+  for (int qi = 0; qi < QB; ++qi) add_plane<MB>(L, up, u, i0 + qi, s[qi], accg);
 }
 
 // Fast path: unit u of one tile, activation rows m0 .. m0+MB, into acc[(m0+mm)*32 + row].
@@ -129,7 +130,7 @@ void planes_exact(const Layout& L, const OcTables& t, const uint8_t* up, int64_t
   __m512 s[QB * MB * 2];
   for (auto& v : s) v = _mm512_setzero_ps();
   lookup_f32<MB, QB>(up + i0 * L.plane_bytes, L.plane_bytes, L.steps, t.tf + (u * t.m + m0) * tstride, tstride, s);
-  for (int qi = 0; qi < QB; ++qi) add_plane<MB>(up + L.alpha_in_unit(i0 + qi), i0 + qi == 0, s + qi * MB * 2, accg);
+  for (int qi = 0; qi < QB; ++qi) add_plane<MB>(L, up, u, i0 + qi, s + qi * MB * 2, accg);
 }
 
 template <int MB>

@@ -135,6 +135,28 @@ inline void load_f16x32(const uint8_t* p, __m512* a) {
   a[1] = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(p + 32)));
 }
 
+// The 32 alphas (rows 0..31) of plane i of the unit u at up: fp16 widened, or in the coded layout
+// fp16(fp32(code · step)) (kernels/coded_scales.h), which is the decoded fp16 α exactly.
+inline void load_alpha32(const Layout& L, const uint8_t* up, int64_t u, int i, __m512* a) {
+  if (!L.coded) return load_f16x32(up + L.alpha_in_unit(i), a);
+  const __m512i c = _mm512_load_si512(up + L.alpha_in_unit(i));
+  const __m512i byte = _mm512_set1_epi32(0xFF);
+  __m512i code[2];  // rows 0..15, 16..31: bytes 0, 1 (even plane) or 2, 3 (odd) of each dword
+  if (i % 2 == 0) {
+    code[0] = _mm512_and_si512(c, byte);
+    code[1] = _mm512_and_si512(_mm512_srli_epi32(c, 8), byte);
+  } else {
+    code[0] = _mm512_and_si512(_mm512_srli_epi32(c, 16), byte);
+    code[1] = _mm512_srli_epi32(c, 24);
+  }
+  const float* step = L.tile_steps(up, u) + i * kTileRows;
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+    const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(code[h]), _mm512_load_ps(step + 16 * h));
+    a[h] = _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+}
+
 // Writes the tile's rows below n: y[mm*n + r0 + r] = acc[mm*32 + r].
 inline void store_tile(const float* acc, int64_t m, int64_t n, int64_t r0, float* y) {
   const int64_t rows = std::min<int64_t>(kTileRows, n - r0);

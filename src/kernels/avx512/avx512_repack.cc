@@ -36,7 +36,10 @@ constexpr int64_t dword_at(int64_t s, int64_t rt) { return s * kStepBytes + (rt 
 
 }  // namespace
 
-Layout make_layout(int64_t n, int64_t k, const format::BcqConfig& cfg) {
+Layout make_layout(const format::BcqMatrix& w) {
+  const int64_t n = w.n;
+  const int64_t k = w.k;
+  const format::BcqConfig& cfg = w.cfg;
   Layout L;
   L.n = n;
   L.k = k;
@@ -44,6 +47,7 @@ Layout make_layout(int64_t n, int64_t k, const format::BcqConfig& cfg) {
   L.q = cfg.q;
   L.per_oc = cfg.orientation == format::Orientation::kPerOC;
   L.has_offset = cfg.has_offset;
+  L.coded = keeps_codes(w);
   L.tiles = (n + kTileRows - 1) / kTileRows;
   L.kb = lut_block_for(k, cfg);
   L.unit = L.per_oc ? cfg.g : L.kb;
@@ -51,8 +55,8 @@ Layout make_layout(int64_t n, int64_t k, const format::BcqConfig& cfg) {
   L.steps = L.unit / kStepActs;
   L.plane_bytes = L.steps * kStepBytes;
   L.unit_bytes = L.q * L.plane_bytes;
-  if (L.per_oc) L.unit_bytes += 2 * kTileRows * (L.q + (L.has_offset ? 1 : 0));
-  L.tile_bytes = L.units * L.unit_bytes;
+  if (L.per_oc) L.unit_bytes += unit_alpha_bytes(L.q, L.coded) + (L.has_offset ? 2 * kTileRows : 0);
+  L.tile_bytes = L.units * L.unit_bytes + tile_step_bytes(L.q, L.coded);
   L.total_bytes = L.tiles * L.tile_bytes;
   if (!L.per_oc) {
     L.blocks = n / cfg.g;
@@ -64,7 +68,7 @@ Layout make_layout(int64_t n, int64_t k, const format::BcqConfig& cfg) {
 }
 
 PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
-  const Layout L = make_layout(w.n, w.k, w.cfg);
+  const Layout L = make_layout(w);
   PackedMatrix out;
   out.isa = Isa::kAvx512;
   out.precision = p;
@@ -86,13 +90,23 @@ PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
         for (int64_t s = 0; s < L.steps; ++s) std::memcpy(up + i * L.plane_bytes + dword_at(s, rt), src + 4 * s, 4);
       }
       if (L.per_oc) {
-        auto* a = reinterpret_cast<uint16_t*>(up + L.alpha_in_unit(0));
         const int64_t set = r * L.units + u;
-        for (int i = 0; i < q; ++i) a[i * kTileRows + rt] = w.alpha[static_cast<size_t>(set * q + i)];
+        if (L.coded) {
+          write_unit_codes(w, r, u, up + L.alpha_in_unit(0));
+        } else {
+          auto* a = reinterpret_cast<uint16_t*>(up + L.alpha_in_unit(0));
+          for (int i = 0; i < q; ++i) a[i * kTileRows + rt] = w.alpha[static_cast<size_t>(set * q + i)];
+        }
         if (L.has_offset) {
           reinterpret_cast<uint16_t*>(up + L.offset_in_unit())[rt] = w.offset[static_cast<size_t>(set)];
         }
       }
+    }
+  }
+  if (L.coded) {
+    out.source.codes = codes_beside_layout(w);
+    for (int64_t t = 0; t < L.tiles; ++t) {
+      write_tile_steps(w, t, reinterpret_cast<float*>(d + t * L.tile_bytes + L.units * L.unit_bytes));
     }
   }
   if (!L.per_oc) {
@@ -109,8 +123,12 @@ PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
 
 format::BcqMatrix unpack(const PackedMatrix& pw) {
   const format::BcqMatrix& s = pw.source;
-  const Layout L = make_layout(s.n, s.k, s.cfg);
+  const Layout L = make_layout(s);
   format::BcqMatrix w = format::make_empty(s.n, s.k, s.cfg).value();
+  if (L.coded) {
+    w.codes = s.codes;
+    w.codes.alpha_code.assign(w.alpha.size(), 0);
+  }
   const uint8_t* d = pw.data.data();
   const int q = L.q;
   const int64_t rb = w.row_bytes();
@@ -124,15 +142,20 @@ format::BcqMatrix unpack(const PackedMatrix& pw) {
         for (int64_t st = 0; st < L.steps; ++st) std::memcpy(dst + 4 * st, up + i * L.plane_bytes + dword_at(st, rt), 4);
       }
       if (L.per_oc) {
-        const auto* a = reinterpret_cast<const uint16_t*>(up + L.alpha_in_unit(0));
         const int64_t set = r * L.units + u;
-        for (int i = 0; i < q; ++i) w.alpha[static_cast<size_t>(set * q + i)] = a[i * kTileRows + rt];
+        if (L.coded) {
+          read_unit_codes(up + L.alpha_in_unit(0), r, u, w);
+        } else {
+          const auto* a = reinterpret_cast<const uint16_t*>(up + L.alpha_in_unit(0));
+          for (int i = 0; i < q; ++i) w.alpha[static_cast<size_t>(set * q + i)] = a[i * kTileRows + rt];
+        }
         if (L.has_offset) {
           w.offset[static_cast<size_t>(set)] = reinterpret_cast<const uint16_t*>(up + L.offset_in_unit())[rt];
         }
       }
     }
   }
+  if (L.coded) decode_alpha_from_codes(w);
   if (!L.per_oc) {
     const auto* a = reinterpret_cast<const uint16_t*>(d + L.alpha_at);
     for (int64_t b = 0; b < L.blocks; ++b) {

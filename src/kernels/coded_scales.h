@@ -1,0 +1,59 @@
+// Compressed scales in the per-OC layouts of the SIMD LUT backends (avx2, avx512): a matrix whose
+// scales are b-bit codes (format/scale_codes.h) keeps them as codes in memory too, so the
+// kernels stream q + 8q/g bits per weight instead of q + 16q/g, and decode each α on the fly:
+//
+//   α = fp16(fp32(c · step)),  step = format::alpha_step(S, b)  (one fp32 per row and plane)
+//
+// which is decode_alpha(S, c, b) bit for bit (proved in docs/format.md, tested for every case),
+// so the kernels still agree with the scalar reference exactly. Both backends' tiles hold 32
+// rows; in a unit the fp16 alphas (q x 64 bytes) are replaced by q x 32 one-byte codes in 64-byte
+// blocks of two planes, and each tile ends with its steps [q][32 rows] fp32. In the block of
+// planes 2p, 2p+1, dword j (0..15) holds the codes of
+//   byte 0: plane 2p row j,  byte 1: plane 2p row j+16,  byte 2: plane 2p+1 row j,  byte 3: plane 2p+1 row j+16
+// so a kernel widens a plane's codes to 32-bit lanes with one shift and one mask per 16 rows
+// (no byte shuffles: those compete with the table lookups for the shuffle port). Offsets stay
+// fp16 (their decoding has no such exact fp32 form). Per-IC layouts expand codes to fp16.
+#pragma once
+
+#include <cstdint>
+
+#include "format/bcq_matrix.h"
+
+namespace lutq::kernels {
+
+constexpr int64_t kCodedTileRows = 32;
+
+// Bytes of one unit's scales: ceil(q/2) blocks of 64 bytes (coded), or q x 32 fp16.
+constexpr int64_t unit_alpha_bytes(int q, bool coded) { return coded ? (32 * q + 63) / 64 * 64 : 64 * q; }
+
+// Bytes of the steps at the end of a tile (coded only): q x 32 fp32.
+constexpr int64_t tile_step_bytes(int q, bool coded) { return coded ? 128 * q : 0; }
+
+// Whether a backend layout keeps w's scales as codes: per-OC with compressed scales, where that
+// makes a tile smaller (not at q = 1, whose padded codes take the fp16 alphas' 64 bytes, nor
+// for a row of very few groups, where the steps cost more than the codes save).
+inline bool keeps_codes(const format::BcqMatrix& w) {
+  if (w.codes.bits == 0 || w.cfg.orientation != format::Orientation::kPerOC) return false;
+  const int q = w.cfg.q;
+  return (unit_alpha_bytes(q, false) - unit_alpha_bytes(q, true)) * (w.k / w.cfg.g) > tile_step_bytes(q, true);
+}
+
+// The steps of tile `tile`: steps[i*32 + rt] = alpha_step of row 32·tile + rt, plane i (0 past n).
+void write_tile_steps(const format::BcqMatrix& w, int64_t tile, float* steps);
+
+// Byte of the code of plane i, tile row rt (0..31) in a unit's code blocks.
+constexpr int64_t code_at(int i, int64_t rt) { return 64 * (i / 2) + 4 * (rt % 16) + 2 * (i % 2) + rt / 16; }
+
+// The per-OC codes of row r, group u into a unit's code blocks (code_at).
+void write_unit_codes(const format::BcqMatrix& w, int64_t r, int64_t u, uint8_t* a);
+
+// What a coded layout keeps beside it in PackedMatrix::source: w.codes without alpha_code
+// (which lives in the layout), so unpack can give the matrix back whole.
+format::ScaleCodes codes_beside_layout(const format::BcqMatrix& w);
+
+// Unpack: the codes of row r, group u back from a unit's code block into w.codes.alpha_code
+// (sized by the caller), and, once every code is back, alpha decoded from them.
+void read_unit_codes(const uint8_t* a, int64_t r, int64_t u, format::BcqMatrix& w);
+void decode_alpha_from_codes(format::BcqMatrix& w);
+
+}  // namespace lutq::kernels
