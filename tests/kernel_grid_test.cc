@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/fp16.h"
+#include "format/scale_codes.h"
 #include "kernels/linear.h"
 #include "kernels/lut_tables.h"
 #include "support/random_bcq.h"
@@ -193,6 +194,42 @@ INSTANTIATE_TEST_SUITE_P(Wide, KernelGrid,
                                             ::testing::Values(Orientation::kPerOC, Orientation::kPerIC),
                                             ::testing::Values(true)),
                          grid_name);
+
+// Compressed scales (4, 6, 8-bit codes; the per-OC SIMD layouts keep and decode the codes):
+// every backend against ref on the decoded matrix, same bounds.
+class KernelGridCoded : public ::testing::TestWithParam<std::tuple<Isa, Precision, int, Orientation>> {};
+
+TEST_P(KernelGridCoded, MatchesRefWithinDerivedBound) {
+  const auto [isa, precision, q, orientation] = GetParam();
+  const CpuFeatures cpu = detect_cpu();
+  if (!backend(isa).available(cpu)) GTEST_SKIP() << isa_name(isa) << " backend is not available here (CPU: " << cpu.summary() << ")";
+  const uint64_t seed = testing::test_seed();
+  std::mt19937_64 rng(seed);
+  ThreadPool two(2);
+  for (int bits : {4, 6, 8}) {
+    for (bool offset : {false, true}) {
+      const int64_t n = orientation == Orientation::kPerOC ? 33 : 64;
+      const BcqMatrix plain = testing::random_bcq(n, 512, BcqConfig{q, bits == 6 ? 32 : 64, orientation, offset}, rng);
+      const BcqMatrix w = format::encode_scales(plain, bits).value();
+      for (int64_t m : {1, 3, 8}) {
+        expect_matches_ref(w, isa, precision, m, two, rng, seed);
+        if (::testing::Test::HasFatalFailure()) return;
+      }
+    }
+  }
+}
+
+std::string coded_name(const ::testing::TestParamInfo<std::tuple<Isa, Precision, int, Orientation>>& info) {
+  const auto [isa, precision, q, orientation] = info.param;
+  return std::string(isa_name(isa)) + "_" + precision_name(precision) + "_q" + std::to_string(q) +
+         (orientation == Orientation::kPerOC ? "_oc" : "_ic");
+}
+
+INSTANTIATE_TEST_SUITE_P(Lut, KernelGridCoded,
+                         ::testing::Combine(kGridIsas, ::testing::Values(Precision::kExact, Precision::kFast),
+                                            ::testing::Values(1, 2, 3, 4, 8),
+                                            ::testing::Values(Orientation::kPerOC, Orientation::kPerIC)),
+                         coded_name);
 
 // The int8 partial sums of every backend equal the scalar LUT reference's exactly.
 class Int8Partials : public ::testing::TestWithParam<std::tuple<Isa, Orientation>> {};

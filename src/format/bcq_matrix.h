@@ -30,8 +30,9 @@ struct BcqConfig {
 };
 
 // Compressed scales (format/scale_codes.h, docs/format.md "Compressed scales"): the stored form of
-// alpha/offset when bits > 0. alpha and offset then hold the decoded values, which are what every
-// kernel reads; these codes are what the file stores. Empty (bits 0): the scales are plain fp16.
+// alpha/offset when bits > 0. alpha and offset then hold the decoded values, which are what the
+// reference kernels read; these codes are what the file stores, and what the per-OC SIMD layouts
+// keep and decode on the fly (kernels/coded_scales.h). Empty (bits 0): the scales are plain fp16.
 // A line is a row (per-OC) or a column (per-IC).
 struct ScaleCodes {
   int bits = 0;  // 0: none; else 4..8 bits per code
@@ -74,8 +75,8 @@ struct BcqMatrix {
   // Bits per weight of the stored form: planes + fp16 scales and offsets, or + the compressed
   // scales when codes.bits > 0 (stored_bytes()).
   double bits_per_weight() const;
-  // Bytes of bits + fp16 scales + offsets: the matrix as held in memory (compressed scales are
-  // expanded to fp16 at load).
+  // Bytes of bits + fp16 scales + offsets: the matrix with its scales expanded to fp16 (as the
+  // canonical form holds it; kernel layouts report their own size, BcqLinear::weight_bytes).
   int64_t storage_bytes() const;
   // Bytes of the stored form: storage_bytes(), or with compressed scales the bits, the packed
   // codes and the fp16 super scales and offset ranges.

@@ -14,6 +14,8 @@
 //          | plane 0: ug x 32 B | plane 1: ug x 32 B | ... | plane q-1: ug x 32 B              |
 //          | alpha plane 0: 32 x fp16 (rows 0..31 in order) | ... | alpha plane q-1: 32 x fp16 |
 //          | offsets: 32 x fp16 (only with has_offset)                                          |
+//   with compressed scales (kernels/coded_scales.h) the alphas of a unit are ceil(q/2) blocks of
+//   64 bytes of one-byte codes (two planes per block) and the tile ends with q x 32 fp32 steps
 //
 //   per-IC (unit = one int8-table block of kb activations, ub = kb/8 row vectors per plane):
 //
