@@ -53,8 +53,37 @@ uint16_t decode_alpha(uint16_t super, int code, int bits) {
 }
 
 float alpha_step(uint16_t super, int bits) {
-  const float inv = 1.0f / static_cast<float>(max_code(bits));
-  return fp16_to_fp32(super) * inv;
+  // A division, not a multiply by 1/(2^b − 1): exact where the quotient is (short super scales).
+  return fp16_to_fp32(super) / static_cast<float>(max_code(bits));
+}
+
+namespace {
+
+// Bits of m in a short step m·2^e (m < 2^(11 − b)).
+int short_bits(int bits) { return 11 - bits; }
+
+}  // namespace
+
+uint16_t short_super(double at_least, int bits) {
+  if (!(at_least > 0.0)) return 0;
+  const int p = short_bits(bits);
+  const double mc = max_code(bits);
+  const double step = std::min(at_least, 65504.0) / mc;
+  int e = std::max(-24, std::ilogb(step) - (p - 1));
+  double m = std::ceil(std::ldexp(step, -e));
+  if (m >= std::ldexp(1.0, p)) m = std::ceil(std::ldexp(step, -++e));
+  while (std::ldexp(m, e) * mc > 65504.0) --m;  // the top of the fp16 range: the largest below it
+  return fp16_from_double(std::ldexp(m, e) * mc);  // exact: at most 11 significant bits
+}
+
+bool is_short_super(uint16_t super, int bits) {
+  const double s = fp16_to_fp32(super);
+  if (!(s >= 0.0) || !std::isfinite(s)) return false;
+  if (s == 0.0) return true;
+  const double step = s / max_code(bits);
+  const int e = std::max(-24, std::ilogb(step) - (short_bits(bits) - 1));
+  const double m = std::ldexp(step, -e);
+  return m == std::floor(m) && m < std::ldexp(1.0, short_bits(bits));
 }
 
 uint16_t decode_offset(uint16_t zmin, uint16_t zmax, int code, int bits) {
@@ -91,6 +120,7 @@ Result<BcqMatrix> encode_scales(const BcqMatrix& w, int bits) {
       if (fp16_to_fp32(a) > fp16_to_fp32(s)) s = a;
     }
   }
+  for (uint16_t& s : codes.alpha_super) s = short_super(fp16_to_fp32(s), bits);
   if (w.cfg.has_offset) {
     codes.offset_range.assign(static_cast<size_t>(lines * 2), 0);
     std::vector<bool> seen(static_cast<size_t>(lines), false);

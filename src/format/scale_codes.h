@@ -41,20 +41,29 @@ uint16_t decode_alpha(uint16_t super, int code, int bits);
 uint16_t decode_offset(uint16_t zmin, uint16_t zmax, int code, int bits);
 
 // The same α in fp32 arithmetic, as the SIMD kernels compute it from the codes:
-//   step = fp32(fp32(S) · fp32(1 / (2^b − 1))),   α = fp16(fp32(c · step))
+//   step = fp32(S / (2^b − 1)),   α = fp16(fp32(c · step))
 // equals decode_alpha(S, c, b) for every finite fp16 S ≥ 0, b in 4..8 and code c. Why: the exact
 // S·c/(2^b − 1) is never an fp16 rounding midpoint and lies at least 2^−20 (relative) from every
-// one (docs/format.md), while the three fp32 roundings move it by at most 3·2^−24. Checked for
+// one (docs/format.md), while the two fp32 roundings move it by at most 2·2^−24. Checked for
 // every (S, b, c) by scale_codes_test.
 float alpha_step(uint16_t super, int bits);
+
+// Super scales with a short step: S = m·2^e·(2^b − 1) with m < 2^(11−b) and e ≥ −24, so every
+// c·S/(2^b − 1) = c·m·2^e has at most 11 significant bits on fp16's grid: the decoding rounds
+// nothing, and a kernel may take α = c·step (step = alpha_step(S, b), exact) without rounding.
+// short_super gives the smallest such S >= at_least (0 for at_least <= 0; at most the largest
+// such S below the fp16 maximum). The encoders choose these: less than 2^(b−9) relative above the
+// line's largest α (25 % of the code range at 8 bits, 6.25 % at 6, 1.6 % at 4).
+uint16_t short_super(double at_least, int bits);
+bool is_short_super(uint16_t super, int bits);
 
 // round((value − lo)·(2^b − 1)/(hi − lo)) clamped to [0, 2^b − 1] (0 when hi <= lo): the rounded
 // code of a value on the line's scale (lo = 0, hi = S) or offset range; the quantizers start
 // their code search here.
 int nearest_code(double value, double lo, double hi, int bits);
 
-// Compresses w's scales with b-bit codes: α made ≥ 0 by flipping bits, S_i = the line's largest
-// |α_i| (already fp16), [zmin, zmax] = the line's smallest and largest offset, each code the
+// Compresses w's scales with b-bit codes: α made ≥ 0 by flipping bits, S_i = short_super of the
+// line's largest |α_i|, [zmin, zmax] = the line's smallest and largest offset, each code the
 // rounded one. Returns the matrix with the codes set and alpha/offset replaced by their decoding
 // (bits flipped where α was negative; the grid values change by the codes' rounding only).
 Result<BcqMatrix> encode_scales(const BcqMatrix& w, int bits);

@@ -168,6 +168,37 @@ TEST(ScaleCodes, Fp32StepDecodesExactlyForEveryCase) {
   EXPECT_EQ(mismatches, 0);
 }
 
+// short_super: the smallest short super scale at or above a value; with it, code·step is the
+// decoded α exactly (no rounding), and encode_scales chooses it.
+TEST(ScaleCodes, ShortSuperScalesDecodeWithoutRounding) {
+  std::mt19937_64 rng(testing::test_seed());
+  std::uniform_real_distribution<double> log2v(-26.0, 15.9);
+  for (int bits = kMinScaleBits; bits <= kMaxScaleBits; ++bits) {
+    EXPECT_EQ(short_super(0.0, bits), 0u);
+    for (int t = 0; t < 2000; ++t) {
+      const double v = std::exp2(log2v(rng));
+      const uint16_t s = short_super(v, bits);
+      ASSERT_TRUE(is_short_super(s, bits)) << "bits " << bits << " v " << v;
+      const double sv = fp16_to_fp32(s);
+      if (v <= 65504.0 * 0.75) {
+        ASSERT_GE(sv, v) << "bits " << bits;
+        ASSERT_LT(sv, v * (1.0 + std::ldexp(1.0, bits - 9)) + std::ldexp(1.0, -24) * max_code(bits)) << "bits " << bits;
+      }
+      const float step = alpha_step(s, bits);
+      for (int c = 0; c <= max_code(bits); ++c) {
+        ASSERT_EQ(static_cast<float>(c) * step, fp16_to_fp32(decode_alpha(s, c, bits)))
+            << "bits " << bits << " super " << sv << " code " << c;
+      }
+    }
+  }
+  const BcqMatrix w = testing::random_bcq(16, 256, {3, 64, Orientation::kPerOC, true}, rng);
+  for (int bits = kMinScaleBits; bits <= kMaxScaleBits; ++bits) {
+    const BcqMatrix e = encode_scales(w, bits).value();
+    for (uint16_t s : e.codes.alpha_super) EXPECT_TRUE(is_short_super(s, bits));
+  }
+  EXPECT_FALSE(is_short_super(fp32_to_fp16(1.0f + 0x1p-10f), 8));  // 11 significant bits
+}
+
 TEST(ScaleCodes, ValidationNamesTheProblem) {
   std::mt19937_64 rng(testing::test_seed());
   const BcqMatrix w = testing::random_bcq(4, 64, {2, 32, Orientation::kPerOC, true}, rng);

@@ -21,6 +21,13 @@ void write_unit_codes(const format::BcqMatrix& w, int64_t r, int64_t u, uint8_t*
   for (int i = 0; i < q; ++i) a[code_at(i, r % kCodedTileRows)] = w.codes.alpha_code[static_cast<size_t>(set * q + i)];
 }
 
+bool all_supers_short(const format::BcqMatrix& w) {
+  for (uint16_t s : w.codes.alpha_super) {
+    if (!format::is_short_super(s, w.codes.bits)) return false;
+  }
+  return true;
+}
+
 format::ScaleCodes codes_beside_layout(const format::BcqMatrix& w) {
   format::ScaleCodes c = w.codes;
   c.alpha_code.clear();

@@ -15,6 +15,7 @@
 // fp16 (their decoding has no such exact fp32 form). Per-IC layouts expand codes to fp16.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 
 #include "format/bcq_matrix.h"
@@ -22,6 +23,17 @@
 namespace lutq::kernels {
 
 constexpr int64_t kCodedTileRows = 32;
+
+// fp16(v) as an fp32 value, for 0 <= v < 65520, by the magic-constant rounding the kernels use
+// (integer and fp32 adds only: no fp16 conversion instructions, which compete with the table
+// lookups for the shuffle port). With E = v's exponent field, C = 2^(max(E, 113) − 127 + 13):
+// v + C falls in C's binade, whose spacing is v's fp16 spacing (2^−24 below 2^−14), so the fp32
+// add rounds v to the fp16 grid (to nearest, ties to even) and subtracting C is exact.
+inline float round_to_fp16_grid(float v) {
+  const uint32_t e = std::bit_cast<uint32_t>(v) & 0x7F800000u;
+  const float c = std::bit_cast<float>((e > (113u << 23) ? e : (113u << 23)) + (13u << 23));
+  return (v + c) - c;
+}
 
 // Bytes of one unit's scales: ceil(q/2) blocks of 64 bytes (coded), or q x 32 fp16.
 constexpr int64_t unit_alpha_bytes(int q, bool coded) { return coded ? (32 * q + 63) / 64 * 64 : 64 * q; }
@@ -46,6 +58,10 @@ constexpr int64_t code_at(int i, int64_t rt) { return 64 * (i / 2) + 4 * (rt % 1
 
 // The per-OC codes of row r, group u into a unit's code blocks (code_at).
 void write_unit_codes(const format::BcqMatrix& w, int64_t r, int64_t u, uint8_t* a);
+
+// Whether every super scale of w is short (format::is_short_super): code·step is then the decoded
+// α exactly, with no rounding to do.
+bool all_supers_short(const format::BcqMatrix& w);
 
 // What a coded layout keeps beside it in PackedMatrix::source: w.codes without alpha_code
 // (which lives in the layout), so unpack can give the matrix back whole.

@@ -46,6 +46,9 @@ struct PackedMatrix {
   format::BcqMatrix source;
   AlignedBuffer data;  // the backend layout (empty for ref, scalar)
   int64_t row_tile = 1;  // rows are padded to a multiple of this in `data`
+  // Coded per-OC layouts (kernels/coded_scales.h): every super scale is short
+  // (format::is_short_super), so α = code·step exactly and the kernels skip the fp16 rounding.
+  bool exact_steps = false;
   // Backend-owned state outside host memory (cuda: the weights uploaded by Backend::place);
   // null for the CPU backends. Type-erased so this header needs no CUDA headers.
   std::shared_ptr<void> device;

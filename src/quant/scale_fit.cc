@@ -138,7 +138,7 @@ Result<format::ScaleCodes> line_scales(const float* w, int64_t n, int64_t k, con
   if (!coded) return coded.status();
   format::ScaleCodes& c = coded->codes;
   if (headroom != 1.0) {
-    for (uint16_t& s : c.alpha_super) s = fp16_from_double(std::min(fp16_to_fp32(s) * headroom, detail::kFp16Max));
+    for (uint16_t& s : c.alpha_super) s = format::short_super(fp16_to_fp32(s) * headroom, bits);
     for (size_t l = 0; l + 1 < c.offset_range.size(); l += 2) {
       const double lo = fp16_to_fp32(c.offset_range[l]);
       const double hi = fp16_to_fp32(c.offset_range[l + 1]);

@@ -15,7 +15,8 @@ bool avx2_available(const CpuFeatures& cpu) { return cpu.avx2; }
 Status avx2_check(const format::BcqMatrix& w, Precision p) { return lut_check(w, p); }
 
 void avx2_gemm(const PackedMatrix& w, const float* x, int64_t m, float* y, ThreadPool& pool) {
-  const avx2::Layout L = avx2::make_layout(w.source);
+  avx2::Layout L = avx2::make_layout(w.source);
+  L.round_alpha = !w.exact_steps;
   const bool fast = w.precision == Precision::kFast;
   if (L.per_oc) {
     avx2::gemm_oc(L, fast, w.data.data(), x, m, y, pool);

@@ -183,7 +183,15 @@ inline void load_alpha32(const Layout& L, const uint8_t* up, int64_t u, int i, _
 #pragma GCC unroll 4
   for (int x = 0; x < 4; ++x) {
     const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(code[x]), _mm256_load_ps(step + 8 * x));
-    a[x] = _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    if (!L.round_alpha) {  // short super scales: code·step is the fp16 α already
+      a[x] = v;
+      continue;
+    }
+    // round_to_fp16_grid (coded_scales.h): the decoded fp16 α, without fp16 conversions.
+    const __m256i e = _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x7F800000));
+    const __m256 c = _mm256_castsi256_ps(
+        _mm256_add_epi32(_mm256_max_epu32(e, _mm256_set1_epi32(113 << 23)), _mm256_set1_epi32(13 << 23)));
+    a[x] = _mm256_sub_ps(_mm256_add_ps(v, c), c);
   }
 }
 

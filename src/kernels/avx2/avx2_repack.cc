@@ -118,6 +118,7 @@ PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
   }
   if (L.coded) {
     out.source.codes = codes_beside_layout(w);
+    out.exact_steps = all_supers_short(w);
     for (int64_t t = 0; t < L.tiles; ++t) {
       write_tile_steps(w, t, reinterpret_cast<float*>(d + t * L.tile_bytes + L.units * L.unit_bytes));
     }

@@ -18,7 +18,8 @@ bool avx512_available(const CpuFeatures& cpu) { return cpu.avx512 && cpu.avx512_
 Status avx512_check(const format::BcqMatrix& w, Precision p) { return lut_check(w, p); }
 
 void avx512_gemm(const PackedMatrix& w, const float* x, int64_t m, float* y, ThreadPool& pool) {
-  const avx512::Layout L = avx512::make_layout(w.source);
+  avx512::Layout L = avx512::make_layout(w.source);
+  L.round_alpha = !w.exact_steps;
   const bool fast = w.precision == Precision::kFast;
   if (L.per_oc) {
     avx512::gemm_oc(L, fast, w.data.data(), x, m, y, pool);

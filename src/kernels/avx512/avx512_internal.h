@@ -27,6 +27,7 @@ struct Layout {
   bool per_oc = true;
   bool has_offset = false;
   bool coded = false;       // per-OC scales kept as one-byte codes (kernels/coded_scales.h)
+  bool round_alpha = true;  // coded: round code·step to fp16 (false where PackedMatrix::exact_steps)
   int64_t tiles = 0;        // ceil(n / 32)
   int64_t kb = 0;           // int8 table block (lut_block)
   int64_t unit = 0;         // activations per streaming unit: per-OC the group g, per-IC kb

@@ -263,8 +263,13 @@ TEST_P(Avx512Gemm, CodedScalesMatchScalar) {
         const int64_t n = o == Orientation::kPerOC ? 33 + (seed % 3) * 31 : 64;
         const int64_t g = q % 2 == 1 ? 32 : 64;
         const BcqMatrix plain = random_matrix(n, 512, BcqConfig{q, g, o, off}, seed++);
-        const BcqMatrix w = format::encode_scales(plain, bits).value();
-        SCOPED_TRACE(format::describe(w) + " scale bits " + std::to_string(bits));
+        BcqMatrix w = format::encode_scales(plain, bits).value();  // short super scales: no rounding
+        if (seed % 3 == 0) {  // super scales that are not short: the kernels round code·step to fp16
+          for (uint16_t& sup : w.codes.alpha_super) sup = fp32_to_fp16(fp16_to_fp32(sup) * 1.0371f);
+          ASSERT_TRUE(format::decode_scales(w).is_ok());
+        }
+        SCOPED_TRACE(format::describe(w) + " scale bits " + std::to_string(bits) +
+                     (all_supers_short(w) ? " short supers" : " rounded supers"));
         const PackedMatrix pw = be.repack(w, GetParam());
         BcqMatrix expanded = w;  // what a layout without codes holds and gives back
         expanded.codes = {};
