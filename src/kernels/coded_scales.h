@@ -7,7 +7,7 @@
 // which is decode_alpha(S, c, b) bit for bit (proved in docs/format.md, tested for every case),
 // so the kernels still agree with the scalar reference exactly. Both backends' tiles hold 32
 // rows; in a unit the fp16 alphas (q x 64 bytes) are replaced by q x 32 one-byte codes in 64-byte
-// blocks of two planes, and each tile ends with its steps [q][32 rows] fp32. In the block of
+// blocks of two planes, and each tile opens with its steps [q][32 rows] fp32. In the block of
 // planes 2p, 2p+1, dword j (0..15) holds the codes of
 //   byte 0: plane 2p row j,  byte 1: plane 2p row j+16,  byte 2: plane 2p+1 row j,  byte 3: plane 2p+1 row j+16
 // so a kernel widens a plane's codes to 32-bit lanes with one shift and one mask per 16 rows
@@ -38,7 +38,7 @@ inline float round_to_fp16_grid(float v) {
 // Bytes of one unit's scales: ceil(q/2) blocks of 64 bytes (coded), or q x 32 fp16.
 constexpr int64_t unit_alpha_bytes(int q, bool coded) { return coded ? (32 * q + 63) / 64 * 64 : 64 * q; }
 
-// Bytes of the steps at the end of a tile (coded only): q x 32 fp32.
+// Bytes of the steps at the start of a tile (coded only): q x 32 fp32.
 constexpr int64_t tile_step_bytes(int q, bool coded) { return coded ? 128 * q : 0; }
 
 // Whether a backend layout keeps w's scales as codes: per-OC with compressed scales, where that

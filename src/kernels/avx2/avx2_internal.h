@@ -40,7 +40,7 @@ struct Layout {
   int64_t plane_bytes = 0;  // bits of one plane in one unit: (unit / 8) * 32
   int64_t unit_bytes = 0;   // per-OC: q planes + alpha (q*32 fp16, or q*32 codes padded to 64) + (32 fp16
                             // offsets); per-IC: q planes
-  int64_t tile_bytes = 0;   // units * unit_bytes (+ the coded layout's steps, q*32 fp32)
+  int64_t tile_bytes = 0;   // head_bytes + units * unit_bytes
   int64_t blocks = 0;       // per-IC row blocks n / g (0 for per-OC)
   int64_t alpha_at = 0;     // per-IC: fp16 alpha [block][q][k] at this byte offset
   int64_t offset_at = 0;    // per-IC: fp16 offsets [block][k] at this byte offset
@@ -50,9 +50,12 @@ struct Layout {
   // 64-byte code block, coded_scales.h) and of the offsets.
   int64_t alpha_in_unit(int i) const { return q * plane_bytes + (coded ? 64 * (i / 2) : 64 * i); }
   int64_t offset_in_unit() const { return q * plane_bytes + unit_alpha_bytes(q, coded); }
-  // Coded: the steps [q][32] of the tile whose unit u starts at up (they end the tile).
+  int64_t head_bytes = 0;   // coded: the tile's steps [q][32] fp32 before its units; else 0
+  // Unit u of the tile at tp.
+  const uint8_t* unit_at(const uint8_t* tp, int64_t u) const { return tp + head_bytes + u * unit_bytes; }
+  // Coded: the steps [q][32] of the tile whose unit u starts at up (they open the tile).
   const float* tile_steps(const uint8_t* up, int64_t u) const {
-    return reinterpret_cast<const float*>(up + (units - u) * unit_bytes);
+    return reinterpret_cast<const float*>(up - u * unit_bytes - head_bytes);
   }
 };
 

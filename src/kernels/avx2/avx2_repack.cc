@@ -15,7 +15,7 @@
 //          | alpha plane 0: 32 x fp16 (rows 0..31 in order) | ... | alpha plane q-1: 32 x fp16 |
 //          | offsets: 32 x fp16 (only with has_offset)                                          |
 //   with compressed scales (kernels/coded_scales.h) the alphas of a unit are ceil(q/2) blocks of
-//   64 bytes of one-byte codes (two planes per block) and the tile ends with q x 32 fp32 steps
+//   64 bytes of one-byte codes (two planes per block) and the tile opens with q x 32 fp32 steps
 //
 //   per-IC (unit = one int8-table block of kb activations, ub = kb/8 row vectors per plane):
 //
@@ -65,7 +65,8 @@ Layout make_layout(const format::BcqMatrix& w) {
   L.plane_bytes = L.unit / 8 * kTileRows;
   L.unit_bytes = L.q * L.plane_bytes;
   if (L.per_oc) L.unit_bytes += unit_alpha_bytes(L.q, L.coded) + (L.has_offset ? 2 * kTileRows : 0);
-  L.tile_bytes = L.units * L.unit_bytes + tile_step_bytes(L.q, L.coded);
+  L.head_bytes = tile_step_bytes(L.q, L.coded);
+  L.tile_bytes = L.head_bytes + L.units * L.unit_bytes;
   L.total_bytes = L.tiles * L.tile_bytes;
   if (!L.per_oc) {
     L.blocks = n / cfg.g;
@@ -96,7 +97,7 @@ PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
     const int rt = static_cast<int>(r % kTileRows);
     const int slot = tile_slot(rt);
     for (int64_t u = 0; u < L.units; ++u) {
-      uint8_t* up = d + tile * L.tile_bytes + u * L.unit_bytes;
+      uint8_t* up = d + tile * L.tile_bytes + L.head_bytes + u * L.unit_bytes;
       for (int i = 0; i < q; ++i) {
         const uint8_t* src = w.bits.data() + (i * w.n + r) * rb + u * vecs;
         uint8_t* dst = up + i * L.plane_bytes + slot;
@@ -120,7 +121,7 @@ PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
     out.source.codes = codes_beside_layout(w);
     out.exact_steps = all_supers_short(w);
     for (int64_t t = 0; t < L.tiles; ++t) {
-      write_tile_steps(w, t, reinterpret_cast<float*>(d + t * L.tile_bytes + L.units * L.unit_bytes));
+      write_tile_steps(w, t, reinterpret_cast<float*>(d + t * L.tile_bytes));
     }
   }
   if (!L.per_oc) {
@@ -157,7 +158,7 @@ format::BcqMatrix unpack(const PackedMatrix& pw) {
     const int rt = static_cast<int>(r % kTileRows);
     const int slot = tile_slot(rt);
     for (int64_t u = 0; u < L.units; ++u) {
-      const uint8_t* up = d + tile * L.tile_bytes + u * L.unit_bytes;
+      const uint8_t* up = L.unit_at(d + tile * L.tile_bytes, u);
       for (int i = 0; i < q; ++i) {
         uint8_t* dst = w.bits.data() + (i * w.n + r) * rb + u * vecs;
         const uint8_t* src = up + i * L.plane_bytes + slot;

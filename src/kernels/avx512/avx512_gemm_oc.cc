@@ -146,7 +146,7 @@ void unit_exact(const Layout& L, const OcTables& t, const uint8_t* up, int64_t u
 template <int NS>
 void tile_fast(const Layout& L, const OcTables& t, const uint8_t* tp, float* acc) {
   for (int64_t u = 0; u < L.units; ++u) {
-    const uint8_t* up = tp + u * L.unit_bytes;
+    const uint8_t* up = L.unit_at(tp, u);
     int64_t m0 = 0;
     for (; m0 + kFastRows <= t.m; m0 += kFastRows) unit_fast<kFastRows, NS>(L, t, up, u, m0, acc);
     switch (t.m - m0) {
@@ -160,7 +160,7 @@ void tile_fast(const Layout& L, const OcTables& t, const uint8_t* tp, float* acc
 
 void tile_exact(const Layout& L, const OcTables& t, const uint8_t* tp, float* acc) {
   for (int64_t u = 0; u < L.units; ++u) {
-    const uint8_t* up = tp + u * L.unit_bytes;
+    const uint8_t* up = L.unit_at(tp, u);
     int64_t m0 = 0;
     for (; m0 + kExactRows <= t.m; m0 += kExactRows) unit_exact<kExactRows>(L, t, up, u, m0, acc);
     if (m0 < t.m) unit_exact<1>(L, t, up, u, m0, acc);
@@ -262,7 +262,7 @@ void partials_oc(const Layout& L, const uint8_t* data, const float* x, int32_t* 
     constexpr int kNs = decltype(ns)::value;
     for (int64_t tile = 0; tile < L.tiles; ++tile) {
       for (int64_t u = 0; u < L.units; ++u) {
-        const uint8_t* up = data + tile * L.tile_bytes + u * L.unit_bytes;
+        const uint8_t* up = L.unit_at(data + tile * L.tile_bytes, u);
         for (int i = 0; i < L.q; ++i) {
           for (int64_t bb = 0; bb < bpu; ++bb) {
             const int64_t blk = u * bpu + bb;
