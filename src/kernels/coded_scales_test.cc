@@ -1,16 +1,26 @@
 // Compressed scales in the kernel layouts: the kernels' fp16 rounding without fp16 instructions
 // (round_to_fp16_grid) gives the file's decoded α for every super scale, code width and code, and
-// for every fp32 value the kernels can form; the code block order (code_at) is a bijection.
+// for every fp32 value the kernels can form; the code block order (code_at) is a bijection; and
+// every SIMD backend this CPU runs keeps per-OC codes (a smaller layout that unpacks to the same
+// matrix) and multiplies bit for bit as the scalar reference does, with short super scales (no
+// rounding) and without (rounded). The bounds against ref: KernelGridCoded (kernel_grid_test).
 #include "kernels/coded_scales.h"
 
 #include <gtest/gtest.h>
 
 #include <bit>
 #include <cstdint>
+#include <random>
 #include <set>
+#include <string>
+#include <vector>
 
+#include "core/cpu.h"
 #include "core/fp16.h"
+#include "core/thread_pool.h"
 #include "format/scale_codes.h"
+#include "kernels/kernel.h"
+#include "support/random_bcq.h"
 
 namespace lutq::kernels {
 namespace {
@@ -65,6 +75,78 @@ TEST(CodedScales, CodeOrderIsABijection) {
     }
   }
 }
+
+// The matrix with short super scales (as the encoders write), or with super scales moved off the
+// short grid and the alphas decoded again (as an older file may hold): the kernels then round.
+format::BcqMatrix coded_matrix(int64_t n, int64_t k, const format::BcqConfig& cfg, int bits, bool short_supers,
+                               std::mt19937_64& rng) {
+  format::BcqMatrix w = format::encode_scales(testing::random_bcq(n, k, cfg, rng), bits).value();
+  if (!short_supers) {
+    for (uint16_t& s : w.codes.alpha_super) s = fp32_to_fp16(fp16_to_fp32(s) * 1.0371f);
+    EXPECT_TRUE(format::decode_scales(w).is_ok());
+  }
+  return w;
+}
+
+void expect_bit_identical_to_scalar(const Backend& be, const format::BcqMatrix& w, Precision p, ThreadPool& pool,
+                                    std::mt19937_64& rng) {
+  const PackedMatrix pw = be.repack(w, p);
+  const PackedMatrix ps = scalar_backend().repack(w, p);
+  for (int64_t m : {1, 3, 8, 32}) {
+    const std::vector<float> x = testing::random_activations(m, w.k, rng);
+    std::vector<float> got(static_cast<size_t>(m * w.n)), want(got.size());
+    be.gemm(pw, x.data(), m, got.data(), pool);
+    scalar_backend().gemm(ps, x.data(), m, want.data(), pool);
+    for (size_t e = 0; e < got.size(); ++e) {
+      ASSERT_EQ(std::bit_cast<uint32_t>(got[e]), std::bit_cast<uint32_t>(want[e]))
+          << "m=" << m << " y[" << e / static_cast<size_t>(w.n) << "," << e % static_cast<size_t>(w.n) << "] = " << got[e]
+          << ", scalar " << want[e];
+    }
+  }
+}
+
+class CodedLayout : public ::testing::TestWithParam<std::tuple<Isa, Precision>> {};
+
+TEST_P(CodedLayout, SmallerRoundTripsAndMatchesScalarBitForBit) {
+  const auto [isa, precision] = GetParam();
+  const Backend& be = backend(isa);
+  if (!be.available(detect_cpu())) GTEST_SKIP() << isa_name(isa) << " backend not available (" << detect_cpu().summary() << ")";
+  std::mt19937_64 rng(testing::test_seed());
+  ThreadPool pool(2);
+  uint32_t seed = 0;
+  for (format::Orientation o : {format::Orientation::kPerOC, format::Orientation::kPerIC}) {
+    for (int q : {1, 2, 3, 4, 8}) {
+      for (int bits : {4, 6, 8}) {
+        const bool off = (++seed & 1) != 0;
+        const int64_t n = o == format::Orientation::kPerOC ? 33 + (seed % 3) * 31 : 64;
+        const format::BcqMatrix w =
+            coded_matrix(n, 512, {q, q % 2 == 1 ? 32 : 64, o, off}, bits, seed % 3 != 0, rng);
+        SCOPED_TRACE(format::describe(w) + " scale bits " + std::to_string(bits) +
+                     (all_supers_short(w) ? ", short supers" : ", rounded supers"));
+        const PackedMatrix pw = be.repack(w, precision);
+        format::BcqMatrix expanded = w;  // what a layout without codes holds and gives back
+        expanded.codes = {};
+        testing::expect_same_bcq(be.unpack(pw), keeps_codes(w) ? w : expanded);
+        const size_t fp16_bytes = be.repack(expanded, precision).data.size();
+        if (keeps_codes(w)) {  // per-OC, q >= 2
+          EXPECT_LT(pw.data.size(), fp16_bytes);
+          expect_bit_identical_to_scalar(be, w, precision, pool, rng);
+        } else {
+          EXPECT_EQ(pw.data.size(), fp16_bytes);
+        }
+        if (HasFailure()) return;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Simd, CodedLayout,
+                         ::testing::Combine(::testing::Values(Isa::kAvx2, Isa::kAvx512),
+                                            ::testing::Values(Precision::kExact, Precision::kFast)),
+                         [](const ::testing::TestParamInfo<std::tuple<Isa, Precision>>& info) {
+                           return std::string(isa_name(std::get<0>(info.param))) + "_" +
+                                  precision_name(std::get<1>(info.param));
+                         });
 
 }  // namespace
 }  // namespace lutq::kernels

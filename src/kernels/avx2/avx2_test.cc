@@ -15,8 +15,6 @@
 #include "core/fp16.h"
 #include "core/thread_pool.h"
 #include "format/bcq_matrix.h"
-#include "format/scale_codes.h"
-#include "kernels/coded_scales.h"
 #include "kernels/kernel.h"
 #include "kernels/lut_tables.h"
 #include "support/random_bcq.h"
@@ -278,46 +276,6 @@ TEST_P(Avx2Gemm, OddShapes) {
         check_gemm(w, GetParam(), ms, pool1, pool1);
         if (HasFatalFailure() || HasFailure()) return;
         ++seed;
-      }
-    }
-  }
-}
-
-// Compressed scales: per-OC layouts keep the codes (one byte per α instead of fp16, decoded in
-// the kernel), per-IC layouts the decoded fp16. Layout round trip, a smaller per-OC layout, and
-// gemm bit for bit against the scalar reference, which reads the decoded fp16 alphas.
-TEST_P(Avx2Gemm, CodedScalesMatchScalar) {
-  if (!have_avx2()) GTEST_SKIP() << "CPU has no AVX2";
-  const Backend& be = avx2_backend();
-  uint32_t seed = 4000;
-  for (Orientation o : {Orientation::kPerOC, Orientation::kPerIC}) {
-    for (int q : {1, 2, 3, 4, 8}) {
-      for (int bits : {4, 6, 8}) {
-        const bool off = (seed & 1) != 0;
-        const int64_t n = o == Orientation::kPerOC ? 33 + (seed % 3) * 31 : 64;
-        const int64_t g = q % 2 == 1 ? 32 : 64;
-        const BcqMatrix plain = random_matrix(n, 512, BcqConfig{q, g, o, off}, seed++);
-        BcqMatrix w = format::encode_scales(plain, bits).value();  // short super scales: no rounding
-        if (seed % 3 == 0) {  // super scales that are not short: the kernels round code·step to fp16
-          for (uint16_t& sup : w.codes.alpha_super) sup = fp32_to_fp16(fp16_to_fp32(sup) * 1.0371f);
-          ASSERT_TRUE(format::decode_scales(w).is_ok());
-        }
-        SCOPED_TRACE(format::describe(w) + " scale bits " + std::to_string(bits) +
-                     (all_supers_short(w) ? " short supers" : " rounded supers"));
-        const PackedMatrix pw = be.repack(w, GetParam());
-        BcqMatrix expanded = w;  // what a layout without codes holds and gives back
-        expanded.codes = {};
-        testing::expect_same_bcq(be.unpack(pw), keeps_codes(w) ? w : expanded);
-        const size_t fp16_bytes = be.repack(expanded, GetParam()).data.size();
-        if (keeps_codes(w)) {  // per-OC, q >= 2
-          EXPECT_LT(pw.data.size(), fp16_bytes);
-        } else {
-          EXPECT_EQ(pw.data.size(), fp16_bytes);
-        }
-        for (int threads : {1, 2}) {
-          check_gemm(w, GetParam(), {1, 2, 3, 8, 32}, shared_pool(threads), shared_pool(1));
-          if (HasFatalFailure() || HasFailure()) return;
-        }
       }
     }
   }
