@@ -50,6 +50,28 @@ inline bool keeps_codes(const format::BcqMatrix& w) {
   return (unit_alpha_bytes(q, false) - unit_alpha_bytes(q, true)) * (w.k / w.cfg.g) > tile_step_bytes(q, true);
 }
 
+// The unit geometry of a 32-row tile that the AVX2 and AVX-512 layouts share (their Layout
+// structs derive from it): where a unit, its alphas and offsets, and a coded tile's steps sit.
+struct TileUnits {
+  int q = 0;
+  bool coded = false;       // per-OC scales kept as one-byte codes
+  bool round_alpha = true;  // coded: round code·step to fp16 (false where PackedMatrix::exact_steps)
+  int64_t plane_bytes = 0;  // bits of one plane in one unit
+  int64_t unit_bytes = 0;   // per-OC: q planes + alphas (unit_alpha_bytes) + (32 fp16 offsets); per-IC: q planes
+  int64_t head_bytes = 0;   // coded: the tile's steps [q][32] fp32 before its units; else 0
+
+  // Per-OC: byte offset, inside a unit, of the alpha of plane i (32 fp16; coded: its planes'
+  // 64-byte code block, code_at) and of the offsets.
+  int64_t alpha_in_unit(int i) const { return q * plane_bytes + (coded ? 64 * (i / 2) : 64 * i); }
+  int64_t offset_in_unit() const { return q * plane_bytes + unit_alpha_bytes(q, coded); }
+  // Unit u of the tile at tp.
+  const uint8_t* unit_at(const uint8_t* tp, int64_t u) const { return tp + head_bytes + u * unit_bytes; }
+  // Coded: the steps [q][32] of the tile whose unit u starts at up (they open the tile).
+  const float* tile_steps(const uint8_t* up, int64_t u) const {
+    return reinterpret_cast<const float*>(up - u * unit_bytes - head_bytes);
+  }
+};
+
 // The steps of tile `tile`: steps[i*32 + rt] = alpha_step of row 32·tile + rt, plane i (0 past n).
 void write_tile_steps(const format::BcqMatrix& w, int64_t tile, float* steps);
 

@@ -20,39 +20,23 @@ constexpr int64_t kStepActs = 32;   // activations per dword: one "step" of the 
 constexpr int64_t kStepBytes = 128; // one step of one plane of a tile: 2 x 64 bytes
 constexpr int kFullTable = 16;      // fp32 entries per chunk (all 16: vpermps takes 16)
 
-// Where everything sits in PackedMatrix::data (see the picture in avx512_repack.cc).
-struct Layout {
+// Where everything sits in PackedMatrix::data (see the picture in avx512_repack.cc); the unit
+// geometry (q, planes, alphas, offsets, coded steps) is TileUnits' (kernels/coded_scales.h).
+// plane_bytes: steps * 128.
+struct Layout : TileUnits {
   int64_t n = 0, k = 0, g = 0;
-  int q = 0;
   bool per_oc = true;
   bool has_offset = false;
-  bool coded = false;       // per-OC scales kept as one-byte codes (kernels/coded_scales.h)
-  bool round_alpha = true;  // coded: round code·step to fp16 (false where PackedMatrix::exact_steps)
   int64_t tiles = 0;        // ceil(n / 32)
   int64_t kb = 0;           // int8 table block (lut_block)
   int64_t unit = 0;         // activations per streaming unit: per-OC the group g, per-IC kb
   int64_t units = 0;        // k / unit
   int64_t steps = 0;        // unit / 32
-  int64_t plane_bytes = 0;  // bits of one plane in one unit: steps * 128
-  int64_t unit_bytes = 0;   // per-OC: q planes + alpha (q*32 fp16, or q*32 codes padded to 64) + (32 fp16
-                            // offsets); per-IC: q planes
   int64_t tile_bytes = 0;   // head_bytes + units * unit_bytes
   int64_t blocks = 0;       // per-IC row blocks n / g (0 for per-OC)
   int64_t alpha_at = 0;     // per-IC: fp16 alpha [block][q][k] at this byte offset
   int64_t offset_at = 0;    // per-IC: fp16 offsets [block][k] at this byte offset
   int64_t total_bytes = 0;
-
-  // Per-OC: byte offset, inside a unit, of the alpha of plane i (32 fp16; coded: its planes'
-  // 64-byte code block, coded_scales.h) and of the offsets.
-  int64_t alpha_in_unit(int i) const { return q * plane_bytes + (coded ? 64 * (i / 2) : 64 * i); }
-  int64_t offset_in_unit() const { return q * plane_bytes + unit_alpha_bytes(q, coded); }
-  int64_t head_bytes = 0;   // coded: the tile's steps [q][32] fp32 before its units; else 0
-  // Unit u of the tile at tp.
-  const uint8_t* unit_at(const uint8_t* tp, int64_t u) const { return tp + head_bytes + u * unit_bytes; }
-  // Coded: the steps [q][32] of the tile whose unit u starts at up (they open the tile).
-  const float* tile_steps(const uint8_t* up, int64_t u) const {
-    return reinterpret_cast<const float*>(up - u * unit_bytes - head_bytes);
-  }
 };
 
 // The layout of w's shape and configuration (coded where kernels/coded_scales.h keeps_codes(w)).
