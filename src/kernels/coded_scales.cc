@@ -41,18 +41,4 @@ void read_unit_codes(const uint8_t* a, int64_t r, int64_t u, format::BcqMatrix& 
   for (int i = 0; i < q; ++i) w.codes.alpha_code[static_cast<size_t>(set * q + i)] = a[code_at(i, r % kCodedTileRows)];
 }
 
-void decode_alpha_from_codes(format::BcqMatrix& w) {
-  const int q = w.cfg.q;
-  const int64_t groups = w.k / w.cfg.g;
-  for (int64_t r = 0; r < w.n; ++r) {
-    for (int64_t u = 0; u < groups; ++u) {
-      for (int i = 0; i < q; ++i) {
-        const auto idx = static_cast<size_t>((r * groups + u) * q + i);
-        w.alpha[idx] = format::decode_alpha(w.codes.alpha_super[static_cast<size_t>(r * q + i)], w.codes.alpha_code[idx],
-                                            w.codes.bits);
-      }
-    }
-  }
-}
-
 }  // namespace lutq::kernels

@@ -90,8 +90,7 @@ bool all_supers_short(const format::BcqMatrix& w);
 format::ScaleCodes codes_beside_layout(const format::BcqMatrix& w);
 
 // Unpack: the codes of row r, group u back from a unit's code block into w.codes.alpha_code
-// (sized by the caller), and, once every code is back, alpha decoded from them.
+// (sized by the caller); format::decode_scales then gives alpha back from them.
 void read_unit_codes(const uint8_t* a, int64_t r, int64_t u, format::BcqMatrix& w);
-void decode_alpha_from_codes(format::BcqMatrix& w);
 
 }  // namespace lutq::kernels

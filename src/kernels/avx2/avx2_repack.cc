@@ -30,6 +30,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/check.h"
+#include "format/scale_codes.h"
 #include "kernels/avx2/avx2_internal.h"
 #include "kernels/lut_tables.h"
 
@@ -178,7 +180,8 @@ format::BcqMatrix unpack(const PackedMatrix& pw) {
       }
     }
   }
-  if (L.coded) decode_alpha_from_codes(w);
+  // The codes came from a matrix repack accepted: their decoding cannot fail.
+  if (L.coded) LUTQ_CHECK(format::decode_scales(w).is_ok());
   if (!L.per_oc) {
     const auto* a = reinterpret_cast<const uint16_t*>(d + L.alpha_at);
     for (int64_t b = 0; b < L.blocks; ++b) {

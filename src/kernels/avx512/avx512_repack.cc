@@ -27,6 +27,8 @@
 // those of the AVX2 layout (only the order of the bits differs).
 #include <cstring>
 
+#include "core/check.h"
+#include "format/scale_codes.h"
 #include "kernels/avx512/avx512_internal.h"
 #include "kernels/lut_tables.h"
 
@@ -159,7 +161,8 @@ format::BcqMatrix unpack(const PackedMatrix& pw) {
       }
     }
   }
-  if (L.coded) decode_alpha_from_codes(w);
+  // The codes came from a matrix repack accepted: their decoding cannot fail.
+  if (L.coded) LUTQ_CHECK(format::decode_scales(w).is_ok());
   if (!L.per_oc) {
     const auto* a = reinterpret_cast<const uint16_t*>(d + L.alpha_at);
     for (int64_t b = 0; b < L.blocks; ++b) {
