@@ -40,6 +40,13 @@ struct Sample {
   double median_tps = 0.0;
   double stddev_tps = 0.0;
   double floor_fraction = 0.0;  // tg only: (bytes per token / bandwidth) / measured time per token
+  double round_trips = 0.0;     // thread-pool round trips per token (tg) or per pass (pp), median run
+};
+
+// One timed run: its speed and the pool round trips it took per token (tg) or pass (pp).
+struct Timed {
+  double tps = 0.0;
+  double round_trips = 0.0;
 };
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -57,8 +64,8 @@ std::vector<int32_t> bench_tokens(int64_t n, int64_t vocab) {
 // after a one-token prompt.
 // With depth > 0 the cache first holds `depth` positions (prefilled untimed), so tgN measures
 // decode at context depth..depth+N (the attention memory's cost grows with it).
-Result<double> run_once(const model::Model& m, const model::MemorySpec& kv, int64_t depth, bool prefill, int64_t n,
-                        ThreadPool& pool) {
+Result<Timed> run_once(const model::Model& m, const model::MemorySpec& kv, int64_t depth, bool prefill, int64_t n,
+                       ThreadPool& pool) {
   const std::vector<int32_t> toks = bench_tokens(depth + n + 1, m.config().n_vocab);
   Result<std::unique_ptr<model::Memory>> memory = m.make_memory(depth + n + 1, 1, kv.kind, kv.options);
   if (!memory) return memory.status();
@@ -69,17 +76,19 @@ Result<double> run_once(const model::Model& m, const model::MemorySpec& kv, int6
     if (Status s = m.forward(part, at, cache, logits.data(), pool); !s) return s;
   }
   if (prefill) {
+    const uint64_t trips0 = pool.round_trips();
     const auto t0 = std::chrono::steady_clock::now();
     if (Status s = m.forward(std::span<const int32_t>(toks.data() + depth, static_cast<size_t>(n)), depth, cache,
                              logits.data(), pool);
         !s) {
       return s;
     }
-    return static_cast<double>(n) / seconds_since(t0);
+    return Timed{static_cast<double>(n) / seconds_since(t0), static_cast<double>(pool.round_trips() - trips0)};
   }
   if (Status s = m.forward(std::span<const int32_t>(toks.data() + depth, 1), depth, cache, logits.data(), pool); !s) {
     return s;
   }
+  const uint64_t trips0 = pool.round_trips();
   const auto t0 = std::chrono::steady_clock::now();
   const std::clock_t cpu0 = std::clock();
   for (int64_t i = depth + 1; i <= depth + n; ++i) {
@@ -91,7 +100,8 @@ Result<double> run_once(const model::Model& m, const model::MemorySpec& kv, int6
                static_cast<long long>(n), static_cast<long long>(depth), seconds_since(t0),
                static_cast<double>(std::clock() - cpu0) / CLOCKS_PER_SEC,
                1e3 * static_cast<double>(std::clock() - cpu0) / CLOCKS_PER_SEC / static_cast<double>(n));
-  return static_cast<double>(n) / seconds_since(t0);
+  return Timed{static_cast<double>(n) / seconds_since(t0),
+               static_cast<double>(pool.round_trips() - trips0) / static_cast<double>(n)};
 }
 
 // Tensor parallelism: what the all-reduces of one test cost, per token and per call.
@@ -106,6 +116,31 @@ void print_comm_line(const CommStats& before, const CommStats& after, double tok
               "%.1f us/token; %.1f%% of the time in both (rank 0, waits for slower ranks included)\n",
               calls, bytes / tokens / 1024.0, 1e6 * secs / calls, gathered / tokens / 1024.0, 1e6 * gather_s / tokens,
               100.0 * (secs + gather_s) / wall_s);
+}
+
+// The results as JSON at a.json_path (the machine, the model, every sample).
+Status write_json(const BenchArgs& a, const model::Model& m, const model::MemorySpec& kv, const MachineInfo& machine,
+                  const std::vector<Sample>& samples) {
+  const int64_t bytes_per_token = m.weight_bytes();
+  nlohmann::json j;
+  j["date"] = utc_now_iso8601();
+  j["model"] = a.model.path;
+  j["cpu"] = machine.cpu;
+  j["weight_bytes_per_token"] = bytes_per_token;
+  j["kv_cache"] = model::memory_spec_name(kv);
+  j["depth"] = a.depth;
+  j["bandwidth_gbps"] = nlohmann::json::array();
+  for (const BandwidthResult& b : machine.bandwidth) j["bandwidth_gbps"].push_back({{"threads", b.threads}, {"median", b.median_gbps}});
+  j["results"] = nlohmann::json::array();
+  for (const Sample& s : samples) {
+    j["results"].push_back({{"test", s.test}, {"threads", s.threads}, {"tokens_per_s", s.median_tps},
+                            {"stddev", s.stddev_tps}, {"floor_fraction", s.floor_fraction},
+                            {"round_trips", s.round_trips}});
+  }
+  std::ofstream out(a.json_path);
+  out << j.dump(2) << "\n";
+  if (!out) return Status(StatusCode::kIoError, a.json_path + ": write failed");
+  return Status::ok();
 }
 
 int run(const BenchArgs& a) {
@@ -141,7 +176,8 @@ int run(const BenchArgs& a) {
   }
   std::printf("weights streamed per decoded token: %.1f MiB (block linears %.1f MiB)\n",
               static_cast<double>(bytes_per_token) / 1048576.0, static_cast<double>(m.block_weight_bytes()) / 1048576.0);
-  std::printf("%7s  %-7s %12s %10s %12s %10s\n", "threads", "test", "tokens/s", "± sd", "read GB/s", "% floor");
+  std::printf("%7s  %-7s %12s %10s %12s %10s %10s\n", "threads", "test", "tokens/s", "± sd", "read GB/s", "% floor",
+              "trips");
   std::vector<Sample> samples;
   for (int t : a.threads) {
     ThreadPool pool(t);
@@ -149,35 +185,37 @@ int run(const BenchArgs& a) {
     machine.bandwidth.push_back(bw);
     std::printf("%7d  %-7s %12s %10s %12.1f %10s\n", t, "probe", "", "", bw.median_gbps, "");
     const auto measure = [&](bool prefill, int64_t n) -> Status {
-      if (Result<double> warm = run_once(m, kv, 0, prefill, std::min<int64_t>(n, 16), pool); !warm) return warm.status();
-      std::vector<double> tps;
+      if (Result<Timed> warm = run_once(m, kv, 0, prefill, std::min<int64_t>(n, 16), pool); !warm) return warm.status();
+      std::vector<Timed> runs;
       const CommStats before = a.model.comm != nullptr ? a.model.comm->stats() : CommStats{};
       double wall = 0.0;
       for (int r = 0; r < a.reps; ++r) {
-        Result<double> v = run_once(m, kv, a.depth, prefill, n, pool);
+        Result<Timed> v = run_once(m, kv, a.depth, prefill, n, pool);
         if (!v) return v.status();
-        tps.push_back(*v);
-        wall += static_cast<double>(n) / *v;
+        runs.push_back(*v);
+        wall += static_cast<double>(n) / v->tps;
       }
       if (a.model.comm != nullptr && a.model.comm->size() > 1) {
         print_comm_line(before, a.model.comm->stats(), static_cast<double>(n) * a.reps, wall);
       }
-      std::sort(tps.begin(), tps.end());
+      std::sort(runs.begin(), runs.end(), [](const Timed& x, const Timed& y) { return x.tps < y.tps; });
       Sample s;
       s.test = (prefill ? "pp" : "tg") + std::to_string(n);
       s.threads = t;
-      s.median_tps = tps[tps.size() / 2];
+      s.median_tps = runs[runs.size() / 2].tps;
+      s.round_trips = runs[runs.size() / 2].round_trips;
       double mean = 0.0;
-      for (double v : tps) mean += v / static_cast<double>(tps.size());
-      for (double v : tps) s.stddev_tps += (v - mean) * (v - mean) / static_cast<double>(tps.size());
+      for (const Timed& v : runs) mean += v.tps / static_cast<double>(runs.size());
+      for (const Timed& v : runs) s.stddev_tps += (v.tps - mean) * (v.tps - mean) / static_cast<double>(runs.size());
       s.stddev_tps = std::sqrt(s.stddev_tps);
       const double gbps = prefill ? 0.0 : static_cast<double>(bytes_per_token) * s.median_tps / 1e9;
       if (!prefill && bw.median_gbps > 0.0) s.floor_fraction = gbps / bw.median_gbps;
       if (prefill) {
-        std::printf("%7d  %-7s %12.1f %10.1f %12s %10s\n", t, s.test.c_str(), s.median_tps, s.stddev_tps, "", "");
+        std::printf("%7d  %-7s %12.1f %10.1f %12s %10s %10.0f\n", t, s.test.c_str(), s.median_tps, s.stddev_tps, "", "",
+                    s.round_trips);
       } else {
-        std::printf("%7d  %-7s %12.1f %10.1f %12.1f %9.0f%%\n", t, s.test.c_str(), s.median_tps, s.stddev_tps, gbps,
-                    100.0 * s.floor_fraction);
+        std::printf("%7d  %-7s %12.1f %10.1f %12.1f %9.0f%% %10.0f\n", t, s.test.c_str(), s.median_tps, s.stddev_tps,
+                    gbps, 100.0 * s.floor_fraction, s.round_trips);
       }
       std::fflush(stdout);
       samples.push_back(s);
@@ -192,26 +230,12 @@ int run(const BenchArgs& a) {
     }
   }
   std::printf("%% floor: weight bytes per token x tokens/s over the probed read bandwidth (KV cache and\n"
-              "activations not counted; decode of a 135M model is partly compute- and sync-bound).\n");
+              "activations not counted; decode of a 135M model is partly compute- and sync-bound).\n"
+              "trips: thread-pool round trips (jobs handed to the worker threads) per decoded token (tg) or\n"
+              "per prefill pass (pp); none on 1 thread.\n");
 
   if (!a.json_path.empty()) {
-    nlohmann::json j;
-    j["date"] = utc_now_iso8601();
-    j["model"] = a.model.path;
-    j["cpu"] = machine.cpu;
-    j["weight_bytes_per_token"] = bytes_per_token;
-    j["kv_cache"] = model::memory_spec_name(kv);
-    j["depth"] = a.depth;
-    j["bandwidth_gbps"] = nlohmann::json::array();
-    for (const BandwidthResult& b : machine.bandwidth) j["bandwidth_gbps"].push_back({{"threads", b.threads}, {"median", b.median_gbps}});
-    j["results"] = nlohmann::json::array();
-    for (const Sample& s : samples) {
-      j["results"].push_back({{"test", s.test}, {"threads", s.threads}, {"tokens_per_s", s.median_tps},
-                              {"stddev", s.stddev_tps}, {"floor_fraction", s.floor_fraction}});
-    }
-    std::ofstream out(a.json_path);
-    out << j.dump(2) << "\n";
-    if (!out) return report_error(Status(StatusCode::kIoError, a.json_path + ": write failed"), kExitFailure);
+    if (Status st = write_json(a, m, kv, machine, samples); !st) return report_error(st, kExitFailure);
   }
   return 0;
 }

@@ -47,6 +47,9 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
+  // Jobs handed to the workers so far (run() calls that woke them; none on a pool of one or
+  // inline): the pool round trips that `lutq bench` reports per token.
+  uint64_t round_trips() const { return generation_.load(std::memory_order_relaxed); }
 
   // Calls fn(thread_index, size()) once on every thread of the pool and returns when all are done.
   void run(FunctionRef<void(int, int)> fn);

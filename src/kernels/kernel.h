@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -76,7 +77,16 @@ struct Backend {
   // repack (cuda: uploads the layout to the device), `gemm_status` replaces gemm.
   Status (*place)(PackedMatrix& w) = nullptr;
   Status (*gemm_status)(const PackedMatrix& w, const float* x, int64_t m, float* y) = nullptr;
+  // Optional: ys[j][m, n_j] = x · W_j^T for several matrices of this backend that
+  // share_oc_tables, in one call (tables built once, one tile queue over all their rows, two
+  // pool round trips in all). nullptr: callers run gemm on each.
+  void (*gemm_shared)(std::span<const PackedMatrix* const> ws, const float* x, int64_t m, std::span<float* const> ys,
+                      ThreadPool& pool) = nullptr;
 };
+
+// Whether a and b can share one set of activation tables in Backend::gemm_shared: both per-OC
+// on the same backend and precision, with the same k and group size (hence table block).
+bool share_oc_tables(const PackedMatrix& a, const PackedMatrix& b);
 
 // For backends that compute on the canonical layout (ref, scalar): the packed form is a copy.
 PackedMatrix canonical_packed(const format::BcqMatrix& w, Isa isa, Precision p);

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <limits>
 #include <string_view>
+#include <vector>
 
 namespace lutq::kernels {
 
@@ -101,6 +102,41 @@ Status BcqLinear::forward(const float* x, int64_t m, float* y, ThreadPool& pool)
     } else {
       be.gemm(packed_, x + m0 * k(), mt, y + m0 * n(), pool);
     }
+  }
+  return Status::ok();
+}
+
+bool share_oc_tables(const PackedMatrix& a, const PackedMatrix& b) {
+  using format::Orientation;
+  return a.isa == b.isa && a.precision == b.precision && a.source.cfg.orientation == Orientation::kPerOC &&
+         b.source.cfg.orientation == Orientation::kPerOC && a.source.k == b.source.k && a.source.cfg.g == b.source.cfg.g;
+}
+
+Status BcqLinear::forward_shared(std::span<const BcqLinear* const> lins, const float* x, int64_t m,
+                                 std::span<float* const> ys, ThreadPool& pool) {
+  if (lins.size() != ys.size()) return Status::invalid("forward_shared: one output per layer is needed");
+  if (lins.empty()) return Status::ok();
+  const Backend& be = backend(lins[0]->isa());
+  bool shared = be.gemm_shared != nullptr && m >= 1 && x != nullptr;
+  for (size_t j = 0; shared && j < lins.size(); ++j) {
+    const BcqLinear& l = *lins[j];
+    shared = !l.bytes_ && l.path_for(m) == GemmPath::kLut && ys[j] != nullptr &&
+             share_oc_tables(lins[0]->packed_, l.packed_);
+  }
+  if (!shared) {
+    for (size_t j = 0; j < lins.size(); ++j) {
+      if (Status s = lins[j]->forward(x, m, ys[j], pool); !s) return s;
+    }
+    return Status::ok();
+  }
+  std::vector<const PackedMatrix*> ws;
+  for (const BcqLinear* l : lins) ws.push_back(&l->packed_);
+  std::vector<float*> out(ys.size());
+  const int64_t k = lins[0]->k();
+  for (int64_t m0 = 0; m0 < m; m0 += kMaxM) {
+    const int64_t mt = std::min(kMaxM, m - m0);
+    for (size_t j = 0; j < ys.size(); ++j) out[j] = ys[j] + m0 * lins[j]->n();
+    be.gemm_shared(ws, x + m0 * k, mt, out, pool);
   }
   return Status::ok();
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <optional>
+#include <span>
 
 #include "kernels/bytes/bcq_bytes.h"
 #include "kernels/int8/bcq_int8.h"
@@ -33,6 +34,12 @@ class BcqLinear {
 
   // y[m,n] = x[m,k] · W^T for any m >= 1 (x stride k, y stride n).
   Status forward(const float* x, int64_t m, float* y, ThreadPool& pool) const;
+  // ys[j][m, n_j] = x · W_j^T for layers that read the same x (q/k/v, gate/up). Where every
+  // layer takes the LUT path on one backend with Backend::gemm_shared and all share_oc_tables,
+  // one call builds the activation tables once and streams every layer's rows from one queue;
+  // otherwise each runs forward(). Results equal forward()'s bit for bit either way.
+  static Status forward_shared(std::span<const BcqLinear* const> lins, const float* x, int64_t m,
+                               std::span<float* const> ys, ThreadPool& pool);
 
   int64_t n() const { return packed_.source.n; }
   int64_t k() const { return packed_.source.k; }

@@ -1,7 +1,9 @@
 #include "model/linear.h"
 
 #include <cmath>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "core/cpu.h"
 #include "kernels/dense/dense_gemm.h"
@@ -156,6 +158,34 @@ Status Linear::forward(const float* x, int64_t m, float* y, ThreadPool& pool) co
   if (Status s = std::visit(FormForward{x, m, y, n_, k_, pool}, form_); !s) return s;
   if (!bias_.empty()) {
     for (int64_t t = 0; t < m; ++t) add_inplace(y + t * n_, bias_.data(), n_);
+  }
+  return Status::ok();
+}
+
+Status Linear::forward_shared(std::span<const Linear* const> lins, const float* x, int64_t m,
+                              std::span<float* const> ys, ThreadPool& pool) {
+  if (lins.size() != ys.size()) return Status::invalid("forward_shared: one output per layer is needed");
+  std::vector<const kernels::BcqLinear*> bcq;
+  for (const Linear* l : lins) {
+    if (l->bcq() == nullptr || l->k_ != lins[0]->k_) break;
+    bcq.push_back(l->bcq());
+  }
+  if (bcq.size() < 2 || bcq.size() != lins.size()) {
+    for (size_t j = 0; j < lins.size(); ++j) {
+      if (Status s = lins[j]->forward(x, m, ys[j], pool); !s) return s;
+    }
+    return Status::ok();
+  }
+  if (m < 1) return Status::invalid("forward: m must be at least 1 (got " + std::to_string(m) + ")");
+  if (x == nullptr) return Status::invalid("forward: null activation pointer");
+  for (float* y : ys) {
+    if (y == nullptr) return Status::invalid("forward: null output pointer");
+  }
+  if (Status s = kernels::BcqLinear::forward_shared(bcq, x, m, ys, pool); !s) return s;
+  for (size_t j = 0; j < lins.size(); ++j) {
+    const Linear& l = *lins[j];
+    if (l.bias_.empty()) continue;
+    for (int64_t t = 0; t < m; ++t) add_inplace(ys[j] + t * l.n_, l.bias_.data(), l.n_);
   }
   return Status::ok();
 }

@@ -75,6 +75,11 @@ class Linear {
 
   // y[m,n] = x[m,k] · W^T (+ bias); x rows have stride k, y rows stride n; m >= 1.
   Status forward(const float* x, int64_t m, float* y, ThreadPool& pool) const;
+  // ys[j] = x · W_j^T (+ bias_j) for layers that read the same x[m][k] (q/k/v, gate/up): BCQ
+  // layers go through kernels::BcqLinear::forward_shared (one table build and tile queue where
+  // they allow it); any other mix runs forward() on each. Equal to forward() bit for bit.
+  static Status forward_shared(std::span<const Linear* const> lins, const float* x, int64_t m,
+                               std::span<float* const> ys, ThreadPool& pool);
 
   int64_t n() const { return n_; }
   int64_t k() const { return k_; }

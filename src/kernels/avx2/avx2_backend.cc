@@ -1,6 +1,9 @@
 // The AVX2 backend's function table and entry points. Nothing here needs AVX2 instructions, and
 // available() must run on any x86-64 CPU, so this file is compiled for the baseline; the AVX2
 // code is in the other avx2_*.cc files.
+#include <span>
+#include <vector>
+
 #include "kernels/avx2/avx2_internal.h"
 #include "kernels/kernel.h"
 #include "kernels/lut_tables.h"
@@ -19,10 +22,24 @@ void avx2_gemm(const PackedMatrix& w, const float* x, int64_t m, float* y, Threa
   L.round_alpha = !w.exact_steps;
   const bool fast = w.precision == Precision::kFast;
   if (L.per_oc) {
-    avx2::gemm_oc(L, fast, w.data.data(), x, m, y, pool);
+    const avx2::OcPart part{L, w.data.data(), y};
+    avx2::gemm_oc(std::span(&part, 1), fast, x, m, pool);
   } else {
     avx2::gemm_ic(L, fast, w.data.data(), x, m, y, pool);
   }
+}
+
+// Per-OC matrices that share_oc_tables: one table build and one tile queue for all of them.
+void avx2_gemm_shared(std::span<const PackedMatrix* const> ws, const float* x, int64_t m, std::span<float* const> ys,
+                 ThreadPool& pool) {
+  std::vector<avx2::OcPart> parts;
+  parts.reserve(ws.size());
+  for (size_t j = 0; j < ws.size(); ++j) {
+    avx2::Layout L = avx2::make_layout(ws[j]->source);
+    L.round_alpha = !ws[j]->exact_steps;
+    parts.push_back({L, ws[j]->data.data(), ys[j]});
+  }
+  avx2::gemm_oc(parts, ws[0]->precision == Precision::kFast, x, m, pool);
 }
 
 void avx2_int8_partials(const PackedMatrix& w, const float* x, int32_t* out) {
@@ -37,8 +54,12 @@ void avx2_int8_partials(const PackedMatrix& w, const float* x, int32_t* out) {
 }  // namespace
 
 const Backend& avx2_backend() {
-  static const Backend kBackend{Isa::kAvx2,  avx2_available, avx2_check,         avx2::repack,
-                                avx2::unpack, avx2_gemm,      avx2_int8_partials};
+  static const Backend kBackend = [] {
+    Backend b{Isa::kAvx2,  avx2_available, avx2_check,         avx2::repack,
+              avx2::unpack, avx2_gemm,      avx2_int8_partials};
+    b.gemm_shared = avx2_gemm_shared;
+    return b;
+  }();
   return kBackend;
 }
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #include <immintrin.h>
 
@@ -250,34 +251,44 @@ struct OcScratch {
 
 }  // namespace
 
-void gemm_oc(const Layout& L, bool fast, const uint8_t* data, const float* x, int64_t m, float* y,
-             ThreadPool& pool) {
-  OcScratch sc(L, fast, m);
-  const int64_t items = L.k / (fast ? L.kb : L.unit) * m;
-  const int64_t sums = L.has_offset ? L.units * m : 0;
+void gemm_oc(std::span<const OcPart> parts, bool fast, const float* x, int64_t m, ThreadPool& pool) {
+  // The parts share k, the group and the table block, so one set of tables serves them all;
+  // group sums are built when any part has offsets.
+  Layout T = parts[0].L;
+  for (const OcPart& p : parts) T.has_offset = T.has_offset || p.L.has_offset;
+  OcScratch sc(T, fast, m);
+  const int64_t items = T.k / (fast ? T.kb : T.unit) * m;
+  const int64_t sums = T.has_offset ? T.units * m : 0;
   pool.run([&](int th, int nth) {
     const auto [e0, e1] = split_range(items, 1, th, nth);
     const auto [s0, s1] = split_range(sums, 1, th, nth);
-    build_oc(L, fast, x, m, e0, e1, s0, s1, sc.tq, sc.scales, sc.tf, sc.xsum);
+    build_oc(T, fast, x, m, e0, e1, s0, s1, sc.tq, sc.scales, sc.tf, sc.xsum);
   });
-  WorkQueue queue(0, L.tiles, pool.size());
+  std::vector<OcTables> plans(parts.size(), sc.t);  // the tables, with each part's plane chunking
+  for (size_t j = 0; j < parts.size(); ++j) plans[j].plan_chunks(parts[j].L.q);
+  const PartTiles<OcPart> tiles(parts);
+  WorkQueue queue(0, tiles.total(), pool.size());
   pool.run([&](int, int) {
     alignas(64) float acc[kMaxM * kTileRows];
     auto each_tile = [&](auto&& tile_fn) {
+      PartTiles<OcPart>::Cursor at;
       for (int64_t t0, t1; queue.take(t0, t1);) {
-        for (int64_t tile = t0; tile < t1; ++tile) {
+        for (int64_t g = t0; g < t1; ++g) {
+          const auto [p, tile] = tiles.locate(g, at);
           std::fill(acc, acc + m * kTileRows, 0.0f);
-          tile_fn(data + tile * L.tile_bytes);
-          store_tile(acc, m, L.n, tile * kTileRows, y);
+          tile_fn(p.L, plans[at.part], p.data + tile * p.L.tile_bytes);
+          store_tile(acc, m, p.L.n, tile * kTileRows, p.y);
         }
       }
     };
     if (fast) {
-      with_block_vecs(L.kb / 8, [&](auto nj) {
-        each_tile([&](const uint8_t* tp) { tile_oc_fast<decltype(nj)::value>(L, sc.t, tp, acc); });
+      with_block_vecs(T.kb / 8, [&](auto nj) {
+        each_tile([&](const Layout& L, const OcTables& t, const uint8_t* tp) {
+          tile_oc_fast<decltype(nj)::value>(L, t, tp, acc);
+        });
       });
     } else {
-      each_tile([&](const uint8_t* tp) { tile_oc_exact(L, sc.t, tp, acc); });
+      each_tile([&](const Layout& L, const OcTables& t, const uint8_t* tp) { tile_oc_exact(L, t, tp, acc); });
     }
   });
 }

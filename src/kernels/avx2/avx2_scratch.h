@@ -8,6 +8,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <new>
+#include <span>
+#include <utility>
+#include <vector>
 
 namespace lutq::kernels::avx2 {
 
@@ -66,5 +69,31 @@ class WorkQueue {
   int64_t chunk_;
 };
 
+
+// The tiles of several matrices (parts with a Layout L and its L.tiles) in one index space:
+// global tile g -> (part, tile within it). A thread takes increasing indices from a WorkQueue,
+// so its cursor only moves forward.
+template <typename Part>
+class PartTiles {
+ public:
+  struct Cursor {
+    size_t part = 0;
+  };
+  explicit PartTiles(std::span<const Part> parts) : parts_(parts) {
+    first_.reserve(parts.size() + 1);
+    first_.push_back(0);
+    for (const Part& p : parts) first_.push_back(first_.back() + p.L.tiles);
+  }
+  int64_t total() const { return first_.back(); }
+  std::pair<const Part&, int64_t> locate(int64_t g, Cursor& at) const {
+    if (g < first_[at.part]) at.part = 0;
+    while (g >= first_[at.part + 1]) ++at.part;
+    return {parts_[at.part], g - first_[at.part]};
+  }
+
+ private:
+  std::span<const Part> parts_;
+  std::vector<int64_t> first_;
+};
 
 }  // namespace lutq::kernels::avx2

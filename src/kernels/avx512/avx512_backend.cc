@@ -3,6 +3,9 @@
 // baseline; the AVX-512 code is in the other avx512_*.cc files. The kernels need F/BW/VL/DQ plus
 // VBMI (vpermb, the 64-entry int8 table lookup) and VNNI (vpdpbusd): Ice Lake and later, Zen 4
 // and later. CPUs with AVX-512 but without those two (Skylake-SP, Cascade Lake) use avx2.
+#include <span>
+#include <vector>
+
 #include "kernels/avx512/avx512_internal.h"
 #include "kernels/kernel.h"
 #include "kernels/lut_tables.h"
@@ -22,10 +25,24 @@ void avx512_gemm(const PackedMatrix& w, const float* x, int64_t m, float* y, Thr
   L.round_alpha = !w.exact_steps;
   const bool fast = w.precision == Precision::kFast;
   if (L.per_oc) {
-    avx512::gemm_oc(L, fast, w.data.data(), x, m, y, pool);
+    const avx512::OcPart part{L, w.data.data(), y};
+    avx512::gemm_oc(std::span(&part, 1), fast, x, m, pool);
   } else {
     avx512::gemm_ic(L, fast, w.data.data(), x, m, y, pool);
   }
+}
+
+// Per-OC matrices that share_oc_tables: one table build and one tile queue for all of them.
+void avx512_gemm_shared(std::span<const PackedMatrix* const> ws, const float* x, int64_t m, std::span<float* const> ys,
+                 ThreadPool& pool) {
+  std::vector<avx512::OcPart> parts;
+  parts.reserve(ws.size());
+  for (size_t j = 0; j < ws.size(); ++j) {
+    avx512::Layout L = avx512::make_layout(ws[j]->source);
+    L.round_alpha = !ws[j]->exact_steps;
+    parts.push_back({L, ws[j]->data.data(), ys[j]});
+  }
+  avx512::gemm_oc(parts, ws[0]->precision == Precision::kFast, x, m, pool);
 }
 
 void avx512_int8_partials(const PackedMatrix& w, const float* x, int32_t* out) {
@@ -40,8 +57,12 @@ void avx512_int8_partials(const PackedMatrix& w, const float* x, int32_t* out) {
 }  // namespace
 
 const Backend& avx512_backend() {
-  static const Backend kBackend{Isa::kAvx512,    avx512_available, avx512_check,        avx512::repack,
-                                avx512::unpack, avx512_gemm,      avx512_int8_partials};
+  static const Backend kBackend = [] {
+    Backend b{Isa::kAvx512,  avx512_available, avx512_check,        avx512::repack,
+              avx512::unpack, avx512_gemm,      avx512_int8_partials};
+    b.gemm_shared = avx512_gemm_shared;
+    return b;
+  }();
   return kBackend;
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "core/thread_pool.h"
 #include "format/bcq_matrix.h"
@@ -64,8 +65,15 @@ void sums_in_order(const float* const* xs, int count, int64_t len, float* sums);
 float dot_f16(const uint16_t* z, const float* x, int64_t len);
 
 // --- The drivers (avx512_gemm_oc.cc, avx512_gemm_ic.cc); data is PackedMatrix::data. ---
-void gemm_oc(const Layout& L, bool fast, const uint8_t* data, const float* x, int64_t m, float* y,
-             ThreadPool& pool);
+// One matrix of a per-OC gemm: its layout, packed data and output y[m][L.n].
+struct OcPart {
+  Layout L;
+  const uint8_t* data = nullptr;
+  float* y = nullptr;
+};
+// y_j = x · W_j^T for every part; the parts share k, the group and the table block (tables are
+// built once for all of them) and their tiles are streamed from one queue.
+void gemm_oc(std::span<const OcPart> parts, bool fast, const float* x, int64_t m, ThreadPool& pool);
 void gemm_ic(const Layout& L, bool fast, const uint8_t* data, const float* x, int64_t m, float* y,
              ThreadPool& pool);
 // out[(r*q + i)*nb + b]: the fast path's int32 block sums for one activation row.

@@ -25,8 +25,9 @@ class AttentionBlock final : public Block, public KvProjector {
         q_norm_(std::move(q_norm)), k_norm_(std::move(k_norm)), key_(std::move(key)) {}
 
   Status project(const float* x, int64_t m, float* k, float* v, ThreadPool& pool) const override {
-    if (Status st = k_.forward(x, m, k, pool); !st) return st;
-    return v_.forward(x, m, v, pool);
+    const Linear* lins[] = {&k_, &v_};
+    float* outs[] = {k, v};
+    return Linear::forward_shared(lins, x, m, outs, pool);
   }
   std::span<const float> k_bias() const override { return k_.bias(); }
   std::span<const float> v_bias() const override { return v_.bias(); }
@@ -57,9 +58,10 @@ class AttentionBlock final : public Block, public KvProjector {
     float* v = Scratch::rows(s.v, m, c.kv_dim());
     float* att = Scratch::rows(s.att, m, c.q_dim());
     rms_norm_rows(x, norm_.data(), m, e, c.rms_eps, h);
-    if (Status st = ctx.linear(layer, LinearRole::kAttnQ, q_, h, q); !st) return st;
-    if (Status st = ctx.linear(layer, LinearRole::kAttnK, k_, h, k); !st) return st;
-    if (Status st = ctx.linear(layer, LinearRole::kAttnV, v_, h, v); !st) return st;
+    const LinearRole roles[] = {LinearRole::kAttnQ, LinearRole::kAttnK, LinearRole::kAttnV};
+    const Linear* lins[] = {&q_, &k_, &v_};
+    float* outs[] = {q, k, v};
+    if (Status st = ctx.linears(layer, roles, lins, h, outs); !st) return st;
     position_queries_and_keys(c, ctx.rope, m, q, k);
     const AttentionRows rows{ctx.rows, q, k, v, h, this};
     if (Status st = ctx.memory.attend(layer, rows, att, ctx.ops, ctx.pool); !st) return st;

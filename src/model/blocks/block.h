@@ -69,6 +69,17 @@ struct ForwardContext {
     }
     return lin.forward(in, m(), out, pool);
   }
+  // Several layers that read the same input (q/k/v, gate/up): the observer sees each role's
+  // input, then Linear::forward_shared runs them together.
+  Status linears(int64_t layer, std::span<const LinearRole> roles, std::span<const Linear* const> lins, const float* in,
+                 std::span<float* const> outs) const {
+    if (observer != nullptr) {
+      for (size_t j = 0; j < roles.size(); ++j) {
+        if (Status s = observer->observe(layer, roles[j], in, m(), lins[j]->k()); !s) return s;
+      }
+    }
+    return Linear::forward_shared(lins, in, m(), outs, pool);
+  }
   // Sums a row-split layer's partial output out[m][width] over the ranks (no-op on one).
   Status all_reduce(float* out, int64_t width) const {
     if (comm == nullptr || comm->size() == 1) return Status::ok();

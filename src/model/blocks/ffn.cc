@@ -18,8 +18,10 @@ class SwigluFfn final : public Block {
     float* gate = Scratch::rows(ctx.scratch.gate, m, c.n_ff);
     float* up = Scratch::rows(ctx.scratch.up, m, c.n_ff);
     rms_norm_rows(x, norm_.data(), m, e, c.rms_eps, h);
-    if (Status s = ctx.linear(layer, LinearRole::kFfnGate, gate_, h, gate); !s) return s;
-    if (Status s = ctx.linear(layer, LinearRole::kFfnUp, up_, h, up); !s) return s;
+    const LinearRole roles[] = {LinearRole::kFfnGate, LinearRole::kFfnUp};
+    const Linear* lins[] = {&gate_, &up_};
+    float* outs[] = {gate, up};
+    if (Status s = ctx.linears(layer, roles, lins, h, outs); !s) return s;
     swiglu(gate, up, m * c.n_ff);
     if (Status s = ctx.linear(layer, LinearRole::kFfnDown, down_, gate, h); !s) return s;
     if (Status s = ctx.all_reduce(h, e); !s) return s;

@@ -27,8 +27,9 @@ Status run_expert(int64_t layer, int64_t index, const Expert& ex, const float* x
     if (Status s = obs->observe_expert(layer, LinearRole::kFfnGate, index, x, m, k); !s) return s;
     if (Status s = obs->observe_expert(layer, LinearRole::kFfnUp, index, x, m, k); !s) return s;
   }
-  if (Status s = ex.gate.forward(x, m, gate, ctx.pool); !s) return s;
-  if (Status s = ex.up.forward(x, m, up, ctx.pool); !s) return s;
+  const Linear* lins[] = {&ex.gate, &ex.up};
+  float* outs[] = {gate, up};
+  if (Status s = Linear::forward_shared(lins, x, m, outs, ctx.pool); !s) return s;
   swiglu(gate, up, m * ex.gate.n());
   if (obs != nullptr) {
     if (Status s = obs->observe_expert(layer, LinearRole::kFfnDown, index, gate, m, ex.down.k()); !s) return s;
