@@ -132,30 +132,6 @@ struct Fitter {
   std::vector<uint8_t> codes;
 };
 
-// Compressed scales: replaces a group's fitted alpha[q] (≥ 0 after taking |α|: the grid picks the
-// signs of the bits) and *offset by the decoding of their codes, searched from the rounded ones
-// on the group's values v[len], and records the codes as scale set `global` of m.
-void code_set(const float* v, int64_t len, const double* d, BcqMatrix& m, int64_t global, Fitter& f, float* alpha,
-              float* offset) {
-  const int q = m.cfg.q;
-  const int bits = m.codes.bits;
-  const auto line = static_cast<size_t>(format::line_of_set(m, global));
-  const uint16_t* super = m.codes.alpha_super.data() + line * static_cast<size_t>(q);
-  uint8_t* ac = m.codes.alpha_code.data() + global * q;
-  for (int i = 0; i < q; ++i) {
-    ac[i] = static_cast<uint8_t>(format::nearest_code(std::fabs(alpha[i]), 0.0, fp16_to_fp32(super[i]), bits));
-  }
-  if (m.cfg.has_offset) {
-    const double zmin = fp16_to_fp32(m.codes.offset_range[line * 2]);
-    const double zmax = fp16_to_fp32(m.codes.offset_range[line * 2 + 1]);
-    m.codes.offset_code[static_cast<size_t>(global)] = static_cast<uint8_t>(format::nearest_code(*offset, zmin, zmax, bits));
-  }
-  f.codes.resize(static_cast<size_t>(len));
-  detail::search_set(m, global, v, d, len, f.search, f.codes.data());
-  for (int i = 0; i < q; ++i) alpha[i] = fp16_to_fp32(m.alpha[static_cast<size_t>(global * q + i)]);
-  if (m.cfg.has_offset) *offset = fp16_to_fp32(m.offset[static_cast<size_t>(global)]);
-}
-
 // Fits v[len] (weights d[len], nullable) with the method, stores α/offset (fp16) as scale set
 // `global` of m and the resulting grid as tile set `local`.
 void fit_set(const float* v, int64_t len, const GptqOptions& opt, BcqMatrix& m, int64_t global, int64_t local,
@@ -165,7 +141,7 @@ void fit_set(const float* v, int64_t len, const GptqOptions& opt, BcqMatrix& m, 
   float offset = 0.0f;
   f.codes.resize(static_cast<size_t>(len));
   f.fitter.fit(v, len, q, opt.method, m.cfg.has_offset, opt.iterations, alpha, &offset, f.codes.data(), d);
-  if (m.codes.bits > 0) code_set(v, len, d, m, global, f, alpha, &offset);
+  if (m.codes.bits > 0) detail::code_fitted_set(m, global, v, d, len, f.search, f.codes.data(), alpha, &offset);
   double alpha_d[format::kMaxBits] = {};
   for (int i = 0; i < q; ++i) {
     m.alpha[static_cast<size_t>(global * q + i)] = fp32_to_fp16(alpha[i]);
@@ -283,6 +259,28 @@ void sweep_tile(const float* w, BcqMatrix& m, const GptqFactor& f, const GptqOpt
   return s;
 }
 
+// The lines' super scales, offset ranges and starting codes for opt.scale_bits (gptq.h). Where
+// every group is fitted on the original weights (on_original: static groups, per-OC with g = k),
+// from the plain fit of them. Elsewhere the sweep fits groups on weights its error feedback has
+// moved, so from a pilot sweep with fp16 scales on the same factor: the coded sweep quantizes
+// nearly the same weights. The pilot costs a second sweep.
+Result<format::ScaleCodes> sweep_lines(const float* w, int64_t n, int64_t k, const GptqFactor& factor,
+                                       const GptqOptions& opt, const format::BcqConfig& cfg, bool on_original,
+                                       ThreadPool* pool) {
+  if (Status b = format::validate_scale_bits(opt.scale_bits); !b) return Status::invalid("gptq: " + b.message());
+  if (on_original) {
+    std::span<const double> importance;
+    if (opt.importance && cfg.orientation == Orientation::kPerOC) importance = factor.diag;
+    return line_scales(w, n, k, QuantOptions{opt.method, cfg, opt.iterations, false, 0}, importance, opt.scale_bits,
+                       pool);
+  }
+  GptqOptions pilot_opt = opt;
+  pilot_opt.scale_bits = 0;
+  Result<BcqMatrix> pilot = gptq_quantize(w, n, k, factor, pilot_opt, pool);
+  if (!pilot) return pilot.status();
+  return fit_line_scales(*pilot, opt.scale_bits);
+}
+
 }  // namespace
 
 Result<GptqFactor> prepare_gptq(const double* h, int64_t k, const GptqOptions& opt, ThreadPool* /*pool*/) {
@@ -364,12 +362,8 @@ Result<format::BcqMatrix> gptq_quantize(const float* w, int64_t n, int64_t k, co
   plan.per_oc = cfg.orientation == Orientation::kPerOC;
   plan.static_groups = plan.per_oc && opt.act_order && cfg.g < k;
   if (opt.scale_bits != 0) {
-    if (Status b = format::validate_scale_bits(opt.scale_bits); !b) return Status::invalid("gptq: " + b.message());
-    std::span<const double> importance;
-    if (opt.importance && plan.per_oc) importance = factor.diag;
     Result<format::ScaleCodes> lines =
-        line_scales(w, n, k, QuantOptions{opt.method, cfg, opt.iterations, false, 0}, importance, opt.scale_bits,
-                    plan.static_groups ? 1.0 : kDynamicHeadroom, pool);
+        sweep_lines(w, n, k, factor, opt, cfg, plan.static_groups || (plan.per_oc && cfg.g == k), pool);
     if (!lines) return lines.status();
     m.codes = std::move(lines).value();
   }

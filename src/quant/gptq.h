@@ -40,13 +40,18 @@
 //     over its columns (quantize.h), the diagonal of the undamped H (dead columns weigh 0);
 //     per-IC groups sit in one column, where the weight is constant and changes nothing.
 //   Compressed scales (opt.scale_bits 4..8, format/scale_codes.h): the lines' super scales and
-//     offset ranges come from a plain quant::quantize of the original W (same method, config and
-//     importance) encoded by format::encode_scales, widened 1.5x (scales) and 1.5x around the
-//     centre (offset ranges) where groups are fitted during the sweep (the error feedback moves
-//     the later weights out of the original range; static groups keep the plain fit's). Each group's fitted α and z are then
-//     replaced by their codes (rounded, clamped to the line's top code) refined by the code
-//     search of quant/scale_fit.h on the group's current weights, before its columns are
-//     quantized; the sweep chooses codes against the decoded grid.
+//     offset ranges are chosen before the sweep (quant::fit_line_scales: each group's α in
+//     canonical order, |α| descending, then format::encode_scales) from a fit of the weights the
+//     groups will be fitted on: where every group is fitted on the original W (static groups,
+//     per-OC with g = k) a plain quant::quantize of it (same method, config and importance);
+//     elsewhere (per-OC without act-order, every per-IC group) a pilot sweep, the same GPTQ with
+//     fp16 scales on the same factor, since the error feedback moves the weights the sweep
+//     reaches late away from the original ones. The pilot costs a second sweep for those groups.
+//     Each group's fitted α (sorted the same way) and z are then replaced by their codes,
+//     rounded and refined by the code search of quant/scale_fit.h on the group's current
+//     weights; where the fit leaves the line's scales (the coded sweep drifts from the pilot's),
+//     the search also starts from that fit's codes for the group and keeps the better
+//     (detail::code_fitted_set). The sweep chooses codes against the decoded grid.
 //   The output is a canonical, validated format::BcqMatrix in the original column order.
 //
 // With H diagonal (e.g. I), U is diagonal and nothing propagates: GPTQ reduces to the same

@@ -1,6 +1,7 @@
 #include "quant/scale_fit.h"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "core/fp16.h"
@@ -57,17 +58,27 @@ double CodeSearch::run(const float* v, const double* d, int64_t len, int q, int 
   return eval(v, d, len, q, bits, with_offset, line, alpha_code, zc, elem);
 }
 
+namespace {
+
+// The line scales of scale set `set` of m.
+LineScales line_for_set(const format::BcqMatrix& m, int64_t set) {
+  const auto line = static_cast<size_t>(format::line_of_set(m, set));
+  LineScales ls;
+  ls.super = m.codes.alpha_super.data() + line * static_cast<size_t>(m.cfg.q);
+  if (m.cfg.has_offset) {
+    ls.zmin = m.codes.offset_range[line * 2];
+    ls.zmax = m.codes.offset_range[line * 2 + 1];
+  }
+  return ls;
+}
+
+}  // namespace
+
 void search_set(format::BcqMatrix& m, int64_t set, const float* v, const double* d, int64_t len,
                detail::CodeSearch& search, uint8_t* elem) {
   const int q = m.cfg.q;
   format::ScaleCodes& codes = m.codes;
-  const auto line = static_cast<size_t>(format::line_of_set(m, set));
-  detail::LineScales ls;
-  ls.super = codes.alpha_super.data() + line * static_cast<size_t>(q);
-  if (m.cfg.has_offset) {
-    ls.zmin = codes.offset_range[line * 2];
-    ls.zmax = codes.offset_range[line * 2 + 1];
-  }
+  const LineScales ls = line_for_set(m, set);
   uint8_t* ac = codes.alpha_code.data() + set * q;
   uint8_t* zc = m.cfg.has_offset ? codes.offset_code.data() + set : nullptr;
   search.run(v, d, len, q, codes.bits, m.cfg.has_offset, ls, ac, zc, elem);
@@ -75,6 +86,44 @@ void search_set(format::BcqMatrix& m, int64_t set, const float* v, const double*
   if (zc != nullptr) m.offset[static_cast<size_t>(set)] = format::decode_offset(ls.zmin, ls.zmax, *zc, codes.bits);
 }
 
+void code_fitted_set(format::BcqMatrix& m, int64_t set, const float* v, const double* d, int64_t len,
+                     CodeSearch& search, uint8_t* elem, float* alpha, float* offset) {
+  const int q = m.cfg.q;
+  const int bits = m.codes.bits;
+  const bool off = m.cfg.has_offset;
+  const LineScales ls = line_for_set(m, set);
+  uint8_t* ac = m.codes.alpha_code.data() + set * q;
+  uint8_t* zc = off ? m.codes.offset_code.data() + set : nullptr;
+  uint8_t prior[format::kMaxBits + 1] = {};  // the α codes m holds, then the offset code
+  std::copy(ac, ac + q, prior);
+  if (off) prior[q] = *zc;
+  std::stable_sort(alpha, alpha + q, [](float x, float y) { return std::fabs(x) > std::fabs(y); });
+  bool clamped = false;
+  for (int i = 0; i < q; ++i) {
+    const double super = fp16_to_fp32(ls.super[i]);
+    ac[i] = static_cast<uint8_t>(format::nearest_code(std::fabs(alpha[i]), 0.0, super, bits));
+    clamped = clamped || std::fabs(alpha[i]) > super;
+  }
+  if (off) {
+    const double zmin = fp16_to_fp32(ls.zmin);
+    const double zmax = fp16_to_fp32(ls.zmax);
+    *zc = static_cast<uint8_t>(format::nearest_code(*offset, zmin, zmax, bits));
+    clamped = clamped || *offset < zmin || *offset > zmax;
+  }
+  const double err = search.run(v, d, len, q, bits, off, ls, ac, zc, elem);
+  if (clamped && search.run(v, d, len, q, bits, off, ls, prior, prior + q, elem) < err) {
+    std::copy(prior, prior + q, ac);
+    if (off) *zc = prior[q];
+  }
+  for (int i = 0; i < q; ++i) {
+    m.alpha[static_cast<size_t>(set * q + i)] = format::decode_alpha(ls.super[i], ac[i], bits);
+    alpha[i] = fp16_to_fp32(m.alpha[static_cast<size_t>(set * q + i)]);
+  }
+  if (off) {
+    m.offset[static_cast<size_t>(set)] = format::decode_offset(ls.zmin, ls.zmax, *zc, bits);
+    *offset = fp16_to_fp32(m.offset[static_cast<size_t>(set)]);
+  }
+}
 
 }  // namespace detail
 
@@ -129,25 +178,23 @@ Status compress_scales(const float* w, std::span<const double> importance, int b
   return Status::ok();
 }
 
+Result<format::ScaleCodes> fit_line_scales(const format::BcqMatrix& m, int bits) {
+  format::BcqMatrix sorted = m;
+  const auto q = static_cast<size_t>(m.cfg.q);
+  for (size_t set = 0; set < sorted.alpha.size() / q; ++set) {
+    uint16_t* a = sorted.alpha.data() + set * q;  // fp16: the magnitude orders as its low 15 bits
+    std::stable_sort(a, a + q, [](uint16_t x, uint16_t y) { return (x & 0x7fffu) > (y & 0x7fffu); });
+  }
+  Result<format::BcqMatrix> coded = format::encode_scales(sorted, bits);
+  if (!coded) return coded.status();
+  return std::move(coded->codes);
+}
+
 Result<format::ScaleCodes> line_scales(const float* w, int64_t n, int64_t k, const QuantOptions& opt,
-                                       std::span<const double> importance, int bits, double headroom,
-                                       ThreadPool* pool) {
+                                       std::span<const double> importance, int bits, ThreadPool* pool) {
   Result<format::BcqMatrix> plain = quantize(w, n, k, opt, pool, importance);
   if (!plain) return plain.status();
-  Result<format::BcqMatrix> coded = format::encode_scales(*plain, bits);
-  if (!coded) return coded.status();
-  format::ScaleCodes& c = coded->codes;
-  if (headroom != 1.0) {
-    for (uint16_t& s : c.alpha_super) s = format::short_super(fp16_to_fp32(s) * headroom, bits);
-    for (size_t l = 0; l + 1 < c.offset_range.size(); l += 2) {
-      const double lo = fp16_to_fp32(c.offset_range[l]);
-      const double hi = fp16_to_fp32(c.offset_range[l + 1]);
-      const double half = 0.5 * (hi - lo) * headroom;
-      c.offset_range[l] = fp16_from_double(std::max(0.5 * (lo + hi) - half, -detail::kFp16Max));
-      c.offset_range[l + 1] = fp16_from_double(std::min(0.5 * (lo + hi) + half, detail::kFp16Max));
-    }
-  }
-  return std::move(c);
+  return fit_line_scales(*plain, bits);
 }
 
 }  // namespace lutq::quant

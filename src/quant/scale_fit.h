@@ -7,7 +7,8 @@
 // only when it lowers the group's (weighted) squared error, repeated while a pass improves (at
 // most kMaxPasses); each weight takes the nearest value of the decoded grid. The error is never
 // above that of the rounded codes. GPTQ (gptq.h) takes the lines' super scales and ranges from a
-// plain fit of the original weights and runs the same search on each group when it is fitted.
+// fit before its sweep (fit_line_scales, line_scales) and runs the same search on each group when
+// it is fitted.
 #pragma once
 
 #include <cstdint>
@@ -30,19 +31,16 @@ namespace lutq::quant {
 Status compress_scales(const float* w, std::span<const double> importance, int bits, format::BcqMatrix& m,
                        ThreadPool* pool = nullptr);
 
-// Headroom of the lines' super scales and offset ranges over the plain fit's where GPTQ fits groups
-// during its sweep: the error feedback moves the weights the sweep reaches late, so their fitted α
-// and z leave the original weights' range and would clamp at the top code. On synthetic layers
-// (q 3, g 32, 6-bit codes, 4 seeds) 1.5 took the calibrated error's excess over fp16 scales from
-// 9-42 % to 1-10 % (per-OC) and from 20-64 % to 9-53 % (per-IC); static groups need none.
-inline constexpr double kDynamicHeadroom = 1.5;
-
-// GPTQ's line scales: the super scales and offset ranges (and rounded codes, which the sweep
-// replaces) of `bits`-bit codes for a plain fit (opt, importance as for quantize()) of the
-// original weights w[n*k], widened by `headroom`.
+// GPTQ's line scales: the super scales, offset ranges and rounded codes of `bits`-bit codes for a
+// BCQ fit m (fit_line_scales) or for a plain fit (opt, importance as for quantize()) of the
+// weights w[n*k] (line_scales). Each set's α is taken in canonical plane order, |α| descending
+// (plane 0 the largest): the planes of a group are interchangeable and the fits return them in
+// different orders (the greedy fit largest first, the grid starts largest last), so a line's
+// per-plane super scale is only meaningful for a fixed order. The codes are those of the sorted
+// α; the bits of m are not reordered (GPTQ replaces codes and bits in its sweep).
+Result<format::ScaleCodes> fit_line_scales(const format::BcqMatrix& m, int bits);
 Result<format::ScaleCodes> line_scales(const float* w, int64_t n, int64_t k, const QuantOptions& opt,
-                                       std::span<const double> importance, int bits, double headroom,
-                                       ThreadPool* pool = nullptr);
+                                       std::span<const double> importance, int bits, ThreadPool* pool = nullptr);
 
 namespace detail {
 
@@ -75,6 +73,19 @@ class CodeSearch {
 // grid code in elem[len] (the bits are left to the caller).
 void search_set(format::BcqMatrix& m, int64_t set, const float* v, const double* d, int64_t len, CodeSearch& search,
                 uint8_t* elem);
+
+// GPTQ's coding of a group it has just fitted (alpha[q] and *offset, the fit of v[len] with
+// weights d[len], nullable) as scale set `set` of m, whose line scales are set and whose codes for
+// the set are those of the fit the line scales came from (fit_line_scales). The α are taken in
+// canonical order (|α| descending; ≥ 0, the grid picks the signs of the bits), rounded to codes
+// and searched on v. Where the fit leaves the line's scales (an α above its super scale, an
+// offset outside the range), the sweep's error feedback has moved the group away from that
+// earlier fit, and the clamped codes can sit far from any good grid (a fit that spends a plane on
+// an outlier, say): the search then also starts from the codes m held for the set (in the line
+// by construction) and the better result is kept. Stores the codes and their decoded scales in
+// m, returns the decoded scales in alpha / *offset; elem[len] is scratch.
+void code_fitted_set(format::BcqMatrix& m, int64_t set, const float* v, const double* d, int64_t len,
+                     CodeSearch& search, uint8_t* elem, float* alpha, float* offset);
 
 }  // namespace detail
 }  // namespace lutq::quant
