@@ -78,8 +78,8 @@ struct Backend {
   Status (*place)(PackedMatrix& w) = nullptr;
   Status (*gemm_status)(const PackedMatrix& w, const float* x, int64_t m, float* y) = nullptr;
   // Optional: ys[j][m, n_j] = x · W_j^T for several matrices of this backend that
-  // share_oc_tables, in one call (tables built once, one tile queue over all their rows, two
-  // pool round trips in all). nullptr: callers run gemm on each.
+  // share_oc_tables, in one call (tables built once, one tile queue over all their rows, at
+  // most two pool round trips in all). nullptr: callers run gemm on each.
   void (*gemm_shared)(std::span<const PackedMatrix* const> ws, const float* x, int64_t m, std::span<float* const> ys,
                       ThreadPool& pool) = nullptr;
 };

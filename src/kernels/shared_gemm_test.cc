@@ -1,7 +1,7 @@
 // BcqLinear::forward_shared: several layers reading one input (q/k/v, gate/up) give exactly what
 // forward() gives each, on every backend this CPU runs, whether they share one table build and
 // tile queue (same k and group, per-OC) or fall back to one call each; and the shared call costs
-// the pool two round trips per 32 activation rows, not two per layer.
+// the pool at most two round trips per 32 activation rows, not two per layer.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -85,7 +85,9 @@ TEST(SharedGemm, EqualsOneCallPerLayerOnEveryBackend) {
           const uint64_t trips = pool.round_trips() - before;
           const bool simd = isa == Isa::kAvx2 || isa == Isa::kAvx512;
           if (simd && c.shares) {
-            EXPECT_EQ(trips, 2 * static_cast<uint64_t>((m + kMaxM - 1) / kMaxM));
+            const uint64_t chunks = static_cast<uint64_t>((m + kMaxM - 1) / kMaxM);
+            EXPECT_GE(trips, chunks);  // the tiles; the table build too unless it is small
+            EXPECT_LE(trips, 2 * chunks);
           }
           for (size_t j = 0; j < lins.size(); ++j) {
             for (size_t e = 0; e < want[j].size(); ++e) {

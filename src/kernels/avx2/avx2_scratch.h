@@ -16,6 +16,10 @@ namespace lutq::kernels::avx2 {
 
 constexpr size_t round64(size_t b) { return (b + 63) / 64 * 64; }
 
+// Activations (k·m) up to which a per-OC gemm builds its tables on the calling thread: a build
+// this small (a few microseconds) costs less than handing it to the pool and waiting for it.
+constexpr int64_t kInlineBuild = 4096;
+
 // Uninitialised 64-byte aligned scratch: tables are rewritten every call, no need to zero them.
 class Scratch {
  public:
