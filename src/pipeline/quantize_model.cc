@@ -182,6 +182,167 @@ bool needs_calibration(const LinearSpec& spec, const ModelConfig& config) {
   return false;
 }
 
+namespace {
+
+// The linear layers of a checkpoint: every block role of every layer, then the head (read from
+// token_embd.weight when tied).
+std::vector<LinearTarget> linear_targets(const ModelConfig& c) {
+  std::vector<LinearTarget> targets;
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    for (int r = 0; r < kNumLinearRoles; ++r) {
+      const auto role = static_cast<LinearRole>(r);
+      const std::string name = "blk." + std::to_string(l) + "." + role_name(role) + ".weight";
+      targets.push_back({name, name, role, l});
+    }
+  }
+  targets.push_back({"output.weight", c.tied_output ? "token_embd.weight" : "output.weight", std::nullopt, -1});
+  return targets;
+}
+
+using LinearChoices = std::map<std::string, std::pair<const LinearTarget*, LinearChoice>, std::less<>>;
+
+// One quantize_to_file run: the file being built, the report and the progress count.
+class FileJob {
+ public:
+  FileJob(const io::Checkpoint& in, const std::string& out_path, ThreadPool& pool, const QuantizeProgress& progress,
+          HessianSource* calib)
+      : in_(in), out_path_(out_path), pool_(pool), progress_(progress), calib_(calib) {}
+
+  void set_total(int64_t total) { total_ = total; }
+
+  // The source's model keys (storage keys dropped), the format version and the source's name.
+  Status start() {
+    for (const std::string& key : in_.keys()) {
+      if (dropped_key(key)) continue;
+      if (Status s = out_.add(key, *in_.find(key)); !s) return named(s);
+    }
+    if (Status s = out_.add_uint32(std::string(lutqfile::kVersionKey), lutqfile::kFormatVersionPlain); !s) return s;
+    return out_.add_string("lutq.source", std::filesystem::path(in_.path()).filename().string());
+  }
+
+  // Tensors other than linear layers as stored; then the linear layers in block order (a
+  // layer-by-layer calibration goes forward only), each quantized or copied as its choice says.
+  Status write_tensors(const std::vector<LinearTarget>& targets, const LinearChoices& linear,
+                       const std::vector<ExpertTensor>& split) {
+    const auto is_split = [&](const std::string& name) {
+      return std::any_of(split.begin(), split.end(), [&](const ExpertTensor& t) { return t.name == name; });
+    };
+    for (const io::TensorInfo& t : in_.tensors()) {
+      if (linear.find(t.name) != linear.end() || is_split(t.name)) continue;
+      int64_t bytes = 0;
+      if (Status s = copy_tensor(in_, t, out_, bytes); !s) return named(s);
+    }
+    for (const LinearTarget& target : targets) {
+      const io::TensorInfo* t = in_.find_tensor(target.name);
+      if (t == nullptr) continue;  // a tied head: quantized by the caller, or left to the embedding
+      const LinearChoice& choice = linear.at(target.name).second;
+      Status s = choice.quantize ? quantize(target, choice) : copy_linear(*t);
+      if (!s) return s;
+    }
+    return Status::ok();
+  }
+
+  // One linear layer per its choice (int8, or BCQ through quantize_layer) into the file.
+  Status quantize(const LinearTarget& target, const LinearChoice& choice) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const io::TensorInfo* info = in_.find_tensor(target.source);
+    if (info == nullptr) return Status::invalid(in_.path() + ": missing tensor '" + target.source + "'");
+    Result<std::vector<float>> w = in_.dequantize(*info);
+    if (!w) return w.status();
+    QuantizedLayer layer;
+    layer.name = target.name;
+    layer.quantized = true;
+    layer.k = info->dims[0];
+    layer.n = info->num_elements() / layer.k;
+    if (choice.int8) {
+      Status st = write_int8(out_, target.name, w->data(), layer.n, layer.k, choice.int8_threshold, layer);
+      if (!st) return named(st);
+      return record(layer, t0);
+    }
+    const double* h = nullptr;
+    if (target.role && calib_ != nullptr) {
+      Result<const double*> hr = calib_->hessian(target.layer, *target.role);
+      if (!hr) return hr.status();
+      h = *hr;
+    }
+    const uint64_t input_key = static_cast<uint64_t>(target.layer) * kNumLinearInputs +
+                               (target.role ? static_cast<uint64_t>(input_of(*target.role)) : 0);
+    Result<format::BcqMatrix> q =
+        quantize_layer(target.name, w->data(), layer.n, layer.k, choice, h, pool_, {&factors_, input_key});
+    if (!q) return Status(q.status().code(), in_.path() + ": " + q.status().message());
+    layer.form = format::describe(*q);
+    layer.rel_error = relative_error(w->data(), format::dequantize(*q));
+    layer.bits_per_weight = q->bits_per_weight();
+    layer.bytes = q->stored_bytes();
+    if (Status s = lutqfile::add_bcq(out_, target.name, *q, method_label(choice, *q), layer.rel_error); !s) {
+      return named(s);
+    }
+    return record(layer, t0);
+  }
+
+  Status write_experts(const std::vector<ExpertTensor>& split, const LinearSpec& spec, const ExpertsOptions& experts) {
+    const auto expert_done = [&](const QuantizedLayer& layer) {
+      report_.layers.push_back(layer);
+      ++report_.experts;
+      if (progress_) progress_(++done_, total_, layer);
+    };
+    Status s = pipeline::write_experts(in_, split, spec, experts, out_, pool_, expert_done, report_.dictionary_bytes);
+    return s ? s : named(s);
+  }
+
+  // Totals of the block layers, then the file itself.
+  Result<QuantizeReport> finish() {
+    for (const QuantizedLayer& l : report_.layers) {
+      if (!l.name.starts_with("blk.")) continue;
+      report_.linear_weights += l.n * l.k;
+      report_.linear_bytes += l.bytes;
+    }
+    if (Status s = out_.write_file(out_path_); !s) return s;
+    std::error_code ec;
+    report_.file_bytes = static_cast<int64_t>(std::filesystem::file_size(out_path_, ec));
+    return std::move(report_);
+  }
+
+ private:
+  Status named(const Status& s) const { return Status(s.code(), out_path_ + ": " + s.message()); }
+
+  // A linear layer left as stored (dense).
+  Status copy_linear(const io::TensorInfo& t) {
+    int64_t bytes = 0;
+    if (Status s = copy_tensor(in_, t, out_, bytes); !s) return named(s);
+    QuantizedLayer layer;
+    layer.name = t.name;
+    layer.form = std::string("dense ") + io::ggml_type_name(t.type);
+    layer.k = t.dims[0];
+    layer.n = t.num_elements() / layer.k;
+    layer.bytes = bytes;
+    layer.bits_per_weight = 8.0 * static_cast<double>(bytes) / static_cast<double>(t.num_elements());
+    report_.layers.push_back(layer);
+    if (progress_) progress_(++done_, total_, layer);
+    return Status::ok();
+  }
+
+  Status record(QuantizedLayer& layer, std::chrono::steady_clock::time_point t0) {
+    layer.seconds = seconds_since(t0);
+    report_.layers.push_back(layer);
+    if (progress_) progress_(++done_, total_, layer);
+    return Status::ok();
+  }
+
+  const io::Checkpoint& in_;
+  const std::string& out_path_;
+  ThreadPool& pool_;
+  const QuantizeProgress& progress_;
+  HessianSource* calib_;
+  io::GgufWriter out_;
+  QuantizeReport report_;
+  quant::GptqFactorCache factors_;  // q/k/v and gate/up share their input's factor
+  int64_t done_ = 0;
+  int64_t total_ = 0;
+};
+
+}  // namespace
+
 Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSpec& spec, const std::string& out_path,
                                         ThreadPool& pool, const QuantizeProgress& progress,
                                         HessianSource* calib, const ExpertsOptions& experts) {
@@ -194,144 +355,30 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
   Result<ModelConfig> config = ModelConfig::from_checkpoint(in);
   if (!config) return config.status();
   const ModelConfig& c = *config;
-
-  std::vector<LinearTarget> targets;
-  for (int64_t l = 0; l < c.n_layer; ++l) {
-    for (int r = 0; r < kNumLinearRoles; ++r) {
-      const auto role = static_cast<LinearRole>(r);
-      const std::string name = "blk." + std::to_string(l) + "." + role_name(role) + ".weight";
-      targets.push_back({name, name, role, l});
-    }
-  }
-  targets.push_back({"output.weight", c.tied_output ? "token_embd.weight" : "output.weight", std::nullopt, -1});
   if (needs_calibration(spec, c) && (calib == nullptr || calib->n_layer() != c.n_layer)) {
     return Status::invalid("GPTQ / AdaDim need calibration statistics of this model (lutq quantize --calib TEXT)");
   }
-
-  io::GgufWriter out;
-  for (const std::string& key : in.keys()) {
-    if (dropped_key(key)) continue;
-    if (Status s = out.add(key, *in.find(key)); !s) return Status(s.code(), out_path + ": " + s.message());
-  }
-  if (Status s = out.add_uint32(std::string(lutqfile::kVersionKey), lutqfile::kFormatVersionPlain); !s) return s;
-  if (Status s = out.add_string("lutq.source", std::filesystem::path(in.path()).filename().string()); !s) return s;
-
-  // Each linear layer's choice, by its output name (the tensor's name, except a tied head).
-  std::map<std::string, std::pair<const LinearTarget*, LinearChoice>, std::less<>> linear;
-  for (const LinearTarget& t : targets) {
-    const LinearChoice choice = spec.resolve(t.name, t.role);
-    linear.emplace(t.name, std::make_pair(&t, choice));
-  }
-
   // The expert tensors written one matrix per expert (left out of the file as 3-D tensors).
-  Result<std::vector<ExpertTensor>> experts_split = per_expert_tensors(c, spec, experts);
-  if (!experts_split) return Status(experts_split.status().code(), in.path() + ": " + experts_split.status().message());
-  const std::vector<ExpertTensor>& split = *experts_split;
-  const auto is_split = [&](const std::string& name) {
-    return std::any_of(split.begin(), split.end(), [&](const ExpertTensor& t) { return t.name == name; });
-  };
+  Result<std::vector<ExpertTensor>> split = per_expert_tensors(c, spec, experts);
+  if (!split) return Status(split.status().code(), in.path() + ": " + split.status().message());
 
-  QuantizeReport report;
+  FileJob job(in, out_path, pool, progress, calib);
+  if (Status s = job.start(); !s) return s;
+  const std::vector<LinearTarget> targets = linear_targets(c);
+  LinearChoices linear;  // each linear layer's choice, by its output name
+  for (const LinearTarget& t : targets) linear.emplace(t.name, std::make_pair(&t, spec.resolve(t.name, t.role)));
   // A tied head that stays dense is not a layer of its own here.
   const bool head_separate = !c.tied_output || linear.at("output.weight").second.quantize;
-  const auto total = static_cast<int64_t>(targets.size()) - (head_separate ? 0 : 1) +
-                     static_cast<int64_t>(split.size()) * c.n_expert;
-  int64_t done = 0;
-  quant::GptqFactorCache factors;  // q/k/v and gate/up share their input's factor
-  const auto quantize_target = [&](const LinearTarget& target, const LinearChoice& choice) -> Status {
-    const auto t0 = std::chrono::steady_clock::now();
-    const io::TensorInfo* info = in.find_tensor(target.source);
-    if (info == nullptr) return Status::invalid(in.path() + ": missing tensor '" + target.source + "'");
-    Result<std::vector<float>> w = in.dequantize(*info);
-    if (!w) return w.status();
-    const int64_t k = info->dims[0];
-    const int64_t n = info->num_elements() / k;
-    QuantizedLayer layer;
-    layer.name = target.name;
-    layer.quantized = true;
-    layer.n = n;
-    layer.k = k;
-    const auto finish = [&]() -> Status {
-      layer.seconds = seconds_since(t0);
-      report.layers.push_back(layer);
-      if (progress) progress(++done, total, layer);
-      return Status::ok();
-    };
-    if (choice.int8) {
-      Status st = write_int8(out, target.name, w->data(), n, k, choice.int8_threshold, layer);
-      if (!st) return Status(st.code(), out_path + ": " + st.message());
-      return finish();
-    }
-    const double* h = nullptr;
-    if (target.role && calib != nullptr) {
-      Result<const double*> hr = calib->hessian(target.layer, *target.role);
-      if (!hr) return hr.status();
-      h = *hr;
-    }
-    const uint64_t input_key = static_cast<uint64_t>(target.layer) * kNumLinearInputs +
-                               (target.role ? static_cast<uint64_t>(input_of(*target.role)) : 0);
-    Result<format::BcqMatrix> q = quantize_layer(target.name, w->data(), n, k, choice, h, pool, {&factors, input_key});
-    if (!q) return Status(q.status().code(), in.path() + ": " + q.status().message());
-    layer.form = format::describe(*q);
-    layer.rel_error = relative_error(w->data(), format::dequantize(*q));
-    layer.bits_per_weight = q->bits_per_weight();
-    layer.bytes = q->stored_bytes();
-    if (Status s = lutqfile::add_bcq(out, target.name, *q, method_label(choice, *q), layer.rel_error);
-        !s) {
-      return Status(s.code(), out_path + ": " + s.message());
-    }
-    return finish();
-  };
-
-  // Tensors other than linear layers as stored; then the linear layers in block order (a
-  // layer-by-layer calibration goes forward only), each quantized or copied as its choice says.
-  for (const io::TensorInfo& t : in.tensors()) {
-    if (linear.find(t.name) != linear.end() || is_split(t.name)) continue;
-    int64_t bytes = 0;
-    if (Status s = copy_tensor(in, t, out, bytes); !s) return Status(s.code(), out_path + ": " + s.message());
-  }
-  for (const LinearTarget& target : targets) {
-    const io::TensorInfo* t = in.find_tensor(target.name);
-    if (t == nullptr) continue;  // a tied head: below
-    const LinearChoice& choice = linear.at(target.name).second;
-    if (choice.quantize) {
-      if (Status s = quantize_target(target, choice); !s) return s;
-      continue;
-    }
-    int64_t bytes = 0;
-    if (Status s = copy_tensor(in, *t, out, bytes); !s) return Status(s.code(), out_path + ": " + s.message());
-    QuantizedLayer layer;
-    layer.name = t->name;
-    layer.form = std::string("dense ") + io::ggml_type_name(t->type);
-    layer.k = t->dims[0];
-    layer.n = t->num_elements() / layer.k;
-    layer.bytes = bytes;
-    layer.bits_per_weight = 8.0 * static_cast<double>(bytes) / static_cast<double>(t->num_elements());
-    report.layers.push_back(layer);
-    if (progress) progress(++done, total, layer);
-  }
+  job.set_total(static_cast<int64_t>(targets.size()) - (head_separate ? 0 : 1) +
+                static_cast<int64_t>(split->size()) * c.n_expert);
+  if (Status s = job.write_tensors(targets, linear, *split); !s) return s;
   // A tied head that is quantized has no tensor of its own in the source.
   if (c.tied_output && head_separate) {
-    if (Status s = quantize_target(targets.back(), linear.at("output.weight").second); !s) return s;
+    if (Status s = job.quantize(targets.back(), linear.at("output.weight").second); !s) return s;
   }
-  const auto expert_done = [&](const QuantizedLayer& layer) {
-    report.layers.push_back(layer);
-    ++report.experts;
-    if (progress) progress(++done, total, layer);
-  };
-  if (Status s = write_experts(in, split, spec, experts, out, pool, expert_done, report.dictionary_bytes); !s) {
-    return Status(s.code(), out_path + ": " + s.message());
-  }
-
-  for (const QuantizedLayer& l : report.layers) {
-    if (!l.name.starts_with("blk.")) continue;
-    report.linear_weights += l.n * l.k;
-    report.linear_bytes += l.bytes;
-  }
-  if (Status s = out.write_file(out_path); !s) return s;
-  std::error_code ec;
-  report.file_bytes = static_cast<int64_t>(std::filesystem::file_size(out_path, ec));
-  report.seconds = seconds_since(t_start);
+  if (Status s = job.write_experts(*split, spec, experts); !s) return s;
+  Result<QuantizeReport> report = job.finish();
+  if (report) report->seconds = seconds_since(t_start);
   return report;
 }
 
