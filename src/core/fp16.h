@@ -63,14 +63,22 @@ inline uint16_t fp32_to_fp16(float f) {
 // beyond the fp16 range: ±infinity, NaN stays NaN.
 inline uint16_t fp16_from_double(double x) {
   if (!std::isfinite(x)) return fp32_to_fp16(static_cast<float>(x));
-  const double a = std::fabs(x);
-  int e = 0;
-  (void)std::frexp(a, &e);  // a in [2^(e-1), 2^e)
-  const int exp = e - 1 < -14 ? -14 : e - 1;  // subnormals share the quantum of 2^-14
-  const double quantum = std::ldexp(1.0, exp - 10);
-  const double r = std::nearbyint(a / quantum) * quantum;  // exact scaling; nearbyint: ties to even
-  const double v = std::signbit(x) ? -r : r;
-  return fp32_to_fp16(static_cast<float>(v));  // v is fp16-representable (or overflows to inf)
+  const auto u = std::bit_cast<uint64_t>(x);
+  const auto sign = static_cast<uint16_t>((u >> 48) & 0x8000u);
+  const uint64_t a = u & 0x7fffffffffffffffull;
+  const int e = static_cast<int>(a >> 52) - 1023;  // |x| in [2^e, 2^(e+1)) (double subnormals: e = -1023)
+  if (e < -26) return sign;                         // below a quarter of the smallest subnormal: ±0
+  if (e > 15) return static_cast<uint16_t>(sign | 0x7c00u);
+  const uint64_t mant = (a & 0xfffffffffffffull) | (1ull << 52);  // |x| = mant·2^(e−52)
+  const int shift = 52 + ((e < -14 ? -14 : e) - 10) - e;          // to units of the fp16 quantum at |x|
+  const uint64_t q = mant >> shift;
+  const uint64_t rem = mant & ((1ull << shift) - 1);
+  const uint64_t half = 1ull << (shift - 1);
+  const uint64_t r = q + ((rem > half || (rem == half && (q & 1u) != 0)) ? 1u : 0u);  // ties to even
+  // Normal: r in [2^10, 2^11], 2^11 carrying into the exponent; subnormal: r is the pattern.
+  uint64_t bits = e >= -14 ? (static_cast<uint64_t>(e + 15) << 10) + r - 1024 : r;
+  if (bits > 0x7c00u) bits = 0x7c00u;
+  return static_cast<uint16_t>(sign | bits);
 }
 
 // Rounds a float to the nearest fp16-representable value.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "core/fp16.h"
 
@@ -49,7 +50,11 @@ int64_t line_of_set(const BcqMatrix& w, int64_t set) {
 }
 
 uint16_t decode_alpha(uint16_t super, int code, int bits) {
-  return fp16_from_double(static_cast<double>(fp16_to_fp32(super)) * code / max_code(bits));
+  // The fp16 nearest to S·code/(2^B − 1), computed in fp32: the exact quotient lies at least
+  // 2^−20 (relative) from every fp16 midpoint and the two fp32 roundings move it by less than
+  // 2^−22, so this is the once-rounded value (docs/format.md; every (S, B, code) is tested against
+  // the double-precision definition).
+  return fp32_to_fp16(static_cast<float>(code) * alpha_step(super, bits));
 }
 
 float alpha_step(uint16_t super, int bits) {
@@ -188,37 +193,62 @@ Status validate_codes(const BcqMatrix& w) {
   return Status::ok();
 }
 
-Status decode_scales(BcqMatrix& w) {
-  if (Status s = validate_codes(w); !s) return s;
+namespace {
+
+// Calls alpha_fn(index, α) for every decoded α and offset_fn(set, z) for every decoded offset
+// (when the matrix has offsets), line by line with each line's steps computed once. Codes must
+// be valid (validate_codes).
+template <typename AlphaFn, typename OffsetFn>
+void decode_each(const BcqMatrix& w, AlphaFn&& alpha_fn, OffsetFn&& offset_fn) {
   const ScaleCodes& c = w.codes;
-  if (c.bits == 0) return Status::ok();
-  const int q = w.cfg.q;
-  const int64_t sets = w.num_scale_sets();
-  w.alpha.resize(static_cast<size_t>(sets * q));
-  w.offset.resize(w.cfg.has_offset ? static_cast<size_t>(sets) : 0);
-  for (int64_t set = 0; set < sets; ++set) {
-    const auto line = static_cast<size_t>(line_of_set(w, set));
-    for (int i = 0; i < q; ++i) {
-      const auto idx = static_cast<size_t>(set * q + i);
-      w.alpha[idx] = decode_alpha(c.alpha_super[line * static_cast<size_t>(q) + static_cast<size_t>(i)], c.alpha_code[idx], c.bits);
-    }
-    if (w.cfg.has_offset) {
-      w.offset[static_cast<size_t>(set)] =
-          decode_offset(c.offset_range[line * 2], c.offset_range[line * 2 + 1], c.offset_code[static_cast<size_t>(set)], c.bits);
+  const auto q = static_cast<size_t>(w.cfg.q);
+  std::vector<float> step(c.alpha_super.size());
+  for (size_t j = 0; j < step.size(); ++j) step[j] = alpha_step(c.alpha_super[j], c.bits);
+  // Sets in order: per-OC row by row (the line is the row), per-IC row block by row block (the
+  // line is the column).
+  const bool per_oc = w.cfg.orientation == Orientation::kPerOC;
+  const int64_t outer = per_oc ? w.n : w.n / w.cfg.g;
+  const int64_t inner = per_oc ? w.k / w.cfg.g : w.k;
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t in = 0; in < inner; ++in) {
+      const auto set = static_cast<size_t>(o * inner + in);
+      const auto line = static_cast<size_t>(per_oc ? o : in);
+      for (size_t i = 0; i < q; ++i) {
+        const size_t idx = set * q + i;
+        alpha_fn(idx, fp32_to_fp16(static_cast<float>(c.alpha_code[idx]) * step[line * q + i]));
+      }
+      if (w.cfg.has_offset) {
+        offset_fn(set, decode_offset(c.offset_range[line * 2], c.offset_range[line * 2 + 1], c.offset_code[set], c.bits));
+      }
     }
   }
+}
+
+}  // namespace
+
+Status decode_scales(BcqMatrix& w) {
+  if (Status s = validate_codes(w); !s) return s;
+  if (w.codes.bits == 0) return Status::ok();
+  const int64_t sets = w.num_scale_sets();
+  w.alpha.resize(static_cast<size_t>(sets * w.cfg.q));
+  w.offset.resize(w.cfg.has_offset ? static_cast<size_t>(sets) : 0);
+  // decode_alpha's rule, with the step of each line and plane computed once.
+  decode_each(w, [&](size_t idx, uint16_t a) { w.alpha[idx] = a; }, [&](size_t set, uint16_t z) { w.offset[set] = z; });
   return Status::ok();
 }
 
 bool scales_match_codes(const BcqMatrix& w) {
   if (w.codes.bits == 0) return true;
-  BcqMatrix d;
-  d.n = w.n;
-  d.k = w.k;
-  d.cfg = w.cfg;
-  d.codes = w.codes;
-  if (!decode_scales(d)) return false;
-  return d.alpha == w.alpha && d.offset == w.offset;
+  if (!validate_codes(w)) return false;
+  const int64_t sets = w.num_scale_sets();
+  if (w.alpha.size() != static_cast<size_t>(sets * w.cfg.q) ||
+      w.offset.size() != (w.cfg.has_offset ? static_cast<size_t>(sets) : 0)) {
+    return false;
+  }
+  bool same = true;
+  decode_each(w, [&](size_t idx, uint16_t a) { same = same && w.alpha[idx] == a; },
+              [&](size_t set, uint16_t z) { same = same && w.offset[set] == z; });
+  return same;
 }
 
 int64_t packed_size(int64_t count, int bits) { return (count * bits + 7) / 8; }
@@ -241,6 +271,10 @@ Status unpack_codes(std::span<const uint8_t> bytes, int64_t count, int bits, std
                    " expected for " + std::to_string(count) + " codes of " + std::to_string(bits) + " bits");
   }
   out.assign(static_cast<size_t>(count), 0);
+  if (bits == 8) {
+    std::copy(bytes.begin(), bytes.end(), out.begin());
+    return Status::ok();
+  }
   for (size_t j = 0; j < out.size(); ++j) {
     unsigned v = 0;
     for (int t = 0; t < bits; ++t) {

@@ -6,8 +6,9 @@
 //       α_i = fp16(S_i · c / (2^b − 1))
 //   - with an offset, the fp16 range [zmin, zmax]; a group's z is the code c ∈ [0, 2^b − 1]
 //       z = fp16(zmin + (zmax − zmin) · c / (2^b − 1))
-// Both are computed in double and rounded once to fp16 (decode_alpha / decode_offset are the
-// definition), so the writer, the reader and the quantizers agree bit for bit. α ≥ 0 costs
+// Both are the exact values rounded once to fp16 (decode_offset computes in double; decode_alpha
+// in fp32, which gives the same value, see alpha_step), so the writer, the reader, the kernels
+// and the quantizers agree bit for bit. α ≥ 0 costs
 // nothing: α·B = (−α)·(−B), so encode() flips a plane's bits in a group whose α is negative.
 // b is 4..8 (kMinScaleBits..kMaxScaleBits). Codes are packed LSB-first into bytes
 // (pack_codes): code j occupies bits [j·b, (j+1)·b) of the stream, bit t of the stream is bit
@@ -42,7 +43,8 @@ uint16_t decode_offset(uint16_t zmin, uint16_t zmax, int code, int bits);
 
 // The same α in fp32 arithmetic, as the SIMD kernels compute it from the codes:
 //   step = fp32(S / (2^b − 1)),   α = fp16(fp32(c · step))
-// equals decode_alpha(S, c, b) for every finite fp16 S ≥ 0, b in 4..8 and code c. Why: the exact
+// equals fp16(S·c/(2^b − 1)) rounded once from the exact value, for every finite fp16 S ≥ 0, b in
+// 4..8 and code c (decode_alpha computes it so). Why: the exact
 // S·c/(2^b − 1) is never an fp16 rounding midpoint and lies at least 2^−20 (relative) from every
 // one (docs/format.md), while the two fp32 roundings move it by at most 2·2^−24. Checked for
 // every (S, b, c) by scale_codes_test.

@@ -147,8 +147,9 @@ TEST(ScaleCodes, TopCodeDecodesToTheSuperScale) {
   }
 }
 
-// The kernels' fp32 form of the rule (alpha_step, then one multiply and one rounding to fp16)
-// gives decode_alpha's value for every finite super scale, code width and code: 15.7 M cases.
+// The fp32 form of the rule (alpha_step, then one multiply and one rounding to fp16), which the
+// kernels and decode_alpha use, gives the definition's value (S·code/(2^B − 1) exactly, rounded
+// once) for every finite super scale, code width and code: 15.7 M cases.
 TEST(ScaleCodes, Fp32StepDecodesExactlyForEveryCase) {
   int64_t mismatches = 0;
   for (int bits = kMinScaleBits; bits <= kMaxScaleBits; ++bits) {
@@ -157,7 +158,12 @@ TEST(ScaleCodes, Fp32StepDecodesExactlyForEveryCase) {
       const float step = alpha_step(super, bits);
       for (int c = 0; c <= max_code(bits); ++c) {
         const uint16_t got = fp32_to_fp16(static_cast<float>(c) * step);
-        const uint16_t want = decode_alpha(super, c, bits);
+        // The definition: S·code/(2^B − 1) in double (exact to 2^−53), rounded once to fp16.
+        const uint16_t want = fp16_from_double(static_cast<double>(fp16_to_fp32(super)) * c / max_code(bits));
+        if (decode_alpha(super, c, bits) != want && ++mismatches <= 5) {
+          ADD_FAILURE() << "bits " << bits << " super 0x" << std::hex << s << std::dec << " code " << c
+                        << ": decode_alpha differs from the definition";
+        }
         if (got != want && ++mismatches <= 5) {
           ADD_FAILURE() << "bits " << bits << " super 0x" << std::hex << s << std::dec << " code " << c << ": fp32 form 0x"
                         << std::hex << got << ", decode_alpha 0x" << want;

@@ -35,6 +35,26 @@ bool use_byte_path(const format::BcqMatrix& w, Isa isa, Precision precision, con
   return byte_kernel_for(isa, precision, cpu) != ByteKernel::kNone && bcq_bytes_uniform(w);
 }
 
+namespace {
+
+// The codes of elements (r, 8b .. 8b+7): byte e of the result holds element 8b+e's plane bits
+// (bit i = plane i). Byte i of x is plane i's byte b; the three steps transpose the 8x8 bit
+// matrix (bit j of byte i <-> bit i of byte j).
+uint64_t element_codes8(const format::BcqMatrix& w, int64_t r, int64_t b) {
+  uint64_t x = 0;
+  for (int i = 0; i < w.cfg.q; ++i) {
+    x |= static_cast<uint64_t>(w.bits[static_cast<size_t>((i * w.n + r) * w.row_bytes() + b)]) << (8 * i);
+  }
+  uint64_t t = (x ^ (x >> 7)) & 0x00AA00AA00AA00AAull;
+  x = x ^ t ^ (t << 7);
+  t = (x ^ (x >> 14)) & 0x0000CCCC0000CCCCull;
+  x = x ^ t ^ (t << 14);
+  t = (x ^ (x >> 28)) & 0x00000000F0F0F0F0ull;
+  return x ^ t ^ (t << 28);
+}
+
+}  // namespace
+
 BcqBytesPacked pack_bcq_bytes(const format::BcqMatrix& w) {
   BcqBytesPacked p;
   p.n = w.n;
@@ -60,7 +80,12 @@ BcqBytesPacked pack_bcq_bytes(const format::BcqMatrix& w) {
       sc[kBytesTileRows + row] = std::fma(-top, a0, z);
     }
     uint8_t* out = p.codes.data() + tile * kBytesTileRows * w.k + row * 4;
-    for (int64_t c = 0; c < w.k; ++c) {
+    int64_t c = 0;
+    for (; c + 8 <= w.k; c += 8) {  // eight codes at a time: an 8x8 bit transpose of the plane bytes
+      const uint64_t codes = element_codes8(w, r, c / 8);
+      for (int e = 0; e < 8; ++e) out[((c + e) / 4) * 64 + (c + e) % 4] = static_cast<uint8_t>(codes >> (8 * e));
+    }
+    for (; c < w.k; ++c) {
       int code = 0;
       for (int i = 0; i < p.q; ++i) code |= static_cast<int>(w.bit(i, r, c)) << i;
       out[(c / 4) * 64 + c % 4] = static_cast<uint8_t>(code);
