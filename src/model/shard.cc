@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "format/scale_codes.h"
+
 namespace lutq::model {
 namespace {
 
@@ -142,6 +144,52 @@ std::vector<float> slice_bias(std::vector<float> bias, const TensorSlice& s) {
   return bias;
 }
 
+namespace {
+
+// The compressed scales of a slice (its alpha/offset already copied): each kept scale set keeps
+// its codes and each kept line its super scales and offset range, so they decode to the same
+// scales and the SIMD layouts keep them as codes.
+void slice_codes(const format::BcqMatrix& w, const TensorSlice& s, format::BcqMatrix& out) {
+  const bool rows = s.axis == SplitAxis::kRows;
+  const bool per_oc = w.cfg.orientation == format::Orientation::kPerOC;
+  const auto q = static_cast<size_t>(w.cfg.q);
+  const format::ScaleCodes& from = w.codes;
+  format::ScaleCodes& to = out.codes;
+  to.bits = from.bits;
+  const auto sets = static_cast<size_t>(out.num_scale_sets());
+  const auto lines = static_cast<size_t>(format::num_lines(out));
+  to.alpha_code.resize(sets * q);
+  to.alpha_super.resize(lines * q);
+  if (w.cfg.has_offset) {
+    to.offset_code.resize(sets);
+    to.offset_range.resize(lines * 2);
+  }
+  const int64_t g = out.cfg.g;
+  for (int64_t r = 0; r < out.n; r += per_oc ? 1 : g) {
+    for (int64_t c = 0; c < out.k; c += per_oc ? g : 1) {
+      const auto src = static_cast<size_t>(w.scale_set(rows ? r + s.begin : r, rows ? c : c + s.begin));
+      const auto dst = static_cast<size_t>(out.scale_set(r, c));
+      std::copy_n(from.alpha_code.begin() + static_cast<std::ptrdiff_t>(src * q), q,
+                  to.alpha_code.begin() + static_cast<std::ptrdiff_t>(dst * q));
+      if (w.cfg.has_offset) to.offset_code[dst] = from.offset_code[src];
+    }
+  }
+  // Lines: rows per-OC, columns per-IC; the slice's line l is the source's line l (+ begin where
+  // the cut runs along the lines).
+  const bool lines_cut = rows == per_oc;
+  for (size_t l = 0; l < lines; ++l) {
+    const size_t src = l + (lines_cut ? static_cast<size_t>(s.begin) : 0);
+    std::copy_n(from.alpha_super.begin() + static_cast<std::ptrdiff_t>(src * q), q,
+                to.alpha_super.begin() + static_cast<std::ptrdiff_t>(l * q));
+    if (w.cfg.has_offset) {
+      to.offset_range[l * 2] = from.offset_range[src * 2];
+      to.offset_range[l * 2 + 1] = from.offset_range[src * 2 + 1];
+    }
+  }
+}
+
+}  // namespace
+
 Result<format::BcqMatrix> slice_bcq(const format::BcqMatrix& w, const TensorSlice& s, const std::string& name) {
   if (s.axis == SplitAxis::kNone) return w;
   if (Status st = check_groups(w, s, name); !st) return st;
@@ -172,6 +220,7 @@ Result<format::BcqMatrix> slice_bcq(const format::BcqMatrix& w, const TensorSlic
       if (cfg.has_offset) out->offset[static_cast<size_t>(dst)] = w.offset[static_cast<size_t>(src)];
     }
   }
+  if (w.codes.bits > 0) slice_codes(w, s, *out);
   if (Status st = format::validate(*out); !st) return Status(st.code(), "tensor '" + name + "' slice: " + st.message());
   return out;
 }

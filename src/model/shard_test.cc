@@ -5,9 +5,11 @@
 
 #include <memory>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "format/scale_codes.h"
 #include "model/shard.h"
 #include "support/random_bcq.h"
 #include "support/thread_communicator.h"
@@ -106,6 +108,28 @@ TEST(ShardSlice, BcqRowsAndColumnsOnGroupBoundaries) {
   // The ungrouped axis may be cut anywhere (bit-level copy when not on a byte).
   const format::BcqMatrix ic = testing::random_bcq(64, 100, {2, 32, format::Orientation::kPerIC, false}, rng);
   expect_slice_matches(ic, {SplitAxis::kCols, 13, 77, true});
+}
+
+TEST(ShardSlice, CompressedScalesStayCodes) {
+  // A coded matrix's slices keep their codes (kept sets) and line scales (kept lines): they still
+  // decode to the slice's scales, and the slice equals slicing the dequantized matrix.
+  std::mt19937_64 rng(testing::test_seed());
+  for (auto orient : {format::Orientation::kPerOC, format::Orientation::kPerIC}) {
+    const format::BcqConfig cfg{3, 32, orient, true};
+    Result<format::BcqMatrix> w = format::encode_scales(testing::random_bcq(96, 128, cfg, rng), 6);
+    ASSERT_TRUE(w.is_ok()) << w.status().message();
+    for (const TensorSlice& s : {TensorSlice{SplitAxis::kRows, 32, 96, true}, TensorSlice{SplitAxis::kCols, 64, 128, false},
+                                 TensorSlice{SplitAxis::kCols, 0, 32, true}}) {
+      SCOPED_TRACE(std::string(format::orientation_name(orient)) + (s.axis == SplitAxis::kRows ? " rows " : " cols ") +
+                   std::to_string(s.begin) + ".." + std::to_string(s.end));
+      expect_slice_matches(*w, s);
+      Result<format::BcqMatrix> part = slice_bcq(*w, s, "t");
+      ASSERT_TRUE(part.is_ok());
+      EXPECT_EQ(part->codes.bits, 6);
+      EXPECT_TRUE(format::validate_codes(*part).is_ok());
+      EXPECT_TRUE(format::scales_match_codes(*part));
+    }
+  }
 }
 
 TEST(ShardSlice, BcqCutInsideAGroupNamesTheTensor) {
