@@ -259,15 +259,9 @@ void gemm_oc(std::span<const OcPart> parts, bool fast, const float* x, int64_t m
   OcScratch sc(T, fast, m);
   const int64_t items = T.k / (fast ? T.kb : T.unit) * m;
   const int64_t sums = T.has_offset ? T.units * m : 0;
-  if (T.k * m <= kInlineBuild) {
-    build_oc(T, fast, x, m, 0, items, 0, sums, sc.tq, sc.scales, sc.tf, sc.xsum);
-  } else {
-    pool.run([&](int th, int nth) {
-      const auto [e0, e1] = split_range(items, 1, th, nth);
-      const auto [s0, s1] = split_range(sums, 1, th, nth);
-      build_oc(T, fast, x, m, e0, e1, s0, s1, sc.tq, sc.scales, sc.tf, sc.xsum);
-    });
-  }
+  build_tables(T.k * m, items, sums, pool, [&](int64_t e0, int64_t e1, int64_t s0, int64_t s1) {
+    build_oc(T, fast, x, m, e0, e1, s0, s1, sc.tq, sc.scales, sc.tf, sc.xsum);
+  });
   std::vector<OcTables> plans(parts.size(), sc.t);  // the tables, with each part's plane chunking
   for (size_t j = 0; j < parts.size(); ++j) plans[j].plan_chunks(parts[j].L.q);
   const PartTiles<OcPart> tiles(parts);

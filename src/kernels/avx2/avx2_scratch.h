@@ -1,5 +1,5 @@
-// Plain C++ helpers of the AVX2 gemm drivers: uninitialised scratch, carving it up, and a work
-// queue for the pool threads.
+// Plain C++ helpers of the AVX2 and AVX-512 gemm drivers: uninitialised scratch, carving it up,
+// the table build on or off the pool, and work queues for the pool threads.
 #pragma once
 
 #include <algorithm>
@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/thread_pool.h"
+
 namespace lutq::kernels::avx2 {
 
 constexpr size_t round64(size_t b) { return (b + 63) / 64 * 64; }
@@ -19,6 +21,22 @@ constexpr size_t round64(size_t b) { return (b + 63) / 64 * 64; }
 // Activations (k·m) up to which a per-OC gemm builds its tables on the calling thread: a build
 // this small (a few microseconds) costs less than handing it to the pool and waiting for it.
 constexpr int64_t kInlineBuild = 4096;
+
+// Runs build(e0, e1, s0, s1) over `items` table items and `sums` group sums of a build from
+// `activations` activations: on the calling thread when small (kInlineBuild), else split over
+// the pool's threads.
+template <typename Build>
+void build_tables(int64_t activations, int64_t items, int64_t sums, ThreadPool& pool, Build&& build) {
+  if (activations <= kInlineBuild) {
+    build(0, items, 0, sums);
+    return;
+  }
+  pool.run([&](int th, int nth) {
+    const auto [e0, e1] = split_range(items, 1, th, nth);
+    const auto [s0, s1] = split_range(sums, 1, th, nth);
+    build(e0, e1, s0, s1);
+  });
+}
 
 // Uninitialised 64-byte aligned scratch: tables are rewritten every call, no need to zero them.
 class Scratch {

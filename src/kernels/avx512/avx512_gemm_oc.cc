@@ -29,7 +29,7 @@ namespace lutq::kernels::avx512 {
 namespace {
 
 using avx2::Carver;
-using avx2::kInlineBuild;
+using avx2::build_tables;
 using avx2::PartTiles;
 using avx2::Scratch;
 using avx2::WorkQueue;
@@ -230,15 +230,9 @@ void gemm_oc(std::span<const OcPart> parts, bool fast, const float* x, int64_t m
   OcScratch sc(T, fast, m);
   const int64_t items = T.k / (fast ? T.kb : T.unit) * m;
   const int64_t sums = T.has_offset ? T.units * m : 0;
-  if (T.k * m <= kInlineBuild) {
-    build_oc(T, fast, x, m, 0, items, 0, sums, sc.tq, sc.scales, sc.tf, sc.xsum);
-  } else {
-    pool.run([&](int th, int nth) {
-      const auto [e0, e1] = split_range(items, 1, th, nth);
-      const auto [s0, s1] = split_range(sums, 1, th, nth);
-      build_oc(T, fast, x, m, e0, e1, s0, s1, sc.tq, sc.scales, sc.tf, sc.xsum);
-    });
-  }
+  build_tables(T.k * m, items, sums, pool, [&](int64_t e0, int64_t e1, int64_t s0, int64_t s1) {
+    build_oc(T, fast, x, m, e0, e1, s0, s1, sc.tq, sc.scales, sc.tf, sc.xsum);
+  });
   const PartTiles<OcPart> tiles(parts);
   WorkQueue queue(0, tiles.total(), pool.size());
   pool.run([&](int, int) {
