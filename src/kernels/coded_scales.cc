@@ -1,5 +1,7 @@
 #include "kernels/coded_scales.h"
 
+#include <cstring>
+
 #include "format/scale_codes.h"
 
 namespace lutq::kernels {
@@ -39,6 +41,67 @@ void read_unit_codes(const uint8_t* a, int64_t r, int64_t u, format::BcqMatrix& 
   const int q = w.cfg.q;
   const int64_t set = r * (w.k / w.cfg.g) + u;
   for (int i = 0; i < q; ++i) w.codes.alpha_code[static_cast<size_t>(set * q + i)] = a[code_at(i, r % kCodedTileRows)];
+}
+
+namespace {
+constexpr int64_t up64(int64_t b) { return (b + 63) / 64 * 64; }
+}  // namespace
+
+IcScales ic_scales_at(const format::BcqMatrix& w, bool coded, int64_t at) {
+  const int64_t blocks = w.n / w.cfg.g;
+  const int64_t scales = blocks * w.cfg.q * w.k;
+  IcScales s;
+  s.alpha_at = up64(at);
+  s.steps_at = s.alpha_at + up64(coded ? scales : 2 * scales);
+  s.offset_at = s.steps_at + (coded ? up64(4 * w.cfg.q * w.k) : 0);
+  s.end = s.offset_at + (w.cfg.has_offset ? 2 * blocks * w.k : 0);
+  return s;
+}
+
+void write_ic_scales(const format::BcqMatrix& w, bool coded, const IcScales& s, uint8_t* d) {
+  const int q = w.cfg.q;
+  const int64_t blocks = w.n / w.cfg.g;
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (int i = 0; i < q; ++i) {
+      for (int64_t c = 0; c < w.k; ++c) {
+        const auto from = static_cast<size_t>((b * w.k + c) * q + i);
+        const int64_t to = (b * q + i) * w.k + c;
+        if (coded) {
+          d[s.alpha_at + to] = w.codes.alpha_code[from];
+        } else {
+          reinterpret_cast<uint16_t*>(d + s.alpha_at)[to] = w.alpha[from];
+        }
+      }
+    }
+  }
+  if (coded) {
+    auto* steps = reinterpret_cast<float*>(d + s.steps_at);
+    for (int i = 0; i < q; ++i) {
+      for (int64_t c = 0; c < w.k; ++c) {
+        steps[i * w.k + c] = format::alpha_step(w.codes.alpha_super[static_cast<size_t>(c * q + i)], w.codes.bits);
+      }
+    }
+  }
+  if (w.cfg.has_offset) std::memcpy(d + s.offset_at, w.offset.data(), w.offset.size() * sizeof(uint16_t));
+}
+
+void read_ic_scales(const uint8_t* d, bool coded, const IcScales& s, format::BcqMatrix& w) {
+  const int q = w.cfg.q;
+  const int64_t blocks = w.n / w.cfg.g;
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (int i = 0; i < q; ++i) {
+      for (int64_t c = 0; c < w.k; ++c) {
+        const auto to = static_cast<size_t>((b * w.k + c) * q + i);
+        const int64_t from = (b * q + i) * w.k + c;
+        if (coded) {
+          w.codes.alpha_code[to] = d[s.alpha_at + from];
+        } else {
+          w.alpha[to] = reinterpret_cast<const uint16_t*>(d + s.alpha_at)[from];
+        }
+      }
+    }
+  }
+  if (w.cfg.has_offset) std::memcpy(w.offset.data(), d + s.offset_at, w.offset.size() * sizeof(uint16_t));
 }
 
 }  // namespace lutq::kernels

@@ -12,7 +12,8 @@
 //   byte 0: plane 2p row j,  byte 1: plane 2p row j+16,  byte 2: plane 2p+1 row j,  byte 3: plane 2p+1 row j+16
 // so a kernel widens a plane's codes to 32-bit lanes with one shift and one mask per 16 rows
 // (no byte shuffles: those compete with the table lookups for the shuffle port). Offsets stay
-// fp16 (their decoding has no such exact fp32 form). Per-IC layouts expand codes to fp16.
+// fp16 (their decoding has no such exact fp32 form). Per-IC layouts keep codes [block][q][k]
+// beside fp32 steps [q][k] (IcScales) and decode them where they scale the activations.
 #pragma once
 
 #include <bit>
@@ -41,20 +42,38 @@ constexpr int64_t unit_alpha_bytes(int q, bool coded) { return coded ? (32 * q +
 // Bytes of the steps at the start of a tile (coded only): q x 32 fp32.
 constexpr int64_t tile_step_bytes(int q, bool coded) { return coded ? 128 * q : 0; }
 
-// Whether a backend layout keeps w's scales as codes: per-OC with compressed scales, where that
-// makes a tile smaller (not at q = 1, whose padded codes take the fp16 alphas' 64 bytes, nor
-// for a row of very few groups, where the steps cost more than the codes save).
+// Whether a backend layout keeps w's scales as codes, where that makes it smaller. Per-OC: not
+// at q = 1, whose padded codes take the fp16 alphas' 64 bytes, nor for a row of very few
+// groups, where the tile's steps cost more than the codes save. Per-IC (one byte per scale
+// instead of two, plus fp32 steps per column and plane): with more than 4 row blocks.
 inline bool keeps_codes(const format::BcqMatrix& w) {
-  if (w.codes.bits == 0 || w.cfg.orientation != format::Orientation::kPerOC) return false;
+  if (w.codes.bits == 0) return false;
+  if (w.cfg.orientation == format::Orientation::kPerIC) return w.n / w.cfg.g > 4;
   const int q = w.cfg.q;
   return (unit_alpha_bytes(q, false) - unit_alpha_bytes(q, true)) * (w.k / w.cfg.g) > tile_step_bytes(q, true);
 }
+
+// Per-IC scales of the SIMD layouts, placed after the tiles (byte `at`): fp16 alphas
+// [blocks][q][k], or (coded) one-byte codes [blocks][q][k] and then the steps [q][k] fp32 (the
+// step of column c, plane i: alpha_step of line c); then fp16 offsets [blocks][k]. Each part
+// starts on 64 bytes.
+struct IcScales {
+  int64_t alpha_at = 0;
+  int64_t steps_at = 0;  // coded only
+  int64_t offset_at = 0;
+  int64_t end = 0;
+};
+IcScales ic_scales_at(const format::BcqMatrix& w, bool coded, int64_t at);
+void write_ic_scales(const format::BcqMatrix& w, bool coded, const IcScales& s, uint8_t* d);
+// Back into w (shaped by make_empty; coded: w.codes sized by the caller): the codes into
+// w.codes.alpha_code (format::decode_scales then gives alpha) or the fp16 alphas; the offsets.
+void read_ic_scales(const uint8_t* d, bool coded, const IcScales& s, format::BcqMatrix& w);
 
 // The unit geometry of a 32-row tile that the AVX2 and AVX-512 layouts share (their Layout
 // structs derive from it): where a unit, its alphas and offsets, and a coded tile's steps sit.
 struct TileUnits {
   int q = 0;
-  bool coded = false;       // per-OC scales kept as one-byte codes
+  bool coded = false;       // scales kept as one-byte codes (per-OC in the units, per-IC in IcScales)
   bool round_alpha = true;  // coded: round code·step to fp16 (false where PackedMatrix::exact_steps)
   int64_t plane_bytes = 0;  // bits of one plane in one unit
   int64_t unit_bytes = 0;   // per-OC: q planes + alphas (unit_alpha_bytes) + (32 fp16 offsets); per-IC: q planes

@@ -1,9 +1,9 @@
 // Compressed scales in the kernel layouts: the kernels' fp16 rounding without fp16 instructions
 // (round_to_fp16_grid) gives the file's decoded α for every super scale, code width and code, and
 // for every fp32 value the kernels can form; the code block order (code_at) is a bijection; and
-// every SIMD backend this CPU runs keeps per-OC codes (a smaller layout that unpacks to the same
-// matrix) and multiplies bit for bit as the scalar reference does, with short super scales (no
-// rounding) and without (rounded). The bounds against ref: KernelGridCoded (kernel_grid_test).
+// every SIMD backend this CPU runs keeps codes (a smaller layout that unpacks to the same matrix)
+// and multiplies bit for bit as the scalar reference does (per-OC) or as its own fp16 layout does
+// (per-IC), with short super scales (no rounding) and without (rounded). The bounds against ref: KernelGridCoded (kernel_grid_test).
 #include "kernels/coded_scales.h"
 
 #include <gtest/gtest.h>
@@ -88,19 +88,20 @@ format::BcqMatrix coded_matrix(int64_t n, int64_t k, const format::BcqConfig& cf
   return w;
 }
 
-void expect_bit_identical_to_scalar(const Backend& be, const format::BcqMatrix& w, Precision p, ThreadPool& pool,
-                                    std::mt19937_64& rng) {
+// be on w gives what `other` gives on `other_w`, bit for bit, for several m.
+void expect_bit_identical(const Backend& be, const format::BcqMatrix& w, const Backend& other,
+                          const format::BcqMatrix& other_w, Precision p, ThreadPool& pool, std::mt19937_64& rng) {
   const PackedMatrix pw = be.repack(w, p);
-  const PackedMatrix ps = scalar_backend().repack(w, p);
+  const PackedMatrix ps = other.repack(other_w, p);
   for (int64_t m : {1, 3, 8, 32}) {
     const std::vector<float> x = testing::random_activations(m, w.k, rng);
     std::vector<float> got(static_cast<size_t>(m * w.n)), want(got.size());
     be.gemm(pw, x.data(), m, got.data(), pool);
-    scalar_backend().gemm(ps, x.data(), m, want.data(), pool);
+    other.gemm(ps, x.data(), m, want.data(), pool);
     for (size_t e = 0; e < got.size(); ++e) {
       ASSERT_EQ(std::bit_cast<uint32_t>(got[e]), std::bit_cast<uint32_t>(want[e]))
           << "m=" << m << " y[" << e / static_cast<size_t>(w.n) << "," << e % static_cast<size_t>(w.n) << "] = " << got[e]
-          << ", scalar " << want[e];
+          << ", " << isa_name(other.isa) << " " << want[e];
     }
   }
 }
@@ -118,7 +119,8 @@ TEST_P(CodedLayout, SmallerRoundTripsAndMatchesScalarBitForBit) {
     for (int q : {1, 2, 3, 4, 8}) {
       for (int bits : {4, 6, 8}) {
         const bool off = (++seed & 1) != 0;
-        const int64_t n = o == format::Orientation::kPerOC ? 33 + (seed % 3) * 31 : 64;
+        // Per-IC keeps codes with more than 4 row blocks: 320 rows are 10 or 5 blocks of 32 / 64.
+        const int64_t n = o == format::Orientation::kPerOC ? 33 + (seed % 3) * 31 : 320;
         const format::BcqMatrix w =
             coded_matrix(n, 512, {q, q % 2 == 1 ? 32 : 64, o, off}, bits, seed % 3 != 0, rng);
         SCOPED_TRACE(format::describe(w) + " scale bits " + std::to_string(bits) +
@@ -128,9 +130,15 @@ TEST_P(CodedLayout, SmallerRoundTripsAndMatchesScalarBitForBit) {
         expanded.codes = {};
         testing::expect_same_bcq(be.unpack(pw), keeps_codes(w) ? w : expanded);
         const size_t fp16_bytes = be.repack(expanded, precision).data.size();
-        if (keeps_codes(w)) {  // per-OC, q >= 2
+        if (keeps_codes(w)) {  // per-OC with q >= 2, per-IC
           EXPECT_LT(pw.data.size(), fp16_bytes);
-          expect_bit_identical_to_scalar(be, w, precision, pool, rng);
+          // Per-OC kernels repeat the scalar reference's float order; per-IC ones reassociate the
+          // offset dot, so there the codes must reproduce the backend's own fp16 layout exactly.
+          if (o == format::Orientation::kPerOC) {
+            expect_bit_identical(be, w, scalar_backend(), w, precision, pool, rng);
+          } else {
+            expect_bit_identical(be, w, be, expanded, precision, pool, rng);
+          }
         } else {
           EXPECT_EQ(pw.data.size(), fp16_bytes);
         }

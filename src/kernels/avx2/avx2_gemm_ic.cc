@@ -56,13 +56,19 @@ void build_ic(const Layout& L, bool fast, const uint8_t* data, const float* x, i
   alignas(64) float xs[256];
   alignas(64) float scratch[256 * 4];
   const auto* alpha = reinterpret_cast<const uint16_t*>(data + L.alpha_at) + b * L.q * L.k;
+  const uint8_t* codes = data + L.alpha_at + b * L.q * L.k;  // coded: one byte per scale
+  const auto* steps = reinterpret_cast<const float*>(data + L.steps_at);
   const int64_t entries = L.kb / kMu * (fast ? kTableSize : kHalfTable);
   for (int64_t e = e0; e < e1; ++e) {
     const int64_t mm = e % t.mc;
     const int64_t i = e / t.mc % L.q;
     const int64_t kk = e / t.mc / L.q;
     const int64_t c0 = kk * L.kb;
-    scale_by_f16(alpha + i * L.k + c0, x + (m0 + mm) * L.k + c0, L.kb, xs);
+    if (L.coded) {
+      scale_by_codes(codes + i * L.k + c0, steps + i * L.k + c0, x + (m0 + mm) * L.k + c0, L.kb, xs);
+    } else {
+      scale_by_f16(alpha + i * L.k + c0, x + (m0 + mm) * L.k + c0, L.kb, xs);
+    }
     if (fast) {
       t.scales[e] = tables_i8(xs, L.kb, t.tq + e * entries, scratch);
     } else {

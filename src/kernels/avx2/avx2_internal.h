@@ -41,8 +41,12 @@ struct Layout : TileUnits {
   int64_t blocks = 0;       // per-IC row blocks n / g (0 for per-OC)
   int64_t alpha_at = 0;     // per-IC: fp16 alpha [block][q][k] at this byte offset
   int64_t offset_at = 0;    // per-IC: fp16 offsets [block][k] at this byte offset
+  int64_t steps_at = 0;     // per-IC coded: fp32 steps [q][k] (IcScales)
   int64_t total_bytes = 0;
 };
+
+// Where a per-IC layout keeps its scales (IcScales).
+inline IcScales ic_scales_of(const Layout& L) { return {L.alpha_at, L.steps_at, L.offset_at, L.total_bytes}; }
 
 // The layout of w's shape and configuration (coded where kernels/coded_scales.h keeps_codes(w)).
 Layout make_layout(const format::BcqMatrix& w);
@@ -60,6 +64,9 @@ float tables_i8(const float* x, int64_t kb, int8_t* tq, float* scratch);
 // out[c] = fp32(alpha[c]) * x[c] for c < len (len a multiple of 8): one rounding, as the scalar
 // reference folds per-IC scales into the activations.
 void scale_by_f16(const uint16_t* alpha, const float* x, int64_t len, float* out);
+// The same from one-byte codes and fp32 steps (per-IC coded layouts): out[c] = α_c * x[c] with
+// α_c = fp16(fp32(code[c] * step[c])), the file's decoded α bit for bit (kernels/coded_scales.h).
+void scale_by_codes(const uint8_t* code, const float* step, const float* x, int64_t len, float* out);
 // sums[l] = x_l[0] + x_l[1] + ... + x_l[len-1] left to right, for `count` vectors x_l = xs[l].
 void sums_in_order(const float* const* xs, int count, int64_t len, float* sums);
 // Σ fp32(z[c]) * x[c] for c < len (len a multiple of 8), in any order (reassociated).

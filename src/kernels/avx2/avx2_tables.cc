@@ -123,6 +123,15 @@ float tables_i8(const float* x, int64_t kb, int8_t* tq, float* scratch) {
   return scale;
 }
 
+void scale_by_codes(const uint8_t* code, const float* step, const float* x, int64_t len, float* out) {
+  for (int64_t c = 0; c < len; c += 8) {
+    const __m256i ci = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(code + c)));
+    const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(ci), _mm256_loadu_ps(step + c));
+    const __m256 a = _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    _mm256_storeu_ps(out + c, _mm256_mul_ps(a, _mm256_loadu_ps(x + c)));
+  }
+}
+
 void scale_by_f16(const uint16_t* alpha, const float* x, int64_t len, float* out) {
   for (int64_t c = 0; c < len; c += 8) {
     const __m256 a = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(alpha + c)));

@@ -60,14 +60,16 @@ Layout make_layout(const format::BcqMatrix& w) {
   L.plane_bytes = L.steps * kStepBytes;
   L.unit_bytes = L.q * L.plane_bytes;
   if (L.per_oc) L.unit_bytes += unit_alpha_bytes(L.q, L.coded) + (L.has_offset ? 2 * kTileRows : 0);
-  L.head_bytes = tile_step_bytes(L.q, L.coded);
+  L.head_bytes = tile_step_bytes(L.q, L.coded && L.per_oc);
   L.tile_bytes = L.head_bytes + L.units * L.unit_bytes;
   L.total_bytes = L.tiles * L.tile_bytes;
   if (!L.per_oc) {
     L.blocks = n / cfg.g;
-    L.alpha_at = L.total_bytes;
-    L.offset_at = L.alpha_at + 2 * L.blocks * L.q * k;
-    L.total_bytes = L.offset_at + (L.has_offset ? 2 * L.blocks * k : 0);
+    const IcScales ic = ic_scales_at(w, L.coded, L.total_bytes);
+    L.alpha_at = ic.alpha_at;
+    L.steps_at = ic.steps_at;
+    L.offset_at = ic.offset_at;
+    L.total_bytes = ic.end;
   }
   return L;
 }
@@ -111,19 +113,11 @@ PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
   if (L.coded) {
     out.source.codes = codes_beside_layout(w);
     out.exact_steps = all_supers_short(w);
-    for (int64_t t = 0; t < L.tiles; ++t) {
+    for (int64_t t = 0; L.per_oc && t < L.tiles; ++t) {
       write_tile_steps(w, t, reinterpret_cast<float*>(d + t * L.tile_bytes));
     }
   }
-  if (!L.per_oc) {
-    auto* a = reinterpret_cast<uint16_t*>(d + L.alpha_at);
-    for (int64_t b = 0; b < L.blocks; ++b) {
-      for (int i = 0; i < q; ++i) {
-        for (int64_t c = 0; c < w.k; ++c) a[(b * q + i) * w.k + c] = w.alpha[static_cast<size_t>((b * w.k + c) * q + i)];
-      }
-    }
-    if (L.has_offset) std::memcpy(d + L.offset_at, w.offset.data(), w.offset.size() * sizeof(uint16_t));
-  }
+  if (!L.per_oc) write_ic_scales(w, L.coded, ic_scales_of(L), d);
   return out;
 }
 
@@ -161,17 +155,9 @@ format::BcqMatrix unpack(const PackedMatrix& pw) {
       }
     }
   }
+  if (!L.per_oc) read_ic_scales(d, L.coded, ic_scales_of(L), w);
   // The codes came from a matrix repack accepted: their decoding cannot fail.
   if (L.coded) LUTQ_CHECK(format::decode_scales(w).is_ok());
-  if (!L.per_oc) {
-    const auto* a = reinterpret_cast<const uint16_t*>(d + L.alpha_at);
-    for (int64_t b = 0; b < L.blocks; ++b) {
-      for (int i = 0; i < q; ++i) {
-        for (int64_t c = 0; c < w.k; ++c) w.alpha[static_cast<size_t>((b * w.k + c) * q + i)] = a[(b * q + i) * w.k + c];
-      }
-    }
-    if (L.has_offset) std::memcpy(w.offset.data(), d + L.offset_at, w.offset.size() * sizeof(uint16_t));
-  }
   return w;
 }
 

@@ -88,6 +88,15 @@ float tables_i8(const float* x, int64_t kb, int8_t* tq, float* scratch) {
   return scale;
 }
 
+void scale_by_codes(const uint8_t* code, const float* step, const float* x, int64_t len, float* out) {
+  for (int64_t c = 0; c < len; c += 16) {
+    const __m512i ci = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(code + c)));
+    const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(ci), _mm512_loadu_ps(step + c));
+    const __m512 a = _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    _mm512_storeu_ps(out + c, _mm512_mul_ps(a, _mm512_loadu_ps(x + c)));
+  }
+}
+
 void scale_by_f16(const uint16_t* alpha, const float* x, int64_t len, float* out) {
   for (int64_t c = 0; c < len; c += 16) {
     const __m512 a = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(alpha + c)));
