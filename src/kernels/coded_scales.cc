@@ -58,48 +58,46 @@ IcScales ic_scales_at(const format::BcqMatrix& w, bool coded, int64_t at) {
   return s;
 }
 
-void write_ic_scales(const format::BcqMatrix& w, bool coded, const IcScales& s, uint8_t* d) {
+namespace {
+
+// Calls fn(canonical index, layout index) for every per-IC scale: canonical (set·q + i) with set
+// b·k + c, layout [b][q][k].
+template <typename Fn>
+void for_each_ic_scale(const format::BcqMatrix& w, Fn&& fn) {
   const int q = w.cfg.q;
   const int64_t blocks = w.n / w.cfg.g;
   for (int64_t b = 0; b < blocks; ++b) {
     for (int i = 0; i < q; ++i) {
-      for (int64_t c = 0; c < w.k; ++c) {
-        const auto from = static_cast<size_t>((b * w.k + c) * q + i);
-        const int64_t to = (b * q + i) * w.k + c;
-        if (coded) {
-          d[s.alpha_at + to] = w.codes.alpha_code[from];
-        } else {
-          reinterpret_cast<uint16_t*>(d + s.alpha_at)[to] = w.alpha[from];
-        }
-      }
+      for (int64_t c = 0; c < w.k; ++c) fn(static_cast<size_t>((b * w.k + c) * q + i), (b * q + i) * w.k + c);
     }
   }
+}
+
+}  // namespace
+
+void write_ic_scales(const format::BcqMatrix& w, bool coded, const IcScales& s, uint8_t* d) {
   if (coded) {
+    for_each_ic_scale(w, [&](size_t canon, int64_t at) { d[s.alpha_at + at] = w.codes.alpha_code[canon]; });
     auto* steps = reinterpret_cast<float*>(d + s.steps_at);
+    const int q = w.cfg.q;
     for (int i = 0; i < q; ++i) {
       for (int64_t c = 0; c < w.k; ++c) {
         steps[i * w.k + c] = format::alpha_step(w.codes.alpha_super[static_cast<size_t>(c * q + i)], w.codes.bits);
       }
     }
+  } else {
+    auto* a = reinterpret_cast<uint16_t*>(d + s.alpha_at);
+    for_each_ic_scale(w, [&](size_t canon, int64_t at) { a[at] = w.alpha[canon]; });
   }
   if (w.cfg.has_offset) std::memcpy(d + s.offset_at, w.offset.data(), w.offset.size() * sizeof(uint16_t));
 }
 
 void read_ic_scales(const uint8_t* d, bool coded, const IcScales& s, format::BcqMatrix& w) {
-  const int q = w.cfg.q;
-  const int64_t blocks = w.n / w.cfg.g;
-  for (int64_t b = 0; b < blocks; ++b) {
-    for (int i = 0; i < q; ++i) {
-      for (int64_t c = 0; c < w.k; ++c) {
-        const auto to = static_cast<size_t>((b * w.k + c) * q + i);
-        const int64_t from = (b * q + i) * w.k + c;
-        if (coded) {
-          w.codes.alpha_code[to] = d[s.alpha_at + from];
-        } else {
-          w.alpha[to] = reinterpret_cast<const uint16_t*>(d + s.alpha_at)[from];
-        }
-      }
-    }
+  if (coded) {
+    for_each_ic_scale(w, [&](size_t canon, int64_t at) { w.codes.alpha_code[canon] = d[s.alpha_at + at]; });
+  } else {
+    const auto* a = reinterpret_cast<const uint16_t*>(d + s.alpha_at);
+    for_each_ic_scale(w, [&](size_t canon, int64_t at) { w.alpha[canon] = a[at]; });
   }
   if (w.cfg.has_offset) std::memcpy(w.offset.data(), d + s.offset_at, w.offset.size() * sizeof(uint16_t));
 }

@@ -156,10 +156,13 @@ Status Linear::forward(const float* x, int64_t m, float* y, ThreadPool& pool) co
   if (m < 1) return Status::invalid("forward: m must be at least 1 (got " + std::to_string(m) + ")");
   if (x == nullptr || y == nullptr) return Status::invalid("forward: null activation or output pointer");
   if (Status s = std::visit(FormForward{x, m, y, n_, k_, pool}, form_); !s) return s;
-  if (!bias_.empty()) {
-    for (int64_t t = 0; t < m; ++t) add_inplace(y + t * n_, bias_.data(), n_);
-  }
+  add_bias(y, m);
   return Status::ok();
+}
+
+void Linear::add_bias(float* y, int64_t m) const {
+  if (bias_.empty()) return;
+  for (int64_t t = 0; t < m; ++t) add_inplace(y + t * n_, bias_.data(), n_);
 }
 
 Status Linear::forward_shared(std::span<const Linear* const> lins, const float* x, int64_t m,
@@ -182,11 +185,7 @@ Status Linear::forward_shared(std::span<const Linear* const> lins, const float* 
     if (y == nullptr) return Status::invalid("forward: null output pointer");
   }
   if (Status s = kernels::BcqLinear::forward_shared(bcq, x, m, ys, pool); !s) return s;
-  for (size_t j = 0; j < lins.size(); ++j) {
-    const Linear& l = *lins[j];
-    if (l.bias_.empty()) continue;
-    for (int64_t t = 0; t < m; ++t) add_inplace(ys[j] + t * l.n_, l.bias_.data(), l.n_);
-  }
+  for (size_t j = 0; j < lins.size(); ++j) lins[j]->add_bias(ys[j], m);
   return Status::ok();
 }
 

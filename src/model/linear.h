@@ -98,6 +98,8 @@ class Linear {
 
  private:
   Linear(int64_t n, int64_t k, Form form) : n_(n), k_(k), form_(std::move(form)) {}
+  // y[m][n] += bias on every row (nothing without a bias).
+  void add_bias(float* y, int64_t m) const;
 
   int64_t n_ = 0;
   int64_t k_ = 0;
