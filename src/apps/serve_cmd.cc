@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <csignal>
 #include <cstdlib>
 #include <cstdio>
@@ -15,6 +16,7 @@
 
 #include "apps/commands.h"
 #include "apps/model_options.h"
+#include "lutqfile/adapter.h"
 #include "server/api.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
@@ -41,7 +43,48 @@ struct ServeArgs {
   std::string api_key;  // also from LUTQ_API_KEY
   bool quiet = false;
   double kv_budget_mib = 0.0;  // > 0: --parallel from this budget and the cache kind's bytes per slot
+  std::vector<std::string> adapters;  // --adapters NAME=FILE: per-request scale adapters
 };
+
+// Adds each --adapters NAME=FILE to the model as a per-request adapter (Model::add_adapter) and
+// returns the names in index order. Errors name the argument: a malformed or repeated name, a name
+// taken by the model itself, an adapter file that does not fit the model, a combination the
+// adapters cannot serve (tensor parallelism, an XQuant cache).
+Result<std::vector<std::string>> add_adapters(model::Model& m, const ServeArgs& a, const model::MemorySpec& kv,
+                                              const std::string& model_name) {
+  std::vector<std::string> names;
+  if (a.adapters.empty()) return names;
+  if (a.model.comm != nullptr && a.model.comm->size() > 1) {
+    return Status::invalid("--adapters: per-request adapters need the whole model on one process (not under mpirun)");
+  }
+  if (kv.kind == model::MemoryKind::kXQuant || kv.kind == model::MemoryKind::kXQuantCl) {
+    return Status::invalid("--adapters: --kv-cache " + model::memory_spec_name(kv) +
+                           " rebuilds K and V through the model's own k/v layers; use f32, f16, q8 or q4 with adapters");
+  }
+  for (const std::string& spec : a.adapters) {
+    const size_t eq = spec.find('=');
+    const std::string name = spec.substr(0, eq);
+    const bool name_ok = !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+    });
+    if (eq == std::string::npos || eq + 1 == spec.size() || !name_ok) {
+      return Status::invalid("--adapters: '" + spec + "' is not NAME=FILE (NAME of letters, digits, '-', '_', '.')");
+    }
+    if (name == model_name || std::find(names.begin(), names.end(), name) != names.end()) {
+      return Status::invalid("--adapters: the name '" + name + "' is already taken");
+    }
+    Result<std::shared_ptr<const lutqfile::Adapter>> ad = lutqfile::Adapter::read(spec.substr(eq + 1));
+    if (!ad) return Status(ad.status().code(), "--adapters " + name + ": " + ad.status().message());
+    Result<model::Model::AddedAdapter> added = m.add_adapter(**ad);
+    if (!added) return Status(added.status().code(), "--adapters " + name + ": " + added.status().message());
+    std::fprintf(stderr, "lutq: adapter '%s' (%s): %lld layers, %.1f MiB packed%s%s\n", name.c_str(),
+                 (*ad)->path().c_str(), static_cast<long long>(added->layers),
+                 static_cast<double>(added->bytes) / 1048576.0, (*ad)->description().empty() ? "" : ": ",
+                 (*ad)->description().c_str());
+    names.push_back(name);
+  }
+  return names;
+}
 
 // Slots of ctx positions that a memory of this kind fits in budget_mib, at most 256. Under tensor
 // parallelism every rank holds its share of the KV heads (uneven splits: SmolLM2's 3 over 2 ranks
@@ -97,13 +140,16 @@ int serve(const ServeArgs& a) {
   so.queue_limit = a.queue;
   so.prefill_chunk = a.prefill_chunk;
   so.steps = steps.broadcasting() ? &steps : nullptr;
+  server::ApiOptions api_options;
+  api_options.model_name =
+      a.model_name.empty() ? std::filesystem::path(a.model.path).filename().string() : a.model_name;
+  Result<std::vector<std::string>> adapters = add_adapters(*lm.model, a, so.kv_cache, api_options.model_name);
+  if (!adapters) return report_error(adapters.status(), kExitUsage);
+  api_options.adapters = std::move(*adapters);
   server::Metrics metrics;
   auto scheduler = server::Scheduler::create(*lm.model, *lm.tokenizer, *lm.pool, so, metrics);
   if (!scheduler) return report_error(scheduler.status(), kExitFailure);
 
-  server::ApiOptions api_options;
-  api_options.model_name =
-      a.model_name.empty() ? std::filesystem::path(a.model.path).filename().string() : a.model_name;
   api_options.api_key = a.api_key;
   if (api_options.api_key.empty()) {
     if (const char* env = std::getenv("LUTQ_API_KEY")) api_options.api_key = env;
@@ -185,6 +231,13 @@ Subcommand register_serve(CLI::App& app, Communicator& comm) {
   sub->add_option("--io-threads", args->io_threads, "Threads serving connections (event-driven)")->default_str("2");
   sub->add_option("--api-key", args->api_key,
                   "Require 'Authorization: Bearer KEY' on every route but /health and / (default: $LUTQ_API_KEY)");
+  sub->add_option("--adapters", args->adapters,
+                  "Per-request scale adapters (from `lutq tune --adapter-out`), each NAME=FILE: a request's\n"
+                  "\"adapter\": \"NAME\" (or \"model\": \"NAME\") runs with that adapter's scales, other\n"
+                  "requests with the model's own, all batched together; each costs the packed bytes of the\n"
+                  "layers it changes (not with an XQuant --kv-cache or under mpirun)")
+      ->type_name("NAME=FILE")
+      ->delimiter(',');
   sub->add_flag("--quiet", args->quiet, "No request log (one line per request on stderr otherwise)");
   return Subcommand{sub, [args] { return serve(*args); }, /*tensor_parallel=*/true};
 }

@@ -16,20 +16,26 @@ struct BatchRow {
   int64_t pos = 0;     // position in its sequence
   int32_t seq = 0;     // sequence index in the Memory (0 .. memory.sequences()-1)
   bool logits = false; // write this row's logits
+  // The scale adapter this row runs with (Model::add_adapter): 0 the model's own scales, a >= 1
+  // the a-th adapter added. Rows of several adapters may share one batch.
+  int32_t adapter = 0;
 };
 
 struct Batch {
   std::vector<BatchRow> rows;
 
-  void add(int32_t token, int64_t pos, int32_t seq, bool logits) { rows.push_back({token, pos, seq, logits}); }
+  void add(int32_t token, int64_t pos, int32_t seq, bool logits, int32_t adapter = 0) {
+    rows.push_back({token, pos, seq, logits, adapter});
+  }
 
   // Tokens of one sequence at positions start_pos.. ; logits for the last row (kLast) or all rows.
-  static Batch sequence(std::span<const int32_t> tokens, int64_t start_pos, int32_t seq, LogitsMode mode) {
+  static Batch sequence(std::span<const int32_t> tokens, int64_t start_pos, int32_t seq, LogitsMode mode,
+                        int32_t adapter = 0) {
     Batch b;
     b.rows.reserve(tokens.size());
     for (size_t i = 0; i < tokens.size(); ++i) {
       const bool last = i + 1 == tokens.size();
-      b.add(tokens[i], start_pos + static_cast<int64_t>(i), seq, mode == LogitsMode::kAll || last);
+      b.add(tokens[i], start_pos + static_cast<int64_t>(i), seq, mode == LogitsMode::kAll || last, adapter);
     }
     return b;
   }

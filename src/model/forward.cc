@@ -30,6 +30,14 @@ Status Model::check_batch(const Batch& batch, const Memory& memory) const {
       return Status::invalid("forward: token id " + std::to_string(r.token) + " at index " + std::to_string(i) +
                              " is outside the vocabulary [0, " + std::to_string(c.n_vocab) + ")");
     }
+    if (r.adapter < 0 || r.adapter > n_adapters_) {
+      return Status::invalid(where + "adapter " + std::to_string(r.adapter) + " is not one of the model's " +
+                             std::to_string(n_adapters_) + " (0: its own scales)");
+    }
+    if (r.adapter != 0 && memory.kind().starts_with("xquant")) {
+      return Status::invalid(where + "an adapter's rows cannot use an XQuant memory: it rebuilds K and V through the "
+                             "model's own k/v layers (use f32, f16, q8 or q4)");
+    }
     if (r.seq < 0 || r.seq >= memory.sequences()) {
       return Status::invalid(where + "sequence " + std::to_string(r.seq) + " is outside the memory's " +
                              std::to_string(memory.sequences()));

@@ -160,6 +160,24 @@ Status Linear::forward(const float* x, int64_t m, float* y, ThreadPool& pool) co
   return Status::ok();
 }
 
+const Linear& Linear::adapted(int32_t a) const {
+  const auto i = static_cast<size_t>(a) - 1;
+  return a >= 1 && i < adapted_.size() && adapted_[i] != nullptr ? *adapted_[i] : *this;
+}
+
+Status Linear::set_adapted(int32_t a, Linear layer) {
+  if (a < 1) return Status::invalid("set_adapted: adapter indices start at 1 (got " + std::to_string(a) + ")");
+  if (layer.n_ != n_ || layer.k_ != k_) {
+    return Status::invalid("set_adapted: a " + std::to_string(layer.n_) + "x" + std::to_string(layer.k_) +
+                           " layer cannot stand in for a " + std::to_string(n_) + "x" + std::to_string(k_) + " one");
+  }
+  layer.bias_ = bias_;
+  layer.adapted_.clear();
+  if (adapted_.size() < static_cast<size_t>(a)) adapted_.resize(static_cast<size_t>(a));
+  adapted_[static_cast<size_t>(a) - 1] = std::make_shared<const Linear>(std::move(layer));
+  return Status::ok();
+}
+
 void Linear::add_bias(float* y, int64_t m) const {
   if (bias_.empty()) return;
   for (int64_t t = 0; t < m; ++t) add_inplace(y + t * n_, bias_.data(), n_);

@@ -81,6 +81,13 @@ class Linear {
   static Status forward_shared(std::span<const Linear* const> lins, const float* x, int64_t m,
                                std::span<float* const> ys, ThreadPool& pool);
 
+  // Per-request scale adapters (Model::add_adapter): adapter a's version of this layer, or this
+  // layer itself where a is 0 or the adapter leaves it alone.
+  const Linear& adapted(int32_t a) const;
+  bool has_adapters() const { return !adapted_.empty(); }
+  // Holds `layer` as adapter a's version (a >= 1; same shape; this layer's bias is copied onto it).
+  Status set_adapted(int32_t a, Linear layer);
+
   int64_t n() const { return n_; }
   int64_t k() const { return k_; }
   bool is_quantized() const { return !std::holds_alternative<DenseForm>(form_); }
@@ -105,6 +112,7 @@ class Linear {
   int64_t k_ = 0;
   Form form_;
   std::vector<float> bias_;  // empty: none
+  std::vector<std::shared_ptr<const Linear>> adapted_;  // [a - 1]; null: adapter a leaves this layer
 };
 
 // Quantizes W[n,k] per `choice` (choice.quantize must be true), adapting the group size as

@@ -85,6 +85,21 @@ class Model {
   // calibration); its shape must match (its bias is kept). Not thread-safe with a running forward().
   Status replace_linear(int64_t l, LinearRole role, Linear layer);
   const Linear& output() const { return output_; }
+
+  // Per-request scale adapters (lutqfile/adapter.h, written by `lutq tune --adapter-out`): adds one
+  // whose scales stand in for the model's in the BCQ block layers it names, for the batch rows
+  // that ask for it (BatchRow::adapter = the returned index: 1, 2, ...). Each adapted layer is
+  // repacked with the adapter's scales beside the model's own (the adapter costs the packed bytes
+  // of the layers it changes, `bytes`); every other layer, the embedding and the head are shared.
+  // Not thread-safe with a running forward(). Errors (nothing added): a sharded model, an adapter
+  // for other codes or shapes, one naming a matrix that is not a BCQ block layer of this model.
+  struct AddedAdapter {
+    int32_t index = 0;
+    int64_t layers = 0;  // layers it changes
+    int64_t bytes = 0;   // packed bytes of its versions of them
+  };
+  Result<AddedAdapter> add_adapter(const lutqfile::Adapter& adapter);
+  int32_t adapters() const { return n_adapters_; }
   // Tensor parallelism: the communicator the model was loaded with (nullptr: none) and this
   // rank's shard (nullopt: the whole model). config() is then the rank's local configuration.
   Communicator* communicator() const { return comm_; }
@@ -115,6 +130,7 @@ class Model {
   OpIsa ops_;
   Communicator* comm_ = nullptr;
   std::optional<ShardPlan> shard_;
+  int32_t n_adapters_ = 0;
 };
 
 }  // namespace lutq::model

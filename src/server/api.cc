@@ -180,20 +180,42 @@ ApiReply Api::handle(const ApiRequest& request) {
   return r;
 }
 
+std::optional<ApiError> Api::adapter_of(const CompletionRequest& r, int32_t& index) const {
+  const std::vector<std::string>& names = options_.adapters;
+  const std::string& wanted = r.adapter.empty() ? r.model : r.adapter;
+  const auto it = std::find(names.begin(), names.end(), wanted);
+  if (it != names.end()) {
+    index = static_cast<int32_t>(it - names.begin()) + 1;
+    return std::nullopt;
+  }
+  index = 0;
+  if (r.adapter.empty()) return std::nullopt;  // "model" names the model itself, or anything
+  std::string known;
+  for (const std::string& n : names) known += (known.empty() ? "'" : ", '") + n + "'";
+  return ApiError{404, "the adapter '" + r.adapter + "' does not exist; this server holds " +
+                           (names.empty() ? std::string("none") : known),
+                  "invalid_request_error", "adapter", "adapter_not_found"};
+}
+
 ApiReply Api::get(std::string_view path) {
   if (path == "/health") return json_reply("{\"status\":\"ok\"}", "/health");
   if (path == "/v1/models") {
-    return json_reply(models_response(options_.model_name, static_cast<int64_t>(std::time(nullptr))), "/v1/models");
+    return json_reply(models_response(options_.model_name, options_.adapters, static_cast<int64_t>(std::time(nullptr))),
+                      "/v1/models");
   }
   if (std::optional<std::string> id = model_id_of_path(path)) {
-    if (*id != options_.model_name) {
+    const std::vector<std::string>& ads = options_.adapters;
+    const bool adapter = std::find(ads.begin(), ads.end(), *id) != ads.end();
+    if (*id != options_.model_name && !adapter) {
       ApiReply r = error_reply(ApiError{404, "the model '" + *id + "' does not exist; this server serves '" +
                                                  options_.model_name + "'",
                                         "invalid_request_error", "model", "model_not_found"});
       r.route = "/v1/models/{id}";
       return r;
     }
-    return json_reply(model_response(options_.model_name, static_cast<int64_t>(std::time(nullptr))), "/v1/models/{id}");
+    const int64_t now = static_cast<int64_t>(std::time(nullptr));
+    return json_reply(adapter ? adapter_response(*id, options_.model_name, now) : model_response(options_.model_name, now),
+                      "/v1/models/{id}");
   }
   if (path == "/metrics") {
     ApiReply r = json_reply(metrics_.render(scheduler_.gauges()), "/metrics");
@@ -264,6 +286,7 @@ ApiReply Api::completion(Endpoint endpoint, std::string_view body) {
   g.stop = r.stop;
   g.json_object = r.json_object;
   g.grammar = r.grammar;
+  if (std::optional<ApiError> e = adapter_of(r, g.adapter)) return fail(*e);
 
   Submitted sub = scheduler_.submit(std::move(g));
   if (!sub.job) {

@@ -2,7 +2,7 @@
 // header) becomes either a finished reply (status, headers, body) or a generation job that the
 // transport (http_server.cc) waits on and renders with the helpers below. Routes:
 //   POST /v1/chat/completions, POST /v1/completions   generation (JSON or server-sent events)
-//   GET  /v1/models, GET /v1/models/{id}              the one served model
+//   GET  /v1/models, GET /v1/models/{id}              the served model and its scale adapters
 //   GET  /health (never needs the API key), GET /metrics, GET / (chat page)
 // Everything but /health and / needs "Authorization: Bearer KEY" when an API key is set (401).
 #pragma once
@@ -29,6 +29,10 @@ namespace lutq::server {
 struct ApiOptions {
   std::string model_name = "lutq";
   std::string api_key;  // "" = no authentication
+  // Per-request scale adapters held by the model (Model::add_adapter): a request's "adapter" field
+  // (or a "model" equal to one of these names) picks adapters[i], which the model holds as index
+  // i + 1. /v1/models lists them after the model.
+  std::vector<std::string> adapters;
 };
 
 struct ApiRequest {
@@ -85,6 +89,8 @@ class Api {
  private:
   ApiReply completion(Endpoint endpoint, std::string_view body);
   std::optional<ApiError> chat_prompt(const CompletionRequest& r, std::vector<int32_t>& prompt) const;
+  // The model's adapter index a request asks for (0: none); an unknown "adapter" name is a 400.
+  std::optional<ApiError> adapter_of(const CompletionRequest& r, int32_t& index) const;
   ApiReply get(std::string_view path);
   bool authorized(std::string_view authorization) const;
   uint64_t random();

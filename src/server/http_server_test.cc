@@ -46,7 +46,7 @@ struct Fixture {
     so.ctx = ctx;
     so.queue_limit = 2;
     scheduler = std::move(*Scheduler::create(model, tok, pool, so, metrics));
-    api = std::make_unique<Api>(*scheduler, tok, metrics, ApiOptions{"tiny", key});
+    api = std::make_unique<Api>(*scheduler, tok, metrics, ApiOptions{"tiny", key, {}});
     http = std::make_unique<HttpServer>(*api, *scheduler, metrics, o);
     Result<int> p = http->bind();
     EXPECT_TRUE(p.is_ok()) << p.status().message();

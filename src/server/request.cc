@@ -438,6 +438,10 @@ ParsedRequest parse_request(Endpoint endpoint, std::string_view body_text, const
     if (!model->is_string()) return fail(wrong_type("model", "a string", *model));
     r.model = model->get<std::string>();
   }
+  if (const json* adapter = field(body, "adapter")) {
+    if (!adapter->is_string()) return fail(wrong_type("adapter", "a string", *adapter));
+    r.adapter = adapter->get<std::string>();
+  }
   if (endpoint == Endpoint::kChat) {
     if (auto e = read_messages(body, limits, r.messages)) return fail(*e);
   } else if (auto e = read_prompt(body, r.prompt)) {

@@ -44,6 +44,7 @@ struct RequestLimits {
 struct CompletionRequest {
   Endpoint endpoint = Endpoint::kChat;
   std::string model;                      // echoed back; "" when absent
+  std::string adapter;                    // extension: a scale adapter's name (lutq serve --adapters); "" none
   std::vector<Message> messages;          // chat
   std::string prompt;                     // completion
   std::optional<int64_t> max_tokens;      // none: chat runs to the context end, completion 16

@@ -98,10 +98,20 @@ namespace {
 json model_object(const std::string& model_name, int64_t created) {
   return {{"id", model_name}, {"object", "model"}, {"created", created}, {"owned_by", "lutq"}};
 }
+// A scale adapter over the model (its "parent"), as servers of LoRA adapters list them.
+json adapter_object(const std::string& adapter, const std::string& model_name, int64_t created) {
+  return {{"id", adapter}, {"object", "model"}, {"created", created}, {"owned_by", "lutq"}, {"parent", model_name}};
+}
 }  // namespace
 
-std::string models_response(const std::string& model_name, int64_t created) {
-  return dump({{"object", "list"}, {"data", json::array({model_object(model_name, created)})}});
+std::string models_response(const std::string& model_name, const std::vector<std::string>& adapters, int64_t created) {
+  json data = json::array({model_object(model_name, created)});
+  for (const std::string& a : adapters) data.push_back(adapter_object(a, model_name, created));
+  return dump({{"object", "list"}, {"data", std::move(data)}});
+}
+
+std::string adapter_response(const std::string& adapter, const std::string& model_name, int64_t created) {
+  return dump(adapter_object(adapter, model_name, created));
 }
 
 std::string model_response(const std::string& model_name, int64_t created) {

@@ -42,8 +42,10 @@ std::string stream_usage_chunk(const ResponseMeta& meta, const Usage& usage);
 std::string stream_tool_calls_chunk(const ResponseMeta& meta, const std::vector<ToolCall>& calls);
 inline constexpr const char* kStreamDone = "data: [DONE]\n\n";
 
-std::string models_response(const std::string& model_name, int64_t created);
-// GET /v1/models/{id}: the model object alone.
+// GET /v1/models: the model, then its scale adapters (each with "parent": the model).
+std::string models_response(const std::string& model_name, const std::vector<std::string>& adapters, int64_t created);
+// GET /v1/models/{id}: the model object alone, or one adapter's.
+std::string adapter_response(const std::string& adapter, const std::string& model_name, int64_t created);
 std::string model_response(const std::string& model_name, int64_t created);
 
 }  // namespace lutq::server

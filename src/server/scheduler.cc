@@ -172,6 +172,10 @@ Submitted Scheduler::submit(GenRequest request) {
                    std::to_string(options_.ctx) + " (prompt and completion together)");
   }
   if (request.max_tokens < 1) return invalid("max_tokens must be >= 1");
+  if (request.adapter < 0 || request.adapter > model_.adapters()) {
+    return invalid("adapter " + std::to_string(request.adapter) + " is not one of the model's " +
+                   std::to_string(model_.adapters()));
+  }
   for (int32_t id : request.prompt) {
     if (id < 0 || id >= tokenizer_.vocab_size()) return invalid("token id " + std::to_string(id) + " is out of range");
   }
@@ -272,8 +276,9 @@ void Scheduler::prefill_step() {
     budget -= n;
     const std::span<const int32_t> part(seq.request.prompt.data() + seq.prefilled, static_cast<size_t>(n));
     logits_.resize(static_cast<size_t>(model_.config().n_vocab));
-    const Status st = forward(model::Batch::sequence(part, seq.prefilled, seq.slot, model::LogitsMode::kLast),
-                              logits_.data());
+    const Status st = forward(
+        model::Batch::sequence(part, seq.prefilled, seq.slot, model::LogitsMode::kLast, seq.request.adapter),
+        logits_.data());
     if (!st) {
       finish(seq, FinishReason::kError, st.message());
       continue;
@@ -292,7 +297,7 @@ void Scheduler::decode_step() {
   std::vector<Sequence*> seqs;
   for (auto& seq : active_) {
     if (!seq->decoding || seq->done) continue;
-    batch.add(seq->next_token, memory_->size(seq->slot), seq->slot, /*logits=*/true);
+    batch.add(seq->next_token, memory_->size(seq->slot), seq->slot, /*logits=*/true, seq->request.adapter);
     seqs.push_back(seq.get());
   }
   if (seqs.empty()) return;

@@ -6,7 +6,8 @@
 //      start together; a long prompt delays the others' next token by one chunk, not by the
 //      whole prompt),
 //   3. runs one decode step of every sequence that has a token to feed, all together through
-//      Model::forward with one batch row per sequence (the linear layers see m = number of them),
+//      Model::forward with one batch row per sequence (the linear layers see m = number of them;
+//      rows of sequences with different scale adapters share the batch, model/adapter_rows.h),
 // then samples per sequence, applies stop strings / end of generation / max_tokens, and hands the
 // text to the job. The HTTP side reads jobs through Job::wait and cancels them with Job::cancel.
 #pragma once
@@ -41,6 +42,7 @@ struct GenRequest {
   std::vector<std::string> stop;
   bool json_object = false;  // constrained decoding: the output is one JSON object (json_constraint.h)
   std::shared_ptr<const Grammar> grammar;  // constrained decoding by a grammar (json_schema, tool calls)
+  int32_t adapter = 0;  // the model's scale adapter for this request (Model::add_adapter); 0: none
 };
 
 enum class FinishReason { kStop, kLength, kCancelled, kError };
@@ -121,7 +123,8 @@ class Scheduler {
   Scheduler& operator=(const Scheduler&) = delete;
 
   // Queues a generation. Errors: kInvalid (empty prompt, prompt not shorter than the context,
-  // max_tokens < 1, token outside the vocabulary), kQueueFull, kStopped.
+  // max_tokens < 1, token outside the vocabulary, an adapter the model does not hold), kQueueFull,
+  // kStopped.
   Submitted submit(GenRequest request);
 
   // Finishes every job (kCancelled) and joins the thread; idempotent.

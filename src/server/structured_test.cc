@@ -32,7 +32,7 @@ struct Served {
     so.parallel = 3;
     so.ctx = ctx;
     scheduler = std::move(*Scheduler::create(m, t, pool, so, metrics));
-    api = std::make_unique<Api>(*scheduler, t, metrics, ApiOptions{"m", ""});
+    api = std::make_unique<Api>(*scheduler, t, metrics, ApiOptions{"m", "", {}});
   }
   ApiReply submit(const std::string& body) { return api->handle(ApiRequest{"POST", "/v1/chat/completions", body, ""}); }
   // The whole reply body of a chat request (streams: the concatenated events).

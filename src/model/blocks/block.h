@@ -12,6 +12,7 @@
 #include "core/communicator.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
+#include "model/adapter_rows.h"
 #include "model/batch.h"
 #include "model/config.h"
 #include "model/linear.h"
@@ -42,6 +43,7 @@ class LinearObserver {
 struct Scratch {
   std::vector<float> h, q, k, v, att, gate, up;
   std::vector<float> moe_in, moe_out, router;  // mixture-of-experts: gathered rows, sum, router logits
+  AdapterScratch adapter;  // rows of several scale adapters (model/adapter_rows.h)
   static float* rows(std::vector<float>& buf, int64_t m, int64_t width) {
     const auto need = static_cast<size_t>(m * width);
     if (buf.size() < need) buf.resize(need);
@@ -62,15 +64,18 @@ struct ForwardContext {
   Communicator* comm = nullptr;  // tensor parallelism (model/shard.h): the ranks sharing this pass
 
   int64_t m() const { return static_cast<int64_t>(rows.size()); }
-  // lin.forward(in) on the batch's rows, preceded by the observer's look at the input.
+  // lin.forward(in) on the batch's rows (each row through its adapter's version of the layer,
+  // model/adapter_rows.h), preceded by the observer's look at the input.
   Status linear(int64_t layer, LinearRole role, const Linear& lin, const float* in, float* out) const {
     if (observer != nullptr) {
       if (Status s = observer->observe(layer, role, in, m(), lin.k()); !s) return s;
     }
-    return lin.forward(in, m(), out, pool);
+    const Linear* lins[] = {&lin};
+    float* outs[] = {out};
+    return forward_by_adapter(lins, rows, in, outs, pool, scratch.adapter);
   }
   // Several layers that read the same input (q/k/v, gate/up): the observer sees each role's
-  // input, then Linear::forward_shared runs them together.
+  // input, then Linear::forward_shared runs them together (per adapter where rows name several).
   Status linears(int64_t layer, std::span<const LinearRole> roles, std::span<const Linear* const> lins, const float* in,
                  std::span<float* const> outs) const {
     if (observer != nullptr) {
@@ -78,7 +83,7 @@ struct ForwardContext {
         if (Status s = observer->observe(layer, roles[j], in, m(), lins[j]->k()); !s) return s;
       }
     }
-    return Linear::forward_shared(lins, in, m(), outs, pool);
+    return forward_by_adapter(lins, rows, in, outs, pool, scratch.adapter);
   }
   // Sums a row-split layer's partial output out[m][width] over the ranks (no-op on one).
   Status all_reduce(float* out, int64_t width) const {
