@@ -1,4 +1,5 @@
-// libFuzzer target for the lutq file's own entries and for scale adapters: parse arbitrary bytes
+// libFuzzer target for the lutq file's own entries, scale adapters and tune checkpoints
+// (train/tune_state.h): parse arbitrary bytes
 // as GGUF; when they parse, read every BCQ, int8 and QMoE entry the metadata names (experts'
 // entries included: blk.L.ffn_up_exps.e.weight) and the file as an adapter. A read either fails with a status or yields a matrix that format::validate accepts; no
 // damaged shape may make the reader allocate beyond what the file holds (ASan's allocation
@@ -14,6 +15,7 @@
 #include "lutqfile/adapter.h"
 #include "lutqfile/lutq_file.h"
 #include "lutqfile/qmoe_entry.h"
+#include "train/tune_state.h"
 
 namespace {
 
@@ -61,6 +63,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (adapter.is_ok()) {
     require((*adapter)->size() == (*adapter)->names().size() && (*adapter)->size() > 0);
     require((*adapter)->scale_bytes() >= 0);
+  }
+  const auto state = lutq::train::read_tune_state(*f);
+  if (state.is_ok()) {
+    for (const auto& t : state->tensors) require(t.m.size() == t.params.size() && t.v.size() == t.params.size());
   }
   return 0;
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the seed files of fuzz/corpus/lutq_file/: small lutq model files (BCQ entries with fp16
-and compressed scales, int8 and QMoE entries, MoE experts one matrix per expert) and scale adapters, standard library only (the GGUF encoder of make_gguf_seeds.py).
+and compressed scales, int8 and QMoE entries, MoE experts one matrix per expert), scale adapters and a tune checkpoint, standard library only (the GGUF encoder of make_gguf_seeds.py).
 
     python3 fuzz/make_lutq_seeds.py [out_dir]     # default: fuzz/corpus/lutq_file next to this script
 """
@@ -10,7 +10,7 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_gguf_seeds import ARR, GGML, I64, STR, U32, F32, gguf  # noqa: E402
+from make_gguf_seeds import ARR, GGML, I64, STR, U32, F32, F64, gguf  # noqa: E402
 
 GGML["i8"] = (24, 1, 1)
 GGML["i16"] = (25, 1, 2)
@@ -117,6 +117,16 @@ def main():
     kv_c0, t_c0 = bcq_coded(rng, "blk.0.attn_q.weight", 8, 64, 3, 32, False, True, 5)
     kv_c1, t_c1 = bcq_coded(rng, "blk.0.ffn_up.weight", 64, 12, 2, 32, True, False, 8)
     seeds["model_bcq_codes.lutq"] = gguf([("lutq.format_version", U32, 2)] + kv_c0 + kv_c1, t_c0 + t_c1)
+    # A lutq tune checkpoint (train/tune_state.h): one trained tensor, its AdamW moments in f64.
+    GGML["f64"] = (28, 1, 8)
+    state_kvs = [("lutq.tune_state.format_version", U32, 1), ("lutq.tune_state.fingerprint", STR, "0123456789abcdef"),
+                 ("lutq.tune_state.step", I64, 3), ("lutq.tune_state.next", I64, 6),
+                 ("lutq.tune_state.order", ARR, (I64, [2, 0, 1])), ("lutq.tune_state.rng", STR, "5489 1 2 3"),
+                 ("lutq.tune_state.held_out_before", F64, 2.5)]
+    params = struct.pack("<8f", *[0.25 * (i + 1) for i in range(8)])
+    seeds["tune_state.gguf"] = gguf(state_kvs, [("blk.0.attn_q.weight.alpha.params", [8], "f32", params),
+                                                ("blk.0.attn_q.weight.alpha.m", [8], "f64", struct.pack("<8d", *[0.01] * 8)),
+                                                ("blk.0.attn_q.weight.alpha.v", [8], "f64", struct.pack("<8d", *[1e-4] * 8))])
     for name, data in seeds.items():
         with open(os.path.join(out_dir, name), "wb") as f:
             f.write(data)

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,8 +23,10 @@ namespace lutq::apps {
 namespace {
 
 struct TuneArgs {
-  std::string model, text, out, teacher, loss = "kl", adapter_in, adapter_out, kind = "full";
+  std::string model, text, out, teacher, loss = "kl", adapter_in, adapter_out, kind = "full", checkpoint;
   int threads = 2;
+  int64_t checkpoint_every = 0;
+  bool resume = false;
   train::TuneOptions opts;
 };
 
@@ -62,6 +65,35 @@ Status write_outputs(const TuneArgs& a, const io::Checkpoint& ckpt, const train:
   return Status::ok();
 }
 
+// --checkpoint FILE: where the run's state is saved (every --checkpoint-every steps and when
+// --run-steps stops it); --resume continues the run saved there.
+Result<train::TuneCheckpoints> checkpoints(const TuneArgs& a, std::optional<train::TuneState>& state) {
+  train::TuneCheckpoints c;
+  if (a.checkpoint.empty()) {
+    if (a.resume || a.opts.run_steps > 0 || a.checkpoint_every > 0) {
+      return Status::invalid("--resume, --run-steps and --checkpoint-every need --checkpoint FILE");
+    }
+    return c;
+  }
+  if (a.resume) {
+    Result<train::TuneState> s = train::load_tune_state(a.checkpoint);
+    if (!s) return Status(s.status().code(), "--resume: " + s.status().message());
+    state = std::move(*s);
+    c.resume = &*state;
+    std::fprintf(stderr, "lutq: tune: resuming %s at step %lld\n", a.checkpoint.c_str(),
+                 static_cast<long long>(state->step));
+  }
+  c.every = a.checkpoint_every;
+  const std::string path = a.checkpoint;
+  c.save = [path](const train::TuneState& s) {
+    if (Status st = train::save_tune_state(path, s); !st) return st;
+    std::fprintf(stderr, "lutq: tune: saved the run's state at step %lld to %s\n", static_cast<long long>(s.step),
+                 path.c_str());
+    return Status::ok();
+  };
+  return c;
+}
+
 int run(TuneArgs a) {
   a.opts.loss = a.loss == "ce" ? train::TuneLoss::kCe : train::TuneLoss::kKl;
   a.opts.kind = a.kind == "row" ? lutqfile::AdapterKind::kRow : lutqfile::AdapterKind::kFull;
@@ -79,6 +111,7 @@ int run(TuneArgs a) {
   Result<std::string> text = read_text_file(a.text);
   if (!text) return report_error(text.status(), kExitFailure);
   const std::vector<int32_t> tokens = tok->encode(*text, /*add_special=*/false, /*parse_special=*/false);
+  std::optional<train::TuneState> state;
   std::unique_ptr<LoadedModel> teacher_model;
   Result<train::TeacherFn> teacher = make_teacher(a, teacher_model);
   if (!teacher) return report_error(teacher.status(), kExitFailure);
@@ -97,13 +130,21 @@ int run(TuneArgs a) {
                static_cast<long long>(a.opts.ctx), static_cast<long long>(a.opts.steps),
                static_cast<long long>(a.opts.batch), a.loss.c_str());
   const auto progress = [&](const train::TuneProgress& p) {
-    const double per_step = p.seconds / double(p.step);
+    const double per_step = p.seconds / double(p.step - p.first);
     std::fprintf(stderr, "lutq: tune: step %lld/%lld  loss %.5f  %.0f tok/s  %.0f s left\n",
                  static_cast<long long>(p.step), static_cast<long long>(p.steps), p.loss,
                  double(a.opts.ctx * a.opts.batch) / per_step, per_step * double(p.steps - p.step));
   };
-  Result<train::TuneReport> r = train::tune(*student, tokens, a.opts, *teacher, progress);
+  Result<train::TuneCheckpoints> ckpts = checkpoints(a, state);
+  if (!ckpts) return report_error(ckpts.status(), kExitFailure);
+  Result<train::TuneReport> r = train::tune(*student, tokens, a.opts, *teacher, progress, *ckpts);
   if (!r) return report_error(r.status(), kExitFailure);
+  if (r->stopped) {
+    std::printf("stopped after step %lld of %lld (%.0f s); the run's state is in %s: continue with --resume\n",
+                static_cast<long long>(r->steps_done), static_cast<long long>(a.opts.steps), r->seconds,
+                a.checkpoint.c_str());
+    return 0;
+  }
   std::printf("held-out %s loss over %lld sequences: %.5f -> %.5f (%lld training sequences, %.0f s)\n", a.loss.c_str(),
               static_cast<long long>(r->held_out_sequences), r->held_out_before, r->held_out_after,
               static_cast<long long>(r->train_sequences), r->seconds);
@@ -143,6 +184,18 @@ Subcommand register_tune(CLI::App& app) {
   sub->add_option("--held-out", a->opts.held_out, "fraction of the sequences held out")->check(CLI::Range(0.01, 0.9));
   sub->add_option("--seed", a->opts.seed, "order of the training sequences");
   sub->add_option("-t,--threads", a->threads, "threads of the teacher")->check(CLI::Range(1, 256));
+  sub->add_option("--checkpoint", a->checkpoint,
+                  "save the run's state (scales, AdamW moments, position in the text) to FILE every\n"
+                  "--checkpoint-every steps and when --run-steps stops the run");
+  sub->add_option("--checkpoint-every", a->checkpoint_every, "steps between checkpoints (0: only when the run stops)")
+      ->check(CLI::Range(0, 1 << 24));
+  sub->add_option("--run-steps", a->opts.run_steps,
+                  "stop after this many steps of this invocation (the schedule stays that of --steps);\n"
+                  "continue later with --resume")
+      ->check(CLI::Range(0, 1 << 24));
+  sub->add_flag("--resume", a->resume,
+                "continue the run saved in --checkpoint (same model, text and options): it ends with the\n"
+                "scales an uninterrupted run gives, bit for bit");
   return {sub, [a] { return run(*a); }};
 }
 

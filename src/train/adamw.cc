@@ -34,6 +34,17 @@ Status validate(const AdamWOptions& o) {
 
 AdamW::AdamW(size_t size, const AdamWOptions& options) : o_(options), m_(size, 0.0), v_(size, 0.0) {}
 
+Status AdamW::restore(std::span<const double> m, std::span<const double> v, int64_t steps) {
+  if (m.size() != m_.size() || v.size() != v_.size() || steps < 0) {
+    return Status::invalid("adamw: moments of " + std::to_string(m.size()) + " and " + std::to_string(v.size()) +
+                           " values for an optimizer of " + std::to_string(m_.size()));
+  }
+  m_.assign(m.begin(), m.end());
+  v_.assign(v.begin(), v.end());
+  t_ = steps;
+  return Status::ok();
+}
+
 Status AdamW::step(std::span<float> params, std::span<const float> grads) {
   if (params.size() != m_.size() || grads.size() != m_.size()) {
     return Status::invalid("adamw: " + std::to_string(params.size()) + " parameters and " +

@@ -36,6 +36,11 @@ class AdamW {
   // a non-finite gradient (params unchanged).
   Status step(std::span<float> params, std::span<const float> grads);
   int64_t steps() const { return t_; }
+  // The moments (for a checkpoint of the run) and their restoration: the next step() then does
+  // what it would have done in the run that saved them. Error: sizes other than this optimizer's.
+  std::span<const double> first_moment() const { return m_; }
+  std::span<const double> second_moment() const { return v_; }
+  Status restore(std::span<const double> m, std::span<const double> v, int64_t steps);
 
  private:
   AdamWOptions o_;

@@ -56,6 +56,68 @@ Status ScaleUpdater::step(Student& st) {
   return Status::ok();
 }
 
+namespace {
+
+// The tensors one trainable's optimizers work on, with their names in a checkpoint.
+struct Slot {
+  std::string name;
+  std::vector<float>* params;
+  AdamW* opt;
+};
+
+}  // namespace
+
+std::vector<TuneState::Tensor> ScaleUpdater::save(const Student& st) const {
+  std::vector<TuneState::Tensor> out;
+  const std::vector<TrainableLinear>& ts = st.trainables();
+  for (size_t k = 0; k < ts.size(); ++k) {
+    const bool full = kind_ == lutqfile::AdapterKind::kFull;
+    const std::pair<const char*, const std::vector<float>*> parts[] = {
+        {full ? ".alpha" : ".row", full ? &ts[k].scales.alpha : &ts[k].row_mult},
+        {".offset", full ? &ts[k].scales.offset : nullptr}};
+    for (size_t p = 0; p < 2; ++p) {
+      if (parts[p].second == nullptr || parts[p].second->empty()) continue;
+      const AdamW& opt = p == 0 ? alpha_opt_[k] : offset_opt_[k];
+      out.push_back({ts[k].name + parts[p].first, *parts[p].second,
+                     std::vector<double>(opt.first_moment().begin(), opt.first_moment().end()),
+                     std::vector<double>(opt.second_moment().begin(), opt.second_moment().end())});
+    }
+  }
+  return out;
+}
+
+Status ScaleUpdater::restore(Student& st, const std::vector<TuneState::Tensor>& saved, int64_t steps) {
+  std::vector<TrainableLinear>& ts = st.trainables();
+  std::vector<Slot> slots;
+  for (size_t k = 0; k < ts.size(); ++k) {
+    if (kind_ == lutqfile::AdapterKind::kRow) {
+      slots.push_back({ts[k].name + ".row", &ts[k].row_mult, &alpha_opt_[k]});
+      continue;
+    }
+    slots.push_back({ts[k].name + ".alpha", &ts[k].scales.alpha, &alpha_opt_[k]});
+    if (!ts[k].scales.offset.empty()) slots.push_back({ts[k].name + ".offset", &ts[k].scales.offset, &offset_opt_[k]});
+  }
+  if (slots.size() != saved.size()) {
+    return Status::invalid("the checkpoint holds " + std::to_string(saved.size()) + " trained tensors, this run has " +
+                           std::to_string(slots.size()));
+  }
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (saved[i].name != slots[i].name || saved[i].params.size() != slots[i].params->size()) {
+      return Status::invalid("the checkpoint's tensor " + std::to_string(i) + " is '" + saved[i].name + "' of " +
+                             std::to_string(saved[i].params.size()) + " values; this run's is '" + slots[i].name +
+                             "' of " + std::to_string(slots[i].params->size()));
+    }
+  }
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (Status s = slots[i].opt->restore(saved[i].m, saved[i].v, steps); !s) return Status(s.code(), slots[i].name + ": " + s.message());
+    *slots[i].params = saved[i].params;
+  }
+  if (kind_ == lutqfile::AdapterKind::kRow) {
+    for (size_t k = 0; k < ts.size(); ++k) set_row_scales(ts[k], base_[k]);
+  }
+  return Status::ok();
+}
+
 void ScaleUpdater::finish(Student& st) const {
   if (kind_ != lutqfile::AdapterKind::kRow) return;
   std::vector<TrainableLinear>& ts = st.trainables();

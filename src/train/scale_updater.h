@@ -9,6 +9,7 @@
 
 #include "core/status.h"
 #include "lutqfile/adapter.h"
+#include "train/tune_state.h"
 #include "train/adamw.h"
 #include "train/student.h"
 
@@ -24,6 +25,12 @@ class ScaleUpdater {
   // Row: rounds the multipliers to fp16 and sets α = α0·m from them, so the written file and the
   // adapter hold the same model. Full: nothing.
   void finish(Student& st) const;
+  // The optimized tensors' fp32 parameters and AdamW moments, for a checkpoint (tune_state.h),
+  // named "<matrix>.alpha" / ".offset" (full) or "<matrix>.row" (row multipliers).
+  std::vector<TuneState::Tensor> save(const Student& st) const;
+  // Puts a checkpoint's parameters and moments back (the scales follow from them) after `steps`
+  // optimizer steps. Error (nothing changed): tensors of other names or sizes than this run's.
+  Status restore(Student& st, const std::vector<TuneState::Tensor>& saved, int64_t steps);
 
  private:
   lutqfile::AdapterKind kind_;

@@ -314,5 +314,83 @@ TEST(Tune, RowAdapterTrainsMultipliersAndGivesTheTunedFilesModel) {
   std::filesystem::remove(adapter);
 }
 
+// Every trained value of a student: scales, offsets and row multipliers.
+std::vector<float> trained_values(const Student& st) {
+  std::vector<float> out;
+  for (const TrainableLinear& t : st.trainables()) {
+    out.insert(out.end(), t.scales.alpha.begin(), t.scales.alpha.end());
+    out.insert(out.end(), t.scales.offset.begin(), t.scales.offset.end());
+    out.insert(out.end(), t.row_mult.begin(), t.row_mult.end());
+  }
+  return out;
+}
+
+// A run stopped after 3 of 7 steps (--run-steps) and continued from its checkpoint (--resume)
+// ends with the scales and held-out loss of the uninterrupted run, bit for bit, for full and row
+// training; a checkpoint of another run or a damaged one is refused.
+TEST(Tune, ResumedRunEqualsTheUninterruptedOne) {
+  Fixture fx("llama", 2);
+  std::mt19937 rng(3);
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 12 * 8; ++i) tokens.push_back(int32_t(rng() % fx.tiny.spec.n_vocab));
+  const std::string path = temp_path("state.gguf");
+  for (const lutqfile::AdapterKind kind : {lutqfile::AdapterKind::kFull, lutqfile::AdapterKind::kRow}) {
+    SCOPED_TRACE(kind == lutqfile::AdapterKind::kFull ? "full" : "row");
+    TuneOptions o;
+    o.ctx = 12, o.steps = 7, o.batch = 2, o.held_out = 0.2, o.loss = TuneLoss::kCe, o.kind = kind, o.seed = 9;
+    o.adam.lr = kind == lutqfile::AdapterKind::kFull ? 1e-3 : 1e-2;
+    o.adam.warmup_steps = 2;
+    Result<Student> straight = Student::load(*fx.quantized);
+    ASSERT_TRUE(straight.is_ok()) << straight.status().message();
+    Result<TuneReport> want = tune(*straight, tokens, o, {}, nullptr);
+    ASSERT_TRUE(want.is_ok()) << want.status().message();
+    // Stopped after 3 steps; the state is saved once, at the stop.
+    Result<Student> first = Student::load(*fx.quantized);
+    TuneOptions part = o;
+    part.run_steps = 3;
+    int saves = 0;
+    TuneCheckpoints save;
+    save.save = [&](const TuneState& s) {
+      ++saves;
+      return save_tune_state(path, s);
+    };
+    Result<TuneReport> stopped = tune(*first, tokens, part, {}, nullptr, save);
+    ASSERT_TRUE(stopped.is_ok()) << stopped.status().message();
+    EXPECT_TRUE(stopped->stopped);
+    EXPECT_EQ(stopped->steps_done, 3);
+    EXPECT_EQ(saves, 1);
+    Result<TuneState> state = load_tune_state(path);
+    ASSERT_TRUE(state.is_ok()) << state.status().message();
+    EXPECT_EQ(state->step, 3);
+    Result<Student> second = Student::load(*fx.quantized);
+    TuneCheckpoints resume;
+    resume.resume = &*state;
+    Result<TuneReport> got = tune(*second, tokens, o, {}, nullptr, resume);
+    ASSERT_TRUE(got.is_ok()) << got.status().message();
+    EXPECT_FALSE(got->stopped);
+    EXPECT_EQ(got->steps_done, 7);
+    EXPECT_EQ(trained_values(*second), trained_values(*straight));
+    EXPECT_EQ(got->held_out_before, want->held_out_before);
+    EXPECT_EQ(got->held_out_after, want->held_out_after);
+    // Another seed is another run.
+    TuneOptions other = o;
+    other.seed = 10;
+    Result<Student> third = Student::load(*fx.quantized);
+    Result<TuneReport> refused = tune(*third, tokens, other, {}, nullptr, resume);
+    ASSERT_FALSE(refused.is_ok());
+    EXPECT_NE(refused.status().message().find("another run"), std::string::npos) << refused.status().message();
+  }
+  // A truncated checkpoint and a file that is no checkpoint are refused by name.
+  const auto size = std::filesystem::file_size(path);
+  std::filesystem::resize_file(path, size / 2);
+  Result<TuneState> cut = load_tune_state(path);
+  ASSERT_FALSE(cut.is_ok());
+  EXPECT_NE(cut.status().message().find(path), std::string::npos) << cut.status().message();
+  Result<TuneState> model_file = load_tune_state(fx.path);
+  ASSERT_FALSE(model_file.is_ok());
+  EXPECT_NE(model_file.status().message().find("not a lutq tune state"), std::string::npos) << model_file.status().message();
+  std::filesystem::remove(path);
+}
+
 }  // namespace
 }  // namespace lutq::train
