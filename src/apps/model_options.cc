@@ -28,7 +28,7 @@ void add_quant_options(CLI::App* sub, ModelArgs& args, bool bits_required) {
   sub->add_option("-g,--quant-group", args.quant_group, "BCQ group size (adapted where it does not divide the grouped dimension)")
       ->type_name("G")
       ->default_str("128");
-  sub->add_option("--quant-method", args.quant_method, "Quantizer: rtn (uniform, stored as BCQ), greedy, alternating (BCQ), gptq (uniform grids)\nor gptq-bcq (alternating BCQ grids); gptq needs calibration (lutq quantize --calib)")
+  sub->add_option("--quant-method", args.quant_method, "Quantizer: rtn (uniform, stored as BCQ), greedy, alternating (BCQ), gptq (uniform grids),\ngptq-bcq (alternating BCQ grids) or flexround (uniform grids, learned rounding); gptq and\nflexround need calibration (lutq quantize --calib)")
       ->type_name("METHOD")
       ->default_str(args.quant_method);
   sub->add_option("--orientation", args.orientation, "Groups along k inside a row (oc), along n inside a column (ic), or\nper layer the one with the lower calibrated error (auto: AdaDim, needs calibration)")
