@@ -44,7 +44,7 @@ void add_quant_options(CLI::App* sub, ModelArgs& args, bool bits_required) {
   sub->add_option("--override", args.overrides,
                   "Per-layer setting, repeatable, later wins: PATTERN=ITEM[,ITEM...]; PATTERN a layer type\n"
                   "(attn_q..ffn_down, output) or a glob over tensor names (blk.0.*); ITEM dense, q=N, g=N,\n"
-                  "method=M, orientation=oc|ic|auto, offset=0|1, scale_bits=B, int8[=T|plain]. E.g. --override ffn_down=q=4 --override output=q=8")
+                  "method=M, orientation=oc|ic|auto, offset=0|1, scale_bits=B, clip=0|1, int8[=T|plain]. E.g. --override ffn_down=q=4 --override output=q=8")
       ->type_name("SPEC");
 }
 

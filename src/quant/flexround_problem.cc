@@ -66,6 +66,7 @@ FlexProblem::FlexProblem(const float* w, int64_t n, int64_t k, const double* h, 
   const auto nk = static_cast<size_t>(n * k);
   delta_.resize(nk);
   dh_.resize(nk);
+  scale_.resize(nk);
   if (!double_product_) {
     hf_.resize(static_cast<size_t>(k * k));
     for (size_t i = 0; i < hf_.size(); ++i) hf_[i] = static_cast<float>(h[i]);
@@ -143,6 +144,7 @@ void FlexProblem::residual_rows(const FlexParams& p, const FrozenRounding* froze
       for (int64_t c = j * g_; c < (j + 1) * g_; ++c) {
         const auto i = static_cast<size_t>(r * k_ + c);
         const double s = std::exp(p.log_s2[i] + e3 + p.log_s4[static_cast<size_t>(c)]);
+        scale_[i] = s;
         const Element e = quantize_element(w_[i], s, gv, levels, frozen, i);
         delta_[i] = w_[i] - (gr.z + gr.s1 * (e.code - m));
         if (frozen == nullptr) codes_[i] = static_cast<uint8_t>(e.code);
@@ -175,7 +177,6 @@ void FlexProblem::gradient_rows(const FlexParams& p, const FrozenRounding* froze
   double* cols = col_partial_.data() + tile * k_;
   std::fill(cols, cols + k_, 0.0);
   for (int64_t r = r0; r < r1; ++r) {
-    const double e3 = p.log_s3[static_cast<size_t>(r)];
     double g3 = 0.0;
     for (int64_t j = 0; j < groups_; ++j) {
       const int64_t set = r * groups_ + j;
@@ -185,7 +186,7 @@ void FlexProblem::gradient_rows(const FlexParams& p, const FrozenRounding* froze
       double gz = 0.0;
       for (int64_t c = j * g_; c < (j + 1) * g_; ++c) {
         const auto i = static_cast<size_t>(r * k_ + c);
-        const double s = std::exp(p.log_s2[i] + e3 + p.log_s4[static_cast<size_t>(c)]);
+        const double s = scale_[i];  // residual_rows' S of the same parameters
         const Element e = quantize_element(w_[i], s, gv, levels, frozen, i);
         const double dl = -2.0 * dh_[i] / norm_;  // ∂L/∂ŵ
         double d_log_s = 0.0;

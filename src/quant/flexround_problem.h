@@ -81,6 +81,7 @@ class FlexProblem {
   double norm_ = 1.0;  // tr(W H Wᵀ)
   std::vector<double> z0_, step0_;  // [n * groups] the start's grid
   std::vector<double> delta_, dh_;  // [n * k]
+  std::vector<double> scale_;  // [n * k] S = S2 ⊙ s3 ⊙ s4 of the last residual_rows (one exp per weight)
   std::vector<float> hf_, delta_f_, dh_f_;  // fp32 copies for the fp32 product
   std::vector<double> row_err_;  // per row: its share of the last evaluate()'s loss (unnormalised)
   std::vector<uint8_t> codes_;  // [n * k] the last evaluate()'s codes
