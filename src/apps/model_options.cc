@@ -28,7 +28,7 @@ void add_quant_options(CLI::App* sub, ModelArgs& args, bool bits_required) {
   sub->add_option("-g,--quant-group", args.quant_group, "BCQ group size (adapted where it does not divide the grouped dimension)")
       ->type_name("G")
       ->default_str("128");
-  sub->add_option("--quant-method", args.quant_method, "Quantizer: rtn (uniform, stored as BCQ), greedy, alternating (BCQ), gptq (uniform grids)\nor gptq-bcq (alternating BCQ grids); gptq needs calibration (lutq quantize --calib)")
+  sub->add_option("--quant-method", args.quant_method, "Quantizer: rtn (uniform, stored as BCQ), greedy, alternating (BCQ), gptq (uniform grids),\ngptq-bcq (alternating BCQ grids) or flexround (uniform grids, learned rounding); gptq and\nflexround need calibration (lutq quantize --calib)")
       ->type_name("METHOD")
       ->default_str(args.quant_method);
   sub->add_option("--orientation", args.orientation, "Groups along k inside a row (oc), along n inside a column (ic), or\nper layer the one with the lower calibrated error (auto: AdaDim, needs calibration)")
@@ -44,7 +44,7 @@ void add_quant_options(CLI::App* sub, ModelArgs& args, bool bits_required) {
   sub->add_option("--override", args.overrides,
                   "Per-layer setting, repeatable, later wins: PATTERN=ITEM[,ITEM...]; PATTERN a layer type\n"
                   "(attn_q..ffn_down, output) or a glob over tensor names (blk.0.*); ITEM dense, q=N, g=N,\n"
-                  "method=M, orientation=oc|ic|auto, offset=0|1, scale_bits=B, int8[=T|plain]. E.g. --override ffn_down=q=4 --override output=q=8")
+                  "method=M, orientation=oc|ic|auto, offset=0|1, scale_bits=B, clip=0|1, int8[=T|plain]. E.g. --override ffn_down=q=4 --override output=q=8")
       ->type_name("SPEC");
 }
 

@@ -42,6 +42,8 @@ struct QuantizeArgs {
   std::vector<int> candidates;     // bit counts it may choose; empty: q-1, q, q+1
   bool calib_given = false;        // --calib or --calib-cache on the command line
   bool no_importance = false;      // fit groups unweighted even with calibration statistics
+  bool clip_search = false;        // loss-aware clipping search around the plain fits
+  int flexround_steps = 100;       // --quant-method flexround: Adam steps per layer
   std::string experts = "bcq";     // an MoE model's routed experts: bcq (per the spec) | ternary (QMoE)
   std::string ternary_grid = "mse";
   double ternary_zeros = 0.0;
@@ -197,6 +199,17 @@ int run(const QuantizeArgs& a) {
   if (a.out == a.model.path) return report_error(Status::invalid("OUT must differ from IN"), kExitUsage);
   Result<model::LinearSpec> spec = linear_spec(a.model);
   if (!spec) return report_error(spec.status(), kExitUsage);
+  if (a.flexround_steps < 0) return report_error(Status::invalid("--flexround-steps: must be >= 0"), kExitUsage);
+  for (model::LinearChoice& c : spec->roles) {
+    c.flexround_steps = a.flexround_steps;
+    if (!a.clip_search) continue;
+    if (c.gptq || c.adadim || c.flexround) {
+      return report_error(Status::invalid("--clip-search: applies to --quant-method rtn, greedy or alternating with "
+                                          "per-OC groups (not gptq, gptq-bcq, flexround or --orientation auto)"),
+                          kExitUsage);
+    }
+    c.clip_search = true;
+  }
   Result<pipeline::ExpertsOptions> experts = experts_options(a);
   if (!experts) return report_error(experts.status(), kExitUsage);
   Result<std::unique_ptr<io::Checkpoint>> in = io::open_checkpoint(a.model.path);
@@ -325,8 +338,9 @@ Subcommand register_quantize(CLI::App& app) {
   add_quant_options(sub, args->model, /*bits_required=*/true);
   sub->add_option("-t,--threads", args->model.threads, "Threads")->type_name("N")->default_str("2");
   sub->add_option("--calib", args->calib,
-                  "Calibration text for gptq / gptq-bcq / --orientation auto (never the evaluation text); given\n"
-                  "explicitly, also for the importance-weighted fits of rtn / greedy / alternating")
+                  "Calibration text for gptq / gptq-bcq / flexround / --clip-search / --orientation auto (never the\n"
+                  "evaluation text); given explicitly, also for the importance-weighted fits of rtn / greedy /\n"
+                  "alternating")
       ->type_name("TEXT")
       ->default_str(args->calib)
       ->each([args](const std::string&) { args->calib_given = true; });
@@ -337,6 +351,13 @@ Subcommand register_quantize(CLI::App& app) {
   sub->add_flag("--no-importance", args->no_importance,
                 "Fit every group unweighted even when calibration statistics are collected (by default each\n"
                 "input channel's squared error is weighted by its calibration activation energy, diag H)");
+  sub->add_flag("--clip-search", args->clip_search,
+                "rtn / greedy / alternating: choose each output row's clipping ratio (1.0, 0.95, ..., 0.6 of\n"
+                "every group's range) by its calibrated output error; needs calibration (--calib)");
+  sub->add_option("--flexround-steps", args->flexround_steps,
+                  "--quant-method flexround: Adam steps per layer (each one product of the layer's error with H)")
+      ->type_name("N")
+      ->default_str("100");
   sub->add_option("--sensitivity", args->sensitivity,
                   "--target-bpw sensitivity: kl (each layer's effect on the model's next-token distributions, "
                   "measured) or output (its calibrated output error; faster, a heuristic)")

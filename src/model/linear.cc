@@ -78,8 +78,9 @@ Result<format::BcqMatrix> quantize_weight(const std::string& name, const float* 
                                           std::span<const double> importance) {
   if (!choice.quantize) return Status::invalid(name + ": layer choice is not quantized");
   if (choice.int8) return Status::invalid(name + ": an LLM.int8() layer has no BCQ form");
-  if (choice.gptq || choice.adadim) {
-    return Status::invalid(name + ": GPTQ and AdaDim need calibration statistics: use lutq quantize --calib");
+  if (choice.gptq || choice.adadim || choice.flexround || choice.clip_search) {
+    return Status::invalid(name + ": GPTQ, AdaDim, FlexRound and the clipping search need calibration statistics: "
+                                  "use lutq quantize --calib");
   }
   quant::QuantOptions opt = choice.quant;
   const int64_t extent = opt.cfg.orientation == format::Orientation::kPerOC ? k : n;

@@ -42,12 +42,20 @@ Result<LinearRole> parse_role(std::string_view name) {
 Status apply_quantizer(std::string_view name, LinearChoice& choice) {
   if (name == "gptq" || name == "gptq-bcq") {
     choice.gptq = true;
+    choice.flexround = false;
     choice.quant.method = name == "gptq" ? quant::Method::kRtn : quant::Method::kAlternating;
     return Status::ok();
   }
+  if (name == "flexround") {
+    choice.gptq = false;
+    choice.flexround = true;
+    choice.quant.method = quant::Method::kRtn;
+    return Status::ok();
+  }
   Result<quant::Method> m = quant::parse_method(name);
-  if (!m) return Status::invalid(m.status().message() + " (or gptq, gptq-bcq)");
+  if (!m) return Status::invalid(m.status().message() + " (or gptq, gptq-bcq, flexround)");
   choice.gptq = false;
+  choice.flexround = false;
   choice.quant.method = *m;
   return Status::ok();
 }
@@ -98,7 +106,7 @@ Result<LinearOverride> parse_override(std::string_view text) {
     }
     const size_t ieq = item.find('=');
     if (ieq == std::string_view::npos) {
-      return bad("expected dense, q=N, g=N, method=M, orientation=oc|ic, offset=0|1 or scale_bits=B");
+      return bad("expected dense, q=N, g=N, method=M, orientation=oc|ic, offset=0|1, scale_bits=B or clip=0|1");
     }
     const std::string_view key = item.substr(0, ieq);
     const std::string_view val = item.substr(ieq + 1);
@@ -137,6 +145,9 @@ Result<LinearOverride> parse_override(std::string_view text) {
     } else if (key == "offset") {
       if (val != "0" && val != "1") return bad("offset must be 0 or 1");
       o.offset = val == "1";
+    } else if (key == "clip") {
+      if (val != "0" && val != "1") return bad("clip must be 0 or 1");
+      o.clip_search = val == "1";
     } else if (key == "scale_bits") {
       const std::optional<int> b = parse_number<int>(val);
       if (!b || (*b != 0 && (*b < 4 || *b > 8))) return bad("scale_bits must be 0 (fp16) or 4..8");
@@ -183,10 +194,11 @@ LinearChoice LinearSpec::resolve(std::string_view tensor_name, std::optional<Lin
     if (o.adadim) c.adadim = *o.adadim;
     if (o.offset) c.quant.cfg.has_offset = *o.offset;
     if (o.scale_bits) c.quant.scale_bits = *o.scale_bits;
+    if (o.clip_search) c.clip_search = *o.clip_search;
     if (o.int8_threshold) {
       c.int8 = true;
       c.int8_threshold = *o.int8_threshold;
-    } else if (o.q || o.g || o.quantizer || o.orientation || o.adadim || o.offset || o.scale_bits) {
+    } else if (o.q || o.g || o.quantizer || o.orientation || o.adadim || o.offset || o.scale_bits || o.clip_search) {
       c.int8 = false;  // a BCQ setting after an int8 one
     }
   }

@@ -54,10 +54,18 @@ struct LinearChoice {
   bool gptq = false;
   bool act_order = false;
   bool adadim = false;
+  // FlexRound (quant/flexround.h): uniform codes whose rounding is learned against the layer's
+  // calibrated output error, `flexround_steps` Adam steps; per-OC only. Needs calibration.
+  bool flexround = false;
+  int flexround_steps = 100;
+  // The loss-aware clipping search (quant/clip_search.h) around the plain fit (rtn, greedy,
+  // alternating; per-OC). Needs calibration; not with GPTQ or AdaDim.
+  bool clip_search = false;
 };
 
-// A quantizer name: rtn, greedy, alternating (plain) or gptq (uniform grids), gptq-bcq
-// (alternating BCQ grids). Sets choice.quant.method and choice.gptq.
+// A quantizer name: rtn, greedy, alternating (plain), gptq (uniform grids), gptq-bcq
+// (alternating BCQ grids) or flexround (learned rounding of uniform grids). Sets
+// choice.quant.method, choice.gptq and choice.flexround.
 Status apply_quantizer(std::string_view name, LinearChoice& choice);
 
 // One --override: a pattern and the fields it sets (unset fields keep the base choice).
@@ -71,12 +79,13 @@ struct LinearOverride {
   std::optional<bool> adadim;  // orientation=auto
   std::optional<bool> offset;
   std::optional<int> scale_bits;  // 0 (fp16) or 4..8: compressed scales
+  std::optional<bool> clip_search;  // clip=0|1
   std::optional<float> int8_threshold;  // "int8" (6.0), "int8=plain" (+inf) or "int8=T"
 };
 
 // Parses "PATTERN=ITEM[,ITEM...]" with ITEM one of: dense, q=N (or bits=N), g=N (or group=N),
-// method=rtn|greedy|alternating|gptq|gptq-bcq, orientation=oc|ic|auto, offset=0|1, scale_bits=B (0 or
-// 4..8: compressed scales), int8 (LLM.int8(), outlier
+// method=rtn|greedy|alternating|gptq|gptq-bcq|flexround, orientation=oc|ic|auto, offset=0|1, scale_bits=B
+// (0 or 4..8: compressed scales), clip=0|1 (the clipping search), int8 (LLM.int8(), outlier
 // threshold 6), int8=T (threshold T) or int8=plain (no outlier split). Errors quote the bad item.
 Result<LinearOverride> parse_override(std::string_view text);
 

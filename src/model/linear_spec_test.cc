@@ -90,6 +90,15 @@ TEST(LinearSpec, OverridesApplyInOrder) {
   EXPECT_TRUE(k.quantize && k.int8);
   EXPECT_EQ(k.int8_threshold, 6.0f);
 
+  spec.overrides.push_back(*parse_override("attn_v=method=flexround"));
+  const LinearChoice v = spec.resolve("blk.2.attn_v.weight", LinearRole::kAttnV);
+  EXPECT_TRUE(v.flexround && !v.gptq);
+  EXPECT_EQ(v.quant.method, quant::Method::kRtn);
+  spec.overrides.push_back(*parse_override("attn_v=method=alternating,clip=1"));
+  const LinearChoice v2 = spec.resolve("blk.2.attn_v.weight", LinearRole::kAttnV);
+  EXPECT_TRUE(v2.clip_search && !v2.flexround);
+  EXPECT_FALSE(parse_override("x=clip=2").is_ok());
+
   LinearSpec dense = LinearSpec::dense();
   EXPECT_FALSE(dense.any_quantized());
   EXPECT_FALSE(dense.resolve("output.weight", std::nullopt).quantize);

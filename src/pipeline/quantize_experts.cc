@@ -18,6 +18,8 @@ model::LinearChoice expert_choice(const ExpertTensor& t, const model::LinearSpec
   c.gptq = false;
   c.act_order = false;
   c.adadim = false;
+  c.flexround = false;  // its RTN start, uncalibrated
+  c.clip_search = false;
   c.quant.importance = false;
   return c;
 }

@@ -16,6 +16,8 @@
 #include "lutqfile/lutq_file.h"
 #include "model/config.h"
 #include "model/linear.h"
+#include "quant/clip_search.h"
+#include "quant/flexround.h"
 #include "quant/gptq.h"
 
 namespace lutq::pipeline {
@@ -69,7 +71,8 @@ struct LinearTarget {
 
 // The label recorded with a matrix: the quantizer, GPTQ's and AdaDim's part in it.
 std::string method_label(const LinearChoice& choice, const format::BcqMatrix& q) {
-  std::string m = quant::method_name(choice.quant.method);
+  std::string m = choice.flexround ? "flexround" : quant::method_name(choice.quant.method);
+  if (choice.clip_search && !choice.flexround) m += "+clip";
   if (choice.gptq) m = "gptq-" + m + (choice.act_order ? "-act" : "");
   if (choice.adadim) m += std::string("+adadim(") + format::orientation_name(q.cfg.orientation) + ")";
   return m;
@@ -111,6 +114,38 @@ Result<format::BcqMatrix> calibrated_quantize(const std::string& name, const flo
   go.cfg.g = adapt(go.cfg.orientation == format::Orientation::kPerOC ? k : n);
   Result<format::BcqMatrix> q = factor != nullptr ? quant::gptq_quantize(w, n, k, *factor, go, &pool)
                                                    : quant::gptq(w, n, k, h, go, &pool);
+  if (!q) return named(q.status());
+  return q;
+}
+
+// FlexRound or the clipping search for one block layer, with the input statistics h of its layer.
+Result<format::BcqMatrix> searched_quantize(const std::string& name, const float* w, int64_t n, int64_t k,
+                                            const LinearChoice& choice, const double* h, ThreadPool& pool) {
+  const auto named = [&](const Status& st) { return Status(st.code(), name + ": " + st.message()); };
+  if (choice.gptq || choice.adadim) {
+    return Status::invalid(name + ": the clipping search and FlexRound apply to the plain per-OC fits, not with "
+                                  "GPTQ or AdaDim (--orientation auto)");
+  }
+  format::BcqConfig cfg = choice.quant.cfg;
+  if (choice.adapt_group) cfg.g = model::adapted_group(cfg.g, k).value_or(cfg.g);
+  std::vector<double> importance;  // diag(H)
+  if (choice.quant.importance) {
+    importance.resize(static_cast<size_t>(k));
+    for (int64_t i = 0; i < k; ++i) importance[static_cast<size_t>(i)] = h[i * k + i];
+  }
+  if (choice.flexround) {
+    if (choice.quant.scale_bits != 0) return Status::invalid(name + ": FlexRound stores fp16 scales (no scale_bits)");
+    quant::FlexRoundOptions fo;
+    fo.cfg = cfg;
+    fo.iterations = choice.flexround_steps;
+    fo.importance = choice.quant.importance;
+    Result<format::BcqMatrix> q = quant::flexround(w, n, k, h, fo, &pool);
+    if (!q) return named(q.status());
+    return q;
+  }
+  quant::QuantOptions qo = choice.quant;
+  qo.cfg = cfg;
+  Result<format::BcqMatrix> q = quant::clip_search(w, n, k, h, qo, {}, &pool, importance);
   if (!q) return named(q.status());
   return q;
 }
@@ -159,6 +194,12 @@ double relative_error(const float* w, const std::vector<float>& wq) {
 Result<format::BcqMatrix> quantize_layer(const std::string& name, const float* w, int64_t n, int64_t k,
                                          const LinearChoice& choice, const double* h, ThreadPool& pool,
                                          SharedFactor shared) {
+  if (choice.quantize && (choice.flexround || choice.clip_search)) {
+    if (h == nullptr) {
+      return Status::invalid(name + ": FlexRound and the clipping search need calibration statistics (--calib)");
+    }
+    return searched_quantize(name, w, n, k, choice, h, pool);
+  }
   if (choice.quantize && (choice.gptq || choice.adadim)) {
     if (h == nullptr) return Status::invalid(name + ": GPTQ / AdaDim need calibration statistics (--calib)");
     return calibrated_quantize(name, w, n, k, choice, h, pool, shared);
@@ -176,7 +217,7 @@ bool needs_calibration(const LinearSpec& spec, const ModelConfig& config) {
     for (int r = 0; r < kNumLinearRoles; ++r) {
       const auto role = static_cast<LinearRole>(r);
       const LinearChoice c = spec.resolve("blk." + std::to_string(l) + "." + role_name(role) + ".weight", role);
-      if (c.quantize && (c.gptq || c.adadim)) return true;
+      if (c.quantize && (c.gptq || c.adadim || c.flexround || c.clip_search)) return true;
     }
   }
   return false;
@@ -356,7 +397,8 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
   if (!config) return config.status();
   const ModelConfig& c = *config;
   if (needs_calibration(spec, c) && (calib == nullptr || calib->n_layer() != c.n_layer)) {
-    return Status::invalid("GPTQ / AdaDim need calibration statistics of this model (lutq quantize --calib TEXT)");
+    return Status::invalid("GPTQ / AdaDim / FlexRound / the clipping search need calibration statistics of this model "
+                           "(lutq quantize --calib TEXT)");
   }
   // The expert tensors written one matrix per expert (left out of the file as 3-D tensors).
   Result<std::vector<ExpertTensor>> split = per_expert_tensors(c, spec, experts);

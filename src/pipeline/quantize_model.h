@@ -62,8 +62,8 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
                                         ThreadPool& pool, const QuantizeProgress& progress = {},
                                         HessianSource* calib = nullptr, const ExpertsOptions& experts = {});
 
-// Quantizes one layer per `choice`: GPTQ / AdaDim with the input statistics h[k*k] (an error
-// when h is null), else the plain quantizer; the group size adapts as choice.adapt_group says.
+// Quantizes one layer per `choice`: GPTQ / AdaDim, FlexRound or the clipping search with the input
+// statistics h[k*k] (an error when h is null), else the plain quantizer; the group size adapts as choice.adapt_group says.
 // With `factors`, GPTQ's factor of h is taken from (and kept in) it under `input_key`, so layers
 // reading one input (q/k/v, gate/up) share one O(k³) factorisation.
 struct SharedFactor {
@@ -74,7 +74,7 @@ Result<format::BcqMatrix> quantize_layer(const std::string& name, const float* w
                                          const LinearChoice& choice, const double* h, ThreadPool& pool,
                                          SharedFactor shared = {});
 
-// Whether any layer of `spec` needs calibration statistics (GPTQ or AdaDim).
+// Whether any layer of `spec` needs calibration statistics (GPTQ, AdaDim, FlexRound, clip search).
 bool needs_calibration(const LinearSpec& spec, const ModelConfig& config);
 
 }  // namespace lutq::pipeline

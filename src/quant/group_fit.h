@@ -21,6 +21,10 @@ inline double round_fp16_sat(double x) {
   return round_to_fp16(static_cast<float>(x));
 }
 
+// A valid stored half step α_0 of a uniform grid (quantize.h, RTN) near a0: positive, fp16 (at
+// least the smallest subnormal), small enough that α_{q−1} = α_0·2^(q−1) stays finite.
+double clamp_half_step(double a0, int q);
+
 // Index of a nearest value in a sorted grid of `size` (a power of two) values, given the size−1
 // midpoints between neighbours: a branchless binary search; ties go to the upper value.
 inline int nearest_index(const double* mids, int size, double x) {

@@ -31,14 +31,13 @@ double rtn_half_step(double half, int q) {
   return a0;
 }
 
-// A valid stored half step: positive, fp16, small enough that α_{q−1} stays finite.
+}  // namespace
+
 double clamp_half_step(double a0, int q) {
   const double top = std::ldexp(1.0, q - 1);
   a0 = std::max(round_fp16_sat(a0), kFp16MinSubnormal);
   return a0 * top > kFp16Max ? kFp16Max / top : a0;
 }
-
-}  // namespace
 
 double GroupFitter::rtn_assign(const float* v, int64_t len, int q, double z, double a0, uint8_t* codes) const {
   const int levels = (1 << q) - 1;

@@ -44,7 +44,30 @@ struct Worker {
   std::vector<uint8_t> codes;
   float alpha[format::kMaxBits] = {};
   float offset = 0.0f;
+  detail::ValueGrid grid;  // the fitted grid, for the codes of a clipped fit
 };
+
+// Fits group v[len] clamped to its range shrunk by `clip` toward its centre, then gives every
+// original weight the code of its nearest value on the fitted grid.
+void fit_clipped(const float* v, int64_t len, const QuantOptions& opt, bool with_offset, const double* d,
+                 Worker& wk) {
+  const auto [lo, hi] = std::minmax_element(v, v + len);
+  const double centre = 0.5 * (static_cast<double>(*lo) + static_cast<double>(*hi));
+  const double half = opt.clip * 0.5 * (static_cast<double>(*hi) - static_cast<double>(*lo));
+  wk.values.resize(static_cast<size_t>(len));
+  for (int64_t e = 0; e < len; ++e) {
+    wk.values[static_cast<size_t>(e)] = static_cast<float>(std::clamp(static_cast<double>(v[e]), centre - half, centre + half));
+  }
+  const int q = opt.cfg.q;
+  wk.fitter.fit(wk.values.data(), len, q, opt.method, with_offset, opt.iterations, wk.alpha, &wk.offset,
+                wk.codes.data(), d);
+  double alpha[format::kMaxBits];
+  for (int i = 0; i < q; ++i) alpha[i] = wk.alpha[i];
+  wk.grid.build(alpha, q, wk.offset);
+  for (int64_t e = 0; e < len; ++e) {
+    wk.codes[static_cast<size_t>(e)] = wk.grid.codes()[detail::nearest_index(wk.grid.mids(), wk.grid.size(), v[e])];
+  }
+}
 
 void store_scales(BcqMatrix& m, int64_t set, const Worker& wk) {
   const int q = m.cfg.q;
@@ -80,8 +103,12 @@ void quantize_rows(const float* w, BcqMatrix& m, const QuantOptions& opt, std::s
     for (int64_t gi = 0; gi < groups; ++gi) {
       const float* v = w + r * m.k + gi * g;
       const double* d = importance.empty() ? nullptr : importance.data() + gi * g;
-      wk.fitter.fit(v, g, m.cfg.q, opt.method, m.cfg.has_offset, opt.iterations, wk.alpha, &wk.offset,
-                    wk.codes.data(), d);
+      if (opt.clip < 1.0) {
+        fit_clipped(v, g, opt, m.cfg.has_offset, d, wk);
+      } else {
+        wk.fitter.fit(v, g, m.cfg.q, opt.method, m.cfg.has_offset, opt.iterations, wk.alpha, &wk.offset,
+                      wk.codes.data(), d);
+      }
       store_scales(m, r * groups + gi, wk);
       write_planes(wk.codes.data(), g, m.cfg.q, [&](int i, int64_t b) -> uint8_t& {
         return m.bits[static_cast<size_t>((i * m.n + r) * row_bytes + gi * g / 8 + b)];
@@ -153,6 +180,12 @@ Result<format::BcqMatrix> quantize(const float* w, int64_t n, int64_t k, const Q
   if (w == nullptr) return Status::invalid("quantize: weight pointer is null");
   if (opt.iterations < 0) {
     return Status::invalid("alternating iterations=" + std::to_string(opt.iterations) + " must be >= 0");
+  }
+  if (!(opt.clip > 0.0 && opt.clip <= 1.0)) {
+    return Status::invalid("quantize: clip ratio " + std::to_string(opt.clip) + " must be in (0, 1]");
+  }
+  if (opt.clip < 1.0 && cfg.orientation != format::Orientation::kPerOC) {
+    return Status::invalid("quantize: clipping applies to per-OC groups only");
   }
   if (opt.scale_bits != 0) {
     if (Status s = format::validate_scale_bits(opt.scale_bits); !s) return s;

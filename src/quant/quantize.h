@@ -79,6 +79,11 @@ struct QuantOptions {
   // 0: fp16 scales and offsets. 4..8: compressed scales (format/scale_codes.h) of this many bits;
   // the bits are chosen against the decoded scales (quant/scale_fit.h).
   int scale_bits = 0;
+  // Clipping (per-OC only; quant/clip_search.h chooses it per row): each group is fitted on its
+  // values clamped to its range shrunk toward its centre, [c − clip·h, c + clip·h] with
+  // c = (min + max)/2 and h = (max − min)/2; every weight (clipped or not) then takes the nearest
+  // value of that fitted grid. 1: no clipping (the plain fit, bit for bit). In (0, 1].
+  double clip = 1.0;
 };
 
 // Quantizes w[n*k] (row-major). Rejects a bad shape or config (format::validate_config), a
