@@ -31,6 +31,9 @@ class KvProjector {
   // k, v [m][kv_dim] = x [m][n_embd] through the layer's k/v linears, biases included, before
   // the k norm and RoPE.
   virtual Status project(const float* x, int64_t m, float* k, float* v, ThreadPool& pool) const = 0;
+  // The k or the v half of project() alone: k or v [m][kv_dim].
+  virtual Status project_keys(const float* x, int64_t m, float* k, ThreadPool& pool) const = 0;
+  virtual Status project_values(const float* x, int64_t m, float* v, ThreadPool& pool) const = 0;
   virtual std::span<const float> k_bias() const = 0;  // [kv_dim] or empty
   virtual std::span<const float> v_bias() const = 0;
   // The RoPE table of positions first..first+count-1 under the layer's RoPE configuration.
