@@ -1,5 +1,6 @@
 #include "model/memory/kv_basis.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 
@@ -102,10 +103,25 @@ void block_map(const std::vector<double>& w, const std::vector<float>& ut, int64
 
 }  // namespace
 
+int64_t kv_key_width(KvBlocks blocks, int64_t n_head_kv, int64_t hd) {
+  switch (blocks) {
+    case KvBlocks::kJoint: return 2 * n_head_kv * hd;
+    case KvBlocks::kSplit: return n_head_kv * hd;
+    default: return hd;
+  }
+}
+
+int64_t kv_value_width(KvBlocks blocks, int64_t n_head_kv, int64_t hd) {
+  switch (blocks) {
+    case KvBlocks::kJoint: return 2 * n_head_kv * hd;
+    case KvBlocks::kPerHead: return hd;
+    default: return n_head_kv * hd;
+  }
+}
+
 int64_t kv_basis_floats(KvBlocks blocks, int64_t e, int64_t n_head_kv, int64_t hd) {
-  const int64_t r = 2 * n_head_kv * hd;
-  const int64_t width = blocks == KvBlocks::kJoint ? r : hd;
-  return r * e + 2 * n_head_kv * hd * width;
+  const int64_t kvd = n_head_kv * hd;
+  return 2 * kvd * e + kvd * (kv_key_width(blocks, n_head_kv, hd) + kv_value_width(blocks, n_head_kv, hd));
 }
 
 Result<KvBasis> kv_basis(const KvProjector& kv, int64_t e, int64_t n_head_kv, int64_t hd, KvBlocks blocks,
@@ -117,20 +133,24 @@ Result<KvBasis> kv_basis(const KvProjector& kv, int64_t e, int64_t n_head_kv, in
   KvBasis b;
   b.rank = 2 * kvd;
   b.ut.assign(static_cast<size_t>(b.rank * e), 0.0f);
-  const bool joint = blocks == KvBlocks::kJoint;
-  const int64_t nb = joint ? b.rank : hd;  // rows per block
-  for (int64_t row0 = 0; row0 < b.rank; row0 += nb) {
-    if (Status st = block_basis(w, e, row0, nb, b.ut); !st) return st;
+  b.key_width = kv_key_width(blocks, n_head_kv, hd);
+  b.value_width = kv_value_width(blocks, n_head_kv, hd);
+  const bool joint = b.key_width == b.rank;
+  // Blocks of rows: all of W (joint), else the keys' in steps of key_width, the values' of value_width.
+  for (int64_t row0 = 0; row0 < b.rank;) {
+    const int64_t rows = joint ? b.rank : (row0 < kvd ? b.key_width : b.value_width);
+    if (Status st = block_basis(w, e, row0, rows, b.ut); !st) return st;
+    row0 += rows;
   }
-  b.width = joint ? b.rank : hd;
-  b.key_stride = joint ? 0 : hd;
+  b.key_stride = b.key_width == hd ? hd : 0;
   b.value_base = joint ? 0 : kvd;
-  b.value_stride = b.key_stride;
-  b.key_map.resize(static_cast<size_t>(kvd * b.width));
-  b.value_map.resize(b.key_map.size());
+  b.value_stride = b.value_width == hd ? hd : 0;
+  b.key_map.resize(static_cast<size_t>(kvd * b.key_width));
+  b.value_map.resize(static_cast<size_t>(kvd * b.value_width));
   for (int64_t g = 0; g < n_head_kv; ++g) {
-    block_map(w, b.ut, e, g * hd, hd, b.key_offset(g), b.width, b.key_map.data() + g * hd * b.width);
-    block_map(w, b.ut, e, kvd + g * hd, hd, b.value_offset(g), b.width, b.value_map.data() + g * hd * b.width);
+    block_map(w, b.ut, e, g * hd, hd, b.key_offset(g), b.key_width, b.key_map.data() + g * hd * b.key_width);
+    block_map(w, b.ut, e, kvd + g * hd, hd, b.value_offset(g), b.value_width,
+              b.value_map.data() + g * hd * b.value_width);
   }
   return b;
 }

@@ -7,11 +7,14 @@
 //
 // The rows of W can be taken in blocks, each with its own orthonormal basis (the right singular
 // vectors of the block, strongest first), the latent being the blocks' coordinates side by side:
-//   kJoint    one block, all of W: one basis of rank 2·kv_dim; every key and value reads all r
-//             latent values (rebuild n × r × kv_dim each for K and V);
-//   kPerHead  one block per kv head of W_k and per kv head of W_v (head_dim rows each): key head
-//             g reads only its head_dim latent values (rebuild n × head_dim² per head).
-// Each block's coordinates are an invertible linear image of its rows' outputs, so both hold
+//   kJoint     one block, all of W: one basis of rank 2·kv_dim; every key and value reads all r
+//              latent values (key rebuild n × r × kv_dim);
+//   kSplit     W_k and W_v apart (kv_dim each): keys read the first kv_dim latent values
+//              (rebuild n × kv_dim²), values the rest;
+//   kPerHead   one block per kv head of W_k and of W_v (head_dim rows each): key head g reads
+//              only its head_dim latent values (rebuild n × kv_dim × head_dim);
+//   kHeadKeys  W_k per kv head, W_v as one block.
+// Each block's coordinates are an invertible linear image of its rows' outputs, so all hold
 // exactly what K and V need; they differ in what the per-channel quantization sees and in the
 // rebuild cost (docs/memory.md).
 #pragma once
@@ -25,20 +28,24 @@
 
 namespace lutq::model {
 
-enum class KvBlocks { kJoint, kPerHead };
+using KvBlocks = XQuantBasis;
 
 struct KvBasis {
   int64_t rank = 0;         // r: latent values per position (zero columns where W has a smaller rank)
   std::vector<float> ut;    // [r][n_embd]: Uᵀ, so x·U is a GEMM with Uᵀ as the weight rows
-  // Key head g reads latent columns [key_offset(g), + width), value head g [value_offset(g), + width).
-  int64_t width = 0;
+  // Key head g reads latent columns [key_offset(g), + key_width), value head g
+  // [value_offset(g), + value_width).
+  int64_t key_width = 0, value_width = 0;
   int64_t key_base = 0, key_stride = 0, value_base = 0, value_stride = 0;
-  std::vector<float> key_map;    // [n_head_kv][head_dim][width]: W_k,g·U over head g's key columns
-  std::vector<float> value_map;  // [n_head_kv][head_dim][width]
+  std::vector<float> key_map;    // [n_head_kv][head_dim][key_width]: W_k,g·U over head g's key columns
+  std::vector<float> value_map;  // [n_head_kv][head_dim][value_width]
   int64_t key_offset(int64_t g) const { return key_base + g * key_stride; }
   int64_t value_offset(int64_t g) const { return value_base + g * value_stride; }
 };
 
+// Latent columns a key head and a value head read under this layout.
+int64_t kv_key_width(KvBlocks blocks, int64_t n_head_kv, int64_t head_dim);
+int64_t kv_value_width(KvBlocks blocks, int64_t n_head_kv, int64_t head_dim);
 // Floats a basis of this layout holds (Uᵀ and both maps).
 int64_t kv_basis_floats(KvBlocks blocks, int64_t n_embd, int64_t n_head_kv, int64_t head_dim);
 

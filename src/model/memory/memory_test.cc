@@ -16,6 +16,7 @@
 #include <cmath>
 #include <memory>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "core/cpu.h"
@@ -232,7 +233,7 @@ TEST(Memory, XQuantLatentWithinItsStepBound) {
   const int64_t e = 96, hd = 16, kvd = 32;
   std::mt19937 rng(31);
   DenseProjector proj(e, kvd, rng);
-  const Outputs r = run(MemoryKind::kXQuant, MemoryOptions{4, 4}, c, proj, 32);
+  const Outputs r = run(MemoryKind::kXQuant, MemoryOptions{4, 4, XQuantBasis::kPerHead}, c, proj, 32);
   ThreadPool pool(1);
   const KvBasis b = *kv_basis(proj, e, 2, hd, KvBlocks::kPerHead, pool);
   std::vector<float> lat(static_cast<size_t>(c.positions * b.rank));
@@ -253,11 +254,12 @@ TEST(Memory, XQuantLatentWithinItsStepBound) {
     dc[static_cast<size_t>(j)] = half_step(hi - lo, absmax(lat), 4);
   }
   const auto worst = [&](const std::vector<float>& map, bool key) {
+    const int64_t width = key ? b.key_width : b.value_width;
     double m = 0.0;
     for (int64_t o = 0; o < kvd; ++o) {
       const int64_t off = key ? b.key_offset(o / hd) : b.value_offset(o / hd);
       double s = 0.0;
-      for (int64_t j = 0; j < b.width; ++j) s += std::abs(map[static_cast<size_t>(o * b.width + j)]) * dc[static_cast<size_t>(off + j)];
+      for (int64_t j = 0; j < width; ++j) s += std::abs(map[static_cast<size_t>(o * width + j)]) * dc[static_cast<size_t>(off + j)];
       m = std::max(m, s);
     }
     return static_cast<float>(m);
@@ -269,13 +271,17 @@ TEST(Memory, XQuantLatentWithinItsStepBound) {
 // queries: the latent x·U) and full width alike, for XQuant and XQuant-CL.
 TEST(Memory, XQuantInFp32RebuildsTheKeysExactly) {
   for (const MemoryShape shape : {MemoryShape{3, 64, 4, 1, 16, 40, 1}, MemoryShape{3, 32, 4, 2, 16, 40, 1}}) {
-    for (MemoryKind kind : {MemoryKind::kXQuant, MemoryKind::kXQuantCl}) {
+    for (const auto& [kind, basis] : {std::pair{MemoryKind::kXQuant, XQuantBasis::kJoint},
+                                     std::pair{MemoryKind::kXQuant, XQuantBasis::kSplit},
+                                     std::pair{MemoryKind::kXQuant, XQuantBasis::kPerHead},
+                                     std::pair{MemoryKind::kXQuant, XQuantBasis::kHeadKeys},
+                                     std::pair{MemoryKind::kXQuantCl, XQuantBasis::kJoint}}) {
       Case c;
       c.shape = shape;
       c.positions = 30;
       std::mt19937 rng(12);
       DenseProjector proj(shape.n_embd, shape.n_head_kv * shape.head_dim, rng);
-      const Outputs r = run(kind, MemoryOptions{32, 2}, c, proj, 13);
+      const Outputs r = run(kind, MemoryOptions{32, 2, basis}, c, proj, 13);
       float worst = 0.0f;
       for (size_t i = 0; i < r.got.size(); ++i) worst = std::max(worst, std::abs(r.got[i] - r.want[i]));
       EXPECT_LT(worst, 2e-4f) << memory_kind_name(kind) << " n_embd " << shape.n_embd;
@@ -297,14 +303,15 @@ TEST(Memory, KvBasisSpansTheRowSpace) {
   std::vector<float> x(static_cast<size_t>(e));
   std::normal_distribution<float> dist(0.0f, 1.0f);
   for (float& f : x) f = dist(rng);
-  for (KvBlocks blocks : {KvBlocks::kJoint, KvBlocks::kPerHead}) {
+  for (KvBlocks blocks : {KvBlocks::kJoint, KvBlocks::kSplit, KvBlocks::kPerHead, KvBlocks::kHeadKeys}) {
     const KvBasis b = *kv_basis(proj, e, heads, hd, blocks, pool);
     ASSERT_EQ(b.rank, 2 * kvd);
     EXPECT_EQ(static_cast<int64_t>(b.ut.size() + b.key_map.size() + b.value_map.size()),
               kv_basis_floats(blocks, e, heads, hd));
-    const int64_t block = blocks == KvBlocks::kJoint ? b.rank : hd;
     for (int64_t i = 0; i < b.rank; ++i) {  // orthonormal columns within each block
-      for (int64_t j = i / block * block; j < (i / block + 1) * block; ++j) {
+      const int64_t block = i < kvd ? b.key_width : b.value_width;
+      const int64_t base = i < kvd || b.key_width == b.rank ? 0 : kvd;
+      for (int64_t j = base + (i - base) / block * block; j < base + ((i - base) / block + 1) * block; ++j) {
         double d = 0.0;
         for (int64_t ch = 0; ch < e; ++ch) d += double{b.ut[static_cast<size_t>(i * e + ch)]} * b.ut[static_cast<size_t>(j * e + ch)];
         EXPECT_NEAR(d, i == j ? 1.0 : 0.0, 1e-5);
@@ -317,10 +324,11 @@ TEST(Memory, KvBasisSpansTheRowSpace) {
     for (int64_t o = 0; o < 2 * kvd; ++o) {
       const bool key = o < kvd;
       const int64_t g = (o % kvd) / hd;
-      const float* map = (key ? b.key_map : b.value_map).data() + (o % kvd) * b.width;
+      const int64_t width = key ? b.key_width : b.value_width;
+      const float* map = (key ? b.key_map : b.value_map).data() + (o % kvd) * width;
       const int64_t off = key ? b.key_offset(g) : b.value_offset(g);
       double got = 0.0, want = 0.0;
-      for (int64_t j = 0; j < b.width; ++j) got += c[static_cast<size_t>(off + j)] * map[j];
+      for (int64_t j = 0; j < width; ++j) got += c[static_cast<size_t>(off + j)] * map[j];
       for (int64_t ch = 0; ch < e; ++ch) want += w[static_cast<size_t>(o * e + ch)] * x[static_cast<size_t>(ch)];
       EXPECT_NEAR(got, want, 1e-4 * (1.0 + std::abs(want))) << "output " << o;
     }
@@ -402,12 +410,16 @@ TEST(Memory, AccountingEqualsTheAllocation) {
   // XQuant at 4 bits: the latent of rank 2·kv_dim = 32, per channel over groups of 64 positions:
   // 32 bytes of codes and 4 of scale/min per channel and group (18 bytes per position and layer);
   // per slot one group (100 / 64), the fp32 window [64][32], a counter and the sink rows; per layer Uᵀ [32][64]
-  // and the per-head key and value maps [16][16] each in fp32 (XQuant-CL: the joint basis, maps
-  // [16][32] each, and M_lᵀ [32][32]).
+  // and the key and value maps [16][32] each in fp32 (the joint basis; per-head bases: [16][16]
+  // each; XQuant-CL adds M_lᵀ [32][32]).
   std::unique_ptr<Memory> xq = std::move(*make_memory(MemoryKind::kXQuant, s));
   EXPECT_EQ(xq->bytes_per_token(), 3 * 18);
   const int64_t store = 3 * 2 * (32 * 36 + 64 * 32 * 4 + 8 + LatentStore::kSink * 32 * 4);
-  EXPECT_EQ(xq->bytes(), store + 3 * (32 * 64 + 2 * 16 * 16) * 4);
+  EXPECT_EQ(xq->bytes(), store + 3 * (32 * 64 + 2 * 16 * 32) * 4);
+  MemoryOptions per_head;
+  per_head.basis = XQuantBasis::kPerHead;
+  EXPECT_EQ(make_memory(MemoryKind::kXQuant, s, per_head).value()->bytes(), store + 3 * (32 * 64 + 2 * 16 * 16) * 4);
+  EXPECT_EQ(memory_bytes(MemoryKind::kXQuant, s, per_head), store + 3 * (32 * 64 + 2 * 16 * 16) * 4);
   EXPECT_EQ(make_memory(MemoryKind::kXQuantCl, s).value()->bytes(), store + 3 * (32 * 64 + 2 * 16 * 32 + 32 * 32) * 4);
 }
 

@@ -44,11 +44,11 @@ namespace {
 constexpr int64_t kGroup = 64;  // positions per (channel, group) scale
 
 struct XLayout {
-  XLayout(const MemoryShape& s, bool cl)
+  XLayout(const MemoryShape& s, const MemoryOptions& o, bool cl)
       : e(s.n_embd), kvd(s.n_head_kv * s.head_dim), low_rank(2 * kvd < e), r(low_rank ? 2 * kvd : e),
         // XQuant-CL's maps M_l = U_{l−1}ᵀ·U_l are least-squares transfers only between orthonormal
         // bases: it keeps the joint one (kv_basis.h).
-        blocks(cl ? KvBlocks::kJoint : KvBlocks::kPerHead),
+        blocks(cl ? KvBlocks::kJoint : o.basis),
         basis_floats(low_rank ? kv_basis_floats(blocks, e, s.n_head_kv, s.head_dim) + (cl ? r * r : 0) : 0) {}
   int64_t e, kvd;
   bool low_rank;
@@ -60,17 +60,16 @@ struct XLayout {
 class XQuantMemory final : public Memory {
  public:
   XQuantMemory(const MemoryShape& s, const MemoryOptions& o, bool cl)
-      : Memory(s), lay_(s, cl), cl_(cl), anchor_(o.cl_anchor),
+      : Memory(s), lay_(s, o, cl), cl_(cl), anchor_(o.cl_anchor),
         store_(s.sequences * s.n_layer, s.capacity, lay_.r, o.x_bits, kGroup),
         bases_(static_cast<size_t>(s.n_layer)), mix_(static_cast<size_t>(lay_.low_rank && cl ? s.n_layer : 0)),
         ready_(static_cast<size_t>(s.n_layer), false) {
-    const int64_t width = lay_.blocks == KvBlocks::kJoint ? lay_.r : s.head_dim;
     for (KvBasis& b : bases_) {
       if (!lay_.low_rank) continue;
       b.rank = lay_.r;
       b.ut.resize(static_cast<size_t>(lay_.r * lay_.e));
-      b.key_map.resize(static_cast<size_t>(lay_.kvd * width));
-      b.value_map.resize(b.key_map.size());
+      b.key_map.resize(static_cast<size_t>(lay_.kvd * kv_key_width(lay_.blocks, s.n_head_kv, s.head_dim)));
+      b.value_map.resize(static_cast<size_t>(lay_.kvd * kv_value_width(lay_.blocks, s.n_head_kv, s.head_dim)));
     }
     for (std::vector<float>& m : mix_) m.resize(static_cast<size_t>(lay_.r * lay_.r));
   }
@@ -153,7 +152,7 @@ class XQuantMemory final : public Memory {
     if (lay_.low_rank) {
       const KvBasis& b = bases_[static_cast<size_t>(layer)];
       rebuild_keys(b, n, in.kv->k_bias(), ops, pool);
-      lv = {c_.data(), lay_.r, b.width, b.value_base, b.value_stride, b.value_map.data(), in.kv->v_bias(), in.kv};
+      lv = {c_.data(), lay_.r, b.value_width, b.value_base, b.value_stride, b.value_map.data(), in.kv->v_bias(), in.kv};
     } else if (Status st = in.kv->project_keys(c_.data(), n, k_.data(), pool); !st) {
       return st;
     }
@@ -168,19 +167,19 @@ class XQuantMemory final : public Memory {
     const bool shared = b.key_stride == 0;
     const int64_t heads = shared ? 1 : shape().n_head_kv;
     const int64_t rows_out = kvd / heads;  // output columns per GEMM
-    const bool whole = b.width == lay_.r;  // the GEMM reads ĉ as it is
-    cols_.resize(static_cast<size_t>(whole ? 0 : n * b.width));
+    const bool whole = b.key_width == lay_.r;  // the GEMM reads ĉ as it is
+    cols_.resize(static_cast<size_t>(whole ? 0 : n * b.key_width));
     part_.resize(static_cast<size_t>(heads == 1 ? 0 : n * rows_out));
     for (int64_t g = 0; g < heads; ++g) {
       const float* src = c_.data();
       if (!whole) {
         for (int64_t p = 0; p < n; ++p) {
-          std::copy_n(c_.data() + p * lay_.r + b.key_offset(g), b.width, cols_.data() + p * b.width);
+          std::copy_n(c_.data() + p * lay_.r + b.key_offset(g), b.key_width, cols_.data() + p * b.key_width);
         }
         src = cols_.data();
       }
       float* dst = heads == 1 ? k_.data() : part_.data();
-      kernels::dense_gemm({b.key_map.data() + g * rows_out * b.width, rows_out, b.width}, src, n, dst, pool, ops.avx2);
+      kernels::dense_gemm({b.key_map.data() + g * rows_out * b.key_width, rows_out, b.key_width}, src, n, dst, pool, ops.avx2);
       for (int64_t p = 0; p < n; ++p) {
         float* kp = k_.data() + p * kvd + g * rows_out;
         const float* from = dst + p * rows_out;
@@ -268,7 +267,7 @@ class XQuantMemory final : public Memory {
 };
 
 int64_t xq_bytes(const MemoryShape& s, const MemoryOptions& o, bool cl) {
-  const XLayout lay(s, cl);
+  const XLayout lay(s, o, cl);
   return LatentStore::bytes_for(s.sequences * s.n_layer, s.capacity, lay.r, o.x_bits, kGroup) +
          s.n_layer * lay.basis_floats * 4;
 }
