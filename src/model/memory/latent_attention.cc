@@ -116,6 +116,12 @@ Status attend_latent(const MemoryShape& s, const AttentionRows& in, std::span<co
       pool.run(body);
     }
   }
+  if (v.map == nullptr && v.kv == nullptr) {  // rebuilt values: z is the output
+    for (int64_t i = 0; i < m; ++i) {
+      std::copy_n(z.data() + i * zn, zn, out + rows[static_cast<size_t>(i)] * q_stride);
+    }
+    return Status::ok();
+  }
   if (v.map == nullptr) {  // the latent is x: the layer's v linear on z, bias included
     std::vector<float> vz(static_cast<size_t>(m * s.n_head * kvd));
     if (Status st = v.kv->project_values(z.data(), m * s.n_head, vz.data(), pool); !st) return st;

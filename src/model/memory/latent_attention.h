@@ -17,7 +17,9 @@ struct LatentValues {
   int64_t r = 0;
   int64_t width = 0;                 // latent columns a value head reads
   int64_t base = 0, stride = 0;      // kv head g reads columns [base + g·stride, + width)
-  const float* map = nullptr;        // [n_head_kv][head_dim][width], or null: kv->project_values
+  // [n_head_kv][head_dim][width]; null: kv->project_values, or with kv null too, the columns
+  // are the values themselves (width = head_dim, bias included)
+  const float* map = nullptr;
   std::span<const float> bias;       // b_v [kv_dim] or empty (with a map; the linear adds its own)
   const KvProjector* kv = nullptr;
 };

@@ -151,8 +151,16 @@ class XQuantMemory final : public Memory {
     LatentValues lv{c_.data(), lay_.r, lay_.r, 0, 0, nullptr, {}, in.kv};
     if (lay_.low_rank) {
       const KvBasis& b = bases_[static_cast<size_t>(layer)];
-      rebuild_keys(b, n, in.kv->k_bias(), ops, pool);
+      rebuild(b.key_map, b.key_width, b.key_offset(0), b.key_stride, n, in.kv->k_bias(), k_, ops, pool);
       lv = {c_.data(), lay_.r, b.value_width, b.value_base, b.value_stride, b.value_map.data(), in.kv->v_bias(), in.kv};
+      // Many rows (prefill): each row's latent sum costs n_head·n·width, rebuilding V once
+      // n·width·kv_dim; past the crossing, rebuild V and attend over it directly.
+      const auto m = static_cast<int64_t>(rows.size());
+      if (m * shape().n_head * (b.value_width - shape().head_dim) > lay_.kvd * b.value_width) {
+        v_.resize(k_.size());
+        rebuild(b.value_map, b.value_width, b.value_base, b.value_stride, n, in.kv->v_bias(), v_, ops, pool);
+        lv = {v_.data(), lay_.kvd, shape().head_dim, 0, shape().head_dim, nullptr, {}, nullptr};
+      }
     } else if (Status st = in.kv->project_keys(c_.data(), n, k_.data(), pool); !st) {
       return st;
     }
@@ -160,28 +168,28 @@ class XQuantMemory final : public Memory {
     return attend_latent(shape(), in, rows, k_.data(), lv, out, ops, pool);
   }
 
-  // k_ [n][kv_dim] = ĉ·(W_k·U)ᵀ + b_k, before the k norm and RoPE: one GEMM over the key columns
-  // all heads share (joint basis), or one per kv head over its own columns.
-  void rebuild_keys(const KvBasis& b, int64_t n, std::span<const float> bias, OpIsa ops, ThreadPool& pool) {
+  // out [n][kv_dim] = ĉ·mapᵀ + bias (keys before the k norm and RoPE, or values): one GEMM over the
+  // latent columns all heads share (stride 0), or one per kv head over its own columns.
+  void rebuild(const std::vector<float>& map, int64_t width, int64_t base, int64_t stride, int64_t n,
+               std::span<const float> bias, std::vector<float>& out, OpIsa ops, ThreadPool& pool) {
     const int64_t kvd = lay_.kvd;
-    const bool shared = b.key_stride == 0;
-    const int64_t heads = shared ? 1 : shape().n_head_kv;
+    const int64_t heads = stride == 0 ? 1 : shape().n_head_kv;
     const int64_t rows_out = kvd / heads;  // output columns per GEMM
-    const bool whole = b.key_width == lay_.r;  // the GEMM reads ĉ as it is
-    cols_.resize(static_cast<size_t>(whole ? 0 : n * b.key_width));
+    const bool whole = width == lay_.r;    // the GEMM reads ĉ as it is
+    cols_.resize(static_cast<size_t>(whole ? 0 : n * width));
     part_.resize(static_cast<size_t>(heads == 1 ? 0 : n * rows_out));
     for (int64_t g = 0; g < heads; ++g) {
       const float* src = c_.data();
       if (!whole) {
         for (int64_t p = 0; p < n; ++p) {
-          std::copy_n(c_.data() + p * lay_.r + b.key_offset(g), b.key_width, cols_.data() + p * b.key_width);
+          std::copy_n(c_.data() + p * lay_.r + base + g * stride, width, cols_.data() + p * width);
         }
         src = cols_.data();
       }
-      float* dst = heads == 1 ? k_.data() : part_.data();
-      kernels::dense_gemm({b.key_map.data() + g * rows_out * b.key_width, rows_out, b.key_width}, src, n, dst, pool, ops.avx2);
+      float* dst = heads == 1 ? out.data() : part_.data();
+      kernels::dense_gemm({map.data() + g * rows_out * width, rows_out, width}, src, n, dst, pool, ops.avx2);
       for (int64_t p = 0; p < n; ++p) {
-        float* kp = k_.data() + p * kvd + g * rows_out;
+        float* kp = out.data() + p * kvd + g * rows_out;
         const float* from = dst + p * rows_out;
         for (int64_t o = 0; o < rows_out; ++o) {
           kp[o] = from[o] + (bias.empty() ? 0.0f : bias[static_cast<size_t>(g * rows_out + o)]);
@@ -254,7 +262,7 @@ class XQuantMemory final : public Memory {
   std::vector<std::vector<float>> mix_;    // per layer, CL and low rank: M_lᵀ [r][r]
   std::vector<bool> ready_;
   RopeTable rope_;                         // positions 0..capacity−1
-  std::vector<float> c_, k_, cols_, part_;  // one call's working space (not counted in bytes())
+  std::vector<float> c_, k_, v_, cols_, part_;  // one call's working space (not counted in bytes())
   // XQuant-CL: the last load()'s reconstruction (positions 0..n−1 of seq in `layer`), which the
   // next layer's load() predicts from instead of walking down to the anchor again. One sequence
   // only, so the working space stays n × r; any store() at or below `layer` drops it.
