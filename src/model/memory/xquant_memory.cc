@@ -263,8 +263,8 @@ class XQuantMemory final : public Memory {
   std::vector<bool> ready_;
   RopeTable rope_;                         // positions 0..capacity−1
   std::vector<float> c_, k_, v_, cols_, part_;  // one call's working space (not counted in bytes())
-  // XQuant-CL: the last load()'s reconstruction (positions 0..n−1 of seq in `layer`), which the
-  // next layer's load() predicts from instead of walking down to the anchor again. One sequence
+  // XQuant-CL: the last attend_sequence()'s reconstruction (positions 0..n−1 of seq in `layer`),
+  // which the next layer's predicts from instead of walking down to the anchor again. One sequence
   // only, so the working space stays n × r; any store() at or below `layer` drops it.
   struct Chain {
     int64_t layer = -1;
