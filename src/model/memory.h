@@ -31,6 +31,9 @@ class KvProjector {
   // k, v [m][kv_dim] = x [m][n_embd] through the layer's k/v linears, biases included, before
   // the k norm and RoPE.
   virtual Status project(const float* x, int64_t m, float* k, float* v, ThreadPool& pool) const = 0;
+  // The k or the v half of project() alone: k or v [m][kv_dim].
+  virtual Status project_keys(const float* x, int64_t m, float* k, ThreadPool& pool) const = 0;
+  virtual Status project_values(const float* x, int64_t m, float* v, ThreadPool& pool) const = 0;
   virtual std::span<const float> k_bias() const = 0;  // [kv_dim] or empty
   virtual std::span<const float> v_bias() const = 0;
   // The RoPE table of positions first..first+count-1 under the layer's RoPE configuration.
@@ -103,10 +106,16 @@ enum class MemoryKind { kF32, kF16, kQ8, kQ4, kXQuant, kXQuantCl };
 const char* memory_kind_name(MemoryKind kind);
 Result<MemoryKind> parse_memory_kind(std::string_view name);  // "f32", "f16", "q8", ...
 
+// How XQuant splits W = [W_k; W_v] into blocks with a basis each (memory/kv_basis.h): one
+// joint basis, W_k and W_v apart, one block per kv head of each, or W_k per kv head and W_v whole.
+// XQuant-CL always takes the joint basis (its maps need one orthonormal basis).
+enum class XQuantBasis { kJoint, kSplit, kPerHead, kHeadKeys };
+
 // Parameters of the XQuant kinds (the others ignore them).
 struct MemoryOptions {
   int x_bits = 4;           // bits per cached input value, 2..8, or 32: kept in fp32 (tests)
   int64_t cl_anchor = 4;    // XQuant-CL: every cl_anchor-th layer (from 0) is stored whole
+  XQuantBasis basis = XQuantBasis::kJoint;  // XQuant (low-rank layers): the latent's blocks
   bool operator==(const MemoryOptions&) const = default;
 };
 // A kind and its options as written on a command line: "q8", "xquant", "xquant:2",

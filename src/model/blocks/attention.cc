@@ -29,6 +29,12 @@ class AttentionBlock final : public Block, public KvProjector {
     float* outs[] = {k, v};
     return Linear::forward_shared(lins, x, m, outs, pool);
   }
+  Status project_keys(const float* x, int64_t m, float* k, ThreadPool& pool) const override {
+    return k_.forward(x, m, k, pool);
+  }
+  Status project_values(const float* x, int64_t m, float* v, ThreadPool& pool) const override {
+    return v_.forward(x, m, v, pool);
+  }
   std::span<const float> k_bias() const override { return k_.bias(); }
   std::span<const float> v_bias() const override { return v_.bias(); }
   RopeTable rope_table(int64_t first, int64_t count) const override {

@@ -1,5 +1,6 @@
 #include "model/memory/kv_basis.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 
@@ -58,37 +59,98 @@ Result<std::vector<double>> probe_kv_weights(const KvProjector& kv, int64_t e, i
   return w;
 }
 
-Result<KvBasis> kv_basis(const KvProjector& kv, int64_t e, int64_t kvd, ThreadPool& pool) {
+namespace {
+
+// Rows [row0, row0 + nb) of w [..][e] as one block: its orthonormal basis, strongest first, into
+// rows [row0, row0 + nb) of ut [r][e].
+Status block_basis(const std::vector<double>& w, int64_t e, int64_t row0, int64_t nb, std::vector<float>& ut) {
+  const auto bn = static_cast<blasint>(nb);
+  const auto be = static_cast<blasint>(e);
+  const double* wb = w.data() + row0 * e;
+  std::vector<double> gram(static_cast<size_t>(nb * nb));  // W_b·W_bᵀ, column-major lower triangle (what dsyevd reads)
+  cblas_dsyrk(CblasColMajor, CblasLower, CblasTrans, bn, be, 1.0, wb, be, 0.0, gram.data(), bn);
+  std::vector<double> lambda;
+  if (Status st = symmetric_eigen(gram, static_cast<int>(nb), lambda); !st) return st;
+  const double top = lambda.empty() ? 0.0 : std::max(lambda.back(), 0.0);
+  // Row src of `gram` is eigenvector src (column-major output); PᵀW [nb][e] holds p_srcᵀ·W_b.
+  std::vector<double> ptw(static_cast<size_t>(nb * e));
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bn, be, bn, 1.0, gram.data(), bn, wb, be, 0.0, ptw.data(), be);
+  for (int64_t j = 0; j < nb; ++j) {
+    const int64_t src = nb - 1 - j;  // strongest first
+    const double l = lambda[static_cast<size_t>(src)];
+    if (!(l > top * 1e-14) || l <= 0.0) continue;  // σ below 1e-7 σ_max: outside the row space
+    const double inv_sigma = 1.0 / std::sqrt(l);
+    for (int64_t c = 0; c < e; ++c) {
+      ut[static_cast<size_t>((row0 + j) * e + c)] = static_cast<float>(ptw[static_cast<size_t>(src * e + c)] * inv_sigma);
+    }
+  }
+  return Status::ok();
+}
+
+// map [hd][width] = W rows [row0, row0 + hd) · U over latent columns [col0, col0 + width).
+void block_map(const std::vector<double>& w, const std::vector<float>& ut, int64_t e, int64_t row0, int64_t hd,
+               int64_t col0, int64_t width, float* map) {
+  for (int64_t o = 0; o < hd; ++o) {
+    const double* wo = w.data() + (row0 + o) * e;
+    for (int64_t j = 0; j < width; ++j) {
+      const float* u = ut.data() + (col0 + j) * e;
+      double s = 0.0;
+      for (int64_t c = 0; c < e; ++c) s += wo[c] * u[c];
+      map[o * width + j] = static_cast<float>(s);
+    }
+  }
+}
+
+}  // namespace
+
+int64_t kv_key_width(KvBlocks blocks, int64_t n_head_kv, int64_t hd) {
+  switch (blocks) {
+    case KvBlocks::kJoint: return 2 * n_head_kv * hd;
+    case KvBlocks::kSplit: return n_head_kv * hd;
+    default: return hd;
+  }
+}
+
+int64_t kv_value_width(KvBlocks blocks, int64_t n_head_kv, int64_t hd) {
+  switch (blocks) {
+    case KvBlocks::kJoint: return 2 * n_head_kv * hd;
+    case KvBlocks::kPerHead: return hd;
+    default: return n_head_kv * hd;
+  }
+}
+
+int64_t kv_basis_floats(KvBlocks blocks, int64_t e, int64_t n_head_kv, int64_t hd) {
+  const int64_t kvd = n_head_kv * hd;
+  return 2 * kvd * e + kvd * (kv_key_width(blocks, n_head_kv, hd) + kv_value_width(blocks, n_head_kv, hd));
+}
+
+Result<KvBasis> kv_basis(const KvProjector& kv, int64_t e, int64_t n_head_kv, int64_t hd, KvBlocks blocks,
+                         ThreadPool& pool) {
+  const int64_t kvd = n_head_kv * hd;
   Result<std::vector<double>> probed = probe_kv_weights(kv, e, kvd, pool);
   if (!probed) return probed.status();
   const std::vector<double>& w = *probed;
-  const int64_t n = 2 * kvd;
-  const auto bn = static_cast<blasint>(n);
-  const auto be = static_cast<blasint>(e);
-  std::vector<double> gram(static_cast<size_t>(n * n));  // W·Wᵀ, column-major lower triangle (what dsyevd reads)
-  cblas_dsyrk(CblasColMajor, CblasLower, CblasTrans, bn, be, 1.0, w.data(), be, 0.0, gram.data(), bn);
-  std::vector<double> lambda;
-  if (Status st = symmetric_eigen(gram, static_cast<int>(n), lambda); !st) return st;
   KvBasis b;
-  b.rank = n;
-  b.ut.assign(static_cast<size_t>(n * e), 0.0f);
-  b.w_u.assign(static_cast<size_t>(n * n), 0.0f);
-  const double top = lambda.empty() ? 0.0 : std::max(lambda.back(), 0.0);
-  // Row src of `gram` is eigenvector src (column-major output); PᵀW [n][e] holds p_srcᵀ·W.
-  std::vector<double> ptw(static_cast<size_t>(n * e));
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bn, be, bn, 1.0, gram.data(), bn, w.data(), be, 0.0,
-              ptw.data(), be);
-  for (int64_t j = 0; j < n; ++j) {
-    const int64_t src = n - 1 - j;  // strongest first
-    const double l = lambda[static_cast<size_t>(src)];
-    if (!(l > top * 1e-14) || l <= 0.0) continue;  // σ below 1e-7 σ_max: outside the row space
-    const double* p = gram.data() + src * n;
-    const double inv_sigma = 1.0 / std::sqrt(l);
-    for (int64_t c = 0; c < e; ++c) {
-      b.ut[static_cast<size_t>(j * e + c)] = static_cast<float>(ptw[static_cast<size_t>(src * e + c)] * inv_sigma);
-    }
-    // W·u_j = σ_j p_j.
-    for (int64_t o = 0; o < n; ++o) b.w_u[static_cast<size_t>(o * n + j)] = static_cast<float>(p[o] / inv_sigma);
+  b.rank = 2 * kvd;
+  b.ut.assign(static_cast<size_t>(b.rank * e), 0.0f);
+  b.key_width = kv_key_width(blocks, n_head_kv, hd);
+  b.value_width = kv_value_width(blocks, n_head_kv, hd);
+  const bool joint = b.key_width == b.rank;
+  // Blocks of rows: all of W (joint), else the keys' in steps of key_width, the values' of value_width.
+  for (int64_t row0 = 0; row0 < b.rank;) {
+    const int64_t rows = joint ? b.rank : (row0 < kvd ? b.key_width : b.value_width);
+    if (Status st = block_basis(w, e, row0, rows, b.ut); !st) return st;
+    row0 += rows;
+  }
+  b.key_stride = b.key_width == hd ? hd : 0;
+  b.value_base = joint ? 0 : kvd;
+  b.value_stride = b.value_width == hd ? hd : 0;
+  b.key_map.resize(static_cast<size_t>(kvd * b.key_width));
+  b.value_map.resize(static_cast<size_t>(kvd * b.value_width));
+  for (int64_t g = 0; g < n_head_kv; ++g) {
+    block_map(w, b.ut, e, g * hd, hd, b.key_offset(g), b.key_width, b.key_map.data() + g * hd * b.key_width);
+    block_map(w, b.ut, e, kvd + g * hd, hd, b.value_offset(g), b.value_width,
+              b.value_map.data() + g * hd * b.value_width);
   }
   return b;
 }

@@ -70,11 +70,19 @@ void LatentStore::get(int64_t slot, int64_t first, int64_t count, float* out, Th
 }
 
 void LatentStore::decode_group(int64_t slot, int64_t g, int64_t from, int64_t to, float* out) const {
-  std::vector<float> column(static_cast<size_t>(group_));
+  // A tile of channels at a time, so that the transposed writes go out as short contiguous runs.
+  constexpr int64_t kTile = 16;
+  std::vector<float> tile(static_cast<size_t>(kTile * group_));
   const uint8_t* in = codes(slot, g);
-  for (int64_t c = 0; c < width_; ++c) {
-    codec_.decode(in + c * codec_.row_bytes(group_), group_, column.data());
-    for (int64_t i = from; i < to; ++i) out[(i - from) * width_ + c] = column[static_cast<size_t>(i)];
+  for (int64_t c0 = 0; c0 < width_; c0 += kTile) {
+    const int64_t tw = std::min(kTile, width_ - c0);
+    for (int64_t c = 0; c < tw; ++c) {
+      codec_.decode(in + (c0 + c) * codec_.row_bytes(group_), group_, tile.data() + c * group_);
+    }
+    for (int64_t i = from; i < to; ++i) {
+      float* row = out + (i - from) * width_ + c0;
+      for (int64_t c = 0; c < tw; ++c) row[c] = tile[static_cast<size_t>(c * group_ + i)];
+    }
   }
   if (g != 0) return;
   for (int64_t i = from; i < std::min(to, kSink); ++i) {

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <memory>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "core/cpu.h"
@@ -53,6 +54,14 @@ class DenseProjector final : public KvProjector {
       }
     }
     return Status::ok();
+  }
+  Status project_keys(const float* x, int64_t m, float* k, ThreadPool& pool) const override {
+    std::vector<float> v(static_cast<size_t>(m * kvd_));
+    return project(x, m, k, v.data(), pool);
+  }
+  Status project_values(const float* x, int64_t m, float* v, ThreadPool& pool) const override {
+    std::vector<float> k(static_cast<size_t>(m * kvd_));
+    return project(x, m, k.data(), v, pool);
   }
   std::span<const float> k_bias() const override { return bk_; }
   std::span<const float> v_bias() const override { return {}; }
@@ -215,36 +224,113 @@ TEST(Memory, XQuantWithinItsStepBound) {
   }
 }
 
+// XQuant caching the latent (2·kv_dim < n_embd; per-head bases): a latent error Δ_c (half the
+// channel's step) moves key o by at most Σ_j |key_map[o][j]|·Δ_c(j), and the latent-space value
+// output (Σ_j p_j ĉ_j)·A_vᵀ + b_v by Σ_j |value_map[o][j]|·Δ_c(j), as a rebuilt value would.
+TEST(Memory, XQuantLatentWithinItsStepBound) {
+  Case c;
+  c.shape = MemoryShape{1, 96, 4, 2, 16, 80, 1};  // r = 2·kv_dim = 64 < n_embd
+  const int64_t e = 96, hd = 16, kvd = 32;
+  std::mt19937 rng(31);
+  DenseProjector proj(e, kvd, rng);
+  const Outputs r = run(MemoryKind::kXQuant, MemoryOptions{4, 4, XQuantBasis::kPerHead}, c, proj, 32);
+  ThreadPool pool(1);
+  const KvBasis b = *kv_basis(proj, e, 2, hd, KvBlocks::kPerHead, pool);
+  std::vector<float> lat(static_cast<size_t>(c.positions * b.rank));
+  for (int64_t p = 0; p < c.positions; ++p) {
+    for (int64_t j = 0; j < b.rank; ++j) {
+      double d = 0.0;
+      for (int64_t ch = 0; ch < e; ++ch) d += double{r.x[static_cast<size_t>(p * e + ch)]} * b.ut[static_cast<size_t>(j * e + ch)];
+      lat[static_cast<size_t>(p * b.rank + j)] = static_cast<float>(d);
+    }
+  }
+  std::vector<float> dc(static_cast<size_t>(b.rank));
+  for (int64_t j = 0; j < b.rank; ++j) {
+    float lo = INFINITY, hi = -INFINITY;
+    for (int64_t p = 0; p < c.positions; ++p) {
+      lo = std::min(lo, lat[static_cast<size_t>(p * b.rank + j)]);
+      hi = std::max(hi, lat[static_cast<size_t>(p * b.rank + j)]);
+    }
+    dc[static_cast<size_t>(j)] = half_step(hi - lo, absmax(lat), 4);
+  }
+  const auto worst = [&](const std::vector<float>& map, bool key) {
+    const int64_t width = key ? b.key_width : b.value_width;
+    double m = 0.0;
+    for (int64_t o = 0; o < kvd; ++o) {
+      const int64_t off = key ? b.key_offset(o / hd) : b.value_offset(o / hd);
+      double s = 0.0;
+      for (int64_t j = 0; j < width; ++j) s += std::abs(map[static_cast<size_t>(o * width + j)]) * dc[static_cast<size_t>(off + j)];
+      m = std::max(m, s);
+    }
+    return static_cast<float>(m);
+  };
+  expect_within(r, c, worst(b.key_map, true) * 1.001f, worst(b.value_map, false) * 1.001f, "xquant:4 latent");
+}
+
 // Kept in fp32, the rebuilt K and V are the cached ones up to rounding: low rank (grouped
 // queries: the latent x·U) and full width alike, for XQuant and XQuant-CL.
 TEST(Memory, XQuantInFp32RebuildsTheKeysExactly) {
   for (const MemoryShape shape : {MemoryShape{3, 64, 4, 1, 16, 40, 1}, MemoryShape{3, 32, 4, 2, 16, 40, 1}}) {
-    for (MemoryKind kind : {MemoryKind::kXQuant, MemoryKind::kXQuantCl}) {
+    for (const auto& [kind, basis] : {std::pair{MemoryKind::kXQuant, XQuantBasis::kJoint},
+                                     std::pair{MemoryKind::kXQuant, XQuantBasis::kSplit},
+                                     std::pair{MemoryKind::kXQuant, XQuantBasis::kPerHead},
+                                     std::pair{MemoryKind::kXQuant, XQuantBasis::kHeadKeys},
+                                     std::pair{MemoryKind::kXQuantCl, XQuantBasis::kJoint}}) {
       Case c;
       c.shape = shape;
       c.positions = 30;
       std::mt19937 rng(12);
       DenseProjector proj(shape.n_embd, shape.n_head_kv * shape.head_dim, rng);
-      const Outputs r = run(kind, MemoryOptions{32, 2}, c, proj, 13);
+      const Outputs r = run(kind, MemoryOptions{32, 2, basis}, c, proj, 13);
       float worst = 0.0f;
       for (size_t i = 0; i < r.got.size(); ++i) worst = std::max(worst, std::abs(r.got[i] - r.want[i]));
       EXPECT_LT(worst, 2e-4f) << memory_kind_name(kind) << " n_embd " << shape.n_embd;
+      // Values attended in the latent space ((Σ p_j ĉ_j)·A_vᵀ + b_v, never rebuilt) equal the
+      // rebuilt values' attention up to fp32 rounding, relative to the outputs' size.
+      EXPECT_LT(worst, 1e-5f * absmax(r.want)) << memory_kind_name(kind) << " n_embd " << shape.n_embd;
     }
   }
 }
 
+// Each block's columns of U are orthonormal, and the maps rebuild x·Wᵀ from the latent x·U:
+// k_g = (x·U)[key columns of g]·key_mapᵀ, likewise v (biases aside), for both block layouts.
 TEST(Memory, KvBasisSpansTheRowSpace) {
   std::mt19937 rng(21);
-  const int64_t e = 64, kvd = 16;
+  const int64_t e = 64, heads = 2, hd = 8, kvd = heads * hd;
   DenseProjector proj(e, kvd, rng);
   ThreadPool pool(1);
-  const KvBasis b = *kv_basis(proj, e, kvd, pool);
-  ASSERT_EQ(b.rank, 2 * kvd);
-  for (int64_t i = 0; i < b.rank; ++i) {  // orthonormal columns
-    for (int64_t j = 0; j < b.rank; ++j) {
-      double s = 0.0;
-      for (int64_t ch = 0; ch < e; ++ch) s += double{b.ut[static_cast<size_t>(i * e + ch)]} * b.ut[static_cast<size_t>(j * e + ch)];
-      EXPECT_NEAR(s, i == j ? 1.0 : 0.0, 1e-5);
+  const std::vector<double> w = *probe_kv_weights(proj, e, kvd, pool);
+  std::vector<float> x(static_cast<size_t>(e));
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (float& f : x) f = dist(rng);
+  for (KvBlocks blocks : {KvBlocks::kJoint, KvBlocks::kSplit, KvBlocks::kPerHead, KvBlocks::kHeadKeys}) {
+    const KvBasis b = *kv_basis(proj, e, heads, hd, blocks, pool);
+    ASSERT_EQ(b.rank, 2 * kvd);
+    EXPECT_EQ(static_cast<int64_t>(b.ut.size() + b.key_map.size() + b.value_map.size()),
+              kv_basis_floats(blocks, e, heads, hd));
+    for (int64_t i = 0; i < b.rank; ++i) {  // orthonormal columns within each block
+      const int64_t block = i < kvd ? b.key_width : b.value_width;
+      const int64_t base = i < kvd || b.key_width == b.rank ? 0 : kvd;
+      for (int64_t j = base + (i - base) / block * block; j < base + ((i - base) / block + 1) * block; ++j) {
+        double d = 0.0;
+        for (int64_t ch = 0; ch < e; ++ch) d += double{b.ut[static_cast<size_t>(i * e + ch)]} * b.ut[static_cast<size_t>(j * e + ch)];
+        EXPECT_NEAR(d, i == j ? 1.0 : 0.0, 1e-5);
+      }
+    }
+    std::vector<double> c(static_cast<size_t>(b.rank), 0.0);
+    for (int64_t i = 0; i < b.rank; ++i) {
+      for (int64_t ch = 0; ch < e; ++ch) c[static_cast<size_t>(i)] += double{x[static_cast<size_t>(ch)]} * b.ut[static_cast<size_t>(i * e + ch)];
+    }
+    for (int64_t o = 0; o < 2 * kvd; ++o) {
+      const bool key = o < kvd;
+      const int64_t g = (o % kvd) / hd;
+      const int64_t width = key ? b.key_width : b.value_width;
+      const float* map = (key ? b.key_map : b.value_map).data() + (o % kvd) * width;
+      const int64_t off = key ? b.key_offset(g) : b.value_offset(g);
+      double got = 0.0, want = 0.0;
+      for (int64_t j = 0; j < width; ++j) got += c[static_cast<size_t>(off + j)] * map[j];
+      for (int64_t ch = 0; ch < e; ++ch) want += w[static_cast<size_t>(o * e + ch)] * x[static_cast<size_t>(ch)];
+      EXPECT_NEAR(got, want, 1e-4 * (1.0 + std::abs(want))) << "output " << o;
     }
   }
 }
@@ -324,10 +410,17 @@ TEST(Memory, AccountingEqualsTheAllocation) {
   // XQuant at 4 bits: the latent of rank 2·kv_dim = 32, per channel over groups of 64 positions:
   // 32 bytes of codes and 4 of scale/min per channel and group (18 bytes per position and layer);
   // per slot one group (100 / 64), the fp32 window [64][32], a counter and the sink rows; per layer Uᵀ [32][64]
-  // and W·U [32][32] in fp32.
+  // and the key and value maps [16][32] each in fp32 (the joint basis; per-head bases: [16][16]
+  // each; XQuant-CL adds M_lᵀ [32][32]).
   std::unique_ptr<Memory> xq = std::move(*make_memory(MemoryKind::kXQuant, s));
   EXPECT_EQ(xq->bytes_per_token(), 3 * 18);
-  EXPECT_EQ(xq->bytes(), 3 * 2 * (32 * 36 + 64 * 32 * 4 + 8 + LatentStore::kSink * 32 * 4) + 3 * (32 * 64 + 32 * 32) * 4);
+  const int64_t store = 3 * 2 * (32 * 36 + 64 * 32 * 4 + 8 + LatentStore::kSink * 32 * 4);
+  EXPECT_EQ(xq->bytes(), store + 3 * (32 * 64 + 2 * 16 * 32) * 4);
+  MemoryOptions per_head;
+  per_head.basis = XQuantBasis::kPerHead;
+  EXPECT_EQ(make_memory(MemoryKind::kXQuant, s, per_head).value()->bytes(), store + 3 * (32 * 64 + 2 * 16 * 16) * 4);
+  EXPECT_EQ(memory_bytes(MemoryKind::kXQuant, s, per_head), store + 3 * (32 * 64 + 2 * 16 * 16) * 4);
+  EXPECT_EQ(make_memory(MemoryKind::kXQuantCl, s).value()->bytes(), store + 3 * (32 * 64 + 2 * 16 * 32 + 32 * 32) * 4);
 }
 
 // The server's slots for a budget: the most sequences whose memory_bytes fits, fixed costs once.

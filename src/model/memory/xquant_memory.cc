@@ -4,9 +4,13 @@
 // biases, k norm, RoPE).
 //
 // Grouped-query layers (2·kv_dim < n_embd) cache the latent c = x·U of rank r = 2·kv_dim
-// (kv_basis.h) and rebuild [k|v] = ĉ·(W·U)ᵀ + bias; other layers cache x itself (U = I) and run
-// the layer's own linears (the BCQ LUT kernels) on x̂. The per-layer basis is computed on the
+// (kv_basis.h) and rebuild k = ĉ·(W_k·U)ᵀ + b_k; other layers cache x itself (U = I) and run
+// the layer's own k linear (the BCQ LUT kernels) on x̂. The per-layer basis is computed on the
 // layer's first attend() and held by the memory (counted in bytes(), not per token).
+//
+// Values are never rebuilt: the softmax weights p of a query head sum to one, so
+// o = Σ_j p_j (ĉ_j·A_vᵀ + b_v) = (Σ_j p_j ĉ_j)·A_vᵀ + b_v: one r-vector per head and one map
+// (or one pass of the layer's v linear) instead of n rebuilt values (latent_attention.h).
 //
 // Quantization, KIVI-style along tokens: x (or c) has outlier channels (a few features far
 // larger than the rest, in every token), so each channel is quantized on its own over groups of
@@ -31,8 +35,8 @@
 #include "kernels/dense/dense_gemm.h"
 #include "model/memory/kinds.h"
 #include "model/memory/kv_basis.h"
+#include "model/memory/latent_attention.h"
 #include "model/memory/latent_store.h"
-#include "model/memory/staged_memory.h"
 
 namespace lutq::model {
 namespace {
@@ -40,19 +44,23 @@ namespace {
 constexpr int64_t kGroup = 64;  // positions per (channel, group) scale
 
 struct XLayout {
-  XLayout(const MemoryShape& s, bool cl)
+  XLayout(const MemoryShape& s, const MemoryOptions& o, bool cl)
       : e(s.n_embd), kvd(s.n_head_kv * s.head_dim), low_rank(2 * kvd < e), r(low_rank ? 2 * kvd : e),
-        basis_floats(low_rank ? r * e + 2 * kvd * r + (cl ? r * r : 0) : 0) {}
+        // XQuant-CL's maps M_l = U_{l−1}ᵀ·U_l are least-squares transfers only between orthonormal
+        // bases: it keeps the joint one (kv_basis.h).
+        blocks(cl ? KvBlocks::kJoint : o.basis),
+        basis_floats(low_rank ? kv_basis_floats(blocks, e, s.n_head_kv, s.head_dim) + (cl ? r * r : 0) : 0) {}
   int64_t e, kvd;
   bool low_rank;
   int64_t r;             // values cached per position and layer
-  int64_t basis_floats;  // per layer: Uᵀ, W·U, and for CL M_lᵀ
+  KvBlocks blocks;
+  int64_t basis_floats;  // per layer: Uᵀ, the key and value maps, and for CL M_lᵀ
 };
 
-class XQuantMemory final : public StagedMemory {
+class XQuantMemory final : public Memory {
  public:
   XQuantMemory(const MemoryShape& s, const MemoryOptions& o, bool cl)
-      : StagedMemory(s), lay_(s, cl), cl_(cl), anchor_(o.cl_anchor),
+      : Memory(s), lay_(s, o, cl), cl_(cl), anchor_(o.cl_anchor),
         store_(s.sequences * s.n_layer, s.capacity, lay_.r, o.x_bits, kGroup),
         bases_(static_cast<size_t>(s.n_layer)), mix_(static_cast<size_t>(lay_.low_rank && cl ? s.n_layer : 0)),
         ready_(static_cast<size_t>(s.n_layer), false) {
@@ -60,7 +68,8 @@ class XQuantMemory final : public StagedMemory {
       if (!lay_.low_rank) continue;
       b.rank = lay_.r;
       b.ut.resize(static_cast<size_t>(lay_.r * lay_.e));
-      b.w_u.resize(static_cast<size_t>(2 * lay_.kvd * lay_.r));
+      b.key_map.resize(static_cast<size_t>(lay_.kvd * kv_key_width(lay_.blocks, s.n_head_kv, s.head_dim)));
+      b.value_map.resize(static_cast<size_t>(lay_.kvd * kv_value_width(lay_.blocks, s.n_head_kv, s.head_dim)));
     }
     for (std::vector<float>& m : mix_) m.resize(static_cast<size_t>(lay_.r * lay_.r));
   }
@@ -71,8 +80,29 @@ class XQuantMemory final : public StagedMemory {
   }
   int64_t bytes_per_token() const override { return shape().n_layer * store_.bytes_per_position(); }
 
- protected:
-  Status store(int64_t layer, const AttentionRows& in, OpIsa ops, ThreadPool& pool) override {
+  Status attend(int64_t layer, const AttentionRows& in, float* out, OpIsa ops, ThreadPool& pool) override {
+    if (Status st = store(layer, in, ops, pool); !st) return st;
+    const auto m = static_cast<int64_t>(in.rows.size());
+    std::vector<bool> done(static_cast<size_t>(m), false);
+    std::vector<int64_t> rows;  // the rows of the sequence at hand
+    for (int64_t first = 0; first < m; ++first) {
+      if (done[static_cast<size_t>(first)]) continue;
+      const int32_t seq = in.rows[static_cast<size_t>(first)].seq;
+      rows.clear();
+      int64_t n = 0;
+      for (int64_t t = first; t < m; ++t) {
+        if (in.rows[static_cast<size_t>(t)].seq != seq) continue;
+        done[static_cast<size_t>(t)] = true;
+        rows.push_back(t);
+        n = std::max(n, in.rows[static_cast<size_t>(t)].pos + 1);
+      }
+      if (Status st = attend_sequence(layer, seq, n, rows, in, out, ops, pool); !st) return st;
+    }
+    return Status::ok();
+  }
+
+ private:
+  Status store(int64_t layer, const AttentionRows& in, OpIsa ops, ThreadPool& pool) {
     if (Status st = prepare(layer, in, pool); !st) return st;
     if (chain_.layer >= layer) chain_.layer = -1;  // its rows may change now
     const auto m = static_cast<int64_t>(in.rows.size());
@@ -111,33 +141,63 @@ class XQuantMemory final : public StagedMemory {
     return Status::ok();
   }
 
-  Status load(int64_t layer, int32_t seq, int64_t n, const AttentionRows& in, float* k, float* v, OpIsa ops,
-              ThreadPool& pool) override {
-    std::vector<float> c(static_cast<size_t>(n * lay_.r));
-    reconstruct(layer, seq, 0, n, c.data(), ops, pool);
-    if (cl_) chain_ = {layer, seq, n, c};  // the next layer's prediction starts from it
-    const int64_t kvd = lay_.kvd;
+  // The rows of seq over its positions 0..n−1: ĉ, the rebuilt keys, attention with latent values.
+  Status attend_sequence(int64_t layer, int32_t seq, int64_t n, std::span<const int64_t> rows,
+                         const AttentionRows& in, float* out, OpIsa ops, ThreadPool& pool) {
+    c_.resize(static_cast<size_t>(n * lay_.r));
+    k_.resize(static_cast<size_t>(n * lay_.kvd));
+    reconstruct(layer, seq, 0, n, c_.data(), ops, pool);
+    if (cl_) chain_ = {layer, seq, n, c_};  // the next layer's prediction starts from it
+    LatentValues lv{c_.data(), lay_.r, lay_.r, 0, 0, nullptr, {}, in.kv};
     if (lay_.low_rank) {
-      std::vector<float> kv(static_cast<size_t>(n * 2 * kvd));
-      kernels::dense_gemm({bases_[static_cast<size_t>(layer)].w_u.data(), 2 * kvd, lay_.r}, c.data(), n, kv.data(),
-                          pool, ops.avx2);
-      const std::span<const float> bk = in.kv->k_bias();
-      const std::span<const float> bv = in.kv->v_bias();
-      for (int64_t p = 0; p < n; ++p) {
-        for (int64_t o = 0; o < kvd; ++o) {
-          k[p * kvd + o] = kv[static_cast<size_t>(p * 2 * kvd + o)] + (bk.empty() ? 0.0f : bk[static_cast<size_t>(o)]);
-          v[p * kvd + o] =
-              kv[static_cast<size_t>(p * 2 * kvd + kvd + o)] + (bv.empty() ? 0.0f : bv[static_cast<size_t>(o)]);
-        }
+      const KvBasis& b = bases_[static_cast<size_t>(layer)];
+      rebuild(b.key_map, b.key_width, b.key_offset(0), b.key_stride, n, in.kv->k_bias(), k_, ops, pool);
+      lv = {c_.data(), lay_.r, b.value_width, b.value_base, b.value_stride, b.value_map.data(), in.kv->v_bias(), in.kv};
+      // Many rows (prefill): each row's latent sum costs n_head·n·width, rebuilding V once
+      // n·width·kv_dim; past the crossing, rebuild V and attend over it directly.
+      const auto m = static_cast<int64_t>(rows.size());
+      if (m * shape().n_head * (b.value_width - shape().head_dim) > lay_.kvd * b.value_width) {
+        v_.resize(k_.size());
+        rebuild(b.value_map, b.value_width, b.value_base, b.value_stride, n, in.kv->v_bias(), v_, ops, pool);
+        lv = {v_.data(), lay_.kvd, shape().head_dim, 0, shape().head_dim, nullptr, {}, nullptr};
       }
-    } else if (Status st = in.kv->project(c.data(), n, k, v, pool); !st) {
+    } else if (Status st = in.kv->project_keys(c_.data(), n, k_.data(), pool); !st) {
       return st;
     }
-    in.kv->position_keys(k, n, rope_, 0);
-    return Status::ok();
+    in.kv->position_keys(k_.data(), n, rope_, 0);
+    return attend_latent(shape(), in, rows, k_.data(), lv, out, ops, pool);
   }
 
- private:
+  // out [n][kv_dim] = ĉ·mapᵀ + bias (keys before the k norm and RoPE, or values): one GEMM over the
+  // latent columns all heads share (stride 0), or one per kv head over its own columns.
+  void rebuild(const std::vector<float>& map, int64_t width, int64_t base, int64_t stride, int64_t n,
+               std::span<const float> bias, std::vector<float>& out, OpIsa ops, ThreadPool& pool) {
+    const int64_t kvd = lay_.kvd;
+    const int64_t heads = stride == 0 ? 1 : shape().n_head_kv;
+    const int64_t rows_out = kvd / heads;  // output columns per GEMM
+    const bool whole = width == lay_.r;    // the GEMM reads ĉ as it is
+    cols_.resize(static_cast<size_t>(whole ? 0 : n * width));
+    part_.resize(static_cast<size_t>(heads == 1 ? 0 : n * rows_out));
+    for (int64_t g = 0; g < heads; ++g) {
+      const float* src = c_.data();
+      if (!whole) {
+        for (int64_t p = 0; p < n; ++p) {
+          std::copy_n(c_.data() + p * lay_.r + base + g * stride, width, cols_.data() + p * width);
+        }
+        src = cols_.data();
+      }
+      float* dst = heads == 1 ? out.data() : part_.data();
+      kernels::dense_gemm({map.data() + g * rows_out * width, rows_out, width}, src, n, dst, pool, ops.avx2);
+      for (int64_t p = 0; p < n; ++p) {
+        float* kp = out.data() + p * kvd + g * rows_out;
+        const float* from = dst + p * rows_out;
+        for (int64_t o = 0; o < rows_out; ++o) {
+          kp[o] = from[o] + (bias.empty() ? 0.0f : bias[static_cast<size_t>(g * rows_out + o)]);
+        }
+      }
+    }
+  }
+
   bool is_delta(int64_t layer) const { return cl_ && layer % anchor_ != 0; }
   int64_t slot(int32_t seq, int64_t layer) const { return seq * shape().n_layer + layer; }
 
@@ -178,7 +238,7 @@ class XQuantMemory final : public StagedMemory {
       return Status::invalid("xquant-cl memory: layer " + std::to_string(layer) + " before layer " +
                              std::to_string(layer - 1));
     }
-    Result<KvBasis> b = kv_basis(*in.kv, lay_.e, lay_.kvd, pool);
+    Result<KvBasis> b = kv_basis(*in.kv, lay_.e, shape().n_head_kv, shape().head_dim, lay_.blocks, pool);
     if (!b) return b.status();
     bases_[static_cast<size_t>(layer)] = std::move(*b);
     if (is_delta(layer)) {
@@ -202,8 +262,9 @@ class XQuantMemory final : public StagedMemory {
   std::vector<std::vector<float>> mix_;    // per layer, CL and low rank: M_lᵀ [r][r]
   std::vector<bool> ready_;
   RopeTable rope_;                         // positions 0..capacity−1
-  // XQuant-CL: the last load()'s reconstruction (positions 0..n−1 of seq in `layer`), which the
-  // next layer's load() predicts from instead of walking down to the anchor again. One sequence
+  std::vector<float> c_, k_, v_, cols_, part_;  // one call's working space (not counted in bytes())
+  // XQuant-CL: the last attend_sequence()'s reconstruction (positions 0..n−1 of seq in `layer`),
+  // which the next layer's predicts from instead of walking down to the anchor again. One sequence
   // only, so the working space stays n × r; any store() at or below `layer` drops it.
   struct Chain {
     int64_t layer = -1;
@@ -214,7 +275,7 @@ class XQuantMemory final : public StagedMemory {
 };
 
 int64_t xq_bytes(const MemoryShape& s, const MemoryOptions& o, bool cl) {
-  const XLayout lay(s, cl);
+  const XLayout lay(s, o, cl);
   return LatentStore::bytes_for(s.sequences * s.n_layer, s.capacity, lay.r, o.x_bits, kGroup) +
          s.n_layer * lay.basis_floats * 4;
 }
