@@ -57,8 +57,9 @@ void add_model_options(CLI::App* sub, ModelArgs& args, const std::string& ctx_de
   sub->add_option("--ctx", args.ctx, "Context length in tokens")->type_name("N")->default_str(ctx_default);
   sub->add_option("--kv-cache", args.kv_cache,
                   "Attention memory: f32, f16, q8 (int8 per token and head), q4 (KIVI: 4-bit keys per channel,\n"
-                  "values per token), xquant[:B] (the layer input at B bits, K/V rebuilt each step; B 2..8,\n"
-                  "default 4), xquant-cl[:B] (cross-layer deltas of it); docs/memory.md")
+                  "values per token), xquant[:B[:BASIS]] (the layer input at B bits, K/V rebuilt each step; B\n"
+                  "2..8, default 4; BASIS joint (default), split, head or head-keys: the latent's blocks, head\n"
+                  "decodes fastest), xquant-cl[:B] (cross-layer deltas of it); docs/memory.md")
       ->type_name("MODE")
       ->default_str("f32");
   sub->add_option("--adapter", args.adapter,

@@ -119,7 +119,8 @@ struct MemoryOptions {
   bool operator==(const MemoryOptions&) const = default;
 };
 // A kind and its options as written on a command line: "q8", "xquant", "xquant:2",
-// "xquant-cl:3" (the suffix sets x_bits).
+// "xquant-cl:3" (the suffix sets x_bits), "xquant:4:head" (then the basis: joint, split, head,
+// head-keys; xquant only).
 struct MemorySpec {
   MemoryKind kind = MemoryKind::kF32;
   MemoryOptions options;

@@ -1,6 +1,7 @@
 // The memory kinds: one row each (name, size, factory).
 #include "model/memory.h"
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 
@@ -59,13 +60,20 @@ Result<MemoryKind> parse_memory_kind(std::string_view name) {
   return Status::invalid("unknown KV cache kind '" + std::string(name) + "' (supported: " + known + ")");
 }
 
+// The XQuant basis layouts as written after the bit width: "xquant:4:head".
+constexpr std::pair<std::string_view, XQuantBasis> kBasisNames[] = {
+    {"joint", XQuantBasis::kJoint}, {"split", XQuantBasis::kSplit}, {"head", XQuantBasis::kPerHead},
+    {"head-keys", XQuantBasis::kHeadKeys}};
+
 Result<MemorySpec> parse_memory_spec(std::string_view text) {
   const size_t colon = text.find(':');
   Result<MemoryKind> kind = parse_memory_kind(text.substr(0, colon));
   if (!kind) return kind.status();
   MemorySpec spec{*kind, {}};
   if (colon == std::string_view::npos) return spec;
-  const std::string bits(text.substr(colon + 1));
+  const std::string_view rest = text.substr(colon + 1);
+  const size_t second = rest.find(':');
+  const std::string bits(rest.substr(0, second));
   if (!is_xquant(*kind)) {
     return Status::invalid("KV cache kind '" + std::string(text) + "': only xquant and xquant-cl take a bit width");
   }
@@ -73,14 +81,28 @@ Result<MemorySpec> parse_memory_spec(std::string_view text) {
     return Status::invalid("KV cache kind '" + std::string(text) + "': the bit width must be 2..8 or 32");
   }
   spec.options.x_bits = std::stoi(bits);
+  if (second != std::string_view::npos) {
+    const std::string_view basis = rest.substr(second + 1);
+    const auto it = std::find_if(std::begin(kBasisNames), std::end(kBasisNames),
+                                 [&](const auto& b) { return basis == b.first; });
+    if (it == std::end(kBasisNames) || *kind != MemoryKind::kXQuant) {
+      return Status::invalid("KV cache kind '" + std::string(text) +
+                             "': xquant's basis is joint, split, head or head-keys (xquant-cl takes only joint)");
+    }
+    spec.options.basis = it->second;
+  }
   if (Status st = check_memory_options(spec.options); !st) return st;
   return spec;
 }
 
 std::string memory_spec_name(const MemorySpec& spec) {
   std::string name = memory_kind_name(spec.kind);
-  if (is_xquant(spec.kind) && spec.options.x_bits != MemoryOptions{}.x_bits) {
+  const bool basis = spec.kind == MemoryKind::kXQuant && spec.options.basis != XQuantBasis::kJoint;
+  if (is_xquant(spec.kind) && (basis || spec.options.x_bits != MemoryOptions{}.x_bits)) {
     name += ":" + std::to_string(spec.options.x_bits);
+  }
+  for (const auto& [n, b] : kBasisNames) {
+    if (basis && b == spec.options.basis) name += ":" + std::string(n);
   }
   return name;
 }

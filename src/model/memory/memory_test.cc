@@ -450,6 +450,14 @@ TEST(Memory, SpecsParseAndInvalidOnesAreRefused) {
   EXPECT_FALSE(parse_memory_spec("xquant:1").is_ok());
   EXPECT_FALSE(parse_memory_spec("xquant:").is_ok());
   EXPECT_NE(parse_memory_spec("q5").status().message().find("xquant-cl"), std::string::npos);
+  // The basis layout after the bit width (xquant only), and back to the same name.
+  EXPECT_EQ(parse_memory_spec("xquant:4:head").value().options.basis, XQuantBasis::kPerHead);
+  EXPECT_EQ(parse_memory_spec("xquant:3:head-keys").value().options.basis, XQuantBasis::kHeadKeys);
+  EXPECT_EQ(memory_spec_name(*parse_memory_spec("xquant:4:split")), "xquant:4:split");
+  EXPECT_EQ(memory_spec_name(*parse_memory_spec("xquant:4:joint")), "xquant");
+  EXPECT_FALSE(parse_memory_spec("xquant:4:diagonal").is_ok());
+  EXPECT_FALSE(parse_memory_spec("xquant-cl:4:head").is_ok());
+  EXPECT_FALSE(parse_memory_spec("xquant:4:").is_ok());
 }
 
 }  // namespace
