@@ -15,6 +15,7 @@
 #include "quant/gptq.h"
 #include "quant/hessian.h"
 #include "quant/quantize.h"
+#include "support/quant_checks.h"
 #include "support/random_bcq.h"
 
 namespace lutq::quant {
@@ -45,18 +46,10 @@ std::vector<double> hessian(int64_t k, std::mt19937_64& rng) {
     const float common = gauss(rng);
     for (int64_t c = 0; c < k; ++c) x[static_cast<size_t>(t * k + c)] += 0.5f * common;
   }
-  Result<HessianAccumulator> acc = HessianAccumulator::create(k);
-  EXPECT_TRUE(acc.is_ok());
-  EXPECT_TRUE(acc->add(x.data(), m).is_ok());
-  return acc->h();
+  return lutq::testing::hessian_of(x, m, k);
 }
 
-BcqMatrix ok(Result<BcqMatrix> r) {
-  EXPECT_TRUE(r.is_ok()) << r.status().message();
-  if (!r) return BcqMatrix{};
-  EXPECT_TRUE(format::validate(*r).is_ok());
-  return std::move(r).value();
-}
+using lutq::testing::ok;
 
 std::vector<double> diag(const std::vector<double>& h, int64_t k) {
   std::vector<double> d(static_cast<size_t>(k));

@@ -18,6 +18,7 @@
 #include "quant/flexround_problem.h"
 #include "quant/gptq.h"
 #include "quant/quantize.h"
+#include "support/quant_checks.h"
 #include "support/random_bcq.h"
 
 namespace lutq::quant {
@@ -59,12 +60,7 @@ std::vector<double> random_spd(int64_t k, std::mt19937_64& rng) {
   return h;
 }
 
-BcqMatrix ok(Result<BcqMatrix> r) {
-  EXPECT_TRUE(r.is_ok()) << r.status().message();
-  if (!r) return BcqMatrix{};
-  EXPECT_TRUE(format::validate(*r).is_ok());
-  return std::move(r).value();
-}
+using lutq::testing::ok;
 
 BcqMatrix rtn(const std::vector<float>& w, int64_t n, int64_t k, const BcqConfig& cfg) {
   QuantOptions o;

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "support/quant_checks.h"
 #include "support/random_bcq.h"
 
 #include <cmath>
@@ -51,19 +52,9 @@ std::vector<float> correlated_rows(int64_t m, int64_t k, std::mt19937& rng) {
   return x;
 }
 
-std::vector<double> hessian_of(const std::vector<float>& x, int64_t m, int64_t k) {
-  Result<HessianAccumulator> acc = HessianAccumulator::create(k);
-  EXPECT_TRUE(acc.is_ok());
-  EXPECT_TRUE(acc->add(x.data(), m).is_ok());
-  return acc->h();
-}
+using lutq::testing::hessian_of;
 
-BcqMatrix ok(Result<BcqMatrix> r) {
-  EXPECT_TRUE(r.is_ok()) << r.status().message();
-  if (!r) return BcqMatrix{};
-  EXPECT_TRUE(format::validate(*r).is_ok());
-  return std::move(r).value();
-}
+using lutq::testing::ok;
 
 struct Problem {
   int64_t n = 64, k = 256, m = 1024;

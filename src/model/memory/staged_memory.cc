@@ -20,6 +20,27 @@ void for_positions(ThreadPool& pool, int64_t n, int64_t cost_per_position, Funct
   pool.parallel_for(n, 1, fn);
 }
 
+Status for_each_sequence(std::span<const BatchRow> batch,
+                         FunctionRef<Status(int32_t, int64_t, const std::vector<int64_t>&)> fn) {
+  const auto m = static_cast<int64_t>(batch.size());
+  std::vector<bool> done(static_cast<size_t>(m), false);
+  std::vector<int64_t> rows;
+  for (int64_t first = 0; first < m; ++first) {
+    if (done[static_cast<size_t>(first)]) continue;
+    const int32_t seq = batch[static_cast<size_t>(first)].seq;
+    rows.clear();
+    int64_t n = 0;
+    for (int64_t t = first; t < m; ++t) {
+      if (batch[static_cast<size_t>(t)].seq != seq) continue;
+      done[static_cast<size_t>(t)] = true;
+      rows.push_back(t);
+      n = std::max(n, batch[static_cast<size_t>(t)].pos + 1);
+    }
+    if (Status st = fn(seq, n, rows); !st) return st;
+  }
+  return Status::ok();
+}
+
 Status StagedMemory::attend(int64_t layer, const AttentionRows& in, float* out, OpIsa ops, ThreadPool& pool) {
   if (Status st = store(layer, in, ops, pool); !st) return st;
   const MemoryShape& s = shape();
@@ -28,20 +49,7 @@ Status StagedMemory::attend(int64_t layer, const AttentionRows& in, float* out, 
   const int64_t q_stride = s.n_head * hd;
   const int64_t n_rep = s.n_head / s.n_head_kv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const auto m = static_cast<int64_t>(in.rows.size());
-  std::vector<bool> done(static_cast<size_t>(m), false);
-  std::vector<int64_t> rows;  // the rows of the sequence at hand
-  for (int64_t first = 0; first < m; ++first) {
-    if (done[static_cast<size_t>(first)]) continue;
-    const int32_t seq = in.rows[static_cast<size_t>(first)].seq;
-    rows.clear();
-    int64_t n = 0;
-    for (int64_t t = first; t < m; ++t) {
-      if (in.rows[static_cast<size_t>(t)].seq != seq) continue;
-      done[static_cast<size_t>(t)] = true;
-      rows.push_back(t);
-      n = std::max(n, in.rows[static_cast<size_t>(t)].pos + 1);
-    }
+  return for_each_sequence(in.rows, [&](int32_t seq, int64_t n, const std::vector<int64_t>& rows) -> Status {
     if (k_.size() < static_cast<size_t>(n * kvd)) {
       k_.resize(static_cast<size_t>(n * kvd));
       v_.resize(k_.size());
@@ -64,8 +72,8 @@ Status StagedMemory::attend(int64_t layer, const AttentionRows& in, float* out, 
     } else {
       pool.run(body);
     }
-  }
-  return Status::ok();
+    return Status::ok();
+  });
 }
 
 }  // namespace lutq::model

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "model/memory.h"
@@ -34,5 +35,10 @@ class StagedMemory : public Memory {
 
 // Runs fn(first, last) over [0, n) in chunks on the pool (inline when the work is small).
 void for_positions(ThreadPool& pool, int64_t n, int64_t cost_per_position, FunctionRef<void(int64_t, int64_t)> fn);
+
+// Calls fn(seq, n, rows) once per sequence of the batch, in order of first appearance: rows are
+// the indices of that sequence's batch rows, n one past its last position. Stops at an error.
+Status for_each_sequence(std::span<const BatchRow> batch,
+                         FunctionRef<Status(int32_t, int64_t, const std::vector<int64_t>&)> fn);
 
 }  // namespace lutq::model

@@ -37,6 +37,7 @@
 #include "model/memory/kv_basis.h"
 #include "model/memory/latent_attention.h"
 #include "model/memory/latent_store.h"
+#include "model/memory/staged_memory.h"
 
 namespace lutq::model {
 namespace {
@@ -82,23 +83,9 @@ class XQuantMemory final : public Memory {
 
   Status attend(int64_t layer, const AttentionRows& in, float* out, OpIsa ops, ThreadPool& pool) override {
     if (Status st = store(layer, in, ops, pool); !st) return st;
-    const auto m = static_cast<int64_t>(in.rows.size());
-    std::vector<bool> done(static_cast<size_t>(m), false);
-    std::vector<int64_t> rows;  // the rows of the sequence at hand
-    for (int64_t first = 0; first < m; ++first) {
-      if (done[static_cast<size_t>(first)]) continue;
-      const int32_t seq = in.rows[static_cast<size_t>(first)].seq;
-      rows.clear();
-      int64_t n = 0;
-      for (int64_t t = first; t < m; ++t) {
-        if (in.rows[static_cast<size_t>(t)].seq != seq) continue;
-        done[static_cast<size_t>(t)] = true;
-        rows.push_back(t);
-        n = std::max(n, in.rows[static_cast<size_t>(t)].pos + 1);
-      }
-      if (Status st = attend_sequence(layer, seq, n, rows, in, out, ops, pool); !st) return st;
-    }
-    return Status::ok();
+    return for_each_sequence(in.rows, [&](int32_t seq, int64_t n, const std::vector<int64_t>& rows) {
+      return attend_sequence(layer, seq, n, rows, in, out, ops, pool);
+    });
   }
 
  private:
