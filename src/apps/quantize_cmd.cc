@@ -187,29 +187,95 @@ void print_summary(const pipeline::QuantizeReport& r, bool per_layer) {
   }
 }
 
-int run(const QuantizeArgs& a) {
-  if (a.model.quant_bits < 1) return report_error(Status::invalid("--quant-bits: must be 1..8"), kExitUsage);
-  if (Status st = validate_model_args(a.model); !st) return report_error(st, kExitUsage);
+// The options' own checks and the linear spec they give (errors are usage errors).
+Result<model::LinearSpec> checked_spec(const QuantizeArgs& a) {
+  if (a.model.quant_bits < 1) return Status::invalid("--quant-bits: must be 1..8");
+  if (Status st = validate_model_args(a.model); !st) return st;
   if (a.target_bpw < 0.0 || a.target_bpw > 16.0) {
-    return report_error(Status::invalid("--target-bpw: must be in (0, 16]"), kExitUsage);
+    return Status::invalid("--target-bpw: must be in (0, 16]");
   }
   for (int b : a.candidates) {
-    if (b < 1 || b > 8) return report_error(Status::invalid("--bits-candidates: bit counts are 1..8"), kExitUsage);
+    if (b < 1 || b > 8) return Status::invalid("--bits-candidates: bit counts are 1..8");
   }
-  if (a.out == a.model.path) return report_error(Status::invalid("OUT must differ from IN"), kExitUsage);
+  if (a.out == a.model.path) return Status::invalid("OUT must differ from IN");
   Result<model::LinearSpec> spec = linear_spec(a.model);
-  if (!spec) return report_error(spec.status(), kExitUsage);
-  if (a.flexround_steps < 0) return report_error(Status::invalid("--flexround-steps: must be >= 0"), kExitUsage);
+  if (!spec) return spec.status();
+  if (a.flexround_steps < 0) return Status::invalid("--flexround-steps: must be >= 0");
   for (model::LinearChoice& c : spec->roles) {
     c.flexround_steps = a.flexround_steps;
     if (!a.clip_search) continue;
     if (c.gptq || c.adadim || c.flexround) {
-      return report_error(Status::invalid("--clip-search: applies to --quant-method rtn, greedy or alternating with "
-                                          "per-OC groups (not gptq, gptq-bcq, flexround or --orientation auto)"),
-                          kExitUsage);
+      return Status::invalid("--clip-search: applies to --quant-method rtn, greedy or alternating with "
+                             "per-OC groups (not gptq, gptq-bcq, flexround or --orientation auto)");
     }
     c.clip_search = true;
   }
+  return spec;
+}
+
+// --target-bpw: chooses each block layer's bits among the candidates and adds them to spec.
+Status allocate(const QuantizeArgs& a, const io::Checkpoint& in, model::LinearSpec& spec,
+                const std::optional<pipeline::CalibrationStats>& stats, const std::vector<int32_t>& calib_ids, int32_t bos,
+                ThreadPool& pool) {
+  std::vector<int> cand = a.candidates;
+  if (cand.empty()) {
+    for (int b = std::max(1, a.model.quant_bits - 1); b <= std::min(8, a.model.quant_bits + 1); ++b) cand.push_back(b);
+  }
+  std::sort(cand.begin(), cand.end());
+  cand.erase(std::unique(cand.begin(), cand.end()), cand.end());
+  pipeline::AllocationOptions ao;
+  if (a.sensitivity == "kl") {
+    // Chunks of 128 tokens from the start of the calibration text, each scored at every position.
+    ao.kl_chunks = pipeline::calibration_chunks(calib_ids, 128, a.sensitivity_tokens, bos);
+    if (ao.kl_chunks.empty()) {
+      return Status::invalid("--sensitivity kl: the calibration text has fewer than 128 tokens");
+    }
+    // Held-out tokens for comparing whole allocations: after those GPTQ and the sensitivity saw
+    // where the text is long enough, else after the sensitivity's.
+    const auto seen = static_cast<size_t>(std::max<int64_t>(a.sensitivity_tokens, 0));
+    size_t from = std::min(calib_ids.size(), std::max(seen, static_cast<size_t>(a.calib_tokens)));
+    if (calib_ids.size() - from < 512) from = std::min(calib_ids.size(), seen);
+    ao.selection_chunks = pipeline::calibration_chunks(std::span<const int32_t>(calib_ids).subspan(from), 512,
+                                                    a.selection_tokens, bos);
+    if (ao.selection_chunks.empty()) {
+      std::fprintf(stderr, "lutq: warning: the calibration text has no 512 tokens beyond the sensitivity's; "
+                           "allocations are compared on the sensitivity's own tokens\n");
+    }
+  }
+  ProgressLine quantizing("lutq: quantizing every layer at " + std::to_string(cand.size()) + " bit counts");
+  ao.progress = [&](int64_t done, int64_t total) { quantizing.update(done, total, "layers"); };
+  std::optional<ProgressLine> measuring;
+  ao.kl_progress = [&](int64_t done, int64_t total) {
+    if (!measuring) measuring.emplace("lutq: measuring each layer's KL at the other bit counts");
+    measuring->update(done, total, "models");
+  };
+  Result<pipeline::BitAllocation> alloc =
+      pipeline::allocate_bits(in, spec, a.target_bpw, cand, stats ? &*stats : nullptr, pool, ao);
+  if (!alloc) return alloc.status();
+  std::map<int, int> per_bits;
+  for (const pipeline::BitAllocation::Layer& l : alloc->layers) ++per_bits[l.bits];
+  std::printf("mixed precision for %.3f bpw: %.3f bpw;", a.target_bpw, alloc->average_bpw);
+  for (const auto& [bits, count] : per_bits) std::printf(" %d layers at %d bits", count, bits);
+  std::printf("\n");
+  if (!alloc->trials.empty()) {
+    std::printf("  model KL on held-out calibration tokens, per downgrade penalty:");
+    for (const pipeline::BitAllocation::Trial& t : alloc->trials) {
+      if (std::isinf(t.penalty)) {
+        std::printf(" [no downgrade]");
+      } else {
+        std::printf(" [x%g]", t.penalty);
+      }
+      std::printf(" %.4f at %.3f bpw%s;", t.kl, t.average_bpw, t.kl == alloc->kl ? " (chosen)" : "");
+    }
+    std::printf("\n");
+  }
+  for (model::LinearOverride& o : alloc->overrides()) spec.overrides.push_back(std::move(o));
+  return Status::ok();
+}
+
+int run(const QuantizeArgs& a) {
+  Result<model::LinearSpec> spec = checked_spec(a);
+  if (!spec) return report_error(spec.status(), kExitUsage);
   Result<pipeline::ExpertsOptions> experts = experts_options(a);
   if (!experts) return report_error(experts.status(), kExitUsage);
   Result<std::unique_ptr<io::Checkpoint>> in = io::open_checkpoint(a.model.path);
@@ -256,60 +322,7 @@ int run(const QuantizeArgs& a) {
                  a.no_importance ? "unweighted (--no-importance)" : "weighted by the input channels' activation energy");
   }
   if (a.target_bpw > 0.0) {
-    std::vector<int> cand = a.candidates;
-    if (cand.empty()) {
-      for (int b = std::max(1, a.model.quant_bits - 1); b <= std::min(8, a.model.quant_bits + 1); ++b) cand.push_back(b);
-    }
-    std::sort(cand.begin(), cand.end());
-    cand.erase(std::unique(cand.begin(), cand.end()), cand.end());
-    pipeline::AllocationOptions ao;
-    if (a.sensitivity == "kl") {
-      // Chunks of 128 tokens from the start of the calibration text, each scored at every position.
-      ao.kl_chunks = pipeline::calibration_chunks(calib_ids, 128, a.sensitivity_tokens, bos);
-      if (ao.kl_chunks.empty()) {
-        return report_error(Status::invalid("--sensitivity kl: the calibration text has fewer than 128 tokens"),
-                            kExitFailure);
-      }
-      // Held-out tokens for comparing whole allocations: after those GPTQ and the sensitivity saw
-      // where the text is long enough, else after the sensitivity's.
-      const auto seen = static_cast<size_t>(std::max<int64_t>(a.sensitivity_tokens, 0));
-      size_t from = std::min(calib_ids.size(), std::max(seen, static_cast<size_t>(a.calib_tokens)));
-      if (calib_ids.size() - from < 512) from = std::min(calib_ids.size(), seen);
-      ao.selection_chunks = pipeline::calibration_chunks(std::span<const int32_t>(calib_ids).subspan(from), 512,
-                                                      a.selection_tokens, bos);
-      if (ao.selection_chunks.empty()) {
-        std::fprintf(stderr, "lutq: warning: the calibration text has no 512 tokens beyond the sensitivity's; "
-                             "allocations are compared on the sensitivity's own tokens\n");
-      }
-    }
-    ProgressLine quantizing("lutq: quantizing every layer at " + std::to_string(cand.size()) + " bit counts");
-    ao.progress = [&](int64_t done, int64_t total) { quantizing.update(done, total, "layers"); };
-    std::optional<ProgressLine> measuring;
-    ao.kl_progress = [&](int64_t done, int64_t total) {
-      if (!measuring) measuring.emplace("lutq: measuring each layer's KL at the other bit counts");
-      measuring->update(done, total, "models");
-    };
-    Result<pipeline::BitAllocation> alloc =
-        pipeline::allocate_bits(**in, *spec, a.target_bpw, cand, stats ? &*stats : nullptr, pool, ao);
-    if (!alloc) return report_error(alloc.status(), kExitFailure);
-    std::map<int, int> per_bits;
-    for (const pipeline::BitAllocation::Layer& l : alloc->layers) ++per_bits[l.bits];
-    std::printf("mixed precision for %.3f bpw: %.3f bpw;", a.target_bpw, alloc->average_bpw);
-    for (const auto& [bits, count] : per_bits) std::printf(" %d layers at %d bits", count, bits);
-    std::printf("\n");
-    if (!alloc->trials.empty()) {
-      std::printf("  model KL on held-out calibration tokens, per downgrade penalty:");
-      for (const pipeline::BitAllocation::Trial& t : alloc->trials) {
-        if (std::isinf(t.penalty)) {
-          std::printf(" [no downgrade]");
-        } else {
-          std::printf(" [x%g]", t.penalty);
-        }
-        std::printf(" %.4f at %.3f bpw%s;", t.kl, t.average_bpw, t.kl == alloc->kl ? " (chosen)" : "");
-      }
-      std::printf("\n");
-    }
-    for (model::LinearOverride& o : alloc->overrides()) spec->overrides.push_back(std::move(o));
+    if (Status st = allocate(a, **in, *spec, stats, calib_ids, bos, pool); !st) return report_error(st, kExitFailure);
   }
   ProgressLine progress("lutq: quantizing");
   Result<pipeline::QuantizeReport> report = pipeline::quantize_to_file(

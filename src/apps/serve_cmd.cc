@@ -107,17 +107,23 @@ Result<int> slots_in_budget(const model::Model& m, const model::MemorySpec& kv, 
   return static_cast<int>(std::min<int64_t>(slots, 256));
 }
 
+// The options' own checks (usage errors).
+Status check_args(const ServeArgs& a) {
+  if (Status st = validate_model_args(a.model); !st) return st;
+  if (!(a.kv_budget_mib >= 0.0)) return Status::invalid("--kv-budget: must be >= 0");
+  if (a.parallel < 1 || a.parallel > 256) return Status::invalid("--parallel: must be in 1..256");
+  if (a.queue < 0 || a.queue > 4096) return Status::invalid("--queue: must be in 0..4096");
+  if (a.port < 0 || a.port > 65535) return Status::invalid("--port: must be in 0..65535");
+  if (a.prefill_chunk < 1) return Status::invalid("--prefill-chunk: must be >= 1");
+  if (a.timeout_s < 1) return Status::invalid("--timeout: must be >= 1");
+  if (a.max_connections < 1) return Status::invalid("--max-connections: must be >= 1");
+  if (a.shutdown_timeout_s < 0) return Status::invalid("--shutdown-timeout: must be >= 0");
+  if (a.io_threads < 1 || a.io_threads > 64) return Status::invalid("--io-threads: must be in 1..64");
+  return Status::ok();
+}
+
 int serve(const ServeArgs& a) {
-  if (Status st = validate_model_args(a.model); !st) return report_error(st, kExitUsage);
-  if (!(a.kv_budget_mib >= 0.0)) return report_error(Status::invalid("--kv-budget: must be >= 0"), kExitUsage);
-  if (a.parallel < 1 || a.parallel > 256) return report_error(Status::invalid("--parallel: must be in 1..256"), kExitUsage);
-  if (a.queue < 0 || a.queue > 4096) return report_error(Status::invalid("--queue: must be in 0..4096"), kExitUsage);
-  if (a.port < 0 || a.port > 65535) return report_error(Status::invalid("--port: must be in 0..65535"), kExitUsage);
-  if (a.prefill_chunk < 1) return report_error(Status::invalid("--prefill-chunk: must be >= 1"), kExitUsage);
-  if (a.timeout_s < 1) return report_error(Status::invalid("--timeout: must be >= 1"), kExitUsage);
-  if (a.max_connections < 1) return report_error(Status::invalid("--max-connections: must be >= 1"), kExitUsage);
-  if (a.shutdown_timeout_s < 0) return report_error(Status::invalid("--shutdown-timeout: must be >= 0"), kExitUsage);
-  if (a.io_threads < 1 || a.io_threads > 64) return report_error(Status::invalid("--io-threads: must be in 1..64"), kExitUsage);
+  if (Status st = check_args(a); !st) return report_error(st, kExitUsage);
 
   // A client that goes away mid-write must not kill the server.
   std::signal(SIGPIPE, SIG_IGN);
