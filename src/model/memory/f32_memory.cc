@@ -5,12 +5,10 @@
 #include <cmath>
 #include <vector>
 
+#include "model/memory/staged_memory.h"
+
 namespace lutq::model {
 namespace {
-
-// Attention splits over (row, head) items; below this many flops the pool round trip costs
-// more than the work (decode at short context), so it stays on the calling thread.
-constexpr int64_t kMinParallelFlops = int64_t{1} << 18;
 
 class F32Memory final : public Memory {
  public:

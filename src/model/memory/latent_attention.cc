@@ -4,11 +4,10 @@
 #include <cmath>
 #include <vector>
 
+#include "model/memory/staged_memory.h"
+
 namespace lutq::model {
 namespace {
-
-// Below this many flops the pool round trip costs more than the work (as in staged_memory.cc).
-constexpr int64_t kMinParallelFlops = int64_t{1} << 18;
 
 // One query row over its keys: every head at once, position by position, so that each key row
 // and each latent row is read once for all the heads that use it (n_rep query heads share a kv

@@ -4,12 +4,6 @@
 #include <cmath>
 
 namespace lutq::model {
-namespace {
-
-// Below this many flops the pool round trip costs more than the work (as in f32_memory.cc).
-constexpr int64_t kMinParallelFlops = int64_t{1} << 18;
-
-}  // namespace
 
 void for_positions(ThreadPool& pool, int64_t n, int64_t cost_per_position, FunctionRef<void(int64_t, int64_t)> fn) {
   if (n <= 0) return;

@@ -33,6 +33,9 @@ class StagedMemory : public Memory {
   std::vector<float> k_, v_;
 };
 
+// Below this many flops a pool round trip costs more than the work: attention loops run inline.
+inline constexpr int64_t kMinParallelFlops = int64_t{1} << 18;
+
 // Runs fn(first, last) over [0, n) in chunks on the pool (inline when the work is small).
 void for_positions(ThreadPool& pool, int64_t n, int64_t cost_per_position, FunctionRef<void(int64_t, int64_t)> fn);
 
