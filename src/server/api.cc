@@ -180,16 +180,17 @@ ApiReply Api::handle(const ApiRequest& request) {
   return r;
 }
 
-std::optional<ApiError> Api::adapter_of(const CompletionRequest& r, int32_t& index) const {
+int32_t Api::adapter_index(std::string_view name) const {
   const std::vector<std::string>& names = options_.adapters;
-  const std::string& wanted = r.adapter.empty() ? r.model : r.adapter;
-  const auto it = std::find(names.begin(), names.end(), wanted);
-  if (it != names.end()) {
-    index = static_cast<int32_t>(it - names.begin()) + 1;
-    return std::nullopt;
-  }
-  index = 0;
-  if (r.adapter.empty()) return std::nullopt;  // "model" names the model itself, or anything
+  const auto it = std::find(names.begin(), names.end(), name);
+  return it == names.end() ? 0 : static_cast<int32_t>(it - names.begin()) + 1;
+}
+
+std::optional<ApiError> Api::adapter_of(const CompletionRequest& r, int32_t& index) const {
+  index = adapter_index(r.adapter.empty() ? r.model : r.adapter);
+  // Found, or no "adapter" asked for ("model" names the model itself, or anything).
+  if (index != 0 || r.adapter.empty()) return std::nullopt;
+  const std::vector<std::string>& names = options_.adapters;
   std::string known;
   for (const std::string& n : names) known += (known.empty() ? "'" : ", '") + n + "'";
   return ApiError{404, "the adapter '" + r.adapter + "' does not exist; this server holds " +
@@ -204,8 +205,7 @@ ApiReply Api::get(std::string_view path) {
                       "/v1/models");
   }
   if (std::optional<std::string> id = model_id_of_path(path)) {
-    const std::vector<std::string>& ads = options_.adapters;
-    const bool adapter = std::find(ads.begin(), ads.end(), *id) != ads.end();
+    const bool adapter = adapter_index(*id) != 0;
     if (*id != options_.model_name && !adapter) {
       ApiReply r = error_reply(ApiError{404, "the model '" + *id + "' does not exist; this server serves '" +
                                                  options_.model_name + "'",

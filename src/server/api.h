@@ -89,7 +89,9 @@ class Api {
  private:
   ApiReply completion(Endpoint endpoint, std::string_view body);
   std::optional<ApiError> chat_prompt(const CompletionRequest& r, std::vector<int32_t>& prompt) const;
-  // The model's adapter index a request asks for (0: none); an unknown "adapter" name is a 400.
+  // The model's index of the adapter called `name` (options_.adapters[i] is i + 1), 0 for none.
+  int32_t adapter_index(std::string_view name) const;
+  // The model's adapter index a request asks for (0: none); an unknown "adapter" name is a 404.
   std::optional<ApiError> adapter_of(const CompletionRequest& r, int32_t& index) const;
   ApiReply get(std::string_view path);
   bool authorized(std::string_view authorization) const;
