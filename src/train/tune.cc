@@ -159,7 +159,9 @@ Result<TuneReport> tune(Student& student, std::span<const int32_t> tokens, const
   std::iota(loop.train.begin(), loop.train.end(), 0);
   std::iota(held.begin(), held.end(), n_seq - n_held);
   ScaleUpdater updater(student, opts.kind, adam);
-  const std::string fp = fingerprint(opts, tokens, student);
+  // Only checkpoints need it (it hashes every trained matrix's codes).
+  const bool checkpointed = checkpoints.resume != nullptr || static_cast<bool>(checkpoints.save);
+  const std::string fp = checkpointed ? fingerprint(opts, tokens, student) : std::string();
   if (checkpoints.resume != nullptr) {
     if (Status s = resume_run(*checkpoints.resume, fp, updater, student, loop, report); !s) return s;
   } else {
