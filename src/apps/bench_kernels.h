@@ -73,7 +73,10 @@ struct BenchRow {
   double max_ms = 0.0;
   int64_t weight_bytes = 0;
   double gbps = 0.0;  // weight bytes / median time
-  double floor_fraction = 0.0;  // (weight bytes / probed bandwidth) / median time
+  double floor_fraction = 0.0;  // (weight bytes / floor_gbps) / median time
+  // The read bandwidth the row is compared with: the DRAM probe at its thread count (dram rows,
+  // baselines) or a warm read of an array as large as its weights (hot rows).
+  double floor_gbps = 0.0;
   std::optional<double> speedup_dense;  // dense fp32 (ours) median / this median
   std::optional<double> speedup_blas;  // OpenBLAS median / this median
 };

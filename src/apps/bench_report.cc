@@ -53,8 +53,9 @@ void print_machine_header(const MachineInfo& machine, const BenchOptions& option
   std::printf("\n");
   std::printf("dram: rotate > %lld MiB of weight copies (L3 per sysfs: %lld MiB); hot: one warm copy; times are medians of the timed calls\n",
               static_cast<long long>(options.dram_bytes >> 20), static_cast<long long>(options.llc_bytes >> 20));
-  std::printf("floor%% = (weight bytes / probed GB/s at that thread count) / median; x dense / x blas = speedup over "
-              "dense fp32 (ours, AVX2) / OpenBLAS, same shape, m, threads, dram\n\n");
+  std::printf("floor%% = (weight bytes / probed GB/s at that thread count) / median: dram rows against the probe above, "
+              "hot rows against a warm read of an array as large as their weights (JSON floor_gbps); x dense / x blas = "
+              "speedup over dense fp32 (ours, AVX2) / OpenBLAS, same shape, m, threads, dram\n\n");
   std::fflush(stdout);
 }
 
@@ -138,7 +139,8 @@ Status write_json(const std::string& path, const MachineInfo& machine, const Ben
                         {"max_ms", r.max_ms},
                         {"weight_bytes", r.weight_bytes},
                         {"gbps", r.gbps},
-                        {"floor_fraction", r.floor_fraction}};
+                        {"floor_fraction", r.floor_fraction},
+                        {"floor_gbps", r.floor_gbps}};
     o["speedup_dense"] = r.speedup_dense ? nlohmann::json(*r.speedup_dense) : nlohmann::json(nullptr);
     o["speedup_blas"] = r.speedup_blas ? nlohmann::json(*r.speedup_blas) : nlohmann::json(nullptr);
     out_rows.push_back(std::move(o));
