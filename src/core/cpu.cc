@@ -1,6 +1,10 @@
 #include "core/cpu.h"
 
 #include <cpuid.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include <cstdint>
 #include <cstring>
@@ -16,6 +20,18 @@ uint64_t read_xcr0() {
 }
 
 bool bit(uint32_t reg, int b) { return ((reg >> b) & 1u) != 0; }
+
+// Asks Linux for this process's permission to use AMX tile data (idempotent, process-wide).
+// Some kernels and hypervisors advertise AMX in cpuid but refuse it here.
+bool os_grants_amx() {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+  constexpr long kReqXcompPerm = 0x1023;  // ARCH_REQ_XCOMP_PERM
+  constexpr long kXtiledata = 18;  // XFEATURE_XTILEDATA
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXtiledata) == 0;
+#else
+  return false;
+#endif
+}
 
 }  // namespace
 
@@ -39,6 +55,8 @@ CpuFeatures detect_cpu() {
   f.avx512_vnni = f.avx512 && bit(ecx7, 11);
   f.avx512_gfni = f.avx512 && bit(ecx7, 8);
   f.avx512_fp16 = f.avx512 && bit(edx7, 23);
+  const bool os_tiles = (xcr0 & 0x60000) == 0x60000;
+  f.amx_int8 = f.avx512 && bit(edx7, 24) && bit(edx7, 25) && os_tiles && os_grants_amx();
   __cpuid_count(7, 1, a, b, c, d);
   f.avx512_bf16 = f.avx512 && bit(a, 5);
   f.avx_vnni = f.avx2 && bit(a, 4);
@@ -72,6 +90,7 @@ std::string CpuFeatures::summary() const {
   add(avx512_vnni, "vnni");
   add(avx512_bf16, "bf16");
   add(avx512_fp16, "fp16");
+  add(amx_int8, "amx-int8");
   return s.empty() ? std::string("scalar") : s;
 }
 

@@ -14,6 +14,10 @@ struct CpuFeatures {
   bool avx512_fp16 = false;
   bool avx_vnni = false;
   bool avx512_gfni = false;  // GFNI (vgf2p8affineqb) on zmm: AVX-512 and the GFNI cpuid bit
+  // AMX-TILE + AMX-INT8 that this process may use: the cpuid bits, the OS saving tile state
+  // (XCR0 bits 17-18) and Linux granting the tile data to the process (detect_cpu asks with
+  // arch_prctl(ARCH_REQ_XCOMP_PERM); without that grant the first tile instruction faults).
+  bool amx_int8 = false;
   std::string brand;  // e.g. "AMD EPYC 7B13"
   std::string summary() const;  // "avx2 avx512 vbmi ..." for logs and benchmarks
 };

@@ -22,6 +22,12 @@ Result<GemmPath> path_from_env() {
   return Status::invalid("LUTQ_GEMM_PATH: unknown path '" + std::string(v) + "': expected auto, lut or int8");
 }
 
+// LUTQ_AMX=0 keeps the int8 path on its AVX-512 kernel where AMX is there (for comparisons).
+bool amx_allowed() {
+  const char* env = std::getenv("LUTQ_AMX");
+  return env == nullptr || std::string_view(env) != "0";
+}
+
 }  // namespace
 
 Result<BcqLinear> BcqLinear::create(const format::BcqMatrix& w, Isa isa, Precision precision,
@@ -46,13 +52,15 @@ Result<BcqLinear> BcqLinear::create(const format::BcqMatrix& w, Isa isa, Precisi
   // Packed for the int8 path where it is forced, or where the policy takes it for some m (a
   // matrix it never takes, e.g. q <= 2, does not pay the memory).
   const bool int8_possible = isa == Isa::kAvx512 && precision == Precision::kFast && bcq_int8_supported(w) &&
-                             bcq_int8_avx512_available(detect_cpu());
+                             bcq_int8_avx512_available(cpu);
+  const bool amx = amx_allowed() && bcq_int8_amx_available(cpu) && w.cfg.g % 64 == 0;
   const bool wanted = *path == GemmPath::kInt8Gemm ||
                       (*path == GemmPath::kAuto && choose_path(std::numeric_limits<int64_t>::max(), w.n, w.k, w.cfg.q,
-                                                               w.cfg.g, w.cfg.orientation, isa, precision) ==
+                                                               w.cfg.g, w.cfg.orientation, isa, precision, amx) ==
                                                        GemmPath::kInt8Gemm);
   if (int8_possible && wanted) {
     out.int8_ = std::make_shared<const BcqInt8Packed>(pack_bcq_int8(w));
+    out.int8_kernel_ = best_int8_kernel(cpu, *out.int8_, amx);
   }
   return out;
 }
@@ -80,7 +88,8 @@ GemmPath BcqLinear::path_for(int64_t m) const {
   if (!int8_) return GemmPath::kLut;
   if (forced_) return *forced_;
   const format::BcqConfig& c = packed_.source.cfg;
-  return choose_path(m, n(), k(), c.q, c.g, c.orientation, packed_.isa, packed_.precision);
+  return choose_path(m, n(), k(), c.q, c.g, c.orientation, packed_.isa, packed_.precision,
+                     int8_kernel_ == Int8Kernel::kAmx);
 }
 
 Status BcqLinear::forward(const float* x, int64_t m, float* y, ThreadPool& pool) const {
@@ -91,7 +100,7 @@ Status BcqLinear::forward(const float* x, int64_t m, float* y, ThreadPool& pool)
     return Status::ok();
   }
   if (path_for(m) == GemmPath::kInt8Gemm) {
-    bcq_int8_gemm(*int8_, x, m, y, pool, true);
+    bcq_int8_gemm(*int8_, x, m, y, pool, int8_kernel_);
     return Status::ok();
   }
   const Backend& be = backend(packed_.isa);

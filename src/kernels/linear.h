@@ -57,12 +57,15 @@ class BcqLinear {
   GemmPath path_for(int64_t m) const;
   // Bytes of the int8-path packing (0 where there is none).
   int64_t int8_bytes() const { return int8_ ? int8_->bytes() : 0; }
+  // The kernel the int8 path runs (AMX, AVX-512 VNNI; LUTQ_AMX=0 rules AMX out).
+  Int8Kernel int8_kernel() const { return int8_kernel_; }
 
  private:
   explicit BcqLinear(PackedMatrix packed) : packed_(std::move(packed)) {}
   static BcqLinear create_bytes(const format::BcqMatrix& w, Isa isa, Precision precision, const CpuFeatures& cpu);
   PackedMatrix packed_;
   std::shared_ptr<const BcqInt8Packed> int8_;  // null where the int8 path is never taken
+  Int8Kernel int8_kernel_ = Int8Kernel::kRef;  // the int8 path's kernel (best_int8_kernel)
   std::shared_ptr<const BcqBytesPacked> bytes_;  // non-null: the byte-code path, for every m
   ByteKernel byte_kernel_ = ByteKernel::kNone;
   std::optional<GemmPath> forced_;

@@ -28,14 +28,16 @@ bool bcq_int8_supported(const format::BcqMatrix& w) {
 
 // Thresholds measured with `lutq bench-kernels --path lut,int8` (docs/kernels.md "Policy").
 GemmPath choose_path(int64_t m, int64_t n, int64_t k, int q, int64_t g, format::Orientation orientation, Isa isa,
-                     Precision precision) {
+                     Precision precision, bool amx) {
   if (isa != Isa::kAvx512 || precision != Precision::kFast) return GemmPath::kLut;
   if (orientation != format::Orientation::kPerOC || q > 4 || g % 4 != 0 || k % 4 != 0 || n < 1) return GemmPath::kLut;
   // Measured on Zen 4 (4096x4096, g = 128, 1 thread, hot): the int8 path pays a per-call
   // expansion (~0.4 ms at q = 2..4, m-independent) and then ~8 vpdpbusd per 512 weights per row,
   // against the LUT's 4q instructions per 512 weights per row. q = 4 wins from m = 8, q = 3 from
   // m = 16; at q <= 2 the LUT does per row what the int8 path does and never loses.
-  if (q <= 2) return GemmPath::kLut;
+  // With AMX (Xeon, 4096x14336 g128, 1 thread, hot) the int8 path also wins at q = 2 from m = 32
+  // (6.1 vs 10.2 ms; m = 8: 2.7 vs 2.5).
+  if (q <= 2) return amx && g % 64 == 0 && m >= 32 ? GemmPath::kInt8Gemm : GemmPath::kLut;
   const int64_t min_m = q == 4 ? 8 : 16;
   return m >= min_m ? GemmPath::kInt8Gemm : GemmPath::kLut;
 }
@@ -122,15 +124,20 @@ int64_t BcqInt8Packed::bytes() const {
   return static_cast<int64_t>(masks.size() * 8 + luts.size() + ws.size() * 4);
 }
 
-QuantizedActs quantize_acts(const float* x, int64_t m, int64_t k, int64_t g) {
+QuantizedActs zeroed_acts(int64_t m, int64_t k, int64_t g) {
   QuantizedActs a;
   a.m = m;
   a.k = k;
   a.groups = k / g;
   a.stride = k + 64;
-  a.xq.assign(static_cast<size_t>(m * a.stride), 0);
+  a.xq.assign(static_cast<size_t>((m + 15) / 16 * 16 * a.stride), 0);
   a.sx.assign(static_cast<size_t>(m * a.groups), 0.0f);
   a.corr.assign(a.sx.size(), 0);
+  return a;
+}
+
+QuantizedActs quantize_acts(const float* x, int64_t m, int64_t k, int64_t g) {
+  QuantizedActs a = zeroed_acts(m, k, g);
   for (int64_t t = 0; t < m; ++t) {
     for (int64_t j = 0; j < a.groups; ++j) {
       const float* xs = x + t * k + j * g;
@@ -179,9 +186,33 @@ void bcq_int8_gemm_ref(const BcqInt8Packed& w, const QuantizedActs& xa, float* y
   }
 }
 
-void bcq_int8_gemm(const BcqInt8Packed& w, const float* x, int64_t m, float* y, ThreadPool& pool, bool simd) {
-  const QuantizedActs xa = quantize_acts(x, m, w.k, w.g);
-  if (simd) {
+const char* int8_kernel_name(Int8Kernel kernel) {
+  switch (kernel) {
+    case Int8Kernel::kRef:
+      return "ref";
+    case Int8Kernel::kAvx512:
+      return "avx512-vnni";
+    case Int8Kernel::kAmx:
+      return "amx";
+  }
+  return "?";
+}
+
+bool bcq_int8_amx_available(const CpuFeatures& cpu) { return cpu.amx_int8 && bcq_int8_avx512_available(cpu); }
+
+bool bcq_int8_amx_supported(const BcqInt8Packed& w) { return w.g % 64 == 0; }
+
+Int8Kernel best_int8_kernel(const CpuFeatures& cpu, const BcqInt8Packed& w, bool allow_amx) {
+  if (allow_amx && bcq_int8_amx_available(cpu) && bcq_int8_amx_supported(w)) return Int8Kernel::kAmx;
+  return bcq_int8_avx512_available(cpu) ? Int8Kernel::kAvx512 : Int8Kernel::kRef;
+}
+
+void bcq_int8_gemm(const BcqInt8Packed& w, const float* x, int64_t m, float* y, ThreadPool& pool, Int8Kernel kernel) {
+  const QuantizedActs xa = kernel == Int8Kernel::kRef ? quantize_acts(x, m, w.k, w.g)
+                                                      : quantize_acts_avx512(x, m, w.k, w.g);
+  if (kernel == Int8Kernel::kAmx && m >= kAmxMinRows) {
+    bcq_int8_gemm_amx(w, xa, y, pool);
+  } else if (kernel != Int8Kernel::kRef) {
     bcq_int8_gemm_avx512(w, xa, y, pool);
   } else {
     bcq_int8_gemm_ref(w, xa, y);

@@ -35,8 +35,9 @@ const char* gemm_path_name(GemmPath p);
 // The policy (docs/kernels.md "Policy"): which path BcqLinear::forward takes for m activation
 // rows. int8 GEMM only where it exists (avx512 with VNNI + VBMI, per-OC, q <= 4, fast precision)
 // and where it measured faster than the LUT kernels; `--precision exact` always stays on the LUT.
+// `amx`: the int8 path would run the AMX kernel (then q <= 2 takes it too, from m = 32).
 GemmPath choose_path(int64_t m, int64_t n, int64_t k, int q, int64_t g, format::Orientation orientation, Isa isa,
-                     Precision precision);
+                     Precision precision, bool amx = false);
 // Whether a matrix can take the int8 path at all (per-OC, q <= 4, g % 4 == 0).
 bool bcq_int8_supported(const format::BcqMatrix& w);
 
@@ -65,19 +66,43 @@ struct QuantizedActs {
   int64_t m = 0, k = 0, groups = 0;
   // Row stride of xq: k + 64, so that rows k = 4096 apart do not all map to the same L1 sets.
   int64_t stride = 0;
-  std::vector<int8_t> xq;  // [m][stride], the first k of each row used
+  // [round_up(m, 16)][stride], the first k of each row used; rows past m are zero (AMX loads
+  // activation tiles of 16 rows).
+  std::vector<int8_t> xq;
   std::vector<float> sx;  // [m][groups]; NaN where a group holds a non-finite value
   std::vector<int32_t> corr;  // [m][groups]: −128·Σ_{c in group} xq
 };
 QuantizedActs quantize_acts(const float* x, int64_t m, int64_t k, int64_t g);
+// The same, bit for bit, with AVX-512 (precondition: bcq_int8_avx512_available).
+QuantizedActs quantize_acts_avx512(const float* x, int64_t m, int64_t k, int64_t g);
+// Shapes and zero-fills the fields (xq rows padded to a multiple of 16).
+QuantizedActs zeroed_acts(int64_t m, int64_t k, int64_t g);
 
 // The scalar spec. y[m,n], stride n.
 void bcq_int8_gemm_ref(const BcqInt8Packed& w, const QuantizedActs& xa, float* y);
 // The AVX-512 VNNI + VBMI kernel. Precondition: the CPU has both.
 void bcq_int8_gemm_avx512(const BcqInt8Packed& w, const QuantizedActs& xa, float* y, ThreadPool& pool);
 bool bcq_int8_avx512_available(const CpuFeatures& cpu);
+// The AMX kernel (bcq_int8_amx.cc): the same expansion, then TDPBSUD on 16x64-byte tiles, over
+// column chunks of whole groups holding about chunk_bytes of activations (all rows) each.
+// Preconditions: bcq_int8_amx_available(cpu) and bcq_int8_amx_supported(w).
+constexpr int64_t kAmxChunkBytes = 256 << 10;  // L2-resident
+void bcq_int8_gemm_amx(const BcqInt8Packed& w, const QuantizedActs& xa, float* y, ThreadPool& pool,
+                       int64_t chunk_bytes = kAmxChunkBytes);
+bool bcq_int8_amx_available(const CpuFeatures& cpu);
+bool bcq_int8_amx_supported(const BcqInt8Packed& w);  // g a multiple of 64 (one tile step of k)
 
-// Quantizes x and runs the AVX-512 kernel (simd) or the scalar spec.
-void bcq_int8_gemm(const BcqInt8Packed& w, const float* x, int64_t m, float* y, ThreadPool& pool, bool simd);
+// Which kernel runs the int8 path. Every kernel equals the scalar spec bit for bit.
+enum class Int8Kernel : uint8_t { kRef = 0, kAvx512 = 1, kAmx = 2 };
+const char* int8_kernel_name(Int8Kernel kernel);
+// The fastest kernel the CPU runs for w: AMX where available and supported (unless allow_amx is
+// false), else AVX-512, else the scalar spec.
+Int8Kernel best_int8_kernel(const CpuFeatures& cpu, const BcqInt8Packed& w, bool allow_amx = true);
+// Below this many activation rows kAmx hands the call to the AVX-512 kernel (docs/kernels.md,
+// "AMX"): a tile holds 16 rows, fewer waste its work.
+constexpr int64_t kAmxMinRows = 16;
+
+// Quantizes x and runs `kernel` (kAmx: the AVX-512 kernel below kAmxMinRows rows).
+void bcq_int8_gemm(const BcqInt8Packed& w, const float* x, int64_t m, float* y, ThreadPool& pool, Int8Kernel kernel);
 
 }  // namespace lutq::kernels

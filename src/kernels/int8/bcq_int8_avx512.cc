@@ -19,11 +19,13 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include <immintrin.h>
 
 #include "kernels/int8/bcq_int8.h"
+#include "kernels/int8/bcq_int8_expand.h"
 
 namespace lutq::kernels {
 
@@ -114,14 +116,6 @@ void expand_group(const uint64_t* masks, const uint8_t* lut, int64_t quads, int8
   }
 }
 
-void expand(int q, const uint64_t* masks, const uint8_t* lut, int64_t quads, int8_t* out) {
-  switch (q) {
-    case 1: expand_group<1>(masks, lut, quads, out); break;
-    case 2: expand_group<2>(masks, lut, quads, out); break;
-    case 3: expand_group<3>(masks, lut, quads, out); break;
-    default: expand_group<4>(masks, lut, quads, out); break;
-  }
-}
 
 // One group of up to 2 tiles (H) x MR activation rows.
 struct GroupArgs {
@@ -186,7 +180,7 @@ void tile_pair(const BcqInt8Packed& w, const QuantizedActs& xa, int64_t tile0, i
     for (int e = 0; e < h; ++e) {
       const int64_t tile = tile0 + e, cell = tile * w.groups + j;
       int8_t* out = scratch + e * quads * 64;
-      expand(w.q, w.masks.data() + (tile * (w.k / 4) + j * quads) * w.q, w.luts.data() + cell * w.lut_bytes,
+      bcq_int8_expand(w.q, w.masks.data() + (tile * (w.k / 4) + j * quads) * w.q, w.luts.data() + cell * w.lut_bytes,
              quads, out);
       a.wexp[e] = out;
       a.ws[e] = w.ws.data() + cell * kInt8TileRows;
@@ -212,6 +206,61 @@ void tile_pair(const BcqInt8Packed& w, const QuantizedActs& xa, int64_t tile0, i
 }
 
 }  // namespace
+
+void bcq_int8_expand(int q, const uint64_t* masks, const uint8_t* lut, int64_t quads, int8_t* out) {
+  switch (q) {
+    case 1: expand_group<1>(masks, lut, quads, out); break;
+    case 2: expand_group<2>(masks, lut, quads, out); break;
+    case 3: expand_group<3>(masks, lut, quads, out); break;
+    default: expand_group<4>(masks, lut, quads, out); break;
+  }
+}
+
+namespace {
+
+// One (row, group) of quantize_acts: the same float operations per element (|x|, max, x · inv
+// rounded to nearest even by vcvtps2dq under the default MXCSR, as nearbyint), so equal results.
+void quantize_group(const float* xs, int64_t g, int8_t* xq, float& sx, int32_t& corr) {
+  __m512 amax = _mm512_setzero_ps();
+  __mmask16 bad = 0;
+  for (int64_t c = 0; c < g; c += 16) {
+    const __mmask16 in = c + 16 <= g ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (g - c)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(in, xs + c);
+    bad = static_cast<__mmask16>(bad | _mm512_mask_fpclass_ps_mask(in, v, 0x99));  // NaN or ±inf
+    amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
+  }
+  if (bad != 0) {
+    sx = std::numeric_limits<float>::quiet_NaN();
+    return;
+  }
+  const float top = _mm512_reduce_max_ps(amax);
+  if (top == 0.0f) return;
+  const __m512 inv = _mm512_set1_ps(127.0f / top);
+  sx = top / 127.0f;
+  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+  __m512i sum = _mm512_setzero_si512();
+  for (int64_t c = 0; c < g; c += 16) {
+    const __mmask16 in = c + 16 <= g ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (g - c)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(in, xs + c);
+    const __m512i r = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, inv)), lo), hi);
+    sum = _mm512_add_epi32(sum, r);
+    _mm_mask_storeu_epi8(xq + c, in, _mm512_cvtepi32_epi8(r));
+  }
+  corr = -128 * _mm512_reduce_add_epi32(sum);
+}
+
+}  // namespace
+
+QuantizedActs quantize_acts_avx512(const float* x, int64_t m, int64_t k, int64_t g) {
+  QuantizedActs a = zeroed_acts(m, k, g);
+  for (int64_t t = 0; t < m; ++t) {
+    for (int64_t j = 0; j < a.groups; ++j) {
+      const size_t cell = static_cast<size_t>(t * a.groups + j);
+      quantize_group(x + t * k + j * g, g, a.xq.data() + t * a.stride + j * g, a.sx[cell], a.corr[cell]);
+    }
+  }
+  return a;
+}
 
 void bcq_int8_gemm_avx512(const BcqInt8Packed& w, const QuantizedActs& xa, float* y, ThreadPool& pool) {
   const int64_t pairs = (w.tiles + 1) / 2;

@@ -13,10 +13,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <random>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/fp16.h"
@@ -71,24 +73,26 @@ const std::vector<Shape>& shapes_for(int64_t g) {
   return g == 32 ? s32 : g == 64 ? s64 : s128;
 }
 
-TEST(BcqInt8Gemm, Avx512EqualsScalarSpecExactly) {
-  if (!bcq_int8_avx512_available(detect_cpu())) GTEST_SKIP() << "CPU lacks AVX-512 VNNI + VBMI";
+using KernelFn = std::function<void(const BcqInt8Packed&, const QuantizedActs&, float*, ThreadPool&)>;
+
+// Every output of `kernel` equals the scalar spec's bit for bit (memcmp), on 1 and 2 threads.
+void expect_equals_spec(KernelFn kernel, const std::vector<int64_t>& groups, const std::vector<int64_t>& ms) {
   const uint64_t seed = testing::test_seed();
   std::mt19937_64 rng(seed);
   for (int threads : {1, 2}) {
     ThreadPool pool(threads);
     for (int q = 1; q <= 4; ++q) {
-      for (int64_t g : {32, 64, 128}) {
+      for (int64_t g : groups) {
         for (bool off : {false, true}) {
           for (const Shape& s : shapes_for(g)) {
             const BcqMatrix w = testing::random_bcq(s.n, s.k, BcqConfig{q, g, Orientation::kPerOC, off}, rng);
             const BcqInt8Packed p = pack_bcq_int8(w);
-            for (int64_t m : {1, 2, 3, 7, 9, 17, 33}) {
+            for (int64_t m : ms) {
               const std::vector<float> x = testing::random_activations(m, s.k, rng);
               const QuantizedActs xa = quantize_acts(x.data(), m, s.k, g);
               std::vector<float> want(static_cast<size_t>(m * s.n)), got(want.size(), std::nanf(""));
               bcq_int8_gemm_ref(p, xa, want.data());
-              bcq_int8_gemm_avx512(p, xa, got.data(), pool);
+              kernel(p, xa, got.data(), pool);
               size_t bad = 0, worst = 0;
               for (size_t e = 0; e < got.size(); ++e) {
                 if (std::memcmp(&got[e], &want[e], 4) == 0) continue;
@@ -105,6 +109,67 @@ TEST(BcqInt8Gemm, Avx512EqualsScalarSpecExactly) {
   }
 }
 
+TEST(BcqInt8Gemm, Avx512EqualsScalarSpecExactly) {
+  if (!bcq_int8_avx512_available(detect_cpu())) GTEST_SKIP() << "CPU lacks AVX-512 VNNI + VBMI";
+  expect_equals_spec(&bcq_int8_gemm_avx512, {32, 64, 128}, {1, 2, 3, 7, 9, 17, 33});
+}
+
+// AMX: activation blocks of 32 rows (two tiles of 16) with every tail (1, 15, 16, 17, 31 rows
+// past a block), odd tile counts (n = 1, 17, 33, 100), one and several 64-column steps per group.
+TEST(BcqInt8Gemm, AmxEqualsScalarSpecExactly) {
+  if (!bcq_int8_amx_available(detect_cpu())) GTEST_SKIP() << "CPU or OS lacks AMX-INT8 (or AVX-512 VNNI + VBMI)";
+  expect_equals_spec([](const BcqInt8Packed& w, const QuantizedActs& xa, float* y, ThreadPool& pool) {
+    bcq_int8_gemm_amx(w, xa, y, pool);
+  }, {64, 128}, {1, 2, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65});
+  // Column chunks of one group each: every pair revisits its outputs once per group.
+  expect_equals_spec([](const BcqInt8Packed& w, const QuantizedActs& xa, float* y, ThreadPool& pool) {
+    bcq_int8_gemm_amx(w, xa, y, pool, 1);
+  }, {64}, {3, 40});
+}
+
+// The AVX-512 activation quantizer equals the spec field for field, non-finite and all-zero
+// groups and groups that are not a multiple of 16 long included.
+TEST(BcqInt8Gemm, Avx512ActivationsEqualTheSpec) {
+  if (!bcq_int8_avx512_available(detect_cpu())) GTEST_SKIP() << "CPU lacks AVX-512 VNNI + VBMI";
+  std::mt19937_64 rng(testing::test_seed());
+  for (const auto& [k, g] : std::vector<std::pair<int64_t, int64_t>>{{256, 32}, {384, 128}, {100, 100}, {120, 20}}) {
+    for (int64_t m : {1, 3, 17}) {
+      std::vector<float> x = testing::random_activations(m, k, rng);
+      x[static_cast<size_t>(g / 2)] = std::numeric_limits<float>::quiet_NaN();  // row 0, group 0
+      if (m > 1) std::fill(x.begin() + k, x.begin() + k + g, 0.0f);  // row 1, group 0
+      if (m > 2) x[static_cast<size_t>(2 * k + g - 1)] = -std::numeric_limits<float>::infinity();
+      const QuantizedActs want = quantize_acts(x.data(), m, k, g), got = quantize_acts_avx512(x.data(), m, k, g);
+      EXPECT_EQ(got.xq, want.xq) << "k=" << k << " g=" << g << " m=" << m;
+      EXPECT_EQ(got.corr, want.corr) << "k=" << k << " g=" << g << " m=" << m;
+      ASSERT_EQ(got.sx.size(), want.sx.size());
+      EXPECT_EQ(0, std::memcmp(got.sx.data(), want.sx.data(), got.sx.size() * 4)) << "k=" << k << " g=" << g;
+    }
+  }
+}
+
+TEST(BcqInt8Gemm, KernelChoice) {
+  std::mt19937_64 rng(testing::test_seed());
+  const CpuFeatures cpu = detect_cpu();
+  const BcqInt8Packed g64 = pack_bcq_int8(testing::random_bcq(20, 128, BcqConfig{3, 64, Orientation::kPerOC, false}, rng));
+  const BcqInt8Packed g32 = pack_bcq_int8(testing::random_bcq(20, 128, BcqConfig{3, 32, Orientation::kPerOC, false}, rng));
+  EXPECT_TRUE(bcq_int8_amx_supported(g64));
+  EXPECT_FALSE(bcq_int8_amx_supported(g32));
+  const Int8Kernel simd = bcq_int8_avx512_available(cpu) ? Int8Kernel::kAvx512 : Int8Kernel::kRef;
+  EXPECT_EQ(best_int8_kernel(cpu, g32), simd);
+  EXPECT_EQ(best_int8_kernel(cpu, g64, false), simd);
+  EXPECT_EQ(best_int8_kernel(cpu, g64), bcq_int8_amx_available(cpu) ? Int8Kernel::kAmx : simd);
+  // Through bcq_int8_gemm, every choice gives the spec's outputs (kAmx below kAmxMinRows rows
+  // runs the AVX-512 kernel).
+  ThreadPool pool(2);
+  for (int64_t m : {int64_t{1}, kAmxMinRows - 1, kAmxMinRows, int64_t{40}}) {
+    const std::vector<float> x = testing::random_activations(m, 128, rng);
+    std::vector<float> want(static_cast<size_t>(m * 20)), got(want.size());
+    bcq_int8_gemm(g64, x.data(), m, want.data(), pool, Int8Kernel::kRef);
+    bcq_int8_gemm(g64, x.data(), m, got.data(), pool, best_int8_kernel(cpu, g64));
+    EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * 4)) << "m=" << m;
+  }
+}
+
 void check_against_exact(const BcqMatrix& w, int64_t m, std::mt19937_64& rng, uint64_t seed, ThreadPool& pool) {
   const std::vector<float> x = testing::random_activations(m, w.k, rng);
   Result<BcqLinear> ref = BcqLinear::create(w, Isa::kRef, Precision::kExact);
@@ -113,7 +178,7 @@ void check_against_exact(const BcqMatrix& w, int64_t m, std::mt19937_64& rng, ui
   ASSERT_TRUE(ref->forward(x.data(), m, want.data(), pool));
   const BcqInt8Packed p = pack_bcq_int8(w);
   std::vector<float> got(want.size(), std::nanf(""));
-  bcq_int8_gemm(p, x.data(), m, got.data(), pool, bcq_int8_avx512_available(detect_cpu()));
+  bcq_int8_gemm(p, x.data(), m, got.data(), pool, best_int8_kernel(detect_cpu(), p));
   const QuantizedActs xa = quantize_acts(x.data(), m, w.k, w.cfg.g);
   double worst_ratio = 0.0;
   int64_t wt = 0, wr = 0;
@@ -163,7 +228,7 @@ TEST(BcqInt8Gemm, NonFiniteActivationGivesNan) {
   x[70] = std::numeric_limits<float>::infinity();
   std::vector<float> y(40, 0.0f);
   ThreadPool pool(1);
-  bcq_int8_gemm(p, x.data(), 2, y.data(), pool, bcq_int8_avx512_available(detect_cpu()));
+  bcq_int8_gemm(p, x.data(), 2, y.data(), pool, best_int8_kernel(detect_cpu(), p));
   for (int64_t r = 0; r < 20; ++r) {
     EXPECT_FALSE(std::isnan(y[static_cast<size_t>(r)]));
     EXPECT_TRUE(std::isnan(y[static_cast<size_t>(20 + r)]));
@@ -184,6 +249,13 @@ TEST(BcqInt8Gemm, Policy) {
   EXPECT_EQ(choose_path(15, 4096, 4096, 3, 128, oc, Isa::kAvx512, fast), GemmPath::kLut);
   EXPECT_EQ(choose_path(16, 4096, 4096, 3, 128, oc, Isa::kAvx512, fast), GemmPath::kInt8Gemm);
   for (int q : {1, 2}) EXPECT_EQ(choose_path(512, 4096, 4096, q, 128, oc, Isa::kAvx512, fast), GemmPath::kLut) << q;
+  // With AMX, q <= 2 too from m = 32 (groups a multiple of 64 only).
+  for (int q : {1, 2}) {
+    EXPECT_EQ(choose_path(31, 4096, 4096, q, 128, oc, Isa::kAvx512, fast, true), GemmPath::kLut) << q;
+    EXPECT_EQ(choose_path(32, 4096, 4096, q, 128, oc, Isa::kAvx512, fast, true), GemmPath::kInt8Gemm) << q;
+    EXPECT_EQ(choose_path(32, 4096, 4096, q, 32, oc, Isa::kAvx512, fast, true), GemmPath::kLut) << q;
+  }
+  EXPECT_EQ(choose_path(8, 4096, 4096, 4, 128, oc, Isa::kAvx512, fast, true), GemmPath::kInt8Gemm);
   // Never: exact precision, per-IC, q > 4, another ISA.
   EXPECT_EQ(choose_path(32, 4096, 4096, 4, 128, oc, Isa::kAvx512, Precision::kExact), GemmPath::kLut);
   EXPECT_EQ(choose_path(32, 4096, 4096, 4, 128, Orientation::kPerIC, Isa::kAvx512, fast), GemmPath::kLut);
@@ -213,7 +285,7 @@ TEST(BcqInt8Gemm, LinearTakesThePolicyPath) {
   const std::vector<float> x = testing::random_activations(40, 256, rng);
   std::vector<float> y(40 * 40), want(40 * 40);
   ASSERT_TRUE(lin->forward(x.data(), 40, y.data(), pool));
-  bcq_int8_gemm(pack_bcq_int8(w), x.data(), 40, want.data(), pool, false);
+  bcq_int8_gemm(pack_bcq_int8(w), x.data(), 40, want.data(), pool, Int8Kernel::kRef);
   EXPECT_EQ(0, std::memcmp(y.data(), want.data(), y.size() * 4));
   // exact precision, per-IC and a forced LUT path never pack or take the int8 path.
   Result<BcqLinear> exact = BcqLinear::create(w, Isa::kAvx512, Precision::kExact, GemmPath::kInt8Gemm);
