@@ -44,7 +44,7 @@ struct QuantizeArgs {
   bool no_importance = false;      // fit groups unweighted even with calibration statistics
   bool clip_search = false;        // loss-aware clipping search around the plain fits
   int flexround_steps = 100;       // --quant-method flexround: Adam steps per layer
-  std::string experts = "bcq";     // an MoE model's routed experts: bcq (per the spec) | ternary (QMoE)
+  std::string experts = "bcq";     // an MoE model's routed experts: bcq (per the spec) | ternary | ternary-gptq (QMoE)
   std::string ternary_grid = "mse";
   double ternary_zeros = 0.0;
 };
@@ -52,7 +52,8 @@ struct QuantizeArgs {
 // --experts, --ternary-grid, --ternary-zeros as pipeline::ExpertsOptions.
 Result<pipeline::ExpertsOptions> experts_options(const QuantizeArgs& a) {
   pipeline::ExpertsOptions o;
-  o.form = a.experts == "ternary" ? pipeline::ExpertsForm::kTernary : pipeline::ExpertsForm::kBcq;
+  o.form = a.experts == "bcq" ? pipeline::ExpertsForm::kBcq : pipeline::ExpertsForm::kTernary;
+  o.ternary_gptq = a.experts == "ternary-gptq";
   o.ternary.scale = a.ternary_grid == "maxabs" ? quant::TernaryScale::kMaxAbs : quant::TernaryScale::kMse;
   if (!(a.ternary_zeros >= 0.0 && a.ternary_zeros <= 1.0)) return Status::invalid("--ternary-zeros: must be in [0, 1]");
   o.ternary.min_zero_fraction = a.ternary_zeros;
@@ -180,6 +181,10 @@ void print_summary(const pipeline::QuantizeReport& r, bool per_layer) {
               mib(r.file_bytes).c_str(), r.seconds);
   if (r.experts > 0) {
     std::printf("experts: %lld matrices written one per expert", static_cast<long long>(r.experts));
+    if (r.experts_uncalibrated > 0) {
+      std::printf("; %lld fitted without calibration statistics (too few calibration rows routed to them)",
+                  static_cast<long long>(r.experts_uncalibrated));
+    }
     if (r.dictionary_bytes > 0) {
       std::printf("; QMoE dictionary %s, not in the figures above", mib(r.dictionary_bytes).c_str());
     }
@@ -288,11 +293,11 @@ int run(const QuantizeArgs& a) {
   int32_t bos = -1;
   // Statistics of every block at once for the cache and for mixed precision; otherwise one block
   // at a time (layerwise), which is what lets a 1.5B model's GPTQ fit in memory.
-  const bool calibrated = pipeline::needs_calibration(*spec, *config) || a.target_bpw > 0.0 || a.calib_given;
-  if (calibrated && config->n_expert > 0) {
-    return report_error(Status::unsupported(a.model.path + ": an MoE model: calibration (GPTQ, AdaDim, --target-bpw, "
-                                            "--calib) collects no statistics for MoE blocks yet; use --quant-method "
-                                            "rtn, greedy or alternating without --calib"),
+  const bool calibrated = pipeline::needs_calibration(*spec, *config) || a.target_bpw > 0.0 || a.calib_given ||
+                          experts->ternary_gptq;
+  if (config->n_expert > 0 && (a.target_bpw > 0.0 || !a.calib_cache.empty())) {
+    return report_error(Status::unsupported(a.model.path + ": an MoE model: --target-bpw and --calib-cache keep no "
+                                            "per-expert statistics yet; calibrate layer by layer (leave them out)"),
                         kExitUsage);
   }
   const bool layerwise = calibrated && a.calib_cache.empty() && a.target_bpw <= 0.0;
@@ -396,16 +401,17 @@ Subcommand register_quantize(CLI::App& app) {
   sub->add_option("--experts", args->experts,
                   "MoE models: how the routed experts are written, one matrix per expert (docs/moe.md). bcq: as\n"
                   "the other layers (-q, -g, --quant-method, --override 'blk.*.ffn_*_exps=...'; dense keeps the\n"
-                  "3-D tensors); no calibration on MoE models yet, so use rtn, greedy or alternating. ternary:\n"
-                  "QMoE codes (ternary RTN, one dictionary for the file)")
-      ->check(CLI::IsMember({"bcq", "ternary"}))
+                  "3-D tensors), gptq / gptq-bcq per expert on the calibration rows the router sends to it.\n"
+                  "ternary: QMoE codes (ternary RTN, one dictionary for the file); ternary-gptq: the same with\n"
+                  "ternary GPTQ per expert (needs --calib)")
+      ->check(CLI::IsMember({"bcq", "ternary", "ternary-gptq"}))
       ->default_str("bcq");
   sub->add_option("--ternary-grid", args->ternary_grid,
-                  "--experts ternary: each row's grid, mse (error-optimal) or maxabs (s = max|w|, t = s/2)")
+                  "--experts ternary / ternary-gptq: each row's grid, mse (error-optimal) or maxabs (s = max|w|, t = s/2)")
       ->check(CLI::IsMember({"mse", "maxabs"}))
       ->default_str("mse");
   sub->add_option("--ternary-zeros", args->ternary_zeros,
-                  "--experts ternary with --ternary-grid mse: at least this share of each row is 0 (fewer bits)")
+                  "--experts ternary(-gptq) with --ternary-grid mse: at least this share of each row is 0 (fewer bits)")
       ->type_name("F")
       ->default_str("0");
   return Subcommand{sub, [args] { return run(*args); }};

@@ -19,6 +19,7 @@
 #include "lutqfile/lutq_file.h"
 #include "lutqfile/qmoe_entry.h"
 #include "model/model.h"
+#include "pipeline/calibration.h"
 #include "pipeline/quantize_model.h"
 #include "support/reference_forward.h"
 #include "support/tiny_model.h"
@@ -205,6 +206,73 @@ TEST(MoeLutqFile, BcqExpertsEqualQuantizeAtLoadBitForBit) {
   ASSERT_NE(quantized_at_load.expert_linear(0, LinearRole::kFfnUp, 1)->bcq(), nullptr);
   EXPECT_EQ(prefill_all(from_file, kTokens, pool), prefill_all(quantized_at_load, kTokens, pool));
   std::filesystem::remove(path);
+}
+
+// Calibration chunks for the tiny model: enough tokens that each of the 6 experts (top-2) sees
+// more rows than a quarter of its input width (ExpertsOptions::min_rows).
+std::vector<std::vector<int32_t>> calibration_chunks() {
+  std::vector<std::vector<int32_t>> chunks(4);
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    for (int32_t i = 0; i < 48; ++i) chunks[c].push_back(static_cast<int32_t>((7 * i + 13 * c + i * i) % 50));
+  }
+  return chunks;
+}
+
+// Experts quantized with per-expert calibration statistics (GPTQ-BCQ on the rows the router
+// sends to each expert, pipeline/moe_calibration_test.cc; ternary GPTQ) load back and compute
+// what their stored matrices say, as the uncalibrated ones do; GPTQ is recorded as their method.
+TEST(MoeLutqFile, CalibratedExpertsLoadAndMatchTheirDequantizedMatrices) {
+  const Tiny t = make_tiny(spec_for_files());
+  const io::GgufFile f = open_tiny(t);
+  ThreadPool pool(2);
+  const Model dense = load_tiny(f, pool);
+  for (const bool ternary : {false, true}) {
+    SCOPED_TRACE(ternary ? "ternary-gptq" : "gptq-bcq");
+    Result<pipeline::LayerwiseCalibration> lw = pipeline::LayerwiseCalibration::create(dense, calibration_chunks(), pool);
+    ASSERT_TRUE(lw.is_ok()) << lw.status().message();
+    LinearSpec spec;
+    Result<LinearOverride> o = parse_override("blk.*.ffn_*_exps=q=3,g=32,method=gptq-bcq");
+    ASSERT_TRUE(o.is_ok()) << o.status().message();
+    spec.overrides.push_back(*o);
+    pipeline::ExpertsOptions eo;
+    eo.form = ternary ? pipeline::ExpertsForm::kTernary : pipeline::ExpertsForm::kBcq;
+    eo.ternary_gptq = ternary;
+    const std::string path = temp_path(ternary ? "tgptq" : "gptq");
+    Result<pipeline::QuantizeReport> r = pipeline::quantize_to_file(f, spec, path, pool, {}, &*lw, eo);
+    ASSERT_TRUE(r.is_ok()) << r.status().message();
+    EXPECT_EQ(r->experts, 2 * 3 * t.spec.n_expert);
+    EXPECT_EQ(r->experts_uncalibrated, 0);
+    Result<io::GgufFile> lf = io::GgufFile::open(path);
+    ASSERT_TRUE(lf.is_ok()) << lf.status().message();
+    if (!ternary) {
+      Result<std::optional<lutqfile::BcqEntry>> entry = lutqfile::find_bcq(*lf, "blk.1.ffn_down_exps.4.weight");
+      ASSERT_TRUE(entry.is_ok() && entry->has_value());
+      EXPECT_EQ((*entry)->method, "gptq-alternating");
+    }
+    const Model model = load_tiny(*lf, pool, exact_scalar());
+    lutqfile::QmoeDictionaries dicts;
+    const Tiny reference = with_experts(t, [&](const std::string& name) {
+      if (!ternary) {
+        Result<format::BcqMatrix> m = lutqfile::read_bcq(*lf, name);
+        return m.is_ok() ? format::dequantize(*m) : std::vector<float>();
+      }
+      Result<std::optional<format::QmoeMatrix>> m = lutqfile::read_qmoe(*lf, name, dicts);
+      if (!m.is_ok() || !m->has_value()) return std::vector<float>();
+      Result<format::TernaryMatrix> tm = format::decode(**m);
+      return tm.is_ok() ? format::dequantize(*tm) : std::vector<float>();
+    });
+    EXPECT_LE(worst_error(model, reference, pool), 2e-4);
+    std::filesystem::remove(path);
+  }
+  // Without statistics, ternary GPTQ is refused before anything is written.
+  pipeline::ExpertsOptions eo;
+  eo.form = pipeline::ExpertsForm::kTernary;
+  eo.ternary_gptq = true;
+  const std::string path = temp_path("tgptq_nocalib");
+  Result<pipeline::QuantizeReport> r = pipeline::quantize_to_file(f, LinearSpec{}, path, pool, {}, nullptr, eo);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("calibration"), std::string::npos) << r.status().message();
+  EXPECT_FALSE(std::filesystem::exists(path));
 }
 
 // Copies a GGUF image leaving out one matrix's lutq key and tensors.

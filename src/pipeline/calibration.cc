@@ -7,11 +7,25 @@
 namespace lutq::pipeline {
 namespace {
 
-// Feeds acc[(layer − first_layer)·kNumLinearInputs + input].
+// Feeds acc[(layer − first_layer)·kNumLinearInputs + input] and, when given, the routed experts'
+// experts[expert·2 + (0: gate/up, 1: down)] of the one block observed.
 class HessianObserver final : public LinearObserver {
  public:
-  HessianObserver(std::vector<quant::HessianAccumulator>& acc, ThreadPool& pool, int64_t first_layer = 0)
-      : acc_(acc), pool_(pool), first_layer_(first_layer) {}
+  HessianObserver(std::vector<quant::HessianAccumulator>& acc, ThreadPool& pool, int64_t first_layer = 0,
+                  std::vector<quant::HessianAccumulator>* experts = nullptr)
+      : acc_(acc), pool_(pool), first_layer_(first_layer), experts_(experts) {}
+
+  Status observe_expert(int64_t layer, LinearRole role, int64_t expert, const float* x, int64_t m,
+                        int64_t k) override {
+    // gate and up see the same rows: counted once. The shared expert is not calibrated.
+    if (experts_ == nullptr || expert == kSharedExpert || role == LinearRole::kFfnUp) return Status::ok();
+    const auto slot = static_cast<size_t>(expert * 2 + (role == LinearRole::kFfnDown ? 1 : 0));
+    if (expert < 0 || slot >= experts_->size() || (*experts_)[slot].k() != k) {
+      return Status::invalid("calibration: block " + std::to_string(layer) + " expert " + std::to_string(expert) +
+                             " " + role_name(role) + " input of " + std::to_string(k) + " features has no accumulator");
+    }
+    return (*experts_)[slot].add(x, m, &pool_);
+  }
 
   Status observe(int64_t layer, LinearRole role, const float* x, int64_t m, int64_t k) override {
     // q/k/v and gate/up see the same x: count it once, at the first of each.
@@ -29,6 +43,7 @@ class HessianObserver final : public LinearObserver {
   std::vector<quant::HessianAccumulator>& acc_;
   ThreadPool& pool_;
   int64_t first_layer_;
+  std::vector<quant::HessianAccumulator>* experts_;
 };
 
 // The longest chunk, after checking every chunk is non-empty and fits the context.
@@ -46,19 +61,60 @@ Result<int64_t> check_chunks(std::span<const std::vector<int32_t>> chunks, int64
   return longest;
 }
 
-// One accumulator per distinct input of block l's linear layers.
-Status add_accumulators(const Model& model, int64_t l, std::vector<quant::HessianAccumulator>& acc) {
-  for (LinearRole role : {LinearRole::kAttnQ, LinearRole::kAttnOutput, LinearRole::kFfnGate, LinearRole::kFfnDown}) {
-    const Linear* lin = model.linear(l, role);
-    if (lin == nullptr) return Status::invalid("calibration: block " + std::to_string(l) + " has no " + role_name(role));
-    Result<quant::HessianAccumulator> a = quant::HessianAccumulator::create(lin->k());
-    if (!a) return a.status();
-    acc.push_back(std::move(*a));
+Status add_accumulator(int64_t k, std::vector<quant::HessianAccumulator>& acc) {
+  Result<quant::HessianAccumulator> a = quant::HessianAccumulator::create(k);
+  if (!a) return a.status();
+  acc.push_back(std::move(*a));
+  return Status::ok();
+}
+
+bool is_moe_block(const Model& model, int64_t l) {
+  return model.linear(l, LinearRole::kFfnGate) == nullptr && model.expert_linear(l, LinearRole::kFfnGate, 0) != nullptr;
+}
+
+// The routed experts' accumulators of MoE block l: [expert][gate/up, down].
+Status add_expert_accumulators(const Model& model, int64_t l, std::vector<quant::HessianAccumulator>& experts) {
+  for (int64_t e = 0; e < model.config().n_expert; ++e) {
+    for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnDown}) {
+      const Linear* lin = model.expert_linear(l, role, e);
+      if (lin == nullptr) {
+        return Status::invalid("calibration: block " + std::to_string(l) + " has no " + role_name(role) + " of expert " +
+                               std::to_string(e));
+      }
+      if (Status s = add_accumulator(lin->k(), experts); !s) return s;
+    }
   }
   return Status::ok();
 }
 
+// One accumulator per distinct input of block l's linear layers; an MoE block's FFN slots get
+// 1-feature placeholders and, with `experts`, its routed experts' accumulators go there (an
+// error without: only the layer-by-layer source keeps them).
+Status add_accumulators(const Model& model, int64_t l, std::vector<quant::HessianAccumulator>& acc,
+                        std::vector<quant::HessianAccumulator>* experts = nullptr) {
+  const bool moe = is_moe_block(model, l);
+  if (moe && experts == nullptr) {
+    return Status::unsupported("calibration: block " + std::to_string(l) + " is a mixture-of-experts block, whose "
+                               "per-expert statistics are collected layer by layer only (not for the calibration "
+                               "cache or --target-bpw)");
+  }
+  for (LinearRole role : {LinearRole::kAttnQ, LinearRole::kAttnOutput, LinearRole::kFfnGate, LinearRole::kFfnDown}) {
+    const bool ffn = role == LinearRole::kFfnGate || role == LinearRole::kFfnDown;
+    const Linear* lin = model.linear(l, role);
+    if (lin == nullptr && !(moe && ffn)) {
+      return Status::invalid("calibration: block " + std::to_string(l) + " has no " + role_name(role));
+    }
+    if (Status s = add_accumulator(lin != nullptr ? lin->k() : 1, acc); !s) return s;
+  }
+  return moe ? add_expert_accumulators(model, l, *experts) : Status::ok();
+}
+
 }  // namespace
+
+Result<ExpertHessian> HessianSource::expert_hessian(int64_t layer, LinearRole role, int64_t expert) {
+  return Status::unsupported("calibration: block " + std::to_string(layer) + " expert " + std::to_string(expert) + " " +
+                             role_name(role) + ": these statistics keep none per expert (calibrate layer by layer)");
+}
 
 LinearInput input_of(LinearRole role) {
   switch (role) {
@@ -124,23 +180,45 @@ Result<LayerwiseCalibration> LayerwiseCalibration::create(const Model& model, st
 
 int64_t LayerwiseCalibration::n_layer() const { return model_->config().n_layer; }
 
-Result<const double*> LayerwiseCalibration::hessian(int64_t layer, LinearRole role) {
+Status LayerwiseCalibration::hold(int64_t layer) {
   if (layer < 0 || layer >= n_layer()) return Status::invalid("calibration: no block " + std::to_string(layer));
-  if (layer != held_) {
-    if (layer < held_) {
-      return Status::invalid("calibration: block " + std::to_string(layer) + " asked for after block " +
-                             std::to_string(held_) + " (layer-by-layer statistics go forward only)");
-    }
-    if (Status s = advance(layer); !s) return s;
+  if (layer == held_) return Status::ok();
+  if (layer < held_) {
+    return Status::invalid("calibration: block " + std::to_string(layer) + " asked for after block " +
+                           std::to_string(held_) + " (layer-by-layer statistics go forward only)");
   }
-  return acc_[static_cast<size_t>(input_of(role))].h().data();
+  return advance(layer);
+}
+
+Result<const double*> LayerwiseCalibration::hessian(int64_t layer, LinearRole role) {
+  if (Status s = hold(layer); !s) return s;
+  const LinearInput input = input_of(role);
+  if (held_moe_ && (input == LinearInput::kFfn || input == LinearInput::kFfnDown)) {
+    return Status::invalid("calibration: block " + std::to_string(layer) + " is a mixture-of-experts block: its " +
+                           role_name(role) + " statistics are per expert");
+  }
+  return acc_[static_cast<size_t>(input)].h().data();
+}
+
+Result<ExpertHessian> LayerwiseCalibration::expert_hessian(int64_t layer, LinearRole role, int64_t expert) {
+  if (Status s = hold(layer); !s) return s;
+  const auto slot = static_cast<size_t>(expert * 2 + (role == LinearRole::kFfnDown ? 1 : 0));
+  const bool ffn = role == LinearRole::kFfnGate || role == LinearRole::kFfnUp || role == LinearRole::kFfnDown;
+  if (!held_moe_ || !ffn || expert < 0 || slot >= expert_acc_.size()) {
+    return Status::invalid("calibration: block " + std::to_string(layer) + " has no routed expert " +
+                           std::to_string(expert) + " " + role_name(role));
+  }
+  const quant::HessianAccumulator& a = expert_acc_[slot];
+  return ExpertHessian{a.h().data(), a.rows()};
 }
 
 Status LayerwiseCalibration::advance(int64_t layer) {
   acc_.clear();
-  if (Status s = add_accumulators(*model_, layer, acc_); !s) return s;
+  expert_acc_.clear();
+  if (Status s = add_accumulators(*model_, layer, acc_, &expert_acc_); !s) return s;
   held_ = layer;
-  HessianObserver observer(acc_, *pool_, layer);
+  held_moe_ = !expert_acc_.empty();
+  HessianObserver observer(acc_, *pool_, layer, &expert_acc_);
   for (; next_ <= layer; ++next_) {
     for (size_t c = 0; c < chunks_.size(); ++c) {
       const Batch batch = Batch::sequence(chunks_[c], 0, 0, LogitsMode::kLast);

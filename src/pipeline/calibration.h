@@ -69,6 +69,14 @@ class CalibrationStats {
   std::vector<quant::HessianAccumulator> acc_;  // [layer][input]
 };
 
+// The statistics of one routed expert's input: H = Σ x xᵀ [k][k] over the rows the router sent
+// to it, unweighted by the routing weight (GPTQ minimises the expert's own output error on the
+// rows that reach it), and how many rows that was (0: the expert was never chosen; H is zero).
+struct ExpertHessian {
+  const double* h = nullptr;
+  int64_t rows = 0;
+};
+
 // Where quantize_to_file finds each block layer's input statistics: every block's at once
 // (StoredHessians over CalibrationStats, e.g. from the cache) or one block at a time
 // (LayerwiseCalibration, which never holds more than one block's).
@@ -78,6 +86,10 @@ class HessianSource {
   virtual int64_t n_layer() const = 0;
   // H = Σ x xᵀ [k][k] of block `layer`'s input of `role`; valid until a call for another block.
   virtual Result<const double*> hessian(int64_t layer, LinearRole role) = 0;
+  // A mixture-of-experts block's routed expert `expert` (0..n_expert-1): the statistics of its
+  // input of `role` (kFfnGate / kFfnUp share one, kFfnDown reads the expert's SwiGLU output);
+  // valid until a call for another block. Sources without per-expert statistics: an error.
+  virtual Result<ExpertHessian> expert_hessian(int64_t layer, LinearRole role, int64_t expert);
 };
 
 class StoredHessians final : public HessianSource {
@@ -98,6 +110,15 @@ class StoredHessians final : public HessianSource {
 // block per request, that block's four accumulators filled on the way. Blocks must be asked for
 // in increasing order (an error otherwise). The statistics equal collect_hessians' bit for bit:
 // the same chunks go through the same operations in the same order.
+//
+// Mixture-of-experts blocks (docs/moe.md, "Calibrated experts"): the router runs on the
+// calibration rows as in inference, and each routed expert e gets two accumulators of its own,
+// its gate/up input (the FFN-normed rows routed to e) and its down input (its SwiGLU output on
+// those rows), fed through LinearObserver::observe_expert; the attention inputs are as in a dense
+// block. hessian() of an FFN role of such a block is an error (use expert_hessian). Memory per
+// MoE block: E·(n_embd² + n_ff_exp²) doubles plus the accumulators' fp32 tiles (half as much
+// again) and the attention's; the converted SmolLM2 (E = 8, 576 and 192): 35 MB. A shared expert
+// (qwen2moe) collects nothing: it is copied into the file unquantized.
 class LayerwiseCalibration final : public HessianSource {
  public:
   // `model` (dense) must outlive this. Errors as collect_hessians.
@@ -105,12 +126,15 @@ class LayerwiseCalibration final : public HessianSource {
                                              ThreadPool& pool, const CalibrationOptions& options = {});
   int64_t n_layer() const override;
   Result<const double*> hessian(int64_t layer, LinearRole role) override;
+  Result<ExpertHessian> expert_hessian(int64_t layer, LinearRole role, int64_t expert) override;
   int64_t tokens() const { return tokens_; }
 
  private:
   LayerwiseCalibration(const Model& model, ThreadPool& pool) : model_(&model), pool_(&pool) {}
   // Runs blocks next_ .. layer over every chunk, accumulating block `layer`'s statistics.
   Status advance(int64_t layer);
+  // Makes block `layer` the one held (advancing to it), or the error of asking for it.
+  Status hold(int64_t layer);
 
   const Model* model_;
   ThreadPool* pool_;
@@ -122,11 +146,14 @@ class LayerwiseCalibration final : public HessianSource {
   int64_t held_ = -1;  // the block acc_ describes
   int64_t tokens_ = 0;
   std::vector<quant::HessianAccumulator> acc_;  // [input] of block held_
+  bool held_moe_ = false;                          // block held_ is a mixture-of-experts block
+  std::vector<quant::HessianAccumulator> expert_acc_;  // [expert][0: gate/up, 1: down] of an MoE block
 };
 
 // Runs every chunk from an empty cache (only the last logits are computed) and accumulates the
 // statistics. Errors: no chunks, an empty chunk, a forward() error (e.g. a token outside the
-// vocabulary), a chunk longer than the context length.
+// vocabulary), a chunk longer than the context length, a mixture-of-experts model (its
+// per-expert statistics are collected by LayerwiseCalibration only).
 Result<CalibrationStats> collect_hessians(const Model& model, std::span<const std::vector<int32_t>> chunks,
                                           const CalibrationOptions& options, ThreadPool& pool);
 

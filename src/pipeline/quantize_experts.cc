@@ -1,6 +1,8 @@
 #include "pipeline/quantize_experts.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <memory>
 #include <utility>
 
@@ -12,9 +14,17 @@
 namespace lutq::pipeline {
 namespace {
 
-// The experts' fit: the choice for the 3-D tensor without what needs calibration statistics.
-model::LinearChoice expert_choice(const ExpertTensor& t, const model::LinearSpec& spec) {
-  model::LinearChoice c = spec.resolve(t.name, t.role);
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Whether `c` asks for calibration statistics (as quantize_layer uses them).
+bool wants_statistics(const model::LinearChoice& c) {
+  return c.quantize && (c.gptq || c.adadim || c.flexround || c.clip_search || c.quant.importance);
+}
+
+// The choice without what needs calibration statistics: the plain, unweighted fit of its method.
+model::LinearChoice without_statistics(model::LinearChoice c) {
   c.gptq = false;
   c.act_order = false;
   c.adadim = false;
@@ -39,76 +49,102 @@ Result<std::vector<float>> read_slab(const io::Checkpoint& in, const ExpertTenso
   return w;
 }
 
-Status write_bcq_experts(const io::Checkpoint& in, const ExpertTensor& t, const model::LinearSpec& spec,
-                         io::GgufWriter& out, ThreadPool& pool,
-                         const std::function<void(const QuantizedLayer&)>& done) {
-  const model::LinearChoice choice = expert_choice(t, spec);  // not int8: per_expert_tensors refuses it
-  Result<std::vector<float>> slab = read_slab(in, t);
-  if (!slab) return slab.status();
-  for (int64_t e = 0; e < t.experts; ++e) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const std::string name = lutqfile::expert_matrix_name(t.name, e);
-    const float* w = slab->data() + e * t.n * t.k;
-    Result<format::BcqMatrix> q = model::quantize_weight(name, w, t.n, t.k, choice, &pool);
-    if (!q) return Status(q.status().code(), in.path() + ": " + q.status().message());
-    QuantizedLayer layer;
-    layer.name = name;
-    layer.quantized = true;
-    layer.n = t.n;
-    layer.k = t.k;
-    layer.form = format::describe(*q);
-    layer.rel_error = relative_error(w, format::dequantize(*q));
-    layer.bits_per_weight = q->bits_per_weight();
-    layer.bytes = q->stored_bytes();
-    if (Status s = lutqfile::add_bcq(out, name, *q, quant::method_name(choice.quant.method), layer.rel_error); !s) {
-      return s;
+// Ternary GPTQ on the statistics h (QMoE's recipe: GPTQ's defaults, no act-order), or ternary
+// RTN without them.
+Result<format::TernaryMatrix> ternary_fit(const float* w, int64_t n, int64_t k, const double* h,
+                                          const quant::TernaryOptions& opt, ThreadPool& pool) {
+  if (h == nullptr) return quant::ternary_rtn(w, n, k, opt, &pool);
+  Result<quant::GptqFactor> factor = quant::prepare_gptq(h, k, quant::GptqOptions{}, &pool);
+  if (!factor) return factor.status();
+  return quant::ternary_gptq(w, n, k, *factor, opt, &pool);
+}
+
+}  // namespace
+
+Result<const double*> ExpertWriter::statistics(const ExpertTensor& t, int64_t e, bool wanted, HessianSource* calib) {
+  if (!wanted || calib == nullptr) return static_cast<const double*>(nullptr);
+  const std::string name = lutqfile::expert_matrix_name(t.name, e);
+  Result<ExpertHessian> h = calib->expert_hessian(t.layer, t.role, e);
+  if (!h) return Status(h.status().code(), in_.path() + ": " + name + ": " + h.status().message());
+  const auto least = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(opt_.min_rows * static_cast<double>(t.k))));
+  if (h->rows < least) {
+    ++uncalibrated_;
+    return static_cast<const double*>(nullptr);
+  }
+  return h->h;
+}
+
+Status ExpertWriter::write_bcq(const ExpertTensor& t, const float* w, int64_t e, HessianSource* calib) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string name = lutqfile::expert_matrix_name(t.name, e);
+  model::LinearChoice choice = spec_.resolve(t.name, t.role);  // not int8: per_expert_tensors refuses it
+  Result<const double*> h = statistics(t, e, wants_statistics(choice), calib);
+  if (!h) return h.status();
+  // Too few rows: the plain fit. No source at all: quantize_layer names what needed one.
+  if (*h == nullptr && calib != nullptr) choice = without_statistics(choice);
+  Result<format::BcqMatrix> q = quantize_layer(name, w, t.n, t.k, choice, *h, pool_);
+  if (!q) return Status(q.status().code(), in_.path() + ": " + q.status().message());
+  QuantizedLayer layer;
+  layer.name = name;
+  layer.quantized = true;
+  layer.n = t.n;
+  layer.k = t.k;
+  layer.form = format::describe(*q);
+  layer.rel_error = relative_error(w, format::dequantize(*q));
+  layer.bits_per_weight = q->bits_per_weight();
+  layer.bytes = q->stored_bytes();
+  if (Status s = lutqfile::add_bcq(out_, name, *q, method_label(choice, *q), layer.rel_error); !s) return s;
+  layer.seconds = seconds_since(t0);
+  done_(layer);
+  return Status::ok();
+}
+
+Status ExpertWriter::fit_ternary(const ExpertTensor& t, const float* w, int64_t e, HessianSource* calib) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string name = lutqfile::expert_matrix_name(t.name, e);
+  if (opt_.ternary_gptq && calib == nullptr) {
+    return Status::invalid(in_.path() + ": " + name + ": ternary GPTQ needs calibration statistics (--calib)");
+  }
+  Result<const double*> h = statistics(t, e, opt_.ternary_gptq, calib);
+  if (!h) return h.status();
+  Result<format::TernaryMatrix> q = ternary_fit(w, t.n, t.k, *h, opt_.ternary, pool_);
+  if (!q) return Status(q.status().code(), in_.path() + ": " + name + ": " + q.status().message());
+  const double err = relative_error(w, format::dequantize(*q));
+  ternary_.push_back({name, std::move(*q), err, seconds_since(t0)});
+  return Status::ok();
+}
+
+Status ExpertWriter::write_layer(const std::vector<ExpertTensor>& tensors, int64_t layer, HessianSource* calib) {
+  for (const ExpertTensor& t : tensors) {
+    if (t.layer != layer) continue;
+    Result<std::vector<float>> slab = read_slab(in_, t);
+    if (!slab) return slab.status();
+    for (int64_t e = 0; e < t.experts; ++e) {
+      const float* w = slab->data() + e * t.n * t.k;
+      Status s = opt_.form == ExpertsForm::kTernary ? fit_ternary(t, w, e, calib) : write_bcq(t, w, e, calib);
+      if (!s) return s;
     }
-    layer.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    done(layer);
   }
   return Status::ok();
 }
 
-// Ternary RTN of every expert, one dictionary over all of them, then each expert coded with it.
-Status write_ternary_experts(const io::Checkpoint& in, const std::vector<ExpertTensor>& tensors,
-                             const ExpertsOptions& opt, io::GgufWriter& out, ThreadPool& pool,
-                             const std::function<void(const QuantizedLayer&)>& done, int64_t& dictionary_bytes) {
-  struct Coded {
-    std::string name;
-    format::TernaryMatrix t;
-    double rel_error = 0.0;
-    double seconds = 0.0;
-  };
-  std::vector<Coded> all;
-  for (const ExpertTensor& t : tensors) {
-    Result<std::vector<float>> slab = read_slab(in, t);
-    if (!slab) return slab.status();
-    for (int64_t e = 0; e < t.experts; ++e) {
-      const auto t0 = std::chrono::steady_clock::now();
-      const std::string name = lutqfile::expert_matrix_name(t.name, e);
-      const float* w = slab->data() + e * t.n * t.k;
-      Result<format::TernaryMatrix> q = quant::ternary_rtn(w, t.n, t.k, opt.ternary, &pool);
-      if (!q) return Status(q.status().code(), in.path() + ": " + name + ": " + q.status().message());
-      const double err = relative_error(w, format::dequantize(*q));
-      const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      all.push_back({name, std::move(*q), err, sec});
-    }
-  }
-  if (all.empty()) return Status::ok();
+// One dictionary over every ternary expert, then each expert coded with it.
+Status ExpertWriter::finish() {
+  if (ternary_.empty()) return Status::ok();
   std::vector<const format::TernaryMatrix*> mats;
-  for (const Coded& c : all) mats.push_back(&c.t);
-  Result<format::QmoeDictionary> dict = format::build_dictionary(mats, opt.dictionary);
+  for (const Coded& c : ternary_) mats.push_back(&c.t);
+  Result<format::QmoeDictionary> dict = format::build_dictionary(mats, opt_.dictionary);
   if (!dict) {
-    return Status(dict.status().code(), in.path() + ": the experts' QMoE dictionary: " + dict.status().message());
+    return Status(dict.status().code(), in_.path() + ": the experts' QMoE dictionary: " + dict.status().message());
   }
   auto shared = std::make_shared<const format::QmoeDictionary>(std::move(*dict));
-  if (Status s = lutqfile::add_qmoe_dictionary(out, opt.dict_name, *shared); !s) return s;
-  dictionary_bytes = shared->storage_bytes();
-  for (Coded& c : all) {
+  if (Status s = lutqfile::add_qmoe_dictionary(out_, opt_.dict_name, *shared); !s) return s;
+  dictionary_bytes_ = shared->storage_bytes();
+  for (Coded& c : ternary_) {
     const auto t0 = std::chrono::steady_clock::now();
     Result<format::QmoeMatrix> m = format::encode(c.t, shared);
-    if (!m) return Status(m.status().code(), in.path() + ": " + c.name + ": " + m.status().message());
-    if (Status s = lutqfile::add_qmoe(out, c.name, *m, opt.dict_name); !s) return s;
+    if (!m) return Status(m.status().code(), in_.path() + ": " + c.name + ": " + m.status().message());
+    if (Status s = lutqfile::add_qmoe(out_, c.name, *m, opt_.dict_name); !s) return s;
     QuantizedLayer layer;
     layer.name = c.name;
     layer.quantized = true;
@@ -118,14 +154,13 @@ Status write_ternary_experts(const io::Checkpoint& in, const std::vector<ExpertT
     layer.rel_error = c.rel_error;
     layer.bits_per_weight = m->bits_per_weight();
     layer.bytes = static_cast<int64_t>(m->codes.size() * 2 + m->scale.size() * 2 + m->row_offset.size() * 4);
-    layer.seconds = c.seconds + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    layer.seconds = c.seconds + seconds_since(t0);
     c.t = {};  // the symbols are no longer needed
-    done(layer);
+    done_(layer);
   }
+  ternary_.clear();
   return Status::ok();
 }
-
-}  // namespace
 
 Result<std::vector<ExpertTensor>> per_expert_tensors(const model::ModelConfig& c, const model::LinearSpec& spec,
                                                      const ExpertsOptions& opt) {
@@ -135,9 +170,9 @@ Result<std::vector<ExpertTensor>> per_expert_tensors(const model::ModelConfig& c
     const std::string p = "blk." + std::to_string(l) + ".";
     const int64_t e = c.n_embd;
     const int64_t f = c.n_ff_exp;
-    for (ExpertTensor t : {ExpertTensor{p + "ffn_gate_exps.weight", model::LinearRole::kFfnGate, f, e, c.n_expert},
-                           ExpertTensor{p + "ffn_up_exps.weight", model::LinearRole::kFfnUp, f, e, c.n_expert},
-                           ExpertTensor{p + "ffn_down_exps.weight", model::LinearRole::kFfnDown, e, f, c.n_expert}}) {
+    for (ExpertTensor t : {ExpertTensor{p + "ffn_gate_exps.weight", model::LinearRole::kFfnGate, f, e, c.n_expert, l},
+                           ExpertTensor{p + "ffn_up_exps.weight", model::LinearRole::kFfnUp, f, e, c.n_expert, l},
+                           ExpertTensor{p + "ffn_down_exps.weight", model::LinearRole::kFfnDown, e, f, c.n_expert, l}}) {
       const model::LinearChoice choice = spec.resolve(t.name, t.role);
       if (opt.form == ExpertsForm::kBcq && choice.quantize && choice.int8) {
         return Status::unsupported("'" + t.name + "': int8 experts are not written to lutq files; quantize them " +
@@ -147,19 +182,6 @@ Result<std::vector<ExpertTensor>> per_expert_tensors(const model::ModelConfig& c
     }
   }
   return out;
-}
-
-Status write_experts(const io::Checkpoint& in, const std::vector<ExpertTensor>& tensors,
-                     const model::LinearSpec& spec, const ExpertsOptions& opt, io::GgufWriter& out, ThreadPool& pool,
-                     const std::function<void(const QuantizedLayer&)>& done, int64_t& dictionary_bytes) {
-  dictionary_bytes = 0;
-  if (opt.form == ExpertsForm::kTernary) {
-    return write_ternary_experts(in, tensors, opt, out, pool, done, dictionary_bytes);
-  }
-  for (const ExpertTensor& t : tensors) {
-    if (Status s = write_bcq_experts(in, t, spec, out, pool, done); !s) return s;
-  }
-  return Status::ok();
 }
 
 }  // namespace lutq::pipeline

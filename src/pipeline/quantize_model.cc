@@ -69,15 +69,6 @@ struct LinearTarget {
   int64_t layer = -1;  // block index, -1 for the head
 };
 
-// The label recorded with a matrix: the quantizer, GPTQ's and AdaDim's part in it.
-std::string method_label(const LinearChoice& choice, const format::BcqMatrix& q) {
-  std::string m = choice.flexround ? "flexround" : quant::method_name(choice.quant.method);
-  if (choice.clip_search && !choice.flexround) m += "+clip";
-  if (choice.gptq) m = "gptq-" + m + (choice.act_order ? "-act" : "");
-  if (choice.adadim) m += std::string("+adadim(") + format::orientation_name(q.cfg.orientation) + ")";
-  return m;
-}
-
 // GPTQ and/or AdaDim for one block layer, with the input statistics of its layer.
 Result<format::BcqMatrix> calibrated_quantize(const std::string& name, const float* w, int64_t n, int64_t k,
                                               const LinearChoice& choice, const double* h, ThreadPool& pool,
@@ -180,6 +171,14 @@ Status write_int8(io::GgufWriter& out, const std::string& name, const float* w, 
 
 }  // namespace
 
+std::string method_label(const LinearChoice& choice, const format::BcqMatrix& q) {
+  std::string m = choice.flexround ? "flexround" : quant::method_name(choice.quant.method);
+  if (choice.clip_search && !choice.flexround) m += "+clip";
+  if (choice.gptq) m = "gptq-" + m + (choice.act_order ? "-act" : "");
+  if (choice.adadim) m += std::string("+adadim(") + format::orientation_name(q.cfg.orientation) + ")";
+  return m;
+}
+
 double relative_error(const float* w, const std::vector<float>& wq) {
   double num = 0.0;
   double den = 0.0;
@@ -213,11 +212,20 @@ Result<format::BcqMatrix> quantize_layer(const std::string& name, const float* w
 }
 
 bool needs_calibration(const LinearSpec& spec, const ModelConfig& config) {
+  const auto needs = [&](const std::string& name, LinearRole role) {
+    const LinearChoice c = spec.resolve(name, role);
+    return c.quantize && (c.gptq || c.adadim || c.flexround || c.clip_search);
+  };
   for (int64_t l = 0; l < config.n_layer; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
     for (int r = 0; r < kNumLinearRoles; ++r) {
       const auto role = static_cast<LinearRole>(r);
-      const LinearChoice c = spec.resolve("blk." + std::to_string(l) + "." + role_name(role) + ".weight", role);
-      if (c.quantize && (c.gptq || c.adadim || c.flexround || c.clip_search)) return true;
+      if (needs(p + role_name(role) + ".weight", role)) return true;
+    }
+    if (config.n_expert > 0 && (needs(p + "ffn_gate_exps.weight", LinearRole::kFfnGate) ||
+                                needs(p + "ffn_up_exps.weight", LinearRole::kFfnUp) ||
+                                needs(p + "ffn_down_exps.weight", LinearRole::kFfnDown))) {
+      return true;
     }
   }
   return false;
@@ -246,8 +254,13 @@ using LinearChoices = std::map<std::string, std::pair<const LinearTarget*, Linea
 class FileJob {
  public:
   FileJob(const io::Checkpoint& in, const std::string& out_path, ThreadPool& pool, const QuantizeProgress& progress,
-          HessianSource* calib)
-      : in_(in), out_path_(out_path), pool_(pool), progress_(progress), calib_(calib) {}
+          HessianSource* calib, const LinearSpec& spec, const ExpertsOptions& experts)
+      : in_(in), out_path_(out_path), pool_(pool), progress_(progress), calib_(calib),
+        experts_(in, spec, experts, out_, pool, [this](const QuantizedLayer& layer) {
+          report_.layers.push_back(layer);
+          ++report_.experts;
+          if (progress_) progress_(++done_, total_, layer);
+        }) {}
 
   void set_total(int64_t total) { total_ = total; }
 
@@ -262,9 +275,10 @@ class FileJob {
   }
 
   // Tensors other than linear layers as stored; then the linear layers in block order (a
-  // layer-by-layer calibration goes forward only), each quantized or copied as its choice says.
+  // layer-by-layer calibration goes forward only), each quantized or copied as its choice says,
+  // each block's experts (`split`) after its other layers.
   Status write_tensors(const std::vector<LinearTarget>& targets, const LinearChoices& linear,
-                       const std::vector<ExpertTensor>& split) {
+                       const std::vector<ExpertTensor>& split, int64_t n_layer) {
     const auto is_split = [&](const std::string& name) {
       return std::any_of(split.begin(), split.end(), [&](const ExpertTensor& t) { return t.name == name; });
     };
@@ -273,14 +287,22 @@ class FileJob {
       int64_t bytes = 0;
       if (Status s = copy_tensor(in_, t, out_, bytes); !s) return named(s);
     }
+    int64_t experts_next = 0;  // the first block whose experts are not written yet
+    const auto experts_until = [&](int64_t end) {
+      for (; experts_next < end; ++experts_next) {
+        if (Status s = experts_.write_layer(split, experts_next, calib_); !s) return named(s);
+      }
+      return Status::ok();
+    };
     for (const LinearTarget& target : targets) {
+      if (Status s = experts_until(target.layer >= 0 ? target.layer : n_layer); !s) return s;
       const io::TensorInfo* t = in_.find_tensor(target.name);
       if (t == nullptr) continue;  // a tied head: quantized by the caller, or left to the embedding
       const LinearChoice& choice = linear.at(target.name).second;
       Status s = choice.quantize ? quantize(target, choice) : copy_linear(*t);
       if (!s) return s;
     }
-    return Status::ok();
+    return experts_until(n_layer);
   }
 
   // One linear layer per its choice (int8, or BCQ through quantize_layer) into the file.
@@ -321,18 +343,11 @@ class FileJob {
     return record(layer, t0);
   }
 
-  Status write_experts(const std::vector<ExpertTensor>& split, const LinearSpec& spec, const ExpertsOptions& experts) {
-    const auto expert_done = [&](const QuantizedLayer& layer) {
-      report_.layers.push_back(layer);
-      ++report_.experts;
-      if (progress_) progress_(++done_, total_, layer);
-    };
-    Status s = pipeline::write_experts(in_, split, spec, experts, out_, pool_, expert_done, report_.dictionary_bytes);
-    return s ? s : named(s);
-  }
-
-  // Totals of the block layers, then the file itself.
+  // Totals of the block layers, then the file itself (after the experts' QMoE codes, if any).
   Result<QuantizeReport> finish() {
+    if (Status s = experts_.finish(); !s) return named(s);
+    report_.dictionary_bytes = experts_.dictionary_bytes();
+    report_.experts_uncalibrated = experts_.uncalibrated();
     for (const QuantizedLayer& l : report_.layers) {
       if (!l.name.starts_with("blk.")) continue;
       report_.linear_weights += l.n * l.k;
@@ -376,6 +391,7 @@ class FileJob {
   const QuantizeProgress& progress_;
   HessianSource* calib_;
   io::GgufWriter out_;
+  ExpertWriter experts_;
   QuantizeReport report_;
   quant::GptqFactorCache factors_;  // q/k/v and gate/up share their input's factor
   int64_t done_ = 0;
@@ -404,7 +420,11 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
   Result<std::vector<ExpertTensor>> split = per_expert_tensors(c, spec, experts);
   if (!split) return Status(split.status().code(), in.path() + ": " + split.status().message());
 
-  FileJob job(in, out_path, pool, progress, calib);
+  if (experts.form == ExpertsForm::kTernary && experts.ternary_gptq && calib == nullptr) {
+    return Status::invalid("ternary GPTQ of the experts needs calibration statistics of this model "
+                           "(lutq quantize --calib TEXT)");
+  }
+  FileJob job(in, out_path, pool, progress, calib, spec, experts);
   if (Status s = job.start(); !s) return s;
   const std::vector<LinearTarget> targets = linear_targets(c);
   LinearChoices linear;  // each linear layer's choice, by its output name
@@ -413,12 +433,11 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
   const bool head_separate = !c.tied_output || linear.at("output.weight").second.quantize;
   job.set_total(static_cast<int64_t>(targets.size()) - (head_separate ? 0 : 1) +
                 static_cast<int64_t>(split->size()) * c.n_expert);
-  if (Status s = job.write_tensors(targets, linear, *split); !s) return s;
+  if (Status s = job.write_tensors(targets, linear, *split, c.n_layer); !s) return s;
   // A tied head that is quantized has no tensor of its own in the source.
   if (c.tied_output && head_separate) {
     if (Status s = job.quantize(targets.back(), linear.at("output.weight").second); !s) return s;
   }
-  if (Status s = job.write_experts(*split, spec, experts); !s) return s;
   Result<QuantizeReport> report = job.finish();
   if (report) report->seconds = seconds_since(t_start);
   return report;

@@ -40,6 +40,7 @@ struct QuantizeReport {
   int64_t linear_bytes = 0;
   int64_t experts = 0;           // expert matrices written one per expert (pipeline/quantize_experts.h)
   int64_t dictionary_bytes = 0;  // the experts' QMoE dictionary (ExpertsForm::kTernary), not in linear_bytes
+  int64_t experts_uncalibrated = 0;  // expert matrices fitted without statistics: too few rows routed to them
   double seconds = 0.0;
   double linear_bpw() const {
     return linear_weights > 0 ? 8.0 * static_cast<double>(linear_bytes) / static_cast<double>(linear_weights) : 0.0;
@@ -57,7 +58,8 @@ using QuantizeProgress = std::function<void(int64_t, int64_t, const QuantizedLay
 // fails). Block layers whose choice asks for GPTQ or AdaDim use `calib` (collected on the same
 // model; an error when absent). Block layers are quantized in block order, 0 first, so a
 // LayerwiseCalibration source is walked forward once. An MoE model's routed experts are written
-// one matrix per expert as `experts` says (pipeline/quantize_experts.h), after the other layers.
+// one matrix per expert as `experts` says (pipeline/quantize_experts.h), each block's right after
+// its other layers, with their per-expert statistics from `calib` where they need them.
 Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSpec& spec, const std::string& out_path,
                                         ThreadPool& pool, const QuantizeProgress& progress = {},
                                         HessianSource* calib = nullptr, const ExpertsOptions& experts = {});
@@ -74,7 +76,11 @@ Result<format::BcqMatrix> quantize_layer(const std::string& name, const float* w
                                          const LinearChoice& choice, const double* h, ThreadPool& pool,
                                          SharedFactor shared = {});
 
-// Whether any layer of `spec` needs calibration statistics (GPTQ, AdaDim, FlexRound, clip search).
+// The label recorded with a matrix: the quantizer, GPTQ's and AdaDim's part in it.
+std::string method_label(const LinearChoice& choice, const format::BcqMatrix& q);
+
+// Whether any layer of `spec` needs calibration statistics (GPTQ, AdaDim, FlexRound, clip search),
+// an MoE model's expert tensors (blk.L.ffn_*_exps.weight) included.
 bool needs_calibration(const LinearSpec& spec, const ModelConfig& config);
 
 }  // namespace lutq::pipeline

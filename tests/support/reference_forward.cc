@@ -108,7 +108,8 @@ std::vector<double> moe_ffn(const TinySpec& s, const TinyWeights::Layer& L, cons
 
 }  // namespace
 
-std::vector<std::vector<double>> reference_logits(const Tiny& t, const std::vector<int32_t>& tokens) {
+std::vector<std::vector<double>> reference_logits(const Tiny& t, const std::vector<int32_t>& tokens,
+                                                  ReferenceTrace* trace) {
   const TinySpec& s = t.spec;
   const int64_t e = s.n_embd;
   const int64_t hd = tiny_head_dim(s);
@@ -154,8 +155,10 @@ std::vector<std::vector<double>> reference_logits(const Tiny& t, const std::vect
       const std::vector<double> o = matvec(L.wo, att, e, s.n_head * hd);
       for (int64_t c = 0; c < e; ++c) x[static_cast<size_t>(i)][static_cast<size_t>(c)] += o[static_cast<size_t>(c)];
     }
+    if (trace != nullptr) trace->ffn_in.emplace_back();
     for (int64_t i = 0; i < T; ++i) {
       const std::vector<double> h = rmsnorm(x[static_cast<size_t>(i)], L.ffn_norm);
+      if (trace != nullptr) trace->ffn_in.back().push_back(h);
       const std::vector<double> d = s.n_expert > 0 ? moe_ffn(s, L, h) : swiglu_mlp(L.wg, L.wu, L.wd, h, s.n_ff, e);
       for (int64_t c = 0; c < e; ++c) x[static_cast<size_t>(i)][static_cast<size_t>(c)] += d[static_cast<size_t>(c)];
     }

@@ -13,7 +13,15 @@
 
 namespace lutq::testing {
 
-// Logits [tokens][n_vocab] of every position of `tokens` (positions 0..T-1, causal).
-std::vector<std::vector<double>> reference_logits(const Tiny& t, const std::vector<int32_t>& tokens);
+// What the reference pass saw on the way: the feed-forward input ffn_norm(x) of every layer
+// and position, [layer][position][n_embd].
+struct ReferenceTrace {
+  std::vector<std::vector<std::vector<double>>> ffn_in;
+};
+
+// Logits [tokens][n_vocab] of every position of `tokens` (positions 0..T-1, causal); with
+// `trace`, also the feed-forward inputs.
+std::vector<std::vector<double>> reference_logits(const Tiny& t, const std::vector<int32_t>& tokens,
+                                                  ReferenceTrace* trace = nullptr);
 
 }  // namespace lutq::testing
