@@ -14,6 +14,7 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "format/bcq_matrix.h"
+#include "kernels/tile_layout.h"
 
 namespace lutq::kernels {
 
@@ -50,6 +51,9 @@ struct PackedMatrix {
   // Coded per-OC layouts (kernels/coded_scales.h): every super scale is short
   // (format::is_short_super), so α = code·step exactly and the kernels skip the fp16 rounding.
   bool exact_steps = false;
+  // avx2, avx512: where everything sits in `data` (kernels/tile_layout.h), computed once by
+  // repack (round_alpha already !exact_steps) and read by every gemm; default elsewhere.
+  TileLayout layout;
   // Backend-owned state outside host memory (cuda: the weights uploaded by Backend::place);
   // null for the CPU backends. Type-erased so this header needs no CUDA headers.
   std::shared_ptr<void> device;
