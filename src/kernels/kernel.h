@@ -63,7 +63,9 @@ struct Backend {
   Isa isa;
   // Whether this CPU can run the backend.
   bool (*available)(const CpuFeatures& cpu);
-  // Whether the backend takes this matrix and precision; a clear error otherwise.
+  // Whether the backend takes this matrix and precision; a clear error otherwise. Precondition:
+  // w is valid, codes included (format::validate_with_codes): checked once where a matrix
+  // enters, lutqfile::read_bcq for a file's, before packing for one built in memory.
   Status (*check)(const format::BcqMatrix& w, Precision p);
   // Canonical -> backend layout. Precondition: check() passed.
   PackedMatrix (*repack)(const format::BcqMatrix& w, Precision p);
