@@ -57,7 +57,7 @@ Result<std::vector<std::string>> add_adapters(model::Model& m, const ServeArgs& 
   if (a.model.comm != nullptr && a.model.comm->size() > 1) {
     return Status::invalid("--adapters: per-request adapters need the whole model on one process (not under mpirun)");
   }
-  if (kv.kind == model::MemoryKind::kXQuant || kv.kind == model::MemoryKind::kXQuantCl) {
+  if (model::rebuilds_from_layer_inputs(kv.kind)) {
     return Status::invalid("--adapters: --kv-cache " + model::memory_spec_name(kv) +
                            " rebuilds K and V through the model's own k/v layers; use f32, f16, q8 or q4 with adapters");
   }

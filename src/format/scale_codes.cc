@@ -251,6 +251,17 @@ bool scales_match_codes(const BcqMatrix& w) {
   return same;
 }
 
+Status validate_with_codes(const BcqMatrix& w) {
+  if (Status s = validate(w); !s) return s;
+  if (w.codes.bits == 0) return Status::ok();
+  if (Status s = validate_codes(w); !s) return s;
+  if (!scales_match_codes(w)) {
+    return Status::invalid("compressed scales: alpha/offset are not the decoding of their " + std::to_string(w.codes.bits) +
+                           "-bit codes");
+  }
+  return Status::ok();
+}
+
 int64_t packed_size(int64_t count, int bits) { return (count * bits + 7) / 8; }
 
 std::vector<uint8_t> pack_codes(std::span<const uint8_t> codes, int bits) {

@@ -80,6 +80,11 @@ Status decode_scales(BcqMatrix& w);
 // Whether w.alpha / w.offset equal the decoding of w.codes bit for bit (true without codes).
 bool scales_match_codes(const BcqMatrix& w);
 
+// Everything the kernels assume of a matrix: validate(w) and, where it has codes, validate_codes
+// and scales_match_codes. For a matrix built in memory, once before BcqLinear packs it (a matrix
+// read from a lutq file is checked by lutqfile::read_bcq, whose decoding makes its scales match).
+Status validate_with_codes(const BcqMatrix& w);
+
 // Bytes of `count` packed codes of `bits` bits.
 int64_t packed_size(int64_t count, int bits);
 std::vector<uint8_t> pack_codes(std::span<const uint8_t> codes, int bits);

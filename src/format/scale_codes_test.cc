@@ -235,6 +235,14 @@ TEST(ScaleCodes, ValidationNamesTheProblem) {
   BcqMatrix changed = *good;
   changed.alpha[0] ^= 1u;
   EXPECT_FALSE(scales_match_codes(changed));
+  // The whole check before packing a matrix built in memory: shape, codes and their decoding.
+  EXPECT_TRUE(validate_with_codes(*good).is_ok());
+  const Status stale = validate_with_codes(changed);
+  ASSERT_FALSE(stale.is_ok());
+  EXPECT_NE(stale.message().find("not the decoding of their"), std::string::npos) << stale.message();
+  BcqMatrix short_alpha = *good;
+  short_alpha.alpha.pop_back();
+  EXPECT_FALSE(validate_with_codes(short_alpha).is_ok());
 }
 
 TEST(ScaleCodes, BitsPerWeightCountsTheStoredForm) {

@@ -14,6 +14,7 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "format/bcq_matrix.h"
+#include "kernels/tile_layout.h"
 
 namespace lutq::kernels {
 
@@ -50,6 +51,9 @@ struct PackedMatrix {
   // Coded per-OC layouts (kernels/coded_scales.h): every super scale is short
   // (format::is_short_super), so α = code·step exactly and the kernels skip the fp16 rounding.
   bool exact_steps = false;
+  // avx2, avx512: where everything sits in `data` (kernels/tile_layout.h), computed once by
+  // repack (round_alpha already !exact_steps) and read by every gemm; default elsewhere.
+  TileLayout layout;
   // Backend-owned state outside host memory (cuda: the weights uploaded by Backend::place);
   // null for the CPU backends. Type-erased so this header needs no CUDA headers.
   std::shared_ptr<void> device;
@@ -59,7 +63,9 @@ struct Backend {
   Isa isa;
   // Whether this CPU can run the backend.
   bool (*available)(const CpuFeatures& cpu);
-  // Whether the backend takes this matrix and precision; a clear error otherwise.
+  // Whether the backend takes this matrix and precision; a clear error otherwise. Precondition:
+  // w is valid, codes included (format::validate_with_codes): checked once where a matrix
+  // enters, lutqfile::read_bcq for a file's, before packing for one built in memory.
   Status (*check)(const format::BcqMatrix& w, Precision p);
   // Canonical -> backend layout. Precondition: check() passed.
   PackedMatrix (*repack)(const format::BcqMatrix& w, Precision p);

@@ -21,7 +21,8 @@ std::vector<Isa> available_isas(const CpuFeatures& cpu);
 
 class BcqLinear {
  public:
-  // Validates w, checks the backend takes it (clear error otherwise) and repacks. `path` kLut or
+  // Checks the backend takes w (clear error otherwise) and repacks. Precondition: w is valid,
+  // codes included (format::validate_with_codes; Backend::check). `path` kLut or
   // kInt8Gemm forces the GEMM path for every m (int8 only where the matrix and ISA allow it, LUT
   // elsewhere); kAuto lets choose_path decide per call. Without it, the LUTQ_GEMM_PATH environment
   // variable (lut, int8, auto) says; unset means lut. Where the int8 path can be taken, the

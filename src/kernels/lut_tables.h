@@ -30,8 +30,9 @@ int64_t lut_block_for(int64_t k, const format::BcqConfig& cfg);
 // tables[c*16 + p] = T_c[p] for c in [0, k/4); k must be a multiple of 4.
 void build_tables_f32(const float* x, int64_t k, float* tables);
 
-// What every LUT backend (scalar, avx2, avx512) requires of a matrix: a valid matrix with k a
-// multiple of 32 (whole chunk pairs and int8-table blocks). Clear error otherwise.
+// What every LUT backend (scalar, avx2, avx512) requires of a valid matrix (Backend::check's
+// precondition): k a multiple of 32 (whole chunk pairs and int8-table blocks). Clear error
+// otherwise.
 Status lut_check(const format::BcqMatrix& w, Precision p);
 
 // Quantizes fp32 tables of k activations to int8: tq[c*16 + p], scales[b] for b in [0, k/kb).

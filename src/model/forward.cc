@@ -34,7 +34,7 @@ Status Model::check_batch(const Batch& batch, const Memory& memory) const {
       return Status::invalid(where + "adapter " + std::to_string(r.adapter) + " is not one of the model's " +
                              std::to_string(n_adapters_) + " (0: its own scales)");
     }
-    if (r.adapter != 0 && memory.kind().starts_with("xquant")) {
+    if (r.adapter != 0 && memory.rebuilds_from_layer_inputs()) {
       return Status::invalid(where + "an adapter's rows cannot use an XQuant memory: it rebuilds K and V through the "
                              "model's own k/v layers (use f32, f16, q8 or q4)");
     }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/cpu.h"
+#include "format/scale_codes.h"
 #include "kernels/dense/dense_gemm.h"
 
 namespace lutq::model {
@@ -106,6 +107,8 @@ Result<Linear> Linear::quantized(const std::string& name, const float* w, int64_
   }
   Result<format::BcqMatrix> q = quantize_weight(name, w, n, k, choice, pool);
   if (!q) return q.status();
+  // Built in memory: checked here, once, before it is packed (from_bcq's precondition).
+  if (Status s = format::validate_with_codes(*q); !s) return Status(s.code(), name + ": " + s.message());
   Result<Linear> layer = from_bcq(*q, choice.isa, choice.precision);
   if (!layer) return Status(layer.status().code(), name + ": " + layer.status().message());
   return layer;

@@ -58,7 +58,8 @@ class Linear {
   // `name` (the tensor name) prefixes errors.
   static Result<Linear> quantized(const std::string& name, const float* w, int64_t n, int64_t k,
                                   const LinearChoice& choice, ThreadPool* pool);
-  // From an already quantized matrix (e.g. a lutq BCQ file).
+  // From an already quantized matrix (e.g. a lutq BCQ file). Precondition: w is valid, codes
+  // included (format::validate_with_codes; lutqfile::read_bcq checks a file's).
   static Result<Linear> from_bcq(const format::BcqMatrix& w, kernels::Isa isa, kernels::Precision precision);
   // An int8 layer (quantized here or read from a lutq file): LLM.int8() with a finite threshold
   // (zero-point activations; w should carry its fp16 copy), plain absmax int8 with +inf.

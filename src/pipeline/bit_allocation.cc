@@ -10,6 +10,7 @@
 #include "core/cpu.h"
 #include "core/log_probs.h"
 #include "format/bcq_matrix.h"
+#include "format/scale_codes.h"
 #include "model/config.h"
 #include "model/model.h"
 #include "pipeline/quantize_model.h"
@@ -239,6 +240,8 @@ Result<BitAllocation> allocate_bits(const io::Checkpoint& in, const LinearSpec& 
         choice.quant.cfg.q = bits;
         Result<format::BcqMatrix> q = quantize_layer(name, w->data(), n, k, choice, h, pool);
         if (!q) return q.status();
+        // Built in memory: checked once here, before use() packs it (Linear::from_bcq's precondition).
+        if (Status s = format::validate_with_codes(*q); !s) return Status(s.code(), name + ": " + s.message());
         c.bpw.push_back(q->bits_per_weight());
         if (by_kl) {
           c.matrices.push_back(std::move(*q));  // measure_curves fills c.error

@@ -332,18 +332,11 @@ double GroupFitter::finalize(const float* v, int64_t len, int q, const double* a
   const double z = round_fp16_sat(offset);
   *offset_out = static_cast<float>(z);
   grid_.build(rounded.data(), q, z);
-  const double* mids = grid_.mids();
-  const double* values = grid_.values();
-  const uint8_t* grid_codes = grid_.codes();
-  const int size = grid_.size();
   double err = 0.0;
-  for (int64_t e = 0; e < len; ++e) {
-    const double x = v[e];
-    const int idx = nearest_index(mids, size, x);
-    codes[e] = grid_codes[idx];
-    const double d = x - values[idx];
+  grid_.assign(v, len, [&](int64_t e, uint8_t code, double d) {
+    codes[e] = code;
     err += weight_of(e) * (d * d);
-  }
+  });
   return err;
 }
 

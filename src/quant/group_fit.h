@@ -42,6 +42,19 @@ class ValueGrid {
   const double* values() const { return values_.data(); }
   const uint8_t* codes() const { return codes_.data(); }
   const double* mids() const { return mids_.data(); }
+  // Index of a value nearest to x (nearest_index: ties go to the upper value).
+  int nearest(double x) const { return nearest_index(mids_.data(), size_, x); }
+  // Gives each of v[0..len) its nearest grid value: calls fn(j, code, residual) in order of j,
+  // with that value's code and residual = double(v[j]) − value. The one "nearest code on a
+  // value grid" loop of the fits (final codes, clipped fits, code searches).
+  template <typename Fn>
+  void assign(const float* v, int64_t len, Fn&& fn) const {
+    for (int64_t j = 0; j < len; ++j) {
+      const double x = v[j];
+      const auto idx = static_cast<size_t>(nearest(x));
+      fn(j, codes_[idx], x - values_[idx]);
+    }
+  }
 
  private:
   int size_ = 0;

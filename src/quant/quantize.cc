@@ -64,9 +64,7 @@ void fit_clipped(const float* v, int64_t len, const QuantOptions& opt, bool with
   double alpha[format::kMaxBits];
   for (int i = 0; i < q; ++i) alpha[i] = wk.alpha[i];
   wk.grid.build(alpha, q, wk.offset);
-  for (int64_t e = 0; e < len; ++e) {
-    wk.codes[static_cast<size_t>(e)] = wk.grid.codes()[detail::nearest_index(wk.grid.mids(), wk.grid.size(), v[e])];
-  }
+  wk.grid.assign(v, len, [&](int64_t e, uint8_t code, double) { wk.codes[static_cast<size_t>(e)] = code; });
 }
 
 void store_scales(BcqMatrix& m, int64_t set, const Worker& wk) {

@@ -17,14 +17,11 @@ double CodeSearch::eval(const float* v, const double* d, int64_t len, int q, int
   for (int i = 0; i < q; ++i) alpha[i] = fp16_to_fp32(format::decode_alpha(line.super[i], alpha_code[i], bits));
   const double z = with_offset ? fp16_to_fp32(format::decode_offset(line.zmin, line.zmax, offset_code, bits)) : 0.0;
   grid_.build(alpha, q, z);
-  const int size = grid_.size();
   double err = 0.0;
-  for (int64_t j = 0; j < len; ++j) {
-    const int idx = nearest_index(grid_.mids(), size, v[j]);
-    const double e = static_cast<double>(v[j]) - grid_.values()[idx];
+  grid_.assign(v, len, [&](int64_t j, uint8_t code, double e) {
     err += (d == nullptr ? 1.0 : d[j]) * e * e;
-    if (elem != nullptr) elem[j] = grid_.codes()[idx];
-  }
+    if (elem != nullptr) elem[j] = code;
+  });
   return err;
 }
 

@@ -18,8 +18,7 @@ bool avx2_available(const CpuFeatures& cpu) { return cpu.avx2; }
 Status avx2_check(const format::BcqMatrix& w, Precision p) { return lut_check(w, p); }
 
 void avx2_gemm(const PackedMatrix& w, const float* x, int64_t m, float* y, ThreadPool& pool) {
-  avx2::Layout L = avx2::make_layout(w.source);
-  L.round_alpha = !w.exact_steps;
+  const avx2::Layout& L = w.layout;
   const bool fast = w.precision == Precision::kFast;
   if (L.per_oc) {
     const avx2::OcPart part{L, w.data.data(), y};
@@ -34,16 +33,12 @@ void avx2_gemm_shared(std::span<const PackedMatrix* const> ws, const float* x, i
                  ThreadPool& pool) {
   std::vector<avx2::OcPart> parts;
   parts.reserve(ws.size());
-  for (size_t j = 0; j < ws.size(); ++j) {
-    avx2::Layout L = avx2::make_layout(ws[j]->source);
-    L.round_alpha = !ws[j]->exact_steps;
-    parts.push_back({L, ws[j]->data.data(), ys[j]});
-  }
+  for (size_t j = 0; j < ws.size(); ++j) parts.push_back({ws[j]->layout, ws[j]->data.data(), ys[j]});
   avx2::gemm_oc(parts, ws[0]->precision == Precision::kFast, x, m, pool);
 }
 
 void avx2_int8_partials(const PackedMatrix& w, const float* x, int32_t* out) {
-  const avx2::Layout L = avx2::make_layout(w.source);
+  const avx2::Layout& L = w.layout;
   if (L.per_oc) {
     avx2::partials_oc(L, w.data.data(), x, out);
   } else {

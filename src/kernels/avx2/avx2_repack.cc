@@ -33,7 +33,6 @@
 #include "core/check.h"
 #include "format/scale_codes.h"
 #include "kernels/avx2/avx2_internal.h"
-#include "kernels/lut_tables.h"
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,bmi2")
@@ -48,41 +47,8 @@ constexpr uint8_t exact_code(uint8_t b) {
 
 }  // namespace
 
-Layout make_layout(const format::BcqMatrix& w) {
-  const int64_t n = w.n;
-  const int64_t k = w.k;
-  const format::BcqConfig& cfg = w.cfg;
-  Layout L;
-  L.n = n;
-  L.k = k;
-  L.g = cfg.g;
-  L.q = cfg.q;
-  L.per_oc = cfg.orientation == format::Orientation::kPerOC;
-  L.has_offset = cfg.has_offset;
-  L.coded = keeps_codes(w);
-  L.tiles = (n + kTileRows - 1) / kTileRows;
-  L.kb = lut_block_for(k, cfg);
-  L.unit = L.per_oc ? cfg.g : L.kb;
-  L.units = k / L.unit;
-  L.plane_bytes = L.unit / 8 * kTileRows;
-  L.unit_bytes = L.q * L.plane_bytes;
-  if (L.per_oc) L.unit_bytes += unit_alpha_bytes(L.q, L.coded) + (L.has_offset ? 2 * kTileRows : 0);
-  L.head_bytes = tile_step_bytes(L.q, L.coded && L.per_oc);
-  L.tile_bytes = L.head_bytes + L.units * L.unit_bytes;
-  L.total_bytes = L.tiles * L.tile_bytes;
-  if (!L.per_oc) {
-    L.blocks = n / cfg.g;
-    const IcScales ic = ic_scales_at(w, L.coded, L.total_bytes);
-    L.alpha_at = ic.alpha_at;
-    L.steps_at = ic.steps_at;
-    L.offset_at = ic.offset_at;
-    L.total_bytes = ic.end;
-  }
-  return L;
-}
-
 PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
-  const Layout L = make_layout(w);
+  const Layout L = make_tile_layout(w);
   PackedMatrix out;
   out.isa = Isa::kAvx2;
   out.precision = p;
@@ -129,12 +95,14 @@ PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
     }
   }
   if (!L.per_oc) write_ic_scales(w, L.coded, ic_scales_of(L), d);
+  out.layout = L;
+  out.layout.round_alpha = !out.exact_steps;
   return out;
 }
 
 format::BcqMatrix unpack(const PackedMatrix& pw) {
   const format::BcqMatrix& s = pw.source;
-  const Layout L = make_layout(s);
+  const Layout& L = pw.layout;
   format::BcqMatrix w = format::make_empty(s.n, s.k, s.cfg).value();
   if (L.coded) {
     w.codes = s.codes;

@@ -21,8 +21,7 @@ bool avx512_available(const CpuFeatures& cpu) { return cpu.avx512 && cpu.avx512_
 Status avx512_check(const format::BcqMatrix& w, Precision p) { return lut_check(w, p); }
 
 void avx512_gemm(const PackedMatrix& w, const float* x, int64_t m, float* y, ThreadPool& pool) {
-  avx512::Layout L = avx512::make_layout(w.source);
-  L.round_alpha = !w.exact_steps;
+  const avx512::Layout& L = w.layout;
   const bool fast = w.precision == Precision::kFast;
   if (L.per_oc) {
     const avx512::OcPart part{L, w.data.data(), y};
@@ -37,16 +36,12 @@ void avx512_gemm_shared(std::span<const PackedMatrix* const> ws, const float* x,
                  ThreadPool& pool) {
   std::vector<avx512::OcPart> parts;
   parts.reserve(ws.size());
-  for (size_t j = 0; j < ws.size(); ++j) {
-    avx512::Layout L = avx512::make_layout(ws[j]->source);
-    L.round_alpha = !ws[j]->exact_steps;
-    parts.push_back({L, ws[j]->data.data(), ys[j]});
-  }
+  for (size_t j = 0; j < ws.size(); ++j) parts.push_back({ws[j]->layout, ws[j]->data.data(), ys[j]});
   avx512::gemm_oc(parts, ws[0]->precision == Precision::kFast, x, m, pool);
 }
 
 void avx512_int8_partials(const PackedMatrix& w, const float* x, int32_t* out) {
-  const avx512::Layout L = avx512::make_layout(w.source);
+  const avx512::Layout& L = w.layout;
   if (L.per_oc) {
     avx512::partials_oc(L, w.data.data(), x, out);
   } else {

@@ -131,7 +131,8 @@ void planes_exact(const Layout& L, const OcTables& t, const uint8_t* up, int64_t
   const int64_t tstride = L.unit / kMu * kFullTable;
   __m512 s[QB * MB * 2];
   for (auto& v : s) v = _mm512_setzero_ps();
-  lookup_f32<MB, QB>(up + i0 * L.plane_bytes, L.plane_bytes, L.steps, t.tf + (u * t.m + m0) * tstride, tstride, s);
+  lookup_f32<MB, QB>(up + i0 * L.plane_bytes, L.plane_bytes, unit_steps(L), t.tf + (u * t.m + m0) * tstride, tstride,
+                     s);
   for (int qi = 0; qi < QB; ++qi) add_plane<MB>(L, up, u, i0 + qi, s + qi * MB * 2, accg);
 }
 

@@ -12,40 +12,23 @@
 #include "format/bcq_matrix.h"
 #include "kernels/coded_scales.h"
 #include "kernels/kernel.h"
+#include "kernels/tile_layout.h"
 
 namespace lutq::kernels::avx512 {
 
-constexpr int64_t kTileRows = 32;   // rows per tile: two 16-row groups
+constexpr int64_t kTileRows = kSimdTileRows;   // rows per tile: two 16-row groups
 constexpr int64_t kGroupRows = 16;  // rows per 64-byte vector: one dword (32 activations) each
 constexpr int64_t kStepActs = 32;   // activations per dword: one "step" of the inner loops
 constexpr int64_t kStepBytes = 128; // one step of one plane of a tile: 2 x 64 bytes
 constexpr int kFullTable = 16;      // fp32 entries per chunk (all 16: vpermps takes 16)
 
-// Where everything sits in PackedMatrix::data (see the picture in avx512_repack.cc); the unit
-// geometry (q, planes, alphas, offsets, coded steps) is TileUnits' (kernels/coded_scales.h).
-// plane_bytes: steps * 128.
-struct Layout : TileUnits {
-  int64_t n = 0, k = 0, g = 0;
-  bool per_oc = true;
-  bool has_offset = false;
-  int64_t tiles = 0;        // ceil(n / 32)
-  int64_t kb = 0;           // int8 table block (lut_block)
-  int64_t unit = 0;         // activations per streaming unit: per-OC the group g, per-IC kb
-  int64_t units = 0;        // k / unit
-  int64_t steps = 0;        // unit / 32
-  int64_t tile_bytes = 0;   // head_bytes + units * unit_bytes
-  int64_t blocks = 0;       // per-IC row blocks n / g (0 for per-OC)
-  int64_t alpha_at = 0;     // per-IC: fp16 alpha [block][q][k] at this byte offset
-  int64_t offset_at = 0;    // per-IC: fp16 offsets [block][k] at this byte offset
-  int64_t steps_at = 0;     // per-IC coded: fp32 steps [q][k] (IcScales)
-  int64_t total_bytes = 0;
-};
+// Where everything sits in PackedMatrix::data (see the picture in avx512_repack.cc): the layout
+// both SIMD backends share (kernels/tile_layout.h), computed once by repack into
+// PackedMatrix::layout.
+using Layout = TileLayout;
 
-// Where a per-IC layout keeps its scales (IcScales).
-inline IcScales ic_scales_of(const Layout& L) { return {L.alpha_at, L.steps_at, L.offset_at, L.total_bytes}; }
-
-// The layout of w's shape and configuration (coded where kernels/coded_scales.h keeps_codes(w)).
-Layout make_layout(const format::BcqMatrix& w);
+// Steps (32 activations, one dword per row) per plane in a unit.
+inline int64_t unit_steps(const Layout& L) { return L.unit / kStepActs; }
 
 PackedMatrix repack(const format::BcqMatrix& w, Precision p);
 format::BcqMatrix unpack(const PackedMatrix& w);

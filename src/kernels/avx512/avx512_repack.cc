@@ -30,7 +30,6 @@
 #include "core/check.h"
 #include "format/scale_codes.h"
 #include "kernels/avx512/avx512_internal.h"
-#include "kernels/lut_tables.h"
 
 namespace lutq::kernels::avx512 {
 namespace {
@@ -40,42 +39,8 @@ constexpr int64_t dword_at(int64_t s, int64_t rt) { return s * kStepBytes + (rt 
 
 }  // namespace
 
-Layout make_layout(const format::BcqMatrix& w) {
-  const int64_t n = w.n;
-  const int64_t k = w.k;
-  const format::BcqConfig& cfg = w.cfg;
-  Layout L;
-  L.n = n;
-  L.k = k;
-  L.g = cfg.g;
-  L.q = cfg.q;
-  L.per_oc = cfg.orientation == format::Orientation::kPerOC;
-  L.has_offset = cfg.has_offset;
-  L.coded = keeps_codes(w);
-  L.tiles = (n + kTileRows - 1) / kTileRows;
-  L.kb = lut_block_for(k, cfg);
-  L.unit = L.per_oc ? cfg.g : L.kb;
-  L.units = k / L.unit;
-  L.steps = L.unit / kStepActs;
-  L.plane_bytes = L.steps * kStepBytes;
-  L.unit_bytes = L.q * L.plane_bytes;
-  if (L.per_oc) L.unit_bytes += unit_alpha_bytes(L.q, L.coded) + (L.has_offset ? 2 * kTileRows : 0);
-  L.head_bytes = tile_step_bytes(L.q, L.coded && L.per_oc);
-  L.tile_bytes = L.head_bytes + L.units * L.unit_bytes;
-  L.total_bytes = L.tiles * L.tile_bytes;
-  if (!L.per_oc) {
-    L.blocks = n / cfg.g;
-    const IcScales ic = ic_scales_at(w, L.coded, L.total_bytes);
-    L.alpha_at = ic.alpha_at;
-    L.steps_at = ic.steps_at;
-    L.offset_at = ic.offset_at;
-    L.total_bytes = ic.end;
-  }
-  return L;
-}
-
 PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
-  const Layout L = make_layout(w);
+  const Layout L = make_tile_layout(w);
   PackedMatrix out;
   out.isa = Isa::kAvx512;
   out.precision = p;
@@ -87,6 +52,7 @@ PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
   uint8_t* d = out.data.data();
   const int q = L.q;
   const int64_t rb = w.row_bytes();
+  const int64_t steps = unit_steps(L);
   for (int64_t r = 0; r < w.n; ++r) {
     const int64_t tile = r / kTileRows;
     const int64_t rt = r % kTileRows;
@@ -94,7 +60,7 @@ PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
       uint8_t* up = d + tile * L.tile_bytes + L.head_bytes + u * L.unit_bytes;
       for (int i = 0; i < q; ++i) {
         const uint8_t* src = w.bits.data() + (i * w.n + r) * rb + u * (L.unit / 8);
-        for (int64_t s = 0; s < L.steps; ++s) std::memcpy(up + i * L.plane_bytes + dword_at(s, rt), src + 4 * s, 4);
+        for (int64_t s = 0; s < steps; ++s) std::memcpy(up + i * L.plane_bytes + dword_at(s, rt), src + 4 * s, 4);
       }
       if (L.per_oc) {
         const int64_t set = r * L.units + u;
@@ -118,12 +84,14 @@ PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
     }
   }
   if (!L.per_oc) write_ic_scales(w, L.coded, ic_scales_of(L), d);
+  out.layout = L;
+  out.layout.round_alpha = !out.exact_steps;
   return out;
 }
 
 format::BcqMatrix unpack(const PackedMatrix& pw) {
   const format::BcqMatrix& s = pw.source;
-  const Layout L = make_layout(s);
+  const Layout& L = pw.layout;
   format::BcqMatrix w = format::make_empty(s.n, s.k, s.cfg).value();
   if (L.coded) {
     w.codes = s.codes;
@@ -132,6 +100,7 @@ format::BcqMatrix unpack(const PackedMatrix& pw) {
   const uint8_t* d = pw.data.data();
   const int q = L.q;
   const int64_t rb = w.row_bytes();
+  const int64_t steps = unit_steps(L);
   for (int64_t r = 0; r < w.n; ++r) {
     const int64_t tile = r / kTileRows;
     const int64_t rt = r % kTileRows;
@@ -139,7 +108,7 @@ format::BcqMatrix unpack(const PackedMatrix& pw) {
       const uint8_t* up = L.unit_at(d + tile * L.tile_bytes, u);
       for (int i = 0; i < q; ++i) {
         uint8_t* dst = w.bits.data() + (i * w.n + r) * rb + u * (L.unit / 8);
-        for (int64_t st = 0; st < L.steps; ++st) std::memcpy(dst + 4 * st, up + i * L.plane_bytes + dword_at(st, rt), 4);
+        for (int64_t st = 0; st < steps; ++st) std::memcpy(dst + 4 * st, up + i * L.plane_bytes + dword_at(st, rt), 4);
       }
       if (L.per_oc) {
         const int64_t set = r * L.units + u;

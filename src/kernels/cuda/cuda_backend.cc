@@ -23,7 +23,6 @@ bool cuda_available(const CpuFeatures&) {
 }
 
 Status cuda_check(const format::BcqMatrix& w, Precision) {
-  if (Status s = format::validate(w); !s) return s;
   if (w.k % kWordBits != 0) {
     return Status::unsupported("k = " + std::to_string(w.k) + " is not a multiple of 32 (the CUDA kernels read 32-bit words)");
   }

@@ -8,7 +8,8 @@ namespace {
 
 bool ref_available(const CpuFeatures&) { return true; }
 
-Status ref_check(const format::BcqMatrix& w, Precision) { return format::validate(w); }
+// Takes every valid matrix (Backend::check's precondition).
+Status ref_check(const format::BcqMatrix&, Precision) { return Status::ok(); }
 
 PackedMatrix ref_repack(const format::BcqMatrix& w, Precision p) { return canonical_packed(w, Isa::kRef, p); }
 

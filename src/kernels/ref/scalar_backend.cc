@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "core/fp16.h"
-#include "format/scale_codes.h"
 #include "kernels/kernel.h"
 #include "kernels/lut_tables.h"
 
@@ -175,16 +174,6 @@ void scalar_partials(const PackedMatrix& pw, const float* x, int32_t* out) {
 }  // namespace
 
 Status lut_check(const format::BcqMatrix& w, Precision) {
-  if (Status s = format::validate(w); !s) return s;
-  // The SIMD layouts keep compressed scales as codes and decode them on the fly, the scalar
-  // reference reads alpha: the two must be the same scales.
-  if (w.codes.bits > 0) {
-    if (Status s = format::validate_codes(w); !s) return s;
-    if (!format::scales_match_codes(w)) {
-      return Status::invalid("compressed scales: alpha/offset are not the decoding of their " +
-                             std::to_string(w.codes.bits) + "-bit codes");
-    }
-  }
   if (lut_block(w) == 0) {
     return Status::unsupported("LUT kernels need k to be a multiple of 32 (k=" + std::to_string(w.k) +
                                "); use the ref backend for this matrix");

@@ -51,6 +51,8 @@ void Memory::truncate(int32_t seq, int64_t n) {
 
 const char* memory_kind_name(MemoryKind kind) { return def(kind).name; }
 
+bool rebuilds_from_layer_inputs(MemoryKind kind) { return is_xquant(kind); }
+
 Result<MemoryKind> parse_memory_kind(std::string_view name) {
   std::string known;
   for (const MemoryDef& d : kMemoryKinds) {

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <memory>
 #include <random>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -421,6 +422,18 @@ TEST(Memory, AccountingEqualsTheAllocation) {
   EXPECT_EQ(make_memory(MemoryKind::kXQuant, s, per_head).value()->bytes(), store + 3 * (32 * 64 + 2 * 16 * 16) * 4);
   EXPECT_EQ(memory_bytes(MemoryKind::kXQuant, s, per_head), store + 3 * (32 * 64 + 2 * 16 * 16) * 4);
   EXPECT_EQ(make_memory(MemoryKind::kXQuantCl, s).value()->bytes(), store + 3 * (32 * 64 + 2 * 16 * 32 + 32 * 32) * 4);
+}
+
+// Only the XQuant kinds rebuild K and V through the model's k/v layers (no adapter rows on them);
+// a memory says what its kind says.
+TEST(Memory, OnlyXQuantRebuildsFromLayerInputs) {
+  const MemoryShape s{3, 64, 4, 1, 16, 100, 2};
+  for (const char* name : {"f32", "f16", "q8", "q4", "xquant", "xquant-cl"}) {
+    const MemoryKind kind = *parse_memory_kind(name);
+    const bool xquant = std::string_view(name).starts_with("xquant");
+    EXPECT_EQ(rebuilds_from_layer_inputs(kind), xquant) << name;
+    EXPECT_EQ(make_memory(kind, s).value()->rebuilds_from_layer_inputs(), xquant) << name;
+  }
 }
 
 // The server's slots for a budget: the most sequences whose memory_bytes fits, fixed costs once.
