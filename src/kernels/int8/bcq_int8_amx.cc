@@ -131,7 +131,7 @@ __mmask16 columns(int64_t n, int64_t r0) {
 // Groups [j0, j1) of tiles [tile0, tile0 + h) for all activation rows, into y.
 void pair_groups(const BcqInt8Packed& w, const QuantizedActs& xa, int64_t tile0, int h, int64_t j0, int64_t j1,
                  int8_t* scratch, int32_t* cbuf, float* y) {
-  const int64_t quads = w.g / 4, r0 = tile0 * kInt8TileRows;
+  const int64_t r0 = tile0 * kInt8TileRows;
   BlockArgs b{};
   b.x_stride = xa.stride;
   b.sx_stride = w.groups;
@@ -140,14 +140,7 @@ void pair_groups(const BcqInt8Packed& w, const QuantizedActs& xa, int64_t tile0,
   b.cbuf = cbuf;
   for (int e = 0; e < h; ++e) b.cols[e] = columns(w.n, r0 + e * kInt8TileRows);
   for (int64_t j = j0; j < j1; ++j) {
-    for (int e = 0; e < h; ++e) {
-      const int64_t tile = tile0 + e, cell = tile * w.groups + j;
-      int8_t* out = scratch + e * quads * 64;
-      bcq_int8_expand(w.q, w.masks.data() + (tile * (w.k / 4) + j * quads) * w.q, w.luts.data() + cell * w.lut_bytes,
-                      quads, out);
-      b.wexp[e] = out;
-      b.ws[e] = w.ws.data() + cell * kInt8TileRows;
-    }
+    bcq_int8_expand_tiles(w, tile0, h, j, scratch, b.wexp, b.ws);
     for (int64_t t0 = 0; t0 < xa.m; t0 += kBlockRows) {
       b.rows = static_cast<int>(std::min<int64_t>(kBlockRows, xa.m - t0));
       b.xq = xa.xq.data() + t0 * xa.stride + j * w.g;

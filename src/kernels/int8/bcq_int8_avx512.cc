@@ -177,14 +177,7 @@ void tile_pair(const BcqInt8Packed& w, const QuantizedActs& xa, int64_t tile0, i
   std::fill(facc, facc + m * 32, 0.0f);
   for (int64_t j = 0; j < w.groups; ++j) {
     GroupArgs a{};
-    for (int e = 0; e < h; ++e) {
-      const int64_t tile = tile0 + e, cell = tile * w.groups + j;
-      int8_t* out = scratch + e * quads * 64;
-      bcq_int8_expand(w.q, w.masks.data() + (tile * (w.k / 4) + j * quads) * w.q, w.luts.data() + cell * w.lut_bytes,
-             quads, out);
-      a.wexp[e] = out;
-      a.ws[e] = w.ws.data() + cell * kInt8TileRows;
-    }
+    bcq_int8_expand_tiles(w, tile0, h, j, scratch, a.wexp, a.ws);
     a.x_stride = xa.stride;
     a.sx_stride = w.groups;
     a.quads = quads;
@@ -260,6 +253,19 @@ QuantizedActs quantize_acts_avx512(const float* x, int64_t m, int64_t k, int64_t
     }
   }
   return a;
+}
+
+void bcq_int8_expand_tiles(const BcqInt8Packed& w, int64_t tile0, int h, int64_t j, int8_t* scratch,
+                           const int8_t* wexp[2], const float* ws[2]) {
+  const int64_t quads = w.g / 4;
+  for (int e = 0; e < h; ++e) {
+    const int64_t tile = tile0 + e, cell = tile * w.groups + j;
+    int8_t* out = scratch + e * quads * 64;
+    bcq_int8_expand(w.q, w.masks.data() + (tile * (w.k / 4) + j * quads) * w.q, w.luts.data() + cell * w.lut_bytes,
+                    quads, out);
+    wexp[e] = out;
+    ws[e] = w.ws.data() + cell * kInt8TileRows;
+  }
 }
 
 void bcq_int8_gemm_avx512(const BcqInt8Packed& w, const QuantizedActs& xa, float* y, ThreadPool& pool) {
