@@ -52,7 +52,7 @@ LUTQ_ROWS = [
 SPEED_LUTQ = ["lutq-rtn-q4-g128", "lutq-gptqbcq-q4-g128", "lutq-rtn-q3-g128", "lutq-gptqbcq-q3-g128",
               "lutq-gptqbcq-q2-g64"]
 SPEED_LLAMA = ["llama-Q4_K_M", "llama-Q3_K_M", "llama-Q2_K"]
-LLAMA_TYPES = ["Q4_K_M", "Q3_K_M", "Q2_K", "IQ4_XS", "IQ3_XXS", "IQ2_XS"]
+LLAMA_TYPES = ["Q4_K_M", "IQ4_NL", "IQ4_XS", "Q4_0", "Q3_K_M", "Q2_K", "IQ3_XXS", "IQ2_XS"]
 # Block linear layers: the weights whose bits per weight the tables compare.
 BLOCK_RE = re.compile(r"^blk\.\d+\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn_down)\.weight$")
 
