@@ -13,4 +13,14 @@ if [[ ! -f "$quantized" || "$quantized" -ot "$model" ]]; then
   "$lutq" quantize "$model" "$quantized" --quant-bits 4 --quant-group 64 --quant-method alternating
 fi
 "$lutq" inspect "$quantized"
-"$lutq" run "$quantized" --temp 0 -n 64 -p "Explain in two sentences why the sky is blue." "$@"
+# Defaults that the arguments may override (lutq run takes each option once).
+given() {
+  local a
+  for a in "${@:3}"; do [[ "$a" == "$1" || "$a" == "$2" || "$a" == "$2="* ]] && return 0; done
+  return 1
+}
+defaults=()
+given -p --prompt "$@" || defaults+=(-p "Explain in two sentences why the sky is blue.")
+given -n --n-predict "$@" || defaults+=(-n 64)
+given --temp --temp "$@" || defaults+=(--temp 0)
+"$lutq" run "$quantized" "${defaults[@]}" "$@"
