@@ -53,7 +53,7 @@ Result<BcqLinear> BcqLinear::create(const format::BcqMatrix& w, Isa isa, Precisi
   // matrix it never takes, e.g. q <= 2, does not pay the memory).
   const bool int8_possible = isa == Isa::kAvx512 && precision == Precision::kFast && bcq_int8_supported(w) &&
                              bcq_int8_avx512_available(cpu);
-  const bool amx = amx_allowed() && bcq_int8_amx_available(cpu) && w.cfg.g % 64 == 0;
+  const bool amx = amx_allowed() && bcq_int8_amx_available(cpu);
   const bool wanted = *path == GemmPath::kInt8Gemm ||
                       (*path == GemmPath::kAuto && choose_path(std::numeric_limits<int64_t>::max(), w.n, w.k, w.cfg.q,
                                                                w.cfg.g, w.cfg.orientation, isa, precision, amx) ==

@@ -58,8 +58,6 @@ class BcqLinear {
   GemmPath path_for(int64_t m) const;
   // Bytes of the int8-path packing (0 where there is none).
   int64_t int8_bytes() const { return int8_ ? int8_->bytes() : 0; }
-  // The kernel the int8 path runs (AMX, AVX-512 VNNI; LUTQ_AMX=0 rules AMX out).
-  Int8Kernel int8_kernel() const { return int8_kernel_; }
 
  private:
   explicit BcqLinear(PackedMatrix packed) : packed_(std::move(packed)) {}

@@ -37,7 +37,7 @@ GemmPath choose_path(int64_t m, int64_t n, int64_t k, int q, int64_t g, format::
   // m = 16; at q <= 2 the LUT does per row what the int8 path does and never loses.
   // With AMX (Xeon, 4096x14336 g128, 1 thread, hot) the int8 path also wins at q = 2 from m = 32
   // (6.1 vs 10.2 ms; m = 8: 2.7 vs 2.5).
-  if (q <= 2) return amx && g % 64 == 0 && m >= 32 ? GemmPath::kInt8Gemm : GemmPath::kLut;
+  if (q <= 2) return amx && bcq_int8_amx_supported(g) && m >= 32 ? GemmPath::kInt8Gemm : GemmPath::kLut;
   const int64_t min_m = q == 4 ? 8 : 16;
   return m >= min_m ? GemmPath::kInt8Gemm : GemmPath::kLut;
 }
@@ -186,24 +186,12 @@ void bcq_int8_gemm_ref(const BcqInt8Packed& w, const QuantizedActs& xa, float* y
   }
 }
 
-const char* int8_kernel_name(Int8Kernel kernel) {
-  switch (kernel) {
-    case Int8Kernel::kRef:
-      return "ref";
-    case Int8Kernel::kAvx512:
-      return "avx512-vnni";
-    case Int8Kernel::kAmx:
-      return "amx";
-  }
-  return "?";
-}
-
 bool bcq_int8_amx_available(const CpuFeatures& cpu) { return cpu.amx_int8 && bcq_int8_avx512_available(cpu); }
 
-bool bcq_int8_amx_supported(const BcqInt8Packed& w) { return w.g % 64 == 0; }
+bool bcq_int8_amx_supported(int64_t g) { return g % 64 == 0; }
 
 Int8Kernel best_int8_kernel(const CpuFeatures& cpu, const BcqInt8Packed& w, bool allow_amx) {
-  if (allow_amx && bcq_int8_amx_available(cpu) && bcq_int8_amx_supported(w)) return Int8Kernel::kAmx;
+  if (allow_amx && bcq_int8_amx_available(cpu) && bcq_int8_amx_supported(w.g)) return Int8Kernel::kAmx;
   return bcq_int8_avx512_available(cpu) ? Int8Kernel::kAvx512 : Int8Kernel::kRef;
 }
 

@@ -35,7 +35,8 @@ const char* gemm_path_name(GemmPath p);
 // The policy (docs/kernels.md "Policy"): which path BcqLinear::forward takes for m activation
 // rows. int8 GEMM only where it exists (avx512 with VNNI + VBMI, per-OC, q <= 4, fast precision)
 // and where it measured faster than the LUT kernels; `--precision exact` always stays on the LUT.
-// `amx`: the int8 path would run the AMX kernel (then q <= 2 takes it too, from m = 32).
+// `amx`: the CPU runs the AMX kernel and it is allowed (then q <= 2 takes the int8 path too, from
+// m = 32, where bcq_int8_amx_supported(g)).
 GemmPath choose_path(int64_t m, int64_t n, int64_t k, int q, int64_t g, format::Orientation orientation, Isa isa,
                      Precision precision, bool amx = false);
 // Whether a matrix can take the int8 path at all (per-OC, q <= 4, g % 4 == 0).
@@ -85,16 +86,15 @@ void bcq_int8_gemm_avx512(const BcqInt8Packed& w, const QuantizedActs& xa, float
 bool bcq_int8_avx512_available(const CpuFeatures& cpu);
 // The AMX kernel (bcq_int8_amx.cc): the same expansion, then TDPBSUD on 16x64-byte tiles, over
 // column chunks of whole groups holding about chunk_bytes of activations (all rows) each.
-// Preconditions: bcq_int8_amx_available(cpu) and bcq_int8_amx_supported(w).
+// Preconditions: bcq_int8_amx_available(cpu) and bcq_int8_amx_supported(w.g).
 constexpr int64_t kAmxChunkBytes = 256 << 10;  // L2-resident
 void bcq_int8_gemm_amx(const BcqInt8Packed& w, const QuantizedActs& xa, float* y, ThreadPool& pool,
                        int64_t chunk_bytes = kAmxChunkBytes);
 bool bcq_int8_amx_available(const CpuFeatures& cpu);
-bool bcq_int8_amx_supported(const BcqInt8Packed& w);  // g a multiple of 64 (one tile step of k)
+bool bcq_int8_amx_supported(int64_t g);  // groups a multiple of 64 (one tile step of k)
 
 // Which kernel runs the int8 path. Every kernel equals the scalar spec bit for bit.
 enum class Int8Kernel : uint8_t { kRef = 0, kAvx512 = 1, kAmx = 2 };
-const char* int8_kernel_name(Int8Kernel kernel);
 // The fastest kernel the CPU runs for w: AMX where available and supported (unless allow_amx is
 // false), else AVX-512, else the scalar spec.
 Int8Kernel best_int8_kernel(const CpuFeatures& cpu, const BcqInt8Packed& w, bool allow_amx = true);

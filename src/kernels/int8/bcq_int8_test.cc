@@ -152,8 +152,8 @@ TEST(BcqInt8Gemm, KernelChoice) {
   const CpuFeatures cpu = detect_cpu();
   const BcqInt8Packed g64 = pack_bcq_int8(testing::random_bcq(20, 128, BcqConfig{3, 64, Orientation::kPerOC, false}, rng));
   const BcqInt8Packed g32 = pack_bcq_int8(testing::random_bcq(20, 128, BcqConfig{3, 32, Orientation::kPerOC, false}, rng));
-  EXPECT_TRUE(bcq_int8_amx_supported(g64));
-  EXPECT_FALSE(bcq_int8_amx_supported(g32));
+  EXPECT_TRUE(bcq_int8_amx_supported(g64.g));
+  EXPECT_FALSE(bcq_int8_amx_supported(g32.g));
   const Int8Kernel simd = bcq_int8_avx512_available(cpu) ? Int8Kernel::kAvx512 : Int8Kernel::kRef;
   EXPECT_EQ(best_int8_kernel(cpu, g32), simd);
   EXPECT_EQ(best_int8_kernel(cpu, g64, false), simd);
