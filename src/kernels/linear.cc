@@ -59,7 +59,9 @@ Result<BcqLinear> BcqLinear::create(const format::BcqMatrix& w, Isa isa, Precisi
                                                                w.cfg.g, w.cfg.orientation, isa, precision, amx) ==
                                                        GemmPath::kInt8Gemm);
   if (int8_possible && wanted) {
-    out.int8_ = std::make_shared<const BcqInt8Packed>(pack_bcq_int8(w));
+    // Row codes where the AMX kernel runs this matrix, plane masks (quads) for the AVX-512 one.
+    const bool rows = amx && bcq_int8_amx_supported(w.cfg.g);
+    out.int8_ = std::make_shared<const BcqInt8Packed>(pack_bcq_int8(w, rows ? Int8Codes::kRows : Int8Codes::kQuads));
     out.int8_kernel_ = best_int8_kernel(cpu, *out.int8_, amx);
   }
   return out;

@@ -35,9 +35,14 @@ GemmPath choose_path(int64_t m, int64_t n, int64_t k, int q, int64_t g, format::
   // expansion (~0.4 ms at q = 2..4, m-independent) and then ~8 vpdpbusd per 512 weights per row,
   // against the LUT's 4q instructions per 512 weights per row. q = 4 wins from m = 8, q = 3 from
   // m = 16; at q <= 2 the LUT does per row what the int8 path does and never loses.
-  // With AMX (Xeon, 4096x14336 g128, 1 thread, hot) the int8 path also wins at q = 2 from m = 32
-  // (6.1 vs 10.2 ms; m = 8: 2.7 vs 2.5).
-  if (q <= 2) return amx && bcq_int8_amx_supported(g) && m >= 32 ? GemmPath::kInt8Gemm : GemmPath::kLut;
+  // With AMX (Xeon, 4096x14336 g128, 1 thread, hot; docs/kernels.md "AMX") the kernel costs
+  // ~2.4-2.9 ms at any m up to 16 (expansion-bound) against the LUT's ~0.3-0.65q ms per row:
+  // crossovers near m = 4.5 (q = 4), 5.5 (q = 3), 7 (q = 2), 14 (q = 1).
+  if (amx && bcq_int8_amx_supported(g)) {
+    constexpr int64_t kAmxFrom[5] = {0, 16, 8, 6, 5};
+    return m >= kAmxFrom[q] ? GemmPath::kInt8Gemm : GemmPath::kLut;
+  }
+  if (q <= 2) return GemmPath::kLut;
   const int64_t min_m = q == 4 ? 8 : 16;
   return m >= min_m ? GemmPath::kInt8Gemm : GemmPath::kLut;
 }
@@ -74,7 +79,33 @@ float round_levels(const format::BcqMatrix& w, int64_t r, int64_t j, int8_t* out
 
 }  // namespace
 
-BcqInt8Packed pack_bcq_int8(const format::BcqMatrix& w) {
+namespace {
+
+// BcqInt8Packed::row_codes of w (layout in bcq_int8.h).
+AlignedBuffer pack_row_codes(const format::BcqMatrix& w, int64_t tiles) {
+  const int64_t per_byte = w.cfg.q <= 2 ? 4 : 2, span = 64 / per_byte, width = 8 / per_byte;
+  AlignedBuffer codes(static_cast<size_t>(tiles * kInt8TileRows * (w.k / per_byte)));  // zeroed
+  const int64_t g = w.cfg.g, groups = w.k / g;
+  for (int64_t r = 0; r < w.n; ++r) {
+    const int64_t tile = r / kInt8TileRows, row = r % kInt8TileRows;
+    for (int i = 0; i < w.cfg.q; ++i) {
+      const uint8_t* bits = w.bits.data() + (i * w.n + r) * w.row_bytes();
+      for (int64_t c = 0; c < w.k; ++c) {
+        const int bit = (bits[c / 8] >> (c % 8)) & 1;
+        const int64_t j = c / g, cg = c % g;
+        const int64_t at = ((tile * groups + j) * kInt8TileRows + row) * (g / per_byte) + (cg / 64) * span + cg % span;
+        const int shift = static_cast<int>(((cg % 64) / span) * width);
+        codes.data()[at] = static_cast<uint8_t>(codes.data()[at] | (bit << (i + shift)));
+      }
+    }
+  }
+  return codes;
+}
+
+}  // namespace
+
+BcqInt8Packed pack_bcq_int8(const format::BcqMatrix& w, Int8Codes codes) {
+  const bool quads = codes != Int8Codes::kRows, rows = codes != Int8Codes::kQuads;
   BcqInt8Packed p;
   p.n = w.n;
   p.k = w.k;
@@ -83,9 +114,8 @@ BcqInt8Packed pack_bcq_int8(const format::BcqMatrix& w) {
   p.tiles = (w.n + kInt8TileRows - 1) / kInt8TileRows;
   p.groups = w.k / w.cfg.g;
   p.lut_bytes = std::max<int64_t>(64, kInt8TileRows << p.q);
-  const int64_t quads = w.k / 4;
-  p.masks.assign(static_cast<size_t>(p.tiles * quads * p.q), 0);
-  p.luts = AlignedBuffer(static_cast<size_t>(p.tiles * p.groups * p.lut_bytes));
+  if (quads) p.masks.assign(static_cast<size_t>(p.tiles * (w.k / 4) * p.q), 0);
+  p.luts = AlignedBuffer(static_cast<size_t>(p.tiles * p.groups * p.lut_bytes + 16));
   std::fill(p.luts.data(), p.luts.data() + p.luts.size(), uint8_t{128});  // padding rows: level 0
   p.ws.assign(static_cast<size_t>(p.tiles * p.groups * kInt8TileRows), 0.0f);
   for (int64_t r = 0; r < w.n; ++r) {
@@ -98,30 +128,38 @@ BcqInt8Packed pack_bcq_int8(const format::BcqMatrix& w) {
       for (int code = 0; code < (1 << p.q); ++code) lut[code] = static_cast<uint8_t>(lv[code] + 128);
     }
     // A quad's 4 bits of a plane are one nibble of the canonical row (bit c % 8, LSB first).
-    for (int i = 0; i < p.q; ++i) {
+    for (int i = 0; quads && i < p.q; ++i) {
       const uint8_t* bits = w.bits.data() + (i * w.n + r) * w.row_bytes();
-      uint64_t* masks = p.masks.data() + tile * quads * p.q + i;
-      for (int64_t d = 0; d < quads; ++d) {
+      uint64_t* masks = p.masks.data() + tile * (w.k / 4) * p.q + i;
+      for (int64_t d = 0; d < w.k / 4; ++d) {
         const uint64_t nibble = (bits[d / 2] >> (4 * (d % 2))) & 0xFu;
         masks[d * p.q] |= nibble << (4 * row);
       }
     }
   }
+  if (rows) p.row_codes = pack_row_codes(w, p.tiles);
   return p;
 }
 
 int8_t BcqInt8Packed::level(int64_t r, int64_t c) const {
   const int64_t tile = r / kInt8TileRows, row = r % kInt8TileRows;
   int code = 0;
-  for (int i = 0; i < q; ++i) {
-    const uint64_t mask = masks[static_cast<size_t>((tile * (k / 4) + c / 4) * q + i)];
-    code |= static_cast<int>((mask >> (4 * row + c % 4)) & 1u) << i;
+  if (!masks.empty()) {
+    for (int i = 0; i < q; ++i) {
+      const uint64_t mask = masks[static_cast<size_t>((tile * (k / 4) + c / 4) * q + i)];
+      code |= static_cast<int>((mask >> (4 * row + c % 4)) & 1u) << i;
+    }
+  } else {
+    const int64_t per_byte = codes_per_byte(), span = 64 / per_byte, cg = c % g;
+    const int64_t at = ((tile * groups + c / g) * kInt8TileRows + row) * (g / per_byte) + (cg / 64) * span + cg % span;
+    const int shift = static_cast<int>(((cg % 64) / span) * (8 / per_byte));
+    code = (row_codes.data()[at] >> shift) & ((1 << q) - 1);
   }
   return static_cast<int8_t>(luts.data()[(tile * groups + c / g) * lut_bytes + (row << q) + code] - 128);
 }
 
 int64_t BcqInt8Packed::bytes() const {
-  return static_cast<int64_t>(masks.size() * 8 + luts.size() + ws.size() * 4);
+  return static_cast<int64_t>(masks.size() * 8 + luts.size() + ws.size() * 4 + row_codes.size());
 }
 
 QuantizedActs zeroed_acts(int64_t m, int64_t k, int64_t g) {
@@ -191,19 +229,19 @@ bool bcq_int8_amx_available(const CpuFeatures& cpu) { return cpu.amx_int8 && bcq
 bool bcq_int8_amx_supported(int64_t g) { return g % 64 == 0; }
 
 Int8Kernel best_int8_kernel(const CpuFeatures& cpu, const BcqInt8Packed& w, bool allow_amx) {
-  if (allow_amx && bcq_int8_amx_available(cpu) && bcq_int8_amx_supported(w.g)) return Int8Kernel::kAmx;
-  return bcq_int8_avx512_available(cpu) ? Int8Kernel::kAvx512 : Int8Kernel::kRef;
+  if (allow_amx && bcq_int8_amx_available(cpu) && bcq_int8_amx_supported(w.g) && w.row_codes.size() > 0) {
+    return Int8Kernel::kAmx;
+  }
+  return bcq_int8_avx512_available(cpu) && !w.masks.empty() ? Int8Kernel::kAvx512 : Int8Kernel::kRef;
 }
 
 void bcq_int8_gemm(const BcqInt8Packed& w, const float* x, int64_t m, float* y, ThreadPool& pool, Int8Kernel kernel) {
   const QuantizedActs xa = kernel == Int8Kernel::kRef ? quantize_acts(x, m, w.k, w.g)
                                                       : quantize_acts_avx512(x, m, w.k, w.g);
-  if (kernel == Int8Kernel::kAmx && m >= kAmxMinRows) {
-    bcq_int8_gemm_amx(w, xa, y, pool);
-  } else if (kernel != Int8Kernel::kRef) {
-    bcq_int8_gemm_avx512(w, xa, y, pool);
-  } else {
-    bcq_int8_gemm_ref(w, xa, y);
+  switch (kernel) {
+    case Int8Kernel::kAmx: bcq_int8_gemm_amx(w, xa, y, pool); break;
+    case Int8Kernel::kAvx512: bcq_int8_gemm_avx512(w, xa, y, pool); break;
+    case Int8Kernel::kRef: bcq_int8_gemm_ref(w, xa, y); break;
   }
 }
 

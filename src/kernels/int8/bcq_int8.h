@@ -35,14 +35,18 @@ const char* gemm_path_name(GemmPath p);
 // The policy (docs/kernels.md "Policy"): which path BcqLinear::forward takes for m activation
 // rows. int8 GEMM only where it exists (avx512 with VNNI + VBMI, per-OC, q <= 4, fast precision)
 // and where it measured faster than the LUT kernels; `--precision exact` always stays on the LUT.
-// `amx`: the CPU runs the AMX kernel and it is allowed (then q <= 2 takes the int8 path too, from
-// m = 32, where bcq_int8_amx_supported(g)).
+// `amx`: the CPU runs the AMX kernel and it is allowed (then every q <= 4 takes the int8 path
+// from a smaller m, where bcq_int8_amx_supported(g)).
 GemmPath choose_path(int64_t m, int64_t n, int64_t k, int q, int64_t g, format::Orientation orientation, Isa isa,
                      Precision precision, bool amx = false);
 // Whether a matrix can take the int8 path at all (per-OC, q <= 4, g % 4 == 0).
 bool bcq_int8_supported(const format::BcqMatrix& w);
 
-constexpr int64_t kInt8TileRows = 16;  // rows per quad vector: 16 rows x 4 columns = 64 bytes
+constexpr int64_t kInt8TileRows = 16;  // rows per quad vector (16 rows x 4 columns = 64 bytes) and per AMX tile
+
+// Which code layout pack_bcq_int8 writes: quads (plane masks) for the AVX-512 kernel, rows
+// (row_codes) for the AMX kernel, or both. The scalar spec reads either.
+enum class Int8Codes : uint8_t { kQuads = 1, kRows = 2, kBoth = 3 };
 
 struct BcqInt8Packed {
   int64_t n = 0, k = 0, g = 0;
@@ -50,17 +54,26 @@ struct BcqInt8Packed {
   int64_t tiles = 0;  // ceil(n / 16); padding rows have all-zero levels
   int64_t groups = 0;  // k / g
   int64_t lut_bytes = 0;  // per (tile, group): 16·2^q int8 levels, padded to a multiple of 64
-  // masks[(tile*(k/4) + quad)*q + i]: bit 4·row + j = bit_i(16·tile + row, 4·quad + j).
+  // Where packed with quads: masks[(tile*(k/4) + quad)*q + i]: bit 4·row + j = bit_i(16·tile +
+  // row, 4·quad + j).
   std::vector<uint64_t> masks;
   AlignedBuffer luts;  // [tile][group][lut_bytes]: u8 wq + 128 of (row, code) at row·2^q + code
+                       // (16 bytes of slack at the end: a row's table is read as 16 bytes)
   std::vector<float> ws;  // [tile][group][16]: s_w
+  // Where packed with rows (the AMX kernel; needs g % 64 == 0): the codes
+  // row by row, [tile][group][row 16][g / per_byte] so that a tile streams in order. q >= 3:
+  // nibbles, per 64 columns 32 bytes, byte b holding column b's code in its low nibble and
+  // column b + 32's in its high one. q <= 2: 2-bit fields, per 64 columns 16 bytes, byte b
+  // holding columns b, b + 16, b + 32, b + 48 in bits 0-1, 2-3, 4-5, 6-7. Padding rows: code 0.
+  AlignedBuffer row_codes;  // huge pages where large, as the LUT layout's (TLB reach)
+  int64_t codes_per_byte() const { return q <= 2 ? 4 : 2; }
 
   int8_t level(int64_t r, int64_t c) const;  // wq[r,c]
   int64_t bytes() const;  // memory held
 };
 
-// Precondition: bcq_int8_supported(w).
-BcqInt8Packed pack_bcq_int8(const format::BcqMatrix& w);
+// Precondition: bcq_int8_supported(w), and bcq_int8_amx_supported(g) where codes include rows.
+BcqInt8Packed pack_bcq_int8(const format::BcqMatrix& w, Int8Codes codes = Int8Codes::kQuads);
 
 // Activations quantized per (row, group) as above.
 struct QuantizedActs {
@@ -81,28 +94,24 @@ QuantizedActs zeroed_acts(int64_t m, int64_t k, int64_t g);
 
 // The scalar spec. y[m,n], stride n.
 void bcq_int8_gemm_ref(const BcqInt8Packed& w, const QuantizedActs& xa, float* y);
-// The AVX-512 VNNI + VBMI kernel. Precondition: the CPU has both.
+// The AVX-512 VNNI + VBMI kernel. Preconditions: the CPU has both, w packed with quads.
 void bcq_int8_gemm_avx512(const BcqInt8Packed& w, const QuantizedActs& xa, float* y, ThreadPool& pool);
 bool bcq_int8_avx512_available(const CpuFeatures& cpu);
-// The AMX kernel (bcq_int8_amx.cc): the same expansion, then TDPBSUD on 16x64-byte tiles, over
-// column chunks of whole groups holding about chunk_bytes of activations (all rows) each.
-// Preconditions: bcq_int8_amx_available(cpu) and bcq_int8_amx_supported(w.g).
-constexpr int64_t kAmxChunkBytes = 256 << 10;  // L2-resident
-void bcq_int8_gemm_amx(const BcqInt8Packed& w, const QuantizedActs& xa, float* y, ThreadPool& pool,
-                       int64_t chunk_bytes = kAmxChunkBytes);
+// The AMX kernel (bcq_int8_amx.cc; docs/kernels.md "AMX"): the weights are A tiles (16 output
+// rows x 64 columns) expanded row by row from row_codes with one vpermb per 64 weights, the
+// activations B tiles, TDPBUSD into C tiles of 16 outputs x 16 activation rows. Preconditions:
+// bcq_int8_amx_available(cpu), bcq_int8_amx_supported(w.g), w packed with rows.
+void bcq_int8_gemm_amx(const BcqInt8Packed& w, const QuantizedActs& xa, float* y, ThreadPool& pool);
 bool bcq_int8_amx_available(const CpuFeatures& cpu);
 bool bcq_int8_amx_supported(int64_t g);  // groups a multiple of 64 (one tile step of k)
 
 // Which kernel runs the int8 path. Every kernel equals the scalar spec bit for bit.
 enum class Int8Kernel : uint8_t { kRef = 0, kAvx512 = 1, kAmx = 2 };
-// The fastest kernel the CPU runs for w: AMX where available and supported (unless allow_amx is
-// false), else AVX-512, else the scalar spec.
+// The fastest kernel the CPU runs for w as packed: AMX where available, supported and packed
+// with rows (unless allow_amx is false), else AVX-512 where packed with quads, else the spec.
 Int8Kernel best_int8_kernel(const CpuFeatures& cpu, const BcqInt8Packed& w, bool allow_amx = true);
-// Below this many activation rows kAmx hands the call to the AVX-512 kernel (docs/kernels.md,
-// "AMX"): a tile holds 16 rows, fewer waste its work.
-constexpr int64_t kAmxMinRows = 16;
 
-// Quantizes x and runs `kernel` (kAmx: the AVX-512 kernel below kAmxMinRows rows).
+// Quantizes x and runs `kernel` (which must suit w's packing: best_int8_kernel's choice does).
 void bcq_int8_gemm(const BcqInt8Packed& w, const float* x, int64_t m, float* y, ThreadPool& pool, Int8Kernel kernel);
 
 }  // namespace lutq::kernels

@@ -25,7 +25,6 @@
 #include <immintrin.h>
 
 #include "kernels/int8/bcq_int8.h"
-#include "kernels/int8/bcq_int8_expand.h"
 
 namespace lutq::kernels {
 
@@ -117,6 +116,32 @@ void expand_group(const uint64_t* masks, const uint8_t* lut, int64_t quads, int8
 }
 
 
+// Expands `quads` quads of one (tile, group) from `masks` (the tile's plane masks at the group's
+// first quad) and `lut` (the (tile, group) level table): out[quad*64 + 4·row + j] = wq + 128.
+void expand_quads(int q, const uint64_t* masks, const uint8_t* lut, int64_t quads, int8_t* out) {
+  switch (q) {
+    case 1: expand_group<1>(masks, lut, quads, out); break;
+    case 2: expand_group<2>(masks, lut, quads, out); break;
+    case 3: expand_group<3>(masks, lut, quads, out); break;
+    default: expand_group<4>(masks, lut, quads, out); break;
+  }
+}
+
+// Group j of tiles [tile0, tile0 + h) (h = 1 or 2) expanded into scratch (g/4 quads x 64 bytes
+// per tile): wexp[e] points at tile e's quads, ws[e] at its 16 s_w.
+void expand_tiles(const BcqInt8Packed& w, int64_t tile0, int h, int64_t j, int8_t* scratch, const int8_t* wexp[2],
+                  const float* ws[2]) {
+  const int64_t quads = w.g / 4;
+  for (int e = 0; e < h; ++e) {
+    const int64_t tile = tile0 + e, cell = tile * w.groups + j;
+    int8_t* out = scratch + e * quads * 64;
+    expand_quads(w.q, w.masks.data() + (tile * (w.k / 4) + j * quads) * w.q, w.luts.data() + cell * w.lut_bytes, quads,
+                 out);
+    wexp[e] = out;
+    ws[e] = w.ws.data() + cell * kInt8TileRows;
+  }
+}
+
 // One group of up to 2 tiles (H) x MR activation rows.
 struct GroupArgs {
   const int8_t* wexp[2];  // expanded weights of each tile, quads x 64 bytes
@@ -177,7 +202,7 @@ void tile_pair(const BcqInt8Packed& w, const QuantizedActs& xa, int64_t tile0, i
   std::fill(facc, facc + m * 32, 0.0f);
   for (int64_t j = 0; j < w.groups; ++j) {
     GroupArgs a{};
-    bcq_int8_expand_tiles(w, tile0, h, j, scratch, a.wexp, a.ws);
+    expand_tiles(w, tile0, h, j, scratch, a.wexp, a.ws);
     a.x_stride = xa.stride;
     a.sx_stride = w.groups;
     a.quads = quads;
@@ -198,18 +223,6 @@ void tile_pair(const BcqInt8Packed& w, const QuantizedActs& xa, int64_t tile0, i
   for (int64_t t = 0; t < m; ++t) std::copy(facc + t * 32, facc + t * 32 + rows, y + t * w.n + r0);
 }
 
-}  // namespace
-
-void bcq_int8_expand(int q, const uint64_t* masks, const uint8_t* lut, int64_t quads, int8_t* out) {
-  switch (q) {
-    case 1: expand_group<1>(masks, lut, quads, out); break;
-    case 2: expand_group<2>(masks, lut, quads, out); break;
-    case 3: expand_group<3>(masks, lut, quads, out); break;
-    default: expand_group<4>(masks, lut, quads, out); break;
-  }
-}
-
-namespace {
 
 // One (row, group) of quantize_acts: the same float operations per element (|x|, max, x · inv
 // rounded to nearest even by vcvtps2dq under the default MXCSR, as nearbyint), so equal results.
@@ -253,19 +266,6 @@ QuantizedActs quantize_acts_avx512(const float* x, int64_t m, int64_t k, int64_t
     }
   }
   return a;
-}
-
-void bcq_int8_expand_tiles(const BcqInt8Packed& w, int64_t tile0, int h, int64_t j, int8_t* scratch,
-                           const int8_t* wexp[2], const float* ws[2]) {
-  const int64_t quads = w.g / 4;
-  for (int e = 0; e < h; ++e) {
-    const int64_t tile = tile0 + e, cell = tile * w.groups + j;
-    int8_t* out = scratch + e * quads * 64;
-    bcq_int8_expand(w.q, w.masks.data() + (tile * (w.k / 4) + j * quads) * w.q, w.luts.data() + cell * w.lut_bytes,
-                    quads, out);
-    wexp[e] = out;
-    ws[e] = w.ws.data() + cell * kInt8TileRows;
-  }
 }
 
 void bcq_int8_gemm_avx512(const BcqInt8Packed& w, const QuantizedActs& xa, float* y, ThreadPool& pool) {

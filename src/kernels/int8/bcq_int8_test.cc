@@ -76,7 +76,8 @@ const std::vector<Shape>& shapes_for(int64_t g) {
 using KernelFn = std::function<void(const BcqInt8Packed&, const QuantizedActs&, float*, ThreadPool&)>;
 
 // Every output of `kernel` equals the scalar spec's bit for bit (memcmp), on 1 and 2 threads.
-void expect_equals_spec(KernelFn kernel, const std::vector<int64_t>& groups, const std::vector<int64_t>& ms) {
+void expect_equals_spec(KernelFn kernel, const std::vector<int64_t>& groups, const std::vector<int64_t>& ms,
+                        Int8Codes codes = Int8Codes::kQuads) {
   const uint64_t seed = testing::test_seed();
   std::mt19937_64 rng(seed);
   for (int threads : {1, 2}) {
@@ -86,7 +87,7 @@ void expect_equals_spec(KernelFn kernel, const std::vector<int64_t>& groups, con
         for (bool off : {false, true}) {
           for (const Shape& s : shapes_for(g)) {
             const BcqMatrix w = testing::random_bcq(s.n, s.k, BcqConfig{q, g, Orientation::kPerOC, off}, rng);
-            const BcqInt8Packed p = pack_bcq_int8(w);
+            const BcqInt8Packed p = pack_bcq_int8(w, codes);
             for (int64_t m : ms) {
               const std::vector<float> x = testing::random_activations(m, s.k, rng);
               const QuantizedActs xa = quantize_acts(x.data(), m, s.k, g);
@@ -114,17 +115,26 @@ TEST(BcqInt8Gemm, Avx512EqualsScalarSpecExactly) {
   expect_equals_spec(&bcq_int8_gemm_avx512, {32, 64, 128}, {1, 2, 3, 7, 9, 17, 33});
 }
 
-// AMX: activation blocks of 32 rows (two tiles of 16) with every tail (1, 15, 16, 17, 31 rows
-// past a block), odd tile counts (n = 1, 17, 33, 100), one and several 64-column steps per group.
+// AMX: activation blocks of 16 rows in pairs with every tail (1, 15, 16, 17, 31, 32, 33 rows
+// and past a pair), odd tile counts (n = 1, 17, 33, 100), one and several 64-column steps per
+// group, q = 1..4 (2-bit and 4-bit row codes).
 TEST(BcqInt8Gemm, AmxEqualsScalarSpecExactly) {
   if (!bcq_int8_amx_available(detect_cpu())) GTEST_SKIP() << "CPU or OS lacks AMX-INT8 (or AVX-512 VNNI + VBMI)";
-  expect_equals_spec([](const BcqInt8Packed& w, const QuantizedActs& xa, float* y, ThreadPool& pool) {
-    bcq_int8_gemm_amx(w, xa, y, pool);
-  }, {64, 128}, {1, 2, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65});
-  // Column chunks of one group each: every pair revisits its outputs once per group.
-  expect_equals_spec([](const BcqInt8Packed& w, const QuantizedActs& xa, float* y, ThreadPool& pool) {
-    bcq_int8_gemm_amx(w, xa, y, pool, 1);
-  }, {64}, {3, 40});
+  expect_equals_spec(&bcq_int8_gemm_amx, {64, 128}, {1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65}, Int8Codes::kRows);
+}
+
+// The scalar spec reads either code layout alike.
+TEST(BcqInt8Gemm, SpecReadsBothCodeLayouts) {
+  std::mt19937_64 rng(testing::test_seed());
+  for (int q = 1; q <= 4; ++q) {
+    const BcqMatrix w = testing::random_bcq(20, 256, BcqConfig{q, 128, Orientation::kPerOC, q % 2 == 0}, rng);
+    const BcqInt8Packed quads = pack_bcq_int8(w, Int8Codes::kQuads), rows = pack_bcq_int8(w, Int8Codes::kRows);
+    EXPECT_TRUE(rows.masks.empty());
+    EXPECT_EQ(quads.row_codes.size(), 0u);
+    for (int64_t r = 0; r < w.n; ++r) {
+      for (int64_t c = 0; c < w.k; ++c) ASSERT_EQ(quads.level(r, c), rows.level(r, c)) << "q=" << q << " r=" << r << " c=" << c;
+    }
+  }
 }
 
 // The AVX-512 activation quantizer equals the spec field for field, non-finite and all-zero
@@ -150,23 +160,26 @@ TEST(BcqInt8Gemm, Avx512ActivationsEqualTheSpec) {
 TEST(BcqInt8Gemm, KernelChoice) {
   std::mt19937_64 rng(testing::test_seed());
   const CpuFeatures cpu = detect_cpu();
-  const BcqInt8Packed g64 = pack_bcq_int8(testing::random_bcq(20, 128, BcqConfig{3, 64, Orientation::kPerOC, false}, rng));
+  const BcqMatrix w64 = testing::random_bcq(20, 128, BcqConfig{3, 64, Orientation::kPerOC, false}, rng);
+  const BcqInt8Packed g64 = pack_bcq_int8(w64), g64rows = pack_bcq_int8(w64, Int8Codes::kRows);
   const BcqInt8Packed g32 = pack_bcq_int8(testing::random_bcq(20, 128, BcqConfig{3, 32, Orientation::kPerOC, false}, rng));
   EXPECT_TRUE(bcq_int8_amx_supported(g64.g));
   EXPECT_FALSE(bcq_int8_amx_supported(g32.g));
   const Int8Kernel simd = bcq_int8_avx512_available(cpu) ? Int8Kernel::kAvx512 : Int8Kernel::kRef;
   EXPECT_EQ(best_int8_kernel(cpu, g32), simd);
-  EXPECT_EQ(best_int8_kernel(cpu, g64, false), simd);
-  EXPECT_EQ(best_int8_kernel(cpu, g64), bcq_int8_amx_available(cpu) ? Int8Kernel::kAmx : simd);
-  // Through bcq_int8_gemm, every choice gives the spec's outputs (kAmx below kAmxMinRows rows
-  // runs the AVX-512 kernel).
+  EXPECT_EQ(best_int8_kernel(cpu, g64), simd);  // quads only: the AVX-512 kernel
+  EXPECT_EQ(best_int8_kernel(cpu, g64rows, false), Int8Kernel::kRef);  // rows but AMX refused
+  EXPECT_EQ(best_int8_kernel(cpu, g64rows), bcq_int8_amx_available(cpu) ? Int8Kernel::kAmx : Int8Kernel::kRef);
+  // Through bcq_int8_gemm, every choice gives the spec's outputs.
   ThreadPool pool(2);
-  for (int64_t m : {int64_t{1}, kAmxMinRows - 1, kAmxMinRows, int64_t{40}}) {
+  for (int64_t m : {int64_t{1}, int64_t{8}, int64_t{16}, int64_t{40}}) {
     const std::vector<float> x = testing::random_activations(m, 128, rng);
-    std::vector<float> want(static_cast<size_t>(m * 20)), got(want.size());
-    bcq_int8_gemm(g64, x.data(), m, want.data(), pool, Int8Kernel::kRef);
-    bcq_int8_gemm(g64, x.data(), m, got.data(), pool, best_int8_kernel(cpu, g64));
-    EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * 4)) << "m=" << m;
+    for (const BcqInt8Packed* p : {&g64, &g64rows}) {
+      std::vector<float> want(static_cast<size_t>(m * 20)), got(want.size());
+      bcq_int8_gemm(*p, x.data(), m, want.data(), pool, Int8Kernel::kRef);
+      bcq_int8_gemm(*p, x.data(), m, got.data(), pool, best_int8_kernel(cpu, *p));
+      EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * 4)) << "m=" << m << " rows " << p->masks.empty();
+    }
   }
 }
 
@@ -249,13 +262,17 @@ TEST(BcqInt8Gemm, Policy) {
   EXPECT_EQ(choose_path(15, 4096, 4096, 3, 128, oc, Isa::kAvx512, fast), GemmPath::kLut);
   EXPECT_EQ(choose_path(16, 4096, 4096, 3, 128, oc, Isa::kAvx512, fast), GemmPath::kInt8Gemm);
   for (int q : {1, 2}) EXPECT_EQ(choose_path(512, 4096, 4096, q, 128, oc, Isa::kAvx512, fast), GemmPath::kLut) << q;
-  // With AMX, q <= 2 too from m = 32 (groups a multiple of 64 only).
-  for (int q : {1, 2}) {
-    EXPECT_EQ(choose_path(31, 4096, 4096, q, 128, oc, Isa::kAvx512, fast, true), GemmPath::kLut) << q;
-    EXPECT_EQ(choose_path(32, 4096, 4096, q, 128, oc, Isa::kAvx512, fast, true), GemmPath::kInt8Gemm) << q;
-    EXPECT_EQ(choose_path(32, 4096, 4096, q, 32, oc, Isa::kAvx512, fast, true), GemmPath::kLut) << q;
+  // With AMX (groups a multiple of 64 only): q = 1 from m = 16, q = 2 from 8, q = 3 from 6, q = 4
+  // from 5.
+  const int64_t amx_from[5] = {0, 16, 8, 6, 5};
+  for (int q = 1; q <= 4; ++q) {
+    const int64_t m0 = amx_from[q];
+    EXPECT_EQ(choose_path(m0 - 1, 4096, 4096, q, 128, oc, Isa::kAvx512, fast, true), GemmPath::kLut) << q;
+    EXPECT_EQ(choose_path(m0, 4096, 4096, q, 128, oc, Isa::kAvx512, fast, true), GemmPath::kInt8Gemm) << q;
+    EXPECT_EQ(choose_path(512, 4096, 4096, q, 64, oc, Isa::kAvx512, fast, true), GemmPath::kInt8Gemm) << q;
+    // g = 32: no AMX kernel, the AVX-512 thresholds.
+    EXPECT_EQ(choose_path(m0, 4096, 4096, q, 32, oc, Isa::kAvx512, fast, true), GemmPath::kLut) << q;
   }
-  EXPECT_EQ(choose_path(8, 4096, 4096, 4, 128, oc, Isa::kAvx512, fast, true), GemmPath::kInt8Gemm);
   // Never: exact precision, per-IC, q > 4, another ISA.
   EXPECT_EQ(choose_path(32, 4096, 4096, 4, 128, oc, Isa::kAvx512, Precision::kExact), GemmPath::kLut);
   EXPECT_EQ(choose_path(32, 4096, 4096, 4, 128, Orientation::kPerIC, Isa::kAvx512, fast), GemmPath::kLut);
