@@ -2,29 +2,46 @@
 #include "pipeline/calibration.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 
 namespace lutq::pipeline {
 namespace {
 
-// Feeds acc[(layer − first_layer)·kNumLinearInputs + input] and, when given, the routed experts'
-// experts[expert·2 + (0: gate/up, 1: down)] of the one block observed.
+// The slot of expert `expert`'s input of `role` among an MoE block's expert accumulators
+// [expert][0: gate/up, 1: down], the routed experts 0..n_routed-1 first and the shared expert
+// (LinearObserver::kSharedExpert) after them; nullopt when there is no such slot.
+std::optional<size_t> expert_slot(int64_t expert, LinearRole role, int64_t n_routed, size_t n_slots) {
+  const int64_t x = expert == LinearObserver::kSharedExpert ? n_routed : expert;
+  if (x < 0 || (x >= n_routed && expert != LinearObserver::kSharedExpert)) return std::nullopt;
+  const auto slot = static_cast<size_t>(x * 2 + (role == LinearRole::kFfnDown ? 1 : 0));
+  if (slot >= n_slots) return std::nullopt;
+  return slot;
+}
+
+std::string expert_label(int64_t expert) {
+  return expert == LinearObserver::kSharedExpert ? std::string("the shared expert") : "expert " + std::to_string(expert);
+}
+
+// Feeds acc[(layer − first_layer)·kNumLinearInputs + input] and, when given, the experts'
+// accumulators of the one block observed (expert_slot: n_routed routed experts, then the shared
+// expert if the block has one).
 class HessianObserver final : public LinearObserver {
  public:
   HessianObserver(std::vector<quant::HessianAccumulator>& acc, ThreadPool& pool, int64_t first_layer = 0,
-                  std::vector<quant::HessianAccumulator>* experts = nullptr)
-      : acc_(acc), pool_(pool), first_layer_(first_layer), experts_(experts) {}
+                  std::vector<quant::HessianAccumulator>* experts = nullptr, int64_t n_routed = 0)
+      : acc_(acc), pool_(pool), first_layer_(first_layer), experts_(experts), n_routed_(n_routed) {}
 
   Status observe_expert(int64_t layer, LinearRole role, int64_t expert, const float* x, int64_t m,
                         int64_t k) override {
-    // gate and up see the same rows: counted once. The shared expert is not calibrated.
-    if (experts_ == nullptr || expert == kSharedExpert || role == LinearRole::kFfnUp) return Status::ok();
-    const auto slot = static_cast<size_t>(expert * 2 + (role == LinearRole::kFfnDown ? 1 : 0));
-    if (expert < 0 || slot >= experts_->size() || (*experts_)[slot].k() != k) {
-      return Status::invalid("calibration: block " + std::to_string(layer) + " expert " + std::to_string(expert) +
-                             " " + role_name(role) + " input of " + std::to_string(k) + " features has no accumulator");
+    // gate and up see the same rows: counted once.
+    if (experts_ == nullptr || role == LinearRole::kFfnUp) return Status::ok();
+    const std::optional<size_t> slot = expert_slot(expert, role, n_routed_, experts_->size());
+    if (!slot || (*experts_)[*slot].k() != k) {
+      return Status::invalid("calibration: block " + std::to_string(layer) + " " + expert_label(expert) + " " +
+                             role_name(role) + " input of " + std::to_string(k) + " features has no accumulator");
     }
-    return (*experts_)[slot].add(x, m, &pool_);
+    return (*experts_)[*slot].add(x, m, &pool_);
   }
 
   Status observe(int64_t layer, LinearRole role, const float* x, int64_t m, int64_t k) override {
@@ -44,6 +61,7 @@ class HessianObserver final : public LinearObserver {
   ThreadPool& pool_;
   int64_t first_layer_;
   std::vector<quant::HessianAccumulator>* experts_;
+  int64_t n_routed_;
 };
 
 // The longest chunk, after checking every chunk is non-empty and fits the context.
@@ -72,14 +90,18 @@ bool is_moe_block(const Model& model, int64_t l) {
   return model.linear(l, LinearRole::kFfnGate) == nullptr && model.expert_linear(l, LinearRole::kFfnGate, 0) != nullptr;
 }
 
-// The routed experts' accumulators of MoE block l: [expert][gate/up, down].
+// The experts' accumulators of MoE block l: [expert][gate/up, down], the routed experts, then
+// the shared expert if the block has one.
 Status add_expert_accumulators(const Model& model, int64_t l, std::vector<quant::HessianAccumulator>& experts) {
-  for (int64_t e = 0; e < model.config().n_expert; ++e) {
+  const int64_t n_routed = model.config().n_expert;
+  const bool shared = model.expert_linear(l, LinearRole::kFfnGate, LinearObserver::kSharedExpert) != nullptr;
+  for (int64_t e = 0; e < n_routed + (shared ? 1 : 0); ++e) {
+    const int64_t x = e < n_routed ? e : LinearObserver::kSharedExpert;
     for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnDown}) {
-      const Linear* lin = model.expert_linear(l, role, e);
+      const Linear* lin = model.expert_linear(l, role, x);
       if (lin == nullptr) {
-        return Status::invalid("calibration: block " + std::to_string(l) + " has no " + role_name(role) + " of expert " +
-                               std::to_string(e));
+        return Status::invalid("calibration: block " + std::to_string(l) + " has no " + role_name(role) + " of " +
+                               expert_label(x));
       }
       if (Status s = add_accumulator(lin->k(), experts); !s) return s;
     }
@@ -202,13 +224,15 @@ Result<const double*> LayerwiseCalibration::hessian(int64_t layer, LinearRole ro
 
 Result<ExpertHessian> LayerwiseCalibration::expert_hessian(int64_t layer, LinearRole role, int64_t expert) {
   if (Status s = hold(layer); !s) return s;
-  const auto slot = static_cast<size_t>(expert * 2 + (role == LinearRole::kFfnDown ? 1 : 0));
   const bool ffn = role == LinearRole::kFfnGate || role == LinearRole::kFfnUp || role == LinearRole::kFfnDown;
-  if (!held_moe_ || !ffn || expert < 0 || slot >= expert_acc_.size()) {
-    return Status::invalid("calibration: block " + std::to_string(layer) + " has no routed expert " +
-                           std::to_string(expert) + " " + role_name(role));
+  const std::optional<size_t> slot = expert_slot(expert, role, model_->config().n_expert, expert_acc_.size());
+  if (!held_moe_ || !ffn || !slot) {
+    return Status::invalid("calibration: block " + std::to_string(layer) + " has no " +
+                           (expert == LinearObserver::kSharedExpert ? std::string("shared expert ") : "routed expert " +
+                                                                                            std::to_string(expert) + " ") +
+                           role_name(role));
   }
-  const quant::HessianAccumulator& a = expert_acc_[slot];
+  const quant::HessianAccumulator& a = expert_acc_[*slot];
   return ExpertHessian{a.h().data(), a.rows()};
 }
 
@@ -218,7 +242,7 @@ Status LayerwiseCalibration::advance(int64_t layer) {
   if (Status s = add_accumulators(*model_, layer, acc_, &expert_acc_); !s) return s;
   held_ = layer;
   held_moe_ = !expert_acc_.empty();
-  HessianObserver observer(acc_, *pool_, layer, &expert_acc_);
+  HessianObserver observer(acc_, *pool_, layer, &expert_acc_, model_->config().n_expert);
   for (; next_ <= layer; ++next_) {
     for (size_t c = 0; c < chunks_.size(); ++c) {
       const Batch batch = Batch::sequence(chunks_[c], 0, 0, LogitsMode::kLast);

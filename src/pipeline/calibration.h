@@ -72,6 +72,7 @@ class CalibrationStats {
 // The statistics of one routed expert's input: H = Σ x xᵀ [k][k] over the rows the router sent
 // to it, unweighted by the routing weight (GPTQ minimises the expert's own output error on the
 // rows that reach it), and how many rows that was (0: the expert was never chosen; H is zero).
+// The shared expert's: over every row of the block.
 struct ExpertHessian {
   const double* h = nullptr;
   int64_t rows = 0;
@@ -86,9 +87,10 @@ class HessianSource {
   virtual int64_t n_layer() const = 0;
   // H = Σ x xᵀ [k][k] of block `layer`'s input of `role`; valid until a call for another block.
   virtual Result<const double*> hessian(int64_t layer, LinearRole role) = 0;
-  // A mixture-of-experts block's routed expert `expert` (0..n_expert-1): the statistics of its
-  // input of `role` (kFfnGate / kFfnUp share one, kFfnDown reads the expert's SwiGLU output);
-  // valid until a call for another block. Sources without per-expert statistics: an error.
+  // A mixture-of-experts block's routed expert `expert` (0..n_expert-1) or its shared expert
+  // (LinearObserver::kSharedExpert): the statistics of its input of `role` (kFfnGate / kFfnUp
+  // share one, kFfnDown reads the expert's SwiGLU output); valid until a call for another block.
+  // Sources without per-expert statistics: an error.
   virtual Result<ExpertHessian> expert_hessian(int64_t layer, LinearRole role, int64_t expert);
 };
 
@@ -118,7 +120,8 @@ class StoredHessians final : public HessianSource {
 // block. hessian() of an FFN role of such a block is an error (use expert_hessian). Memory per
 // MoE block: E·(n_embd² + n_ff_exp²) doubles plus the accumulators' fp32 tiles (half as much
 // again) and the attention's; the converted SmolLM2 (E = 8, 576 and 192): 35 MB. A shared expert
-// (qwen2moe) collects nothing: it is copied into the file unquantized.
+// (qwen2moe) runs on every row of the block, so it gets the same two accumulators over all of
+// them (n_embd² + n_ff_shexp² doubles more), asked for as expert LinearObserver::kSharedExpert.
 class LayerwiseCalibration final : public HessianSource {
  public:
   // `model` (dense) must outlive this. Errors as collect_hessians.
@@ -147,7 +150,8 @@ class LayerwiseCalibration final : public HessianSource {
   int64_t tokens_ = 0;
   std::vector<quant::HessianAccumulator> acc_;  // [input] of block held_
   bool held_moe_ = false;                          // block held_ is a mixture-of-experts block
-  std::vector<quant::HessianAccumulator> expert_acc_;  // [expert][0: gate/up, 1: down] of an MoE block
+  // [expert][0: gate/up, 1: down] of an MoE block: the routed experts, then the shared one if any
+  std::vector<quant::HessianAccumulator> expert_acc_;
 };
 
 // Runs every chunk from an empty cache (only the last logits are computed) and accumulates the
