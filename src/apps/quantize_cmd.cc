@@ -172,9 +172,9 @@ void print_summary(const pipeline::QuantizeReport& r, bool per_layer) {
                   l.bits_per_weight, l.seconds);
     }
   }
-  std::printf("%-12s %5s  %-40s %10s %10s %8s\n", "layer type", "count", "form", "mean err", "max err", "bpw");
+  std::printf("%-14s %5s  %-40s %10s %10s %8s\n", "layer type", "count", "form", "mean err", "max err", "bpw");
   for (const auto& [type, a] : by_type) {
-    std::printf("%-12s %5d  %-40s %10.4f %10.4f %8.3f\n", type.c_str(), a.count, a.form.c_str(), a.err_sum / a.count,
+    std::printf("%-14s %5d  %-40s %10.4f %10.4f %8.3f\n", type.c_str(), a.count, a.form.c_str(), a.err_sum / a.count,
                 a.err_max, 8.0 * static_cast<double>(a.bytes) / static_cast<double>(a.weights));
   }
   std::printf("block linear layers: %.3f bits per weight, %s; file %s; %.1f s\n", r.linear_bpw(), mib(r.linear_bytes).c_str(),

@@ -449,9 +449,12 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
   const std::vector<LinearTarget> targets = linear_targets(c);
   LinearChoices linear;  // each linear layer's choice, by its output name
   for (const LinearTarget& t : targets) linear.emplace(t.name, std::make_pair(&t, spec.resolve(t.name, t.role)));
-  // A tied head that stays dense is not a layer of its own here.
+  // A tied head that stays dense is not a layer of its own here; an MoE block has no dense FFN.
   const bool head_separate = !c.tied_output || linear.at("output.weight").second.quantize;
-  job.set_total(static_cast<int64_t>(targets.size()) - (head_separate ? 0 : 1) +
+  const auto present = std::count_if(targets.begin(), targets.end(), [&](const LinearTarget& t) {
+    return in.find_tensor(t.name) != nullptr;
+  });
+  job.set_total(static_cast<int64_t>(present) + (c.tied_output && head_separate ? 1 : 0) +
                 static_cast<int64_t>(split->size()) * c.n_expert);
   if (Status s = job.write_tensors(targets, linear, *split, c.n_layer); !s) return s;
   // A tied head that is quantized has no tensor of its own in the source.
