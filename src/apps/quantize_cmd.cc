@@ -295,9 +295,9 @@ int run(const QuantizeArgs& a) {
   // at a time (layerwise), which is what lets a 1.5B model's GPTQ fit in memory.
   const bool calibrated = pipeline::needs_calibration(*spec, *config) || a.target_bpw > 0.0 || a.calib_given ||
                           experts->ternary_gptq;
-  if (config->n_expert > 0 && (a.target_bpw > 0.0 || !a.calib_cache.empty())) {
-    return report_error(Status::unsupported(a.model.path + ": an MoE model: --target-bpw and --calib-cache keep no "
-                                            "per-expert statistics yet; calibrate layer by layer (leave them out)"),
+  if (config->n_expert > 0 && a.target_bpw > 0.0) {
+    return report_error(Status::unsupported(a.model.path + ": an MoE model: --target-bpw does not allocate the "
+                                            "experts' bits yet; leave it out"),
                         kExitUsage);
   }
   const bool layerwise = calibrated && a.calib_cache.empty() && a.target_bpw <= 0.0;
