@@ -172,9 +172,9 @@ void print_summary(const pipeline::QuantizeReport& r, bool per_layer) {
                   l.bits_per_weight, l.seconds);
     }
   }
-  std::printf("%-12s %5s  %-40s %10s %10s %8s\n", "layer type", "count", "form", "mean err", "max err", "bpw");
+  std::printf("%-14s %5s  %-40s %10s %10s %8s\n", "layer type", "count", "form", "mean err", "max err", "bpw");
   for (const auto& [type, a] : by_type) {
-    std::printf("%-12s %5d  %-40s %10.4f %10.4f %8.3f\n", type.c_str(), a.count, a.form.c_str(), a.err_sum / a.count,
+    std::printf("%-14s %5d  %-40s %10.4f %10.4f %8.3f\n", type.c_str(), a.count, a.form.c_str(), a.err_sum / a.count,
                 a.err_max, 8.0 * static_cast<double>(a.bytes) / static_cast<double>(a.weights));
   }
   std::printf("block linear layers: %.3f bits per weight, %s; file %s; %.1f s\n", r.linear_bpw(), mib(r.linear_bytes).c_str(),
@@ -221,7 +221,7 @@ Result<model::LinearSpec> checked_spec(const QuantizeArgs& a) {
 // --target-bpw: chooses each block layer's bits among the candidates and adds them to spec.
 Status allocate(const QuantizeArgs& a, const io::Checkpoint& in, model::LinearSpec& spec,
                 const std::optional<pipeline::CalibrationStats>& stats, const std::vector<int32_t>& calib_ids, int32_t bos,
-                ThreadPool& pool) {
+                const pipeline::ExpertsOptions& experts, ThreadPool& pool) {
   std::vector<int> cand = a.candidates;
   if (cand.empty()) {
     for (int b = std::max(1, a.model.quant_bits - 1); b <= std::min(8, a.model.quant_bits + 1); ++b) cand.push_back(b);
@@ -229,6 +229,7 @@ Status allocate(const QuantizeArgs& a, const io::Checkpoint& in, model::LinearSp
   std::sort(cand.begin(), cand.end());
   cand.erase(std::unique(cand.begin(), cand.end()), cand.end());
   pipeline::AllocationOptions ao;
+  ao.expert_min_rows = experts.min_rows;
   if (a.sensitivity == "kl") {
     // Chunks of 128 tokens from the start of the calibration text, each scored at every position.
     ao.kl_chunks = pipeline::calibration_chunks(calib_ids, 128, a.sensitivity_tokens, bos);
@@ -295,9 +296,9 @@ int run(const QuantizeArgs& a) {
   // at a time (layerwise), which is what lets a 1.5B model's GPTQ fit in memory.
   const bool calibrated = pipeline::needs_calibration(*spec, *config) || a.target_bpw > 0.0 || a.calib_given ||
                           experts->ternary_gptq;
-  if (config->n_expert > 0 && (a.target_bpw > 0.0 || !a.calib_cache.empty())) {
-    return report_error(Status::unsupported(a.model.path + ": an MoE model: --target-bpw and --calib-cache keep no "
-                                            "per-expert statistics yet; calibrate layer by layer (leave them out)"),
+  if (config->n_expert > 0 && a.target_bpw > 0.0 && experts->form != pipeline::ExpertsForm::kBcq) {
+    return report_error(Status::invalid("--target-bpw allocates BCQ bits, the experts' included: not with --experts " +
+                                        a.experts),
                         kExitUsage);
   }
   const bool layerwise = calibrated && a.calib_cache.empty() && a.target_bpw <= 0.0;
@@ -327,7 +328,8 @@ int run(const QuantizeArgs& a) {
                  a.no_importance ? "unweighted (--no-importance)" : "weighted by the input channels' activation energy");
   }
   if (a.target_bpw > 0.0) {
-    if (Status st = allocate(a, **in, *spec, stats, calib_ids, bos, pool); !st) return report_error(st, kExitFailure);
+    Status st = allocate(a, **in, *spec, stats, calib_ids, bos, *experts, pool);
+    if (!st) return report_error(st, kExitFailure);
   }
   ProgressLine progress("lutq: quantizing");
   Result<pipeline::QuantizeReport> report = pipeline::quantize_to_file(

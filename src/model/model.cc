@@ -120,12 +120,16 @@ Linear* Model::find_linear(int64_t l, LinearRole role) {
 
 const Linear* Model::linear(int64_t l, LinearRole role) const { return const_cast<Model*>(this)->find_linear(l, role); }
 
-const Linear* Model::expert_linear(int64_t l, LinearRole role, int64_t expert) const {
+Linear* Model::find_expert_linear(int64_t l, LinearRole role, int64_t expert) {
   if (l < 0 || l >= config_.n_layer) return nullptr;
-  for (const std::unique_ptr<Block>& b : layers_[static_cast<size_t>(l)]) {
-    if (const Linear* lin = b->find_expert(role, expert)) return lin;
+  for (std::unique_ptr<Block>& b : layers_[static_cast<size_t>(l)]) {
+    if (Linear* lin = b->find_expert(role, expert)) return lin;
   }
   return nullptr;
+}
+
+const Linear* Model::expert_linear(int64_t l, LinearRole role, int64_t expert) const {
+  return const_cast<Model*>(this)->find_expert_linear(l, role, expert);
 }
 
 Status Model::replace_linear(int64_t l, LinearRole role, Linear layer) {
@@ -140,6 +144,21 @@ Status Model::replace_linear(int64_t l, LinearRole role, Linear layer) {
   }
   if (!old->bias().empty() && layer.bias().empty()) {
     if (Status s = layer.set_bias(old->bias()); !s) return s;
+  }
+  *old = std::move(layer);
+  return Status::ok();
+}
+
+Status Model::replace_expert_linear(int64_t l, LinearRole role, int64_t expert, Linear layer) {
+  Linear* old = find_expert_linear(l, role, expert);
+  const std::string what = "replace_expert_linear: block " + std::to_string(l) + " " +
+                           (expert == LinearObserver::kSharedExpert ? std::string("shared expert")
+                                                                    : "expert " + std::to_string(expert)) +
+                           " " + role_name(role);
+  if (old == nullptr) return Status::invalid(what + ": no such layer");
+  if (old->n() != layer.n() || old->k() != layer.k()) {
+    return Status::invalid(what + " is " + std::to_string(old->n()) + "x" + std::to_string(old->k()) +
+                           ", the new layer " + std::to_string(layer.n()) + "x" + std::to_string(layer.k()));
   }
   *old = std::move(layer);
   return Status::ok();

@@ -84,6 +84,9 @@ class Model {
   // Swaps in another form of block l's `role` layer (e.g. a GPTQ-quantized one after
   // calibration); its shape must match (its bias is kept). Not thread-safe with a running forward().
   Status replace_linear(int64_t l, LinearRole role, Linear layer);
+  // The same for a mixture-of-experts linear (expert_linear's layer; e.g. the bit allocation's
+  // candidates). Errors: no such layer, another shape.
+  Status replace_expert_linear(int64_t l, LinearRole role, int64_t expert, Linear layer);
   const Linear& output() const { return output_; }
 
   // Per-request scale adapters (lutqfile/adapter.h, written by `lutq tune --adapter-out`): adds one
@@ -118,6 +121,7 @@ class Model {
       : config_(std::move(config)), token_embd_(std::move(token_embd)), output_(std::move(output)) {}
 
   Linear* find_linear(int64_t l, LinearRole role);
+  Linear* find_expert_linear(int64_t l, LinearRole role, int64_t expert);
   // Tensor parallelism: this rank's rows of the head for `rows` normed rows h, all-gathered into
   // logits [rows][n_vocab] on every rank.
   Status sharded_head(const float* h, int64_t rows, float* logits, ThreadPool& pool) const;  // linear() and replace_linear() both look here

@@ -235,12 +235,13 @@ TEST(MoeForward, AGlobOverrideQuantizesOnlyTheExperts) {
   EXPECT_FALSE(model.linear(1, LinearRole::kAttnQ)->is_quantized());
 }
 
-// `lutq quantize` on an MoE model: the dense roles (attention) and every routed expert go to BCQ
-// (one entry per expert, moe_lutq_test.cc), the router and the shared expert are copied as they
-// are, and the file loads and runs.
+// `lutq quantize` on an MoE model: the dense roles (attention), every routed expert (one entry
+// per expert, moe_lutq_test.cc) and the shared expert (moe_shexp_test.cc) go to BCQ, the router
+// and the shared expert's gate vector are copied as they are, and the file loads and runs.
 TEST(MoeForward, LutqFileOfAnMoeModelQuantizesItsExperts) {
   TinySpec spec = tiny_moe_spec("qwen2moe");
   spec.n_ff_exp = 32;  // the experts' k a multiple of g = 32 (LinearSpec::quantized does not adapt groups)
+  spec.n_ff_shexp = 32;
   const Tiny t = make_tiny(spec);
   const io::GgufFile f = open_tiny(t);
   ThreadPool pool(1);
@@ -257,7 +258,8 @@ TEST(MoeForward, LutqFileOfAnMoeModelQuantizesItsExperts) {
   const Model model = load_tiny(*lf, pool);
   EXPECT_TRUE(model.linear(0, LinearRole::kAttnQ)->is_quantized());
   EXPECT_TRUE(model.expert_linear(0, LinearRole::kFfnGate, 0)->is_quantized());
-  EXPECT_FALSE(model.expert_linear(0, LinearRole::kFfnGate, LinearObserver::kSharedExpert)->is_quantized());
+  EXPECT_TRUE(model.expert_linear(0, LinearRole::kFfnGate, LinearObserver::kSharedExpert)->is_quantized());
+  EXPECT_NE(lf->find_tensor("blk.0.ffn_gate_inp_shexp.weight"), nullptr);
   const std::vector<float> got = prefill_all(model, kTokens, pool);
   const std::vector<std::vector<double>> want = testing::reference_logits(t, kTokens);
   const auto V = static_cast<size_t>(spec.n_vocab);

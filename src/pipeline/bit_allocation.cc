@@ -5,12 +5,15 @@
 #include <cstdio>
 #include <limits>
 #include <map>
+#include <optional>
 #include <utility>
 
 #include "core/cpu.h"
 #include "core/log_probs.h"
 #include "format/bcq_matrix.h"
 #include "format/scale_codes.h"
+#include "lutqfile/lutq_file.h"
+#include "model/blocks/moe_ffn.h"
 #include "model/config.h"
 #include "model/model.h"
 #include "pipeline/quantize_model.h"
@@ -19,17 +22,168 @@
 namespace lutq::pipeline {
 namespace {
 
+// One block layer the allocation gives bits to: a block's own linear, an MoE block's shared
+// expert matrix, or one of its 3-D expert tensors (every routed expert of it at the same bits,
+// as ExpertWriter resolves each expert by the tensor's name).
+struct AllocTarget {
+  std::string name;  // the tensor, and the pattern of its override
+  int64_t layer = 0;
+  LinearRole role = LinearRole::kAttnQ;
+  std::vector<int64_t> experts;  // empty: the block's own layer; else its parts' experts
+  bool routed = false;           // a 3-D tensor of routed experts
+};
+
+// The block layers of `c`, block by block.
+std::vector<AllocTarget> alloc_targets(const ModelConfig& c) {
+  std::vector<AllocTarget> out;
+  for (int64_t l = 0; l < c.n_layer; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    for (int r = 0; r < kNumLinearRoles; ++r) {
+      const auto role = static_cast<LinearRole>(r);
+      const bool ffn = role == LinearRole::kFfnGate || role == LinearRole::kFfnUp || role == LinearRole::kFfnDown;
+      if (c.n_expert <= 0 || !ffn) {
+        out.push_back({p + role_name(role) + ".weight", l, role, {}, false});
+        continue;
+      }
+      AllocTarget routed{p + role_name(role) + "_exps.weight", l, role, {}, true};
+      for (int64_t e = 0; e < c.n_expert; ++e) routed.experts.push_back(e);
+      out.push_back(std::move(routed));
+      if (c.n_ff_shexp > 0) {
+        out.push_back({model::shared_expert_weight(l, role), l, role, {LinearObserver::kSharedExpert}, false});
+      }
+    }
+  }
+  return out;
+}
+
 // One block layer at every candidate bit count: its sensitivity and stored bits per candidate.
 struct Curve {
   std::string name;
   int64_t layer = 0;
   LinearRole role = LinearRole::kAttnQ;
-  int64_t weights = 0;
+  std::vector<int64_t> experts;             // AllocTarget::experts
+  int64_t weights = 0;                      // of all its parts
   size_t base = 0;                          // the candidate at the spec's bits
   std::vector<double> error;                // per candidate: output error, or KL once measured
   std::vector<double> bpw;                  // per candidate
-  std::vector<format::BcqMatrix> matrices;  // per candidate, kept for the KL measurement
+  // Per candidate, one matrix per part (the layer, or each expert): kept for the KL measurement.
+  std::vector<std::vector<format::BcqMatrix>> matrices;
 };
+
+// A target's weights: `parts` matrices [n][k], one after another (a 3-D tensor's experts).
+struct TargetWeights {
+  std::vector<float> w;
+  int64_t n = 0;
+  int64_t k = 0;
+  int64_t parts = 1;
+};
+
+Result<TargetWeights> read_target(const io::Checkpoint& in, const AllocTarget& t) {
+  const io::TensorInfo* info = in.find_tensor(t.name);
+  if (info == nullptr) return Status::invalid(in.path() + ": missing tensor '" + t.name + "'");
+  Result<std::vector<float>> w = in.dequantize(*info);
+  if (!w) return w.status();
+  TargetWeights out;
+  out.k = info->dims[0];
+  out.parts = t.routed ? static_cast<int64_t>(t.experts.size()) : 1;
+  out.n = info->num_elements() / (out.k * out.parts);
+  out.w = std::move(*w);
+  return out;
+}
+
+// Part `part`'s statistics: H for the error measure (null without calibration), and the fit it
+// gets as quantize_to_file gives it (a routed expert with too few rows: the plain fit).
+struct PartStats {
+  const double* h = nullptr;
+  ExpertFit fit;
+};
+
+Result<PartStats> part_stats(const AllocTarget& t, int64_t part, const TargetWeights& tw, const LinearChoice& choice,
+                             HessianSource* src, double min_rows) {
+  PartStats s;
+  s.fit.choice = choice;
+  if (src == nullptr) return s;
+  if (t.experts.empty()) {
+    Result<const double*> h = src->hessian(t.layer, t.role);
+    if (!h) return h.status();
+    s.h = s.fit.h = *h;
+    return s;
+  }
+  const int64_t x = t.experts[static_cast<size_t>(part)];
+  Result<ExpertHessian> h = src->expert_hessian(t.layer, t.role, x);
+  if (!h) return Status(h.status().code(), t.name + ": " + h.status().message());
+  s.h = s.fit.h = h->h;
+  if (!t.routed) return s;
+  const ExpertTensor et{t.name, t.role, tw.n, tw.k, tw.parts, t.layer};
+  Result<ExpertFit> fit = expert_fit(et, x, choice, src, min_rows);
+  if (!fit) return fit.status();
+  s.fit = *fit;
+  return s;
+}
+
+// The squared output error tr((W − Ŵ) H (W − Ŵ)ᵀ) with H, or the squared weight error without.
+double fit_error(const float* w, const format::BcqMatrix& q, const double* h, ThreadPool& pool) {
+  if (h != nullptr) return quant::calibrated_error(w, q, h, &pool);
+  const std::vector<float> wq = format::dequantize(q);
+  double e = 0.0;
+  for (size_t i = 0; i < wq.size(); ++i) {
+    const double d = static_cast<double>(w[i]) - wq[i];
+    e += d * d;
+  }
+  return e;
+}
+
+// A target quantized at every candidate: its stored bits, and its error summed over its parts
+// (or, by_kl, its matrices for measure_curves).
+Result<Curve> make_curve(const AllocTarget& t, const io::Checkpoint& in, const LinearSpec& spec,
+                         const std::vector<int>& candidates, HessianSource* src, ThreadPool& pool, bool by_kl,
+                         double min_rows) {
+  const LinearChoice choice = spec.resolve(t.name, t.role);
+  if (!choice.quantize || choice.int8) {
+    return Status::invalid("bit allocation: " + t.name + " is not a BCQ layer (dense or int8 overrides cannot take part)");
+  }
+  Result<TargetWeights> tw = read_target(in, t);
+  if (!tw) return tw.status();
+  const size_t nc = candidates.size();
+  const int64_t nk = tw->n * tw->k;
+  Curve c;
+  c.name = t.name;
+  c.layer = t.layer;
+  c.role = t.role;
+  c.experts = t.experts;
+  c.weights = nk * tw->parts;
+  for (size_t ci = 0; ci < nc; ++ci) {
+    if (candidates[ci] <= choice.quant.cfg.q) c.base = ci;
+  }
+  std::vector<double> bits(nc, 0.0);
+  c.error.assign(nc, 0.0);
+  c.matrices.resize(by_kl ? nc : 0);
+  for (int64_t part = 0; part < tw->parts; ++part) {
+    const float* w = tw->w.data() + part * nk;
+    const std::string name = t.routed ? lutqfile::expert_matrix_name(t.name, part) : t.name;
+    Result<PartStats> st = part_stats(t, part, *tw, choice, src, min_rows);
+    if (!st) return st.status();
+    for (size_t ci = 0; ci < nc; ++ci) {
+      LinearChoice at = st->fit.choice;
+      at.quant.cfg.q = candidates[ci];
+      Result<format::BcqMatrix> q = quantize_layer(name, w, tw->n, tw->k, at, st->fit.h, pool);
+      if (!q) return q.status();
+      // Built in memory: checked once here, before use() packs it (Linear::from_bcq's precondition).
+      if (Status s = format::validate_with_codes(*q); !s) return Status(s.code(), name + ": " + s.message());
+      bits[ci] += q->bits_per_weight() * static_cast<double>(nk);
+      // With calibration: the layer's output error on the calibration inputs (what GPTQ
+      // minimises; its diagonal alone ignores the correlations GPTQ exploits), over the rows each
+      // expert received. Without: the plain squared weight error.
+      if (by_kl) {
+        c.matrices[ci].push_back(std::move(*q));  // measure_curves fills c.error
+      } else {
+        c.error[ci] += fit_error(w, *q, st->h, pool);
+      }
+    }
+  }
+  for (double b : bits) c.bpw.push_back(b / static_cast<double>(c.weights));
+  return c;
+}
 
 // Bits per layer: the index of the chosen candidate of every curve.
 using Choice = std::vector<size_t>;
@@ -104,14 +258,21 @@ class KlProbe {
     return probe;
   }
 
-  // Puts candidate `candidate` of layer `l` into the model (a no-op when it is there already).
+  // Puts candidate `candidate` of layer `l` into the model (a no-op when it is there already):
+  // the block's layer, or each of its experts'.
   Status use(const Curve& l, size_t candidate) {
     auto [it, fresh] = current_.try_emplace(l.name, candidate);
     if (!fresh && it->second == candidate) return Status::ok();
     it->second = candidate;
-    Result<Linear> lin = Linear::from_bcq(l.matrices[candidate], isa_, kernels::Precision::kFast);
-    if (!lin) return lin.status();
-    return model_.replace_linear(l.layer, l.role, std::move(*lin));
+    const std::vector<format::BcqMatrix>& parts = l.matrices[candidate];
+    for (size_t i = 0; i < parts.size(); ++i) {
+      Result<Linear> lin = Linear::from_bcq(parts[i], isa_, kernels::Precision::kFast);
+      if (!lin) return lin.status();
+      Status s = l.experts.empty() ? model_.replace_linear(l.layer, l.role, std::move(*lin))
+                                   : model_.replace_expert_linear(l.layer, l.role, l.experts[i], std::move(*lin));
+      if (!s) return s;
+    }
+    return Status::ok();
   }
 
   // Mean KL over every position of chunk set `set` (an index into make()'s sets).
@@ -209,62 +370,16 @@ Result<BitAllocation> allocate_bits(const io::Checkpoint& in, const LinearSpec& 
   }
   Result<ModelConfig> config = ModelConfig::from_checkpoint(in);
   if (!config) return config.status();
-  const auto nc = candidates.size();
 
   std::vector<Curve> curves;
-  const int64_t total = config->n_layer * kNumLinearRoles;
-  for (int64_t l = 0; l < config->n_layer; ++l) {
-    for (int r = 0; r < kNumLinearRoles; ++r) {
-      const auto role = static_cast<LinearRole>(r);
-      const std::string name = "blk." + std::to_string(l) + "." + role_name(role) + ".weight";
-      LinearChoice choice = spec.resolve(name, role);
-      if (!choice.quantize || choice.int8) {
-        return Status::invalid("bit allocation: " + name + " is not a BCQ layer (dense or int8 overrides cannot take part)");
-      }
-      const io::TensorInfo* info = in.find_tensor(name);
-      if (info == nullptr) return Status::invalid(in.path() + ": missing tensor '" + name + "'");
-      Result<std::vector<float>> w = in.dequantize(*info);
-      if (!w) return w.status();
-      const int64_t k = info->dims[0];
-      const int64_t n = info->num_elements() / k;
-      const double* h = calib != nullptr ? calib->hessian(l, role).h().data() : nullptr;
-      Curve c;
-      c.name = name;
-      c.layer = l;
-      c.role = role;
-      c.weights = n * k;
-      for (size_t ci = 0; ci < nc; ++ci) {
-        if (candidates[ci] <= choice.quant.cfg.q) c.base = ci;
-      }
-      for (int bits : candidates) {
-        choice.quant.cfg.q = bits;
-        Result<format::BcqMatrix> q = quantize_layer(name, w->data(), n, k, choice, h, pool);
-        if (!q) return q.status();
-        // Built in memory: checked once here, before use() packs it (Linear::from_bcq's precondition).
-        if (Status s = format::validate_with_codes(*q); !s) return Status(s.code(), name + ": " + s.message());
-        c.bpw.push_back(q->bits_per_weight());
-        if (by_kl) {
-          c.matrices.push_back(std::move(*q));  // measure_curves fills c.error
-          continue;
-        }
-        // With calibration: the layer's output error on the calibration inputs,
-        // tr((W − Ŵ) H (W − Ŵ)ᵀ) with the full H (what GPTQ minimises; its diagonal alone
-        // ignores the correlations GPTQ exploits). Without: the plain squared weight error.
-        double e = 0.0;
-        if (h != nullptr) {
-          e = quant::calibrated_error(w->data(), *q, h, &pool);
-        } else {
-          const std::vector<float> wq = format::dequantize(*q);
-          for (size_t i = 0; i < wq.size(); ++i) {
-            const double d = static_cast<double>((*w)[i]) - wq[i];
-            e += d * d;
-          }
-        }
-        c.error.push_back(e);
-      }
-      curves.push_back(std::move(c));
-      if (progress) progress(static_cast<int64_t>(curves.size()), total);
-    }
+  const std::vector<AllocTarget> targets = alloc_targets(*config);
+  std::optional<StoredHessians> src;
+  if (calib != nullptr) src.emplace(*calib);
+  for (const AllocTarget& t : targets) {
+    Result<Curve> c = make_curve(t, in, spec, candidates, src ? &*src : nullptr, pool, by_kl, options.expert_min_rows);
+    if (!c) return c.status();
+    curves.push_back(std::move(*c));
+    if (progress) progress(static_cast<int64_t>(curves.size()), static_cast<int64_t>(targets.size()));
   }
 
   double weights = 0.0;

@@ -1,6 +1,13 @@
 // Automatic mixed precision: bits per block linear layer chosen to meet a target average bits per
 // weight at the least total sensitivity.
 //
+// Mixture-of-experts models: each 3-D expert tensor (blk.L.ffn_up_exps.weight) is one layer of
+// the allocation, all its routed experts at the same bits (lutq quantize resolves each expert by
+// that name), counted with all its parameters (E·n·k: the file stores every expert); its
+// sensitivity sums its experts' (each quantized as quantize_to_file does, on its own statistics,
+// the plain fit below ExpertsOptions::min_rows rows), and the loss-aware mode swaps all of its
+// experts at once. A shared expert's three matrices are layers of their own, like a dense FFN's.
+//
 // Every block layer is quantized (with its own choice: method, group, orientation, GPTQ) at each
 // candidate bit count. Its sensitivity at each candidate is then, by AllocationOptions:
 //   - loss-aware (kl_chunks given): the model is built with every block layer at the base
@@ -74,10 +81,15 @@ struct AllocationOptions {
   // and the downgrade penalties whose allocations are measured (see above).
   std::vector<std::vector<int32_t>> selection_chunks;
   std::vector<double> penalties = {1.0, 2.0, 4.0, 8.0, std::numeric_limits<double>::infinity()};
+  // Routed experts that received fewer than this many calibration rows per input feature get the
+  // plain fit (as ExpertsOptions::min_rows in quantize_to_file; keep the two equal).
+  double expert_min_rows = 0.25;
 };
 
 // Candidate bit counts `candidates` (ascending, each 1..8). Errors: a target below what the
-// lowest candidates store, or layers whose choice is dense / int8 (only BCQ layers take part).
+// lowest candidates store, or layers whose choice is dense / int8 (only BCQ layers take part; an
+// MoE model's experts included). `calib` (may be null) of an MoE model must hold its experts'
+// statistics (collect_hessians keeps them).
 Result<BitAllocation> allocate_bits(const io::Checkpoint& in, const LinearSpec& spec, double target_bpw,
                                     const std::vector<int>& candidates, const CalibrationStats* calib,
                                     ThreadPool& pool, const AllocationOptions& options = {});

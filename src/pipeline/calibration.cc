@@ -2,29 +2,50 @@
 #include "pipeline/calibration.h"
 
 #include <algorithm>
+#include <optional>
+#include <span>
 #include <string>
 
 namespace lutq::pipeline {
 namespace {
 
-// Feeds acc[(layer − first_layer)·kNumLinearInputs + input] and, when given, the routed experts'
-// experts[expert·2 + (0: gate/up, 1: down)] of the one block observed.
+// The slot of expert `expert`'s input of `role` among an MoE block's expert accumulators
+// [expert][0: gate/up, 1: down], the routed experts 0..n_routed-1 first and the shared expert
+// (LinearObserver::kSharedExpert) after them; nullopt when there is no such slot.
+std::optional<size_t> expert_slot(int64_t expert, LinearRole role, int64_t n_routed, size_t n_slots) {
+  const int64_t x = expert == LinearObserver::kSharedExpert ? n_routed : expert;
+  if (x < 0 || (x >= n_routed && expert != LinearObserver::kSharedExpert)) return std::nullopt;
+  const auto slot = static_cast<size_t>(x * 2 + (role == LinearRole::kFfnDown ? 1 : 0));
+  if (slot >= n_slots) return std::nullopt;
+  return slot;
+}
+
+std::string expert_label(int64_t expert) {
+  return expert == LinearObserver::kSharedExpert ? std::string("the shared expert") : "expert " + std::to_string(expert);
+}
+
+// Feeds acc[(layer − first_layer)·kNumLinearInputs + input] and the experts' accumulators
+// experts[layer − first_layer] of the MoE blocks (expert_slot: n_routed routed experts, then the
+// shared expert if the block has one).
 class HessianObserver final : public LinearObserver {
  public:
-  HessianObserver(std::vector<quant::HessianAccumulator>& acc, ThreadPool& pool, int64_t first_layer = 0,
-                  std::vector<quant::HessianAccumulator>* experts = nullptr)
-      : acc_(acc), pool_(pool), first_layer_(first_layer), experts_(experts) {}
+  HessianObserver(std::vector<quant::HessianAccumulator>& acc, ThreadPool& pool, int64_t first_layer,
+                  std::span<std::vector<quant::HessianAccumulator>> experts, int64_t n_routed)
+      : acc_(acc), pool_(pool), first_layer_(first_layer), experts_(experts), n_routed_(n_routed) {}
 
   Status observe_expert(int64_t layer, LinearRole role, int64_t expert, const float* x, int64_t m,
                         int64_t k) override {
-    // gate and up see the same rows: counted once. The shared expert is not calibrated.
-    if (experts_ == nullptr || expert == kSharedExpert || role == LinearRole::kFfnUp) return Status::ok();
-    const auto slot = static_cast<size_t>(expert * 2 + (role == LinearRole::kFfnDown ? 1 : 0));
-    if (expert < 0 || slot >= experts_->size() || (*experts_)[slot].k() != k) {
-      return Status::invalid("calibration: block " + std::to_string(layer) + " expert " + std::to_string(expert) +
-                             " " + role_name(role) + " input of " + std::to_string(k) + " features has no accumulator");
+    // gate and up see the same rows: counted once.
+    if (role == LinearRole::kFfnUp) return Status::ok();
+    const auto at = static_cast<size_t>(layer - first_layer_);
+    std::vector<quant::HessianAccumulator>* block = at < experts_.size() ? &experts_[at] : nullptr;
+    const std::optional<size_t> slot =
+        block != nullptr ? expert_slot(expert, role, n_routed_, block->size()) : std::nullopt;
+    if (!slot || (*block)[*slot].k() != k) {
+      return Status::invalid("calibration: block " + std::to_string(layer) + " " + expert_label(expert) + " " +
+                             role_name(role) + " input of " + std::to_string(k) + " features has no accumulator");
     }
-    return (*experts_)[slot].add(x, m, &pool_);
+    return (*block)[*slot].add(x, m, &pool_);
   }
 
   Status observe(int64_t layer, LinearRole role, const float* x, int64_t m, int64_t k) override {
@@ -43,7 +64,8 @@ class HessianObserver final : public LinearObserver {
   std::vector<quant::HessianAccumulator>& acc_;
   ThreadPool& pool_;
   int64_t first_layer_;
-  std::vector<quant::HessianAccumulator>* experts_;
+  std::span<std::vector<quant::HessianAccumulator>> experts_;
+  int64_t n_routed_;
 };
 
 // The longest chunk, after checking every chunk is non-empty and fits the context.
@@ -72,14 +94,18 @@ bool is_moe_block(const Model& model, int64_t l) {
   return model.linear(l, LinearRole::kFfnGate) == nullptr && model.expert_linear(l, LinearRole::kFfnGate, 0) != nullptr;
 }
 
-// The routed experts' accumulators of MoE block l: [expert][gate/up, down].
+// The experts' accumulators of MoE block l: [expert][gate/up, down], the routed experts, then
+// the shared expert if the block has one.
 Status add_expert_accumulators(const Model& model, int64_t l, std::vector<quant::HessianAccumulator>& experts) {
-  for (int64_t e = 0; e < model.config().n_expert; ++e) {
+  const int64_t n_routed = model.config().n_expert;
+  const bool shared = model.expert_linear(l, LinearRole::kFfnGate, LinearObserver::kSharedExpert) != nullptr;
+  for (int64_t e = 0; e < n_routed + (shared ? 1 : 0); ++e) {
+    const int64_t x = e < n_routed ? e : LinearObserver::kSharedExpert;
     for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnDown}) {
-      const Linear* lin = model.expert_linear(l, role, e);
+      const Linear* lin = model.expert_linear(l, role, x);
       if (lin == nullptr) {
-        return Status::invalid("calibration: block " + std::to_string(l) + " has no " + role_name(role) + " of expert " +
-                               std::to_string(e));
+        return Status::invalid("calibration: block " + std::to_string(l) + " has no " + role_name(role) + " of " +
+                               expert_label(x));
       }
       if (Status s = add_accumulator(lin->k(), experts); !s) return s;
     }
@@ -88,16 +114,11 @@ Status add_expert_accumulators(const Model& model, int64_t l, std::vector<quant:
 }
 
 // One accumulator per distinct input of block l's linear layers; an MoE block's FFN slots get
-// 1-feature placeholders and, with `experts`, its routed experts' accumulators go there (an
-// error without: only the layer-by-layer source keeps them).
+// 1-feature placeholders, and its experts' accumulators go to `experts` (left empty for a dense
+// block).
 Status add_accumulators(const Model& model, int64_t l, std::vector<quant::HessianAccumulator>& acc,
-                        std::vector<quant::HessianAccumulator>* experts = nullptr) {
+                        std::vector<quant::HessianAccumulator>& experts) {
   const bool moe = is_moe_block(model, l);
-  if (moe && experts == nullptr) {
-    return Status::unsupported("calibration: block " + std::to_string(l) + " is a mixture-of-experts block, whose "
-                               "per-expert statistics are collected layer by layer only (not for the calibration "
-                               "cache or --target-bpw)");
-  }
   for (LinearRole role : {LinearRole::kAttnQ, LinearRole::kAttnOutput, LinearRole::kFfnGate, LinearRole::kFfnDown}) {
     const bool ffn = role == LinearRole::kFfnGate || role == LinearRole::kFfnDown;
     const Linear* lin = model.linear(l, role);
@@ -106,10 +127,44 @@ Status add_accumulators(const Model& model, int64_t l, std::vector<quant::Hessia
     }
     if (Status s = add_accumulator(lin != nullptr ? lin->k() : 1, acc); !s) return s;
   }
-  return moe ? add_expert_accumulators(model, l, *experts) : Status::ok();
+  return moe ? add_expert_accumulators(model, l, experts) : Status::ok();
+}
+
+bool ffn_role(LinearRole role) {
+  return role == LinearRole::kFfnGate || role == LinearRole::kFfnUp || role == LinearRole::kFfnDown;
+}
+
+// The statistics of one expert's input of `role` among an MoE block's accumulators `block`.
+Result<ExpertHessian> expert_statistics(const std::vector<quant::HessianAccumulator>& block, int64_t layer,
+                                        LinearRole role, int64_t expert, int64_t n_routed) {
+  const std::optional<size_t> slot = expert_slot(expert, role, n_routed, block.size());
+  if (!ffn_role(role) || !slot) {
+    return Status::invalid("calibration: block " + std::to_string(layer) + " has no " +
+                           (expert == LinearObserver::kSharedExpert ? std::string("shared expert ")
+                                                                    : "routed expert " + std::to_string(expert) + " ") +
+                           role_name(role));
+  }
+  const quant::HessianAccumulator& a = block[*slot];
+  return ExpertHessian{a.h().data(), a.rows()};
 }
 
 }  // namespace
+
+Result<ExpertHessian> CalibrationStats::expert_hessian(int64_t layer, LinearRole role, int64_t expert) const {
+  if (layer < 0 || layer >= n_layer_) return Status::invalid("calibration: no block " + std::to_string(layer));
+  if (!moe_block(layer)) {
+    return Status::invalid("calibration: block " + std::to_string(layer) + " is not a mixture-of-experts block");
+  }
+  return expert_statistics(experts_[static_cast<size_t>(layer)], layer, role, expert, n_routed_);
+}
+
+Result<const double*> StoredHessians::hessian(int64_t layer, LinearRole role) {
+  if (stats_.moe_block(layer) && ffn_role(role)) {
+    return Status::invalid("calibration: block " + std::to_string(layer) + " is a mixture-of-experts block: its " +
+                           role_name(role) + " statistics are per expert");
+  }
+  return stats_.hessian(layer, role).h().data();
+}
 
 Result<ExpertHessian> HessianSource::expert_hessian(int64_t layer, LinearRole role, int64_t expert) {
   return Status::unsupported("calibration: block " + std::to_string(layer) + " expert " + std::to_string(expert) + " " +
@@ -140,14 +195,16 @@ Result<CalibrationStats> collect_hessians(const Model& model, std::span<const st
   if (!longest) return longest.status();
   CalibrationStats stats;
   stats.n_layer_ = c.n_layer;
+  stats.n_routed_ = c.n_expert;
   stats.acc_.reserve(static_cast<size_t>(c.n_layer * kNumLinearInputs));
+  stats.experts_.resize(static_cast<size_t>(c.n_layer));
   for (int64_t l = 0; l < c.n_layer; ++l) {
-    if (Status s = add_accumulators(model, l, stats.acc_); !s) return s;
+    if (Status s = add_accumulators(model, l, stats.acc_, stats.experts_[static_cast<size_t>(l)]); !s) return s;
   }
   Result<std::unique_ptr<Memory>> cache = model.make_memory(*longest);
   if (!cache) return cache.status();
   std::vector<float> logits(static_cast<size_t>(c.n_vocab));
-  HessianObserver observer(stats.acc_, pool);
+  HessianObserver observer(stats.acc_, pool, 0, stats.experts_, c.n_expert);
   const auto total = static_cast<int64_t>(chunks.size());
   for (int64_t i = 0; i < total; ++i) {
     const std::vector<int32_t>& chunk = chunks[static_cast<size_t>(i)];
@@ -202,23 +259,19 @@ Result<const double*> LayerwiseCalibration::hessian(int64_t layer, LinearRole ro
 
 Result<ExpertHessian> LayerwiseCalibration::expert_hessian(int64_t layer, LinearRole role, int64_t expert) {
   if (Status s = hold(layer); !s) return s;
-  const auto slot = static_cast<size_t>(expert * 2 + (role == LinearRole::kFfnDown ? 1 : 0));
-  const bool ffn = role == LinearRole::kFfnGate || role == LinearRole::kFfnUp || role == LinearRole::kFfnDown;
-  if (!held_moe_ || !ffn || expert < 0 || slot >= expert_acc_.size()) {
-    return Status::invalid("calibration: block " + std::to_string(layer) + " has no routed expert " +
-                           std::to_string(expert) + " " + role_name(role));
+  if (!held_moe_) {
+    return Status::invalid("calibration: block " + std::to_string(layer) + " is not a mixture-of-experts block");
   }
-  const quant::HessianAccumulator& a = expert_acc_[slot];
-  return ExpertHessian{a.h().data(), a.rows()};
+  return expert_statistics(expert_acc_, layer, role, expert, model_->config().n_expert);
 }
 
 Status LayerwiseCalibration::advance(int64_t layer) {
   acc_.clear();
   expert_acc_.clear();
-  if (Status s = add_accumulators(*model_, layer, acc_, &expert_acc_); !s) return s;
+  if (Status s = add_accumulators(*model_, layer, acc_, expert_acc_); !s) return s;
   held_ = layer;
   held_moe_ = !expert_acc_.empty();
-  HessianObserver observer(acc_, *pool_, layer, &expert_acc_);
+  HessianObserver observer(acc_, *pool_, layer, std::span(&expert_acc_, 1), model_->config().n_expert);
   for (; next_ <= layer; ++next_) {
     for (size_t c = 0; c < chunks_.size(); ++c) {
       const Batch batch = Batch::sequence(chunks_[c], 0, 0, LogitsMode::kLast);

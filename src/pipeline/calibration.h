@@ -51,6 +51,18 @@ struct CalibrationOptions {
   std::function<void(int64_t, int64_t)> progress;
 };
 
+// The statistics of one routed expert's input: H = Σ x xᵀ [k][k] over the rows the router sent
+// to it, unweighted by the routing weight (GPTQ minimises the expert's own output error on the
+// rows that reach it), and how many rows that was (0: the expert was never chosen; H is zero).
+// The shared expert's: over every row of the block.
+struct ExpertHessian {
+  const double* h = nullptr;
+  int64_t rows = 0;
+};
+
+// Every block's statistics at once (collect_hessians, or the calibration cache). A
+// mixture-of-experts block keeps its experts' as LayerwiseCalibration does (per routed expert and
+// for the shared expert); its dense FFN inputs are then 1-feature placeholders.
 class CalibrationStats {
  public:
   int64_t n_layer() const { return n_layer_; }
@@ -59,6 +71,20 @@ class CalibrationStats {
   const quant::HessianAccumulator& hessian(int64_t layer, LinearRole role) const {
     return acc_[static_cast<size_t>(layer * kNumLinearInputs + static_cast<int>(input_of(role)))];
   }
+  // Whether block `layer` is a mixture-of-experts block (its FFN statistics are per expert).
+  bool moe_block(int64_t layer) const {
+    return layer >= 0 && static_cast<size_t>(layer) < experts_.size() && !experts_[static_cast<size_t>(layer)].empty();
+  }
+  // The routed experts of each MoE block (the model's expert_count; 0 for a dense model).
+  int64_t n_routed() const { return n_routed_; }
+  // Block `layer`'s expert accumulators, [expert][0: gate/up, 1: down]: the routed experts, then
+  // the shared expert if the block has one; empty for a dense block.
+  const std::vector<quant::HessianAccumulator>& expert_accumulators(int64_t layer) const {
+    return experts_[static_cast<size_t>(layer)];
+  }
+  // As HessianSource::expert_hessian (expert: 0..n_routed-1 or LinearObserver::kSharedExpert);
+  // an error naming the block for a dense block or an expert it does not have.
+  Result<ExpertHessian> expert_hessian(int64_t layer, LinearRole role, int64_t expert) const;
 
  private:
   friend Result<CalibrationStats> collect_hessians(const Model&, std::span<const std::vector<int32_t>>,
@@ -66,16 +92,11 @@ class CalibrationStats {
   friend Result<CalibrationStats> load_calibration(const std::string&, uint64_t, const ModelConfig&);
   int64_t n_layer_ = 0;
   int64_t tokens_ = 0;
+  int64_t n_routed_ = 0;
   std::vector<quant::HessianAccumulator> acc_;  // [layer][input]
+  std::vector<std::vector<quant::HessianAccumulator>> experts_;  // [layer][expert slot], empty when dense
 };
 
-// The statistics of one routed expert's input: H = Σ x xᵀ [k][k] over the rows the router sent
-// to it, unweighted by the routing weight (GPTQ minimises the expert's own output error on the
-// rows that reach it), and how many rows that was (0: the expert was never chosen; H is zero).
-struct ExpertHessian {
-  const double* h = nullptr;
-  int64_t rows = 0;
-};
 
 // Where quantize_to_file finds each block layer's input statistics: every block's at once
 // (StoredHessians over CalibrationStats, e.g. from the cache) or one block at a time
@@ -86,9 +107,10 @@ class HessianSource {
   virtual int64_t n_layer() const = 0;
   // H = Σ x xᵀ [k][k] of block `layer`'s input of `role`; valid until a call for another block.
   virtual Result<const double*> hessian(int64_t layer, LinearRole role) = 0;
-  // A mixture-of-experts block's routed expert `expert` (0..n_expert-1): the statistics of its
-  // input of `role` (kFfnGate / kFfnUp share one, kFfnDown reads the expert's SwiGLU output);
-  // valid until a call for another block. Sources without per-expert statistics: an error.
+  // A mixture-of-experts block's routed expert `expert` (0..n_expert-1) or its shared expert
+  // (LinearObserver::kSharedExpert): the statistics of its input of `role` (kFfnGate / kFfnUp
+  // share one, kFfnDown reads the expert's SwiGLU output); valid until a call for another block.
+  // Sources without per-expert statistics: an error.
   virtual Result<ExpertHessian> expert_hessian(int64_t layer, LinearRole role, int64_t expert);
 };
 
@@ -96,8 +118,10 @@ class StoredHessians final : public HessianSource {
  public:
   explicit StoredHessians(const CalibrationStats& stats) : stats_(stats) {}
   int64_t n_layer() const override { return stats_.n_layer(); }
-  Result<const double*> hessian(int64_t layer, LinearRole role) override {
-    return stats_.hessian(layer, role).h().data();
+  // An FFN role of a mixture-of-experts block: an error (its statistics are per expert).
+  Result<const double*> hessian(int64_t layer, LinearRole role) override;
+  Result<ExpertHessian> expert_hessian(int64_t layer, LinearRole role, int64_t expert) override {
+    return stats_.expert_hessian(layer, role, expert);
   }
 
  private:
@@ -118,7 +142,8 @@ class StoredHessians final : public HessianSource {
 // block. hessian() of an FFN role of such a block is an error (use expert_hessian). Memory per
 // MoE block: E·(n_embd² + n_ff_exp²) doubles plus the accumulators' fp32 tiles (half as much
 // again) and the attention's; the converted SmolLM2 (E = 8, 576 and 192): 35 MB. A shared expert
-// (qwen2moe) collects nothing: it is copied into the file unquantized.
+// (qwen2moe) runs on every row of the block, so it gets the same two accumulators over all of
+// them (n_embd² + n_ff_shexp² doubles more), asked for as expert LinearObserver::kSharedExpert.
 class LayerwiseCalibration final : public HessianSource {
  public:
   // `model` (dense) must outlive this. Errors as collect_hessians.
@@ -147,13 +172,15 @@ class LayerwiseCalibration final : public HessianSource {
   int64_t tokens_ = 0;
   std::vector<quant::HessianAccumulator> acc_;  // [input] of block held_
   bool held_moe_ = false;                          // block held_ is a mixture-of-experts block
-  std::vector<quant::HessianAccumulator> expert_acc_;  // [expert][0: gate/up, 1: down] of an MoE block
+  // [expert][0: gate/up, 1: down] of an MoE block: the routed experts, then the shared one if any
+  std::vector<quant::HessianAccumulator> expert_acc_;
 };
 
 // Runs every chunk from an empty cache (only the last logits are computed) and accumulates the
 // statistics. Errors: no chunks, an empty chunk, a forward() error (e.g. a token outside the
-// vocabulary), a chunk longer than the context length, a mixture-of-experts model (its
-// per-expert statistics are collected by LayerwiseCalibration only).
+// vocabulary), a chunk longer than the context length. A mixture-of-experts model's blocks keep
+// their experts' statistics, every block's at once: n_layer times LayerwiseCalibration's per-block
+// memory (the converted SmolLM2: 1 GB; a large MoE far more than fits, see docs/moe.md).
 Result<CalibrationStats> collect_hessians(const Model& model, std::span<const std::vector<int32_t>> chunks,
                                           const CalibrationOptions& options, ThreadPool& pool);
 
@@ -168,8 +195,11 @@ std::vector<std::vector<int32_t>> calibration_chunks(std::span<const int32_t> to
 // SmolLM2-135M on 2 cores); `lutq quantize --calib-cache FILE` keeps them for the next run of the
 // same model on the same tokens. The file is a GGUF container: lutq.calib.version = 1,
 // lutq.calib.fingerprint (UINT64), lutq.calib.tokens (INT64), lutq.calib.n_layer, and one F64
-// tensor [k, k] per block input named calib.L.{attn,attn_output,ffn,ffn_down}. Sums are stored
-// in double, so cached and fresh statistics are bit for bit the same.
+// tensor [k, k] per block input named calib.L.{attn,attn_output,ffn,ffn_down}. A mixture-of-experts
+// block has no calib.L.ffn / ffn_down; instead calib.L.expert.X.{ffn,ffn_down} per routed expert
+// X, calib.L.shexp.{ffn,ffn_down} for a shared expert, and calib.L.expert_rows (I64 [experts],
+// the shared expert last) with the rows each saw. Sums are stored in double, so cached and fresh
+// statistics are bit for bit the same.
 
 // A 64-bit fingerprint of what statistics depend on: every tensor of the checkpoint (name, shape,
 // type, bytes) and the token chunks. Reads the whole checkpoint once (~0.1 s per 100 MB).

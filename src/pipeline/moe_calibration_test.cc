@@ -1,6 +1,7 @@
 // Calibration of mixture-of-experts blocks (docs/moe.md, "Calibrated experts"): the per-expert
 // statistics LayerwiseCalibration collects equal a brute-force accumulation over the tokens an
-// independent double-precision routing sends to each expert, and GPTQ on them gives every
+// independent double-precision routing sends to each expert (every token for a qwen2moe shared
+// expert), and GPTQ on them gives every
 // expert of a tiny MoE a lower calibrated output error than the plain fit of the same grid.
 #include <gtest/gtest.h>
 
@@ -141,11 +142,72 @@ TEST(MoeCalibration, ExpertStatisticsEqualBruteForceOverRoutedTokens) {
       EXPECT_EQ(routed, 3 * 21 * t.spec.n_expert_used);
       EXPECT_FALSE(lw->expert_hessian(l, LinearRole::kFfnGate, t.spec.n_expert).is_ok());
     }
-    // The whole-model statistics (cache, --target-bpw) keep nothing per expert: refused by name.
+    // The whole-model statistics (the cache) keep the same per expert: moe_calibration_cache_test.cc.
     Result<CalibrationStats> whole = collect_hessians(model, chunks, {}, pool);
-    ASSERT_FALSE(whole.is_ok());
-    EXPECT_NE(whole.status().message().find("mixture-of-experts"), std::string::npos) << whole.status().message();
+    ASSERT_TRUE(whole.is_ok()) << whole.status().message();
+    EXPECT_EQ(whole->expert_hessian(1, LinearRole::kFfnDown, 2)->rows,
+              lw->expert_hessian(1, LinearRole::kFfnDown, 2)->rows);
   }
+}
+
+// The shared expert runs on every row: its gate/up statistics are Σ h hᵀ over all FFN inputs h
+// of the block and its down statistics Σ a aᵀ over its SwiGLU outputs a, with one row per token.
+TEST(MoeCalibration, SharedExpertStatisticsCoverEveryRow) {
+  const Tiny t = testing::make_tiny(testing::tiny_moe_spec("qwen2moe"));
+  const io::GgufFile f = testing::open_tiny(t);
+  ThreadPool pool(2);
+  const Model model = testing::load_tiny(f, pool);
+  const std::vector<std::vector<int32_t>> chunks = random_chunks(3, 21, t.spec.n_vocab, 5);
+  Result<LayerwiseCalibration> lw = LayerwiseCalibration::create(model, chunks, pool);
+  ASSERT_TRUE(lw.is_ok()) << lw.status().message();
+  const int64_t e = t.spec.n_embd;
+  const int64_t ff = t.spec.n_ff_shexp;
+  for (int64_t l = 0; l < t.spec.n_layer; ++l) {
+    const testing::TinyWeights::Layer& L = t.w.layers[static_cast<size_t>(l)];
+    std::vector<double> ffn(static_cast<size_t>(e * e)), down(static_cast<size_t>(ff * ff));
+    int64_t rows = 0;
+    for (const std::vector<int32_t>& chunk : chunks) {
+      testing::ReferenceTrace trace;
+      testing::reference_logits(t, chunk, &trace);
+      for (const std::vector<double>& h : trace.ffn_in[static_cast<size_t>(l)]) {
+        std::vector<double> a(static_cast<size_t>(ff));
+        for (int64_t c = 0; c < ff; ++c) {
+          const double g = dot(L.sg, c, h);
+          a[static_cast<size_t>(c)] = g / (1.0 + std::exp(-g)) * dot(L.su, c, h);
+        }
+        for (size_t i = 0; i < h.size(); ++i) {
+          for (size_t j = 0; j < h.size(); ++j) ffn[i * h.size() + j] += h[i] * h[j];
+        }
+        for (size_t i = 0; i < a.size(); ++i) {
+          for (size_t j = 0; j < a.size(); ++j) down[i * a.size() + j] += a[i] * a[j];
+        }
+        ++rows;
+      }
+    }
+    Result<ExpertHessian> gate = lw->expert_hessian(l, LinearRole::kFfnGate, LinearObserver::kSharedExpert);
+    Result<ExpertHessian> up = lw->expert_hessian(l, LinearRole::kFfnUp, LinearObserver::kSharedExpert);
+    Result<ExpertHessian> dn = lw->expert_hessian(l, LinearRole::kFfnDown, LinearObserver::kSharedExpert);
+    ASSERT_TRUE(gate.is_ok() && up.is_ok() && dn.is_ok()) << gate.status().message();
+    EXPECT_EQ(rows, 3 * 21);
+    EXPECT_EQ(gate->rows, rows) << "layer " << l << ": the shared expert sees every row";
+    EXPECT_EQ(dn->rows, rows);
+    EXPECT_EQ(gate->h, up->h) << "gate and up read one input";
+    EXPECT_LE(worst_entry(gate->h, ffn, e), 1.0) << l;
+    EXPECT_LE(worst_entry(dn->h, down, ff), 1.0) << l;
+    // The routed experts' statistics stay their own (their rows sum to k per token).
+    int64_t routed = 0;
+    for (int64_t x = 0; x < t.spec.n_expert; ++x) routed += lw->expert_hessian(l, LinearRole::kFfnGate, x)->rows;
+    EXPECT_EQ(routed, rows * t.spec.n_expert_used);
+  }
+  // A Mixtral-layout block has no shared expert to ask for.
+  const Tiny mixtral = testing::make_tiny(testing::tiny_moe_spec("llama"));
+  const io::GgufFile fm = testing::open_tiny(mixtral);
+  const Model mm = testing::load_tiny(fm, pool);
+  Result<LayerwiseCalibration> lm = LayerwiseCalibration::create(mm, chunks, pool);
+  ASSERT_TRUE(lm.is_ok()) << lm.status().message();
+  Result<ExpertHessian> none = lm->expert_hessian(0, LinearRole::kFfnGate, LinearObserver::kSharedExpert);
+  ASSERT_FALSE(none.is_ok());
+  EXPECT_NE(none.status().message().find("no shared expert"), std::string::npos) << none.status().message();
 }
 
 std::string temp_path(const std::string& tag) {

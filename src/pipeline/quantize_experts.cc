@@ -59,30 +59,52 @@ Result<format::TernaryMatrix> ternary_fit(const float* w, int64_t n, int64_t k, 
   return quant::ternary_gptq(w, n, k, *factor, opt, &pool);
 }
 
+
+// Expert e's statistics when `wanted`: null when not, or with fewer than max(1, min_rows·k) rows.
+Result<ExpertHessian> routed_statistics(const ExpertTensor& t, int64_t e, bool wanted, HessianSource* calib,
+                                        double min_rows) {
+  if (!wanted || calib == nullptr) return ExpertHessian{};
+  Result<ExpertHessian> h = calib->expert_hessian(t.layer, t.role, e);
+  if (!h) {
+    return Status(h.status().code(), lutqfile::expert_matrix_name(t.name, e) + ": " + h.status().message());
+  }
+  const auto least = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(min_rows * static_cast<double>(t.k))));
+  return h->rows < least ? ExpertHessian{nullptr, h->rows} : *h;
+}
+
 }  // namespace
 
-Result<const double*> ExpertWriter::statistics(const ExpertTensor& t, int64_t e, bool wanted, HessianSource* calib) {
-  if (!wanted || calib == nullptr) return static_cast<const double*>(nullptr);
-  const std::string name = lutqfile::expert_matrix_name(t.name, e);
-  Result<ExpertHessian> h = calib->expert_hessian(t.layer, t.role, e);
-  if (!h) return Status(h.status().code(), in_.path() + ": " + name + ": " + h.status().message());
-  const auto least = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(opt_.min_rows * static_cast<double>(t.k))));
-  if (h->rows < least) {
-    ++uncalibrated_;
-    return static_cast<const double*>(nullptr);
+Result<ExpertFit> expert_fit(const ExpertTensor& t, int64_t expert, const model::LinearChoice& choice,
+                             HessianSource* calib, double min_rows) {
+  ExpertFit fit;
+  fit.choice = choice;
+  Result<ExpertHessian> h = routed_statistics(t, expert, wants_statistics(choice), calib, min_rows);
+  if (!h) return h.status();
+  fit.h = h->h;
+  // Too few rows: the plain fit. No source at all: quantize_layer names what needed one.
+  if (fit.h == nullptr && calib != nullptr) {
+    fit.uncalibrated = wants_statistics(choice);
+    fit.choice = without_statistics(choice);
   }
+  return fit;
+}
+
+Result<const double*> ExpertWriter::statistics(const ExpertTensor& t, int64_t e, bool wanted, HessianSource* calib) {
+  Result<ExpertHessian> h = routed_statistics(t, e, wanted, calib, opt_.min_rows);
+  if (!h) return Status(h.status().code(), in_.path() + ": " + h.status().message());
+  if (wanted && calib != nullptr && h->h == nullptr) ++uncalibrated_;
   return h->h;
 }
 
 Status ExpertWriter::write_bcq(const ExpertTensor& t, const float* w, int64_t e, HessianSource* calib) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::string name = lutqfile::expert_matrix_name(t.name, e);
-  model::LinearChoice choice = spec_.resolve(t.name, t.role);  // not int8: per_expert_tensors refuses it
-  Result<const double*> h = statistics(t, e, wants_statistics(choice), calib);
-  if (!h) return h.status();
-  // Too few rows: the plain fit. No source at all: quantize_layer names what needed one.
-  if (*h == nullptr && calib != nullptr) choice = without_statistics(choice);
-  Result<format::BcqMatrix> q = quantize_layer(name, w, t.n, t.k, choice, *h, pool_);
+  // Not int8: per_expert_tensors refuses it.
+  Result<ExpertFit> fit = expert_fit(t, e, spec_.resolve(t.name, t.role), calib, opt_.min_rows);
+  if (!fit) return Status(fit.status().code(), in_.path() + ": " + fit.status().message());
+  if (fit->uncalibrated) ++uncalibrated_;
+  const model::LinearChoice& choice = fit->choice;
+  Result<format::BcqMatrix> q = quantize_layer(name, w, t.n, t.k, choice, fit->h, pool_);
   if (!q) return Status(q.status().code(), in_.path() + ": " + q.status().message());
   QuantizedLayer layer;
   layer.name = name;

@@ -66,6 +66,18 @@ struct ExpertTensor {
 Result<std::vector<ExpertTensor>> per_expert_tensors(const model::ModelConfig& c, const model::LinearSpec& spec,
                                                      const ExpertsOptions& opt);
 
+// How a BCQ expert is fitted (what ExpertWriter writes, and what the bit allocation measures):
+// `choice` with expert `expert`'s statistics of `t`'s input from `calib` when the choice wants
+// them; with fewer than max(1, min_rows·k) rows routed to it, no statistics and the choice's
+// plain fit (`uncalibrated`). No source, or a choice that wants none: `choice` as it is, h null.
+struct ExpertFit {
+  model::LinearChoice choice;
+  const double* h = nullptr;
+  bool uncalibrated = false;
+};
+Result<ExpertFit> expert_fit(const ExpertTensor& t, int64_t expert, const model::LinearChoice& choice,
+                             HessianSource* calib, double min_rows);
+
 // Writes the experts block by block, so that a LayerwiseCalibration source is walked forward
 // together with the block's other layers (quantize_to_file asks for block l's experts right after
 // its attention). `done` is called after each matrix (its QuantizedLayer: name, form, error,

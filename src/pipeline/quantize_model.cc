@@ -14,6 +14,7 @@
 #include "io/gguf_writer.h"
 #include "kernels/int8/int8_gemm.h"
 #include "lutqfile/lutq_file.h"
+#include "model/blocks/moe_ffn.h"
 #include "model/config.h"
 #include "model/linear.h"
 #include "quant/clip_search.h"
@@ -67,6 +68,7 @@ struct LinearTarget {
   std::string source; // the tensor it is read from (token_embd.weight for a tied head)
   std::optional<LinearRole> role;
   int64_t layer = -1;  // block index, -1 for the head
+  bool shared_expert = false;  // an MoE block's shared expert (its statistics are its own)
 };
 
 // GPTQ and/or AdaDim for one block layer, with the input statistics of its layer.
@@ -227,14 +229,17 @@ bool needs_calibration(const LinearSpec& spec, const ModelConfig& config) {
                                 needs(p + "ffn_down_exps.weight", LinearRole::kFfnDown))) {
       return true;
     }
+    for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown}) {
+      if (config.n_expert > 0 && config.n_ff_shexp > 0 && needs(model::shared_expert_weight(l, role), role)) return true;
+    }
   }
   return false;
 }
 
 namespace {
 
-// The linear layers of a checkpoint: every block role of every layer, then the head (read from
-// token_embd.weight when tied).
+// The linear layers of a checkpoint: every block role of every layer (an MoE block's shared
+// expert after them), then the head (read from token_embd.weight when tied).
 std::vector<LinearTarget> linear_targets(const ModelConfig& c) {
   std::vector<LinearTarget> targets;
   for (int64_t l = 0; l < c.n_layer; ++l) {
@@ -242,6 +247,12 @@ std::vector<LinearTarget> linear_targets(const ModelConfig& c) {
       const auto role = static_cast<LinearRole>(r);
       const std::string name = "blk." + std::to_string(l) + "." + role_name(role) + ".weight";
       targets.push_back({name, name, role, l});
+    }
+    if (c.n_expert <= 0 || c.n_ff_shexp <= 0) continue;
+    // An MoE block's shared expert (qwen2moe): quantized like a dense block's FFN layers.
+    for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown}) {
+      const std::string name = model::shared_expert_weight(l, role);
+      targets.push_back({name, name, role, l, true});
     }
   }
   targets.push_back({"output.weight", c.tied_output ? "token_embd.weight" : "output.weight", std::nullopt, -1});
@@ -324,7 +335,7 @@ class FileJob {
     }
     const double* h = nullptr;
     if (target.role && calib_ != nullptr) {
-      Result<const double*> hr = calib_->hessian(target.layer, *target.role);
+      Result<const double*> hr = statistics(target);
       if (!hr) return hr.status();
       h = *hr;
     }
@@ -361,6 +372,15 @@ class FileJob {
 
  private:
   Status named(const Status& s) const { return Status(s.code(), out_path_ + ": " + s.message()); }
+
+  // A block layer's input statistics: its block's, or for a shared expert its own (every row of
+  // the block, through its own SwiGLU for ffn_down).
+  Result<const double*> statistics(const LinearTarget& target) {
+    if (!target.shared_expert) return calib_->hessian(target.layer, *target.role);
+    Result<ExpertHessian> h = calib_->expert_hessian(target.layer, *target.role, LinearObserver::kSharedExpert);
+    if (!h) return Status(h.status().code(), in_.path() + ": " + target.name + ": " + h.status().message());
+    return h->h;
+  }
 
   // A linear layer left as stored (dense).
   Status copy_linear(const io::TensorInfo& t) {
@@ -429,9 +449,12 @@ Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSp
   const std::vector<LinearTarget> targets = linear_targets(c);
   LinearChoices linear;  // each linear layer's choice, by its output name
   for (const LinearTarget& t : targets) linear.emplace(t.name, std::make_pair(&t, spec.resolve(t.name, t.role)));
-  // A tied head that stays dense is not a layer of its own here.
+  // A tied head that stays dense is not a layer of its own here; an MoE block has no dense FFN.
   const bool head_separate = !c.tied_output || linear.at("output.weight").second.quantize;
-  job.set_total(static_cast<int64_t>(targets.size()) - (head_separate ? 0 : 1) +
+  const auto present = std::count_if(targets.begin(), targets.end(), [&](const LinearTarget& t) {
+    return in.find_tensor(t.name) != nullptr;
+  });
+  job.set_total(static_cast<int64_t>(present) + (c.tied_output && head_separate ? 1 : 0) +
                 static_cast<int64_t>(split->size()) * c.n_expert);
   if (Status s = job.write_tensors(targets, linear, *split, c.n_layer); !s) return s;
   // A tied head that is quantized has no tensor of its own in the source.

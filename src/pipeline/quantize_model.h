@@ -59,7 +59,9 @@ using QuantizeProgress = std::function<void(int64_t, int64_t, const QuantizedLay
 // model; an error when absent). Block layers are quantized in block order, 0 first, so a
 // LayerwiseCalibration source is walked forward once. An MoE model's routed experts are written
 // one matrix per expert as `experts` says (pipeline/quantize_experts.h), each block's right after
-// its other layers, with their per-expert statistics from `calib` where they need them.
+// its other layers, with their per-expert statistics from `calib` where they need them. A shared
+// expert (qwen2moe, blk.L.ffn_{gate,up,down}_shexp.weight) is a block layer of its role like
+// ffn_gate / ffn_up / ffn_down, calibrated on its own statistics (every row of its block).
 Result<QuantizeReport> quantize_to_file(const io::Checkpoint& in, const LinearSpec& spec, const std::string& out_path,
                                         ThreadPool& pool, const QuantizeProgress& progress = {},
                                         HessianSource* calib = nullptr, const ExpertsOptions& experts = {});
@@ -80,7 +82,7 @@ Result<format::BcqMatrix> quantize_layer(const std::string& name, const float* w
 std::string method_label(const LinearChoice& choice, const format::BcqMatrix& q);
 
 // Whether any layer of `spec` needs calibration statistics (GPTQ, AdaDim, FlexRound, clip search),
-// an MoE model's expert tensors (blk.L.ffn_*_exps.weight) included.
+// an MoE model's expert tensors (blk.L.ffn_*_exps.weight) and shared expert included.
 bool needs_calibration(const LinearSpec& spec, const ModelConfig& config);
 
 }  // namespace lutq::pipeline

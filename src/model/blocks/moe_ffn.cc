@@ -200,24 +200,31 @@ Result<std::vector<Expert>> load_routed_experts(LayerBuilder& b, int64_t l) {
   return experts;
 }
 
+// The shared expert's three layers, each in whatever form the file holds it (a BCQ or int8 entry
+// of a lutq file, else the fp32 tensor, kept dense or quantized at load as the spec says).
 Result<Expert> load_shared_expert(LayerBuilder& b, int64_t l) {
+  const ModelConfig& c = b.config();
   std::vector<Linear> lin;
-  for (const auto& [base, role] : {std::pair{"ffn_gate_shexp", LinearRole::kFfnGate}, std::pair{"ffn_up_shexp", LinearRole::kFfnUp},
-                                   std::pair{"ffn_down_shexp", LinearRole::kFfnDown}}) {
-    const std::string name = tensor(l, base) + ".weight";
-    Result<std::vector<float>> w = b.vector(name);
-    if (!w) return w.status();
-    const ModelConfig& c = b.config();
+  for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown}) {
+    const std::string name = shared_expert_weight(l, role);
     const int64_t n = role == LinearRole::kFfnDown ? c.n_embd : c.n_ff_shexp;
     const int64_t k = role == LinearRole::kFfnDown ? c.n_ff_shexp : c.n_embd;
-    Result<Linear> r = b.linear_from(name, std::move(*w), n, k, role);
+    Result<Linear> r = b.linear_named(name, role);
     if (!r) return r.status();
+    if (r->n() != n || r->k() != k) {
+      return Status::invalid(b.path() + ": shared expert matrix '" + name + "' is " + std::to_string(r->n()) + "x" +
+                             std::to_string(r->k()) + ", expected " + std::to_string(n) + "x" + std::to_string(k));
+    }
     lin.push_back(std::move(*r));
   }
   return Expert{std::move(lin[0]), std::move(lin[1]), std::move(lin[2])};
 }
 
 }  // namespace
+
+std::string shared_expert_weight(int64_t l, LinearRole role) {
+  return tensor(l, role_name(role)) + "_shexp.weight";
+}
 
 ExpertWeights expert_weights(const ModelConfig& c) {
   if (c.expert_unit_weights) return ExpertWeights::kUnit;
@@ -289,9 +296,9 @@ std::vector<TensorExpectation> moe_ffn_tensors(const ModelConfig& c, int64_t l) 
       {tensor(l, "ffn_down_exps.weight"), {c.n_ff_exp, e, c.n_expert}, true, c.n_expert},
   };
   if (c.n_ff_shexp > 0) {
-    t.push_back({tensor(l, "ffn_gate_shexp.weight"), {e, c.n_ff_shexp}});
-    t.push_back({tensor(l, "ffn_up_shexp.weight"), {e, c.n_ff_shexp}});
-    t.push_back({tensor(l, "ffn_down_shexp.weight"), {c.n_ff_shexp, e}});
+    t.push_back({shared_expert_weight(l, LinearRole::kFfnGate), {e, c.n_ff_shexp}});
+    t.push_back({shared_expert_weight(l, LinearRole::kFfnUp), {e, c.n_ff_shexp}});
+    t.push_back({shared_expert_weight(l, LinearRole::kFfnDown), {c.n_ff_shexp, e}});
     if (c.shexp_gate) t.push_back({tensor(l, "ffn_gate_inp_shexp.weight"), {e}});
   }
   return t;

@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "model/blocks/block.h"
@@ -50,6 +51,11 @@ struct ExpertGroups {
   std::vector<float> weight;
 };
 ExpertGroups group_by_expert(const Routing& routing, int64_t m, int64_t n_expert);
+
+// The shared expert's (qwen2moe) weight of `role` (kFfnGate / kFfnUp / kFfnDown) in block l:
+// "blk.l.ffn_{gate,up,down}_shexp.weight". In a lutq file it may be a BCQ or int8 entry of that
+// name instead of the fp32 tensor.
+std::string shared_expert_weight(int64_t l, LinearRole role);
 
 std::vector<TensorExpectation> moe_ffn_tensors(const ModelConfig& c, int64_t l);
 Result<std::unique_ptr<Block>> build_moe_ffn(LayerBuilder& b, int64_t l);
