@@ -3,6 +3,7 @@
 #include "kernels/int8/bcq_int8.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 
@@ -81,22 +82,26 @@ float round_levels(const format::BcqMatrix& w, int64_t r, int64_t j, int8_t* out
 
 namespace {
 
-// BcqInt8Packed::row_codes of w (layout in bcq_int8.h).
+// BcqInt8Packed::row_codes of w (layout in bcq_int8.h). Eight columns at a time: their codes
+// are the planes' bytes spread to one bit per nibble and shifted to the plane's bit, and eight
+// columns aligned to 8 land in eight consecutive bytes at one shift (g % 64 == 0).
 AlignedBuffer pack_row_codes(const format::BcqMatrix& w, int64_t tiles) {
   const int64_t per_byte = w.cfg.q <= 2 ? 4 : 2, span = 64 / per_byte, width = 8 / per_byte;
   AlignedBuffer codes(static_cast<size_t>(tiles * kInt8TileRows * (w.k / per_byte)));  // zeroed
+  std::array<uint32_t, 256> spread{};  // bit t of a byte -> bit 4t
+  for (uint32_t v = 0; v < 256; ++v) {
+    for (int t = 0; t < 8; ++t) spread[v] |= ((v >> t) & 1u) << (4 * t);
+  }
   const int64_t g = w.cfg.g, groups = w.k / g;
   for (int64_t r = 0; r < w.n; ++r) {
     const int64_t tile = r / kInt8TileRows, row = r % kInt8TileRows;
-    for (int i = 0; i < w.cfg.q; ++i) {
-      const uint8_t* bits = w.bits.data() + (i * w.n + r) * w.row_bytes();
-      for (int64_t c = 0; c < w.k; ++c) {
-        const int bit = (bits[c / 8] >> (c % 8)) & 1;
-        const int64_t j = c / g, cg = c % g;
-        const int64_t at = ((tile * groups + j) * kInt8TileRows + row) * (g / per_byte) + (cg / 64) * span + cg % span;
-        const int shift = static_cast<int>(((cg % 64) / span) * width);
-        codes.data()[at] = static_cast<uint8_t>(codes.data()[at] | (bit << (i + shift)));
-      }
+    for (int64_t c0 = 0; c0 < w.k; c0 += 8) {
+      uint32_t nibbles = 0;  // nibble t: the code of column c0 + t
+      for (int i = 0; i < w.cfg.q; ++i) nibbles |= spread[w.bits.data()[(i * w.n + r) * w.row_bytes() + c0 / 8]] << i;
+      const int64_t j = c0 / g, cg = c0 % g;
+      uint8_t* at = codes.data() + ((tile * groups + j) * kInt8TileRows + row) * (g / per_byte) + (cg / 64) * span + cg % span;
+      const int shift = static_cast<int>(((cg % 64) / span) * width);
+      for (int t = 0; t < 8; ++t) at[t] = static_cast<uint8_t>(at[t] | (((nibbles >> (4 * t)) & 0xFu) << shift));
     }
   }
   return codes;
