@@ -199,20 +199,15 @@ Result<std::unique_ptr<LoadedModel>> load_model_here(const ModelArgs& args) {
 
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const model::ModelConfig& c = out->model->config();
-  int64_t block_weights = 0;
-  int64_t quantized = 0;
-  for (int64_t l = 0; l < c.n_layer; ++l) {
-    for (int r = 0; r < model::kNumLinearRoles; ++r) {
-      const model::Linear* lin = out->model->linear(l, static_cast<model::LinearRole>(r));
-      if (lin == nullptr) continue;
-      block_weights += lin->n() * lin->k();
-      quantized += lin->is_quantized() ? 1 : 0;
-    }
+  const model::LinearStats stats = out->model->block_linear_stats();
+  char experts[64] = "";
+  if (stats.expert_matrices > 0) {
+    std::snprintf(experts, sizeof experts, ", %lld/%lld expert matrices quantized",
+                  static_cast<long long>(stats.experts_quantized), static_cast<long long>(stats.expert_matrices));
   }
-  char form[160];
-  std::snprintf(form, sizeof form, "%lld/%lld block linears quantized, %.2f bpw, head %s", static_cast<long long>(quantized),
-                static_cast<long long>(c.n_layer * model::kNumLinearRoles),
-                8.0 * static_cast<double>(out->model->block_weight_bytes()) / static_cast<double>(block_weights),
+  char form[224];
+  std::snprintf(form, sizeof form, "%lld/%lld block linears quantized%s, %.2f bpw, head %s",
+                static_cast<long long>(stats.quantized), static_cast<long long>(stats.linears), experts, stats.bpw(),
                 out->model->output().is_quantized() ? "quantized" : "dense fp32");
   if (quiet) return out;
   if (lo.adapter != nullptr) {

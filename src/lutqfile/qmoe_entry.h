@@ -11,7 +11,9 @@
 //   tensors   N.qmoe_scale            F16, dims {n}
 //             N.qmoe_offsets          I32, dims {n + 1}      row r = codewords [off[r], off[r+1])
 //             N.qmoe_codes            I16, dims {codewords}  (dims {1} holding 0 when there are none)
-// Every read is validated (format::validate); errors name the file and the tensor.
+// Every read is validated (format::validate) here, the one place a coded matrix from a file is
+// checked (kernels::make_qmoe_weights takes it as a precondition); errors name the file and the
+// tensor.
 #pragma once
 
 #include <map>

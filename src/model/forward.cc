@@ -22,6 +22,9 @@ Status Model::check_batch(const Batch& batch, const Memory& memory) const {
   if (memory.shape() != memory_shape(memory.capacity(), memory.sequences())) {
     return Status::invalid("forward: the KV cache was made for another model shape");
   }
+  // An XQuant memory rebuilds K and V through the model's own k/v layers: no adapter rows on it.
+  const Result<MemoryKind> kind = parse_memory_kind(memory.kind());
+  const bool rebuilds = kind.is_ok() && rebuilds_from_layer_inputs(*kind);
   std::map<int32_t, int64_t> next;  // sequence -> position its next row must have
   for (size_t i = 0; i < batch.rows.size(); ++i) {
     const BatchRow& r = batch.rows[i];
@@ -34,7 +37,7 @@ Status Model::check_batch(const Batch& batch, const Memory& memory) const {
       return Status::invalid(where + "adapter " + std::to_string(r.adapter) + " is not one of the model's " +
                              std::to_string(n_adapters_) + " (0: its own scales)");
     }
-    if (r.adapter != 0 && memory.rebuilds_from_layer_inputs()) {
+    if (r.adapter != 0 && rebuilds) {
       return Status::invalid(where + "an adapter's rows cannot use an XQuant memory: it rebuilds K and V through the "
                              "model's own k/v layers (use f32, f16, q8 or q4)");
     }

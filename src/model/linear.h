@@ -64,7 +64,8 @@ class Linear {
   // An int8 layer (quantized here or read from a lutq file): LLM.int8() with a finite threshold
   // (zero-point activations; w should carry its fp16 copy), plain absmax int8 with +inf.
   static Result<Linear> from_int8(kernels::Int8Weights w, float threshold, kernels::Isa isa);
-  // A QMoE-coded layer (validated here). `table`: the runtime table of w's dictionary when other
+  // A QMoE-coded layer. Precondition: w is valid (format::validate; lutqfile::read_qmoe checks
+  // a file's, kernels::make_qmoe_weights only what is cheap). `table`: the runtime table of w's dictionary when other
   // layers share it (kernels::make_qmoe_table), null to make one. `isa` is the model's backend
   // choice: ref/scalar run the scalar kernel, avx2 and avx512 theirs, cuda the best CPU kernel.
   static Result<Linear> from_qmoe(std::shared_ptr<const format::QmoeMatrix> w, kernels::Isa isa,

@@ -91,12 +91,6 @@ class Memory {
   // Query head h reads kv head h / (n_head / n_head_kv); scores scaled by 1/sqrt(head_dim).
   virtual Status attend(int64_t layer, const AttentionRows& rows, float* out, OpIsa ops, ThreadPool& pool) = 0;
 
-  // Whether attend rebuilds K and V from each layer's cached input through the model's own k/v
-  // layers (xquant, xquant-cl) instead of storing them: rows whose k/v layers differ (a
-  // per-request adapter's) cannot use such a memory. The kind's answer before one is made:
-  // rebuilds_from_layer_inputs(MemoryKind).
-  virtual bool rebuilds_from_layer_inputs() const { return false; }
-
  protected:
   explicit Memory(const MemoryShape& shape) : shape_(shape), sizes_(static_cast<size_t>(shape.sequences), 0) {}
 
@@ -111,7 +105,10 @@ class Memory {
 enum class MemoryKind { kF32, kF16, kQ8, kQ4, kXQuant, kXQuantCl };
 const char* memory_kind_name(MemoryKind kind);
 Result<MemoryKind> parse_memory_kind(std::string_view name);  // "f32", "f16", "q8", ...
-// Memory::rebuilds_from_layer_inputs() of the memories of this kind.
+// Whether the memories of this kind rebuild K and V in attend from each layer's cached input
+// through the model's own k/v layers (xquant, xquant-cl) instead of storing them: rows whose k/v
+// layers differ (a per-request adapter's) cannot use such a memory. The one statement of this
+// fact; for a memory at hand, ask it of parse_memory_kind(memory.kind()).
 bool rebuilds_from_layer_inputs(MemoryKind kind);
 
 // How XQuant splits W = [W_k; W_v] into blocks with a basis each (memory/kv_basis.h): one

@@ -182,6 +182,27 @@ int64_t Model::block_weight_bytes() const {
   return total;
 }
 
+LinearStats Model::block_linear_stats() const {
+  LinearStats st;
+  const auto add = [&st](const Linear& lin, int64_t& count, int64_t& quantized) {
+    ++count;
+    quantized += lin.is_quantized() ? 1 : 0;
+    st.params += lin.n() * lin.k();
+    st.bytes += lin.weight_bytes() - static_cast<int64_t>(lin.bias().size() * sizeof(float));
+  };
+  for (int64_t l = 0; l < config_.n_layer; ++l) {
+    for (int r = 0; r < kNumLinearRoles; ++r) {
+      if (const Linear* lin = linear(l, static_cast<LinearRole>(r))) add(*lin, st.linears, st.quantized);
+    }
+    for (int64_t x = LinearObserver::kSharedExpert; x < config_.n_expert; ++x) {
+      for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown}) {
+        if (const Linear* lin = expert_linear(l, role, x)) add(*lin, st.expert_matrices, st.experts_quantized);
+      }
+    }
+  }
+  return st;
+}
+
 int64_t Model::weight_bytes() const { return block_weight_bytes() + output_.weight_bytes(); }
 
 std::string Model::describe() const {

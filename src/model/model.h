@@ -37,6 +37,21 @@ class Checkpoint;
 
 namespace lutq::model {
 
+// The storage of a model's quantizable block matrices: attention, dense FFN, and, in a
+// mixture-of-experts model, every routed expert and the shared expert, each counted once (unlike
+// Model::block_weight_bytes, which averages the routed experts over tokens). Biases are not
+// counted: they are never quantized.
+struct LinearStats {
+  int64_t linears = 0;            // block linears outside the experts (Model::linear)
+  int64_t quantized = 0;          // of which quantized
+  int64_t expert_matrices = 0;    // routed and shared expert matrices (Model::expert_linear)
+  int64_t experts_quantized = 0;  // of which quantized
+  int64_t params = 0;             // Σ n·k over all of them
+  int64_t bytes = 0;              // Σ stored weight bytes over all of them
+  // Bits per weight over all of them (0 when there are none).
+  double bpw() const { return params > 0 ? 8.0 * static_cast<double>(bytes) / static_cast<double>(params) : 0.0; }
+};
+
 class Model {
  public:
   // Reads the config (ModelConfig::from_checkpoint validates metadata and shapes) and builds
@@ -113,6 +128,8 @@ class Model {
   // reads one row), and the same for the block linears alone.
   int64_t weight_bytes() const;
   int64_t block_weight_bytes() const;
+  // Counts, parameters and stored bytes of the quantizable block matrices (LinearStats).
+  LinearStats block_linear_stats() const;
   // Multi-line description: config summary, backend, and each distinct linear-layer form.
   std::string describe() const;
 

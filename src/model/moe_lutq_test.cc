@@ -182,6 +182,60 @@ TEST(MoeLutqFile, TernaryQmoeExpertsLoadAndMatchTheirDequantizedMatrices) {
   std::filesystem::remove(path);
 }
 
+// The load line's bpw (Model::block_linear_stats) counts every routed expert once: with ternary
+// experts and fp32 attention it equals a hand count over the file's tensors as the runtime holds
+// them (attention fp32; per expert I16 codes, I32 row offsets and its fp16 scales widened to
+// fp32) divided by the block matrices' parameters.
+TEST(MoeLutqFile, BlockLinearStatsBpwIsTheHandCountOfTheFile) {
+  const Tiny t = make_tiny(spec_for_files());
+  const std::string path = temp_path("stats");
+  pipeline::ExpertsOptions eo;
+  eo.form = pipeline::ExpertsForm::kTernary;
+  write_experts_file(t, path, eo);
+  Result<io::GgufFile> lf = io::GgufFile::open(path);
+  ASSERT_TRUE(lf.is_ok()) << lf.status().message();
+  const auto ends_with = [](const std::string& s, const std::string& tail) {
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  int64_t params = 0;
+  int64_t bits = 0;
+  int64_t experts = 0;
+  for (const io::TensorInfo& ti : lf->tensors()) {
+    const std::string& name = ti.name;
+    if (name.rfind("blk.", 0) != 0) continue;
+    const int64_t elems = ti.num_elements();
+    if (ends_with(name, ".qmoe_codes")) {
+      bits += 16 * elems;
+      ++experts;
+    } else if (ends_with(name, ".qmoe_offsets") || ends_with(name, ".qmoe_scale")) {
+      bits += 32 * elems;
+      // One scale per row; the row length is n_ff for ffn_down, n_embd for ffn_gate / ffn_up.
+      const bool down = name.find("ffn_down_exps") != std::string::npos;
+      if (ends_with(name, ".qmoe_scale")) params += elems * (down ? t.spec.n_ff : t.spec.n_embd);
+    } else {
+      for (const char* role : {".attn_q.weight", ".attn_k.weight", ".attn_v.weight", ".attn_output.weight"}) {
+        if (ends_with(name, role)) {
+          params += elems;
+          bits += 32 * elems;
+        }
+      }
+    }
+  }
+  ASSERT_EQ(experts, 2 * 3 * t.spec.n_expert);
+
+  ThreadPool pool(2);
+  const Model model = load_tiny(*lf, pool, exact_scalar());
+  const LinearStats stats = model.block_linear_stats();
+  EXPECT_EQ(stats.linears, 2 * 4);
+  EXPECT_EQ(stats.quantized, 0);
+  EXPECT_EQ(stats.expert_matrices, experts);
+  EXPECT_EQ(stats.experts_quantized, experts);
+  EXPECT_EQ(stats.params, params);
+  EXPECT_EQ(8 * stats.bytes, bits);
+  EXPECT_NEAR(stats.bpw(), static_cast<double>(bits) / static_cast<double>(params), 1e-12);
+  std::filesystem::remove(path);
+}
+
 // The file's BCQ experts are the matrices quantize-at-load makes from the same spec: on the same
 // kernel (scalar, exact tables) the logits agree bit for bit.
 TEST(MoeLutqFile, BcqExpertsEqualQuantizeAtLoadBitForBit) {

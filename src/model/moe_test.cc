@@ -12,6 +12,8 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <regex>
+#include <string>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -233,6 +235,31 @@ TEST(MoeForward, AGlobOverrideQuantizesOnlyTheExperts) {
   EXPECT_TRUE(model.expert_linear(1, LinearRole::kFfnDown, 3)->is_quantized());
   EXPECT_FALSE(model.expert_linear(1, LinearRole::kFfnDown, LinearObserver::kSharedExpert)->is_quantized());
   EXPECT_FALSE(model.linear(1, LinearRole::kAttnQ)->is_quantized());
+}
+
+// The load line's figures (Model::block_linear_stats) over a dense qwen2moe with biased
+// attention and a shared expert: every block matrix counted once (attention, each routed expert
+// of the 3-D tensors, the shared expert; not the router, the shared expert's gate vector or the
+// biases), so the parameters are those of the file's block weight tensors and fp32 gives 32 bpw.
+TEST(MoeForward, BlockLinearStatsCountEveryExpertOnce) {
+  const TinySpec spec = tiny_moe_spec("qwen2moe");
+  const Tiny t = make_tiny(spec);
+  const io::GgufFile f = open_tiny(t);
+  ThreadPool pool(1);
+  const Model model = load_tiny(f, pool);
+  const std::regex block_weight(R"(blk\.\d+\.(attn_(q|k|v|output)|ffn_(gate|up|down)(_exps|_shexp)?)\.weight)");
+  int64_t params = 0;
+  for (const io::TensorInfo& ti : f.tensors()) {
+    if (std::regex_match(ti.name, block_weight)) params += ti.num_elements();
+  }
+  const LinearStats stats = model.block_linear_stats();
+  EXPECT_EQ(stats.linears, spec.n_layer * 4);
+  EXPECT_EQ(stats.quantized, 0);
+  EXPECT_EQ(stats.expert_matrices, spec.n_layer * 3 * (spec.n_expert + 1));
+  EXPECT_EQ(stats.experts_quantized, 0);
+  EXPECT_EQ(stats.params, params);
+  EXPECT_EQ(stats.bytes, 4 * params);
+  EXPECT_DOUBLE_EQ(stats.bpw(), 32.0);
 }
 
 // `lutq quantize` on an MoE model: the dense roles (attention), every routed expert (one entry

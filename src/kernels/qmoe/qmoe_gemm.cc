@@ -68,7 +68,15 @@ int64_t QmoeWeights::weight_bytes() const {
 
 Result<QmoeWeights> make_qmoe_weights(std::shared_ptr<const format::QmoeMatrix> m, std::shared_ptr<const QmoeTable> table) {
   if (m == nullptr) return Status::invalid("qmoe weights: no matrix");
+  // Precondition (qmoe_gemm.h): m is validated where it was made; only the cheap checks here.
+  if (m->dict == nullptr) return Status::invalid("qmoe weights: the matrix has no dictionary");
+  if (m->n < 1 || static_cast<int64_t>(m->scale.size()) != m->n) {
+    return Status::invalid("qmoe weights: " + std::to_string(m->scale.size()) + " scales for " +
+                           std::to_string(m->n) + " rows");
+  }
+#ifndef NDEBUG
   if (Status s = format::validate(*m); !s) return s;
+#endif
   if (table == nullptr) {
     Result<std::shared_ptr<const QmoeTable>> made = make_qmoe_table(m->dict);
     if (!made) return made.status();

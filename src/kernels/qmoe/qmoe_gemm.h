@@ -42,8 +42,12 @@ struct QmoeWeights {
   int64_t weight_bytes() const;
 };
 
-// Validates m (format::validate) and pairs it with `table` (made here when null; an error when
-// it is not the table of m's dictionary).
+// Pairs m with `table` (made here when null; an error when it is not the table of m's
+// dictionary). Precondition: m is valid (format::validate), as every producer returns it:
+// format::matrix_from_bytes (so lutqfile::read_qmoe, which names the file and tensor in its
+// errors) and format::encode. The full check walks every codeword, so it is made there once, not
+// again here; this refuses only what is cheap to see (no matrix or dictionary, a scale count
+// other than n), and a debug build re-validates.
 Result<QmoeWeights> make_qmoe_weights(std::shared_ptr<const format::QmoeMatrix> m,
                                       std::shared_ptr<const QmoeTable> table = nullptr);
 

@@ -76,7 +76,6 @@ class XQuantMemory final : public Memory {
   }
 
   std::string_view kind() const override { return cl_ ? "xquant-cl" : "xquant"; }
-  bool rebuilds_from_layer_inputs() const override { return true; }
   int64_t bytes() const override {
     return store_.bytes() + shape().n_layer * lay_.basis_floats * static_cast<int64_t>(sizeof(float));
   }
