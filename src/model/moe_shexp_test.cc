@@ -39,13 +39,6 @@ using testing::TinyWeights;
 const std::vector<int32_t> kTokens = {3, 17, 42, 0, 49, 17, 8, 25, 31};
 constexpr LinearRole kShexpRoles[] = {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown};
 
-// A tiny qwen2moe (gated shared expert) whose widths suit groups of 32.
-TinySpec shexp_spec() {
-  TinySpec s = testing::tiny_moe_spec("qwen2moe");
-  s.n_ff_exp = 32;
-  s.n_ff_shexp = 64;
-  return s;
-}
 
 std::string temp_path(const std::string& tag) {
   return (std::filesystem::temp_directory_path() / ("lutq_shexp_" + tag + "_" + std::to_string(::getpid()) + ".lutq"))
@@ -147,7 +140,7 @@ void check_quantized_file(const Tiny& t, const std::string& path, int bits, int 
 // -q / the role rules apply: every block layer at 4 bits RTN with ffn_down at 5 (the shared
 // expert's down included); attention, routed experts and head kept dense to isolate it.
 TEST(MoeSharedExpert, RtnSharedExpertFollowsTheRoleRulesAndLoads) {
-  const Tiny t = make_tiny(shexp_spec());
+  const Tiny t = make_tiny(testing::tiny_qwen2moe_spec_g32());
   const io::GgufFile f = open_tiny(t);
   ThreadPool pool(2);
   quant::QuantOptions q;
@@ -170,7 +163,7 @@ TEST(MoeSharedExpert, RtnSharedExpertFollowsTheRoleRulesAndLoads) {
 // GPTQ-BCQ on the shared expert's own statistics: recorded as GPTQ, loads, and each of its
 // matrices has a lower calibrated output error than the plain alternating fit of the same grid.
 TEST(MoeSharedExpert, GptqBcqSharedExpertIsCalibratedOnItsOwnStatistics) {
-  const Tiny t = make_tiny(shexp_spec());
+  const Tiny t = make_tiny(testing::tiny_qwen2moe_spec_g32());
   const io::GgufFile f = open_tiny(t);
   ThreadPool pool(2);
   const Model dense = load_tiny(f, pool);
@@ -215,7 +208,7 @@ TEST(MoeSharedExpert, GptqBcqSharedExpertIsCalibratedOnItsOwnStatistics) {
 // quantized (fp32 tensors), and such a file loads as before: its logits are those of the model
 // whose routed experts are the file's (dequantized) BCQ matrices and whose shared expert is fp32.
 TEST(MoeSharedExpert, DenseOverrideKeepsFp32SharedExpertsWhichStillLoad) {
-  const Tiny t = make_tiny(shexp_spec());
+  const Tiny t = make_tiny(testing::tiny_qwen2moe_spec_g32());
   const io::GgufFile f = open_tiny(t);
   ThreadPool pool(2);
   quant::QuantOptions q;

@@ -22,13 +22,6 @@
 namespace lutq::pipeline {
 namespace {
 
-// A tiny qwen2moe (6 routed experts of 32, top-2, a gated shared expert of 64) for groups of 32.
-testing::TinySpec moe_spec() {
-  testing::TinySpec s = testing::tiny_moe_spec("qwen2moe");
-  s.n_ff_exp = 32;
-  s.n_ff_shexp = 64;
-  return s;
-}
 
 LinearSpec spec_at(int q) {
   quant::QuantOptions qo;
@@ -47,7 +40,7 @@ std::vector<std::vector<int32_t>> chunks_for(int64_t vocab) {
 }
 
 TEST(MoeBitAllocation, CountsEveryExpertParameterAndTheFileStoresTheAllocation) {
-  const testing::Tiny t = testing::make_tiny(moe_spec());
+  const testing::Tiny t = testing::make_tiny(testing::tiny_qwen2moe_spec_g32());
   const io::GgufFile f = testing::open_tiny(t);
   ThreadPool pool(2);
   const Model model = testing::load_tiny(f, pool);
@@ -105,7 +98,7 @@ TEST(MoeBitAllocation, CountsEveryExpertParameterAndTheFileStoresTheAllocation) 
 // The loss-aware mode swaps every expert of a tensor into the model at each candidate: it runs
 // through, meets the budget and keeps the allocation of lowest held-out KL.
 TEST(MoeBitAllocation, KlSensitivitySwapsTheExperts) {
-  const testing::Tiny t = testing::make_tiny(moe_spec());
+  const testing::Tiny t = testing::make_tiny(testing::tiny_qwen2moe_spec_g32());
   const io::GgufFile f = testing::open_tiny(t);
   ThreadPool pool(2);
   AllocationOptions ao;
@@ -129,7 +122,7 @@ TEST(MoeBitAllocation, KlSensitivitySwapsTheExperts) {
 // Model::replace_expert_linear, which the loss-aware mode uses: the expert's layer is swapped,
 // a wrong shape or a missing expert is refused by name.
 TEST(MoeBitAllocation, ReplaceExpertLinearSwapsOneExpert) {
-  const testing::Tiny t = testing::make_tiny(moe_spec());
+  const testing::Tiny t = testing::make_tiny(testing::tiny_qwen2moe_spec_g32());
   const io::GgufFile f = testing::open_tiny(t);
   ThreadPool pool(1);
   Model model = testing::load_tiny(f, pool);

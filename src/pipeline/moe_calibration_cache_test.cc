@@ -21,13 +21,6 @@
 namespace lutq::pipeline {
 namespace {
 
-// A tiny qwen2moe (6 routed experts, top-2, a gated shared expert) whose widths suit groups of 32.
-testing::TinySpec moe_spec() {
-  testing::TinySpec s = testing::tiny_moe_spec("qwen2moe");
-  s.n_ff_exp = 32;
-  s.n_ff_shexp = 64;
-  return s;
-}
 
 std::vector<std::vector<int32_t>> chunks_for(int64_t vocab) {
   std::vector<std::vector<int32_t>> chunks(3);
@@ -63,7 +56,7 @@ void expect_same_experts(A& a, B& b, const ModelConfig& c) {
 }
 
 TEST(MoeCalibrationCache, WholeModelExpertStatisticsEqualLayerwiseAndRoundTrip) {
-  const testing::Tiny t = testing::make_tiny(moe_spec());
+  const testing::Tiny t = testing::make_tiny(testing::tiny_qwen2moe_spec_g32());
   const io::GgufFile f = testing::open_tiny(t);
   ThreadPool pool(2);
   const Model model = testing::load_tiny(f, pool);
@@ -109,7 +102,7 @@ std::vector<char> file_bytes(const std::string& path) {
 // GPTQ-BCQ of every layer (attention, routed experts, shared expert) from the reloaded cache
 // writes the same file as block-by-block calibration.
 TEST(MoeCalibrationCache, QuantizingFromTheCacheEqualsLayerByLayer) {
-  const testing::Tiny t = testing::make_tiny(moe_spec());
+  const testing::Tiny t = testing::make_tiny(testing::tiny_qwen2moe_spec_g32());
   const io::GgufFile f = testing::open_tiny(t);
   ThreadPool pool(2);
   const Model model = testing::load_tiny(f, pool);

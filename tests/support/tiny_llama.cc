@@ -113,6 +113,13 @@ TinySpec tiny_moe_spec(const std::string& arch) {
   return s;
 }
 
+TinySpec tiny_qwen2moe_spec_g32() {
+  TinySpec s = tiny_moe_spec("qwen2moe");
+  s.n_ff_exp = 32;
+  s.n_ff_shexp = 64;
+  return s;
+}
+
 std::vector<float> random_vec(std::mt19937& rng, size_t n, float scale, float mean) {
   std::normal_distribution<float> d(0.0f, 1.0f);
   std::vector<float> v(n);

@@ -75,6 +75,8 @@ std::vector<float> permute_qk(const std::vector<float>& w, int64_t n_heads, int6
 
 // A small MoE spec of `arch` (llama, qwen2moe, qwen3moe, olmoe): 6 experts, top-2.
 TinySpec tiny_moe_spec(const std::string& arch);
+// tiny_moe_spec("qwen2moe") with expert widths that suit groups of 32 (routed 32, shared 64).
+TinySpec tiny_qwen2moe_spec_g32();
 // The experts' width of a spec, and whether its family renormalises the top-k weights.
 int64_t tiny_expert_ff(const TinySpec& s);
 bool tiny_expert_weights_norm(const TinySpec& s);
