@@ -78,30 +78,36 @@ float round_levels(const format::BcqMatrix& w, int64_t r, int64_t j, int8_t* out
   return amax / 127.0f;
 }
 
-}  // namespace
+// Where column c of row r sits in BcqInt8Packed::row_codes (layout in bcq_int8.h): the byte and
+// the bit its code starts at. Columns c..c+7 with c % 8 == 0 sit in eight consecutive bytes at
+// the same bit.
+struct RowCodeSpot {
+  int64_t byte = 0;
+  int shift = 0;
+};
 
-namespace {
+RowCodeSpot row_code_spot(const BcqInt8Packed& p, int64_t r, int64_t c) {
+  const int64_t per_byte = p.codes_per_byte(), span = 64 / per_byte, cg = c % p.g;
+  const int64_t tile = r / kInt8TileRows, row = r % kInt8TileRows;
+  return {((tile * p.groups + c / p.g) * kInt8TileRows + row) * (p.g / per_byte) + (cg / 64) * span + cg % span,
+          static_cast<int>(((cg % 64) / span) * (8 / per_byte))};
+}
 
-// BcqInt8Packed::row_codes of w (layout in bcq_int8.h). Eight columns at a time: their codes
-// are the planes' bytes spread to one bit per nibble and shifted to the plane's bit, and eight
-// columns aligned to 8 land in eight consecutive bytes at one shift (g % 64 == 0).
-AlignedBuffer pack_row_codes(const format::BcqMatrix& w, int64_t tiles) {
-  const int64_t per_byte = w.cfg.q <= 2 ? 4 : 2, span = 64 / per_byte, width = 8 / per_byte;
-  AlignedBuffer codes(static_cast<size_t>(tiles * kInt8TileRows * (w.k / per_byte)));  // zeroed
+// p.row_codes from w's planes (p's shape fields set). Eight columns at a time: their codes are
+// the planes' bytes spread to one bit per nibble and shifted to the plane's bit.
+AlignedBuffer pack_row_codes(const format::BcqMatrix& w, const BcqInt8Packed& p) {
+  AlignedBuffer codes(static_cast<size_t>(p.tiles * kInt8TileRows * (w.k / p.codes_per_byte())));  // zeroed
   std::array<uint32_t, 256> spread{};  // bit t of a byte -> bit 4t
   for (uint32_t v = 0; v < 256; ++v) {
     for (int t = 0; t < 8; ++t) spread[v] |= ((v >> t) & 1u) << (4 * t);
   }
-  const int64_t g = w.cfg.g, groups = w.k / g;
   for (int64_t r = 0; r < w.n; ++r) {
-    const int64_t tile = r / kInt8TileRows, row = r % kInt8TileRows;
     for (int64_t c0 = 0; c0 < w.k; c0 += 8) {
       uint32_t nibbles = 0;  // nibble t: the code of column c0 + t
       for (int i = 0; i < w.cfg.q; ++i) nibbles |= spread[w.bits.data()[(i * w.n + r) * w.row_bytes() + c0 / 8]] << i;
-      const int64_t j = c0 / g, cg = c0 % g;
-      uint8_t* at = codes.data() + ((tile * groups + j) * kInt8TileRows + row) * (g / per_byte) + (cg / 64) * span + cg % span;
-      const int shift = static_cast<int>(((cg % 64) / span) * width);
-      for (int t = 0; t < 8; ++t) at[t] = static_cast<uint8_t>(at[t] | (((nibbles >> (4 * t)) & 0xFu) << shift));
+      const RowCodeSpot spot = row_code_spot(p, r, c0);
+      uint8_t* at = codes.data() + spot.byte;
+      for (int t = 0; t < 8; ++t) at[t] = static_cast<uint8_t>(at[t] | (((nibbles >> (4 * t)) & 0xFu) << spot.shift));
     }
   }
   return codes;
@@ -142,7 +148,7 @@ BcqInt8Packed pack_bcq_int8(const format::BcqMatrix& w, Int8Codes codes) {
       }
     }
   }
-  if (rows) p.row_codes = pack_row_codes(w, p.tiles);
+  if (rows) p.row_codes = pack_row_codes(w, p);
   return p;
 }
 
@@ -155,10 +161,8 @@ int8_t BcqInt8Packed::level(int64_t r, int64_t c) const {
       code |= static_cast<int>((mask >> (4 * row + c % 4)) & 1u) << i;
     }
   } else {
-    const int64_t per_byte = codes_per_byte(), span = 64 / per_byte, cg = c % g;
-    const int64_t at = ((tile * groups + c / g) * kInt8TileRows + row) * (g / per_byte) + (cg / 64) * span + cg % span;
-    const int shift = static_cast<int>(((cg % 64) / span) * (8 / per_byte));
-    code = (row_codes.data()[at] >> shift) & ((1 << q) - 1);
+    const RowCodeSpot spot = row_code_spot(*this, r, c);
+    code = (row_codes.data()[spot.byte] >> spot.shift) & ((1 << q) - 1);
   }
   return static_cast<int8_t>(luts.data()[(tile * groups + c / g) * lut_bytes + (row << q) + code] - 128);
 }
