@@ -53,6 +53,25 @@ Status check_adapter_used(const LoadOptions& options, const LayerBuilder& builde
   return Status::ok();
 }
 
+// Marks a block's own layers (Model::linear) in for_each_block_linear's calls; the experts'
+// are LinearObserver::kSharedExpert or 0..n_expert-1.
+constexpr int64_t kOwnLayer = -2;
+
+// Calls fn(linear, role, expert) for every linear of block l: its own layers (expert =
+// kOwnLayer), then the shared expert's and each routed expert's gate, up and down.
+template <class F>
+void for_each_block_linear(const Model& model, int64_t l, F&& fn) {
+  for (int r = 0; r < kNumLinearRoles; ++r) {
+    const auto role = static_cast<LinearRole>(r);
+    if (const Linear* lin = model.linear(l, role)) fn(*lin, role, kOwnLayer);
+  }
+  for (int64_t x = LinearObserver::kSharedExpert; x < model.config().n_expert; ++x) {
+    for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown}) {
+      if (const Linear* lin = model.expert_linear(l, role, x)) fn(*lin, role, x);
+    }
+  }
+}
+
 }  // namespace
 
 Result<Model> Model::load(const io::Checkpoint& ckpt, const LoadOptions& options, ThreadPool& pool) {
@@ -167,16 +186,11 @@ Status Model::replace_expert_linear(int64_t l, LinearRole role, int64_t expert, 
 int64_t Model::block_weight_bytes() const {
   int64_t total = 0;
   for (int64_t l = 0; l < config_.n_layer; ++l) {
-    for (int r = 0; r < kNumLinearRoles; ++r) {
-      if (const Linear* lin = linear(l, static_cast<LinearRole>(r))) total += lin->weight_bytes();
-    }
     // Mixture of experts: the shared expert always, the routed ones on average n_expert_used / n_expert.
     int64_t routed = 0;
-    for (int64_t x = LinearObserver::kSharedExpert; x < config_.n_expert; ++x) {
-      for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown}) {
-        if (const Linear* lin = expert_linear(l, role, x)) (x < 0 ? total : routed) += lin->weight_bytes();
-      }
-    }
+    for_each_block_linear(*this, l, [&](const Linear& lin, LinearRole, int64_t expert) {
+      (expert >= 0 ? routed : total) += lin.weight_bytes();
+    });
     if (config_.n_expert > 0) total += routed * config_.n_expert_used / config_.n_expert;
   }
   return total;
@@ -184,21 +198,14 @@ int64_t Model::block_weight_bytes() const {
 
 LinearStats Model::block_linear_stats() const {
   LinearStats st;
-  const auto add = [&st](const Linear& lin, int64_t& count, int64_t& quantized) {
-    ++count;
-    quantized += lin.is_quantized() ? 1 : 0;
-    st.params += lin.n() * lin.k();
-    st.bytes += lin.weight_bytes() - static_cast<int64_t>(lin.bias().size() * sizeof(float));
-  };
   for (int64_t l = 0; l < config_.n_layer; ++l) {
-    for (int r = 0; r < kNumLinearRoles; ++r) {
-      if (const Linear* lin = linear(l, static_cast<LinearRole>(r))) add(*lin, st.linears, st.quantized);
-    }
-    for (int64_t x = LinearObserver::kSharedExpert; x < config_.n_expert; ++x) {
-      for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown}) {
-        if (const Linear* lin = expert_linear(l, role, x)) add(*lin, st.expert_matrices, st.experts_quantized);
-      }
-    }
+    for_each_block_linear(*this, l, [&st](const Linear& lin, LinearRole, int64_t expert) {
+      const bool own = expert == kOwnLayer;
+      ++(own ? st.linears : st.expert_matrices);
+      (own ? st.quantized : st.experts_quantized) += lin.is_quantized() ? 1 : 0;
+      st.params += lin.n() * lin.k();
+      st.bytes += lin.weight_bytes() - static_cast<int64_t>(lin.bias().size() * sizeof(float));
+    });
   }
   return st;
 }
@@ -216,16 +223,10 @@ std::string Model::describe() const {
        ", int8 " + kernels::int8_isa_name(ops_.int8) + ")\n";
   std::map<std::string, int> forms;  // "attn_q: <form>" -> count over blocks
   for (int64_t l = 0; l < config_.n_layer; ++l) {
-    for (int r = 0; r < kNumLinearRoles; ++r) {
-      const auto role = static_cast<LinearRole>(r);
-      if (const Linear* lin = linear(l, role)) ++forms[std::string(role_name(role)) + ": " + lin->describe()];
-    }
-    for (int64_t x = LinearObserver::kSharedExpert; x < config_.n_expert; ++x) {
-      for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown}) {
-        const Linear* lin = expert_linear(l, role, x);
-        if (lin != nullptr) ++forms[std::string(role_name(role)) + (x < 0 ? "_shexp: " : "_exps: ") + lin->describe()];
-      }
-    }
+    for_each_block_linear(*this, l, [&forms](const Linear& lin, LinearRole role, int64_t expert) {
+      const char* kind = expert == kOwnLayer ? ": " : expert < 0 ? "_shexp: " : "_exps: ";
+      ++forms[std::string(role_name(role)) + kind + lin.describe()];
+    });
   }
   for (const auto& [form, count] : forms) s += "  " + form + " x" + std::to_string(count) + "\n";
   s += "  token_embd: " + std::string(io::ggml_type_name(token_embd_.type())) + ", " + mib(token_embd_.bytes()) +
