@@ -30,6 +30,10 @@ constexpr int kNumLinearRoles = 7;
 
 // "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down".
 const char* role_name(LinearRole role);
+// ffn_gate, ffn_up and ffn_down: the roles an MoE block holds once per expert.
+constexpr bool is_ffn_role(LinearRole role) {
+  return role == LinearRole::kFfnGate || role == LinearRole::kFfnUp || role == LinearRole::kFfnDown;
+}
 Result<LinearRole> parse_role(std::string_view name);
 
 // How one layer is stored and multiplied.

@@ -40,8 +40,7 @@ std::vector<AllocTarget> alloc_targets(const ModelConfig& c) {
     const std::string p = "blk." + std::to_string(l) + ".";
     for (int r = 0; r < kNumLinearRoles; ++r) {
       const auto role = static_cast<LinearRole>(r);
-      const bool ffn = role == LinearRole::kFfnGate || role == LinearRole::kFfnUp || role == LinearRole::kFfnDown;
-      if (c.n_expert <= 0 || !ffn) {
+      if (c.n_expert <= 0 || !model::is_ffn_role(role)) {
         out.push_back({p + role_name(role) + ".weight", l, role, {}, false});
         continue;
       }

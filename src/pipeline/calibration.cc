@@ -130,15 +130,11 @@ Status add_accumulators(const Model& model, int64_t l, std::vector<quant::Hessia
   return moe ? add_expert_accumulators(model, l, experts) : Status::ok();
 }
 
-bool ffn_role(LinearRole role) {
-  return role == LinearRole::kFfnGate || role == LinearRole::kFfnUp || role == LinearRole::kFfnDown;
-}
-
 // The statistics of one expert's input of `role` among an MoE block's accumulators `block`.
 Result<ExpertHessian> expert_statistics(const std::vector<quant::HessianAccumulator>& block, int64_t layer,
                                         LinearRole role, int64_t expert, int64_t n_routed) {
   const std::optional<size_t> slot = expert_slot(expert, role, n_routed, block.size());
-  if (!ffn_role(role) || !slot) {
+  if (!model::is_ffn_role(role) || !slot) {
     return Status::invalid("calibration: block " + std::to_string(layer) + " has no " +
                            (expert == LinearObserver::kSharedExpert ? std::string("shared expert ")
                                                                     : "routed expert " + std::to_string(expert) + " ") +
@@ -159,7 +155,7 @@ Result<ExpertHessian> CalibrationStats::expert_hessian(int64_t layer, LinearRole
 }
 
 Result<const double*> StoredHessians::hessian(int64_t layer, LinearRole role) {
-  if (stats_.moe_block(layer) && ffn_role(role)) {
+  if (stats_.moe_block(layer) && model::is_ffn_role(role)) {
     return Status::invalid("calibration: block " + std::to_string(layer) + " is a mixture-of-experts block: its " +
                            role_name(role) + " statistics are per expert");
   }
