@@ -116,7 +116,7 @@ AlignedBuffer pack_row_codes(const format::BcqMatrix& w, const BcqInt8Packed& p)
 }  // namespace
 
 BcqInt8Packed pack_bcq_int8(const format::BcqMatrix& w, Int8Codes codes) {
-  const bool quads = codes != Int8Codes::kRows, rows = codes != Int8Codes::kQuads;
+  const bool rows = codes == Int8Codes::kRows, quads = !rows;
   BcqInt8Packed p;
   p.n = w.n;
   p.k = w.k;
@@ -125,7 +125,7 @@ BcqInt8Packed pack_bcq_int8(const format::BcqMatrix& w, Int8Codes codes) {
   p.tiles = (w.n + kInt8TileRows - 1) / kInt8TileRows;
   p.groups = w.k / w.cfg.g;
   p.lut_bytes = std::max<int64_t>(64, kInt8TileRows << p.q);
-  if (quads) p.masks.assign(static_cast<size_t>(p.tiles * (w.k / 4) * p.q), 0);
+  if (quads) p.masks = AlignedBuffer(static_cast<size_t>(p.tiles * (w.k / 4) * p.q) * sizeof(uint64_t));
   p.luts = AlignedBuffer(static_cast<size_t>(p.tiles * p.groups * p.lut_bytes + 16));
   std::fill(p.luts.data(), p.luts.data() + p.luts.size(), uint8_t{128});  // padding rows: level 0
   p.ws.assign(static_cast<size_t>(p.tiles * p.groups * kInt8TileRows), 0.0f);
@@ -141,7 +141,7 @@ BcqInt8Packed pack_bcq_int8(const format::BcqMatrix& w, Int8Codes codes) {
     // A quad's 4 bits of a plane are one nibble of the canonical row (bit c % 8, LSB first).
     for (int i = 0; quads && i < p.q; ++i) {
       const uint8_t* bits = w.bits.data() + (i * w.n + r) * w.row_bytes();
-      uint64_t* masks = p.masks.data() + tile * (w.k / 4) * p.q + i;
+      uint64_t* masks = p.masks.as<uint64_t>() + tile * (w.k / 4) * p.q + i;
       for (int64_t d = 0; d < w.k / 4; ++d) {
         const uint64_t nibble = (bits[d / 2] >> (4 * (d % 2))) & 0xFu;
         masks[d * p.q] |= nibble << (4 * row);
@@ -155,9 +155,9 @@ BcqInt8Packed pack_bcq_int8(const format::BcqMatrix& w, Int8Codes codes) {
 int8_t BcqInt8Packed::level(int64_t r, int64_t c) const {
   const int64_t tile = r / kInt8TileRows, row = r % kInt8TileRows;
   int code = 0;
-  if (!masks.empty()) {
+  if (has_quads()) {
     for (int i = 0; i < q; ++i) {
-      const uint64_t mask = masks[static_cast<size_t>((tile * (k / 4) + c / 4) * q + i)];
+      const uint64_t mask = mask_words()[static_cast<size_t>((tile * (k / 4) + c / 4) * q + i)];
       code |= static_cast<int>((mask >> (4 * row + c % 4)) & 1u) << i;
     }
   } else {
@@ -168,7 +168,7 @@ int8_t BcqInt8Packed::level(int64_t r, int64_t c) const {
 }
 
 int64_t BcqInt8Packed::bytes() const {
-  return static_cast<int64_t>(masks.size() * 8 + luts.size() + ws.size() * 4 + row_codes.size());
+  return static_cast<int64_t>(masks.size() + luts.size() + ws.size() * 4 + row_codes.size());
 }
 
 QuantizedActs zeroed_acts(int64_t m, int64_t k, int64_t g) {
@@ -241,7 +241,7 @@ Int8Kernel best_int8_kernel(const CpuFeatures& cpu, const BcqInt8Packed& w, bool
   if (allow_amx && bcq_int8_amx_available(cpu) && bcq_int8_amx_supported(w.g) && w.row_codes.size() > 0) {
     return Int8Kernel::kAmx;
   }
-  return bcq_int8_avx512_available(cpu) && !w.masks.empty() ? Int8Kernel::kAvx512 : Int8Kernel::kRef;
+  return bcq_int8_avx512_available(cpu) && w.has_quads() ? Int8Kernel::kAvx512 : Int8Kernel::kRef;
 }
 
 void bcq_int8_gemm(const BcqInt8Packed& w, const float* x, int64_t m, float* y, ThreadPool& pool, Int8Kernel kernel) {

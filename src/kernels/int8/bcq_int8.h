@@ -44,9 +44,9 @@ bool bcq_int8_supported(const format::BcqMatrix& w);
 
 constexpr int64_t kInt8TileRows = 16;  // rows per quad vector (16 rows x 4 columns = 64 bytes) and per AMX tile
 
-// Which code layout pack_bcq_int8 writes: quads (plane masks) for the AVX-512 kernel, rows
-// (row_codes) for the AMX kernel, or both. The scalar spec reads either.
-enum class Int8Codes : uint8_t { kQuads = 1, kRows = 2, kBoth = 3 };
+// Which code layout pack_bcq_int8 writes: quads (plane masks) for the AVX-512 kernel or rows
+// (row_codes) for the AMX kernel. The scalar spec reads either.
+enum class Int8Codes : uint8_t { kQuads = 1, kRows = 2 };
 
 struct BcqInt8Packed {
   int64_t n = 0, k = 0, g = 0;
@@ -54,9 +54,11 @@ struct BcqInt8Packed {
   int64_t tiles = 0;  // ceil(n / 16); padding rows have all-zero levels
   int64_t groups = 0;  // k / g
   int64_t lut_bytes = 0;  // per (tile, group): 16·2^q int8 levels, padded to a multiple of 64
-  // Where packed with quads: masks[(tile*(k/4) + quad)*q + i]: bit 4·row + j = bit_i(16·tile +
-  // row, 4·quad + j).
-  std::vector<uint64_t> masks;
+  // Where packed with quads: mask[(tile*(k/4) + quad)*q + i]: bit 4·row + j = bit_i(16·tile +
+  // row, 4·quad + j), uint64 each (huge pages where large, as the other layouts).
+  AlignedBuffer masks;
+  const uint64_t* mask_words() const { return masks.as<uint64_t>(); }
+  bool has_quads() const { return masks.size() != 0; }
   AlignedBuffer luts;  // [tile][group][lut_bytes]: u8 wq + 128 of (row, code) at row·2^q + code
                        // (16 bytes of slack at the end: a row's table is read as 16 bytes)
   std::vector<float> ws;  // [tile][group][16]: s_w

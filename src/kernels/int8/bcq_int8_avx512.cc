@@ -135,7 +135,7 @@ void expand_tiles(const BcqInt8Packed& w, int64_t tile0, int h, int64_t j, int8_
   for (int e = 0; e < h; ++e) {
     const int64_t tile = tile0 + e, cell = tile * w.groups + j;
     int8_t* out = scratch + e * quads * 64;
-    expand_quads(w.q, w.masks.data() + (tile * (w.k / 4) + j * quads) * w.q, w.luts.data() + cell * w.lut_bytes, quads,
+    expand_quads(w.q, w.mask_words() + (tile * (w.k / 4) + j * quads) * w.q, w.luts.data() + cell * w.lut_bytes, quads,
                  out);
     wexp[e] = out;
     ws[e] = w.ws.data() + cell * kInt8TileRows;

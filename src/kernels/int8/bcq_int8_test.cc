@@ -129,7 +129,7 @@ TEST(BcqInt8Gemm, SpecReadsBothCodeLayouts) {
   for (int q = 1; q <= 4; ++q) {
     const BcqMatrix w = testing::random_bcq(20, 256, BcqConfig{q, 128, Orientation::kPerOC, q % 2 == 0}, rng);
     const BcqInt8Packed quads = pack_bcq_int8(w, Int8Codes::kQuads), rows = pack_bcq_int8(w, Int8Codes::kRows);
-    EXPECT_TRUE(rows.masks.empty());
+    EXPECT_FALSE(rows.has_quads());
     EXPECT_EQ(quads.row_codes.size(), 0u);
     for (int64_t r = 0; r < w.n; ++r) {
       for (int64_t c = 0; c < w.k; ++c) ASSERT_EQ(quads.level(r, c), rows.level(r, c)) << "q=" << q << " r=" << r << " c=" << c;
@@ -178,7 +178,7 @@ TEST(BcqInt8Gemm, KernelChoice) {
       std::vector<float> want(static_cast<size_t>(m * 20)), got(want.size());
       bcq_int8_gemm(*p, x.data(), m, want.data(), pool, Int8Kernel::kRef);
       bcq_int8_gemm(*p, x.data(), m, got.data(), pool, best_int8_kernel(cpu, *p));
-      EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * 4)) << "m=" << m << " rows " << p->masks.empty();
+      EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * 4)) << "m=" << m << " rows " << !p->has_quads();
     }
   }
 }
