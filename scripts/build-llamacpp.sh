@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds llama.cpp, the peer every benchmark compares with, from the source that the PyPI
 # package llama-cpp-python ships (its sdist vendors llama.cpp; no other network than PyPI).
-# Tools built: llama-quantize, llama-imatrix, llama-perplexity, llama-bench.
+# Tools built: llama-quantize, llama-imatrix, llama-perplexity, llama-bench, and test-backend-ops
+# (its `perf` mode times one ggml op per type: scripts/kernels_vs_llamacpp.py's kernel baseline).
 # Result: build-llamacpp/bin/ (git-ignored). Prints that directory. Idempotent.
 #   LLAMACPP_PY_VERSION  llama-cpp-python version (default 0.3.36, llama.cpp of 2026)
 #   LLAMACPP_NATIVE      ON (default: every ISA this CPU has) or OFF
@@ -24,7 +25,7 @@ fi
 jobs="${LLAMACPP_JOBS:-$(nproc)}"
 root=build-llamacpp
 bin="$root/bin"
-tools=(llama-quantize llama-imatrix llama-perplexity llama-bench)
+tools=(llama-quantize llama-imatrix llama-perplexity llama-bench test-backend-ops)
 have_all=1
 for t in "${tools[@]}"; do [[ -x "$bin/$t" ]] || have_all=0; done
 if [[ $have_all == 1 ]]; then
@@ -55,7 +56,7 @@ fi
 echo "lutq: build-llamacpp: building ${tools[*]} (GGML_NATIVE=$native, $jobs jobs; several minutes)" >&2
 cmake -S "$src" -B "$root/cmake" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE="$native" \
   -DCMAKE_C_FLAGS="$isa_flags" -DCMAKE_CXX_FLAGS="$isa_flags" \
-  -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+  -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=ON -DLLAMA_BUILD_EXAMPLES=OFF \
   -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON >&2
 cmake --build "$root/cmake" -j "$jobs" --target "${tools[@]}" >&2
 mkdir -p "$bin"
