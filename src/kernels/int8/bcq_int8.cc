@@ -34,8 +34,8 @@ GemmPath choose_path(int64_t m, int64_t n, int64_t k, int q, int64_t g, format::
   if (orientation != format::Orientation::kPerOC || q > 4 || g % 4 != 0 || k % 4 != 0 || n < 1) return GemmPath::kLut;
   // Measured on Zen 4 (4096x4096, g = 128, 1 thread, hot): the int8 path pays a per-call
   // expansion (~0.4 ms at q = 2..4, m-independent) and then ~8 vpdpbusd per 512 weights per row,
-  // against the LUT's 4q instructions per 512 weights per row. q = 4 wins from m = 8, q = 3 from
-  // m = 16; at q <= 2 the LUT does per row what the int8 path does and never loses.
+  // against the LUT's 4q instructions per 512 weights per row; at q <= 2 the LUT does per row
+  // what the int8 path does and never loses.
   // With AMX (Xeon, 4096x14336 g128, 1 thread, hot; docs/kernels.md "AMX") the kernel costs
   // ~2.4-2.9 ms at any m up to 16 (expansion-bound) against the LUT's ~0.3-0.65q ms per row:
   // crossovers near m = 4.5 (q = 4), 5.5 (q = 3), 7 (q = 2), 14 (q = 1).
@@ -43,9 +43,13 @@ GemmPath choose_path(int64_t m, int64_t n, int64_t k, int q, int64_t g, format::
     constexpr int64_t kAmxFrom[5] = {0, 16, 8, 6, 5};
     return m >= kAmxFrom[q] ? GemmPath::kInt8Gemm : GemmPath::kLut;
   }
+  // Without AMX, Zen 5 moved the VNNI thresholds up (docs/kernels.md "Policy"): end to end on
+  // the 1.5B (RTN g128, 1 and 2 threads) the int8 path was even or behind at m = 16 and up to 1.9x
+  // slower at m = 8 (2 threads), even or ahead at m = 32 and 1.2-1.5x ahead from m = 64, at q = 3
+  // and 4 alike. Zen 4's kernel grid had it ahead from m = 8 (q = 4) and 16 (q = 3) by 1.1-1.3x:
+  // m = 32 for both gives up that gain there and never loses much on either.
   if (q <= 2) return GemmPath::kLut;
-  const int64_t min_m = q == 4 ? 8 : 16;
-  return m >= min_m ? GemmPath::kInt8Gemm : GemmPath::kLut;
+  return m >= 32 ? GemmPath::kInt8Gemm : GemmPath::kLut;
 }
 
 namespace {

@@ -256,11 +256,12 @@ TEST(BcqInt8Gemm, Policy) {
     EXPECT_EQ(choose_path(32, 4096, 4096, q, 128, oc, Isa::kAvx512, fast), GemmPath::kInt8Gemm) << q;
     EXPECT_EQ(choose_path(128, 576, 576, q, 64, oc, Isa::kAvx512, fast), GemmPath::kInt8Gemm) << q;
   }
-  // The measured thresholds: q = 4 from m = 8, q = 3 from m = 16, q <= 2 never.
-  EXPECT_EQ(choose_path(7, 4096, 4096, 4, 128, oc, Isa::kAvx512, fast), GemmPath::kLut);
-  EXPECT_EQ(choose_path(8, 4096, 4096, 4, 128, oc, Isa::kAvx512, fast), GemmPath::kInt8Gemm);
-  EXPECT_EQ(choose_path(15, 4096, 4096, 3, 128, oc, Isa::kAvx512, fast), GemmPath::kLut);
-  EXPECT_EQ(choose_path(16, 4096, 4096, 3, 128, oc, Isa::kAvx512, fast), GemmPath::kInt8Gemm);
+  // The measured thresholds (Zen 4 and Zen 5): q = 3 and 4 from m = 32, q <= 2 never.
+  for (int q : {3, 4}) {
+    EXPECT_EQ(choose_path(8, 4096, 4096, q, 128, oc, Isa::kAvx512, fast), GemmPath::kLut) << q;
+    EXPECT_EQ(choose_path(31, 4096, 4096, q, 128, oc, Isa::kAvx512, fast), GemmPath::kLut) << q;
+    EXPECT_EQ(choose_path(32, 4096, 4096, q, 128, oc, Isa::kAvx512, fast), GemmPath::kInt8Gemm) << q;
+  }
   for (int q : {1, 2}) EXPECT_EQ(choose_path(512, 4096, 4096, q, 128, oc, Isa::kAvx512, fast), GemmPath::kLut) << q;
   // With AMX (groups a multiple of 64 only): q = 1 from m = 16, q = 2 from 8, q = 3 from 6, q = 4
   // from 5.
