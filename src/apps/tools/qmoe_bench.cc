@@ -1,5 +1,6 @@
 // Test tool (not installed): times the QMoE kernel (kernels/qmoe) against 2-bit BCQ LUT-GEMM
-// (kernels::BcqLinear, fast int8 tables, g = 128, or 64 where k = 576, no offset) at MoE expert shapes.
+// (kernels::BcqLinear, fast int8 tables, g = 128, or 64 where k = 576, no offset) at MoE expert
+// shapes, and the QMoE matrix decoded to BCQ per call (qmoe_gemm_lut, exact tables) at every m.
 //
 //   lutq_qmoe_bench [shapes=576x1536,1536x576,2048x1408] [m=1,4] [isa=avx512,avx2] [zeros=0.9]
 //                   [calls=201] [ternary=mse|maxabs] [dictionary entries=65536]
@@ -120,9 +121,14 @@ int bench_shape(int64_t n, int64_t k, const std::vector<int64_t>& ms, const std:
         const double tq = median_ms(calls, cp, [&](int64_t i) {
           (void)kernels::qmoe_gemm(ql[static_cast<size_t>(i)], x.data(), m, y.data(), pool, isa);
         });
-        std::printf("  %-6s m=%-2lld %-4s  bcq2 %.4f ms (%.1f GB/s)  qmoe %.4f ms (%.1f GB/s)  qmoe/bcq %.2f\n",
+        // The decode-to-BCQ route alone, at every m (qmoe_gemm takes it from kQmoeLutFromRows).
+        const double tl = median_ms(calls, cp, [&](int64_t i) {
+          (void)kernels::qmoe_gemm_lut(ql[static_cast<size_t>(i)], x.data(), m, y.data(), pool, isa);
+        });
+        std::printf("  %-6s m=%-2lld %-4s  bcq2 %.4f ms (%.1f GB/s)  qmoe %.4f ms (%.1f GB/s)  qmoe/bcq %.2f  "
+                    "via bcq %.4f ms\n",
                     kernels::isa_name(isa), static_cast<long long>(m), cold ? "cold" : "hot", tb,
-                    static_cast<double>(bcq_bytes) / tb * 1e-6, tq, static_cast<double>(qmoe_bytes) / tq * 1e-6, tq / tb);
+                    static_cast<double>(bcq_bytes) / tb * 1e-6, tq, static_cast<double>(qmoe_bytes) / tq * 1e-6, tq / tb, tl);
         std::fflush(stdout);
       }
     }

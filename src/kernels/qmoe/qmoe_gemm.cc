@@ -112,6 +112,11 @@ Status qmoe_gemm(const QmoeWeights& w, const float* x, int64_t m, float* y, Thre
   if (!qmoe_available(isa, detect_cpu())) {
     return Status::unsupported(std::string("qmoe gemm: the ") + isa_name(isa) + " kernel does not run on this CPU");
   }
+  if (m >= kQmoeLutFromRows && (isa == Isa::kAvx512 || isa == Isa::kAvx2)) {
+    Result<bool> done = qmoe_gemm_lut(w, x, m, y, pool, isa);
+    if (!done) return done.status();
+    if (*done) return Status::ok();
+  }
   const qmoe::RowsFn rows = isa == Isa::kAvx512 ? qmoe::rows_avx512 : isa == Isa::kAvx2 ? qmoe::rows_avx2 : qmoe::rows_scalar;
   const int64_t k = w.k();
   const int64_t n = w.n();

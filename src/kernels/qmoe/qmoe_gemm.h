@@ -17,6 +17,7 @@
 #include "core/cpu.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
+#include "format/bcq_matrix.h"
 #include "format/qmoe_code.h"
 #include "kernels/kernel.h"
 
@@ -55,7 +56,19 @@ Result<QmoeWeights> make_qmoe_weights(std::shared_ptr<const format::QmoeMatrix> 
 bool qmoe_available(Isa isa, const CpuFeatures& cpu);
 
 // y[m,n] = x[m,k] · W^T, x rows of stride k, y rows of stride n, m >= 1. isa kRef and kScalar
-// run the scalar spec; kCuda is refused. Error: an ISA the CPU lacks, m < 1.
+// run the scalar spec; kCuda is refused. Error: an ISA the CPU lacks, m < 1. From
+// kQmoeLutFromRows activation rows, avx2 and avx512 decode W once into the BCQ matrix it equals
+// (qmoe_as_bcq) and run the exact-table LUT kernels on it (qmoe_gemm_lut): the codeword walk is
+// paid once per call instead of once per 4 rows (docs/kernels.md, "QMoE kernel").
 Status qmoe_gemm(const QmoeWeights& w, const float* x, int64_t m, float* y, ThreadPool& pool, Isa isa);
+constexpr int64_t kQmoeLutFromRows = 8;
+
+// W as BCQ: q = 2, one group per row (g = k), per-OC, no offset; plane 0 the +1 symbols, plane
+// 1 the complement of the −1 symbols, α_0 = α_1 = fp16(s_r / 2), so that Σ_i α_i·B_i = s_r·t.
+format::BcqMatrix qmoe_as_bcq(const QmoeWeights& w);
+// y = x · W^T through qmoe_as_bcq and BcqLinear (exact tables, LUT path, backend isa). Error
+// bound: the LUT kernels' exact-table bound with α_0 + α_1 = s_r (docs/kernels.md). Returns
+// false, computing nothing, where that backend refuses the shape.
+Result<bool> qmoe_gemm_lut(const QmoeWeights& w, const float* x, int64_t m, float* y, ThreadPool& pool, Isa isa);
 
 }  // namespace lutq::kernels

@@ -1,6 +1,10 @@
 // The QMoE kernel on every ISA this CPU runs, against a double-precision reference from the
 // decoded ternary matrix, with the fp32 summation bound of docs/kernels.md ("QMoE kernel"):
 //     |y − y_exact| ≤ γ_N · |s_r| · Σ_c |t_rc · x_c|,   N = k + 16,   γ_N = N·u/(1 − N·u), u = 2^-24
+// From kQmoeLutFromRows rows avx2/avx512 take the matrix through qmoe_as_bcq and the exact-table
+// LUT kernels, whose bound sums over every column (their planes hold ±1 where t is 0 too), plus
+// the rounding of fp16(s/2) where s/2 is subnormal (at most 2^-25 per α):
+//     |y − y_exact| ≤ γ_N · |s_r| · Σ_c |x_c| + 2^-24 · Σ_c |x_c|,   N = k + 18
 // Outputs are poisoned with NaN before each call; failures print the worst element and the seed.
 #include "kernels/qmoe/qmoe_gemm.h"
 
@@ -51,7 +55,8 @@ void check_isa(Isa isa, const format::TernaryMatrix& t, const QmoeWeights& w, in
   std::vector<float> y(static_cast<size_t>(m * n), std::numeric_limits<float>::quiet_NaN());
   ASSERT_TRUE(qmoe_gemm(w, x.data(), m, y.data(), pool, isa));
   const double u = std::ldexp(1.0, -24);
-  const double big_n = static_cast<double>(k + 16);
+  const bool lut_route = m >= kQmoeLutFromRows && isa != Isa::kScalar && isa != Isa::kRef;
+  const double big_n = static_cast<double>(k + (lut_route ? 18 : 16));
   const double gamma = big_n * u / (1.0 - big_n * u);
   double worst = -1.0;
   std::string where;
@@ -60,14 +65,17 @@ void check_isa(Isa isa, const format::TernaryMatrix& t, const QmoeWeights& w, in
       const double s = fp16_to_fp32(t.scale[static_cast<size_t>(r)]);
       double exact = 0.0;
       double mag = 0.0;
+      double xmag = 0.0;
       for (int64_t c = 0; c < k; ++c) {
-        const double v = t.t[static_cast<size_t>(r * k + c)] * static_cast<double>(x[static_cast<size_t>(tt * k + c)]);
+        const double xc = x[static_cast<size_t>(tt * k + c)];
+        const double v = t.t[static_cast<size_t>(r * k + c)] * xc;
         exact += v;
         mag += std::fabs(v);
+        xmag += std::fabs(xc);
       }
       const double got = y[static_cast<size_t>(tt * n + r)];
       const double err = std::fabs(got - s * exact);
-      const double bound = gamma * std::fabs(s) * mag;
+      const double bound = lut_route ? gamma * std::fabs(s) * xmag + u * xmag : gamma * std::fabs(s) * mag;
       const double ratio = bound > 0 ? err / bound : (err == 0 ? 0.0 : 1e30);
       if (!(ratio <= worst) || std::isnan(got)) {
         worst = std::isnan(got) ? 1e30 : ratio;
@@ -96,9 +104,50 @@ TEST(QmoeKernel, EveryIsaWithinTheSummationBound) {
             std::printf("[ skipped  ] qmoe %s: not on this CPU (%s)\n", isa_name(isa), cpu.summary().c_str());
             continue;
           }
-          for (int64_t m : {1, 2, 3, 4, 5, 9}) check_isa(isa, t, w, m, m % 2 ? one : two, rng);
+          for (int64_t m : {1, 2, 3, 4, 5, 9, 17}) check_isa(isa, t, w, m, m % 2 ? one : two, rng);
         }
       }
+    }
+  }
+}
+
+TEST(QmoeKernel, AsBcqEqualsTheTernaryMatrix) {
+  // Σ_i α_i·B_i = s·t for every element: the planes and α of qmoe_as_bcq, exactly.
+  std::mt19937 rng(5);
+  for (int64_t k : {1, 31, 64, 100, 577}) {
+    const format::TernaryMatrix t = random_ternary(19, k, 0.6, rng);
+    const format::BcqMatrix b = qmoe_as_bcq(coded(t));
+    ASSERT_EQ(b.cfg.q, 2);
+    ASSERT_EQ(b.cfg.g, k);
+    for (int64_t r = 0; r < t.n; ++r) {
+      const float s = fp16_to_fp32(t.scale[static_cast<size_t>(r)]);
+      for (int64_t c = 0; c < k; ++c) {
+        float v = 0.0f;
+        for (int i = 0; i < 2; ++i) {
+          const float a = fp16_to_fp32(b.alpha[static_cast<size_t>(b.scale_set(r, c) * 2 + i)]);
+          v += b.bit(i, r, c) ? a : -a;
+        }
+        ASSERT_EQ(v, s * static_cast<float>(t.t[static_cast<size_t>(r * k + c)])) << "k=" << k << " row " << r << " col " << c;
+      }
+      for (int64_t c = k; c < b.row_bytes() * 8; ++c) {
+        ASSERT_FALSE(b.bit(0, r, c) || b.bit(1, r, c)) << "padding bit " << c << " set, k=" << k;
+      }
+    }
+  }
+}
+
+TEST(QmoeKernel, LutRouteTakesExpertShapes) {
+  // The shapes MoE experts have go through the LUT kernels (qmoe_gemm_lut computes, not false).
+  std::mt19937 rng(6);
+  ThreadPool pool(2);
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
+    if (!qmoe_available(isa, detect_cpu())) continue;
+    for (int64_t k : {64, 576, 1408}) {
+      const format::TernaryMatrix t = random_ternary(40, k, 0.9, rng);
+      std::vector<float> x(static_cast<size_t>(kQmoeLutFromRows * k), 0.25f), y(static_cast<size_t>(kQmoeLutFromRows * 40));
+      Result<bool> done = qmoe_gemm_lut(coded(t), x.data(), kQmoeLutFromRows, y.data(), pool, isa);
+      ASSERT_TRUE(done) << done.status().message();
+      EXPECT_TRUE(*done) << isa_name(isa) << " k=" << k;
     }
   }
 }
