@@ -31,7 +31,7 @@ bool amx_allowed() {
 }  // namespace
 
 Result<BcqLinear> BcqLinear::create(const format::BcqMatrix& w, Isa isa, Precision precision,
-                                    std::optional<GemmPath> path) {
+                                    std::optional<GemmPath> path, const CpuFeatures* known_cpu) {
   if (!path) {
     Result<GemmPath> env = path_from_env();
     if (!env) return env.status();
@@ -41,7 +41,7 @@ Result<BcqLinear> BcqLinear::create(const format::BcqMatrix& w, Isa isa, Precisi
   if (Status s = be.check(w, precision); !s) {
     return Status(s.code(), std::string(isa_name(isa)) + " backend: " + s.message());
   }
-  const CpuFeatures cpu = detect_cpu();
+  const CpuFeatures cpu = known_cpu != nullptr ? *known_cpu : detect_cpu();
   if (use_byte_path(w, isa, precision, cpu)) return create_bytes(w, isa, precision, cpu);
   PackedMatrix packed = be.repack(w, precision);
   if (be.place != nullptr) {

@@ -30,8 +30,10 @@ class BcqLinear {
   // (kFast on avx512 with VNNI or avx2) is packed as byte codes INSTEAD of the backend layout and
   // every forward runs the byte-code kernel (kernels/bytes/bcq_bytes.h); packed() then holds
   // only the shape and configuration (no planes, no data): unpack() gives the matrix back.
+  // `cpu`: the CPU's features where the caller keeps them (detect_cpu() runs cpuid, which a
+  // virtual machine traps: tens of µs); null asks detect_cpu().
   static Result<BcqLinear> create(const format::BcqMatrix& w, Isa isa, Precision precision,
-                                  std::optional<GemmPath> path = std::nullopt);
+                                  std::optional<GemmPath> path = std::nullopt, const CpuFeatures* cpu = nullptr);
 
   // y[m,n] = x[m,k] · W^T for any m >= 1 (x stride k, y stride n).
   Status forward(const float* x, int64_t m, float* y, ThreadPool& pool) const;

@@ -27,7 +27,7 @@ struct FormForward {
   }
   Status operator()(const BcqForm& f) const { return f.lin.forward(x, m, y, pool); }
   Status operator()(const Int8Form& f) const { return kernels::int8_gemm(f.w, x, m, y, f.options, pool, f.isa); }
-  Status operator()(const QmoeForm& f) const { return kernels::qmoe_gemm(f.w, x, m, y, pool, f.isa); }
+  Status operator()(const QmoeForm& f) const { return kernels::qmoe_gemm(f.w, x, m, y, pool, f.isa, f.cpu); }
 };
 
 struct FormBytes {
@@ -136,7 +136,7 @@ Result<Linear> Linear::from_qmoe(std::shared_ptr<const format::QmoeMatrix> w, ke
   }
   const int64_t n = q->n();
   const int64_t k = q->k();
-  return Linear(n, k, QmoeForm{std::move(*q), run});
+  return Linear(n, k, QmoeForm{std::move(*q), run, cpu});
 }
 
 Result<Linear> Linear::from_bcq(const format::BcqMatrix& w, kernels::Isa isa, kernels::Precision precision) {

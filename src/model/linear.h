@@ -45,6 +45,7 @@ struct Int8Form {
 struct QmoeForm {
   kernels::QmoeWeights w;
   kernels::Isa isa = kernels::Isa::kScalar;  // the kernel run: scalar, avx2 or avx512
+  CpuFeatures cpu;  // detect_cpu() at load, so that no call asks again
 };
 
 class Linear {

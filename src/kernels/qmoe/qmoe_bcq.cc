@@ -69,8 +69,9 @@ format::BcqMatrix qmoe_as_bcq(const QmoeWeights& w) {
   return b;
 }
 
-Result<bool> qmoe_gemm_lut(const QmoeWeights& w, const float* x, int64_t m, float* y, ThreadPool& pool, Isa isa) {
-  Result<BcqLinear> lin = BcqLinear::create(qmoe_as_bcq(w), isa, Precision::kExact, GemmPath::kLut);
+Result<bool> qmoe_gemm_lut(const QmoeWeights& w, const float* x, int64_t m, float* y, ThreadPool& pool, Isa isa,
+                           const CpuFeatures* cpu) {
+  Result<BcqLinear> lin = BcqLinear::create(qmoe_as_bcq(w), isa, Precision::kExact, GemmPath::kLut, cpu);
   if (!lin) return false;  // a shape this backend's LUT layout does not take
   if (Status s = lin->forward(x, m, y, pool); !s) return s;
   return true;

@@ -108,12 +108,17 @@ bool qmoe_available(Isa isa, const CpuFeatures& cpu) {
 }
 
 Status qmoe_gemm(const QmoeWeights& w, const float* x, int64_t m, float* y, ThreadPool& pool, Isa isa) {
+  return qmoe_gemm(w, x, m, y, pool, isa, detect_cpu());
+}
+
+Status qmoe_gemm(const QmoeWeights& w, const float* x, int64_t m, float* y, ThreadPool& pool, Isa isa,
+                 const CpuFeatures& cpu) {
   if (m < 1) return Status::invalid("qmoe gemm: m must be at least 1 (got " + std::to_string(m) + ")");
-  if (!qmoe_available(isa, detect_cpu())) {
+  if (!qmoe_available(isa, cpu)) {
     return Status::unsupported(std::string("qmoe gemm: the ") + isa_name(isa) + " kernel does not run on this CPU");
   }
   if (m >= kQmoeLutFromRows && (isa == Isa::kAvx512 || isa == Isa::kAvx2)) {
-    Result<bool> done = qmoe_gemm_lut(w, x, m, y, pool, isa);
+    Result<bool> done = qmoe_gemm_lut(w, x, m, y, pool, isa, &cpu);
     if (!done) return done.status();
     if (*done) return Status::ok();
   }

@@ -61,6 +61,10 @@ bool qmoe_available(Isa isa, const CpuFeatures& cpu);
 // (qmoe_as_bcq) and run the exact-table LUT kernels on it (qmoe_gemm_lut): the codeword walk is
 // paid once per call instead of once per 4 rows (docs/kernels.md, "QMoE kernel").
 Status qmoe_gemm(const QmoeWeights& w, const float* x, int64_t m, float* y, ThreadPool& pool, Isa isa);
+// The same with the CPU's features kept by the caller: detect_cpu() runs cpuid, which a virtual
+// machine traps, and per decode call it cost twice the kernel itself (a converted SmolLM2 MoE).
+Status qmoe_gemm(const QmoeWeights& w, const float* x, int64_t m, float* y, ThreadPool& pool, Isa isa,
+                 const CpuFeatures& cpu);
 constexpr int64_t kQmoeLutFromRows = 8;
 
 // W as BCQ: q = 2, one group per row (g = k), per-OC, no offset; plane 0 the +1 symbols, plane
@@ -69,6 +73,7 @@ format::BcqMatrix qmoe_as_bcq(const QmoeWeights& w);
 // y = x · W^T through qmoe_as_bcq and BcqLinear (exact tables, LUT path, backend isa). Error
 // bound: the LUT kernels' exact-table bound with α_0 + α_1 = s_r (docs/kernels.md). Returns
 // false, computing nothing, where that backend refuses the shape.
-Result<bool> qmoe_gemm_lut(const QmoeWeights& w, const float* x, int64_t m, float* y, ThreadPool& pool, Isa isa);
+Result<bool> qmoe_gemm_lut(const QmoeWeights& w, const float* x, int64_t m, float* y, ThreadPool& pool, Isa isa,
+                           const CpuFeatures* cpu = nullptr);
 
 }  // namespace lutq::kernels
