@@ -3,6 +3,7 @@
 //   s·(pos − neg) = s/2·(2·pos − 1) + s/2·(1 − 2·neg),
 // so plane 0 holds the +1 symbols, plane 1 the complement of the −1 symbols, and α_0 = α_1 =
 // fp16(s/2) (exact unless s/2 is a subnormal that drops its last bit).
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <vector>
@@ -41,7 +42,7 @@ void decode_row(const QmoeWeights& w, int64_t r, std::vector<uint64_t>& pos, std
 
 }  // namespace
 
-format::BcqMatrix qmoe_as_bcq(const QmoeWeights& w) {
+format::BcqMatrix qmoe_as_bcq(const QmoeWeights& w, ThreadPool* pool) {
   format::BcqMatrix b;
   b.n = w.n();
   b.k = w.k();
@@ -52,26 +53,33 @@ format::BcqMatrix qmoe_as_bcq(const QmoeWeights& w) {
   const int64_t rb = b.row_bytes(), words = (b.k + 63) / 64;
   b.bits.assign(static_cast<size_t>(2 * b.n * rb), 0);
   b.alpha.resize(static_cast<size_t>(2 * b.n));
-  std::vector<uint64_t> pos(static_cast<size_t>(words + 1)), neg(pos.size());
-  for (int64_t r = 0; r < b.n; ++r) {
-    decode_row(w, r, pos, neg);
-    for (int64_t j = 0; j < words; ++j) {
-      const int64_t valid = std::min<int64_t>(64, b.k - 64 * j);
-      const uint64_t keep = valid == 64 ? ~uint64_t{0} : (uint64_t{1} << valid) - 1;
-      neg[static_cast<size_t>(j)] = ~neg[static_cast<size_t>(j)] & keep;  // plane 1: not −1
+  auto rows = [&](int64_t r0, int64_t r1) {  // each row writes only its own bytes and α
+    std::vector<uint64_t> pos(static_cast<size_t>(words + 1)), neg(pos.size());
+    for (int64_t r = r0; r < r1; ++r) {
+      decode_row(w, r, pos, neg);
+      for (int64_t j = 0; j < words; ++j) {
+        const int64_t valid = std::min<int64_t>(64, b.k - 64 * j);
+        const uint64_t keep = valid == 64 ? ~uint64_t{0} : (uint64_t{1} << valid) - 1;
+        neg[static_cast<size_t>(j)] = ~neg[static_cast<size_t>(j)] & keep;  // plane 1: not −1
+      }
+      std::memcpy(b.bits.data() + r * rb, pos.data(), static_cast<size_t>(rb));  // little-endian words
+      std::memcpy(b.bits.data() + (b.n + r) * rb, neg.data(), static_cast<size_t>(rb));
+      const uint16_t half = fp32_to_fp16(0.5f * fp16_to_fp32(w.m->scale[static_cast<size_t>(r)]));
+      b.alpha[static_cast<size_t>(2 * r)] = half;
+      b.alpha[static_cast<size_t>(2 * r + 1)] = half;
     }
-    std::memcpy(b.bits.data() + r * rb, pos.data(), static_cast<size_t>(rb));  // little-endian words
-    std::memcpy(b.bits.data() + (b.n + r) * rb, neg.data(), static_cast<size_t>(rb));
-    const uint16_t half = fp32_to_fp16(0.5f * fp16_to_fp32(w.m->scale[static_cast<size_t>(r)]));
-    b.alpha[static_cast<size_t>(2 * r)] = half;
-    b.alpha[static_cast<size_t>(2 * r + 1)] = half;
+  };
+  if (pool != nullptr) {
+    pool->parallel_for(b.n, 8, rows);
+  } else {
+    rows(0, b.n);
   }
   return b;
 }
 
 Result<bool> qmoe_gemm_lut(const QmoeWeights& w, const float* x, int64_t m, float* y, ThreadPool& pool, Isa isa,
                            const CpuFeatures* cpu) {
-  Result<BcqLinear> lin = BcqLinear::create(qmoe_as_bcq(w), isa, Precision::kExact, GemmPath::kLut, cpu);
+  Result<BcqLinear> lin = BcqLinear::create(qmoe_as_bcq(w, &pool), isa, Precision::kExact, GemmPath::kLut, cpu);
   if (!lin) return false;  // a shape this backend's LUT layout does not take
   if (Status s = lin->forward(x, m, y, pool); !s) return s;
   return true;

@@ -69,7 +69,8 @@ constexpr int64_t kQmoeLutFromRows = 8;
 
 // W as BCQ: q = 2, one group per row (g = k), per-OC, no offset; plane 0 the +1 symbols, plane
 // 1 the complement of the −1 symbols, α_0 = α_1 = fp16(s_r / 2), so that Σ_i α_i·B_i = s_r·t.
-format::BcqMatrix qmoe_as_bcq(const QmoeWeights& w);
+// Rows split over `pool` where given.
+format::BcqMatrix qmoe_as_bcq(const QmoeWeights& w, ThreadPool* pool = nullptr);
 // y = x · W^T through qmoe_as_bcq and BcqLinear (exact tables, LUT path, backend isa). Error
 // bound: the LUT kernels' exact-table bound with α_0 + α_1 = s_r (docs/kernels.md). Returns
 // false, computing nothing, where that backend refuses the shape.

@@ -116,7 +116,12 @@ TEST(QmoeKernel, AsBcqEqualsTheTernaryMatrix) {
   std::mt19937 rng(5);
   for (int64_t k : {1, 31, 64, 100, 577}) {
     const format::TernaryMatrix t = random_ternary(19, k, 0.6, rng);
-    const format::BcqMatrix b = qmoe_as_bcq(coded(t));
+    const QmoeWeights w = coded(t);
+    const format::BcqMatrix b = qmoe_as_bcq(w);
+    ThreadPool two(2);
+    const format::BcqMatrix split = qmoe_as_bcq(w, &two);  // rows over threads: the same matrix
+    EXPECT_EQ(split.bits, b.bits);
+    EXPECT_EQ(split.alpha, b.alpha);
     ASSERT_EQ(b.cfg.q, 2);
     ASSERT_EQ(b.cfg.g, k);
     for (int64_t r = 0; r < t.n; ++r) {
