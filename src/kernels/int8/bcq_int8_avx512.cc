@@ -102,7 +102,7 @@ void expand_group(const uint64_t* masks, const uint8_t* lut, int64_t quads, int8
   for (int64_t d = 0; d < quads; ++d) {
     // The masked loads below do not train every CPU's stream prefetcher (Zen 5: the kernel ran
     // at DRAM latency, not bandwidth, once the masks outgrew the cache): fetch 4 KiB ahead.
-    if (d % (8 / Q > 0 ? 8 / Q : 1) == 0) _mm_prefetch(reinterpret_cast<const char*>(masks + d * Q) + 4096, _MM_HINT_T0);
+    if (d % (8 / Q) == 0) _mm_prefetch(reinterpret_cast<const char*>(masks + d * Q) + 4096, _MM_HINT_T0);
     const __m512i codes = _mm512_or_si512(base, quad_codes<Q>(masks + d * Q, index, keep, select));
     __m512i lv;
     if constexpr (Q <= 2) {
