@@ -51,18 +51,21 @@ Result<BcqLinear> BcqLinear::create(const format::BcqMatrix& w, Isa isa, Precisi
   if (*path != GemmPath::kAuto) out.forced_ = path;
   // Packed for the int8 path where it is forced, or where the policy takes it for some m (a
   // matrix it never takes, e.g. q <= 2, does not pay the memory).
-  const bool int8_possible = isa == Isa::kAvx512 && precision == Precision::kFast && bcq_int8_supported(w) &&
-                             bcq_int8_avx512_available(cpu);
+  const bool int8_possible =
+      precision == Precision::kFast && bcq_int8_supported(w) &&
+      ((isa == Isa::kAvx512 && bcq_int8_avx512_available(cpu)) ||
+       (isa == Isa::kAvx2 && bcq_int8_avx2_available(cpu) && bcq_int8_avx2_supported(w.cfg.g)));
   const bool amx = amx_allowed() && bcq_int8_amx_available(cpu);
   const bool wanted = *path == GemmPath::kInt8Gemm ||
                       (*path == GemmPath::kAuto && choose_path(std::numeric_limits<int64_t>::max(), w.n, w.k, w.cfg.q,
                                                                w.cfg.g, w.cfg.orientation, isa, precision, amx) ==
                                                        GemmPath::kInt8Gemm);
   if (int8_possible && wanted) {
-    // Row codes where the AMX kernel runs this matrix, plane masks (quads) for the AVX-512 one.
-    const bool rows = amx && bcq_int8_amx_supported(w.cfg.g);
+    // Row codes where the AMX or the AVX2 kernel runs this matrix, plane masks (quads) for the
+    // AVX-512 one.
+    const bool rows = isa == Isa::kAvx2 || (amx && bcq_int8_amx_supported(w.cfg.g));
     out.int8_ = std::make_shared<const BcqInt8Packed>(pack_bcq_int8(w, rows ? Int8Codes::kRows : Int8Codes::kQuads));
-    out.int8_kernel_ = best_int8_kernel(cpu, *out.int8_, amx);
+    out.int8_kernel_ = best_int8_kernel(cpu, *out.int8_, amx && isa == Isa::kAvx512);
   }
   return out;
 }

@@ -30,7 +30,11 @@ bool bcq_int8_supported(const format::BcqMatrix& w) {
 // Thresholds measured with `lutq bench-kernels --path lut,int8` (docs/kernels.md "Policy").
 GemmPath choose_path(int64_t m, int64_t n, int64_t k, int q, int64_t g, format::Orientation orientation, Isa isa,
                      Precision precision, bool amx) {
-  if (isa != Isa::kAvx512 || precision != Precision::kFast) return GemmPath::kLut;
+  // avx2: the int8 kernel (LUTQ_GEMM_PATH=int8) measured 1.3-1.5x slower than the LUT at every
+  // m on Zen 3 (4096x4096 q4 g128, 1 thread, hot: m = 128 62 against 47 ms, m = 8 5.3 against
+  // 3.3): one vpmaddwd per cycle there is 16 multiply-adds per cycle, what the LUT already
+  // reaches at q = 4 and below its rate at q <= 3 (docs/kernels.md "The AVX2 int8 kernel").
+  if (precision != Precision::kFast || isa != Isa::kAvx512) return GemmPath::kLut;
   if (orientation != format::Orientation::kPerOC || q > 4 || g % 4 != 0 || k % 4 != 0 || n < 1) return GemmPath::kLut;
   // Measured on Zen 4 (4096x4096, g = 128, 1 thread, hot): the int8 path pays a per-call
   // expansion (~0.4 ms at q = 2..4, m-independent) and then ~8 vpdpbusd per 512 weights per row,
@@ -245,13 +249,17 @@ Int8Kernel best_int8_kernel(const CpuFeatures& cpu, const BcqInt8Packed& w, bool
   if (allow_amx && bcq_int8_amx_available(cpu) && bcq_int8_amx_supported(w.g) && w.row_codes.size() > 0) {
     return Int8Kernel::kAmx;
   }
-  return bcq_int8_avx512_available(cpu) && w.has_quads() ? Int8Kernel::kAvx512 : Int8Kernel::kRef;
+  if (bcq_int8_avx512_available(cpu) && w.has_quads()) return Int8Kernel::kAvx512;
+  if (bcq_int8_avx2_available(cpu) && bcq_int8_avx2_supported(w.g) && w.row_codes.size() > 0) return Int8Kernel::kAvx2;
+  return Int8Kernel::kRef;
 }
 
 void bcq_int8_gemm(const BcqInt8Packed& w, const float* x, int64_t m, float* y, ThreadPool& pool, Int8Kernel kernel) {
-  const QuantizedActs xa = kernel == Int8Kernel::kRef ? quantize_acts(x, m, w.k, w.g)
-                                                      : quantize_acts_avx512(x, m, w.k, w.g);
+  const QuantizedActs xa = kernel == Int8Kernel::kRef    ? quantize_acts(x, m, w.k, w.g)
+                           : kernel == Int8Kernel::kAvx2 ? quantize_acts_avx2(x, m, w.k, w.g)
+                                                         : quantize_acts_avx512(x, m, w.k, w.g);
   switch (kernel) {
+    case Int8Kernel::kAvx2: bcq_int8_gemm_avx2(w, xa, y, pool); break;
     case Int8Kernel::kAmx: bcq_int8_gemm_amx(w, xa, y, pool); break;
     case Int8Kernel::kAvx512: bcq_int8_gemm_avx512(w, xa, y, pool); break;
     case Int8Kernel::kRef: bcq_int8_gemm_ref(w, xa, y); break;

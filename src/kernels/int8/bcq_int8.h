@@ -33,8 +33,9 @@ enum class GemmPath : uint8_t { kLut = 0, kInt8Gemm = 1, kAuto = 2 };
 const char* gemm_path_name(GemmPath p);
 
 // The policy (docs/kernels.md "Policy"): which path BcqLinear::forward takes for m activation
-// rows. int8 GEMM only where it exists (avx512 with VNNI + VBMI, per-OC, q <= 4, fast precision)
-// and where it measured faster than the LUT kernels; `--precision exact` always stays on the LUT.
+// rows. int8 GEMM only where it exists (avx512 with VNNI + VBMI, or avx2 with groups a multiple
+// of 64; per-OC, q <= 4, fast precision) and where it measured faster than the LUT kernels;
+// `--precision exact` always stays on the LUT.
 // `amx`: the CPU runs the AMX kernel and it is allowed (then every q <= 4 takes the int8 path
 // from a smaller m, where bcq_int8_amx_supported(g)).
 GemmPath choose_path(int64_t m, int64_t n, int64_t k, int q, int64_t g, format::Orientation orientation, Isa isa,
@@ -89,8 +90,10 @@ struct QuantizedActs {
   std::vector<int32_t> corr;  // [m][groups]: −128·Σ_{c in group} xq
 };
 QuantizedActs quantize_acts(const float* x, int64_t m, int64_t k, int64_t g);
-// The same, bit for bit, with AVX-512 (precondition: bcq_int8_avx512_available).
+// The same, bit for bit, with AVX-512 (precondition: bcq_int8_avx512_available) or AVX2
+// (precondition: bcq_int8_avx2_available).
 QuantizedActs quantize_acts_avx512(const float* x, int64_t m, int64_t k, int64_t g);
+QuantizedActs quantize_acts_avx2(const float* x, int64_t m, int64_t k, int64_t g);
 // Shapes and zero-fills the fields (xq rows padded to a multiple of 16).
 QuantizedActs zeroed_acts(int64_t m, int64_t k, int64_t g);
 
@@ -106,11 +109,19 @@ bool bcq_int8_avx512_available(const CpuFeatures& cpu);
 void bcq_int8_gemm_amx(const BcqInt8Packed& w, const QuantizedActs& xa, float* y, ThreadPool& pool);
 bool bcq_int8_amx_available(const CpuFeatures& cpu);
 bool bcq_int8_amx_supported(int64_t g);  // groups a multiple of 64 (one tile step of k)
+// The AVX2 kernel (bcq_int8_avx2.cc; docs/kernels.md "The AVX2 int8 kernel"): per (tile, group)
+// the 16 rows expanded from row_codes to int16 levels by vpshufb (a row's 2^q levels are one
+// 16-byte table), multiplied with int16 activations by vpmaddwd. Preconditions:
+// bcq_int8_avx2_available(cpu), bcq_int8_avx2_supported(w.g), w packed with rows.
+void bcq_int8_gemm_avx2(const BcqInt8Packed& w, const QuantizedActs& xa, float* y, ThreadPool& pool);
+bool bcq_int8_avx2_available(const CpuFeatures& cpu);
+bool bcq_int8_avx2_supported(int64_t g);  // the row layout's: groups a multiple of 64
 
 // Which kernel runs the int8 path. Every kernel equals the scalar spec bit for bit.
-enum class Int8Kernel : uint8_t { kRef = 0, kAvx512 = 1, kAmx = 2 };
+enum class Int8Kernel : uint8_t { kRef = 0, kAvx512 = 1, kAmx = 2, kAvx2 = 3 };
 // The fastest kernel the CPU runs for w as packed: AMX where available, supported and packed
-// with rows (unless allow_amx is false), else AVX-512 where packed with quads, else the spec.
+// with rows (unless allow_amx is false), else AVX-512 where packed with quads, else AVX2 where
+// packed with rows, else the spec.
 Int8Kernel best_int8_kernel(const CpuFeatures& cpu, const BcqInt8Packed& w, bool allow_amx = true);
 
 // Quantizes x and runs `kernel` (which must suit w's packing: best_int8_kernel's choice does).

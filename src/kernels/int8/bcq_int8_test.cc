@@ -137,24 +137,42 @@ TEST(BcqInt8Gemm, SpecReadsBothCodeLayouts) {
   }
 }
 
-// The AVX-512 activation quantizer equals the spec field for field, non-finite and all-zero
-// groups and groups that are not a multiple of 16 long included.
-TEST(BcqInt8Gemm, Avx512ActivationsEqualTheSpec) {
-  if (!bcq_int8_avx512_available(detect_cpu())) GTEST_SKIP() << "CPU lacks AVX-512 VNNI + VBMI";
+TEST(BcqInt8Gemm, Avx2EqualsScalarSpecExactly) {
+  if (!bcq_int8_avx2_available(detect_cpu())) GTEST_SKIP() << "CPU lacks AVX2";
+  // m crosses the kernel's passes of 4 activation rows and its chunks of 64.
+  expect_equals_spec(&bcq_int8_gemm_avx2, {64, 128}, {1, 2, 3, 4, 5, 7, 8, 9, 17, 33, 63, 64, 65, 70}, Int8Codes::kRows);
+}
+
+using QuantizeFn = QuantizedActs (*)(const float*, int64_t, int64_t, int64_t);
+
+// A SIMD activation quantizer equals the spec field for field, non-finite and all-zero groups and
+// groups that are not a multiple of 16 long included.
+void expect_acts_equal_spec(QuantizeFn quantize) {
   std::mt19937_64 rng(testing::test_seed());
-  for (const auto& [k, g] : std::vector<std::pair<int64_t, int64_t>>{{256, 32}, {384, 128}, {100, 100}, {120, 20}}) {
+  for (const auto& [k, g] : std::vector<std::pair<int64_t, int64_t>>{{256, 32}, {384, 128}, {100, 100}, {120, 20}, {192, 24}}) {
     for (int64_t m : {1, 3, 17}) {
       std::vector<float> x = testing::random_activations(m, k, rng);
       x[static_cast<size_t>(g / 2)] = std::numeric_limits<float>::quiet_NaN();  // row 0, group 0
       if (m > 1) std::fill(x.begin() + k, x.begin() + k + g, 0.0f);  // row 1, group 0
       if (m > 2) x[static_cast<size_t>(2 * k + g - 1)] = -std::numeric_limits<float>::infinity();
-      const QuantizedActs want = quantize_acts(x.data(), m, k, g), got = quantize_acts_avx512(x.data(), m, k, g);
+      if (m > 2) x[static_cast<size_t>(2 * k + 2 * g - 1)] = std::numeric_limits<float>::infinity();
+      const QuantizedActs want = quantize_acts(x.data(), m, k, g), got = quantize(x.data(), m, k, g);
       EXPECT_EQ(got.xq, want.xq) << "k=" << k << " g=" << g << " m=" << m;
       EXPECT_EQ(got.corr, want.corr) << "k=" << k << " g=" << g << " m=" << m;
       ASSERT_EQ(got.sx.size(), want.sx.size());
       EXPECT_EQ(0, std::memcmp(got.sx.data(), want.sx.data(), got.sx.size() * 4)) << "k=" << k << " g=" << g;
     }
   }
+}
+
+TEST(BcqInt8Gemm, Avx512ActivationsEqualTheSpec) {
+  if (!bcq_int8_avx512_available(detect_cpu())) GTEST_SKIP() << "CPU lacks AVX-512 VNNI + VBMI";
+  expect_acts_equal_spec(&quantize_acts_avx512);
+}
+
+TEST(BcqInt8Gemm, Avx2ActivationsEqualTheSpec) {
+  if (!bcq_int8_avx2_available(detect_cpu())) GTEST_SKIP() << "CPU lacks AVX2";
+  expect_acts_equal_spec(&quantize_acts_avx2);
 }
 
 TEST(BcqInt8Gemm, KernelChoice) {
@@ -168,8 +186,12 @@ TEST(BcqInt8Gemm, KernelChoice) {
   const Int8Kernel simd = bcq_int8_avx512_available(cpu) ? Int8Kernel::kAvx512 : Int8Kernel::kRef;
   EXPECT_EQ(best_int8_kernel(cpu, g32), simd);
   EXPECT_EQ(best_int8_kernel(cpu, g64), simd);  // quads only: the AVX-512 kernel
-  EXPECT_EQ(best_int8_kernel(cpu, g64rows, false), Int8Kernel::kRef);  // rows but AMX refused
-  EXPECT_EQ(best_int8_kernel(cpu, g64rows), bcq_int8_amx_available(cpu) ? Int8Kernel::kAmx : Int8Kernel::kRef);
+  // Rows: AMX where allowed, else the AVX2 kernel.
+  const Int8Kernel rows_simd = bcq_int8_avx2_available(cpu) ? Int8Kernel::kAvx2 : Int8Kernel::kRef;
+  EXPECT_EQ(best_int8_kernel(cpu, g64rows, false), rows_simd);
+  EXPECT_EQ(best_int8_kernel(cpu, g64rows), bcq_int8_amx_available(cpu) ? Int8Kernel::kAmx : rows_simd);
+  EXPECT_TRUE(bcq_int8_avx2_supported(64));
+  EXPECT_FALSE(bcq_int8_avx2_supported(32));
   // Through bcq_int8_gemm, every choice gives the spec's outputs.
   ThreadPool pool(2);
   for (int64_t m : {int64_t{1}, int64_t{8}, int64_t{16}, int64_t{40}}) {
@@ -285,18 +307,19 @@ TEST(BcqInt8Gemm, Policy) {
 
 TEST(BcqInt8Gemm, LinearTakesThePolicyPath) {
   if (!bcq_int8_avx512_available(detect_cpu())) GTEST_SKIP() << "CPU lacks AVX-512 VNNI + VBMI";
+  const Isa isa = Isa::kAvx512;
   std::mt19937_64 rng(testing::test_seed());
   const BcqMatrix w = testing::random_bcq(40, 256, BcqConfig{4, 64, Orientation::kPerOC, true}, rng);
   ThreadPool pool(2);
   // Without a request, LUTQ_GEMM_PATH decides and unset means the LUT path (the int8 copy is
   // opt-in); kAuto asks the policy.
   if (std::getenv("LUTQ_GEMM_PATH") == nullptr) {
-    Result<BcqLinear> plain = BcqLinear::create(w, Isa::kAvx512, Precision::kFast, std::nullopt);
+    Result<BcqLinear> plain = BcqLinear::create(w, isa, Precision::kFast, std::nullopt);
     ASSERT_TRUE(plain);
     EXPECT_EQ(plain->int8_bytes(), 0);
     EXPECT_EQ(plain->path_for(40), GemmPath::kLut);
   }
-  Result<BcqLinear> lin = BcqLinear::create(w, Isa::kAvx512, Precision::kFast, GemmPath::kAuto);
+  Result<BcqLinear> lin = BcqLinear::create(w, isa, Precision::kFast, GemmPath::kAuto);
   ASSERT_TRUE(lin);
   EXPECT_EQ(lin->path_for(1), GemmPath::kLut);
   EXPECT_EQ(lin->path_for(40), GemmPath::kInt8Gemm);
@@ -306,18 +329,46 @@ TEST(BcqInt8Gemm, LinearTakesThePolicyPath) {
   bcq_int8_gemm(pack_bcq_int8(w), x.data(), 40, want.data(), pool, Int8Kernel::kRef);
   EXPECT_EQ(0, std::memcmp(y.data(), want.data(), y.size() * 4));
   // exact precision, per-IC and a forced LUT path never pack or take the int8 path.
-  Result<BcqLinear> exact = BcqLinear::create(w, Isa::kAvx512, Precision::kExact, GemmPath::kInt8Gemm);
+  Result<BcqLinear> exact = BcqLinear::create(w, isa, Precision::kExact, GemmPath::kInt8Gemm);
   ASSERT_TRUE(exact);
   EXPECT_EQ(exact->int8_bytes(), 0);
   EXPECT_EQ(exact->path_for(40), GemmPath::kLut);
-  Result<BcqLinear> lut = BcqLinear::create(w, Isa::kAvx512, Precision::kFast, GemmPath::kLut);
+  Result<BcqLinear> lut = BcqLinear::create(w, isa, Precision::kFast, GemmPath::kLut);
   ASSERT_TRUE(lut);
   EXPECT_EQ(lut->int8_bytes(), 0);
   const BcqMatrix ic = testing::random_bcq(64, 256, BcqConfig{4, 32, Orientation::kPerIC, false}, rng);
-  Result<BcqLinear> per_ic = BcqLinear::create(ic, Isa::kAvx512, Precision::kFast, GemmPath::kInt8Gemm);
+  Result<BcqLinear> per_ic = BcqLinear::create(ic, isa, Precision::kFast, GemmPath::kInt8Gemm);
   ASSERT_TRUE(per_ic);
   EXPECT_EQ(per_ic->path_for(40), GemmPath::kLut);
   EXPECT_FALSE(bcq_int8_supported(testing::random_bcq(3, 102, BcqConfig{2, 102, Orientation::kPerOC, false}, rng)));
+}
+
+// avx2: the policy never takes the int8 path (slower than the LUT on Zen 3); forced, the
+// matrix is packed with rows and runs the AVX2 kernel, equal to the spec.
+TEST(BcqInt8Gemm, LinearOnAvx2TakesInt8OnlyWhenForced) {
+  if (!bcq_int8_avx2_available(detect_cpu())) GTEST_SKIP() << "CPU lacks AVX2";
+  std::mt19937_64 rng(testing::test_seed());
+  const BcqMatrix w = testing::random_bcq(40, 256, BcqConfig{4, 64, Orientation::kPerOC, true}, rng);
+  Result<BcqLinear> autop = BcqLinear::create(w, Isa::kAvx2, Precision::kFast, GemmPath::kAuto);
+  ASSERT_TRUE(autop);
+  EXPECT_EQ(autop->int8_bytes(), 0);
+  EXPECT_EQ(autop->path_for(512), GemmPath::kLut);
+  Result<BcqLinear> forced = BcqLinear::create(w, Isa::kAvx2, Precision::kFast, GemmPath::kInt8Gemm);
+  ASSERT_TRUE(forced);
+  EXPECT_GT(forced->int8_bytes(), 0);
+  EXPECT_EQ(forced->path_for(3), GemmPath::kInt8Gemm);
+  ThreadPool pool(2);
+  const std::vector<float> x = testing::random_activations(40, 256, rng);
+  std::vector<float> y(40 * 40), want(40 * 40);
+  ASSERT_TRUE(forced->forward(x.data(), 40, y.data(), pool));
+  bcq_int8_gemm(pack_bcq_int8(w), x.data(), 40, want.data(), pool, Int8Kernel::kRef);
+  EXPECT_EQ(0, std::memcmp(y.data(), want.data(), y.size() * 4));
+  // Groups that are not a multiple of 64 have no row layout: never packed on avx2.
+  const BcqMatrix w32 = testing::random_bcq(40, 256, BcqConfig{4, 32, Orientation::kPerOC, true}, rng);
+  Result<BcqLinear> g32 = BcqLinear::create(w32, Isa::kAvx2, Precision::kFast, GemmPath::kInt8Gemm);
+  ASSERT_TRUE(g32);
+  EXPECT_EQ(g32->int8_bytes(), 0);
+  EXPECT_EQ(g32->path_for(512), GemmPath::kLut);
 }
 
 }  // namespace
