@@ -30,7 +30,8 @@ constexpr int kNumLinearRoles = 7;
 
 // "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down".
 const char* role_name(LinearRole role);
-// ffn_gate, ffn_up and ffn_down: the roles an MoE block holds once per expert.
+// ffn_gate, ffn_up and ffn_down, in that order: the roles an MoE block holds once per expert.
+inline constexpr LinearRole kFfnRoles[] = {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown};
 constexpr bool is_ffn_role(LinearRole role) {
   return role == LinearRole::kFfnGate || role == LinearRole::kFfnUp || role == LinearRole::kFfnDown;
 }

@@ -66,7 +66,7 @@ void for_each_block_linear(const Model& model, int64_t l, F&& fn) {
     if (const Linear* lin = model.linear(l, role)) fn(*lin, role, kOwnLayer);
   }
   for (int64_t x = LinearObserver::kSharedExpert; x < model.config().n_expert; ++x) {
-    for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown}) {
+    for (LinearRole role : kFfnRoles) {
       if (const Linear* lin = model.expert_linear(l, role, x)) fn(*lin, role, x);
     }
   }

@@ -37,7 +37,6 @@ using testing::TinySpec;
 using testing::TinyWeights;
 
 const std::vector<int32_t> kTokens = {3, 17, 42, 0, 49, 17, 8, 25, 31};
-constexpr LinearRole kShexpRoles[] = {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown};
 
 
 std::string temp_path(const std::string& tag) {
@@ -84,7 +83,7 @@ Tiny with_shared_experts(const Tiny& t, F matrix) {
   for (size_t l = 0; l < out.w.layers.size(); ++l) {
     TinyWeights::Layer& layer = out.w.layers[l];
     std::vector<float>* w[] = {&layer.sg, &layer.su, &layer.sd};
-    for (int r = 0; r < 3; ++r) *w[r] = matrix(shared_expert_weight(static_cast<int64_t>(l), kShexpRoles[r]), *w[r]);
+    for (int r = 0; r < 3; ++r) *w[r] = matrix(shared_expert_weight(static_cast<int64_t>(l), kFfnRoles[r]), *w[r]);
   }
   return out;
 }
@@ -98,7 +97,7 @@ void check_quantized_file(const Tiny& t, const std::string& path, int bits, int 
   Result<io::GgufFile> lf = io::GgufFile::open(path);
   ASSERT_TRUE(lf.is_ok()) << lf.status().message();
   for (int64_t l = 0; l < t.spec.n_layer; ++l) {
-    for (LinearRole role : kShexpRoles) {
+    for (LinearRole role : kFfnRoles) {
       const std::string name = shared_expert_weight(l, role);
       EXPECT_EQ(lf->find_tensor(name), nullptr) << name << ": the fp32 tensor is replaced";
       Result<std::optional<lutqfile::BcqEntry>> e = lutqfile::find_bcq(*lf, name);
@@ -190,8 +189,8 @@ TEST(MoeSharedExpert, GptqBcqSharedExpertIsCalibratedOnItsOwnStatistics) {
     const TinyWeights::Layer& L = t.w.layers[static_cast<size_t>(l)];
     const std::vector<float>* w[] = {&L.sg, &L.su, &L.sd};
     for (int r = 0; r < 3; ++r) {
-      const std::string name = shared_expert_weight(l, kShexpRoles[r]);
-      Result<pipeline::ExpertHessian> h = lw->expert_hessian(l, kShexpRoles[r], LinearObserver::kSharedExpert);
+      const std::string name = shared_expert_weight(l, kFfnRoles[r]);
+      Result<pipeline::ExpertHessian> h = lw->expert_hessian(l, kFfnRoles[r], LinearObserver::kSharedExpert);
       Result<format::BcqMatrix> qg = lutqfile::read_bcq(*fg, name);
       Result<format::BcqMatrix> qa = lutqfile::read_bcq(*fa, name);
       ASSERT_TRUE(h.is_ok() && qg.is_ok() && qa.is_ok()) << name;
@@ -223,7 +222,7 @@ TEST(MoeSharedExpert, DenseOverrideKeepsFp32SharedExpertsWhichStillLoad) {
   Result<io::GgufFile> lf = io::GgufFile::open(path);
   ASSERT_TRUE(lf.is_ok()) << lf.status().message();
   for (int64_t l = 0; l < t.spec.n_layer; ++l) {
-    for (LinearRole role : kShexpRoles) {
+    for (LinearRole role : kFfnRoles) {
       const io::TensorInfo* info = lf->find_tensor(shared_expert_weight(l, role));
       ASSERT_NE(info, nullptr);
       EXPECT_EQ(info->type, io::GgmlType::F32);

@@ -242,7 +242,6 @@ QuantizeReport quantize_experts(const Tiny& t, const std::string& override_text,
 }
 
 const char* kExpertNames[] = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
-constexpr LinearRole kExpertRoles[] = {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown};
 
 // Each expert matrix's calibrated output error tr(ΔHΔᵀ) in the files `a` and `b` (same order).
 void calibrated_errors(const Tiny& t, const std::vector<std::vector<int32_t>>& chunks, const std::string& a,
@@ -263,7 +262,7 @@ void calibrated_errors(const Tiny& t, const std::vector<std::vector<int32_t>>& c
       for (int r = 0; r < 3; ++r) {
         const std::string name = lutqfile::expert_matrix_name(
             "blk." + std::to_string(l) + "." + kExpertNames[r] + ".weight", e);
-        Result<ExpertHessian> h = lw->expert_hessian(l, kExpertRoles[r], e);
+        Result<ExpertHessian> h = lw->expert_hessian(l, model::kFfnRoles[r], e);
         Result<format::BcqMatrix> qa = lutqfile::read_bcq(*fa, name);
         Result<format::BcqMatrix> qb = lutqfile::read_bcq(*fb, name);
         ASSERT_TRUE(h.is_ok() && qa.is_ok() && qb.is_ok()) << name;

@@ -229,7 +229,7 @@ bool needs_calibration(const LinearSpec& spec, const ModelConfig& config) {
                                 needs(p + "ffn_down_exps.weight", LinearRole::kFfnDown))) {
       return true;
     }
-    for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown}) {
+    for (LinearRole role : model::kFfnRoles) {
       if (config.n_expert > 0 && config.n_ff_shexp > 0 && needs(model::shared_expert_weight(l, role), role)) return true;
     }
   }
@@ -250,7 +250,7 @@ std::vector<LinearTarget> linear_targets(const ModelConfig& c) {
     }
     if (c.n_expert <= 0 || c.n_ff_shexp <= 0) continue;
     // An MoE block's shared expert (qwen2moe): quantized like a dense block's FFN layers.
-    for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown}) {
+    for (LinearRole role : model::kFfnRoles) {
       const std::string name = model::shared_expert_weight(l, role);
       targets.push_back({name, name, role, l, true});
     }

@@ -33,7 +33,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-constexpr model::LinearRole kFfn[] = {model::LinearRole::kFfnGate, model::LinearRole::kFfnUp, model::LinearRole::kFfnDown};
 
 struct Config {
   bool gptq = false;
@@ -94,7 +93,7 @@ Status run_config(model::Model& model, const std::vector<std::vector<float>>& de
   for (int64_t l = 0; l < n_layer; ++l) {
     std::optional<quant::GptqFactor> factor;  // gate and up share their input
     for (int64_t ri = 0; ri < 3; ++ri) {
-      const model::LinearRole role = kFfn[ri];
+      const model::LinearRole role = model::kFfnRoles[ri];
       const std::vector<float>& w = dense[static_cast<size_t>(l * 3 + ri)];
       const model::Linear& lin = *model.linear(l, role);
       const double* h = stats.hessian(l, role).h().data();
@@ -144,7 +143,7 @@ Status run_config(model::Model& model, const std::vector<std::vector<float>>& de
     auto deq = std::make_shared<const std::vector<float>>(format::dequantize(tern[i]));
     Result<model::Linear> lin = model::Linear::dense(deq, q->n, q->k, model.ops().isa);
     if (!lin) return lin.status();
-    if (Status s = model.replace_linear(l, kFfn[i % 3], std::move(*lin)); !s) return s;
+    if (Status s = model.replace_linear(l, model::kFfnRoles[i % 3], std::move(*lin)); !s) return s;
   }
   std::printf("  dictionary %lld entries (%lld bytes)\n", static_cast<long long>(shared->size()),
               static_cast<long long>(shared->storage_bytes()));
@@ -180,7 +179,7 @@ int run(int argc, char** argv) {
   const int64_t n_layer = model->config().n_layer;
   std::vector<std::vector<float>> dense;
   for (int64_t l = 0; l < n_layer; ++l) {
-    for (model::LinearRole role : kFfn) {
+    for (model::LinearRole role : model::kFfnRoles) {
       const model::Linear& lin = *model->linear(l, role);
       dense.emplace_back(lin.dense_data(), lin.dense_data() + lin.n() * lin.k());
     }

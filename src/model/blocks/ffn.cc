@@ -61,7 +61,7 @@ Result<std::unique_ptr<Block>> build_swiglu_ffn(LayerBuilder& b, int64_t l) {
   Result<std::vector<float>> norm = b.vector(tensor(l, "ffn_norm.weight"));
   if (!norm) return norm.status();
   std::vector<Linear> lin;
-  for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown}) {
+  for (LinearRole role : kFfnRoles) {
     Result<Linear> r = b.linear(l, role, /*bias=*/false);
     if (!r) return r.status();
     lin.push_back(std::move(*r));

@@ -205,7 +205,7 @@ Result<std::vector<Expert>> load_routed_experts(LayerBuilder& b, int64_t l) {
 Result<Expert> load_shared_expert(LayerBuilder& b, int64_t l) {
   const ModelConfig& c = b.config();
   std::vector<Linear> lin;
-  for (LinearRole role : {LinearRole::kFfnGate, LinearRole::kFfnUp, LinearRole::kFfnDown}) {
+  for (LinearRole role : kFfnRoles) {
     const std::string name = shared_expert_weight(l, role);
     const int64_t n = role == LinearRole::kFfnDown ? c.n_embd : c.n_ff_shexp;
     const int64_t k = role == LinearRole::kFfnDown ? c.n_ff_shexp : c.n_embd;
