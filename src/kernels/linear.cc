@@ -56,11 +56,15 @@ Result<BcqLinear> BcqLinear::create(const format::BcqMatrix& w, Isa isa, Precisi
       ((isa == Isa::kAvx512 && bcq_int8_avx512_available(cpu)) ||
        (isa == Isa::kAvx2 && bcq_int8_avx2_available(cpu) && bcq_int8_avx2_supported(w.cfg.g)));
   const bool amx = amx_allowed() && bcq_int8_amx_available(cpu);
+  const bool uniform = isa == Isa::kAvx2 && precision == Precision::kFast && w.cfg.q <= 4 && cpu.avx2 &&
+                       bcq_int8_supported(w) && bcq_uniform_grid(w);
   const bool wanted = *path == GemmPath::kInt8Gemm ||
                       (*path == GemmPath::kAuto && choose_path(std::numeric_limits<int64_t>::max(), w.n, w.k, w.cfg.q,
-                                                               w.cfg.g, w.cfg.orientation, isa, precision, amx) ==
-                                                       GemmPath::kInt8Gemm);
-  if (int8_possible && wanted) {
+                                                               w.cfg.g, w.cfg.orientation, isa, precision, amx,
+                                                               uniform) == GemmPath::kInt8Gemm);
+  if (uniform && wanted) {
+    out.uniform_ = std::make_shared<const BcqBytesPacked>(pack_bcq_bytes(w));
+  } else if (int8_possible && wanted) {
     // Row codes where the AMX or the AVX2 kernel runs this matrix, plane masks (quads) for the
     // AVX-512 one.
     const bool rows = isa == Isa::kAvx2 || (amx && bcq_int8_amx_supported(w.cfg.g));
@@ -90,11 +94,11 @@ format::BcqMatrix BcqLinear::unpack() const {
 }
 
 GemmPath BcqLinear::path_for(int64_t m) const {
-  if (!int8_) return GemmPath::kLut;
+  if (!int8_ && !uniform_) return GemmPath::kLut;
   if (forced_) return *forced_;
   const format::BcqConfig& c = packed_.source.cfg;
   return choose_path(m, n(), k(), c.q, c.g, c.orientation, packed_.isa, packed_.precision,
-                     int8_kernel_ == Int8Kernel::kAmx);
+                     int8_kernel_ == Int8Kernel::kAmx, uniform_ != nullptr);
 }
 
 Status BcqLinear::forward(const float* x, int64_t m, float* y, ThreadPool& pool) const {
@@ -105,7 +109,11 @@ Status BcqLinear::forward(const float* x, int64_t m, float* y, ThreadPool& pool)
     return Status::ok();
   }
   if (path_for(m) == GemmPath::kInt8Gemm) {
-    bcq_int8_gemm(*int8_, x, m, y, pool, int8_kernel_);
+    if (uniform_) {
+      bcq_bytes_gemm(*uniform_, x, m, y, pool, ByteKernel::kAvx2);
+    } else {
+      bcq_int8_gemm(*int8_, x, m, y, pool, int8_kernel_);
+    }
     return Status::ok();
   }
   const Backend& be = backend(packed_.isa);

@@ -59,7 +59,7 @@ class BcqLinear {
   // the LUT kernel for that matrix).
   GemmPath path_for(int64_t m) const;
   // Bytes of the int8-path packing (0 where there is none).
-  int64_t int8_bytes() const { return int8_ ? int8_->bytes() : 0; }
+  int64_t int8_bytes() const { return (int8_ ? int8_->bytes() : 0) + (uniform_ ? uniform_->bytes() : 0); }
 
  private:
   explicit BcqLinear(PackedMatrix packed) : packed_(std::move(packed)) {}
@@ -68,6 +68,9 @@ class BcqLinear {
   std::shared_ptr<const BcqInt8Packed> int8_;  // null where the int8 path is never taken
   Int8Kernel int8_kernel_ = Int8Kernel::kRef;  // the int8 path's kernel (best_int8_kernel)
   std::shared_ptr<const BcqBytesPacked> bytes_;  // non-null: the byte-code path, for every m
+  // avx2, uniform grid, q <= 4: the int8 path's copy, byte codes for the vpmaddubsw kernel (the
+  // LUT layout stays for the m the policy leaves on it).
+  std::shared_ptr<const BcqBytesPacked> uniform_;
   ByteKernel byte_kernel_ = ByteKernel::kNone;
   std::optional<GemmPath> forced_;
 };

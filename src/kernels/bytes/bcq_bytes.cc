@@ -8,9 +8,11 @@
 
 namespace lutq::kernels {
 
-bool bcq_bytes_uniform(const format::BcqMatrix& w) {
+bool bcq_bytes_uniform(const format::BcqMatrix& w) { return w.cfg.q >= 5 && bcq_uniform_grid(w); }
+
+bool bcq_uniform_grid(const format::BcqMatrix& w) {
   const format::BcqConfig& c = w.cfg;
-  if (c.orientation != format::Orientation::kPerOC || !c.has_offset || c.q < 5 || c.q > 8) return false;
+  if (c.orientation != format::Orientation::kPerOC || !c.has_offset || c.q < 1 || c.q > 8) return false;
   // g <= 2^16: |Σ xq·code| <= g·127·255 stays below 2^31.
   if (c.g % 4 != 0 || c.g > 65536 || w.k % 4 != 0 || w.n < 1) return false;
   const int64_t sets = w.n * w.num_groups();
@@ -154,7 +156,8 @@ void bcq_bytes_gemm_ref(const BcqBytesPacked& w, const QuantizedActs& xa, float*
 }
 
 void bcq_bytes_gemm(const BcqBytesPacked& w, const float* x, int64_t m, float* y, ThreadPool& pool, ByteKernel kernel) {
-  const QuantizedActs xa = quantize_acts(x, m, w.k, w.g);
+  // (The AVX-512 quantizer's precondition is the int8 path's, more than this kernel needs.)
+  const QuantizedActs xa = kernel == ByteKernel::kAvx2 ? quantize_acts_avx2(x, m, w.k, w.g) : quantize_acts(x, m, w.k, w.g);
   switch (kernel) {
     case ByteKernel::kAvx512:
       bcq_bytes_gemm_avx512(w, xa, y, pool);

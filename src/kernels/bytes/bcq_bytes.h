@@ -41,6 +41,9 @@ constexpr int64_t kBytesTileRows = 16;  // rows per quad vector: 16 rows x 4 col
 // multiples of 4, g <= 65536 (int32 sums), and every group's fp16-decoded scales exactly
 // α_i == α_0·2^i (finite).
 bool bcq_bytes_uniform(const format::BcqMatrix& w);
+// The same test at any q in 1..8: where q <= 4 the LUT layout stays, and the int8 path's prefill
+// copy on avx2 is byte codes (BcqLinear; the AVX2 kernel's vpmaddubsw branch).
+bool bcq_uniform_grid(const format::BcqMatrix& w);
 
 // Which byte kernel this CPU runs for a backend: the policy (docs/kernels.md "The byte-code
 // path"). Only kFast on avx512 (with VNNI) and avx2; exact precision, scalar, ref and cuda keep

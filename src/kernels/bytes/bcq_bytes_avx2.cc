@@ -6,10 +6,14 @@
 // vphaddd + vpermd fold the column pairs into one int32 per row. A tile's group (16 x g bytes)
 // stays in L1 for the next activation rows.
 //
+// q <= 4 (a uniform grid's copy for the int8 path's prefill; bcq_uniform_grid) takes
+// vpmaddubsw instead (tile_small below).
+//
 // Float order: the scalar spec's, so the outputs equal bcq_bytes_gemm_ref bit for bit.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include <immintrin.h>
 
@@ -73,10 +77,91 @@ void tile_rows(const BcqBytesPacked& w, const QuantizedActs& xa, int64_t tile, f
   }
 }
 
+// Codes of at most 4 bits (q <= 4, the int8 path's prefill copy on avx2): vpmaddubsw takes the
+// u8 codes and the s8 activations directly, a pair at most 2·15·127 = 3,810, so the int16 pair
+// sums add up over `flush` quads without overflow (8 at q = 4: 30,480 < 2^15) before one
+// vpmaddwd by 1 folds them into int32 per row. Per quad and activation row: 2 vpmaddubsw and 2
+// vpaddw per 64 weights (vpmaddwd: 2 per 32), and no group-end folding (lanes are rows).
+constexpr int kSmallRows = 3;  // activation rows per pass (15 of 16 ymm registers)
+
+inline int flush_quads(int q) { return 32767 / (2 * ((1 << q) - 1) * 127); }
+
+template <int T>
+void small_group_sums(const uint8_t* codes, const int8_t* x, int64_t x_stride, int64_t quads, int flush,
+                      __m256i out[kSmallRows][2]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i a32[T][2];
+  for (int t = 0; t < T; ++t) a32[t][0] = a32[t][1] = _mm256_setzero_si256();
+  for (int64_t d0 = 0; d0 < quads; d0 += flush) {
+    const int64_t d1 = std::min<int64_t>(quads, d0 + flush);
+    __m256i a16[T][2];
+    for (int t = 0; t < T; ++t) a16[t][0] = a16[t][1] = _mm256_setzero_si256();
+    for (int64_t d = d0; d < d1; ++d) {
+      const __m256i c0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(codes + d * 64));
+      const __m256i c1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(codes + d * 64 + 32));
+      for (int t = 0; t < T; ++t) {
+        int32_t four;
+        std::memcpy(&four, x + t * x_stride + d * 4, 4);
+        const __m256i xv = _mm256_set1_epi32(four);
+        a16[t][0] = _mm256_add_epi16(a16[t][0], _mm256_maddubs_epi16(c0, xv));
+        a16[t][1] = _mm256_add_epi16(a16[t][1], _mm256_maddubs_epi16(c1, xv));
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      a32[t][0] = _mm256_add_epi32(a32[t][0], _mm256_madd_epi16(a16[t][0], ones));
+      a32[t][1] = _mm256_add_epi32(a32[t][1], _mm256_madd_epi16(a16[t][1], ones));
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    out[t][0] = a32[t][0];
+    out[t][1] = a32[t][1];
+  }
+}
+
+// All activation rows of one tile, q <= 4: per group the tile's 16 x g codes stay in L1 while
+// the rows pass over them kSmallRows at a time; facc [m][16] carries the spec's per-row chain.
+void tile_small(const BcqBytesPacked& w, const QuantizedActs& xa, int64_t tile, float* facc, float* y) {
+  const int64_t quads = w.g / 4, m = xa.m;
+  const int flush = flush_quads(w.q);
+  std::fill(facc, facc + m * kBytesTileRows, 0.0f);
+  for (int64_t j = 0; j < w.groups; ++j) {
+    const uint8_t* codes = w.codes.data() + (tile * (w.k / 4) + j * quads) * 64;
+    const float* sc = w.scales.data() + (tile * w.groups + j) * 2 * kBytesTileRows;
+    for (int64_t t0 = 0; t0 < m; t0 += kSmallRows) {
+      const int rows = static_cast<int>(std::min<int64_t>(kSmallRows, m - t0));
+      const int8_t* x = xa.xq.data() + t0 * xa.stride + j * w.g;
+      __m256i isum[kSmallRows][2];
+      switch (rows) {
+        case 1: small_group_sums<1>(codes, x, xa.stride, quads, flush, isum); break;
+        case 2: small_group_sums<2>(codes, x, xa.stride, quads, flush, isum); break;
+        default: small_group_sums<3>(codes, x, xa.stride, quads, flush, isum); break;
+      }
+      for (int t = 0; t < rows; ++t) {
+        const size_t cell = static_cast<size_t>((t0 + t) * xa.groups + j);
+        const __m256 sx = _mm256_set1_ps(xa.sx[cell]);
+        const __m256 s = _mm256_set1_ps(static_cast<float>(xa.corr[cell] / -128));
+        float* f = facc + (t0 + t) * kBytesTileRows;
+        for (int h = 0; h < 2; ++h) {
+          __m256 v = _mm256_mul_ps(_mm256_loadu_ps(sc + 8 * h), _mm256_cvtepi32_ps(isum[t][h]));
+          v = _mm256_fmadd_ps(_mm256_loadu_ps(sc + kBytesTileRows + 8 * h), s, v);
+          _mm256_storeu_ps(f + 8 * h, _mm256_fmadd_ps(v, sx, _mm256_loadu_ps(f + 8 * h)));
+        }
+      }
+    }
+  }
+  const int64_t r0 = tile * kBytesTileRows, rows = std::min<int64_t>(kBytesTileRows, w.n - r0);
+  for (int64_t t = 0; t < m; ++t) std::copy(facc + t * kBytesTileRows, facc + t * kBytesTileRows + rows, y + t * w.n + r0);
+}
+
 }  // namespace
 
 void bcq_bytes_gemm_avx2(const BcqBytesPacked& w, const QuantizedActs& xa, float* y, ThreadPool& pool) {
   pool.parallel_for(w.tiles, 1, [&](int64_t t0, int64_t t1) {
+    if (w.q <= 4) {
+      std::vector<float> facc(static_cast<size_t>(xa.m * kBytesTileRows));
+      for (int64_t tile = t0; tile < t1; ++tile) tile_small(w, xa, tile, facc.data(), y);
+      return;
+    }
     for (int64_t tile = t0; tile < t1; ++tile) tile_rows(w, xa, tile, y);
   });
 }

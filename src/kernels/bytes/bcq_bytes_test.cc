@@ -64,7 +64,7 @@ void expect_kernel_equals_spec(Kernel kernel) {
   std::mt19937_64 rng(seed);
   for (int threads : {1, 2}) {
     ThreadPool pool(threads);
-    for (int q = 5; q <= 8; ++q) {
+    for (int q = 1; q <= 8; ++q) {  // q <= 4: the int8 path's copy on avx2 (vpmaddubsw)
       for (const Shape& s : shapes()) {
         const BcqMatrix w = random_uniform(s.n, s.k, q, s.g, rng);
         const BcqBytesPacked p = pack_bcq_bytes(w);
@@ -103,6 +103,7 @@ TEST(BcqBytes, DetectsExactlyUniformGridsOnly) {
   std::mt19937_64 rng(testing::test_seed());
   for (int q = 5; q <= 8; ++q) EXPECT_TRUE(bcq_bytes_uniform(random_uniform(17, 128, q, 64, rng))) << "q=" << q;
   EXPECT_FALSE(bcq_bytes_uniform(random_uniform(17, 128, 4, 64, rng))) << "q = 4 stays on the LUT";
+  for (int q = 1; q <= 8; ++q) EXPECT_TRUE(bcq_uniform_grid(random_uniform(17, 128, q, 64, rng))) << "q=" << q;
   BcqMatrix w = random_uniform(17, 128, 8, 64, rng);
   w.alpha[7 * 8 + 3] = static_cast<uint16_t>(w.alpha[7 * 8 + 3] + 1);  // one scale one ulp off
   EXPECT_FALSE(bcq_bytes_uniform(w));
@@ -152,7 +153,7 @@ TEST(BcqBytes, WithinDerivedBoundOfExactProduct) {
   std::mt19937_64 rng(seed);
   ThreadPool pool(2);
   const ByteKernel kernel = byte_kernel_for(Isa::kAvx512, Precision::kFast, detect_cpu());
-  for (int q : {5, 6, 8}) {
+  for (int q : {2, 4, 5, 6, 8}) {
     for (const Shape& s : shapes()) {
       const BcqMatrix w = random_uniform(s.n, s.k, q, s.g, rng);
       const BcqBytesPacked p = pack_bcq_bytes(w);
@@ -226,6 +227,45 @@ TEST(BcqBytes, LinearUsesBytePathAndReportsItsBytes) {
       }
     }
   }
+}
+
+// avx2, q <= 4, uniform grid: the LUT layout stays for small m and the int8 path's copy is byte
+// codes (vpmaddubsw), taken from the policy's m (LUTQ_GEMM_PATH=auto) or always (int8), equal to
+// the byte spec; a non-uniform matrix is never packed so on avx2 auto.
+TEST(BcqBytes, Avx2UniformPrefillCopy) {
+  if (!detect_cpu().avx2) GTEST_SKIP() << "CPU lacks AVX2";
+  std::mt19937_64 rng(testing::test_seed());
+  ThreadPool pool(2);
+  const BcqMatrix w = random_uniform(70, 256, 4, 128, rng);
+  const int64_t from = 16;  // choose_path's avx2 threshold
+  Result<BcqLinear> lin = BcqLinear::create(w, Isa::kAvx2, Precision::kFast, GemmPath::kAuto);
+  ASSERT_TRUE(lin) << lin.status().message();
+  EXPECT_FALSE(lin->byte_path());
+  EXPECT_EQ(lin->int8_bytes(), pack_bcq_bytes(w).bytes());
+  EXPECT_EQ(lin->path_for(from - 1), GemmPath::kLut);
+  EXPECT_EQ(lin->path_for(from), GemmPath::kInt8Gemm);
+  testing::expect_same_bcq(lin->unpack(), w);
+  const BcqBytesPacked packed = pack_bcq_bytes(w);
+  for (int64_t m : {from, int64_t{40}}) {
+    const std::vector<float> x = testing::random_activations(m, w.k, rng);
+    std::vector<float> want(static_cast<size_t>(m * w.n)), got(want.size());
+    bcq_bytes_gemm_ref(packed, quantize_acts(x.data(), m, w.k, w.cfg.g), want.data());
+    ASSERT_TRUE(lin->forward(x.data(), m, got.data(), pool));
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * 4), 0) << "m=" << m;
+  }
+  Result<BcqLinear> forced = BcqLinear::create(w, Isa::kAvx2, Precision::kFast, GemmPath::kInt8Gemm);
+  ASSERT_TRUE(forced);
+  EXPECT_EQ(forced->path_for(1), GemmPath::kInt8Gemm);
+  Result<BcqLinear> lut = BcqLinear::create(w, Isa::kAvx2, Precision::kFast, GemmPath::kLut);
+  ASSERT_TRUE(lut);
+  EXPECT_EQ(lut->int8_bytes(), 0);
+  Result<BcqLinear> exact = BcqLinear::create(w, Isa::kAvx2, Precision::kExact, GemmPath::kAuto);
+  ASSERT_TRUE(exact);
+  EXPECT_EQ(exact->int8_bytes(), 0);
+  const BcqMatrix fit = testing::random_bcq(70, 256, BcqConfig{4, 128, Orientation::kPerOC, true}, rng);
+  Result<BcqLinear> other = BcqLinear::create(fit, Isa::kAvx2, Precision::kFast, GemmPath::kAuto);
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->int8_bytes(), 0) << "not a uniform grid: no copy on avx2";
 }
 
 }  // namespace

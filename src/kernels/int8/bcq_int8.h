@@ -38,8 +38,10 @@ const char* gemm_path_name(GemmPath p);
 // `--precision exact` always stays on the LUT.
 // `amx`: the CPU runs the AMX kernel and it is allowed (then every q <= 4 takes the int8 path
 // from a smaller m, where bcq_int8_amx_supported(g)).
+// `uniform`: the matrix is a uniform grid (bcq_uniform_grid), which avx2 multiplies from a byte
+// code copy with vpmaddubsw (kernels/bytes; docs/kernels.md "Uniform grids on avx2").
 GemmPath choose_path(int64_t m, int64_t n, int64_t k, int q, int64_t g, format::Orientation orientation, Isa isa,
-                     Precision precision, bool amx = false);
+                     Precision precision, bool amx = false, bool uniform = false);
 // Whether a matrix can take the int8 path at all (per-OC, q <= 4, g % 4 == 0).
 bool bcq_int8_supported(const format::BcqMatrix& w);
 

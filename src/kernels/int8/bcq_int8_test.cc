@@ -155,7 +155,7 @@ void expect_acts_equal_spec(QuantizeFn quantize) {
       x[static_cast<size_t>(g / 2)] = std::numeric_limits<float>::quiet_NaN();  // row 0, group 0
       if (m > 1) std::fill(x.begin() + k, x.begin() + k + g, 0.0f);  // row 1, group 0
       if (m > 2) x[static_cast<size_t>(2 * k + g - 1)] = -std::numeric_limits<float>::infinity();
-      if (m > 2) x[static_cast<size_t>(2 * k + 2 * g - 1)] = std::numeric_limits<float>::infinity();
+      if (m > 2 && k >= 2 * g) x[static_cast<size_t>(2 * k + 2 * g - 1)] = std::numeric_limits<float>::infinity();
       const QuantizedActs want = quantize_acts(x.data(), m, k, g), got = quantize(x.data(), m, k, g);
       EXPECT_EQ(got.xq, want.xq) << "k=" << k << " g=" << g << " m=" << m;
       EXPECT_EQ(got.corr, want.corr) << "k=" << k << " g=" << g << " m=" << m;
@@ -303,6 +303,16 @@ TEST(BcqInt8Gemm, Policy) {
   for (Isa isa : {Isa::kRef, Isa::kScalar, Isa::kAvx2, Isa::kCuda}) {
     EXPECT_EQ(choose_path(32, 4096, 4096, 4, 128, oc, isa, fast), GemmPath::kLut) << isa_name(isa);
   }
+  // avx2: uniform grids only (the byte-code copy), q = 3 and 4 from m = 16; never q <= 2, never
+  // exact precision.
+  for (int q = 1; q <= 4; ++q) {
+    const GemmPath at16 = q >= 3 ? GemmPath::kInt8Gemm : GemmPath::kLut;
+    EXPECT_EQ(choose_path(15, 4096, 4096, q, 128, oc, Isa::kAvx2, fast, false, true), GemmPath::kLut) << q;
+    EXPECT_EQ(choose_path(16, 4096, 4096, q, 128, oc, Isa::kAvx2, fast, false, true), at16) << q;
+    EXPECT_EQ(choose_path(512, 4096, 4096, q, 32, oc, Isa::kAvx2, fast, false, true), at16) << q;
+  }
+  EXPECT_EQ(choose_path(512, 4096, 4096, 4, 128, oc, Isa::kAvx2, Precision::kExact, false, true), GemmPath::kLut);
+  EXPECT_EQ(choose_path(512, 4096, 4096, 4, 128, oc, Isa::kScalar, fast, false, true), GemmPath::kLut);
 }
 
 TEST(BcqInt8Gemm, LinearTakesThePolicyPath) {
