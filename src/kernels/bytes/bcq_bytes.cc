@@ -93,12 +93,23 @@ BcqBytesPacked pack_bcq_bytes(const format::BcqMatrix& w) {
       out[(c / 4) * 64 + c % 4] = static_cast<uint8_t>(code);
     }
   }
+  if (p.q <= 4) {  // nibbles: byte b of a quad's 32 holds quad bytes b (low) and b + 32 (high)
+    AlignedBuffer nib(p.codes.size() / 2);
+    const uint8_t* in = p.codes.data();
+    uint8_t* out = nib.data();
+    for (size_t quad = 0; quad < p.codes.size() / 64; ++quad, in += 64, out += 32) {
+      for (int b = 0; b < 32; ++b) out[b] = static_cast<uint8_t>(in[b] | (in[b + 32] << 4));
+    }
+    p.codes = std::move(nib);
+  }
   return p;
 }
 
 uint8_t BcqBytesPacked::code(int64_t r, int64_t c) const {
-  const int64_t tile = r / kBytesTileRows, row = r % kBytesTileRows;
-  return codes.data()[tile * kBytesTileRows * k + (c / 4) * 64 + row * 4 + c % 4];
+  const int64_t tile = r / kBytesTileRows, row = r % kBytesTileRows, at = row * 4 + c % 4;
+  const int64_t quad = tile * (k / 4) + c / 4;
+  if (q <= 4) return static_cast<uint8_t>((codes.data()[quad * 32 + at % 32] >> (at < 32 ? 0 : 4)) & 0x0F);
+  return codes.data()[quad * 64 + at];
 }
 
 int64_t BcqBytesPacked::bytes() const {
@@ -159,7 +170,11 @@ void bcq_bytes_gemm(const BcqBytesPacked& w, const float* x, int64_t m, float* y
   // (The AVX-512 quantizer's precondition is the int8 path's, more than this kernel needs.)
   const QuantizedActs xa = kernel == ByteKernel::kAvx2 ? quantize_acts_avx2(x, m, w.k, w.g) : quantize_acts(x, m, w.k, w.g);
   switch (kernel) {
-    case ByteKernel::kAvx512:
+    case ByteKernel::kAvx512:  // bytes only: a nibble copy (q <= 4) goes to the spec
+      if (w.q <= 4) {
+        bcq_bytes_gemm_ref(w, xa, y);
+        break;
+      }
       bcq_bytes_gemm_avx512(w, xa, y, pool);
       break;
     case ByteKernel::kAvx2:

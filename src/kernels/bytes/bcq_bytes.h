@@ -58,7 +58,11 @@ struct BcqBytesPacked {
   int q = 0;
   int64_t tiles = 0;  // ceil(n / 16)
   int64_t groups = 0;  // k / g
-  AlignedBuffer codes;  // [tile][k/4][64]
+  // [tile][k/4][64]: byte 4·row + j of quad d = the code of (16·tile + row, 4·d + j). q <= 4
+  // (the int8 path's copy on avx2, never the byte path itself): nibbles, [tile][k/4][32], byte b
+  // holding quad bytes b (low nibble) and b + 32 (high). The AVX-512 kernel reads bytes only
+  // (q >= 5).
+  AlignedBuffer codes;
   std::vector<float> scales;  // [tile][group][32]: A of the 16 rows, then B
   // The fp16 α_0 and z per (row, group), [n][groups]: for unpack only, never streamed.
   std::vector<uint16_t> alpha0, zero;
@@ -76,6 +80,7 @@ format::BcqMatrix unpack_bcq_bytes(const BcqBytesPacked& p);
 // The scalar spec. y[m, n], stride n; any m >= 1.
 void bcq_bytes_gemm_ref(const BcqBytesPacked& w, const QuantizedActs& xa, float* y);
 // Preconditions: the CPU has AVX-512 F/BW/VNNI (avx512) or AVX2 + FMA (avx2).
+// Precondition: w.q >= 5 (byte codes).
 void bcq_bytes_gemm_avx512(const BcqBytesPacked& w, const QuantizedActs& xa, float* y, ThreadPool& pool);
 void bcq_bytes_gemm_avx2(const BcqBytesPacked& w, const QuantizedActs& xa, float* y, ThreadPool& pool);
 

@@ -77,7 +77,9 @@ void tile_rows(const BcqBytesPacked& w, const QuantizedActs& xa, int64_t tile, f
   }
 }
 
-// Codes of at most 4 bits (q <= 4, the int8 path's prefill copy on avx2): vpmaddubsw takes the
+// Codes of at most 4 bits (q <= 4, the int8 path's prefill copy on avx2), stored as nibbles (a
+// quad's rows 0-7 in the low nibbles of 32 bytes, rows 8-15 in the high ones: one mask and one
+// shift split them): vpmaddubsw takes the
 // u8 codes and the s8 activations directly, a pair at most 2·15·127 = 3,810, so the int16 pair
 // sums add up over `flush` quads without overflow (8 at q = 4: 30,480 < 2^15) before one
 // vpmaddwd by 1 folds them into int32 per row. Per quad and activation row: 2 vpmaddubsw and 2
@@ -89,7 +91,7 @@ inline int flush_quads(int q) { return 32767 / (2 * ((1 << q) - 1) * 127); }
 template <int T>
 void small_group_sums(const uint8_t* codes, const int8_t* x, int64_t x_stride, int64_t quads, int flush,
                       __m256i out[kSmallRows][2]) {
-  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(0x0F);
   __m256i a32[T][2];
   for (int t = 0; t < T; ++t) a32[t][0] = a32[t][1] = _mm256_setzero_si256();
   for (int64_t d0 = 0; d0 < quads; d0 += flush) {
@@ -97,8 +99,8 @@ void small_group_sums(const uint8_t* codes, const int8_t* x, int64_t x_stride, i
     __m256i a16[T][2];
     for (int t = 0; t < T; ++t) a16[t][0] = a16[t][1] = _mm256_setzero_si256();
     for (int64_t d = d0; d < d1; ++d) {
-      const __m256i c0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(codes + d * 64));
-      const __m256i c1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(codes + d * 64 + 32));
+      const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(codes + d * 32));
+      const __m256i c0 = _mm256_and_si256(v, low), c1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
       for (int t = 0; t < T; ++t) {
         int32_t four;
         std::memcpy(&four, x + t * x_stride + d * 4, 4);
@@ -125,7 +127,7 @@ void tile_small(const BcqBytesPacked& w, const QuantizedActs& xa, int64_t tile, 
   const int flush = flush_quads(w.q);
   std::fill(facc, facc + m * kBytesTileRows, 0.0f);
   for (int64_t j = 0; j < w.groups; ++j) {
-    const uint8_t* codes = w.codes.data() + (tile * (w.k / 4) + j * quads) * 64;
+    const uint8_t* codes = w.codes.data() + (tile * (w.k / 4) + j * quads) * 32;
     const float* sc = w.scales.data() + (tile * w.groups + j) * 2 * kBytesTileRows;
     for (int64_t t0 = 0; t0 < m; t0 += kSmallRows) {
       const int rows = static_cast<int>(std::min<int64_t>(kSmallRows, m - t0));
