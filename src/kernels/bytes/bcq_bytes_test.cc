@@ -237,7 +237,7 @@ TEST(BcqBytes, Avx2UniformPrefillCopy) {
   std::mt19937_64 rng(testing::test_seed());
   ThreadPool pool(2);
   const BcqMatrix w = random_uniform(70, 256, 4, 128, rng);
-  const int64_t from = 16;  // choose_path's avx2 threshold
+  const int64_t from = 2;  // choose_path's avx2 threshold at q = 4
   Result<BcqLinear> lin = BcqLinear::create(w, Isa::kAvx2, Precision::kFast, GemmPath::kAuto);
   ASSERT_TRUE(lin) << lin.status().message();
   EXPECT_FALSE(lin->byte_path());
@@ -246,7 +246,7 @@ TEST(BcqBytes, Avx2UniformPrefillCopy) {
   EXPECT_EQ(lin->path_for(from), GemmPath::kInt8Gemm);
   testing::expect_same_bcq(lin->unpack(), w);
   const BcqBytesPacked packed = pack_bcq_bytes(w);
-  for (int64_t m : {from, int64_t{40}}) {
+  for (int64_t m : {from, int64_t{5}, int64_t{40}}) {
     const std::vector<float> x = testing::random_activations(m, w.k, rng);
     std::vector<float> want(static_cast<size_t>(m * w.n)), got(want.size());
     bcq_bytes_gemm_ref(packed, quantize_acts(x.data(), m, w.k, w.cfg.g), want.data());

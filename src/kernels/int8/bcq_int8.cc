@@ -34,14 +34,17 @@ GemmPath choose_path(int64_t m, int64_t n, int64_t k, int q, int64_t g, format::
   // m on Zen 3 (4096x4096 q4 g128, 1 thread, hot: m = 128 62 against 47 ms, m = 8 5.3 against
   // 3.3): one vpmaddwd per cycle there is 16 multiply-adds per cycle, what the LUT already
   // reaches at q = 4 and below its rate at q <= 3 (docs/kernels.md "The AVX2 int8 kernel").
-  // Uniform grids on avx2 (byte codes x s8 by vpmaddubsw, int16 sums over several quads: up to
-  // 32 multiply-adds per cycle on Zen 3): on Zen 3 (4096x4096 g128, 1 thread, hot) 1.2-1.4x the
-  // LUT at m = 16-32 and 1.2-1.5x at m = 128 for q = 3 and 4; at q <= 2 even at best (the LUT's
-  // cost per row falls with q, the byte kernel's does not).
+  // Uniform grids on avx2 (nibble codes x s8 by vpmaddubsw, int16 sums over several quads: up to
+  // 32 multiply-adds per cycle on Zen 3): on Zen 3 (4096x4096 and 4096x14336 g128, 1 thread, hot
+  // and DRAM) ahead of the LUT from m = 2 at q = 4 (1.3-1.7x at m = 2-8) and from m = 3 at q = 3;
+  // at q = 2 within ~1.1x either way up to m = 16 (the LUT's cost per row falls with q, this
+  // kernel's does not), so q <= 2 stays on the LUT and is not packed; m = 1 stays on the LUT
+  // (1.2x slower on 1 thread).
   if (precision != Precision::kFast || (isa != Isa::kAvx512 && !(isa == Isa::kAvx2 && uniform))) return GemmPath::kLut;
   if (orientation != format::Orientation::kPerOC || q > 4 || g % 4 != 0 || k % 4 != 0 || n < 1) return GemmPath::kLut;
   if (isa == Isa::kAvx2) {
-    return q >= 3 && m >= 16 ? GemmPath::kInt8Gemm : GemmPath::kLut;
+    constexpr int64_t kUniformFrom[5] = {0, 0, 0, 3, 2};  // 0: never
+    return kUniformFrom[q] != 0 && m >= kUniformFrom[q] ? GemmPath::kInt8Gemm : GemmPath::kLut;
   }
   // Measured on Zen 4 (4096x4096, g = 128, 1 thread, hot): the int8 path pays a per-call
   // expansion (~0.4 ms at q = 2..4, m-independent) and then ~8 vpdpbusd per 512 weights per row,

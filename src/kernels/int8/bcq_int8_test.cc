@@ -303,13 +303,17 @@ TEST(BcqInt8Gemm, Policy) {
   for (Isa isa : {Isa::kRef, Isa::kScalar, Isa::kAvx2, Isa::kCuda}) {
     EXPECT_EQ(choose_path(32, 4096, 4096, 4, 128, oc, isa, fast), GemmPath::kLut) << isa_name(isa);
   }
-  // avx2: uniform grids only (the byte-code copy), q = 3 and 4 from m = 16; never q <= 2, never
-  // exact precision.
+  // avx2: uniform grids only (the nibble copy), q = 4 from m = 2, q = 3 from m = 3; never q <= 2,
+  // never m = 1, never exact precision.
   for (int q = 1; q <= 4; ++q) {
-    const GemmPath at16 = q >= 3 ? GemmPath::kInt8Gemm : GemmPath::kLut;
-    EXPECT_EQ(choose_path(15, 4096, 4096, q, 128, oc, Isa::kAvx2, fast, false, true), GemmPath::kLut) << q;
-    EXPECT_EQ(choose_path(16, 4096, 4096, q, 128, oc, Isa::kAvx2, fast, false, true), at16) << q;
-    EXPECT_EQ(choose_path(512, 4096, 4096, q, 32, oc, Isa::kAvx2, fast, false, true), at16) << q;
+    const int64_t from = q == 4 ? 2 : q == 3 ? 3 : 0;
+    const GemmPath big = from != 0 ? GemmPath::kInt8Gemm : GemmPath::kLut;
+    EXPECT_EQ(choose_path(1, 4096, 4096, q, 128, oc, Isa::kAvx2, fast, false, true), GemmPath::kLut) << q;
+    if (from != 0) {
+      EXPECT_EQ(choose_path(from - 1, 4096, 4096, q, 128, oc, Isa::kAvx2, fast, false, true), GemmPath::kLut) << q;
+      EXPECT_EQ(choose_path(from, 4096, 4096, q, 128, oc, Isa::kAvx2, fast, false, true), big) << q;
+    }
+    EXPECT_EQ(choose_path(512, 4096, 4096, q, 32, oc, Isa::kAvx2, fast, false, true), big) << q;
   }
   EXPECT_EQ(choose_path(512, 4096, 4096, 4, 128, oc, Isa::kAvx2, Precision::kExact, false, true), GemmPath::kLut);
   EXPECT_EQ(choose_path(512, 4096, 4096, 4, 128, oc, Isa::kScalar, fast, false, true), GemmPath::kLut);
