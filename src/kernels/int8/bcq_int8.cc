@@ -201,6 +201,17 @@ QuantizedActs zeroed_acts(int64_t m, int64_t k, int64_t g) {
   return a;
 }
 
+QuantizedActs quantize_acts_by_group(const float* x, int64_t m, int64_t k, int64_t g, QuantizeGroupFn group) {
+  QuantizedActs a = zeroed_acts(m, k, g);
+  for (int64_t t = 0; t < m; ++t) {
+    for (int64_t j = 0; j < a.groups; ++j) {
+      const size_t cell = static_cast<size_t>(t * a.groups + j);
+      group(x + t * k + j * g, g, a.xq.data() + t * a.stride + j * g, a.sx[cell], a.corr[cell]);
+    }
+  }
+  return a;
+}
+
 QuantizedActs quantize_acts(const float* x, int64_t m, int64_t k, int64_t g) {
   QuantizedActs a = zeroed_acts(m, k, g);
   for (int64_t t = 0; t < m; ++t) {

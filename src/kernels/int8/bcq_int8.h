@@ -98,6 +98,10 @@ QuantizedActs quantize_acts_avx512(const float* x, int64_t m, int64_t k, int64_t
 QuantizedActs quantize_acts_avx2(const float* x, int64_t m, int64_t k, int64_t g);
 // Shapes and zero-fills the fields (xq rows padded to a multiple of 16).
 QuantizedActs zeroed_acts(int64_t m, int64_t k, int64_t g);
+// zeroed_acts, then `group` on every (row, group): its g values in, xq / s_x / correction out
+// (the SIMD quantizers' shared loop).
+using QuantizeGroupFn = void (*)(const float* xs, int64_t g, int8_t* xq, float& sx, int32_t& corr);
+QuantizedActs quantize_acts_by_group(const float* x, int64_t m, int64_t k, int64_t g, QuantizeGroupFn group);
 
 // The scalar spec. y[m,n], stride n.
 void bcq_int8_gemm_ref(const BcqInt8Packed& w, const QuantizedActs& xa, float* y);

@@ -261,14 +261,7 @@ void quantize_group(const float* xs, int64_t g, int8_t* xq, float& sx, int32_t& 
 }  // namespace
 
 QuantizedActs quantize_acts_avx512(const float* x, int64_t m, int64_t k, int64_t g) {
-  QuantizedActs a = zeroed_acts(m, k, g);
-  for (int64_t t = 0; t < m; ++t) {
-    for (int64_t j = 0; j < a.groups; ++j) {
-      const size_t cell = static_cast<size_t>(t * a.groups + j);
-      quantize_group(x + t * k + j * g, g, a.xq.data() + t * a.stride + j * g, a.sx[cell], a.corr[cell]);
-    }
-  }
-  return a;
+  return quantize_acts_by_group(x, m, k, g, &quantize_group);
 }
 
 void bcq_int8_gemm_avx512(const BcqInt8Packed& w, const QuantizedActs& xa, float* y, ThreadPool& pool) {
