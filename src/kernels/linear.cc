@@ -11,8 +11,9 @@ namespace lutq::kernels {
 namespace {
 
 Result<GemmPath> path_from_env() {
-  // Unset: the LUT path. The int8 path keeps a second, int8 copy of the weights (~6.5 bits per
-  // weight at q4 g64) for 1.1-1.2x faster prefill, so it is opt-in (auto: the policy; int8: forced).
+  // Unset: the LUT path. The int8 path keeps a second copy of the weights (AVX-512: int8 codes
+  // and level tables, ~5.25-6.5 bits per weight; avx2, uniform grids: nibble codes, ~4.5) for
+  // 1.2-2x faster prefill, so it is opt-in (auto: the policy; int8: forced).
   const char* env = std::getenv("LUTQ_GEMM_PATH");
   if (env == nullptr || *env == '\0') return GemmPath::kLut;
   const std::string_view v(env);
