@@ -212,35 +212,35 @@ QuantizedActs quantize_acts_by_group(const float* x, int64_t m, int64_t k, int64
   return a;
 }
 
-QuantizedActs quantize_acts(const float* x, int64_t m, int64_t k, int64_t g) {
-  QuantizedActs a = zeroed_acts(m, k, g);
-  for (int64_t t = 0; t < m; ++t) {
-    for (int64_t j = 0; j < a.groups; ++j) {
-      const float* xs = x + t * k + j * g;
-      float amax = 0.0f;
-      bool finite = true;
-      for (int64_t c = 0; c < g; ++c) {
-        finite = finite && std::isfinite(xs[c]);
-        amax = std::max(amax, std::fabs(xs[c]));
-      }
-      float& sx = a.sx[static_cast<size_t>(t * a.groups + j)];
-      if (!finite) {
-        sx = std::numeric_limits<float>::quiet_NaN();
-        continue;
-      }
-      if (amax == 0.0f) continue;
-      const float inv = 127.0f / amax;
-      sx = amax / 127.0f;
-      int8_t* xq = a.xq.data() + t * a.stride + j * g;
-      int32_t sum = 0;
-      for (int64_t c = 0; c < g; ++c) {
-        xq[c] = static_cast<int8_t>(std::clamp(std::nearbyint(xs[c] * inv), -127.0f, 127.0f));
-        sum += xq[c];
-      }
-      a.corr[static_cast<size_t>(t * a.groups + j)] = -128 * sum;
-    }
+namespace {
+
+// One (row, group) of the spec's activation quantizer (bcq_int8.h).
+void quantize_group(const float* xs, int64_t g, int8_t* xq, float& sx, int32_t& corr) {
+  float amax = 0.0f;
+  bool finite = true;
+  for (int64_t c = 0; c < g; ++c) {
+    finite = finite && std::isfinite(xs[c]);
+    amax = std::max(amax, std::fabs(xs[c]));
   }
-  return a;
+  if (!finite) {
+    sx = std::numeric_limits<float>::quiet_NaN();
+    return;
+  }
+  if (amax == 0.0f) return;
+  const float inv = 127.0f / amax;
+  sx = amax / 127.0f;
+  int32_t sum = 0;
+  for (int64_t c = 0; c < g; ++c) {
+    xq[c] = static_cast<int8_t>(std::clamp(std::nearbyint(xs[c] * inv), -127.0f, 127.0f));
+    sum += xq[c];
+  }
+  corr = -128 * sum;
+}
+
+}  // namespace
+
+QuantizedActs quantize_acts(const float* x, int64_t m, int64_t k, int64_t g) {
+  return quantize_acts_by_group(x, m, k, g, &quantize_group);
 }
 
 void bcq_int8_gemm_ref(const BcqInt8Packed& w, const QuantizedActs& xa, float* y) {
