@@ -52,13 +52,12 @@ Result<BcqLinear> BcqLinear::create(const format::BcqMatrix& w, Isa isa, Precisi
   if (*path != GemmPath::kAuto) out.forced_ = path;
   // Packed for the int8 path where it is forced, or where the policy takes it for some m (a
   // matrix it never takes, e.g. q <= 2, does not pay the memory).
-  const bool int8_possible =
-      precision == Precision::kFast && bcq_int8_supported(w) &&
-      ((isa == Isa::kAvx512 && bcq_int8_avx512_available(cpu)) ||
-       (isa == Isa::kAvx2 && bcq_int8_avx2_available(cpu) && bcq_int8_avx2_supported(w.cfg.g)));
+  const bool fast_oc = precision == Precision::kFast && bcq_int8_supported(w);  // per-OC, q <= 4
+  const bool on_avx2 = fast_oc && isa == Isa::kAvx2 && bcq_int8_avx2_available(cpu);
+  const bool int8_possible = (fast_oc && isa == Isa::kAvx512 && bcq_int8_avx512_available(cpu)) ||
+                             (on_avx2 && bcq_int8_avx2_supported(w.cfg.g));
   const bool amx = amx_allowed() && bcq_int8_amx_available(cpu);
-  const bool uniform = isa == Isa::kAvx2 && precision == Precision::kFast && w.cfg.q <= 4 && cpu.avx2 &&
-                       bcq_int8_supported(w) && bcq_uniform_grid(w);
+  const bool uniform = on_avx2 && bcq_uniform_grid(w);
   const bool wanted = *path == GemmPath::kInt8Gemm ||
                       (*path == GemmPath::kAuto && choose_path(std::numeric_limits<int64_t>::max(), w.n, w.k, w.cfg.q,
                                                                w.cfg.g, w.cfg.orientation, isa, precision, amx,
