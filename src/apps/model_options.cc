@@ -221,9 +221,13 @@ Result<std::unique_ptr<LoadedModel>> load_model_here(const ModelArgs& args) {
                  static_cast<long long>(sh->kv_end), static_cast<long long>(sh->ff_begin),
                  static_cast<long long>(sh->ff_end));
   }
-  std::fprintf(stderr, "lutq: loaded %s: %lld layers, n_embd %lld, vocab %lld, %s, %.1f MB weights, %d threads, %.2f s\n",
+  char copies[64] = "";
+  if (const int64_t b = out->model->prefill_copy_bytes(); b > 0) {
+    std::snprintf(copies, sizeof copies, " (+ %.1f MB prefill copies)", static_cast<double>(b) / 1e6);
+  }
+  std::fprintf(stderr, "lutq: loaded %s: %lld layers, n_embd %lld, vocab %lld, %s, %.1f MB weights%s, %d threads, %.2f s\n",
                args.path.c_str(), static_cast<long long>(c.n_layer), static_cast<long long>(c.n_embd),
-               static_cast<long long>(c.n_vocab), form, static_cast<double>(out->model->weight_bytes()) / 1e6,
+               static_cast<long long>(c.n_vocab), form, static_cast<double>(out->model->weight_bytes()) / 1e6, copies,
                args.threads, secs);
   return out;
 }

@@ -128,6 +128,9 @@ class Model {
   // reads one row), and the same for the block linears alone.
   int64_t weight_bytes() const;
   int64_t block_weight_bytes() const;
+  // Bytes of the prefill copies BCQ matrices hold beside the layout decoding streams (the int8
+  // or uniform-grid codes of LUTQ_GEMM_PATH=auto|int8; kernels/linear.h), over blocks and head.
+  int64_t prefill_copy_bytes() const;
   // Counts, parameters and stored bytes of the quantizable block matrices (LinearStats).
   LinearStats block_linear_stats() const;
   // Multi-line description: config summary, backend, and each distinct linear-layer form.

@@ -295,3 +295,32 @@ TEST(LutqFileModel, RefusesToRequantizeAndNeverLeavesAPartialFile) {
 
 }  // namespace
 }  // namespace lutq::model
+
+namespace lutq::model {
+namespace {
+
+// The prefill copies some BCQ matrices hold beside their LUT layout (LUTQ_GEMM_PATH=int8 forces
+// them; on avx2 an RTN matrix's is its uniform-grid codes) are counted apart from the weights
+// decoding streams, and cost nothing by default.
+TEST(ModelMemory, PrefillCopiesAreCountedApart) {
+  if (!detect_cpu().avx2) GTEST_SKIP() << "CPU lacks AVX2";
+  const Tiny t = make_tiny({});
+  const io::GgufFile f = open_tiny(t);
+  ThreadPool pool(2);
+  quant::QuantOptions qo;
+  qo.method = quant::Method::kRtn;
+  qo.cfg.q = 4;
+  qo.cfg.g = 32;
+  LoadOptions opt;
+  opt.linear = LinearSpec::quantized(qo, kernels::Isa::kAvx2, kernels::Precision::kFast);
+  const Model plain = load_tiny(f, pool, opt);
+  EXPECT_EQ(plain.prefill_copy_bytes(), 0);
+  ASSERT_EQ(setenv("LUTQ_GEMM_PATH", "int8", 1), 0);
+  const Model copied = load_tiny(f, pool, opt);
+  unsetenv("LUTQ_GEMM_PATH");
+  EXPECT_GT(copied.prefill_copy_bytes(), 0);
+  EXPECT_EQ(copied.weight_bytes(), plain.weight_bytes());
+}
+
+}  // namespace
+}  // namespace lutq::model

@@ -3,6 +3,7 @@
 #include "kernels/bytes/bcq_bytes.h"
 
 #include <cmath>
+#include <cstring>
 
 #include "core/fp16.h"
 
@@ -65,7 +66,11 @@ BcqBytesPacked pack_bcq_bytes(const format::BcqMatrix& w) {
   p.q = w.cfg.q;
   p.tiles = (w.n + kBytesTileRows - 1) / kBytesTileRows;
   p.groups = w.k / w.cfg.g;
-  p.codes = AlignedBuffer(static_cast<size_t>(p.tiles * kBytesTileRows * w.k));
+  // q <= 4: nibbles, written in place (byte b of a quad's 32 holds quad bytes b in its low half
+  // and b + 32, rows 8-15 of the tile, in its high half); else a byte per code.
+  const bool nibbles = p.q <= 4;
+  const int64_t quad_bytes = nibbles ? 32 : 64;
+  p.codes = AlignedBuffer(static_cast<size_t>(p.tiles * (w.k / 4) * quad_bytes));
   p.scales.assign(static_cast<size_t>(p.tiles * p.groups * 2 * kBytesTileRows), 0.0f);
   p.alpha0.resize(static_cast<size_t>(w.n * p.groups));
   p.zero.resize(p.alpha0.size());
@@ -81,26 +86,25 @@ BcqBytesPacked pack_bcq_bytes(const format::BcqMatrix& w) {
       sc[row] = 2.0f * a0;
       sc[kBytesTileRows + row] = std::fma(-top, a0, z);
     }
-    uint8_t* out = p.codes.data() + tile * kBytesTileRows * w.k + row * 4;
+    const int shift = nibbles && row >= 8 ? 4 : 0;
+    uint8_t* out = p.codes.data() + tile * (w.k / 4) * quad_bytes + (nibbles ? row % 8 : row) * 4;
+    const auto put = [&](int64_t c, unsigned code) { out[(c / 4) * quad_bytes + c % 4] |= static_cast<uint8_t>(code << shift); };
     int64_t c = 0;
-    for (; c + 8 <= w.k; c += 8) {  // eight codes at a time: an 8x8 bit transpose of the plane bytes
-      const uint64_t codes = element_codes8(w, r, c / 8);
-      for (int e = 0; e < 8; ++e) out[((c + e) / 4) * 64 + (c + e) % 4] = static_cast<uint8_t>(codes >> (8 * e));
+    for (; c + 8 <= w.k; c += 8) {  // eight codes at a time: an 8x8 bit transpose of the plane bytes,
+      const uint64_t codes = element_codes8(w, r, c / 8);  // two quads' 4 bytes (codes <= 15 shift whole)
+      for (int half = 0; half < 2; ++half) {
+        uint8_t* at = out + (c / 4 + half) * quad_bytes;
+        uint32_t word;
+        std::memcpy(&word, at, 4);
+        word |= static_cast<uint32_t>(codes >> (32 * half)) << shift;
+        std::memcpy(at, &word, 4);
+      }
     }
     for (; c < w.k; ++c) {
-      int code = 0;
-      for (int i = 0; i < p.q; ++i) code |= static_cast<int>(w.bit(i, r, c)) << i;
-      out[(c / 4) * 64 + c % 4] = static_cast<uint8_t>(code);
+      unsigned code = 0;
+      for (int i = 0; i < p.q; ++i) code |= static_cast<unsigned>(w.bit(i, r, c)) << i;
+      put(c, code);
     }
-  }
-  if (p.q <= 4) {  // nibbles: byte b of a quad's 32 holds quad bytes b (low) and b + 32 (high)
-    AlignedBuffer nib(p.codes.size() / 2);
-    const uint8_t* in = p.codes.data();
-    uint8_t* out = nib.data();
-    for (size_t quad = 0; quad < p.codes.size() / 64; ++quad, in += 64, out += 32) {
-      for (int b = 0; b < 32; ++b) out[b] = static_cast<uint8_t>(in[b] | (in[b + 32] << 4));
-    }
-    p.codes = std::move(nib);
   }
   return p;
 }
