@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the seed files of fuzz/corpus/lutq_file/: small lutq model files (BCQ entries with fp16
-and compressed scales, int8 and QMoE entries, MoE experts one matrix per expert), scale adapters and a tune checkpoint, standard library only (the GGUF encoder of make_gguf_seeds.py).
+"""Writes the seed files of fuzz/corpus/lutq_file/: small lutq model files (BCQ entries with fp16,
+compressed and uniform scales, int8 and QMoE entries, MoE experts one matrix per expert), scale adapters and a tune checkpoint, standard library only (the GGUF encoder of make_gguf_seeds.py).
 
     python3 fuzz/make_lutq_seeds.py [out_dir]     # default: fuzz/corpus/lutq_file next to this script
 """
@@ -127,6 +127,16 @@ def main():
     seeds["tune_state.gguf"] = gguf(state_kvs, [("blk.0.attn_q.weight.alpha.params", [8], "f32", params),
                                                 ("blk.0.attn_q.weight.alpha.m", [8], "f64", struct.pack("<8d", *[0.01] * 8)),
                                                 ("blk.0.attn_q.weight.alpha.v", [8], "f64", struct.pack("<8d", *[1e-4] * 8))])
+    # Uniform scales (format version 3): plane 0 only, fp16 per-OC with offsets and 6-bit codes per-IC.
+    kv_u0, t_u0 = bcq(rng, "blk.0.attn_q.weight", 8, 64, 3, 32, False, True)
+    t_u0 = [t if not t[0].endswith(".bcq_alpha") else (t[0], [1] + t[1][1:], "f16", f16s(rng, 8 * 2)) for t in t_u0]
+    kv_u1, t_u1 = bcq_coded(rng, "blk.0.ffn_up.weight", 64, 12, 2, 32, True, False, 6)
+    t_u1 = [t for t in t_u1 if not t[0].endswith((".bcq_alpha_code", ".bcq_alpha_super"))]
+    t_u1 += [("blk.0.ffn_up.weight.bcq_alpha_code", [len(pack_codes([0] * 24, 6))], "i8",
+              pack_codes([rng.randrange(64) for _ in range(24)], 6)),
+             ("blk.0.ffn_up.weight.bcq_alpha_super", [1, 12], "f16", f16s(rng, 12))]
+    kv_u = kv_u0 + kv_u1 + [("lutq.bcq.blk.0.attn_q.weight.uniform", U32, 1), ("lutq.bcq.blk.0.ffn_up.weight.uniform", U32, 1)]
+    seeds["model_bcq_uniform.lutq"] = gguf([("lutq.format_version", U32, 3)] + kv_u, t_u0 + t_u1)
     for name, data in seeds.items():
         with open(os.path.join(out_dir, name), "wb") as f:
             f.write(data)

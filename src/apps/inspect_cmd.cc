@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
@@ -100,7 +101,7 @@ int run(const InspectArgs& a) {
   }
   for (const std::string& key : ck.keys()) {
     if (!key.starts_with(lutqfile::kBcqKeyPrefix) || key.ends_with(".method") || key.ends_with(".rel_error") ||
-        key.ends_with(".scale_bits")) {
+        key.ends_with(".scale_bits") || key.ends_with(".uniform")) {
       continue;
     }
     const std::string name = key.substr(lutqfile::kBcqKeyPrefix.size());
@@ -117,6 +118,7 @@ int run(const InspectArgs& a) {
     const double bpw = 8.0 * static_cast<double>(stored) / (static_cast<double>(b.n) * static_cast<double>(b.k));
     char scales[24] = "";
     if (b.scale_bits > 0) std::snprintf(scales, sizeof scales, " scales %d-bit", b.scale_bits);
+    if (b.uniform) std::snprintf(scales + std::strlen(scales), sizeof scales - std::strlen(scales), " uniform");
     char form[192];
     std::snprintf(form, sizeof form, "%s: bcq q=%d g=%lld %s%s%s %s (%.3f bpw)", role.c_str(), b.cfg.q,
                   static_cast<long long>(b.cfg.g), format::orientation_name(b.cfg.orientation),

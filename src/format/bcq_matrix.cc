@@ -1,5 +1,7 @@
 #include "format/bcq_matrix.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <limits>
 
@@ -27,10 +29,83 @@ int64_t BcqMatrix::storage_bytes() const {
 }
 
 int64_t BcqMatrix::stored_bytes() const {
-  if (codes.bits <= 0) return storage_bytes();
+  // Uniform scales are stored once per set (and line): 1/q of the α and super scale buffers.
+  const size_t planes = has_uniform_scales(*this) ? static_cast<size_t>(cfg.q) : 1;
+  if (codes.bits <= 0) return static_cast<int64_t>(bits.size() + 2 * (alpha.size() / planes) + 2 * offset.size());
   const auto packed = [&](size_t count) { return static_cast<int64_t>((count * static_cast<size_t>(codes.bits) + 7) / 8); };
-  return static_cast<int64_t>(bits.size()) + packed(codes.alpha_code.size()) + packed(codes.offset_code.size()) +
-         static_cast<int64_t>(2 * (codes.alpha_super.size() + codes.offset_range.size()));
+  return static_cast<int64_t>(bits.size()) + packed(codes.alpha_code.size() / planes) + packed(codes.offset_code.size()) +
+         static_cast<int64_t>(2 * (codes.alpha_super.size() / planes + codes.offset_range.size()));
+}
+
+namespace {
+
+// Whether v[j*q + i] = v[j*q]·2^i for every j and i (fp16 values, finite, exact).
+bool powers_of_two(const std::vector<uint16_t>& v, int q) {
+  const auto uq = static_cast<size_t>(q);
+  for (size_t j = 0; j + uq <= v.size(); j += uq) {
+    const float a0 = fp16_to_fp32(v[j]);
+    if (!std::isfinite(a0)) return false;
+    for (int i = 1; i < q; ++i) {
+      const uint16_t h = v[j + static_cast<size_t>(i)];
+      if (fp16_to_fp32(h) != std::ldexp(a0, i) || (h & 0x8000u) != (v[j] & 0x8000u)) return false;
+    }
+  }
+  return true;
+}
+
+// v[j*q + i] = v[j*q]·2^i in place; false where a value would not be a finite fp16.
+bool expand_powers(std::vector<uint16_t>& v, int q) {
+  const auto uq = static_cast<size_t>(q);
+  for (size_t j = 0; j + uq <= v.size(); j += uq) {
+    const float a0 = fp16_to_fp32(v[j]);
+    for (int i = 1; i < q; ++i) {
+      const float a = std::ldexp(a0, i);
+      if (!std::isfinite(a) || std::fabs(a) > 65504.0f) return false;
+      v[j + static_cast<size_t>(i)] = fp32_to_fp16(a);
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+bool has_uniform_scales(const BcqMatrix& w) {
+  const int q = w.cfg.q;
+  if (q < 2 || w.alpha.size() != static_cast<size_t>(w.num_scale_sets() * q)) return false;
+  if (w.codes.bits <= 0) return powers_of_two(w.alpha, q);
+  const auto uq = static_cast<size_t>(q);
+  const std::vector<uint8_t>& c = w.codes.alpha_code;
+  if (c.size() != w.alpha.size() || w.codes.alpha_super.size() % uq != 0) return false;
+  for (size_t j = 0; j < c.size(); j += uq) {
+    for (size_t i = 1; i < uq; ++i) {
+      if (c[j + i] != c[j]) return false;
+    }
+  }
+  return powers_of_two(w.codes.alpha_super, q);
+}
+
+Status expand_uniform_alpha(std::vector<uint16_t>& alpha, int q) {
+  std::vector<uint16_t> full(alpha.size() * static_cast<size_t>(q), 0);
+  for (size_t j = 0; j < alpha.size(); ++j) full[j * static_cast<size_t>(q)] = alpha[j];
+  if (!expand_powers(full, q)) {
+    return Status(StatusCode::kCorrupt, "uniform scales: a scale times 2^(q-1) is not a finite fp16");
+  }
+  alpha = std::move(full);
+  return Status::ok();
+}
+
+Status expand_uniform_codes(ScaleCodes& codes, int q) {
+  const auto uq = static_cast<size_t>(q);
+  std::vector<uint8_t> code(codes.alpha_code.size() * uq, 0);
+  for (size_t j = 0; j < codes.alpha_code.size(); ++j) std::fill_n(code.begin() + static_cast<std::ptrdiff_t>(j * uq), uq, codes.alpha_code[j]);
+  std::vector<uint16_t> super(codes.alpha_super.size() * uq, 0);
+  for (size_t j = 0; j < codes.alpha_super.size(); ++j) super[j * uq] = codes.alpha_super[j];
+  if (!expand_powers(super, q)) {
+    return Status(StatusCode::kCorrupt, "uniform scales: a super scale times 2^(q-1) is not a finite fp16");
+  }
+  codes.alpha_code = std::move(code);
+  codes.alpha_super = std::move(super);
+  return Status::ok();
 }
 
 Status validate_config(const BcqConfig& cfg, int64_t n, int64_t k) {
@@ -132,9 +207,10 @@ std::string describe(const BcqMatrix& w) {
   char buf[160];
   char scales[32] = "";
   if (w.codes.bits > 0) std::snprintf(scales, sizeof scales, " scales %d-bit", w.codes.bits);
-  std::snprintf(buf, sizeof buf, "%lldx%lld q=%d g=%lld %s%s%s (%.3f bpw)", static_cast<long long>(w.n),
+  std::snprintf(buf, sizeof buf, "%lldx%lld q=%d g=%lld %s%s%s%s (%.3f bpw)", static_cast<long long>(w.n),
                 static_cast<long long>(w.k), w.cfg.q, static_cast<long long>(w.cfg.g),
-                orientation_name(w.cfg.orientation), w.cfg.has_offset ? " offset" : "", scales, w.bits_per_weight());
+                orientation_name(w.cfg.orientation), w.cfg.has_offset ? " offset" : "", scales,
+                has_uniform_scales(w) ? " uniform" : "", w.bits_per_weight());
   return buf;
 }
 

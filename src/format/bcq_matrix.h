@@ -83,6 +83,20 @@ struct BcqMatrix {
   int64_t stored_bytes() const;
 };
 
+// Whether w's scales are uniform (docs/format.md, "Uniform scales"), so that the file stores one
+// scale per scale set (uniform codes: RTN and the other uniform-grid fits) and derives the rest:
+// q >= 2 and, with fp16 scales, every set's α_i = α_0·2^i exactly (a finite fp16, same sign);
+// with compressed scales every set's q codes are equal and every line's super scales are
+// S_i = S_0·2^i exactly. Scales trained afterwards (lutq tune, adapters) are not, and are stored
+// in full.
+bool has_uniform_scales(const BcqMatrix& w);
+
+// The full scales of uniform storage: alpha[set*q + i] = α_0·2^i from alpha[set*q] (fp16 form),
+// or, with codes, every plane's code and super scale from plane 0's (then decoded by the
+// caller). Errors (kCorrupt) where a derived fp16 value would not be finite.
+Status expand_uniform_alpha(std::vector<uint16_t>& alpha, int q);
+Status expand_uniform_codes(ScaleCodes& codes, int q);
+
 // Checks a configuration against a shape: q in 1..8, g in {32,64,128,256} or the full extent,
 // and the grouped dimension divisible by g. The message names the offending value.
 Status validate_config(const BcqConfig& cfg, int64_t n, int64_t k);

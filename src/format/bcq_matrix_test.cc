@@ -26,7 +26,19 @@ TEST(BcqFormat, SizesAndBitsPerWeight) {
   EXPECT_EQ(w.bits.size(), 3u * 4 * 32);
   EXPECT_EQ(w.alpha.size(), 4u * 2 * 3);
   EXPECT_EQ(w.offset.size(), 4u * 2);
+  w.alpha[1] = 0x3c00;  // 1.0 in plane 1 only: not uniform, every α stored
+  EXPECT_FALSE(has_uniform_scales(w));
   EXPECT_DOUBLE_EQ(w.bits_per_weight(), 3.0 + 16.0 * 4 / 128);  // methods.md: q=3, g=128, offset: 3.5
+  // Uniform scales (α_i = α_0·2^i in every set) store α_0 and the offset: 3 + 16·2/128.
+  for (size_t set = 0; set < 8; ++set) {
+    w.alpha[set * 3] = 0x3800;      // 0.5
+    w.alpha[set * 3 + 1] = 0x3c00;  // 1
+    w.alpha[set * 3 + 2] = 0x4000;  // 2
+  }
+  EXPECT_TRUE(has_uniform_scales(w));
+  EXPECT_DOUBLE_EQ(w.bits_per_weight(), 3.0 + 16.0 * 2 / 128);
+  w.alpha[5] = 0xc000;  // −2: the sign differs from α_0's
+  EXPECT_FALSE(has_uniform_scales(w));
   BcqMatrix ic = make_empty(64, 10, {2, 32, Orientation::kPerIC, false}).value();
   EXPECT_EQ(ic.row_bytes(), 2);
   EXPECT_EQ(ic.alpha.size(), 2u * 10 * 2);

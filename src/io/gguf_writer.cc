@@ -81,6 +81,13 @@ bool GgufWriter::replace(const std::string& key, GgufValue value) {
   return false;
 }
 
+const GgufValue* GgufWriter::find(const std::string& key) const {
+  for (const auto& kv : kv_) {
+    if (kv.first == key) return &kv.second;
+  }
+  return nullptr;
+}
+
 Status GgufWriter::add(std::string key, GgufValue value) {
   for (const auto& kv : kv_) {
     if (kv.first == key) return Status::invalid("GGUF writer: duplicate metadata key '" + key + "'");

@@ -35,6 +35,8 @@ class GgufWriter {
   // Replaces the value of metadata key `key`, keeping its place; false when there is no such key
   // or the value is malformed (general.alignment cannot be replaced).
   bool replace(const std::string& key, GgufValue value);
+  // The value of metadata key `key`, null when there is none.
+  const GgufValue* find(const std::string& key) const;
 
   // Adds a tensor; `data` must hold exactly ggml_tensor_bytes(type, dims) bytes.
   Status add_tensor(std::string name, std::vector<int64_t> dims, GgmlType type, std::span<const uint8_t> data);

@@ -58,8 +58,9 @@ class BcqLinear {
   // The path forward() takes for m activation rows (kLut also where byte_path(): it replaces
   // the LUT kernel for that matrix).
   GemmPath path_for(int64_t m) const;
-  // Bytes of the int8-path packing (0 where there is none).
-  int64_t int8_bytes() const { return (int8_ ? int8_->bytes() : 0) + (uniform_ ? uniform_->bytes() : 0); }
+  // Bytes held beside the LUT layout for small batches and prefill: the int8-path packing and
+  // the uniform grids' nibble copy (0 where there is neither).
+  int64_t prefill_copy_bytes() const { return (int8_ ? int8_->bytes() : 0) + (uniform_ ? uniform_->bytes() : 0); }
 
  private:
   explicit BcqLinear(PackedMatrix packed) : packed_(std::move(packed)) {}

@@ -21,10 +21,26 @@ constexpr const char* kOffsetRangeSuffix = ".bcq_offset_range";
 std::string key_of(std::string_view name) { return std::string(kBcqKeyPrefix) + std::string(name); }
 std::string int8_key_of(std::string_view name) { return std::string(kInt8KeyPrefix) + std::string(name); }
 
-// ggml dims of the alpha / offset tensors.
-std::vector<int64_t> alpha_dims(const format::BcqMatrix& w) {
-  if (w.cfg.orientation == format::Orientation::kPerOC) return {w.cfg.q, w.k / w.cfg.g, w.n};
-  return {w.cfg.q, w.k, w.n / w.cfg.g};
+// ggml dims of the alpha / offset tensors (alpha: `planes` per set, q or 1 for uniform scales).
+std::vector<int64_t> alpha_dims(const format::BcqMatrix& w, int64_t planes) {
+  if (w.cfg.orientation == format::Orientation::kPerOC) return {planes, w.k / w.cfg.g, w.n};
+  return {planes, w.k, w.n / w.cfg.g};
+}
+std::vector<int64_t> alpha_dims(const format::BcqMatrix& w) { return alpha_dims(w, w.cfg.q); }
+
+// Plane 0's values of each group of q (the stored form of uniform scales).
+template <typename T>
+std::vector<T> first_planes(const std::vector<T>& v, int q) {
+  std::vector<T> out(v.size() / static_cast<size_t>(q));
+  for (size_t j = 0; j < out.size(); ++j) out[j] = v[j * static_cast<size_t>(q)];
+  return out;
+}
+
+// Raises the file's format version to at least v.
+void require_version(io::GgufWriter& out, uint32_t v) {
+  const io::GgufValue* cur = out.find(std::string(kVersionKey));
+  if (cur != nullptr && cur->u64 >= v) return;
+  (void)out.replace(std::string(kVersionKey), io::GgufValue::make_uint(io::GgufValueType::UINT32, v));
 }
 std::vector<int64_t> offset_dims(const format::BcqMatrix& w) {
   if (w.cfg.orientation == format::Orientation::kPerOC) return {w.k / w.cfg.g, w.n};
@@ -70,14 +86,20 @@ Status read_code_tensor(const io::Checkpoint& ckpt, const std::string& tname, in
 
 // Reads the compressed scales of BCQ matrix `base` into w.codes and decodes them into w.alpha /
 // w.offset; errors name the file and tensor.
-Status read_codes(const io::Checkpoint& ckpt, const std::string& base, int bits, format::BcqMatrix& w) {
+Status read_codes(const io::Checkpoint& ckpt, const std::string& base, int bits, bool uniform, format::BcqMatrix& w) {
   const int64_t sets = w.num_scale_sets();
   const int64_t lines = format::num_lines(w);
+  const int64_t planes = uniform ? 1 : w.cfg.q;
   format::ScaleCodes& c = w.codes;
   c.bits = bits;
-  if (Status s = read_code_tensor(ckpt, base + kAlphaCodeSuffix, sets * w.cfg.q, bits, c.alpha_code); !s) return s;
-  if (Status s = read_part(ckpt, base + kAlphaSuperSuffix, io::GgmlType::F16, {w.cfg.q, lines}, c.alpha_super); !s) {
+  if (Status s = read_code_tensor(ckpt, base + kAlphaCodeSuffix, sets * planes, bits, c.alpha_code); !s) return s;
+  if (Status s = read_part(ckpt, base + kAlphaSuperSuffix, io::GgmlType::F16, {planes, lines}, c.alpha_super); !s) {
     return s;
+  }
+  if (uniform) {
+    if (Status s = format::expand_uniform_codes(c, w.cfg.q); !s) {
+      return Status(StatusCode::kCorrupt, ckpt.path() + ": BCQ matrix '" + base + "': " + s.message());
+    }
   }
   if (w.cfg.has_offset) {
     if (Status s = read_code_tensor(ckpt, base + kOffsetCodeSuffix, sets, bits, c.offset_code); !s) return s;
@@ -92,7 +114,7 @@ Status read_codes(const io::Checkpoint& ckpt, const std::string& base, int bits,
 }
 
 // Adds the compressed scales of w (the lutq.bcq.N.scale_bits key and the code tensors).
-Status add_codes(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w) {
+Status add_codes(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w, bool uniform) {
   if (Status s = format::validate_codes(w); !s) return Status(s.code(), name + ": " + s.message());
   if (!format::scales_match_codes(w)) {
     return Status::invalid(name + ": the scales differ from the decoding of their codes (changed after encoding)");
@@ -100,11 +122,13 @@ Status add_codes(io::GgufWriter& out, const std::string& name, const format::Bcq
   const format::ScaleCodes& c = w.codes;
   const int64_t lines = format::num_lines(w);
   if (Status s = out.add_uint32(key_of(name) + ".scale_bits", static_cast<uint32_t>(c.bits)); !s) return s;
-  const std::vector<uint8_t> ac = format::pack_codes(c.alpha_code, c.bits);
+  const int q = w.cfg.q;
+  const std::vector<uint8_t> ac = format::pack_codes(uniform ? first_planes(c.alpha_code, q) : c.alpha_code, c.bits);
   if (Status s = out.add_tensor(name + kAlphaCodeSuffix, {static_cast<int64_t>(ac.size())}, io::GgmlType::I8, ac); !s) {
     return s;
   }
-  if (Status s = out.add_tensor(name + kAlphaSuperSuffix, {w.cfg.q, lines}, io::GgmlType::F16, as_bytes(c.alpha_super));
+  const std::vector<uint16_t> super = uniform ? first_planes(c.alpha_super, q) : c.alpha_super;
+  if (Status s = out.add_tensor(name + kAlphaSuperSuffix, {uniform ? 1 : q, lines}, io::GgmlType::F16, as_bytes(super));
       !s) {
     return s;
   }
@@ -163,6 +187,13 @@ Result<std::optional<BcqEntry>> find_bcq(const io::Checkpoint& ckpt, std::string
     }
     e.scale_bits = static_cast<int>(*b);
   }
+  if (ckpt.has(key + ".uniform")) {
+    Result<int64_t> u = ckpt.get_int(key + ".uniform");
+    if (!u) return u.status();
+    if (*u != 0 && *u != 1) return bad("uniform " + std::to_string(*u) + " (0 or 1)");
+    if (*u == 1 && e.cfg.q < 2) return bad("uniform scales with q = 1");
+    e.uniform = *u == 1;
+  }
   if (ckpt.has(key + ".method")) {
     Result<std::string> m = ckpt.get_string(key + ".method");
     if (!m) return m.status();
@@ -187,9 +218,17 @@ Result<format::BcqMatrix> read_bcq(const io::Checkpoint& ckpt, std::string_view 
     return s;
   }
   if (entry.scale_bits > 0) {
-    if (Status s = read_codes(ckpt, base, entry.scale_bits, *w); !s) return s;
-  } else if (Status s = read_scales(ckpt, name, *w); !s) {
-    return s;
+    if (Status s = read_codes(ckpt, base, entry.scale_bits, entry.uniform, *w); !s) return s;
+  } else if (!entry.uniform) {
+    if (Status s = read_scales(ckpt, name, *w); !s) return s;
+  } else {
+    if (Status s = read_part(ckpt, base + kAlphaSuffix, io::GgmlType::F16, alpha_dims(*w, 1), w->alpha); !s) return s;
+    if (Status s = format::expand_uniform_alpha(w->alpha, w->cfg.q); !s) {
+      return Status(StatusCode::kCorrupt, ckpt.path() + ": BCQ matrix '" + base + "': " + s.message());
+    }
+    if (w->cfg.has_offset) {
+      if (Status s = read_part(ckpt, base + kOffsetSuffix, io::GgmlType::F16, offset_dims(*w), w->offset); !s) return s;
+    }
   }
   if (Status s = format::validate(*w); !s) {
     return Status(StatusCode::kCorrupt, ckpt.path() + ": BCQ matrix '" + base + "': " + s.message());
@@ -200,14 +239,29 @@ Result<format::BcqMatrix> read_bcq(const io::Checkpoint& ckpt, std::string_view 
 Status add_bcq(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w, std::string_view method,
                double rel_error) {
   if (Status s = format::validate(w); !s) return Status(s.code(), name + ": " + s.message());
-  if (w.codes.bits > 0) {
-    if (Status s = add_bcq_key(out, name, w); !s) return s;
-    if (Status s = add_codes(out, name, w); !s) return s;
-    (void)out.replace(std::string(kVersionKey), io::GgufValue::make_uint(io::GgufValueType::UINT32, kFormatVersion));
-  } else if (Status s = add_scales(out, name, w); !s) {
-    return s;
-  }
+  const bool uniform = format::has_uniform_scales(w);
   const std::string key = key_of(name);
+  if (Status s = add_bcq_key(out, name, w); !s) return s;
+  if (uniform) {
+    if (Status s = out.add_uint32(key + ".uniform", 1); !s) return s;
+    require_version(out, kFormatVersionUniform);
+  }
+  if (w.codes.bits > 0) {
+    if (Status s = add_codes(out, name, w, uniform); !s) return s;
+    require_version(out, kFormatVersionCodes);
+  } else {
+    const std::vector<uint16_t> alpha = uniform ? first_planes(w.alpha, w.cfg.q) : w.alpha;
+    if (Status s = out.add_tensor(name + kAlphaSuffix, alpha_dims(w, uniform ? 1 : w.cfg.q), io::GgmlType::F16,
+                                  as_bytes(alpha));
+        !s) {
+      return s;
+    }
+    if (w.cfg.has_offset) {
+      if (Status s = out.add_tensor(name + kOffsetSuffix, offset_dims(w), io::GgmlType::F16, as_bytes(w.offset)); !s) {
+        return s;
+      }
+    }
+  }
   if (!method.empty()) {
     if (Status s = out.add_string(key + ".method", std::string(method)); !s) return s;
   }

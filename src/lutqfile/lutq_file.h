@@ -18,6 +18,11 @@
 //             N.bcq_offset_code  I8,  dims {packed bytes of n_sets codes}, only with has_offset
 //             N.bcq_offset_range F16, dims {2, lines}, only with has_offset
 //   instead of N.bcq_alpha / N.bcq_offset; the reader decodes them into the canonical fp16 scales.
+// Uniform scales (format::has_uniform_scales: α_i = α_0·2^i, or equal codes under super scales
+// S_i = S_0·2^i; the file then has format version 3) are stored once per scale set and line:
+//   metadata  lutq.bcq.N.uniform  uint32 1
+//   tensors   N.bcq_alpha dims {1, ...} (or N.bcq_alpha_code of n_sets codes, N.bcq_alpha_super
+//             dims {1, lines}); the reader derives planes 1..q-1.
 // An LLM.int8() / int8 layer named N (kernels/int8/int8_gemm.h) is
 //   metadata  lutq.int8.N           int64 array [n, k]
 //             lutq.int8.N.threshold float32, the outlier threshold (+inf: plain int8)
@@ -41,9 +46,12 @@
 namespace lutq::lutqfile {
 
 // Bumped on any change an older reader would misread; readers reject newer versions. A file is
-// written as version 1 unless it holds a BCQ entry with compressed scales (version 2).
-constexpr uint32_t kFormatVersion = 2;
+// written as version 1 unless it holds a BCQ entry with compressed scales (version 2) or with
+// uniform scales (version 3).
+constexpr uint32_t kFormatVersion = 3;
 constexpr uint32_t kFormatVersionPlain = 1;
+constexpr uint32_t kFormatVersionCodes = 2;
+constexpr uint32_t kFormatVersionUniform = 3;
 constexpr std::string_view kVersionKey = "lutq.format_version";
 constexpr std::string_view kBcqKeyPrefix = "lutq.bcq.";
 constexpr std::string_view kInt8KeyPrefix = "lutq.int8.";
@@ -54,6 +62,7 @@ struct BcqEntry {
   int64_t k = 0;
   format::BcqConfig cfg;
   int scale_bits = 0;        // 0: fp16 scales; 4..8: compressed scales
+  bool uniform = false;      // scales stored once per set (format::has_uniform_scales)
   std::string method;        // empty when not recorded
   double rel_error = -1.0;   // < 0 when not recorded
 };

@@ -143,7 +143,7 @@ TEST(LutqFileScaleCodes, DamagedEntriesGiveClearErrors) {
       {read_damaged(keep, 3), "scale_bits: 3 outside 4..8"},
       {read_damaged(keep, 9), "scale_bits: 9 outside 4..8"},
       {read_damaged(keep, 6), "m.bcq_alpha_code"},  // 6-bit codes do not fit the 5-bit tensor
-      {read_damaged(keep, 5, 3), "version 3"},
+      {read_damaged(keep, 5, 4), "version 4"},
   };
   for (const auto& [s, expect] : cases) {
     ASSERT_FALSE(s.is_ok()) << expect;

@@ -213,7 +213,7 @@ LinearStats Model::block_linear_stats() const {
 int64_t Model::weight_bytes() const { return block_weight_bytes() + output_.weight_bytes(); }
 
 int64_t Model::prefill_copy_bytes() const {
-  const auto copies = [](const Linear& lin) { return lin.bcq() != nullptr ? lin.bcq()->int8_bytes() : int64_t{0}; };
+  const auto copies = [](const Linear& lin) { return lin.bcq() != nullptr ? lin.bcq()->prefill_copy_bytes() : int64_t{0}; };
   int64_t total = copies(output_);
   for (int64_t l = 0; l < config_.n_layer; ++l) {
     for_each_block_linear(*this, l, [&](const Linear& lin, LinearRole, int64_t) { total += copies(lin); });

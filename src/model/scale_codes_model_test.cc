@@ -53,8 +53,9 @@ TEST(ScaleCodesModel, FileLoadsToTheSameModelAsQuantizingAtLoad) {
 
   Result<io::GgufFile> lf = io::GgufFile::open(path);
   ASSERT_TRUE(lf.is_ok()) << lf.status().message();
-  EXPECT_EQ(*lf->get_int(lutqfile::kVersionKey), 2);
-  EXPECT_EQ(*io::GgufFile::open(plain_path)->get_int(lutqfile::kVersionKey), 1);
+  // The RTN layers' scales are uniform, stored once per group: version 3 for both.
+  EXPECT_EQ(*lf->get_int(lutqfile::kVersionKey), lutqfile::kFormatVersionUniform);
+  EXPECT_EQ(*io::GgufFile::open(plain_path)->get_int(lutqfile::kVersionKey), lutqfile::kFormatVersionUniform);
   Result<format::BcqMatrix> v = lutqfile::read_bcq(*lf, "blk.1.attn_v.weight");
   ASSERT_TRUE(v.is_ok()) << v.status().message();
   EXPECT_EQ(v->codes.bits, 6);

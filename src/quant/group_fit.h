@@ -77,6 +77,11 @@ class GroupFitter {
   // The range-covering uniform grid (quantize.h, RTN); its codes and (weighted) squared error.
   double fit_rtn(const float* v, int64_t len, int q, bool with_offset, float* alpha, float* offset,
                  uint8_t* codes);
+  // A uniform grid the group already sits on exactly (group_fit_rtn.cc): its distinct values are
+  // lo + j·s for integers j spanning at most 2^q − 1 steps (weights dequantized from a
+  // block-quantized source, e.g. a GGUF Q4_K sub-block of 32). Sets the centre *z and α_0 = s/2
+  // (both fp16) of a grid holding them and returns true; false when v is on no such grid.
+  bool exact_grid(const float* v, int64_t len, int q, double* z, double* a0);
   // Weighted RTN (group_fit_rtn.cc): the lowest weighted error among the range-covering grid and
   // uniform grids over narrower ranges, each also refitted by weighted least squares.
   double fit_rtn_weighted(const float* v, int64_t len, int q, bool with_offset, float* alpha, float* offset,
@@ -130,7 +135,8 @@ class GroupFitter {
   ValueGrid grid_;
   const double* weight_ = nullptr;  // the current fit's element weights; null: unweighted
   std::vector<double> residual_, sorted_, prefix0_, prefix1_, prefix2_, code_count_, code_sum_;
-  std::vector<uint8_t> trial_codes_, uniform_codes_;
+  std::vector<uint8_t> trial_codes_, uniform_codes_, grid_codes_;
+  std::vector<double> distinct_;
   std::vector<size_t> ends_, order_;
 };
 

@@ -68,7 +68,60 @@ double GroupFitter::fit_rtn(const float* v, int64_t len, int q, bool with_offset
   const double a0 = rtn_half_step(half, q);
   for (int i = 0; i < q; ++i) alpha[i] = static_cast<float>(std::ldexp(a0, i));
   *offset = static_cast<float>(z);
-  return rtn_assign(v, len, q, z, a0, codes);
+  const double err = rtn_assign(v, len, q, z, a0, codes);
+  // A group on a coarser grid than its range's (codes that do not reach both ends) keeps it.
+  double gz = 0.0;
+  double ga = 0.0;
+  if (!with_offset || err == 0.0 || !exact_grid(v, len, q, &gz, &ga)) return err;
+  grid_codes_.resize(static_cast<size_t>(len));
+  const double grid_err = rtn_assign(v, len, q, gz, ga, grid_codes_.data());
+  if (!(grid_err < err)) return err;
+  for (int i = 0; i < q; ++i) alpha[i] = static_cast<float>(std::ldexp(ga, i));
+  *offset = static_cast<float>(gz);
+  std::copy(grid_codes_.begin(), grid_codes_.end(), codes);
+  return grid_err;
+}
+
+bool GroupFitter::exact_grid(const float* v, int64_t len, int q, double* z, double* a0) {
+  const int levels = (1 << q) - 1;
+  distinct_.assign(v, v + len);
+  std::sort(distinct_.begin(), distinct_.end());
+  distinct_.erase(std::unique(distinct_.begin(), distinct_.end()), distinct_.end());
+  const size_t count = distinct_.size();
+  if (count < 2 || count > static_cast<size_t>(levels) + 1 || !std::isfinite(distinct_.front()) ||
+      !std::isfinite(distinct_.back())) {
+    return false;
+  }
+  double gap = distinct_[1] - distinct_[0];
+  for (size_t j = 2; j < count; ++j) gap = std::min(gap, distinct_[j] - distinct_[j - 1]);
+  const double lo = distinct_.front();
+  const double range = distinct_.back() - lo;
+  // The step is the smallest gap or a fraction of it (codes 0, 2, 3 leave gaps 2s and s; codes
+  // 0, 2, 5 leave 2s and 3s). The source's own rounding (fp32 products) is far below 1e-3 steps.
+  // Any two values are on a grid (and so may be a few by chance): such a grid costs nothing, as
+  // the caller keeps it only where its error is below the range-covering grid's.
+  constexpr double kTolerance = 1e-3;
+  for (int div = 1; div <= 4; ++div) {
+    const double s = gap / div;
+    const double span = std::round(range / s);
+    if (span > levels) return false;
+    bool on_grid = true;
+    for (size_t j = 1; j < count && on_grid; ++j) {
+      const double t = (distinct_[j] - lo) / s;
+      on_grid = std::fabs(t - std::round(t)) <= kTolerance;
+    }
+    if (!on_grid) continue;
+    // The finest grid holding every value: the step divided by the largest integer that keeps the
+    // span within the codes (a group of few distinct values, e.g. a clamped one or two values,
+    // would otherwise get a grid far coarser than its range), the used codes centred.
+    const double sub = std::max(1.0, std::floor(levels / std::max(span, 1.0)));
+    const double fine = s / sub;
+    const double first = std::floor(0.5 * (levels - span * sub));
+    *a0 = clamp_half_step(0.5 * fine, q);
+    *z = round_fp16_sat(lo + (0.5 * levels - first) * fine);
+    return true;
+  }
+  return false;
 }
 
 // Candidates: the plain RTN grid, then grids covering a share t < 1 of the half range around the

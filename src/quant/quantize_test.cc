@@ -232,6 +232,48 @@ TEST(QuantRtn, UniformGridAndNearestPoint) {
   for (int64_t c = 0; c < 64; ++c) EXPECT_NEAR(d[static_cast<size_t>(k + c)], 0.1f, 1e-6f);
 }
 
+// Weights dequantized from a block-quantized source (a GGUF Q4_K sub-block: w = d·q − m in fp32,
+// codes q of 4 bits that need not reach both ends) keep their grid: RTN takes it instead of the
+// range-covering one, so every weight is reproduced up to the fp16 rounding of α_0 and z.
+TEST(QuantRtn, KeepsTheGridOfABlockQuantizedSource) {
+  const uint32_t seed = fresh_seed();
+  SCOPED_TRACE(seed_note(seed));
+  std::mt19937 rng(seed);
+  const int64_t n = 16;
+  const int64_t k = 256;
+  const int64_t g = 32;
+  std::uniform_real_distribution<float> step_d(0.002f, 0.02f);
+  std::uniform_real_distribution<float> min_d(0.0f, 0.1f);
+  std::uniform_int_distribution<int> lo_d(0, 4);
+  std::uniform_int_distribution<int> hi_d(9, 15);
+  std::vector<float> w(static_cast<size_t>(n * k));
+  std::vector<float> step(static_cast<size_t>(n * k / g));
+  for (int64_t grp = 0; grp < n * k / g; ++grp) {
+    const float d = step_d(rng);
+    const float m = min_d(rng);
+    std::uniform_int_distribution<int> code(lo_d(rng), hi_d(rng));
+    step[static_cast<size_t>(grp)] = d;
+    for (int64_t e = 0; e < g; ++e) w[static_cast<size_t>(grp * g + e)] = d * static_cast<float>(code(rng)) - m;
+  }
+  const BcqMatrix m = quantize_ok(w, n, k, Method::kRtn, BcqConfig{4, g, Orientation::kPerOC, true});
+  const std::vector<float> d = format::dequantize(m);
+  double worst = 0.0;
+  int64_t at = 0;
+  for (int64_t i = 0; i < n * k; ++i) {
+    const double rel = std::fabs(static_cast<double>(d[static_cast<size_t>(i)]) - w[static_cast<size_t>(i)]) /
+                       step[static_cast<size_t>(i / g)];
+    if (rel > worst) {
+      worst = rel;
+      at = i;
+    }
+  }
+  // fp16 rounding: α_0 by 2^-11 relative (7.5 steps from the centre: 0.004 steps), z by half an
+  // fp16 spacing (at most 2^-13 for |z| < 0.25: 0.03 of the smallest step).
+  EXPECT_LT(worst, 0.05) << "worst element " << at << ": " << d[static_cast<size_t>(at)] << " for "
+                         << w[static_cast<size_t>(at)] << " (source step " << step[static_cast<size_t>(at / g)] << ")";
+  // Plain range-covering RTN would miss by up to half of its own step on such groups.
+}
+
 TEST(QuantConsistency, StoredFormIsNearestGridValue) {
   const uint32_t seed = fresh_seed();
   SCOPED_TRACE(seed_note(seed));

@@ -26,26 +26,36 @@ double CodeSearch::eval(const float* v, const double* d, int64_t len, int q, int
 }
 
 double CodeSearch::run(const float* v, const double* d, int64_t len, int q, int bits, bool with_offset,
-                       const LineScales& line, uint8_t* alpha_code, uint8_t* offset_code, uint8_t* elem, int passes) {
+                       const LineScales& line, uint8_t* alpha_code, uint8_t* offset_code, uint8_t* elem, int passes,
+                       bool tied) {
   uint8_t zc = with_offset ? *offset_code : 0;
   double best = eval(v, d, len, q, bits, with_offset, line, alpha_code, zc, nullptr);
   const int top = format::max_code(bits);
-  const int params = q + (with_offset ? 1 : 0);
+  const int scales = tied ? 1 : q;  // tied: plane 0's code stands for all
+  const int params = scales + (with_offset ? 1 : 0);
+  const auto set_code = [&](int p, uint8_t value) {
+    if (p >= scales) {
+      zc = value;
+    } else if (tied) {
+      std::fill(alpha_code, alpha_code + q, value);
+    } else {
+      alpha_code[p] = value;
+    }
+  };
   for (int pass = 0; pass < passes; ++pass) {
     bool improved = false;
     for (int p = 0; p < params; ++p) {
-      uint8_t& c = p < q ? alpha_code[p] : zc;
       for (const int delta : {-1, +1}) {
-        const int trial = c + delta;
+        const uint8_t keep = p < scales ? alpha_code[p] : zc;
+        const int trial = keep + delta;
         if (trial < 0 || trial > top) continue;
-        const uint8_t keep = c;
-        c = static_cast<uint8_t>(trial);
+        set_code(p, static_cast<uint8_t>(trial));
         const double e = eval(v, d, len, q, bits, with_offset, line, alpha_code, zc, nullptr);
         if (e < best) {
           best = e;
           improved = true;
         } else {
-          c = keep;
+          set_code(p, keep);
         }
       }
     }
@@ -72,13 +82,13 @@ LineScales line_for_set(const format::BcqMatrix& m, int64_t set) {
 }  // namespace
 
 void search_set(format::BcqMatrix& m, int64_t set, const float* v, const double* d, int64_t len,
-               detail::CodeSearch& search, uint8_t* elem) {
+               detail::CodeSearch& search, uint8_t* elem, bool tied) {
   const int q = m.cfg.q;
   format::ScaleCodes& codes = m.codes;
   const LineScales ls = line_for_set(m, set);
   uint8_t* ac = codes.alpha_code.data() + set * q;
   uint8_t* zc = m.cfg.has_offset ? codes.offset_code.data() + set : nullptr;
-  search.run(v, d, len, q, codes.bits, m.cfg.has_offset, ls, ac, zc, elem);
+  search.run(v, d, len, q, codes.bits, m.cfg.has_offset, ls, ac, zc, elem, CodeSearch::kMaxPasses, tied);
   for (int i = 0; i < q; ++i) m.alpha[static_cast<size_t>(set * q + i)] = format::decode_alpha(ls.super[i], ac[i], codes.bits);
   if (zc != nullptr) m.offset[static_cast<size_t>(set)] = format::decode_offset(ls.zmin, ls.zmax, *zc, codes.bits);
 }
@@ -140,9 +150,13 @@ void put_code(format::BcqMatrix& m, int64_t r, int64_t c, uint8_t code) {
 
 Status compress_scales(const float* w, std::span<const double> importance, int bits, format::BcqMatrix& m,
                        ThreadPool* pool) {
+  // Uniform fp16 scales (RTN) encode to equal codes under power-of-two super scales; the search
+  // keeps them equal, so the file can store them once (format::has_uniform_scales).
+  const bool uniform = format::has_uniform_scales(m);
   Result<format::BcqMatrix> enc = format::encode_scales(m, bits);
   if (!enc) return enc.status();
   m = std::move(enc).value();
+  const bool tied = uniform && format::has_uniform_scales(m);
   const int64_t g = m.cfg.g;
   const bool per_oc = m.cfg.orientation == format::Orientation::kPerOC;
   const int64_t units = per_oc ? m.n : m.n / g;  // rows, or row groups: no two units share a byte
@@ -155,13 +169,13 @@ Status compress_scales(const float* w, std::span<const double> importance, int b
         const int64_t groups = m.k / g;
         for (int64_t gi = 0; gi < groups; ++gi) {
           const double* d = importance.empty() ? nullptr : importance.data() + gi * g;
-          detail::search_set(m, u * groups + gi, w + u * m.k + gi * g, d, g, search, elem.data());
+          detail::search_set(m, u * groups + gi, w + u * m.k + gi * g, d, g, search, elem.data(), tied);
           for (int64_t e = 0; e < g; ++e) put_code(m, u, gi * g + e, elem[static_cast<size_t>(e)]);
         }
       } else {
         for (int64_t c = 0; c < m.k; ++c) {
           for (int64_t e = 0; e < g; ++e) values[static_cast<size_t>(e)] = w[(u * g + e) * m.k + c];
-          detail::search_set(m, u * m.k + c, values.data(), nullptr, g, search, elem.data());
+          detail::search_set(m, u * m.k + c, values.data(), nullptr, g, search, elem.data(), tied);
           for (int64_t e = 0; e < g; ++e) put_code(m, u * g + e, c, elem[static_cast<size_t>(e)]);
         }
       }

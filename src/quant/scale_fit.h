@@ -3,7 +3,8 @@
 //
 // compress_scales (after quantize()'s fp16 fit): each line's super scales and offset range come
 // from format::encode_scales; every group then starts from its rounded codes and runs a
-// coordinate search (CodeSearch): each plane's code ± 1 and the offset code ± 1, a change kept
+// coordinate search (CodeSearch): each plane's code ± 1 (all planes' together where the fp16 fit's
+// scales are uniform, so they stay uniform) and the offset code ± 1, a change kept
 // only when it lowers the group's (weighted) squared error, repeated while a pass improves (at
 // most kMaxPasses); each weight takes the nearest value of the decoded grid. The error is never
 // above that of the rounded codes. GPTQ (gptq.h) takes the lines' super scales and ranges from a
@@ -57,9 +58,10 @@ class CodeSearch {
   // Searches the codes of one group v[len] (weights d[len], nullable) from alpha_code[q] and
   // *offset_code (in/out; offset_code ignored without an offset), at most `passes` passes (0:
   // the given codes as they are). Writes each element's grid code (bit i = plane i) to elem[len]
-  // and returns the (weighted) squared error.
+  // and returns the (weighted) squared error. `tied`: the q α codes are equal and move together
+  // (uniform scales, format::has_uniform_scales, stay uniform).
   double run(const float* v, const double* d, int64_t len, int q, int bits, bool with_offset, const LineScales& line,
-             uint8_t* alpha_code, uint8_t* offset_code, uint8_t* elem, int passes = kMaxPasses);
+             uint8_t* alpha_code, uint8_t* offset_code, uint8_t* elem, int passes = kMaxPasses, bool tied = false);
 
  private:
   // The error of the grid the codes decode to; writes element codes when elem is not null.
@@ -72,7 +74,7 @@ class CodeSearch {
 // m holds for it, and stores the searched codes and their decoded scales in m and each element's
 // grid code in elem[len] (the bits are left to the caller).
 void search_set(format::BcqMatrix& m, int64_t set, const float* v, const double* d, int64_t len, CodeSearch& search,
-                uint8_t* elem);
+                uint8_t* elem, bool tied = false);
 
 // GPTQ's coding of a group it has just fitted (alpha[q] and *offset, the fit of v[len] with
 // weights d[len], nullable) as scale set `set` of m, whose line scales are set and whose codes for

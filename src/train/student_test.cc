@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "core/fp16.h"
+#include "format/bcq_matrix.h"
+#include "lutqfile/lutq_file.h"
 #include "pipeline/quantize_model.h"
 #include "support/tiny_llama.h"
 #include "support/tiny_model.h"
@@ -27,9 +29,9 @@ std::string temp_path(const std::string& name) {
   return (std::filesystem::temp_directory_path() / ("lutq_train_" + std::to_string(::getpid()) + "_" + name)).string();
 }
 
-model::LinearSpec spec(int q) {
+model::LinearSpec spec(int q, quant::Method method = quant::Method::kAlternating) {
   quant::QuantOptions qo;
-  qo.method = quant::Method::kAlternating;
+  qo.method = method;
   qo.cfg.q = q;
   qo.cfg.g = 32;
   qo.cfg.has_offset = true;
@@ -73,9 +75,10 @@ struct Fixture {
   std::optional<io::GgufFile> quantized;
   std::vector<int32_t> tokens;
 
-  Fixture(const std::string& arch, int q) : tiny(make(arch)), dense(testing::open_tiny(tiny)), path(temp_path(arch + ".lutq")) {
+  Fixture(const std::string& arch, int q, quant::Method method = quant::Method::kAlternating)
+      : tiny(make(arch)), dense(testing::open_tiny(tiny)), path(temp_path(arch + ".lutq")) {
     ThreadPool pool(1);
-    Result<pipeline::QuantizeReport> r = pipeline::quantize_to_file(dense, spec(q), path, pool);
+    Result<pipeline::QuantizeReport> r = pipeline::quantize_to_file(dense, spec(q, method), path, pool);
     EXPECT_TRUE(r.is_ok()) << r.status().message();
     Result<io::GgufFile> f = io::GgufFile::open(path);
     EXPECT_TRUE(f.is_ok()) << f.status().message();
@@ -160,6 +163,44 @@ TEST(Student, AdamWStepsLowerTheKlToTheDenseModel) {
   }
   const double after = *st->loss(fx.tokens, t_logits.data(), TuneLoss::kKl);
   EXPECT_LT(after, 0.8 * before) << "KL before " << before << ", after " << after;
+}
+
+// RTN scales are uniform and stored once per group (format::has_uniform_scales); tuned ones are
+// not: the written file stores every plane of them, without the uniform key, and runs as trained.
+TEST(Tune, UniformScalesAreWrittenInFullOnceTuned) {
+  Fixture fx("llama", 3, quant::Method::kRtn);
+  const std::string name = "blk.0.attn_q.weight";
+  ASSERT_TRUE((*lutqfile::find_bcq(*fx.quantized, name))->uniform);
+  Result<Student> st = Student::load(*fx.quantized);
+  ASSERT_TRUE(st.is_ok()) << st.status().message();
+  for (TrainableLinear& t : st->trainables()) {
+    for (size_t i = 0; i < t.scales.alpha.size(); ++i) {
+      t.scales.alpha[i] = round_to_fp16(t.scales.alpha[i] * (1.0f + 0.01f * static_cast<float>(i % 3)));
+    }
+  }
+  st->refresh();
+  const std::string out = temp_path("tuned-uniform.lutq");
+  ASSERT_TRUE(write_tuned(*fx.quantized, *st, out, "test").is_ok());
+  Result<io::GgufFile> f = io::GgufFile::open(out);
+  ASSERT_TRUE(f.is_ok()) << f.status().message();
+  Result<std::optional<lutqfile::BcqEntry>> e = lutqfile::find_bcq(*f, name);
+  ASSERT_TRUE(e.is_ok() && e->has_value());
+  EXPECT_FALSE((*e)->uniform);
+  Result<format::BcqMatrix> w = lutqfile::read_bcq(*f, name);
+  ASSERT_TRUE(w.is_ok()) << w.status().message();
+  EXPECT_FALSE(format::has_uniform_scales(*w));
+  for (const TrainableLinear& t : st->trainables()) {
+    if (t.name != name) continue;
+    for (size_t i = 0; i < t.scales.alpha.size(); ++i) {
+      ASSERT_EQ(fp16_to_fp32(w->alpha[i]), round_to_fp16(t.scales.alpha[i])) << "alpha " << i;
+    }
+  }
+  const double mine = *st->loss(fx.tokens, nullptr, TuneLoss::kCe);
+  ThreadPool pool(1);
+  const model::Model engine = testing::load_tiny(*f, pool, exact_options());
+  const double ref = ce_from_logits(testing::prefill_all(engine, fx.tokens, pool), fx.tokens, engine.config().n_vocab);
+  EXPECT_NEAR(mine, ref, 1e-4 * (1.0 + std::fabs(ref)));
+  std::filesystem::remove(out);
 }
 
 TEST(Tune, HeldOutKlFallsAndTheWrittenFileRunsAsTrained) {

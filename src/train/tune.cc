@@ -13,6 +13,7 @@
 #include "core/fp16.h"
 #include "io/gguf_writer.h"
 #include "lutqfile/adapter.h"
+#include "lutqfile/lutq_file.h"
 #include "train/scale_updater.h"
 
 namespace lutq::train {
@@ -212,13 +213,22 @@ Status write_tuned(const io::Checkpoint& in, const Student& student, const std::
     by_name.emplace(t.name, &t);
   }
   io::GgufWriter out;
+  // Tuned scales are no longer uniform: their entries lose the uniform key and store every plane.
+  const auto tuned_uniform_key = [&](const std::string& key) {
+    constexpr std::string_view kSuffix = ".uniform";
+    if (!key.starts_with(lutqfile::kBcqKeyPrefix) || !key.ends_with(kSuffix)) return false;
+    const std::string_view name =
+        std::string_view(key).substr(lutqfile::kBcqKeyPrefix.size(), key.size() - lutqfile::kBcqKeyPrefix.size() - kSuffix.size());
+    return by_name.find(name) != by_name.end();
+  };
   for (const std::string& key : in.keys()) {
-    if (key.starts_with("lutq.tune.")) continue;
+    if (key.starts_with("lutq.tune.") || tuned_uniform_key(key)) continue;
     if (Status s = out.add(key, *in.find(key)); !s) return Status(s.code(), out_path + ": " + s.message());
   }
   if (Status s = out.add_string("lutq.tune.description", description); !s) return s;
   for (const io::TensorInfo& info : in.tensors()) {
     std::span<const uint8_t> bytes = in.tensor_bytes(info);
+    std::vector<int64_t> dims = info.dims;
     std::vector<uint8_t> tuned;
     for (const std::string_view suffix : {std::string_view(".bcq_alpha"), std::string_view(".bcq_offset")}) {
       if (!info.name.ends_with(suffix)) continue;
@@ -228,10 +238,13 @@ Status write_tuned(const io::Checkpoint& in, const Student& student, const std::
       if (Status s = store_scales(it->second->scales, w); !s) return Status(s.code(), it->first + ": " + s.message());
       const std::vector<uint16_t>& h = suffix == ".bcq_alpha" ? w.alpha : w.offset;
       tuned.assign(reinterpret_cast<const uint8_t*>(h.data()), reinterpret_cast<const uint8_t*>(h.data() + h.size()));
-      if (tuned.size() != bytes.size()) return Status::invalid(info.name + ": tuned size differs from the stored one");
+      if (suffix == ".bcq_alpha" && !dims.empty()) dims[0] = w.cfg.q;  // uniform storage held plane 0 only
+      if (tuned.size() != bytes.size() * (dims == info.dims ? 1 : static_cast<size_t>(w.cfg.q))) {
+        return Status::invalid(info.name + ": tuned size differs from the stored one");
+      }
       bytes = tuned;
     }
-    if (Status s = out.add_tensor(info.name, info.dims, info.type, bytes); !s) return Status(s.code(), out_path + ": " + s.message());
+    if (Status s = out.add_tensor(info.name, dims, info.type, bytes); !s) return Status(s.code(), out_path + ": " + s.message());
   }
   return out.write_file(out_path);
 }

@@ -241,7 +241,7 @@ TEST(BcqBytes, Avx2UniformPrefillCopy) {
   Result<BcqLinear> lin = BcqLinear::create(w, Isa::kAvx2, Precision::kFast, GemmPath::kAuto);
   ASSERT_TRUE(lin) << lin.status().message();
   EXPECT_FALSE(lin->byte_path());
-  EXPECT_EQ(lin->int8_bytes(), pack_bcq_bytes(w).bytes());
+  EXPECT_EQ(lin->prefill_copy_bytes(), pack_bcq_bytes(w).bytes());
   EXPECT_EQ(lin->path_for(from - 1), GemmPath::kLut);
   EXPECT_EQ(lin->path_for(from), GemmPath::kInt8Gemm);
   testing::expect_same_bcq(lin->unpack(), w);
@@ -258,14 +258,14 @@ TEST(BcqBytes, Avx2UniformPrefillCopy) {
   EXPECT_EQ(forced->path_for(1), GemmPath::kInt8Gemm);
   Result<BcqLinear> lut = BcqLinear::create(w, Isa::kAvx2, Precision::kFast, GemmPath::kLut);
   ASSERT_TRUE(lut);
-  EXPECT_EQ(lut->int8_bytes(), 0);
+  EXPECT_EQ(lut->prefill_copy_bytes(), 0);
   Result<BcqLinear> exact = BcqLinear::create(w, Isa::kAvx2, Precision::kExact, GemmPath::kAuto);
   ASSERT_TRUE(exact);
-  EXPECT_EQ(exact->int8_bytes(), 0);
+  EXPECT_EQ(exact->prefill_copy_bytes(), 0);
   const BcqMatrix fit = testing::random_bcq(70, 256, BcqConfig{4, 128, Orientation::kPerOC, true}, rng);
   Result<BcqLinear> other = BcqLinear::create(fit, Isa::kAvx2, Precision::kFast, GemmPath::kAuto);
   ASSERT_TRUE(other);
-  EXPECT_EQ(other->int8_bytes(), 0) << "not a uniform grid: no copy on avx2";
+  EXPECT_EQ(other->prefill_copy_bytes(), 0) << "not a uniform grid: no copy on avx2";
 }
 
 }  // namespace

@@ -330,7 +330,7 @@ TEST(BcqInt8Gemm, LinearTakesThePolicyPath) {
   if (std::getenv("LUTQ_GEMM_PATH") == nullptr) {
     Result<BcqLinear> plain = BcqLinear::create(w, isa, Precision::kFast, std::nullopt);
     ASSERT_TRUE(plain);
-    EXPECT_EQ(plain->int8_bytes(), 0);
+    EXPECT_EQ(plain->prefill_copy_bytes(), 0);
     EXPECT_EQ(plain->path_for(40), GemmPath::kLut);
   }
   Result<BcqLinear> lin = BcqLinear::create(w, isa, Precision::kFast, GemmPath::kAuto);
@@ -345,11 +345,11 @@ TEST(BcqInt8Gemm, LinearTakesThePolicyPath) {
   // exact precision, per-IC and a forced LUT path never pack or take the int8 path.
   Result<BcqLinear> exact = BcqLinear::create(w, isa, Precision::kExact, GemmPath::kInt8Gemm);
   ASSERT_TRUE(exact);
-  EXPECT_EQ(exact->int8_bytes(), 0);
+  EXPECT_EQ(exact->prefill_copy_bytes(), 0);
   EXPECT_EQ(exact->path_for(40), GemmPath::kLut);
   Result<BcqLinear> lut = BcqLinear::create(w, isa, Precision::kFast, GemmPath::kLut);
   ASSERT_TRUE(lut);
-  EXPECT_EQ(lut->int8_bytes(), 0);
+  EXPECT_EQ(lut->prefill_copy_bytes(), 0);
   const BcqMatrix ic = testing::random_bcq(64, 256, BcqConfig{4, 32, Orientation::kPerIC, false}, rng);
   Result<BcqLinear> per_ic = BcqLinear::create(ic, isa, Precision::kFast, GemmPath::kInt8Gemm);
   ASSERT_TRUE(per_ic);
@@ -365,11 +365,11 @@ TEST(BcqInt8Gemm, LinearOnAvx2TakesInt8OnlyWhenForced) {
   const BcqMatrix w = testing::random_bcq(40, 256, BcqConfig{4, 64, Orientation::kPerOC, true}, rng);
   Result<BcqLinear> autop = BcqLinear::create(w, Isa::kAvx2, Precision::kFast, GemmPath::kAuto);
   ASSERT_TRUE(autop);
-  EXPECT_EQ(autop->int8_bytes(), 0);
+  EXPECT_EQ(autop->prefill_copy_bytes(), 0);
   EXPECT_EQ(autop->path_for(512), GemmPath::kLut);
   Result<BcqLinear> forced = BcqLinear::create(w, Isa::kAvx2, Precision::kFast, GemmPath::kInt8Gemm);
   ASSERT_TRUE(forced);
-  EXPECT_GT(forced->int8_bytes(), 0);
+  EXPECT_GT(forced->prefill_copy_bytes(), 0);
   EXPECT_EQ(forced->path_for(3), GemmPath::kInt8Gemm);
   ThreadPool pool(2);
   const std::vector<float> x = testing::random_activations(40, 256, rng);
@@ -381,7 +381,7 @@ TEST(BcqInt8Gemm, LinearOnAvx2TakesInt8OnlyWhenForced) {
   const BcqMatrix w32 = testing::random_bcq(40, 256, BcqConfig{4, 32, Orientation::kPerOC, true}, rng);
   Result<BcqLinear> g32 = BcqLinear::create(w32, Isa::kAvx2, Precision::kFast, GemmPath::kInt8Gemm);
   ASSERT_TRUE(g32);
-  EXPECT_EQ(g32->int8_bytes(), 0);
+  EXPECT_EQ(g32->prefill_copy_bytes(), 0);
   EXPECT_EQ(g32->path_for(512), GemmPath::kLut);
 }
 
