@@ -47,6 +47,8 @@ LUTQ_ROWS = [
     ("lutq-gptqbcq-q4-g64-s8", ["-q", "4", "-g", "64", "--quant-method", "gptq-bcq", "--scale-bits", "8"]),
     ("lutq-gptqbcq-q4-g32-s6", ["-q", "4", "-g", "32", "--quant-method", "gptq-bcq", "--scale-bits", "6"]),
     ("lutq-gptqbcq-q2-g32-s6", ["-q", "2", "-g", "32", "--quant-method", "gptq-bcq", "--scale-bits", "6"]),
+    # Uniform scales stored once per group; RTN keeps the Q4_K source's grid at g 32 (docs/quality.md).
+    ("lutq-rtn-q4-g32-s8", ["-q", "4", "-g", "32", "--quant-method", "rtn", "--scale-bits", "8"]),
 ]
 # Speed depends on the layout (q, g, offset, orientation), not on the method that chose the codes.
 SPEED_LUTQ = ["lutq-rtn-q4-g128", "lutq-gptqbcq-q4-g128", "lutq-rtn-q3-g128", "lutq-gptqbcq-q3-g128",
