@@ -23,9 +23,9 @@ if [[ "${LUTQ_NO_MODEL:-0}" != 1 ]]; then
 fi
 bash scripts/build.sh -DLUTQ_BUILD_TESTS=ON -DLUTQ_WERROR=ON
 stage build
-# The loaders and parsers under libFuzzer: LUTQ_FUZZ_RUNS inputs each (here 250,000 by default,
+# The loaders and parsers under libFuzzer: LUTQ_FUZZ_RUNS inputs each (here 150,000 by default,
 # scripts/fuzz.sh alone 10^6; 0 skips).
-fuzz_runs="${LUTQ_FUZZ_RUNS:-250000}"
+fuzz_runs="${LUTQ_FUZZ_RUNS:-150000}"
 if [[ "$fuzz_runs" != 0 ]]; then LUTQ_FUZZ_RUNS="$fuzz_runs" bash scripts/fuzz.sh; stage fuzz; fi
 wait
 for name in model qwen; do
