@@ -26,7 +26,6 @@ std::vector<int64_t> alpha_dims(const format::BcqMatrix& w, int64_t planes) {
   if (w.cfg.orientation == format::Orientation::kPerOC) return {planes, w.k / w.cfg.g, w.n};
   return {planes, w.k, w.n / w.cfg.g};
 }
-std::vector<int64_t> alpha_dims(const format::BcqMatrix& w) { return alpha_dims(w, w.cfg.q); }
 
 // Plane 0's values of each group of q (the stored form of uniform scales).
 template <typename T>
@@ -71,6 +70,29 @@ Status read_part(const io::Checkpoint& ckpt, const std::string& tname, io::GgmlT
   out.resize(bytes.size() / sizeof(T));
   std::memcpy(out.data(), bytes.data(), bytes.size());
   return Status::ok();
+}
+
+// Reads N.bcq_alpha (`planes` per set: q, or 1 for uniform scales) and, with offsets,
+// N.bcq_offset into w.
+Status read_fp16_scales(const io::Checkpoint& ckpt, const std::string& base, int64_t planes, format::BcqMatrix& w) {
+  if (Status s = read_part(ckpt, base + kAlphaSuffix, io::GgmlType::F16, alpha_dims(w, planes), w.alpha); !s) return s;
+  w.offset.clear();
+  if (w.cfg.has_offset) {
+    if (Status s = read_part(ckpt, base + kOffsetSuffix, io::GgmlType::F16, offset_dims(w), w.offset); !s) return s;
+  }
+  return Status::ok();
+}
+
+// Adds w's N.bcq_alpha (plane 0 only when `uniform`) and, with offsets, N.bcq_offset.
+Status add_fp16_scales(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w, bool uniform) {
+  const int q = w.cfg.q;
+  const std::vector<uint16_t> alpha = uniform ? first_planes(w.alpha, q) : w.alpha;
+  if (Status s = out.add_tensor(name + kAlphaSuffix, alpha_dims(w, uniform ? 1 : q), io::GgmlType::F16, as_bytes(alpha));
+      !s) {
+    return s;
+  }
+  if (!w.cfg.has_offset) return Status::ok();
+  return out.add_tensor(name + kOffsetSuffix, offset_dims(w), io::GgmlType::F16, as_bytes(w.offset));
 }
 
 // Reads one packed code tensor of `count` codes into out, naming the file and tensor on errors.
@@ -219,15 +241,12 @@ Result<format::BcqMatrix> read_bcq(const io::Checkpoint& ckpt, std::string_view 
   }
   if (entry.scale_bits > 0) {
     if (Status s = read_codes(ckpt, base, entry.scale_bits, entry.uniform, *w); !s) return s;
-  } else if (!entry.uniform) {
-    if (Status s = read_scales(ckpt, name, *w); !s) return s;
   } else {
-    if (Status s = read_part(ckpt, base + kAlphaSuffix, io::GgmlType::F16, alpha_dims(*w, 1), w->alpha); !s) return s;
-    if (Status s = format::expand_uniform_alpha(w->alpha, w->cfg.q); !s) {
-      return Status(StatusCode::kCorrupt, ckpt.path() + ": BCQ matrix '" + base + "': " + s.message());
-    }
-    if (w->cfg.has_offset) {
-      if (Status s = read_part(ckpt, base + kOffsetSuffix, io::GgmlType::F16, offset_dims(*w), w->offset); !s) return s;
+    if (Status s = read_fp16_scales(ckpt, base, entry.uniform ? 1 : w->cfg.q, *w); !s) return s;
+    if (entry.uniform) {
+      if (Status s = format::expand_uniform_alpha(w->alpha, w->cfg.q); !s) {
+        return Status(StatusCode::kCorrupt, ckpt.path() + ": BCQ matrix '" + base + "': " + s.message());
+      }
     }
   }
   if (Status s = format::validate(*w); !s) {
@@ -249,18 +268,8 @@ Status add_bcq(io::GgufWriter& out, const std::string& name, const format::BcqMa
   if (w.codes.bits > 0) {
     if (Status s = add_codes(out, name, w, uniform); !s) return s;
     require_version(out, kFormatVersionCodes);
-  } else {
-    const std::vector<uint16_t> alpha = uniform ? first_planes(w.alpha, w.cfg.q) : w.alpha;
-    if (Status s = out.add_tensor(name + kAlphaSuffix, alpha_dims(w, uniform ? 1 : w.cfg.q), io::GgmlType::F16,
-                                  as_bytes(alpha));
-        !s) {
-      return s;
-    }
-    if (w.cfg.has_offset) {
-      if (Status s = out.add_tensor(name + kOffsetSuffix, offset_dims(w), io::GgmlType::F16, as_bytes(w.offset)); !s) {
-        return s;
-      }
-    }
+  } else if (Status s = add_fp16_scales(out, name, w, uniform); !s) {
+    return s;
   }
   if (!method.empty()) {
     if (Status s = out.add_string(key + ".method", std::string(method)); !s) return s;
@@ -272,13 +281,7 @@ Status add_bcq(io::GgufWriter& out, const std::string& name, const format::BcqMa
 }
 
 Status read_scales(const io::Checkpoint& ckpt, std::string_view name, format::BcqMatrix& w) {
-  const std::string base(name);
-  if (Status s = read_part(ckpt, base + kAlphaSuffix, io::GgmlType::F16, alpha_dims(w), w.alpha); !s) return s;
-  w.offset.clear();
-  if (w.cfg.has_offset) {
-    if (Status s = read_part(ckpt, base + kOffsetSuffix, io::GgmlType::F16, offset_dims(w), w.offset); !s) return s;
-  }
-  return Status::ok();
+  return read_fp16_scales(ckpt, std::string(name), w.cfg.q, w);
 }
 
 Status read_f16(const io::Checkpoint& ckpt, const std::string& tname, const std::vector<int64_t>& dims,
@@ -294,11 +297,7 @@ Status add_bcq_key(io::GgufWriter& out, const std::string& name, const format::B
 
 Status add_scales(io::GgufWriter& out, const std::string& name, const format::BcqMatrix& w) {
   if (Status s = add_bcq_key(out, name, w); !s) return s;
-  if (Status s = out.add_tensor(name + kAlphaSuffix, alpha_dims(w), io::GgmlType::F16, as_bytes(w.alpha)); !s) return s;
-  if (w.cfg.has_offset) {
-    if (Status s = out.add_tensor(name + kOffsetSuffix, offset_dims(w), io::GgmlType::F16, as_bytes(w.offset)); !s) return s;
-  }
-  return Status::ok();
+  return add_fp16_scales(out, name, w, false);
 }
 
 namespace {
