@@ -231,6 +231,44 @@ INSTANTIATE_TEST_SUITE_P(Lut, KernelGridCoded,
                                             ::testing::Values(Orientation::kPerOC, Orientation::kPerIC)),
                          coded_name);
 
+// Uniform scales (α_i = α_0·2^i, RTN's grids; fp16 and 8-bit codes): the scalar reference and
+// avx2 fold the planes on the fast path (PackedMatrix::uniform), fewer fp32 roundings over the
+// same int8 tables, so the same bound holds; avx512 runs them unfolded.
+class KernelGridUniform : public ::testing::TestWithParam<std::tuple<Isa, Precision, int>> {};
+
+TEST_P(KernelGridUniform, MatchesRefWithinDerivedBound) {
+  const auto [isa, precision, q] = GetParam();
+  const CpuFeatures cpu = detect_cpu();
+  if (!backend(isa).available(cpu)) GTEST_SKIP() << isa_name(isa) << " backend is not available here (CPU: " << cpu.summary() << ")";
+  const uint64_t seed = testing::test_seed();
+  std::mt19937_64 rng(seed);
+  ThreadPool two(2);
+  for (bool coded : {false, true}) {
+    for (int g : {32, 64, 128, 256, 0}) {
+      for (bool offset : {false, true}) {
+        const int64_t k = g == 256 ? 512 : 384;
+        const BcqConfig cfg{q, g == 0 ? k : g, Orientation::kPerOC, offset};
+        const BcqMatrix w = coded ? testing::uniform_coded_bcq(33, k, cfg, rng) : testing::uniform_bcq(33, k, cfg, rng);
+        ASSERT_TRUE(lut_uniform(w));
+        for (int64_t m : {1, 5}) {
+          expect_matches_ref(w, isa, precision, m, two, rng, seed);
+          if (::testing::Test::HasFatalFailure()) return;
+        }
+      }
+    }
+  }
+}
+
+std::string uniform_name(const ::testing::TestParamInfo<std::tuple<Isa, Precision, int>>& info) {
+  const auto [isa, precision, q] = info.param;
+  return std::string(isa_name(isa)) + "_" + precision_name(precision) + "_q" + std::to_string(q);
+}
+
+INSTANTIATE_TEST_SUITE_P(Lut, KernelGridUniform,
+                         ::testing::Combine(kGridIsas, ::testing::Values(Precision::kExact, Precision::kFast),
+                                            ::testing::Values(2, 3, 4)),
+                         uniform_name);
+
 // The int8 partial sums of every backend equal the scalar LUT reference's exactly.
 class Int8Partials : public ::testing::TestWithParam<std::tuple<Isa, Orientation>> {};
 

@@ -1,5 +1,7 @@
 #include "kernels/coded_scales.h"
 
+#include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 #include "format/scale_codes.h"
@@ -35,6 +37,29 @@ format::ScaleCodes codes_beside_layout(const format::BcqMatrix& w) {
   c.alpha_code.clear();
   c.alpha_code.shrink_to_fit();
   return c;
+}
+
+format::ScaleCodes uniform_codes_beside(const format::BcqMatrix& w) {
+  format::ScaleCodes c = w.codes;
+  const size_t q = static_cast<size_t>(w.cfg.q);
+  const size_t sets = c.alpha_code.size() / q;
+  for (size_t s = 0; s < sets; ++s) {
+    for (size_t i = 1; i < q; ++i) {
+      if (c.alpha_code[s * q + i] != c.alpha_code[s * q]) return c;
+    }
+  }
+  for (size_t s = 0; s < sets; ++s) c.alpha_code[s] = c.alpha_code[s * q];
+  c.alpha_code.resize(sets);
+  c.alpha_code.shrink_to_fit();
+  return c;
+}
+
+std::vector<uint8_t> uniform_codes_back(const format::ScaleCodes& beside, int q, size_t sets) {
+  const size_t qs = static_cast<size_t>(q);
+  if (beside.alpha_code.size() == sets * qs) return beside.alpha_code;
+  std::vector<uint8_t> out(sets * qs);
+  for (size_t s = 0; s < sets; ++s) std::fill_n(out.begin() + static_cast<ptrdiff_t>(s * qs), qs, beside.alpha_code[s]);
+  return out;
 }
 
 void read_unit_codes(const uint8_t* a, int64_t r, int64_t u, format::BcqMatrix& w) {

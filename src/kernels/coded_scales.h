@@ -17,7 +17,9 @@
 #pragma once
 
 #include <bit>
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "format/bcq_matrix.h"
 
@@ -75,14 +77,18 @@ struct TileUnits {
   int q = 0;
   bool coded = false;       // scales kept as one-byte codes (per-OC in the units, per-IC in IcScales)
   bool round_alpha = true;  // coded: round code·step to fp16 (false where PackedMatrix::exact_steps)
+  // Per-OC uniform scales (PackedMatrix::uniform, avx2 only): a unit keeps the 32 fp16 α_0 alone
+  // (64 bytes, never coded: α_i = α_0·2^i exactly).
+  bool uniform = false;
   int64_t plane_bytes = 0;  // bits of one plane in one unit
   int64_t unit_bytes = 0;   // per-OC: q planes + alphas (unit_alpha_bytes) + (32 fp16 offsets); per-IC: q planes
   int64_t head_bytes = 0;   // coded: the tile's steps [q][32] fp32 before its units; else 0
 
   // Per-OC: byte offset, inside a unit, of the alpha of plane i (32 fp16; coded: its planes'
   // 64-byte code block, code_at) and of the offsets.
-  int64_t alpha_in_unit(int i) const { return q * plane_bytes + (coded ? 64 * (i / 2) : 64 * i); }
-  int64_t offset_in_unit() const { return q * plane_bytes + unit_alpha_bytes(q, coded); }
+  // Uniform: every plane's entry is α_0's.
+  int64_t alpha_in_unit(int i) const { return q * plane_bytes + (uniform ? 0 : coded ? 64 * (i / 2) : 64 * i); }
+  int64_t offset_in_unit() const { return q * plane_bytes + (uniform ? 64 : unit_alpha_bytes(q, coded)); }
   // Unit u of the tile at tp.
   const uint8_t* unit_at(const uint8_t* tp, int64_t u) const { return tp + head_bytes + u * unit_bytes; }
   // Coded: the steps [q][32] of the tile whose unit u starts at up (they open the tile).
@@ -107,6 +113,12 @@ bool all_supers_short(const format::BcqMatrix& w);
 // What a coded layout keeps beside it in PackedMatrix::source: w.codes without alpha_code
 // (which lives in the layout), so unpack can give the matrix back whole.
 format::ScaleCodes codes_beside_layout(const format::BcqMatrix& w);
+
+// What a uniform layout (TileUnits::uniform) keeps beside it in PackedMatrix::source when w has
+// codes: alpha_code one per set (plane 0's) where every set's q codes are equal (RTN's), all of
+// them otherwise; uniform_codes_back gives the canonical codes[set*q + i] again.
+format::ScaleCodes uniform_codes_beside(const format::BcqMatrix& w);
+std::vector<uint8_t> uniform_codes_back(const format::ScaleCodes& beside, int q, size_t sets);
 
 // Unpack: the codes of row r, group u back from a unit's code block into w.codes.alpha_code
 // (sized by the caller); format::decode_scales then gives alpha back from them.

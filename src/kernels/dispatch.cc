@@ -42,6 +42,12 @@ PackedMatrix canonical_packed(const format::BcqMatrix& w, Isa isa, Precision p) 
 
 format::BcqMatrix canonical_unpack(const PackedMatrix& w) { return w.source; }
 
+PackedMatrix scalar_spec(const format::BcqMatrix& w, const PackedMatrix& under_test) {
+  PackedMatrix s = scalar_backend().repack(w, under_test.precision);
+  s.uniform = under_test.uniform;
+  return s;
+}
+
 const Backend& backend(Isa isa) {
   switch (isa) {
     case Isa::kRef: return ref_backend();

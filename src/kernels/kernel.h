@@ -51,6 +51,11 @@ struct PackedMatrix {
   // Coded per-OC layouts (kernels/coded_scales.h): every super scale is short
   // (format::is_short_super), so α = code·step exactly and the kernels skip the fp16 rounding.
   bool exact_steps = false;
+  // Per-OC uniform scales (lut_uniform): the fast path folds the planes, adding a block's lookups
+  // as Σ_i 2^i·P_i and scaling once by α_0 (a different float order from the per-plane one). The
+  // scalar reference and avx2 set it where lut_uniform(w); avx512 and cuda leave it false, and
+  // a test comparing one of them with the scalar reference copies it (scalar_spec).
+  bool uniform = false;
   // avx2, avx512: where everything sits in `data` (kernels/tile_layout.h), computed once by
   // repack (round_alpha already !exact_steps) and read by every gemm; default elsewhere.
   TileLayout layout;
@@ -96,6 +101,9 @@ bool share_oc_tables(const PackedMatrix& a, const PackedMatrix& b);
 
 // For backends that compute on the canonical layout (ref, scalar): the packed form is a copy.
 PackedMatrix canonical_packed(const format::BcqMatrix& w, Isa isa, Precision p);
+// The scalar reference of w running the algorithm `under_test` runs (its `uniform` choice), for
+// the bit-for-bit comparisons of a backend with its spec.
+PackedMatrix scalar_spec(const format::BcqMatrix& w, const PackedMatrix& under_test);
 format::BcqMatrix canonical_unpack(const PackedMatrix& w);
 
 // The backends, each defined in its own folder (ref/, avx2/, avx512/, cuda/).

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/fp16.h"
 #include "kernels/kernel.h"
 
 namespace lutq::kernels {
@@ -17,6 +18,21 @@ int64_t lut_block_for(int64_t k, const format::BcqConfig& cfg) {
 }
 
 int64_t lut_block(const format::BcqMatrix& w) { return lut_block_for(w.k, w.cfg); }
+
+bool lut_uniform(const format::BcqMatrix& w) {
+  const int q = w.cfg.q;
+  if (w.cfg.orientation != format::Orientation::kPerOC || q < 2 || q > 4) return false;
+  const size_t sets = w.alpha.size() / static_cast<size_t>(q);
+  for (size_t s = 0; s < sets; ++s) {
+    const uint16_t* a = w.alpha.data() + s * static_cast<size_t>(q);
+    const float a0 = fp16_to_fp32(a[0]);
+    if (!std::isfinite(a0)) return false;
+    for (int i = 1; i < q; ++i) {
+      if (a[i] != fp32_to_fp16(std::ldexp(a0, i))) return false;
+    }
+  }
+  return sets > 0;
+}
 
 void build_tables_f32(const float* x, int64_t k, float* tables) {
   for (int64_t c = 0; c < k / kMu; ++c) {

@@ -35,6 +35,13 @@ void build_tables_f32(const float* x, int64_t k, float* tables);
 // otherwise.
 Status lut_check(const format::BcqMatrix& w, Precision p);
 
+// Whether the per-OC LUT kernels fold w's planes (PackedMatrix::uniform): per-OC, q in 2..4, and
+// in every group α_i == fp16(α_0·2^i) bit for bit with α_0 finite (RTN's uniform grids, with or
+// without offsets, fp16 or coded scales). The fast path then adds a block's lookups of all planes
+// as integers weighted 2^i and scales once per block and group by α_0 (docs/kernels.md "Uniform
+// scales"); the exact path and the int8 partial sums are unchanged.
+bool lut_uniform(const format::BcqMatrix& w);
+
 // Quantizes fp32 tables of k activations to int8: tq[c*16 + p], scales[b] for b in [0, k/kb).
 void quantize_tables_i8(const float* tables, int64_t k, int64_t kb, int8_t* tq, float* scales);
 

@@ -35,9 +35,10 @@ struct TileLayout : TileUnits {
 // Where a per-IC layout keeps its scales (IcScales).
 inline IcScales ic_scales_of(const TileLayout& L) { return {L.alpha_at, L.steps_at, L.offset_at, L.total_bytes}; }
 
-// The layout of w's shape and configuration (coded where keeps_codes(w)). Precondition:
-// lut_check(w) passed (so the unit is a multiple of 32). round_alpha is left true: repack clears
-// it where PackedMatrix::exact_steps.
-TileLayout make_tile_layout(const format::BcqMatrix& w);
+// The layout of w's shape and configuration (coded where keeps_codes(w); with `uniform`, which
+// needs lut_uniform(w), α_0 alone per unit and never coded). Precondition: lut_check(w) passed
+// (so the unit is a multiple of 32). round_alpha is left true: repack clears it where
+// PackedMatrix::exact_steps.
+TileLayout make_tile_layout(const format::BcqMatrix& w, bool uniform = false);
 
 }  // namespace lutq::kernels

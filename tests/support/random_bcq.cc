@@ -2,10 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <string>
 
 #include "core/fp16.h"
+#include "format/scale_codes.h"
 
 namespace lutq::testing {
 
@@ -27,6 +29,32 @@ format::BcqMatrix random_bcq(int64_t n, int64_t k, const format::BcqConfig& cfg,
   std::normal_distribution<float> offset(0.0f, 0.5f);
   for (auto& a : w.alpha) a = fp32_to_fp16(alpha(rng));
   for (auto& z : w.offset) z = fp32_to_fp16(offset(rng));
+  return w;
+}
+
+format::BcqMatrix uniform_bcq(int64_t n, int64_t k, const format::BcqConfig& cfg, std::mt19937_64& rng) {
+  format::BcqMatrix w = random_bcq(n, k, cfg, rng);
+  const size_t q = static_cast<size_t>(cfg.q);
+  for (size_t s = 0; s < w.alpha.size(); s += q) {
+    const float a0 = fp16_to_fp32(w.alpha[s]);
+    for (size_t i = 1; i < q; ++i) w.alpha[s + i] = fp32_to_fp16(std::ldexp(a0, static_cast<int>(i)));
+  }
+  return w;
+}
+
+format::BcqMatrix uniform_coded_bcq(int64_t n, int64_t k, const format::BcqConfig& cfg, std::mt19937_64& rng) {
+  format::BcqMatrix w = format::encode_scales(random_bcq(n, k, cfg, rng), 8).value();
+  const size_t q = static_cast<size_t>(cfg.q);
+  for (size_t line = 0; line < w.codes.alpha_super.size(); line += q) {
+    for (size_t i = 1; i < q; ++i) {
+      w.codes.alpha_super[line + i] =
+          fp32_to_fp16(std::ldexp(fp16_to_fp32(w.codes.alpha_super[line]), static_cast<int>(i)));
+    }
+  }
+  for (size_t s = 0; s < w.codes.alpha_code.size(); s += q) {
+    for (size_t i = 1; i < q; ++i) w.codes.alpha_code[s + i] = w.codes.alpha_code[s];
+  }
+  if (!format::decode_scales(w).is_ok()) std::abort();  // finite supers: it cannot fail
   return w;
 }
 

@@ -18,6 +18,12 @@ uint64_t test_seed();
 // to fp16. Padding bits stay zero.
 format::BcqMatrix random_bcq(int64_t n, int64_t k, const format::BcqConfig& cfg, std::mt19937_64& rng);
 
+// random_bcq with uniform scales: in every group α_i = α_0·2^i exactly (RTN's grids), so
+// kernels::lut_uniform holds for q in 2..4 per-OC. The coded form has 8-bit codes, one code per
+// group for all planes and super scales S_i = S_0·2^i (α ≥ 0, as encode_scales makes them).
+format::BcqMatrix uniform_bcq(int64_t n, int64_t k, const format::BcqConfig& cfg, std::mt19937_64& rng);
+format::BcqMatrix uniform_coded_bcq(int64_t n, int64_t k, const format::BcqConfig& cfg, std::mt19937_64& rng);
+
 // m*k activations ~ N(0, 1), with a few large outliers (as real activations have).
 std::vector<float> random_activations(int64_t m, int64_t k, std::mt19937_64& rng);
 

@@ -103,11 +103,60 @@ inline void lookup_block(const uint8_t* w, int64_t wstride, const int8_t* tab, i
   }
 }
 
+// Uniform scales (PackedMatrix::uniform), planes folded: the int16 sums over NJ row vectors of
+// Σ_i 2^i·(plane i's lookups), all Q planes, for MB activation rows: lo[mm] / hi[mm] as in
+// lookup_block. vpmaddubsw by 2^i instead of 1 weights each pair exactly (|2^i·254| <= 2032), and
+// a lane sums NJ pairs of each plane: |sum| <= (2^Q − 1)·254·NJ, which fold_vecs keeps <= 32767.
+// The weight vector of a plane is loaded once per j and each table once per plane (from L1):
+// the Q planes' accumulators are one pair per row, so MB = 4 fits the registers.
+template <int Q>
+constexpr int fold_vecs() {  // the most row vectors an int16 fold of Q planes may span: 8, 16 or 32
+  return Q == 4 ? 8 : (Q == 3 ? 16 : 32);
+}
+static_assert(15 * 254 * fold_vecs<4>() <= 32767 && 7 * 254 * fold_vecs<3>() <= 32767 &&
+              3 * 254 * fold_vecs<2>() <= 32767 && 254 * fold_vecs<1>() <= 32767);
+
+template <int MB, int Q, int NJ>
+inline void lookup_fold(const uint8_t* w, int64_t wstride, const int8_t* tab, int64_t tstride, __m256i* lo,
+                        __m256i* hi) {
+  static_assert(NJ <= fold_vecs<Q>(), "int16 overflow");
+  const __m256i nib = _mm256_set1_epi8(0x0F);
+#pragma GCC unroll 4
+  for (int mm = 0; mm < MB; ++mm) {
+    lo[mm] = _mm256_setzero_si256();
+    hi[mm] = _mm256_setzero_si256();
+  }
+#pragma GCC unroll 32
+  for (int j = 0; j < NJ; ++j) {
+#pragma GCC unroll 4
+    for (int i = 0; i < Q; ++i) {
+      const uint8_t* wj = w + i * wstride + 32 * j;
+      if (j % 2 == 0) prefetch_ahead(wj);
+      const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(wj));
+      const __m256i il = _mm256_and_si256(wv, nib);
+      const __m256i ih = _mm256_and_si256(_mm256_srli_epi16(wv, 4), nib);
+      const __m256i p2 = _mm256_set1_epi8(static_cast<char>(1 << i));
+#pragma GCC unroll 4
+      for (int mm = 0; mm < MB; ++mm) {
+        const int8_t* t = tab + mm * tstride + 32 * j;
+        const __m256i t0 = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(t)));
+        const __m256i t1 = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(t + 16)));
+        const __m256i v0 = _mm256_shuffle_epi8(t0, il);
+        const __m256i v1 = _mm256_shuffle_epi8(t1, ih);
+        lo[mm] = _mm256_add_epi16(lo[mm], _mm256_maddubs_epi16(p2, _mm256_unpacklo_epi8(v0, v1)));
+        hi[mm] = _mm256_add_epi16(hi[mm], _mm256_maddubs_epi16(p2, _mm256_unpackhi_epi8(v0, v1)));
+        asm("" : "+x"(lo[mm]), "+x"(hi[mm]));  // running chains (see lookup_block)
+      }
+    }
+  }
+}
+
 // int16 block sums -> int32, rows 8x .. 8x+7 in d[x]: the even / odd int16 lanes of lo and hi
 // (vpmaddwd with 1 and 0, exact), in row order thanks to tile_slot.
-inline void widen_i32(__m256i lo, __m256i hi, __m256i* d) {
-  const __m256i even = _mm256_set1_epi32(1);
-  const __m256i odd = _mm256_set1_epi32(1 << 16);
+// With `mult` (a power of two <= 8): the sums times mult, exactly.
+inline void widen_i32(__m256i lo, __m256i hi, __m256i* d, int mult = 1) {
+  const __m256i even = _mm256_set1_epi32(mult);
+  const __m256i odd = _mm256_set1_epi32(mult << 16);
   d[0] = _mm256_madd_epi16(lo, even);
   d[1] = _mm256_madd_epi16(lo, odd);
   d[2] = _mm256_madd_epi16(hi, even);
@@ -162,6 +211,13 @@ inline void load_f16x32(const uint8_t* p, __m256* a) {
 // The 32 alphas (rows 0..31) of plane i of the unit u at up: fp16 widened, or in the coded layout
 // fp16(fp32(code · step)) (kernels/coded_scales.h), which is the decoded fp16 α exactly.
 inline void load_alpha32(const Layout& L, const uint8_t* up, int64_t u, int i, __m256* a) {
+  if (L.uniform) {  // α_0·2^i: exact in fp32, and the fp16 α_i (lut_uniform)
+    load_f16x32(up + L.alpha_in_unit(0), a);
+    const __m256 p2 = _mm256_set1_ps(static_cast<float>(1 << i));
+#pragma GCC unroll 4
+    for (int x = 0; x < 4; ++x) a[x] = _mm256_mul_ps(a[x], p2);
+    return;
+  }
   if (!L.coded) return load_f16x32(up + L.alpha_in_unit(i), a);
   const uint8_t* c = up + L.alpha_in_unit(i);
   const __m256i byte = _mm256_set1_epi32(0xFF);

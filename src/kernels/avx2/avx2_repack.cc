@@ -15,7 +15,8 @@
 //          | alpha plane 0: 32 x fp16 (rows 0..31 in order) | ... | alpha plane q-1: 32 x fp16 |
 //          | offsets: 32 x fp16 (only with has_offset)                                          |
 //   with compressed scales (kernels/coded_scales.h) the alphas of a unit are ceil(q/2) blocks of
-//   64 bytes of one-byte codes (two planes per block) and the tile opens with q x 32 fp32 steps
+//   64 bytes of one-byte codes (two planes per block) and the tile opens with q x 32 fp32 steps;
+//   with uniform scales (PackedMatrix::uniform: α_i = α_0·2^i) they are α_0 alone, 32 x fp16
 //
 //   per-IC (unit = one int8-table block of kb activations, ub = kb/8 row vectors per plane):
 //
@@ -28,11 +29,14 @@
 // kExact stores each nibble p as p ^ (p & 8 ? 7 : 0): the exact kernel reads bits 0..2 as an
 // index into table entries 0..7 and bit 3 as the sign (T[p] = −T[15 − p]). kFast stores p.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "core/check.h"
+#include "core/fp16.h"
 #include "format/scale_codes.h"
 #include "kernels/avx2/avx2_internal.h"
+#include "kernels/lut_tables.h"
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,bmi2")
@@ -48,8 +52,9 @@ constexpr uint8_t exact_code(uint8_t b) {
 }  // namespace
 
 PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
-  const Layout L = make_tile_layout(w);
+  const Layout L = make_tile_layout(w, lut_uniform(w));
   PackedMatrix out;
+  out.uniform = L.uniform;
   out.isa = Isa::kAvx2;
   out.precision = p;
   out.source.n = w.n;
@@ -75,7 +80,9 @@ PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
       }
       if (L.per_oc) {
         const int64_t set = r * L.units + u;
-        if (L.coded) {
+        if (L.uniform) {
+          reinterpret_cast<uint16_t*>(up + L.alpha_in_unit(0))[rt] = w.alpha[static_cast<size_t>(set * q)];
+        } else if (L.coded) {
           write_unit_codes(w, r, u, up + L.alpha_in_unit(0));
         } else {
           auto* a = reinterpret_cast<uint16_t*>(up + L.alpha_in_unit(0));
@@ -94,6 +101,7 @@ PackedMatrix repack(const format::BcqMatrix& w, Precision p) {
       write_tile_steps(w, t, reinterpret_cast<float*>(d + t * L.tile_bytes));
     }
   }
+  if (L.uniform && w.codes.bits != 0) out.source.codes = uniform_codes_beside(w);
   if (!L.per_oc) write_ic_scales(w, L.coded, ic_scales_of(L), d);
   out.layout = L;
   out.layout.round_alpha = !out.exact_steps;
@@ -126,7 +134,10 @@ format::BcqMatrix unpack(const PackedMatrix& pw) {
       }
       if (L.per_oc) {
         const int64_t set = r * L.units + u;
-        if (L.coded) {
+        if (L.uniform) {
+          const float a0 = fp16_to_fp32(reinterpret_cast<const uint16_t*>(up + L.alpha_in_unit(0))[rt]);
+          for (int i = 0; i < q; ++i) w.alpha[static_cast<size_t>(set * q + i)] = fp32_to_fp16(std::ldexp(a0, i));
+        } else if (L.coded) {
           read_unit_codes(up + L.alpha_in_unit(0), r, u, w);
         } else {
           const auto* a = reinterpret_cast<const uint16_t*>(up + L.alpha_in_unit(0));
@@ -137,6 +148,10 @@ format::BcqMatrix unpack(const PackedMatrix& pw) {
         }
       }
     }
+  }
+  if (L.uniform && s.codes.bits != 0) {  // the codes kept beside; alpha is already the decoded one
+    w.codes = s.codes;
+    w.codes.alpha_code = uniform_codes_back(s.codes, q, w.alpha.size() / static_cast<size_t>(q));
   }
   if (!L.per_oc) read_ic_scales(d, L.coded, ic_scales_of(L), w);
   // The codes came from a matrix repack accepted: their decoding cannot fail.

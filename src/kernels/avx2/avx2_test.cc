@@ -155,7 +155,7 @@ void check_gemm(const BcqMatrix& w, Precision p, const std::vector<int64_t>& ms,
   const Backend& be = avx2_backend();
   const Backend& sc = scalar_backend();
   const PackedMatrix pa = be.repack(w, p);
-  const PackedMatrix ps = sc.repack(w, p);
+  const PackedMatrix ps = scalar_spec(w, pa);  // the same algorithm (pa.uniform)
   const int64_t mmax = kMaxM;
   const std::vector<float> x = random_x(mmax * w.k, static_cast<uint32_t>(w.n * 31 + w.k + w.cfg.q));
   std::vector<float> want(static_cast<size_t>(mmax * w.n));

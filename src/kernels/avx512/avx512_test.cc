@@ -154,7 +154,7 @@ void check_gemm(const BcqMatrix& w, Precision p, const std::vector<int64_t>& ms,
   const Backend& be = avx512_backend();
   const Backend& sc = scalar_backend();
   const PackedMatrix pa = be.repack(w, p);
-  const PackedMatrix ps = sc.repack(w, p);
+  const PackedMatrix ps = scalar_spec(w, pa);  // the same algorithm (pa.uniform)
   const std::vector<float> x = random_x(kMaxM * w.k, static_cast<uint32_t>(w.n * 31 + w.k + w.cfg.q));
   std::vector<float> want(static_cast<size_t>(kMaxM * w.n));
   sc.gemm(ps, x.data(), kMaxM, want.data(), shared_pool(1));

@@ -15,7 +15,9 @@ namespace {
 bool scalar_available(const CpuFeatures&) { return true; }
 
 PackedMatrix scalar_repack(const format::BcqMatrix& w, Precision p) {
-  return canonical_packed(w, Isa::kScalar, p);
+  PackedMatrix out = canonical_packed(w, Isa::kScalar, p);
+  out.uniform = lut_uniform(w);
+  return out;
 }
 
 // The 4-bit table index of row r, plane i, chunk c (activations 4c..4c+3).
@@ -61,10 +63,24 @@ struct Tables {
     }
     return s;
   }
+  // Uniform scales, folded planes: Σ over the blocks of scale_b · (Σ_i 2^i · integer block sum
+  // of plane i), left to right; the block's integer is exact (|·| < 2^17), so is its float.
+  float sum_folded(const format::BcqMatrix& w, int64_t r, int64_t c0, int64_t c1, int64_t kb) const {
+    const int64_t cpb = kb / kMu;
+    float s = 0.0f;
+    for (int64_t c = c0; c < c1; c += cpb) {
+      int32_t d = 0;
+      for (int i = 0; i < w.cfg.q; ++i) d += sum_i8(w, i, r, c, c + cpb) * (1 << i);
+      s += scales[static_cast<size_t>(c / cpb)] * static_cast<float>(d);
+    }
+    return s;
+  }
 };
 
-// Per-OC: one table set per activation row, shared by all rows and planes.
-void gemm_per_oc(const format::BcqMatrix& w, Precision p, const float* x, float* y, int64_t r0, int64_t r1) {
+// Per-OC: one table set per activation row, shared by all rows and planes. `fold`
+// (PackedMatrix::uniform, fast only): acc_g = α_0 · sum_folded instead of Σ_i α_i · s_i.
+void gemm_per_oc(const format::BcqMatrix& w, Precision p, bool fold, const float* x, float* y, int64_t r0,
+                 int64_t r1) {
   const int q = w.cfg.q;
   const int64_t kb = lut_block(w);
   const int64_t groups = w.k / w.cfg.g;
@@ -82,7 +98,8 @@ void gemm_per_oc(const format::BcqMatrix& w, Precision p, const float* x, float*
     for (int64_t gi = 0; gi < groups; ++gi) {
       const int64_t set = r * groups + gi;
       float acc_g = 0.0f;
-      for (int i = 0; i < q; ++i) {
+      if (fold) acc_g += half(w.alpha[static_cast<size_t>(set * q)]) * t.sum_folded(w, r, gi * cpg, (gi + 1) * cpg, kb);
+      for (int i = 0; i < q && !fold; ++i) {
         const float s = p == Precision::kExact ? t.sum_f32(w, i, r, gi * cpg, (gi + 1) * cpg)
                                                : t.sum_fast(w, i, r, gi * cpg, (gi + 1) * cpg, kb);
         acc_g += half(w.alpha[static_cast<size_t>(set * q + i)]) * s;
@@ -130,10 +147,11 @@ void scalar_gemm(const PackedMatrix& pw, const float* x, int64_t m, float* y, Th
   const bool per_oc = w.cfg.orientation == format::Orientation::kPerOC;
   // Per-IC rows are split on block boundaries so every thread builds whole blocks' tables.
   const int64_t align = per_oc ? 1 : w.cfg.g;
+  const bool fold = pw.uniform && pw.precision == Precision::kFast;
   pool.parallel_for(w.n, align, [&](int64_t r0, int64_t r1) {
     for (int64_t mm = 0; mm < m; ++mm) {
       if (per_oc) {
-        gemm_per_oc(w, pw.precision, x + mm * w.k, y + mm * w.n, r0, r1);
+        gemm_per_oc(w, pw.precision, fold, x + mm * w.k, y + mm * w.n, r0, r1);
       } else {
         gemm_per_ic(w, pw.precision, x + mm * w.k, y + mm * w.n, r0, r1);
       }
