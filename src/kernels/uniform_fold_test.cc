@@ -17,6 +17,7 @@
 #include "core/fp16.h"
 #include "core/thread_pool.h"
 #include "format/bcq_matrix.h"
+#include "format/scale_codes.h"
 #include "kernels/linear.h"
 #include "kernels/lut_tables.h"
 #include "support/random_bcq.h"
@@ -76,6 +77,28 @@ TEST(UniformScales, Avx2LayoutKeepsAlphaZeroAloneAndRoundTrips) {
       }
     }
   }
+}
+
+// Codes that decode to uniform scales without being one per group (every plane's super scale
+// equal, codes c·2^i): the layout keeps all of them beside it, and unpack gives them back.
+TEST(UniformScales, Avx2KeepsUnequalCodesWhole) {
+  if (!have_avx2()) GTEST_SKIP() << "CPU has no AVX2";
+  std::mt19937_64 rng(13);
+  const BcqConfig cfg{4, 32, Orientation::kPerOC, true};
+  BcqMatrix w = testing::uniform_coded_bcq(40, 128, cfg, rng);
+  for (size_t line = 0; line < w.codes.alpha_super.size(); line += 4) {
+    for (size_t i = 1; i < 4; ++i) w.codes.alpha_super[line + i] = w.codes.alpha_super[line];
+  }
+  for (size_t s = 0; s < w.codes.alpha_code.size(); s += 4) {
+    const auto c0 = static_cast<uint8_t>(w.codes.alpha_code[s] % 32);
+    for (size_t i = 0; i < 4; ++i) w.codes.alpha_code[s + i] = static_cast<uint8_t>(c0 << i);
+  }
+  ASSERT_TRUE(format::decode_scales(w).is_ok());
+  ASSERT_TRUE(lut_uniform(w));
+  const PackedMatrix pw = avx2_backend().repack(w, Precision::kFast);
+  ASSERT_TRUE(pw.uniform);
+  EXPECT_EQ(pw.source.codes.alpha_code.size(), w.codes.alpha_code.size());
+  testing::expect_same_bcq(avx2_backend().unpack(pw), w);
 }
 
 // y from `under` (avx2) and from the scalar reference running the same algorithm, bit for bit.
